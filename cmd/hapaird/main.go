@@ -1,0 +1,128 @@
+// Command hapaird is the hapair failover daemon: one runs on each node of a
+// 1+1 pair (design.md section 1). It holds no logic of its own: it reads
+// the config, wires the packages together and handles signals.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/hapair/hapair/config"
+)
+
+// version is stamped by the build (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type options struct {
+	config  string
+	node    string
+	check   bool
+	cleanup bool
+	version bool
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var o options
+	fs := flag.NewFlagSet("hapaird", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.config, "c", "/etc/hapair/hapair.toml", "configuration `file`")
+	fs.StringVar(&o.node, "node", "", "this node's `name` (default: by hostname, then by local addresses)")
+	fs.BoolVar(&o.check, "check", false, "validate the configuration, print what would run, and exit")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "release every VIP this node holds and exit (for ExecStopPost)")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if o.version {
+		fmt.Fprintln(stdout, "hapaird", version)
+		return 0
+	}
+	cfg, err := config.Load(o.config)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	self, rule, err := findSelf(cfg, o.node)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	switch {
+	case o.check:
+		summary(stdout, stderr, cfg, self, rule)
+		return 0
+	case o.cleanup:
+		return cleanup(cfg, self, stdout, stderr)
+	}
+	return daemon(cfg, self, rule, stderr)
+}
+
+func findSelf(cfg *config.Config, flagNode string) (*config.Node, string, error) {
+	host, _ := os.Hostname()
+	return cfg.FindSelf(flagNode, host, localAddrs())
+}
+
+func localAddrs() []netip.Addr {
+	addrs, _ := net.InterfaceAddrs()
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out
+}
+
+// summary is --check's one screen: what this node would do. Interfaces that
+// do not exist here are warnings, so a file can be checked anywhere.
+func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule string) {
+	peer := cfg.Peer(self)
+	fmt.Fprintf(w, "%s: ok\n", cfg.File)
+	fmt.Fprintf(w, "this node:   %s (found by %s), peer %s; preferred active: %s\n", self.Name, rule, peer.Name, cfg.Primary)
+	fmt.Fprintf(w, "heartbeat:   raw Ethernet on %s and UDP %s:%d -> %s:%d, every %v, peer lost after %v (profile %s)\n",
+		self.HeartbeatInterface, self.ReplicationAddress, cfg.HeartbeatPort, peer.ReplicationAddress, cfg.HeartbeatPort, cfg.Interval, cfg.DeadInterval, cfg.Profile)
+	fmt.Fprintf(w, "replication: TCP %s:%d, mode %s\n", self.ReplicationAddress, cfg.ReplicationPort, cfg.SyncMode)
+	var vips []string
+	for _, v := range cfg.VIPs {
+		vips = append(vips, v.Prefix.String()+" on "+v.VIPInterface(self))
+	}
+	fmt.Fprintf(w, "VIPs:        %s (lease %v, %d announcements %v apart)\n", strings.Join(vips, ", "), cfg.Lease, cfg.GARPCount, cfg.GARPSpacing)
+	fmt.Fprintf(w, "keys:        %d (signing with %s)\n", len(cfg.Keys), cfg.KeyFiles[0])
+	fmt.Fprintf(w, "state:       %s, socket %s\n", cfg.StateDir, cfg.Socket)
+	if len(cfg.Checks) > 0 {
+		fmt.Fprintf(w, "checks:      %d\n", len(cfg.Checks))
+	}
+	for _, ifn := range interfacesOf(cfg, self) {
+		if _, err := net.InterfaceByName(ifn); err != nil {
+			fmt.Fprintf(warn, "warning: interface %s does not exist on this machine; hapaird will refuse to start here\n", ifn)
+		}
+	}
+}
+
+func interfacesOf(cfg *config.Config, self *config.Node) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	add(self.HeartbeatInterface)
+	add(self.PublicInterface)
+	for _, v := range cfg.VIPs {
+		add(v.VIPInterface(self))
+	}
+	return out
+}

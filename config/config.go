@@ -1,0 +1,236 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Defaults an operator gets by leaving a key out.
+const (
+	DefaultStateDir        = "/var/lib/hapair"
+	DefaultSocket          = "/run/hapair/hapair.sock"
+	DefaultHeartbeatPort   = 7405
+	DefaultReplicationPort = 7406
+	// The kernel counts address lifetimes in whole seconds and expires
+	// addresses from a periodic worker, so a lease shorter than 2 s would
+	// risk the VIP vanishing between renewals on a busy host.
+	DefaultLease       = 10 * time.Second
+	MinLease           = 2 * time.Second
+	DefaultGARPCount   = 3
+	DefaultGARPSpacing = 20 * time.Millisecond
+)
+
+// Profiles name the two timer pairs operators pick from.
+var Profiles = map[string]struct{ Interval, Dead time.Duration }{
+	"default": {100 * time.Millisecond, 300 * time.Millisecond},
+	"fast":    {10 * time.Millisecond, 30 * time.Millisecond},
+}
+
+// Config is a validated configuration. Durations and addresses are typed;
+// the key material is loaded.
+type Config struct {
+	File      string
+	Cluster   string
+	ClusterID uint32 // derived from Cluster, carried in every frame
+	KeyFiles  []string
+	Keys      [][]byte // Keys[0] signs; any of them verifies
+	Primary   string
+
+	Profile      string
+	Interval     time.Duration
+	DeadInterval time.Duration
+
+	SyncMode        string // "async" or "sync"
+	StateDir        string
+	Socket          string
+	HeartbeatPort   int
+	ReplicationPort int
+	MetricsListen   string
+
+	Lease       time.Duration
+	GARPCount   int
+	GARPSpacing time.Duration
+	GARPRefresh time.Duration // 0: no periodic refresh
+
+	Nodes  []Node
+	VIPs   []VIP
+	Checks []Check
+	Hooks  []Hook
+}
+
+// Node is one member of the pair.
+type Node struct {
+	Name               string
+	ID                 uint8 // 1 or 2: the position in the file
+	HeartbeatInterface string
+	HeartbeatMAC       net.HardwareAddr // optional: unicast from the first frame
+	PublicInterface    string
+	PublicAddress      netip.Prefix // optional: finds the node, bounds its VIPs
+	ReplicationAddress netip.Addr
+}
+
+// VIP is a floating address and the interface it lives on.
+type VIP struct {
+	Prefix    netip.Prefix
+	Interface string // empty: each node's public interface
+}
+
+// Check is a critical component check; its kinds are filled in by the
+// health package.
+type Check struct {
+	Name     string
+	Kind     string
+	Target   string
+	Interval time.Duration
+	Timeout  time.Duration
+	Rise     int
+	Fall     int
+	Critical bool
+}
+
+// Hook is a command run on a transition.
+type Hook struct {
+	On      []string
+	Command []string
+	Timeout time.Duration
+}
+
+// StartupWindow is how long a starting node listens for its peer before the
+// preferred node claims the VIPs.
+func (c *Config) StartupWindow() time.Duration { return 3 * c.DeadInterval }
+
+// Peer returns the node that is not self.
+func (c *Config) Peer(self *Node) *Node {
+	for i := range c.Nodes {
+		if c.Nodes[i].Name != self.Name {
+			return &c.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// Node returns the node named name, or nil.
+func (c *Config) Node(name string) *Node {
+	for i := range c.Nodes {
+		if c.Nodes[i].Name == name {
+			return &c.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// VIPInterface is the interface a VIP lives on at node n.
+func (v VIP) VIPInterface(n *Node) string {
+	if v.Interface != "" {
+		return v.Interface
+	}
+	return n.PublicInterface
+}
+
+// Error is one problem in a file, positioned at a line and a key.
+type Error struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Key == "" {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Key, e.Msg)
+}
+
+// Errors is every problem found in one file, in line order.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// Load reads, decodes and validates the file at path.
+func Load(path string) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, src)
+}
+
+// Parse decodes and validates src as if read from path. Relative key file
+// paths are taken relative to path's directory.
+func Parse(path string, src []byte) (*Config, error) {
+	var f file
+	md, err := toml.Decode(string(src), &f)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			key := pe.LastKey
+			return nil, Errors{{File: path, Line: pe.Position.Line, Key: key, Msg: firstLine(pe.Message)}}
+		}
+		// Type mismatches come as plain errors shaped
+		// `toml: line N (last key "k"): message`.
+		if m := reTypeErr.FindStringSubmatch(err.Error()); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			return nil, Errors{{File: path, Line: line, Key: m[2], Msg: m[3]}}
+		}
+		return nil, Errors{{File: path, Line: 1, Msg: strings.TrimPrefix(err.Error(), "toml: ")}}
+	}
+	v := &validator{path: path, lines: scanLines(string(src))}
+	for _, k := range md.Undecoded() {
+		paths := v.lines.plain[k.String()]
+		if len(paths) == 0 {
+			paths = []string{k.String()}
+		}
+		for _, p := range paths {
+			v.errf(p, "unknown key")
+		}
+	}
+	cfg := v.build(&f)
+	if len(v.errs) > 0 {
+		sort.SliceStable(v.errs, func(i, j int) bool { return v.errs[i].Line < v.errs[j].Line })
+		return nil, v.errs
+	}
+	return cfg, nil
+}
+
+var reTypeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}
+
+type validator struct {
+	path  string
+	lines keyLines
+	errs  Errors
+}
+
+func (v *validator) errf(key, format string, args ...any) {
+	v.errs = append(v.errs, &Error{File: v.path, Line: v.lines.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// ClusterID is the 32-bit id carried in frames: FNV-1a of the cluster name,
+// so two pairs on one segment ignore each other without an extra setting.
+func ClusterID(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return h.Sum32()
+}

@@ -1,0 +1,432 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+)
+
+// file is the TOML as written. Durations and addresses stay strings here so
+// that a bad one is reported with its key and line by the validator, not as
+// a decoder error without context.
+type file struct {
+	Cluster         string   `toml:"cluster"`
+	KeyFile         string   `toml:"key_file"`
+	KeyFiles        []string `toml:"key_files"`
+	Primary         string   `toml:"primary"`
+	Profile         string   `toml:"profile"`
+	Interval        string   `toml:"interval"`
+	DeadInterval    string   `toml:"dead_interval"`
+	SyncMode        string   `toml:"sync_mode"`
+	StateDir        string   `toml:"state_dir"`
+	Socket          string   `toml:"socket"`
+	HeartbeatPort   *int     `toml:"heartbeat_port"`
+	ReplicationPort *int     `toml:"replication_port"`
+	Lease           string   `toml:"lease"`
+	Announce        struct {
+		Count   *int   `toml:"count"`
+		Spacing string `toml:"spacing"`
+		Refresh string `toml:"refresh"`
+	} `toml:"announce"`
+	Metrics struct {
+		Listen string `toml:"listen"`
+	} `toml:"metrics"`
+	Node []struct {
+		Name               string `toml:"name"`
+		HeartbeatInterface string `toml:"heartbeat_interface"`
+		HeartbeatMAC       string `toml:"heartbeat_mac"`
+		PublicInterface    string `toml:"public_interface"`
+		PublicAddress      string `toml:"public_address"`
+		ReplicationAddress string `toml:"replication_address"`
+	} `toml:"node"`
+	VIP []struct {
+		Address   string `toml:"address"`
+		Interface string `toml:"interface"`
+	} `toml:"vip"`
+	Check []struct {
+		Name     string `toml:"name"`
+		Kind     string `toml:"kind"`
+		Target   string `toml:"target"`
+		Interval string `toml:"interval"`
+		Timeout  string `toml:"timeout"`
+		Rise     *int   `toml:"rise"`
+		Fall     *int   `toml:"fall"`
+		Critical *bool  `toml:"critical"`
+	} `toml:"check"`
+	Hook []struct {
+		On      []string `toml:"on"`
+		Command []string `toml:"command"`
+		Timeout string   `toml:"timeout"`
+	} `toml:"hook"`
+}
+
+var (
+	reName    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+	reIfname  = regexp.MustCompile(`^[^\s/:]{1,15}$`)
+	checkKind = map[string]bool{"process": true, "exec": true, "http": true, "tcp": true, "link": true}
+	hookOn    = map[string]bool{"active": true, "standby": true, "fault": true, "split-brain": true, "lock": true, "sync-degraded": true}
+)
+
+func (v *validator) build(f *file) *Config {
+	c := &Config{
+		File:            v.path,
+		Cluster:         f.Cluster,
+		Primary:         f.Primary,
+		SyncMode:        or(f.SyncMode, "async"),
+		StateDir:        or(f.StateDir, DefaultStateDir),
+		Socket:          or(f.Socket, DefaultSocket),
+		HeartbeatPort:   DefaultHeartbeatPort,
+		ReplicationPort: DefaultReplicationPort,
+		MetricsListen:   f.Metrics.Listen,
+		Lease:           DefaultLease,
+		GARPCount:       DefaultGARPCount,
+		GARPSpacing:     DefaultGARPSpacing,
+	}
+	switch {
+	case f.Cluster == "":
+		v.errf("cluster", "missing: name the pair (any string, the same on both nodes)")
+	case !reName.MatchString(f.Cluster):
+		v.errf("cluster", "%q is not a name (letters, digits, . _ -, at most 63)", f.Cluster)
+	}
+	c.ClusterID = ClusterID(f.Cluster)
+
+	v.nodes(f, c)
+	v.keys(f, c)
+	v.timers(f, c)
+
+	switch c.SyncMode {
+	case "async", "sync":
+	default:
+		v.errf("sync_mode", "%q is neither \"async\" nor \"sync\"", f.SyncMode)
+	}
+	if f.HeartbeatPort != nil {
+		c.HeartbeatPort = v.port("heartbeat_port", *f.HeartbeatPort)
+	}
+	if f.ReplicationPort != nil {
+		c.ReplicationPort = v.port("replication_port", *f.ReplicationPort)
+	}
+	if c.HeartbeatPort == c.ReplicationPort && c.HeartbeatPort != 0 {
+		v.errf("replication_port", "%d is also the heartbeat_port", c.ReplicationPort)
+	}
+	if f.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(f.Metrics.Listen); err != nil {
+			v.errf("metrics.listen", "%q is not host:port", f.Metrics.Listen)
+		}
+	}
+	v.vips(f, c)
+	v.checks(f, c)
+	v.hooks(f, c)
+	return c
+}
+
+func (v *validator) nodes(f *file, c *Config) {
+	if len(f.Node) != 2 {
+		v.errf("node", "a pair needs exactly 2 [[node]] tables, found %d", len(f.Node))
+	}
+	seen := map[string]string{}
+	for i, n := range f.Node {
+		k := fmt.Sprintf("node[%d]", i+1)
+		node := Node{Name: n.Name, ID: uint8(i + 1), HeartbeatInterface: n.HeartbeatInterface, PublicInterface: n.PublicInterface}
+		switch {
+		case n.Name == "":
+			v.errf(k+".name", "missing")
+		case !reName.MatchString(n.Name):
+			v.errf(k+".name", "%q is not a name (letters, digits, . _ -, at most 63)", n.Name)
+		case seen[n.Name] != "":
+			v.errf(k+".name", "%q is already the name of %s", n.Name, seen[n.Name])
+		default:
+			seen[n.Name] = k
+		}
+		v.ifname(k+".heartbeat_interface", n.HeartbeatInterface, true)
+		v.ifname(k+".public_interface", n.PublicInterface, true)
+		if n.HeartbeatMAC != "" {
+			mac, err := net.ParseMAC(n.HeartbeatMAC)
+			if err != nil || len(mac) != 6 {
+				v.errf(k+".heartbeat_mac", "%q is not an Ethernet address", n.HeartbeatMAC)
+			}
+			node.HeartbeatMAC = mac
+		}
+		if n.PublicAddress != "" {
+			p, err := netip.ParsePrefix(n.PublicAddress)
+			if err != nil {
+				v.errf(k+".public_address", "%s is not an IP prefix (address/length)", n.PublicAddress)
+			}
+			node.PublicAddress = p
+		}
+		if n.ReplicationAddress == "" {
+			v.errf(k+".replication_address", "missing: the address of this node on the replication link")
+		} else if a, err := netip.ParseAddr(n.ReplicationAddress); err != nil {
+			v.errf(k+".replication_address", "%s is not an IP address", n.ReplicationAddress)
+		} else {
+			node.ReplicationAddress = a
+		}
+		c.Nodes = append(c.Nodes, node)
+	}
+	if len(c.Nodes) == 2 && c.Nodes[0].ReplicationAddress.IsValid() && c.Nodes[0].ReplicationAddress == c.Nodes[1].ReplicationAddress {
+		v.errf("node[2].replication_address", "%s is also node[1]'s", c.Nodes[1].ReplicationAddress)
+	}
+	if f.Primary == "" {
+		if len(c.Nodes) > 0 {
+			c.Primary = c.Nodes[0].Name
+		}
+	} else if seen[f.Primary] == "" {
+		v.errf("primary", "%q is not the name of a [[node]]", f.Primary)
+	}
+}
+
+func (v *validator) ifname(key, name string, required bool) {
+	switch {
+	case name == "" && required:
+		v.errf(key, "missing")
+	case name != "" && !reIfname.MatchString(name):
+		v.errf(key, "%q is not an interface name (1 to 15 characters, no blanks, / or :)", name)
+	}
+}
+
+func (v *validator) keys(f *file, c *Config) {
+	switch {
+	case f.KeyFile != "" && len(f.KeyFiles) > 0:
+		v.errf("key_files", "set either key_file or key_files, not both")
+		return
+	case f.KeyFile != "":
+		c.KeyFiles = []string{f.KeyFile}
+	case len(f.KeyFiles) > 0:
+		c.KeyFiles = f.KeyFiles
+	default:
+		v.errf("key_file", "missing: the shared secret that authenticates the pair (hapairctl keygen writes one)")
+		return
+	}
+	key := "key_file"
+	if f.KeyFile == "" {
+		key = "key_files"
+	}
+	for _, p := range c.KeyFiles {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(v.path), p)
+		}
+		k, err := ReadKey(p)
+		if err != nil {
+			v.errf(key, "%v", err)
+			continue
+		}
+		c.Keys = append(c.Keys, k)
+	}
+}
+
+// MinKeyLen is the shortest shared key accepted: HMAC-SHA-256 gains nothing
+// from a longer one and a shorter one weakens it.
+const MinKeyLen = 32
+
+// ReadKey reads a key file, refusing one that is short or that the group or
+// others may read.
+func ReadKey(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %w", path, errUnwrapPath(err))
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("key file %s has mode %04o: it must not be readable by group or others (chmod 600)", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %w", path, errUnwrapPath(err))
+	}
+	if len(b) < MinKeyLen {
+		return nil, fmt.Errorf("key file %s holds %d bytes; at least %d random bytes are needed", path, len(b), MinKeyLen)
+	}
+	return b, nil
+}
+
+func errUnwrapPath(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+func (v *validator) timers(f *file, c *Config) {
+	c.Profile = or(f.Profile, "default")
+	p, ok := Profiles[c.Profile]
+	if !ok {
+		v.errf("profile", "%q is neither \"default\" nor \"fast\"", f.Profile)
+		p = Profiles["default"]
+	}
+	c.Interval, c.DeadInterval = p.Interval, p.Dead
+	if f.Interval != "" {
+		c.Interval = v.duration("interval", f.Interval, time.Millisecond)
+		c.Profile = "custom"
+	}
+	if f.DeadInterval != "" {
+		c.DeadInterval = v.duration("dead_interval", f.DeadInterval, time.Millisecond)
+		c.Profile = "custom"
+	}
+	if c.Interval > 0 && c.DeadInterval > 0 && c.DeadInterval <= c.Interval {
+		v.errf("dead_interval", "%v must be above interval (%v): use at least 3 intervals", c.DeadInterval, c.Interval)
+	}
+	if f.Lease != "" {
+		c.Lease = v.duration("lease", f.Lease, time.Second)
+		if c.Lease > 0 && c.Lease < MinLease {
+			v.errf("lease", "%v is below %v: the kernel counts address lifetimes in seconds", c.Lease, MinLease)
+		}
+		if c.Lease%time.Second != 0 {
+			v.errf("lease", "%v is not a whole number of seconds (the kernel's unit)", c.Lease)
+		}
+	}
+	if f.Announce.Count != nil {
+		c.GARPCount = *f.Announce.Count
+		if c.GARPCount < 1 || c.GARPCount > 100 {
+			v.errf("announce.count", "%d is outside 1..100", c.GARPCount)
+		}
+	}
+	if f.Announce.Spacing != "" {
+		c.GARPSpacing = v.duration("announce.spacing", f.Announce.Spacing, 0)
+	}
+	if f.Announce.Refresh != "" {
+		c.GARPRefresh = v.duration("announce.refresh", f.Announce.Refresh, 0)
+		if c.GARPRefresh > 0 && c.GARPRefresh < time.Second {
+			v.errf("announce.refresh", "%v is too short: refresh at most once a second, or \"0s\" for never", c.GARPRefresh)
+		}
+	}
+}
+
+// duration parses s; min (when not 0) is the smallest value that makes sense.
+func (v *validator) duration(key, s string, min time.Duration) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		v.errf(key, "%q is not a duration (write it like \"100ms\" or \"2s\")", s)
+		return 0
+	}
+	if d < 0 || d < min {
+		v.errf(key, "%v is too short (at least %v)", d, min)
+		return 0
+	}
+	return d
+}
+
+func (v *validator) port(key string, p int) int {
+	if p < 1 || p > 65535 {
+		v.errf(key, "%d is not a port number (1..65535)", p)
+		return 0
+	}
+	return p
+}
+
+func (v *validator) vips(f *file, c *Config) {
+	if len(f.VIP) == 0 {
+		v.errf("vip", "no [[vip]]: the pair has no floating address to move")
+	}
+	seen := map[netip.Addr]string{}
+	for i, fv := range f.VIP {
+		k := fmt.Sprintf("vip[%d]", i+1)
+		v.ifname(k+".interface", fv.Interface, false)
+		if fv.Address == "" {
+			v.errf(k+".address", "missing")
+			continue
+		}
+		p, err := netip.ParsePrefix(fv.Address)
+		if err != nil {
+			v.errf(k+".address", "%s is not an IP prefix (address/length)", fv.Address)
+			continue
+		}
+		if p.Addr().IsUnspecified() || p.Addr().IsMulticast() || p.Addr().IsLoopback() || p.Addr().IsLinkLocalUnicast() {
+			v.errf(k+".address", "%s cannot float: it is not a unicast, non-link-local address", fv.Address)
+			continue
+		}
+		if prev := seen[p.Addr()]; prev != "" {
+			v.errf(k+".address", "%s is already %s", p.Addr(), prev)
+		}
+		seen[p.Addr()] = k
+		vip := VIP{Prefix: p, Interface: fv.Interface}
+		for ni := range c.Nodes {
+			n := &c.Nodes[ni]
+			if n.PublicAddress.IsValid() && vip.VIPInterface(n) == n.PublicInterface &&
+				n.PublicAddress.Addr().Is4() == p.Addr().Is4() && !n.PublicAddress.Masked().Contains(p.Addr()) {
+				v.errf(k+".address", "%s is outside %s's public subnet %s", p.Addr(), n.Name, n.PublicAddress.Masked())
+			}
+			if n.PublicAddress.IsValid() && n.PublicAddress.Addr() == p.Addr() {
+				v.errf(k+".address", "%s is %s's own public address", p.Addr(), n.Name)
+			}
+		}
+		c.VIPs = append(c.VIPs, vip)
+	}
+}
+
+func (v *validator) checks(f *file, c *Config) {
+	names := map[string]bool{}
+	for i, fc := range f.Check {
+		k := fmt.Sprintf("check[%d]", i+1)
+		ch := Check{Name: fc.Name, Kind: fc.Kind, Target: fc.Target, Interval: time.Second, Timeout: time.Second, Rise: 2, Fall: 1, Critical: true}
+		switch {
+		case fc.Name == "":
+			v.errf(k+".name", "missing")
+		case names[fc.Name]:
+			v.errf(k+".name", "%q is already the name of a check", fc.Name)
+		}
+		names[fc.Name] = true
+		if !checkKind[fc.Kind] {
+			v.errf(k+".kind", "%q is not a check kind (process, exec, http, tcp, link)", fc.Kind)
+		}
+		if fc.Target == "" {
+			v.errf(k+".target", "missing: what the check watches")
+		}
+		if fc.Interval != "" {
+			ch.Interval = v.duration(k+".interval", fc.Interval, time.Millisecond)
+		}
+		if fc.Timeout != "" {
+			ch.Timeout = v.duration(k+".timeout", fc.Timeout, time.Millisecond)
+		}
+		if ch.Timeout > ch.Interval && ch.Interval > 0 {
+			v.errf(k+".timeout", "%v is above the check's interval (%v)", ch.Timeout, ch.Interval)
+		}
+		if fc.Rise != nil {
+			ch.Rise = v.count(k+".rise", *fc.Rise)
+		}
+		if fc.Fall != nil {
+			ch.Fall = v.count(k+".fall", *fc.Fall)
+		}
+		if fc.Critical != nil {
+			ch.Critical = *fc.Critical
+		}
+		c.Checks = append(c.Checks, ch)
+	}
+}
+
+func (v *validator) count(key string, n int) int {
+	if n < 1 || n > 100 {
+		v.errf(key, "%d is outside 1..100", n)
+	}
+	return n
+}
+
+func (v *validator) hooks(f *file, c *Config) {
+	for i, fh := range f.Hook {
+		k := fmt.Sprintf("hook[%d]", i+1)
+		h := Hook{On: fh.On, Command: fh.Command, Timeout: 30 * time.Second}
+		if len(fh.On) == 0 {
+			v.errf(k+".on", "missing: the transitions that run it")
+		}
+		for _, on := range fh.On {
+			if !hookOn[on] {
+				v.errf(k+".on", "%q is not a transition (active, standby, fault, split-brain, lock, sync-degraded)", on)
+			}
+		}
+		if len(fh.Command) == 0 || fh.Command[0] == "" {
+			v.errf(k+".command", "missing: the program and its arguments, as a list")
+		}
+		if fh.Timeout != "" {
+			h.Timeout = v.duration(k+".timeout", fh.Timeout, time.Millisecond)
+		}
+		c.Hooks = append(c.Hooks, h)
+	}
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

@@ -1,0 +1,12 @@
+module github.com/hapair/hapair
+
+go 1.26.0
+
+require (
+	github.com/BurntSushi/toml v1.6.0
+	github.com/vishvananda/netlink v1.3.1
+	github.com/vishvananda/netns v0.0.5
+	golang.org/x/net v0.59.0
+)
+
+require golang.org/x/sys v0.50.0 // indirect

@@ -1,0 +1,65 @@
+package labnet
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// ConfigOptions shape the hapair.toml WriteConfig makes for a pair.
+type ConfigOptions struct {
+	Profile  string // "default" or "fast"; empty: default
+	SyncMode string // empty: async
+	Extra    string // appended verbatim: checks, hooks, more VIPs
+	Lease    string // empty: "4s"
+}
+
+// WriteConfig writes a fresh key and a hapair.toml for this pair into dir
+// and returns the config's path. Nodes are "a" and "b", a preferred.
+func (p *Pair) WriteConfig(dir string, o ConfigOptions) (string, error) {
+	key := make([]byte, 32)
+	rand.Read(key)
+	keyPath := filepath.Join(dir, "hapair.key")
+	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
+		return "", err
+	}
+	if o.Profile == "" {
+		o.Profile = "default"
+	}
+	if o.SyncMode == "" {
+		o.SyncMode = "async"
+	}
+	if o.Lease == "" {
+		o.Lease = "4s"
+	}
+	src := fmt.Sprintf(`# hapair lab pair %[1]s
+cluster = "lab-%[1]s"
+key_file = %[2]q
+primary = "a"
+profile = %[3]q
+sync_mode = %[4]q
+lease = %[5]q
+
+[[node]]
+name = "a"
+heartbeat_interface = %[6]q
+public_interface = %[7]q
+public_address = %[8]q
+replication_address = %[9]q
+
+[[node]]
+name = "b"
+heartbeat_interface = %[6]q
+public_interface = %[7]q
+public_address = %[10]q
+replication_address = %[11]q
+
+[[vip]]
+address = %[12]q
+%[13]s`, p.Tag, keyPath, o.Profile, o.SyncMode, o.Lease, Heartbeat, Public,
+		PublicAddr["a"].String(), ReplAddr["a"].Addr().String(),
+		PublicAddr["b"].String(), ReplAddr["b"].Addr().String(), VIP.String(), o.Extra)
+	path := filepath.Join(dir, "hapair.toml")
+	return path, os.WriteFile(path, []byte(src), 0o644)
+}

@@ -1,0 +1,34 @@
+// Package heartbeat gives hapair's authenticated heartbeats: the frame
+// format, its MAC, the replay window, the raw-Ethernet and UDP paths, and
+// the peer's liveness per path (design.md section 6). It reports what it
+// hears; it decides no roles.
+//
+// A frame is 96 bytes, big-endian:
+//
+//	 0  magic "HPHB"                  4
+//	 4  version (1)                   1
+//	 5  type (1 = heartbeat)          1
+//	 6  flags                         2   locked, fault, leaving, split brain, preferred
+//	 8  cluster id                    4   FNV-1a of the cluster name
+//	12  node id                       1
+//	13  role                          1
+//	14  key id                        1   index into the configured keys
+//	15  path index                    1   each path numbers its own frames
+//	16  boot generation               8   raised at every start of the sender
+//	24  sequence                      8   per generation, from 1
+//	32  active for, ms                8   ^0: not active
+//	40  last new session age, ms      8   ^0: none
+//	48  statesync written             8
+//	56  statesync acknowledged        8
+//	64  HMAC-SHA-256 over bytes 0-63 32
+//
+// Ages, never wall-clock times, cross the wire: each side measures them on
+// its own monotonic clock when the frame is sent, so clock skew between the
+// nodes cannot change an arbitration.
+//
+// On the dedicated link frames travel as EtherType 0x88B5 (IEEE 802 Local
+// Experimental EtherType 1); the second path carries the same bytes over
+// UDP. A receiver checks the header, then the MAC, then the generation and
+// replay window, and only then trusts the content; every rejection has a
+// reason and a counter.
+package heartbeat

@@ -1,0 +1,65 @@
+package heartbeat
+
+import "sync/atomic"
+
+// DropReason says why a received frame was ignored.
+type DropReason int
+
+// Drop reasons, in the order a frame is checked.
+const (
+	DropShort DropReason = iota
+	DropMagic
+	DropVersion
+	DropMalformed
+	DropCluster
+	DropOwnNode
+	DropKeyID
+	DropMAC
+	DropOldGeneration
+	DropReplay
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{
+	"short", "bad_magic", "unknown_version", "malformed", "other_cluster",
+	"own_node", "unknown_key", "bad_mac", "old_generation", "replayed",
+}
+
+func (r DropReason) String() string {
+	if r < 0 || r >= numDropReasons {
+		return "unknown"
+	}
+	return dropNames[r]
+}
+
+// DropReasons lists every reason, for metrics and status.
+func DropReasons() []DropReason {
+	out := make([]DropReason, numDropReasons)
+	for i := range out {
+		out[i] = DropReason(i)
+	}
+	return out
+}
+
+// Counters are an endpoint's frame counts, safe to read at any time.
+type Counters struct {
+	drops [numDropReasons]atomic.Uint64
+	sent  atomic.Uint64
+	recv  atomic.Uint64
+	// sendErrors counts frames a path failed to send (link down, say).
+	sendErrors atomic.Uint64
+}
+
+// Stats is a snapshot of Counters.
+type Stats struct {
+	Sent, Received, SendErrors uint64
+	Drops                      map[string]uint64
+}
+
+func (c *Counters) snapshot() Stats {
+	s := Stats{Sent: c.sent.Load(), Received: c.recv.Load(), SendErrors: c.sendErrors.Load(), Drops: map[string]uint64{}}
+	for i := range c.drops {
+		s.Drops[DropReason(i).String()] = c.drops[i].Load()
+	}
+	return s
+}

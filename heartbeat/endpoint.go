@@ -1,0 +1,366 @@
+package heartbeat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Path is one way to the peer. The endpoint owns Conn from New on and
+// closes it when Run returns.
+type Path struct {
+	Name string // "raw", "udp": for events, status and metrics
+	Conn net.PacketConn
+	// Peer is where frames go. On the raw path it is the broadcast address
+	// until the peer's MAC is known.
+	Peer net.Addr
+	// Learn replaces Peer with the source of the first authentic frame, so
+	// the raw path turns from broadcast to unicast by itself.
+	Learn bool
+}
+
+// Config sets up an Endpoint. Zero durations mean the default profile.
+type Config struct {
+	Cluster    uint32
+	Node       uint8
+	Keys       [][]byte
+	Interval   time.Duration // default 100ms
+	Dead       time.Duration // default 300ms
+	Generation uint64        // this start's boot generation (NextGeneration)
+	// StateDir, when set, keeps the highest generation seen from the peer
+	// across this node's restarts.
+	StateDir string
+}
+
+// Local is what this node says about itself in every frame.
+type Local struct {
+	Role  Role
+	Flags Flags
+	// ActiveSince and LastNewSession are monotonic instants; zero means
+	// "not active" and "no new session". Frames carry their ages.
+	ActiveSince    time.Time
+	LastNewSession time.Time
+	SyncWritten    uint64
+	SyncAcked      uint64
+}
+
+// EventKind is what an Event reports.
+type EventKind int
+
+// Event kinds.
+const (
+	PathUp    EventKind = iota // first authentic frame on a path, or again after it went down
+	PathDown                   // a path silent for the dead interval
+	PeerAlive                  // the peer is heard on some path
+	PeerLost                   // every path silent for the dead interval
+	PeerFrame                  // an authentic, fresh frame
+)
+
+func (k EventKind) String() string {
+	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame"}[k]
+}
+
+// Event is one observation, stamped with the monotonic time it was made.
+type Event struct {
+	Kind  EventKind
+	Path  string
+	Frame Frame // PeerFrame only
+	At    time.Time
+}
+
+// Endpoint sends this node's heartbeats on every path and watches the
+// peer's. Create with New, then Run.
+type Endpoint struct {
+	cfg    Config
+	paths  []pathState
+	signer *Signer
+	recv   *receiver
+	store  peerGenerations
+	events chan Event
+	kick   chan struct{}
+	rx     chan rxFrame
+	stats  Counters
+
+	mu    sync.Mutex
+	local Local
+	peers []net.Addr // current destination per path
+}
+
+type pathState struct {
+	Path
+	seq     uint64
+	up      bool
+	lastRx  time.Time
+}
+
+type rxFrame struct {
+	path int
+	n    int
+	buf  [FrameLen + 1]byte // one spare byte tells an over-long frame
+	from net.Addr
+	at   time.Time
+}
+
+// New checks cfg and takes ownership of the paths' connections.
+func New(cfg Config, paths ...Path) (*Endpoint, error) {
+	if cfg.Interval == 0 {
+		cfg.Interval = 100 * time.Millisecond
+	}
+	if cfg.Dead == 0 {
+		cfg.Dead = 3 * cfg.Interval
+	}
+	if cfg.Dead <= cfg.Interval {
+		return nil, fmt.Errorf("heartbeat: dead interval %v must be above interval %v", cfg.Dead, cfg.Interval)
+	}
+	if len(paths) == 0 || len(paths) > 255 {
+		return nil, errors.New("heartbeat: need 1 to 255 paths")
+	}
+	s, err := NewSigner(cfg.Keys)
+	if err != nil {
+		return nil, err
+	}
+	e := &Endpoint{
+		cfg:    cfg,
+		signer: s,
+		events: make(chan Event, 256),
+		kick:   make(chan struct{}, 1),
+		rx:     make(chan rxFrame, 64),
+	}
+	if cfg.StateDir != "" {
+		e.store = peerGenerations{path: filepath.Join(cfg.StateDir, "peer-generation")}
+	}
+	gen, err := e.store.load()
+	if err != nil {
+		return nil, err
+	}
+	e.recv = newReceiver(cfg.Cluster, cfg.Node, s, len(paths), gen)
+	for _, p := range paths {
+		e.paths = append(e.paths, pathState{Path: p})
+		e.peers = append(e.peers, p.Peer)
+	}
+	return e, nil
+}
+
+// Events is where the endpoint reports. The agent must keep reading it: a
+// reader that stops stalls the endpoint, and then its heartbeats, as a hung
+// node should.
+func (e *Endpoint) Events() <-chan Event { return e.events }
+
+// Stats reads the counters.
+func (e *Endpoint) Stats() Stats { return e.stats.snapshot() }
+
+// SetLocal changes what this node says and sends it at once on every path:
+// a change of role, lock or fault must not wait for the next tick.
+func (e *Endpoint) SetLocal(l Local) {
+	e.mu.Lock()
+	e.local = l
+	e.mu.Unlock()
+	e.SendNow()
+}
+
+// UpdateLocal changes what this node says without sending at once, for
+// facts that may wait for the next tick (statesync positions).
+func (e *Endpoint) UpdateLocal(f func(*Local)) {
+	e.mu.Lock()
+	f(&e.local)
+	e.mu.Unlock()
+}
+
+// SendNow sends a frame on every path now.
+func (e *Endpoint) SendNow() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// PeerAddr is the current destination on path i (the learned MAC on the
+// raw path).
+func (e *Endpoint) PeerAddr(i int) net.Addr {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.peers[i]
+}
+
+// Run sends and receives until ctx ends, then closes the connections and
+// returns once every goroutine it started has ended.
+func (e *Endpoint) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for i := range e.paths {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.read(ctx, i)
+		}()
+	}
+	defer func() {
+		for _, p := range e.paths {
+			p.Conn.Close()
+		}
+		wg.Wait()
+	}()
+
+	tick := time.NewTicker(e.cfg.Interval)
+	defer tick.Stop()
+	live := time.NewTimer(e.cfg.Dead)
+	defer live.Stop()
+	peerAlive := false
+	out := make([]byte, 0, FrameLen)
+	e.sendAll(out)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			e.sendAll(out)
+		case <-e.kick:
+			e.sendAll(out)
+		case r := <-e.rx:
+			if !e.receive(ctx, &r, &peerAlive) {
+				return nil
+			}
+		case <-live.C:
+		}
+		if !e.expire(ctx, time.Now(), &peerAlive) {
+			return nil
+		}
+		live.Reset(e.nextDeadline(time.Now()))
+	}
+}
+
+func (e *Endpoint) read(ctx context.Context, i int) {
+	conn := e.paths[i].Conn
+	for {
+		var r rxFrame
+		n, from, err := conn.ReadFrom(r.buf[:])
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A veth going down makes reads fail briefly; keep reading.
+			time.Sleep(e.cfg.Interval / 4)
+			continue
+		}
+		r.path, r.n, r.from, r.at = i, n, from, time.Now()
+		select {
+		case e.rx <- r:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (e *Endpoint) emit(ctx context.Context, ev Event) bool {
+	select {
+	case e.events <- ev:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) bool {
+	var f Frame
+	reason, ok := e.recv.check(r.buf[:r.n], r.path, &f)
+	if !ok {
+		e.stats.drops[reason].Add(1)
+		return true
+	}
+	e.stats.recv.Add(1)
+	if e.recv.genChanged {
+		e.recv.genChanged = false
+		// Persisting may fail on a read-only disk; the window still
+		// protects this run, so the frame is not dropped for it.
+		e.store.store(e.recv.gen)
+	}
+	p := &e.paths[r.path]
+	if p.Learn {
+		e.mu.Lock()
+		e.peers[r.path] = r.from
+		e.mu.Unlock()
+	}
+	p.lastRx = r.at
+	if !p.up {
+		p.up = true
+		if !e.emit(ctx, Event{Kind: PathUp, Path: p.Name, At: r.at}) {
+			return false
+		}
+	}
+	if !*peerAlive {
+		*peerAlive = true
+		if !e.emit(ctx, Event{Kind: PeerAlive, Path: p.Name, At: r.at}) {
+			return false
+		}
+	}
+	return e.emit(ctx, Event{Kind: PeerFrame, Path: p.Name, Frame: f, At: r.at})
+}
+
+// expire reports paths silent for the dead interval, and the peer once all
+// are. Deadlines are monotonic readings, so a wall-clock step changes
+// nothing.
+func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) bool {
+	anyUp := false
+	for i := range e.paths {
+		p := &e.paths[i]
+		if p.up && now.Sub(p.lastRx) >= e.cfg.Dead {
+			p.up = false
+			if !e.emit(ctx, Event{Kind: PathDown, Path: p.Name, At: now}) {
+				return false
+			}
+		}
+		anyUp = anyUp || p.up
+	}
+	if *peerAlive && !anyUp {
+		*peerAlive = false
+		return e.emit(ctx, Event{Kind: PeerLost, At: now})
+	}
+	return true
+}
+
+func (e *Endpoint) nextDeadline(now time.Time) time.Duration {
+	next := e.cfg.Dead
+	for _, p := range e.paths {
+		if p.up {
+			if d := p.lastRx.Add(e.cfg.Dead).Sub(now); d < next {
+				next = d
+			}
+		}
+	}
+	return max(next, 0)
+}
+
+func (e *Endpoint) sendAll(buf []byte) {
+	now := time.Now()
+	e.mu.Lock()
+	l := e.local
+	e.mu.Unlock()
+	f := Frame{
+		Cluster: e.cfg.Cluster, Node: e.cfg.Node, Role: l.Role, Flags: l.Flags,
+		Generation: e.cfg.Generation, ActiveFor: -1, LastNewSession: -1,
+		SyncWritten: l.SyncWritten, SyncAcked: l.SyncAcked,
+	}
+	if !l.ActiveSince.IsZero() {
+		f.ActiveFor = now.Sub(l.ActiveSince)
+	}
+	if !l.LastNewSession.IsZero() {
+		f.LastNewSession = now.Sub(l.LastNewSession)
+	}
+	for i := range e.paths {
+		p := &e.paths[i]
+		p.seq++
+		f.Seq, f.Path = p.seq, uint8(i)
+		b := e.signer.AppendFrame(buf[:0], &f)
+		e.mu.Lock()
+		dst := e.peers[i]
+		e.mu.Unlock()
+		if _, err := p.Conn.WriteTo(b, dst); err != nil {
+			e.stats.sendErrors.Add(1)
+			continue
+		}
+		e.stats.sent.Add(1)
+	}
+}

@@ -1,0 +1,266 @@
+package heartbeat
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/internal/labnet"
+	"github.com/mdlayher/packet"
+)
+
+const testCluster = 0xC0FFEE
+
+// node is one endpoint running in a lab namespace, with its events
+// collected for assertions.
+type node struct {
+	ep     *Endpoint
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu     sync.Mutex
+	events []Event
+	notify chan struct{}
+}
+
+func startNode(t testing.TB, p *labnet.Pair, name string, id uint8, interval time.Duration) *node {
+	t.Helper()
+	peer := "b"
+	if name == "b" {
+		peer = "a"
+	}
+	var paths []Path
+	err := labnet.Do(p.Node(name), func() error {
+		ifi, err := net.InterfaceByName(labnet.Heartbeat)
+		if err != nil {
+			return err
+		}
+		raw, err := RawPath(ifi, nil)
+		if err != nil {
+			return err
+		}
+		udp, err := UDPPath(netip.AddrPortFrom(labnet.ReplAddr[name].Addr(), 7405), netip.AddrPortFrom(labnet.ReplAddr[peer].Addr(), 7405))
+		if err != nil {
+			raw.Conn.Close()
+			return err
+		}
+		paths = []Path{raw, udp}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := New(Config{Cluster: testCluster, Node: id, Keys: [][]byte{testKey}, Interval: interval, Dead: 3 * interval, Generation: 1}, paths...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{ep: ep, cancel: cancel, done: make(chan struct{}), notify: make(chan struct{}, 1)}
+	go func() {
+		defer close(n.done)
+		ep.Run(ctx)
+	}()
+	go func() {
+		for {
+			select {
+			case ev := <-ep.Events():
+				n.mu.Lock()
+				n.events = append(n.events, ev)
+				n.mu.Unlock()
+				select {
+				case n.notify <- struct{}{}:
+				default:
+				}
+			case <-n.done:
+				return
+			}
+		}
+	}()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *node) stop() {
+	n.cancel()
+	<-n.done
+}
+
+// waitFor waits until an event of kind (on path, if set) arrives after
+// index from, and returns it with its index.
+func (n *node) waitFor(t testing.TB, kind EventKind, path string, from int, within time.Duration) (Event, int) {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		n.mu.Lock()
+		for i := from; i < len(n.events); i++ {
+			if ev := n.events[i]; ev.Kind == kind && (path == "" || ev.Path == path) {
+				n.mu.Unlock()
+				return ev, i
+			}
+		}
+		n.mu.Unlock()
+		select {
+		case <-n.notify:
+		case <-deadline:
+			t.Fatalf("no %v event on %q within %v", kind, path, within)
+		}
+	}
+}
+
+func (n *node) count(kind EventKind, from int) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for _, ev := range n.events[from:] {
+		if ev.Kind == kind {
+			c++
+		}
+	}
+	return c
+}
+
+func (n *node) len() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.events)
+}
+
+func TestPairSeesEachOther(t *testing.T) {
+	p := labnet.NewT(t, labnet.Options{})
+	const iv = 20 * time.Millisecond
+	a := startNode(t, p, "a", 1, iv)
+	b := startNode(t, p, "b", 2, iv)
+	a.ep.SetLocal(Local{Role: RoleActive, ActiveSince: time.Now()})
+	for _, n := range []*node{a, b} {
+		n.waitFor(t, PathUp, "raw", 0, 2*iv+100*time.Millisecond)
+		n.waitFor(t, PathUp, "udp", 0, 2*iv+100*time.Millisecond)
+		n.waitFor(t, PeerAlive, "", 0, 2*iv+100*time.Millisecond)
+	}
+	ev, _ := b.waitFor(t, PeerFrame, "", 0, time.Second)
+	for ev.Frame.Role != RoleActive {
+		ev, _ = b.waitFor(t, PeerFrame, "", b.len()-1, time.Second)
+	}
+	if ev.Frame.Node != 1 || ev.Frame.ActiveFor < 0 {
+		t.Errorf("b sees %+v", ev.Frame)
+	}
+	// The raw path learned the peer's MAC and now sends unicast.
+	if addr := a.ep.PeerAddr(0).(*packet.Addr); addr.HardwareAddr[0] == 0xff {
+		t.Errorf("a still broadcasts on the raw path: %v", addr)
+	}
+}
+
+func TestHeartbeatLinkDownIsDegradedNotLost(t *testing.T) {
+	p := labnet.NewT(t, labnet.Options{})
+	const iv = 20 * time.Millisecond
+	a := startNode(t, p, "a", 1, iv)
+	b := startNode(t, p, "b", 2, iv)
+	b.waitFor(t, PeerAlive, "", 0, time.Second)
+	a.waitFor(t, PeerAlive, "", 0, time.Second)
+	mark := b.len()
+	cut := time.Now()
+	if err := p.CutHeartbeat(false); err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := b.waitFor(t, PathDown, "raw", mark, 3*iv+200*time.Millisecond)
+	t.Logf("raw path down after %v", ev.At.Sub(cut))
+	// Several dead intervals later the peer is still alive over UDP.
+	time.Sleep(10 * iv)
+	if c := b.count(PeerLost, mark); c != 0 {
+		t.Fatalf("peer reported lost with the UDP path up")
+	}
+	if c := b.count(PathDown, mark); c != 1 {
+		t.Errorf("%d path-down events, want 1 (raw)", c)
+	}
+	// Replication link down too: now the peer is lost.
+	cut = time.Now()
+	if err := p.CutReplication(false); err != nil {
+		t.Fatal(err)
+	}
+	ev, _ = b.waitFor(t, PeerLost, "", mark, 3*iv+200*time.Millisecond)
+	t.Logf("peer lost %v after the last path was cut", ev.At.Sub(cut))
+	// And back.
+	mark = b.len()
+	p.CutHeartbeat(true)
+	p.CutReplication(true)
+	b.waitFor(t, PeerAlive, "", mark, 2*time.Second)
+}
+
+// TestThirdPartyFramesDropped injects frames from a host on the heartbeat
+// segment: forged, truncated, replayed and from an old generation. Each is
+// counted under its reason and none changes what b reports.
+func TestThirdPartyFramesDropped(t *testing.T) {
+	p := labnet.NewT(t, labnet.Options{HeartbeatSwitch: true})
+	const iv = 20 * time.Millisecond
+	b := startNode(t, p, "b", 2, iv)
+
+	var tap *packet.Conn
+	err := labnet.Do(p.Tap, func() error {
+		ifi, err := net.InterfaceByName(labnet.Heartbeat)
+		if err != nil {
+			return err
+		}
+		tap, err = packet.Listen(ifi, packet.Datagram, EtherType, nil)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	bcast := &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+
+	// A genuine node a, generation 5, sends one frame; the tap records it.
+	s, _ := NewSigner([][]byte{testKey})
+	genuine := Frame{Cluster: testCluster, Node: 1, Role: RoleActive, Generation: 5, Seq: 1, ActiveFor: -1, LastNewSession: -1}
+	captured := s.AppendFrame(nil, &genuine)
+	send := func(b []byte) {
+		if _, err := tap.WriteTo(b, bcast); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(captured)
+	b.waitFor(t, PeerAlive, "", 0, time.Second)
+	// Newer genuine frames move the window on; generation 6 follows a
+	// restart of a.
+	for seq := uint64(2); seq < 5; seq++ {
+		g := genuine
+		g.Seq = seq
+		send(s.AppendFrame(nil, &g))
+	}
+	g6 := genuine
+	g6.Generation, g6.Seq = 6, 1
+	send(s.AppendFrame(nil, &g6))
+	waitStat(t, b.ep, func(st Stats) bool { return st.Received == 5 })
+	mark := b.len()
+
+	wrong, _ := NewSigner([][]byte{make([]byte, 32)})
+	forged := genuine
+	forged.Generation, forged.Seq, forged.Role = 6, 99, RoleFault
+	send(wrong.AppendFrame(nil, &forged))
+	send(captured[:40])
+	send(captured) // replayed from the old generation
+	g6b := g6
+	send(s.AppendFrame(nil, &g6b)) // replayed within the generation
+	waitStat(t, b.ep, func(st Stats) bool {
+		return st.Drops["bad_mac"] == 1 && st.Drops["short"] == 1 && st.Drops["old_generation"] == 1 && st.Drops["replayed"] == 1
+	})
+	if st := b.ep.Stats(); st.Received != 5 {
+		t.Errorf("received %d genuine frames, want 5", st.Received)
+	}
+	if c := b.count(PeerFrame, mark); c != 0 {
+		t.Errorf("%d frames reported after the attack, want 0", c)
+	}
+}
+
+func waitStat(t *testing.T, ep *Endpoint, ok func(Stats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for !ok(ep.Stats()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("counters never matched: %+v", ep.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,180 @@
+package vip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/ndp"
+)
+
+var allNodes = netip.MustParseAddr("ff02::1")
+
+// announcer sends the announcements for one interface. Its sockets are
+// opened on first use and kept while the manager lives: opening a packet
+// socket costs more than sending a frame.
+type announcer struct {
+	mu  sync.Mutex // the burst and a refresh may send at once
+	ifi *net.Interface
+	arp *arp.Client
+	ndp *ndp.Conn
+}
+
+func (a *announcer) close() {
+	if a.arp != nil {
+		a.arp.Close()
+	}
+	if a.ndp != nil {
+		a.ndp.Close()
+	}
+}
+
+func (m *Manager) announcerFor(ifname string) (*announcer, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a, ok := m.ann[ifname]; ok {
+		return a, nil
+	}
+	a := &announcer{}
+	err := m.inNS(func() (err error) {
+		a.ifi, err = net.InterfaceByName(ifname)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("vip: interface %s: %w", ifname, err)
+	}
+	m.ann[ifname] = a
+	return a, nil
+}
+
+// send announces addr once.
+func (m *Manager) send(a *announcer, addr netip.Addr) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if addr.Is4() {
+		if a.arp == nil {
+			// arp.Dial wants an IPv4 address on the interface: the VIP
+			// itself, just added, will do.
+			err := m.inNS(func() (err error) {
+				a.arp, err = arp.Dial(a.ifi)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("vip: arp socket on %s: %w", a.ifi.Name, err)
+			}
+		}
+		for _, op := range []arp.Operation{arp.OperationRequest, arp.OperationReply} {
+			target := ethernet.Broadcast
+			if op == arp.OperationRequest {
+				// RFC 5227: the target hardware address of an
+				// announcement is ignored and should be zero.
+				target = net.HardwareAddr{0, 0, 0, 0, 0, 0}
+			}
+			p, err := arp.NewPacket(op, a.ifi.HardwareAddr, addr, target, addr)
+			if err != nil {
+				return err
+			}
+			if err := a.arp.WriteTo(p, ethernet.Broadcast); err != nil {
+				return fmt.Errorf("vip: gratuitous ARP for %s on %s: %w", addr, a.ifi.Name, err)
+			}
+		}
+		return nil
+	}
+	if a.ndp == nil {
+		err := m.inNS(func() (err error) {
+			a.ndp, _, err = ndp.Listen(a.ifi, ndp.LinkLocal)
+			if err != nil {
+				// No link-local address yet (DAD still running): the
+				// VIP itself is a valid source for an advertisement.
+				a.ndp, _, err = ndp.Listen(a.ifi, ndp.Addr(addr.String()))
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("vip: ndp socket on %s: %w", a.ifi.Name, err)
+		}
+	}
+	na := &ndp.NeighborAdvertisement{
+		Override:      true,
+		TargetAddress: addr,
+		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: a.ifi.HardwareAddr}},
+	}
+	if err := a.ndp.WriteTo(na, nil, allNodes); err != nil {
+		return fmt.Errorf("vip: unsolicited NA for %s on %s: %w", addr, a.ifi.Name, err)
+	}
+	return nil
+}
+
+// Announce sends one announcement for every held VIP: for a periodic
+// refresh, or after the carrier comes back.
+func (m *Manager) Announce() error {
+	var errs []error
+	for _, a := range m.addrs {
+		errs = append(errs, m.announce(a))
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) announce(a Addr) error {
+	an, err := m.announcerFor(a.Interface)
+	if err == nil {
+		err = m.send(an, a.Prefix.Addr())
+	}
+	m.mu.Lock()
+	if err != nil {
+		m.stats.AnnounceErrors++
+	} else {
+		m.stats.Announcements++
+	}
+	m.mu.Unlock()
+	return err
+}
+
+// announceBurst sends the first announcement now and the rest of the
+// burst from a goroutine that Release and Close stop.
+func (m *Manager) announceBurst(addrs []Addr) {
+	for _, a := range addrs {
+		m.announce(a)
+	}
+	if m.opt.Count <= 1 || len(addrs) == 0 {
+		return
+	}
+	m.stopBurst()
+	ctx, cancel := context.WithCancel(context.Background())
+	m.mu.Lock()
+	m.burst = cancel
+	m.mu.Unlock()
+	m.burstWG.Add(1)
+	go func() {
+		defer m.burstWG.Done()
+		t := time.NewTicker(m.opt.Spacing)
+		defer t.Stop()
+		for i := 1; i < m.opt.Count; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			for _, a := range addrs {
+				m.announce(a)
+			}
+		}
+	}()
+}
+
+func (m *Manager) stopBurst() {
+	m.mu.Lock()
+	cancel := m.burst
+	m.burst = nil
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	m.burstWG.Wait()
+}

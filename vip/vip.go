@@ -1,0 +1,312 @@
+package vip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Addr is one floating address and the interface it lives on.
+type Addr struct {
+	Prefix    netip.Prefix
+	Interface string
+}
+
+func (a Addr) String() string { return a.Prefix.String() + " on " + a.Interface }
+
+// Options configure a Manager. The zero value means the defaults.
+type Options struct {
+	// NetNS names the network namespace to work in; empty means the
+	// caller's. Tests and the lab use it; the daemon leaves it empty.
+	NetNS string
+	// Lease is the kernel lifetime of a claimed address, in whole seconds
+	// (default 10s). Renew well before it runs out.
+	Lease time.Duration
+	// Count announcements are sent per claim (default 3), Spacing apart
+	// (default 20ms): some switches drop the first frame after a link or
+	// MAC change.
+	Count   int
+	Spacing time.Duration
+}
+
+// ErrForeign means an address is configured on this host without a
+// lifetime, by someone other than hapair: it is not ours to take or remove.
+var ErrForeign = errors.New("vip: address is configured permanently by someone else")
+
+// Manager holds a set of VIPs on this host.
+type Manager struct {
+	addrs []Addr
+	opt   Options
+	nl    *netlink.Handle
+	ns    netns.NsHandle
+
+	mu      sync.Mutex
+	held    bool
+	ann     map[string]*announcer // by interface
+	burst   context.CancelFunc
+	burstWG sync.WaitGroup
+	stats   Stats
+}
+
+// Stats counts what the manager did.
+type Stats struct {
+	Claims, Renewals, Releases, Announcements, AnnounceErrors uint64
+}
+
+// New prepares a manager for addrs; it changes nothing on the host.
+func New(addrs []Addr, opt Options) (*Manager, error) {
+	if opt.Lease == 0 {
+		opt.Lease = 10 * time.Second
+	}
+	if opt.Lease < 2*time.Second || opt.Lease%time.Second != 0 {
+		return nil, fmt.Errorf("vip: lease %v: whole seconds, at least 2s", opt.Lease)
+	}
+	if opt.Count == 0 {
+		opt.Count = 3
+	}
+	if opt.Spacing == 0 {
+		opt.Spacing = 20 * time.Millisecond
+	}
+	m := &Manager{addrs: addrs, opt: opt, ns: netns.None(), ann: map[string]*announcer{}}
+	var err error
+	if opt.NetNS != "" {
+		m.ns, err = netns.GetFromName(opt.NetNS)
+		if err != nil {
+			return nil, fmt.Errorf("vip: namespace %s: %w", opt.NetNS, err)
+		}
+		m.nl, err = netlink.NewHandleAt(m.ns)
+	} else {
+		m.nl, err = netlink.NewHandle()
+	}
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("vip: netlink: %w", err)
+	}
+	return m, nil
+}
+
+// Addrs is the configured set.
+func (m *Manager) Addrs() []Addr { return m.addrs }
+
+// Stats reads the counters.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stats
+}
+
+// Close stops announcing and frees the manager's sockets. It leaves the
+// addresses as they are: releasing is a decision, not a side effect.
+func (m *Manager) Close() error {
+	m.stopBurst()
+	m.mu.Lock()
+	for k, a := range m.ann {
+		a.close()
+		delete(m.ann, k)
+	}
+	m.mu.Unlock()
+	if m.nl != nil {
+		m.nl.Close()
+	}
+	if m.ns.IsOpen() {
+		m.ns.Close()
+	}
+	return nil
+}
+
+func (m *Manager) link(name string) (netlink.Link, error) {
+	l, err := m.nl.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("vip: interface %s: %w", name, err)
+	}
+	return l, nil
+}
+
+func (m *Manager) nlAddr(a Addr, lease bool) *netlink.Addr {
+	p := a.Prefix
+	na := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	if lease {
+		secs := int(m.opt.Lease / time.Second)
+		na.ValidLft, na.PreferedLft = secs, secs
+	}
+	if p.Addr().Is6() {
+		// Usable at once: duplicate address detection would hold the VIP
+		// tentative for a second, and the peer has just let it go.
+		na.Flags = unix.IFA_F_NODAD
+	}
+	return na
+}
+
+// forever is how the kernel reports an address without a lifetime.
+const forever = 0xFFFFFFFF
+
+// find reports whether a is on its interface and whether it is permanent.
+func (m *Manager) find(l netlink.Link, a Addr) (present, permanent bool, err error) {
+	family := netlink.FAMILY_V4
+	if a.Prefix.Addr().Is6() {
+		family = netlink.FAMILY_V6
+	}
+	list, err := m.nl.AddrList(l, family)
+	if err != nil {
+		return false, false, fmt.Errorf("vip: list addresses on %s: %w", a.Interface, err)
+	}
+	for _, x := range list {
+		if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == a.Prefix.Addr() {
+			return true, uint32(x.ValidLft) == forever, nil
+		}
+	}
+	return false, false, nil
+}
+
+// Claim adds every VIP with a fresh lease and announces it: the first
+// announcement goes out before Claim returns, the rest of the burst follows
+// in the background. Claiming what is held already only renews it.
+func (m *Manager) Claim() error {
+	var errs []error
+	var claimed []Addr
+	for _, a := range m.addrs {
+		if err := m.add(a); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		claimed = append(claimed, a)
+	}
+	m.mu.Lock()
+	m.held = true
+	m.stats.Claims++
+	m.mu.Unlock()
+	m.announceBurst(claimed)
+	return errors.Join(errs...)
+}
+
+func (m *Manager) add(a Addr) error {
+	l, err := m.link(a.Interface)
+	if err != nil {
+		return err
+	}
+	_, permanent, err := m.find(l, a)
+	if err != nil {
+		return err
+	}
+	if permanent {
+		return fmt.Errorf("vip: claim %s: %w", a, ErrForeign)
+	}
+	// Replace, not add: idempotent, and it renews a lease in place.
+	if err := m.nl.AddrReplace(l, m.nlAddr(a, true)); err != nil {
+		return fmt.Errorf("vip: claim %s: %w", a, err)
+	}
+	return nil
+}
+
+// Renew restarts the lease of every held VIP, putting back any that went
+// missing.
+func (m *Manager) Renew() error {
+	m.mu.Lock()
+	held := m.held
+	m.stats.Renewals++
+	m.mu.Unlock()
+	if !held {
+		return nil
+	}
+	var errs []error
+	for _, a := range m.addrs {
+		errs = append(errs, m.add(a))
+	}
+	return errors.Join(errs...)
+}
+
+// Release removes every VIP. An address already gone counts as released.
+func (m *Manager) Release() error {
+	m.stopBurst()
+	m.mu.Lock()
+	m.held = false
+	m.stats.Releases++
+	m.mu.Unlock()
+	_, err := m.Cleanup()
+	return err
+}
+
+// Cleanup removes every configured VIP that hapair may have left on this
+// host (one with a lifetime), and returns what it removed. Permanent
+// addresses are left alone.
+func (m *Manager) Cleanup() ([]Addr, error) {
+	var removed []Addr
+	var errs []error
+	for _, a := range m.addrs {
+		l, err := m.link(a.Interface)
+		if err != nil {
+			var nf netlink.LinkNotFoundError
+			if errors.As(err, &nf) {
+				continue // no interface, no address
+			}
+			errs = append(errs, err)
+			continue
+		}
+		present, permanent, err := m.find(l, a)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !present || permanent {
+			continue
+		}
+		if err := m.nl.AddrDel(l, m.nlAddr(a, false)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("vip: release %s: %w", a, err))
+			continue
+		}
+		removed = append(removed, a)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// Present lists the configured VIPs that are on this host now.
+func (m *Manager) Present() ([]Addr, error) {
+	var out []Addr
+	for _, a := range m.addrs {
+		l, err := m.link(a.Interface)
+		if err != nil {
+			continue
+		}
+		present, _, err := m.find(l, a)
+		if err != nil {
+			return nil, err
+		}
+		if present {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// inNS runs f on a thread inside the manager's namespace, for sockets that
+// must be opened there.
+func (m *Manager) inNS(f func() error) error {
+	if !m.ns.IsOpen() {
+		return f()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	if err := netns.Set(m.ns); err != nil {
+		return err
+	}
+	ferr := f()
+	if err := netns.Set(orig); err != nil {
+		runtime.LockOSThread() // never return a thread in the wrong namespace
+		return errors.Join(ferr, err)
+	}
+	return ferr
+}

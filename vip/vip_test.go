@@ -1,0 +1,273 @@
+package vip
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/internal/labnet"
+	"github.com/vishvananda/netlink"
+)
+
+func manager(t testing.TB, ns string, lease time.Duration, addrs ...netip.Prefix) *Manager {
+	t.Helper()
+	var as []Addr
+	for _, p := range addrs {
+		as = append(as, Addr{Prefix: p, Interface: labnet.Public})
+	}
+	m, err := New(as, Options{NetNS: ns, Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func mac(t testing.TB, p *labnet.Pair, ns string) net.HardwareAddr {
+	l, err := p.Handle(ns).LinkByName(labnet.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().HardwareAddr
+}
+
+// neighbour reads the client's neighbour entry for ip.
+func neighbour(t testing.TB, p *labnet.Pair, ip netip.Addr) net.HardwareAddr {
+	h := p.Handle(p.Client)
+	br, err := h.LinkByName(labnet.Bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	family := netlink.FAMILY_V4
+	if ip.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	list, err := h.NeighList(br.Attrs().Index, family)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range list {
+		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip {
+			return n.HardwareAddr
+		}
+	}
+	return nil
+}
+
+func waitNeighbour(t testing.TB, p *labnet.Pair, ip netip.Addr, want net.HardwareAddr) {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for {
+		got := neighbour(t, p, ip)
+		if got.String() == want.String() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client's neighbour entry for %s is %v, want %v", ip, got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestMoveUpdatesClientWithoutAsking(t *testing.T) {
+	for _, vip := range []netip.Prefix{labnet.VIP, labnet.VIP6} {
+		t.Run(vip.Addr().String(), func(t *testing.T) {
+			p := labnet.NewT(t, labnet.Options{})
+			a := manager(t, p.A, 0, vip)
+			b := manager(t, p.B, 0, vip)
+			if err := a.Claim(); err != nil {
+				t.Fatal(err)
+			}
+			if err := labnet.Reach(p.Client, vip.Addr(), 2*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			waitNeighbour(t, p, vip.Addr(), mac(t, p, p.A))
+
+			if err := a.Release(); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Claim(); err != nil {
+				t.Fatal(err)
+			}
+			// No traffic from the client in between: only the
+			// announcement can have moved its entry.
+			waitNeighbour(t, p, vip.Addr(), mac(t, p, p.B))
+			if err := labnet.Reach(p.Client, vip.Addr(), 2*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if present, _ := a.Present(); len(present) != 0 {
+				t.Errorf("a still holds %v", present)
+			}
+		})
+	}
+}
+
+func TestLeaseExpiresWithoutRenewal(t *testing.T) {
+	p := labnet.NewT(t, labnet.Options{})
+	m := manager(t, p.A, 2*time.Second, labnet.VIP, labnet.VIP6)
+	start := time.Now()
+	if err := m.Claim(); err != nil {
+		t.Fatal(err)
+	}
+	// Renewals keep it past the lease.
+	for time.Since(start) < 3*time.Second {
+		if err := m.Renew(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if present, _ := m.Present(); len(present) != 2 {
+		t.Fatalf("renewed VIPs gone: %v", present)
+	}
+	// A hung daemon renews nothing: the kernel removes both.
+	hung := time.Now()
+	for {
+		present, err := m.Present()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(present) == 0 {
+			t.Logf("VIPs removed by the kernel %v after the last renewal", time.Since(hung))
+			return
+		}
+		if time.Since(hung) > 2*time.Second+1500*time.Millisecond {
+			t.Fatalf("VIPs %v still there %v after the last renewal of a 2s lease", present, time.Since(hung))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestCleanupReleaseAndForeign(t *testing.T) {
+	p := labnet.NewT(t, labnet.Options{})
+	crashed := manager(t, p.A, 0, labnet.VIP, labnet.VIP6)
+	if err := crashed.Claim(); err != nil {
+		t.Fatal(err)
+	}
+	// A new manager (a restarted daemon) finds and removes the stale VIPs.
+	m := manager(t, p.A, 0, labnet.VIP, labnet.VIP6)
+	removed, err := m.Cleanup()
+	if err != nil || len(removed) != 2 {
+		t.Fatalf("cleanup removed %v, %v; want both", removed, err)
+	}
+	if err := m.Release(); err != nil {
+		t.Errorf("release of nothing: %v", err)
+	}
+	if err := m.Release(); err != nil {
+		t.Errorf("second release: %v", err)
+	}
+	// An operator's permanent address is neither taken nor removed.
+	h := p.Handle(p.A)
+	l, _ := h.LinkByName(labnet.Public)
+	if err := h.AddrAdd(l, m.nlAddr(Addr{Prefix: labnet.VIP}, false)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Claim(); !errors.Is(err, ErrForeign) {
+		t.Errorf("claim over a permanent address: %v, want ErrForeign", err)
+	}
+	if removed, _ := m.Cleanup(); len(removed) != 1 || removed[0].Prefix != labnet.VIP6 {
+		t.Errorf("cleanup removed %v, want only the IPv6 VIP", removed)
+	}
+	if present, _ := m.Present(); len(present) != 1 {
+		t.Errorf("the permanent address is gone: %v", present)
+	}
+	// Claiming twice is idempotent.
+	b := manager(t, p.B, 0, labnet.VIP)
+	if err := b.Claim(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Claim(); err != nil {
+		t.Errorf("second claim: %v", err)
+	}
+}
+
+func TestClaimMissingInterface(t *testing.T) {
+	p := labnet.NewT(t, labnet.Options{})
+	m, err := New([]Addr{{Prefix: labnet.VIP, Interface: "nosuch0"}}, Options{NetNS: p.A})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	err = m.Claim()
+	if err == nil || !strings.Contains(err.Error(), "nosuch0") {
+		t.Fatalf("claim on a missing interface: %v", err)
+	}
+}
+
+func TestWatch(t *testing.T) {
+	p := labnet.NewT(t, labnet.Options{})
+	m := manager(t, p.A, 0, labnet.VIP)
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan Event, 16)
+	done := make(chan error)
+	go func() { done <- m.Watch(ctx, events) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	if err := m.Claim(); err != nil {
+		t.Fatal(err)
+	}
+	// Removed by hand.
+	h := p.Handle(p.A)
+	l, _ := h.LinkByName(labnet.Public)
+	if err := h.AddrDel(l, m.nlAddr(m.addrs[0], false)); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, events, Removed)
+	// The switch port goes dark: carrier lost, then back.
+	if err := p.SetLink(p.Client, "pa", false); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, events, CarrierDown)
+	if err := p.SetLink(p.Client, "pa", true); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, events, CarrierUp)
+	// Our own release is not reported as a removal.
+	m.Claim()
+	m.Release()
+	select {
+	case ev := <-events:
+		t.Errorf("unexpected %v after our own release", ev.Kind)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func expect(t *testing.T, ch <-chan Event, kind EventKind) {
+	t.Helper()
+	select {
+	case ev := <-ch:
+		if ev.Kind != kind {
+			t.Fatalf("got %v, want %v", ev.Kind, kind)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatalf("no %v event", kind)
+	}
+}
+
+func BenchmarkClaim(b *testing.B) {
+	p, err := labnet.New(labnet.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	m, err := New([]Addr{{Prefix: labnet.VIP, Interface: labnet.Public}}, Options{NetNS: p.A, Count: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	for b.Loop() {
+		if err := m.Claim(); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		m.Release()
+		b.StartTimer()
+	}
+}

@@ -92,9 +92,9 @@ type Endpoint struct {
 
 type pathState struct {
 	Path
-	seq     uint64
-	up      bool
-	lastRx  time.Time
+	seq    uint64
+	up     bool
+	lastRx time.Time
 }
 
 type rxFrame struct {

@@ -1,0 +1,186 @@
+package election
+
+import (
+	"flag"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from this run")
+
+type scenario struct {
+	name string
+	run  func(h *harness)
+}
+
+var scenarios = []scenario{
+	{"startup-crash-return", func(h *harness) {
+		h.start(0)
+		h.start(1)
+		h.advance(time.Second)
+		h.crash(0)
+		h.advance(time.Second)
+		h.start(0)
+		h.advance(2 * time.Second)
+	}},
+	{"graceful-stop", func(h *harness) {
+		h.start(0)
+		h.start(1)
+		h.advance(time.Second)
+		h.logf("a stop requested")
+		h.step(0, Event{Kind: Stop})
+		h.advance(time.Second)
+	}},
+	{"split-brain-new-session-wins", func(h *harness) {
+		h.start(0)
+		h.start(1)
+		h.advance(time.Second)
+		h.linked = false
+		h.logf("link cut")
+		h.advance(2 * time.Second)
+		h.logf("b takes a new session")
+		h.step(1, Event{Kind: NewSession})
+		h.advance(500 * time.Millisecond)
+		h.linked = true
+		h.logf("link healed")
+		h.advance(time.Second)
+	}},
+	{"split-brain-longest-active-wins", func(h *harness) {
+		h.start(0)
+		h.start(1)
+		h.advance(time.Second)
+		h.linked = false
+		h.logf("link cut")
+		h.advance(2 * time.Second)
+		h.linked = true
+		h.logf("link healed")
+		h.advance(time.Second)
+	}},
+	{"split-brain-locked-b-stays", func(h *harness) {
+		h.start(0)
+		h.start(1)
+		h.advance(time.Second)
+		h.linked = false
+		h.logf("link cut")
+		h.advance(2 * time.Second)
+		h.logf("b locked")
+		h.step(1, Event{Kind: Lock, Locked: true})
+		h.step(0, Event{Kind: NewSession})
+		h.linked = true
+		h.logf("link healed")
+		h.advance(time.Second)
+	}},
+	{"locked-standby-does-not-take-over", func(h *harness) {
+		h.start(0)
+		h.start(1)
+		h.advance(time.Second)
+		h.logf("b locked")
+		h.step(1, Event{Kind: Lock, Locked: true})
+		h.crash(0)
+		h.advance(2 * time.Second)
+		h.logf("b unlocked")
+		h.step(1, Event{Kind: Lock, Locked: false})
+		h.advance(100 * time.Millisecond)
+	}},
+}
+
+// TestTranscripts runs each scenario in the two-node harness and compares
+// its log of transitions with testdata/NAME.golden (go test -update
+// rewrites them; read the diff before committing).
+func TestTranscripts(t *testing.T) {
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			h := newHarness()
+			sc.run(h)
+			h.logf("end: %s", h.roles())
+			got := strings.Join(h.log, "\n") + "\n"
+			path := "testdata/" + sc.name + ".golden"
+			if *update {
+				os.MkdirAll("testdata", 0o755)
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create)", err)
+			}
+			if got != string(want) {
+				t.Errorf("transcript differs from %s:\n--- got\n%s--- want\n%s", path, got, want)
+			}
+		})
+	}
+}
+
+// TestRandomSchedules runs random cuts, heals, crashes and restarts on
+// skewed clocks and checks two properties at every millisecond:
+//   - once the nodes have heard each other for a few intervals, they are
+//     not both ACTIVE (at most one holds the VIPs);
+//   - a live node whose peer is down becomes ACTIVE within the start-up
+//     window plus the dead interval.
+func TestRandomSchedules(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 11))
+	for run := 0; run < 200; run++ {
+		h := newHarness()
+		h.nodes[1].offset = time.Duration(r.Int64N(int64(48*time.Hour))) - 24*time.Hour
+		h.start(0)
+		h.start(1)
+		var together, alone time.Duration
+		for op := 0; op < 12; op++ {
+			switch r.IntN(5) {
+			case 0:
+				h.linked = false
+			case 1:
+				h.linked = true
+			case 2:
+				if i := r.IntN(2); h.nodes[i].up && h.nodes[1-i].up {
+					h.crash(i)
+				}
+			case 3:
+				for i, n := range h.nodes {
+					if !n.up {
+						h.start(i)
+					}
+				}
+			case 4:
+				if r.IntN(3) == 0 {
+					h.step(r.IntN(2), Event{Kind: NewSession})
+				}
+			}
+			steps := 1 + r.IntN(2000)
+			for s := 0; s < steps; s++ {
+				h.tick()
+				h.now = h.now.Add(time.Millisecond)
+				a, b := h.nodes[0], h.nodes[1]
+				if h.linked && a.up && b.up && a.alive && b.alive {
+					together += time.Millisecond
+				} else {
+					together = 0
+				}
+				if together > 3*hInterval && h.bothActive() {
+					t.Fatalf("run %d: both ACTIVE after hearing each other for %v\n%s", run, together, strings.Join(h.log, "\n"))
+				}
+				if together > 3*hInterval && a.holds && b.holds {
+					t.Fatalf("run %d: both hold the VIPs\n%s", run, strings.Join(h.log, "\n"))
+				}
+				if a.up != b.up {
+					alone += time.Millisecond
+				} else {
+					alone = 0
+				}
+				if alone > 3*hDead+hDead+hInterval {
+					live := a
+					if !a.up {
+						live = b
+					}
+					if live.m.Role() != Active || !live.holds {
+						t.Fatalf("run %d: %s alone for %v but %v\n%s", run, live.name, alone, live.m.Role(), strings.Join(h.log, "\n"))
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,183 @@
+package election
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// The harness runs two machines against each other on a fake clock, with
+// a network the test can cut, heal, crash and restart, as etcd/raft's
+// network does. It imitates the heartbeat package: frames every interval
+// and at once on Advertise, peer lost after the dead interval of silence.
+
+const (
+	hInterval = 100 * time.Millisecond
+	hDead     = 300 * time.Millisecond
+)
+
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+type hnode struct {
+	name     string
+	id       uint8
+	m        *Machine
+	up       bool // process running
+	holds    bool // holds the VIPs
+	exited   bool
+	lastRx   time.Time
+	alive    bool // peer heard within dead
+	nextSend time.Time
+	locked   bool
+	// offset skews this node's clock: machines only ever subtract their
+	// own readings, so no offset may change an outcome.
+	offset time.Duration
+}
+
+type harness struct {
+	now    time.Time
+	nodes  [2]*hnode
+	linked bool
+	log    []string
+}
+
+func newHarness() *harness {
+	h := &harness{now: epoch, linked: true}
+	for i, n := range []string{"a", "b"} {
+		h.nodes[i] = &hnode{name: n, id: uint8(i + 1)}
+	}
+	return h
+}
+
+func (h *harness) logf(format string, args ...any) {
+	h.log = append(h.log, fmt.Sprintf("%6dms ", h.now.Sub(epoch).Milliseconds())+fmt.Sprintf(format, args...))
+}
+
+func (h *harness) start(i int) {
+	n := h.nodes[i]
+	n.m = New(Config{Node: n.id, Preferred: i == 0, Dead: hDead})
+	n.up, n.exited, n.alive, n.holds = true, false, false, false
+	n.nextSend = h.now
+	h.step(i, Event{Kind: Start})
+	if n.locked {
+		h.step(i, Event{Kind: Lock, Locked: true})
+	}
+}
+
+// crash stops node i at once, as kill -9 would; its VIPs stay until the
+// lease would run out, which the harness treats as immediately.
+func (h *harness) crash(i int) {
+	h.nodes[i].up = false
+	h.nodes[i].holds = false
+	h.logf("%s crashes", h.nodes[i].name)
+}
+
+// step feeds node i an event stamped with its own clock.
+func (h *harness) step(i int, ev Event) {
+	n := h.nodes[i]
+	if !n.up {
+		return
+	}
+	ev.Now = h.now.Add(n.offset)
+	for _, a := range n.m.Step(ev) {
+		switch a.Kind {
+		case ClaimVIPs:
+			n.holds = true
+		case ReleaseVIPs:
+			n.holds = false
+		case Advertise:
+			n.nextSend = h.now // send now
+		case Transition, Refused, Report:
+			h.logf("%s %v", n.name, a)
+		case Exit:
+			h.logf("%s %v", n.name, a)
+			n.up, n.exited = false, true
+		}
+	}
+}
+
+// frame is what node i's frame says, with ages computed now.
+func (h *harness) frame(i int) Peer {
+	n := h.nodes[i]
+	ad := n.m.Advert()
+	now := h.now.Add(n.offset)
+	f := Facts{Node: n.id, Locked: ad.Locked, Preferred: ad.Preferred, ActiveFor: -1, LastNewSession: -1}
+	if !ad.ActiveSince.IsZero() {
+		f.ActiveFor = now.Sub(ad.ActiveSince).Truncate(time.Millisecond)
+	}
+	if !ad.LastNewSession.IsZero() {
+		f.LastNewSession = now.Sub(ad.LastNewSession).Truncate(time.Millisecond)
+	}
+	if ad.Frozen != nil {
+		f = *ad.Frozen
+	}
+	return Peer{Role: ad.Role, Locked: ad.Locked, Fault: ad.Fault, Leaving: ad.Leaving, SplitBrain: ad.SplitBrain, Facts: f}
+}
+
+// advance moves time forward by d in 1ms steps, delivering frames.
+func (h *harness) advance(d time.Duration) {
+	end := h.now.Add(d)
+	for h.now.Before(end) {
+		h.tick()
+		h.now = h.now.Add(time.Millisecond)
+	}
+}
+
+func (h *harness) tick() {
+	// Sends repeat until quiet: a frame can make the receiver advertise
+	// at once, which the sender must hear in the same instant.
+	for round := 0; round < 8; round++ {
+		sent := false
+		for i, n := range h.nodes {
+			if !n.up || h.now.Before(n.nextSend) {
+				continue
+			}
+			sent = true
+			n.nextSend = h.now.Add(hInterval)
+			if !h.linked {
+				continue
+			}
+			p := h.nodes[1-i]
+			if !p.up {
+				continue
+			}
+			p.lastRx = h.now
+			p.alive = true
+			h.step(1-i, Event{Kind: PeerFrame, Peer: h.frame(i)})
+		}
+		if !sent {
+			break
+		}
+	}
+	for i, n := range h.nodes {
+		if !n.up {
+			continue
+		}
+		if n.alive && h.now.Sub(n.lastRx) >= hDead {
+			n.alive = false
+			h.step(i, Event{Kind: PeerLost})
+		}
+		if h.now.Sub(epoch).Milliseconds()%10 == 0 {
+			h.step(i, Event{Kind: Tick})
+		}
+	}
+}
+
+func (h *harness) roles() string {
+	var s []string
+	for _, n := range h.nodes {
+		r := "down"
+		if n.up {
+			r = n.m.Role().String()
+		}
+		if n.holds {
+			r += "+vip"
+		}
+		s = append(s, n.name+"="+r)
+	}
+	return strings.Join(s, " ")
+}
+
+func (h *harness) bothActive() bool {
+	return h.nodes[0].up && h.nodes[1].up && h.nodes[0].m.Role() == Active && h.nodes[1].m.Role() == Active
+}

@@ -1,0 +1,380 @@
+package election
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config is one node's view of the timers and itself.
+type Config struct {
+	Node      uint8
+	Preferred bool
+	Dead      time.Duration
+	// StartupWindow is how long a starting node listens for its peer
+	// before claiming the VIPs (default 3 dead intervals).
+	StartupWindow time.Duration
+	// HandoffBound is how long a leaving active waits for the standby to
+	// say it is active before it releases anyway (default 2 dead
+	// intervals).
+	HandoffBound time.Duration
+}
+
+// Machine is one node's role state machine. The zero value is not usable;
+// create with New.
+type Machine struct {
+	cfg Config
+
+	role           Role
+	locked         bool
+	healthy        bool
+	faultReason    string
+	startedAt      time.Time
+	activeSince    time.Time
+	lastNewSession time.Time
+
+	peerSeen bool
+	peer     Peer
+	down     map[string]bool // heartbeat paths down: degraded
+
+	leaving       bool
+	leaveDeadline time.Time
+	exitAfter     bool // leaving for a graceful stop, not a switchover
+
+	frozen *Facts // our split-brain snapshot, while arbitrating
+
+	last Action // the latest transition
+	acts []Action
+}
+
+// New makes a machine in INIT. Send Start before anything else.
+func New(cfg Config) *Machine {
+	if cfg.StartupWindow == 0 {
+		cfg.StartupWindow = 3 * cfg.Dead
+	}
+	if cfg.HandoffBound == 0 {
+		cfg.HandoffBound = 2 * cfg.Dead
+	}
+	return &Machine{cfg: cfg, healthy: true, down: map[string]bool{}}
+}
+
+// Role is the current role.
+func (m *Machine) Role() Role { return m.role }
+
+// Locked says whether this node is locked.
+func (m *Machine) Locked() bool { return m.locked }
+
+// Peer is the peer's latest frame, and whether one was heard since the
+// peer was last lost.
+func (m *Machine) Peer() (Peer, bool) { return m.peer, m.peerSeen }
+
+// Degraded lists the heartbeat paths that are down while the peer is
+// still heard on another.
+func (m *Machine) Degraded() []string {
+	var out []string
+	for p, d := range m.down {
+		if d {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// LastTransition is the most recent role change.
+func (m *Machine) LastTransition() Action { return m.last }
+
+// SplitBrain says whether this node is arbitrating with an active peer.
+func (m *Machine) SplitBrain() bool { return m.frozen != nil }
+
+// Advert is what this node says in its frames now.
+func (m *Machine) Advert() Advert {
+	return Advert{
+		Role: m.role, Locked: m.locked, Fault: m.role == Fault || !m.healthy,
+		Leaving: m.leaving, SplitBrain: m.frozen != nil, Preferred: m.cfg.Preferred,
+		ActiveSince: m.activeSince, LastNewSession: m.lastNewSession, Frozen: m.frozen,
+	}
+}
+
+// facts are this node's arbitration facts at now.
+func (m *Machine) facts(now time.Time) Facts {
+	f := Facts{Node: m.cfg.Node, Locked: m.locked, Preferred: m.cfg.Preferred, ActiveFor: -1, LastNewSession: -1}
+	if !m.activeSince.IsZero() {
+		f.ActiveFor = now.Sub(m.activeSince)
+	}
+	if !m.lastNewSession.IsZero() {
+		f.LastNewSession = now.Sub(m.lastNewSession)
+	}
+	return f
+}
+
+func (m *Machine) emit(a Action) { m.acts = append(m.acts, a) }
+
+// Step feeds one event and returns the actions to take, in order.
+func (m *Machine) Step(ev Event) []Action {
+	m.acts = nil
+	switch ev.Kind {
+	case Start:
+		m.startedAt = ev.Now
+		m.emit(Action{Kind: Advertise})
+	case Tick:
+		m.tick(ev.Now)
+	case PeerFrame:
+		m.peerFrame(ev)
+	case PeerLost:
+		m.peerLost(ev.Now)
+	case PathDown, PathUp:
+		m.down[ev.Path] = ev.Kind == PathDown
+	case Lock:
+		m.lock(ev)
+	case Health:
+		m.health(ev)
+	case VIPRemoved:
+		if m.role == Active && !m.leaving {
+			m.emit(Action{Kind: ClaimVIPs})
+		}
+	case Stop:
+		m.handOff(ev.Now, true, false)
+	case Switchover:
+		m.handOff(ev.Now, false, ev.Force)
+	case NewSession:
+		m.lastNewSession = ev.Now
+	}
+	return m.acts
+}
+
+// become is the one place roles change.
+func (m *Machine) become(to Role, now time.Time, reason string) {
+	from := m.role
+	if from == to {
+		return
+	}
+	m.role = to
+	switch {
+	case to == Active:
+		m.activeSince = now
+		m.emit(Action{Kind: ClaimVIPs})
+	case from == Active:
+		m.activeSince = time.Time{}
+		m.emit(Action{Kind: ReleaseVIPs})
+	}
+	if to != Active {
+		m.frozen = nil
+		m.leaving = false
+	}
+	m.last = Action{Kind: Transition, From: from, To: to, Reason: reason}
+	m.emit(m.last)
+	m.emit(Action{Kind: Advertise})
+}
+
+func (m *Machine) eligible() bool { return m.healthy && !m.locked }
+
+// peerEligible says whether the peer would take the VIPs if we gave them up.
+func (m *Machine) peerEligible() bool {
+	return m.peerSeen && m.peer.Role == Standby && !m.peer.Locked && !m.peer.Fault
+}
+
+func (m *Machine) tick(now time.Time) {
+	switch {
+	case m.role == Init && now.Sub(m.startedAt) >= m.cfg.StartupWindow:
+		m.endStartup(now)
+	case m.role == Active && m.leaving && !now.Before(m.leaveDeadline):
+		m.finishHandOff(now, fmt.Sprintf("handoff: peer did not take over within %v", m.cfg.HandoffBound))
+	}
+}
+
+// endStartup runs when the start-up window ends without the peer having
+// settled our role.
+func (m *Machine) endStartup(now time.Time) {
+	if !m.healthy {
+		m.become(Fault, now, "start-up: "+m.faultReason)
+		return
+	}
+	if !m.peerSeen {
+		if m.locked {
+			m.become(Standby, now, "start-up: peer silent, but this node is locked")
+			return
+		}
+		m.become(Active, now, fmt.Sprintf("start-up: peer silent for %v", m.cfg.StartupWindow))
+		return
+	}
+	switch {
+	case m.peer.Role == Active:
+		m.become(Standby, now, "start-up: peer is active")
+	case m.peer.Role == Init && m.peer.Facts.Preferred && !m.peer.Locked:
+		m.become(Standby, now, "start-up: preferred peer is starting")
+	case m.locked:
+		m.become(Standby, now, "start-up: no active node, but this node is locked")
+	default:
+		m.become(Active, now, fmt.Sprintf("start-up: peer is %v", m.peer.Role))
+	}
+}
+
+func (m *Machine) peerFrame(ev Event) {
+	m.peer, m.peerSeen = ev.Peer, true
+	p := ev.Peer
+	switch m.role {
+	case Init:
+		switch {
+		case p.Role == Active && !p.Leaving:
+			m.become(Standby, ev.Now, "start-up: peer is active")
+		case m.cfg.Preferred && m.eligible() && p.Role != Active:
+			m.become(Active, ev.Now, fmt.Sprintf("start-up: preferred node, peer is %v", p.Role))
+		}
+	case Standby:
+		switch {
+		case p.Role == Active && (p.Leaving || p.Fault):
+			why := "peer leaving"
+			if p.Fault {
+				why = "peer in fault"
+			}
+			m.takeOver(ev.Now, why)
+		case p.Role == Fault:
+			m.takeOver(ev.Now, "peer in fault")
+		case p.Role == Standby && !p.Leaving && (m.cfg.Preferred || p.Locked):
+			// Nobody holds the VIPs. The preferred node takes them, or
+			// we do when the peer is locked and never will.
+			m.takeOver(ev.Now, "no active node")
+		}
+	case Active:
+		switch {
+		case m.leaving && p.Role == Active:
+			m.finishHandOff(ev.Now, "handoff: peer is active")
+		case p.Role == Active && !p.Leaving && !m.leaving:
+			m.splitBrain(ev.Now, p)
+		case m.frozen != nil && p.Role != Active:
+			// The peer stepped down: the split is over.
+			m.frozen = nil
+			m.emit(Action{Kind: Advertise})
+		}
+	}
+}
+
+// takeOver makes a standby active if it may.
+func (m *Machine) takeOver(now time.Time, why string) {
+	switch {
+	case m.locked:
+		m.emit(Action{Kind: Report, Reason: why + ": not taking over, this node is locked"})
+	case !m.healthy:
+		m.emit(Action{Kind: Report, Reason: why + ": not taking over, this node is in fault"})
+	default:
+		m.become(Active, now, why)
+	}
+}
+
+func (m *Machine) peerLost(now time.Time) {
+	m.peerSeen = false
+	m.peer = Peer{}
+	for p := range m.down {
+		delete(m.down, p)
+	}
+	why := fmt.Sprintf("peer lost: all paths silent for %v", m.cfg.Dead)
+	switch {
+	case m.role == Standby:
+		m.takeOver(now, why)
+	case m.role == Active && m.leaving:
+		m.finishHandOff(now, "handoff: "+why)
+	case m.role == Active && m.frozen != nil:
+		m.frozen = nil
+		m.emit(Action{Kind: Advertise})
+	}
+}
+
+func (m *Machine) lock(ev Event) {
+	if m.locked == ev.Locked {
+		return
+	}
+	m.locked = ev.Locked
+	// Unlocked: what the lock held back happens now.
+	switch {
+	case !m.locked && !m.healthy && (m.role == Active || m.role == Standby):
+		m.become(Fault, ev.Now, "fault (held while locked): "+m.faultReason)
+	case !m.locked && m.healthy && m.role == Fault:
+		m.become(Standby, ev.Now, "checks recovered (while locked)")
+	case !m.locked && m.healthy && m.role == Standby && !m.peerSeen:
+		m.become(Active, ev.Now, "unlocked with the peer lost")
+	default:
+		m.emit(Action{Kind: Advertise})
+	}
+}
+
+func (m *Machine) health(ev Event) {
+	if ev.Healthy == m.healthy {
+		return
+	}
+	m.healthy = ev.Healthy
+	m.faultReason = ev.Reason
+	switch {
+	case m.locked && m.role != Init:
+		// A locked node reports its checks but keeps its role, VIPs
+		// included: the operator has said no failover now.
+		if ev.Healthy {
+			m.emit(Action{Kind: Report, Reason: "checks recovered on a locked node"})
+		} else {
+			m.emit(Action{Kind: Report, Reason: fmt.Sprintf("fault on a locked %v node, keeping its role: %s", m.role, ev.Reason)})
+		}
+		m.emit(Action{Kind: Advertise})
+	case !ev.Healthy && m.role != Init:
+		m.become(Fault, ev.Now, "fault: "+ev.Reason)
+	case ev.Healthy && m.role == Fault:
+		m.become(Standby, ev.Now, "checks recovered")
+	default:
+		m.emit(Action{Kind: Advertise})
+	}
+}
+
+// handOff starts a make-before-break handoff: say we are leaving and keep
+// the VIPs until the peer says it is active, or the bound passes.
+func (m *Machine) handOff(now time.Time, exit, force bool) {
+	if !exit {
+		switch {
+		case m.role != Active:
+			m.emit(Action{Kind: Refused, Reason: fmt.Sprintf("switchover: this node is %v, not active", m.role)})
+			return
+		case m.locked && !force:
+			m.emit(Action{Kind: Refused, Reason: "switchover: this node is locked (use --force)"})
+			return
+		case !m.peerEligible():
+			m.emit(Action{Kind: Refused, Reason: "switchover: no eligible standby peer"})
+			return
+		}
+	}
+	if m.role != Active {
+		m.emit(Action{Kind: Exit, Reason: fmt.Sprintf("stopping as %v", m.role)})
+		return
+	}
+	m.exitAfter = exit
+	if !m.peerEligible() {
+		m.finishHandOff(now, "stopping: no standby to hand over to")
+		return
+	}
+	m.leaving = true
+	m.leaveDeadline = now.Add(m.cfg.HandoffBound)
+	m.emit(Action{Kind: Advertise})
+}
+
+func (m *Machine) finishHandOff(now time.Time, reason string) {
+	m.become(Standby, now, reason)
+	if m.exitAfter {
+		m.emit(Action{Kind: Exit, Reason: reason})
+	}
+}
+
+// splitBrain handles an active peer while we are active: freeze our facts
+// once, advertise them, and decide as soon as the peer's frozen facts
+// arrive. Both nodes then hold the same two snapshots.
+func (m *Machine) splitBrain(now time.Time, p Peer) {
+	if m.frozen == nil {
+		f := m.facts(now)
+		m.frozen = &f
+		m.emit(Action{Kind: Advertise})
+	}
+	if !p.SplitBrain {
+		return // the peer's snapshot is not out yet
+	}
+	v, rule := Arbitrate(*m.frozen, p.Facts)
+	switch v {
+	case NeitherMoves:
+		m.emit(Action{Kind: Report, Reason: "split brain: both nodes active and locked; unlock one"})
+	case SecondStays:
+		m.become(Standby, now, "split brain: peer stays active ("+rule+")")
+	}
+}

@@ -1,0 +1,286 @@
+package election
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+const dead = 300 * time.Millisecond
+
+func at(ms int) time.Time { return epoch.Add(time.Duration(ms) * time.Millisecond) }
+
+func started(preferred bool) *Machine {
+	m := New(Config{Node: 1, Preferred: preferred, Dead: dead})
+	m.Step(Event{Kind: Start, Now: at(0)})
+	return m
+}
+
+// activeMachine is a machine that became active and has a standby peer.
+func activeMachine(t *testing.T) *Machine {
+	t.Helper()
+	m := started(true)
+	m.Step(Event{Kind: PeerFrame, Now: at(10), Peer: Peer{Role: Init}})
+	m.Step(Event{Kind: PeerFrame, Now: at(20), Peer: Peer{Role: Standby}})
+	if m.Role() != Active {
+		t.Fatalf("setup: role %v", m.Role())
+	}
+	return m
+}
+
+func standbyMachine(t *testing.T) *Machine {
+	t.Helper()
+	m := started(false)
+	m.Step(Event{Kind: PeerFrame, Now: at(10), Peer: Peer{Role: Active}})
+	if m.Role() != Standby {
+		t.Fatalf("setup: role %v", m.Role())
+	}
+	return m
+}
+
+func kinds(acts []Action) []ActionKind {
+	var k []ActionKind
+	for _, a := range acts {
+		k = append(k, a.Kind)
+	}
+	return k
+}
+
+func transition(acts []Action) (Action, bool) {
+	for _, a := range acts {
+		if a.Kind == Transition {
+			return a, true
+		}
+	}
+	return Action{}, false
+}
+
+// Design 3: "Peer standby or silent: the preferred node becomes ACTIVE; the
+// other waits for its window to end."
+func TestStartupPreferredPeerSilent(t *testing.T) {
+	m := started(true)
+	m.Step(Event{Kind: Tick, Now: at(899)})
+	if m.Role() != Init {
+		t.Fatalf("active before the window ended: %v", m.Role())
+	}
+	acts := m.Step(Event{Kind: Tick, Now: at(900)})
+	tr, ok := transition(acts)
+	if m.Role() != Active || !ok || !strings.Contains(tr.Reason, "peer silent") {
+		t.Fatalf("role %v, actions %v", m.Role(), acts)
+	}
+	if !slices.Contains(kinds(acts), ClaimVIPs) {
+		t.Errorf("became active without claiming: %v", acts)
+	}
+}
+
+func TestStartupPreferredPeerStandbyAtOnce(t *testing.T) {
+	m := started(true)
+	m.Step(Event{Kind: PeerFrame, Now: at(5), Peer: Peer{Role: Standby}})
+	if m.Role() != Active {
+		t.Fatalf("preferred node with a standby peer: %v", m.Role())
+	}
+}
+
+func TestStartupOtherWaitsForWindow(t *testing.T) {
+	m := started(false)
+	m.Step(Event{Kind: PeerFrame, Now: at(5), Peer: Peer{Role: Init, Facts: Facts{Preferred: true}}})
+	if m.Role() != Init {
+		t.Fatalf("non-preferred node moved early: %v", m.Role())
+	}
+	m.Step(Event{Kind: PeerFrame, Now: at(15), Peer: Peer{Role: Active}})
+	if m.Role() != Standby {
+		t.Fatalf("peer active: %v", m.Role())
+	}
+}
+
+func TestStartupOtherPeerSilentTakesOver(t *testing.T) {
+	m := started(false)
+	m.Step(Event{Kind: Tick, Now: at(900)})
+	if m.Role() != Active {
+		t.Fatalf("non-preferred node with a silent peer after the window: %v", m.Role())
+	}
+}
+
+// "No preemption: a recovered Primary stays standby."
+func TestNoPreemption(t *testing.T) {
+	m := started(true)
+	m.Step(Event{Kind: PeerFrame, Now: at(5), Peer: Peer{Role: Active}})
+	for ms := 10; ms < 5000; ms += 100 {
+		m.Step(Event{Kind: PeerFrame, Now: at(ms), Peer: Peer{Role: Active}})
+		m.Step(Event{Kind: Tick, Now: at(ms)})
+	}
+	if m.Role() != Standby {
+		t.Fatalf("returning primary preempted: %v", m.Role())
+	}
+}
+
+func TestStandbyTakesOverWhenPeerLost(t *testing.T) {
+	m := standbyMachine(t)
+	acts := m.Step(Event{Kind: PeerLost, Now: at(500)})
+	tr, _ := transition(acts)
+	if m.Role() != Active || tr.Reason != "peer lost: all paths silent for 300ms" {
+		t.Fatalf("role %v, %v", m.Role(), acts)
+	}
+	if k := kinds(acts); k[0] != ClaimVIPs {
+		t.Errorf("claim must come first (make before announce): %v", k)
+	}
+}
+
+func TestStandbyTakesOverAtOnceWhenPeerLeavesOrFaults(t *testing.T) {
+	for _, p := range []Peer{{Role: Active, Leaving: true}, {Role: Active, Fault: true}, {Role: Fault}} {
+		m := standbyMachine(t)
+		m.Step(Event{Kind: PeerFrame, Now: at(50), Peer: p})
+		if m.Role() != Active {
+			t.Errorf("peer %+v: role %v", p, m.Role())
+		}
+	}
+}
+
+func TestOnePathDownIsDegradedOnly(t *testing.T) {
+	m := standbyMachine(t)
+	acts := m.Step(Event{Kind: PathDown, Now: at(50), Path: "raw"})
+	if m.Role() != Standby || len(acts) != 0 {
+		t.Fatalf("path down changed something: %v %v", m.Role(), acts)
+	}
+	if d := m.Degraded(); len(d) != 1 || d[0] != "raw" {
+		t.Errorf("degraded %v", d)
+	}
+	m.Step(Event{Kind: PathUp, Now: at(60), Path: "raw"})
+	if len(m.Degraded()) != 0 {
+		t.Errorf("still degraded after path up")
+	}
+}
+
+// Self-fencing: "an active node that loses a critical check goes to FAULT,
+// releases the VIP, and tells the peer in its next frame, sent at once."
+func TestFaultReleasesAndAdvertises(t *testing.T) {
+	m := activeMachine(t)
+	acts := m.Step(Event{Kind: Health, Now: at(100), Healthy: false, Reason: "public link down"})
+	if m.Role() != Fault {
+		t.Fatalf("role %v", m.Role())
+	}
+	k := kinds(acts)
+	if !slices.Contains(k, ReleaseVIPs) || k[len(k)-1] != Advertise || !m.Advert().Fault {
+		t.Errorf("actions %v, advert %+v", acts, m.Advert())
+	}
+	m.Step(Event{Kind: Health, Now: at(200), Healthy: true})
+	if m.Role() != Standby {
+		t.Errorf("after recovery: %v, want STANDBY (no preemption)", m.Role())
+	}
+}
+
+func TestGracefulStopMakeBeforeBreak(t *testing.T) {
+	m := activeMachine(t)
+	acts := m.Step(Event{Kind: Stop, Now: at(100)})
+	if slices.Contains(kinds(acts), ReleaseVIPs) || !m.Advert().Leaving {
+		t.Fatalf("released before the standby claimed: %v", acts)
+	}
+	// The standby says it is active: only now release and exit.
+	acts = m.Step(Event{Kind: PeerFrame, Now: at(103), Peer: Peer{Role: Active}})
+	if k := kinds(acts); !slices.Contains(k, ReleaseVIPs) || k[len(k)-1] != Exit {
+		t.Fatalf("actions %v", acts)
+	}
+}
+
+func TestGracefulStopBoundAndNoPeer(t *testing.T) {
+	m := activeMachine(t)
+	m.Step(Event{Kind: Stop, Now: at(100)})
+	m.Step(Event{Kind: Tick, Now: at(699)})
+	if m.Role() != Active {
+		t.Fatal("gave up before the bound")
+	}
+	acts := m.Step(Event{Kind: Tick, Now: at(700)})
+	if k := kinds(acts); !slices.Contains(k, ReleaseVIPs) || k[len(k)-1] != Exit {
+		t.Fatalf("bound passed: %v", acts)
+	}
+
+	m = activeMachine(t)
+	m.Step(Event{Kind: PeerLost, Now: at(50)})
+	acts = m.Step(Event{Kind: Stop, Now: at(100)})
+	if k := kinds(acts); !slices.Contains(k, ReleaseVIPs) || k[len(k)-1] != Exit {
+		t.Fatalf("no peer: %v", acts)
+	}
+}
+
+func TestSwitchover(t *testing.T) {
+	m := activeMachine(t)
+	m.Step(Event{Kind: Switchover, Now: at(100)})
+	m.Step(Event{Kind: PeerFrame, Now: at(102), Peer: Peer{Role: Active}})
+	if m.Role() != Standby {
+		t.Fatalf("after switchover: %v", m.Role())
+	}
+	if acts := m.Step(Event{Kind: Switchover, Now: at(200)}); kinds(acts)[0] != Refused {
+		t.Errorf("switchover on a standby: %v", acts)
+	}
+	m = activeMachine(t)
+	m.Step(Event{Kind: Lock, Now: at(30), Locked: true})
+	if acts := m.Step(Event{Kind: Switchover, Now: at(40)}); kinds(acts)[0] != Refused || !strings.Contains(acts[0].Reason, "locked") {
+		t.Errorf("switchover on a locked node: %v", acts)
+	}
+	m.Step(Event{Kind: Switchover, Now: at(50), Force: true})
+	if !m.Advert().Leaving {
+		t.Errorf("forced switchover on a locked node did not start")
+	}
+}
+
+func TestVIPRemovedIsReclaimed(t *testing.T) {
+	m := activeMachine(t)
+	if acts := m.Step(Event{Kind: VIPRemoved, Now: at(50)}); len(acts) != 1 || acts[0].Kind != ClaimVIPs {
+		t.Fatalf("%v", acts)
+	}
+	s := standbyMachine(t)
+	if acts := s.Step(Event{Kind: VIPRemoved, Now: at(50)}); len(acts) != 0 {
+		t.Fatalf("standby reclaims: %v", acts)
+	}
+}
+
+// Design 5 / style 4: "A locked node never changes role by itself", as one
+// table running every event against a locked machine in each role.
+func TestLockedNeverChangesRoleByItself(t *testing.T) {
+	events := []Event{
+		{Kind: Tick, Now: at(5000)},
+		{Kind: PeerLost, Now: at(5000)},
+		{Kind: PeerFrame, Now: at(5000), Peer: Peer{Role: Active, Leaving: true}},
+		{Kind: PeerFrame, Now: at(5000), Peer: Peer{Role: Active, Fault: true}},
+		{Kind: PeerFrame, Now: at(5000), Peer: Peer{Role: Fault}},
+		{Kind: PeerFrame, Now: at(5000), Peer: Peer{Role: Standby}},
+		{Kind: PeerFrame, Now: at(5000), Peer: Peer{Role: Active, SplitBrain: true, Facts: Facts{Node: 2, ActiveFor: time.Hour, LastNewSession: time.Millisecond}}},
+		{Kind: Health, Now: at(5000), Healthy: false, Reason: "media died"},
+		{Kind: Health, Now: at(5000), Healthy: true},
+		{Kind: PathDown, Now: at(5000), Path: "raw"},
+		{Kind: VIPRemoved, Now: at(5000)},
+		{Kind: NewSession, Now: at(5000)},
+		{Kind: Switchover, Now: at(5000)},
+	}
+	setups := map[string]func(*testing.T) *Machine{"active": activeMachine, "standby": standbyMachine}
+	for name, setup := range setups {
+		for _, ev := range events {
+			m := setup(t)
+			m.Step(Event{Kind: Lock, Now: at(1000), Locked: true})
+			before := m.Role()
+			// Each event twice, and a tick after, so delayed rules fire.
+			m.Step(ev)
+			m.Step(ev)
+			m.Step(Event{Kind: Tick, Now: at(9000)})
+			if m.Role() != before {
+				t.Errorf("locked %s: %v moved it to %v", name, ev.Kind, m.Role())
+			}
+		}
+	}
+}
+
+func TestLockedStandbyReportsWhyItDoesNotTakeOver(t *testing.T) {
+	m := standbyMachine(t)
+	m.Step(Event{Kind: Lock, Now: at(20), Locked: true})
+	acts := m.Step(Event{Kind: PeerLost, Now: at(400)})
+	if len(acts) != 1 || acts[0].Kind != Report || !strings.Contains(acts[0].Reason, "locked") {
+		t.Fatalf("%v", acts)
+	}
+	// Unlocked with the peer still lost, it takes over: redundancy was
+	// only held back by the lock.
+	m.Step(Event{Kind: Lock, Now: at(500), Locked: false})
+	if m.Role() != Active {
+		t.Errorf("unlocked standby with a lost peer: %v", m.Role())
+	}
+}

@@ -1,0 +1,168 @@
+package election
+
+import (
+	"fmt"
+	"time"
+)
+
+// Role of a node.
+type Role int
+
+// Roles.
+const (
+	Init Role = iota
+	Standby
+	Active
+	Fault
+)
+
+func (r Role) String() string {
+	switch r {
+	case Init:
+		return "INIT"
+	case Standby:
+		return "STANDBY"
+	case Active:
+		return "ACTIVE"
+	case Fault:
+		return "FAULT"
+	}
+	return fmt.Sprintf("Role(%d)", int(r))
+}
+
+// Facts are what a node says about itself for arbitration. Ages are
+// measured on the sender's own monotonic clock; a negative age means
+// "never" (not active, no new session).
+type Facts struct {
+	Node           uint8
+	Locked         bool
+	Preferred      bool
+	ActiveFor      time.Duration
+	LastNewSession time.Duration
+}
+
+// Peer is the content of the peer's latest frame.
+type Peer struct {
+	Role       Role
+	Locked     bool
+	Fault      bool
+	Leaving    bool
+	SplitBrain bool
+	Facts      Facts
+}
+
+// EventKind says what happened.
+type EventKind int
+
+// Events.
+const (
+	// Start begins the start-up window.
+	Start EventKind = iota
+	// Tick lets time-based rules fire (start-up window, handoff bound).
+	Tick
+	// PeerFrame: an authentic frame from the peer, in Event.Peer.
+	PeerFrame
+	// PeerLost: every heartbeat path silent for the dead interval.
+	PeerLost
+	// PathDown and PathUp: one path's liveness, in Event.Path.
+	PathDown
+	PathUp
+	// Lock: this node's lock was set or cleared (Event.Locked).
+	Lock
+	// Health: this node's critical checks (Event.Healthy, Event.Reason).
+	Health
+	// VIPRemoved: a held VIP vanished from under us.
+	VIPRemoved
+	// Stop: a graceful stop; hand over first if active.
+	Stop
+	// Switchover: an operator asks the active to hand over and stay up.
+	Switchover
+	// NewSession: an application created a session on this node.
+	NewSession
+)
+
+var eventNames = [...]string{"start", "tick", "peer-frame", "peer-lost", "path-down", "path-up", "lock", "health", "vip-removed", "stop", "switchover", "new-session"}
+
+func (k EventKind) String() string {
+	if int(k) < len(eventNames) {
+		return eventNames[k]
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// Event is one input to Step. Now is a monotonic reading from the caller.
+type Event struct {
+	Kind    EventKind
+	Now     time.Time
+	Peer    Peer
+	Path    string
+	Locked  bool
+	Healthy bool
+	Reason  string
+	Force   bool // Switchover: also when this node is locked
+}
+
+// ActionKind says what the caller must do.
+type ActionKind int
+
+// Actions.
+const (
+	// ClaimVIPs: add and announce the VIPs.
+	ClaimVIPs ActionKind = iota
+	// ReleaseVIPs: remove them.
+	ReleaseVIPs
+	// Advertise: what this node says changed (Machine.Advert); send a
+	// frame now.
+	Advertise
+	// Transition: the role changed (From, To, Reason): log one line,
+	// notify applications, run hooks.
+	Transition
+	// Refused: an operator command was not carried out (Reason).
+	Refused
+	// Report: a condition an operator must hear about (split brain with
+	// both locked, a fault on a locked active), in Reason.
+	Report
+	// Exit: a graceful stop is complete; the daemon may exit.
+	Exit
+)
+
+var actionNames = [...]string{"claim-vips", "release-vips", "advertise", "transition", "refused", "report", "exit"}
+
+func (k ActionKind) String() string {
+	if int(k) < len(actionNames) {
+		return actionNames[k]
+	}
+	return fmt.Sprintf("ActionKind(%d)", int(k))
+}
+
+// Action is one output of Step.
+type Action struct {
+	Kind     ActionKind
+	From, To Role
+	Reason   string
+}
+
+func (a Action) String() string {
+	switch a.Kind {
+	case Transition:
+		return fmt.Sprintf("%v %v->%v (%s)", a.Kind, a.From, a.To, a.Reason)
+	case Refused, Report, Exit:
+		return fmt.Sprintf("%v (%s)", a.Kind, a.Reason)
+	}
+	return a.Kind.String()
+}
+
+// Advert is what this node puts in its frames. When Frozen is set, the
+// frames carry Frozen's ages instead of ages computed at send time: both
+// nodes must arbitrate from the very same two snapshots.
+type Advert struct {
+	Role           Role
+	Locked         bool
+	Fault          bool
+	Leaving        bool
+	SplitBrain     bool
+	Preferred      bool
+	ActiveSince    time.Time // zero: not active
+	LastNewSession time.Time // zero: none
+	Frozen         *Facts
+}

@@ -44,8 +44,17 @@ type Local struct {
 	// "not active" and "no new session". Frames carry their ages.
 	ActiveSince    time.Time
 	LastNewSession time.Time
-	SyncWritten    uint64
-	SyncAcked      uint64
+	// Frozen, when set, is sent instead of the ages above: during a split
+	// brain both nodes must arbitrate from one fixed snapshot each.
+	Frozen      *FrozenAges
+	SyncWritten uint64
+	SyncAcked   uint64
+}
+
+// FrozenAges are arbitration ages fixed at one instant; negative: none.
+type FrozenAges struct {
+	ActiveFor      time.Duration
+	LastNewSession time.Duration
 }
 
 // EventKind is what an Event reports.
@@ -348,6 +357,9 @@ func (e *Endpoint) sendAll(buf []byte) {
 	}
 	if !l.LastNewSession.IsZero() {
 		f.LastNewSession = now.Sub(l.LastNewSession)
+	}
+	if l.Frozen != nil {
+		f.ActiveFor, f.LastNewSession = l.Frozen.ActiveFor, l.Frozen.LastNewSession
 	}
 	for i := range e.paths {
 		p := &e.paths[i]

@@ -1,23 +1,62 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/hapair/hapair/internal/labnet"
 )
+
+const labHelp = `keys (then Enter):
+  k  host loss: cut the active's links and kill -9 its daemon
+  t  graceful stop of the active (SIGTERM)
+  s  switchover
+  h  cut / restore the heartbeat link alone (degraded, no failover)
+  r  restore: links up, restart stopped daemons
+  q  quit (removes everything)
+`
 
 func lab(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hapairctl lab", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	profile := fs.String("profile", "default", "heartbeat profile: default or fast")
+	scenario := fs.String("scenario", "", "run one case and exit: "+strings.Join(labnet.Scenarios, ", "))
+	runs := fs.Int("runs", 1, "with --scenario: how many times")
+	keep := fs.Bool("keep-logs", false, "keep the daemons' logs and config after the lab ends")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *scenario != "" && !slices.Contains(labnet.Scenarios, *scenario) {
+		fmt.Fprintf(stderr, "hapairctl lab: unknown scenario %q (have %s)\n", *scenario, strings.Join(labnet.Scenarios, ", "))
 		return 2
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(stderr, "hapairctl lab: needs root (it builds network namespaces)")
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "hapair-lab-")
+	if err != nil {
+		fmt.Fprintln(stderr, "hapairctl lab:", err)
+		return 1
+	}
+	if *keep {
+		defer fmt.Fprintln(stdout, "logs and config kept in", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	fmt.Fprintln(stdout, "finding or building hapaird ...")
+	bin, err := labnet.FindDaemon(dir)
+	if err != nil {
+		fmt.Fprintln(stderr, "hapairctl lab:", err)
 		return 1
 	}
 	p, err := labnet.New(labnet.Options{})
@@ -26,19 +65,130 @@ func lab(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer p.Close()
-	dir, err := os.MkdirTemp("", "hapair-lab-")
+	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{Profile: *profile})
 	if err != nil {
 		fmt.Fprintln(stderr, "hapairctl lab:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	cfg, err := p.WriteConfig(dir, labnet.ConfigOptions{Profile: *profile})
+	fmt.Fprintf(stdout, "pair %s: client %s, node a %s, node b %s; VIP %s; profile %s\n", p.Tag, p.Client, p.A, p.B, labnet.VIP, *profile)
+	active, err := c.Settle(10 * time.Second)
 	if err != nil {
 		fmt.Fprintln(stderr, "hapairctl lab:", err)
+		dumpLogs(c, stderr)
 		return 1
 	}
-	src, _ := os.ReadFile(cfg)
-	fmt.Fprintf(stdout, "namespaces: client %s, node a %s, node b %s\n", p.Client, p.A, p.B)
-	fmt.Fprintf(stdout, "config %s:\n%s\n", cfg, src)
-	return 0
+	fmt.Fprintf(stdout, "settled: %s is ACTIVE and holds the VIP\n", active)
+
+	if *scenario != "" {
+		for i := 0; i < *runs; i++ {
+			res, err := c.Run(*scenario, time.Millisecond)
+			if err != nil {
+				fmt.Fprintln(stderr, "hapairctl lab:", err)
+				dumpLogs(c, stderr)
+				return 1
+			}
+			fmt.Fprintln(stdout, res)
+		}
+		return 0
+	}
+	return interactive(c, stdout, stderr)
+}
+
+func dumpLogs(c *labnet.Cluster, w io.Writer) {
+	for _, n := range []string{"a", "b"} {
+		b, _ := os.ReadFile(c.LogPath(n))
+		fmt.Fprintf(w, "--- log of %s\n%s", n, b)
+	}
+}
+
+func interactive(c *labnet.Cluster, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprint(stdout, labHelp)
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			lines <- strings.TrimSpace(sc.Text())
+		}
+		close(lines)
+	}()
+	view := time.NewTicker(500 * time.Millisecond)
+	defer view.Stop()
+	hbCut := false
+	last := ""
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(stdout, "\nremoving the lab ...")
+			return 0
+		case <-view.C:
+			if v := liveView(c); v != last {
+				fmt.Fprintln(stdout, v)
+				last = v
+			}
+		case l, ok := <-lines:
+			if !ok {
+				lines = nil
+				continue
+			}
+			switch l {
+			case "q":
+				fmt.Fprintln(stdout, "removing the lab ...")
+				return 0
+			case "k", "t", "s":
+				name := map[string]string{"k": "host-loss", "t": "graceful-stop", "s": "switchover"}[l]
+				fmt.Fprintf(stdout, "running %s ...\n", name)
+				res, err := c.Run(name, time.Millisecond)
+				if err != nil {
+					fmt.Fprintln(stderr, err)
+					continue
+				}
+				fmt.Fprintln(stdout, res)
+				if name != "switchover" {
+					fmt.Fprintf(stdout, "(press r to bring %s back: it returns as STANDBY)\n", res.From)
+				}
+			case "h":
+				hbCut = !hbCut
+				if err := c.CutHeartbeat(!hbCut); err != nil {
+					fmt.Fprintln(stderr, err)
+				}
+				fmt.Fprintf(stdout, "heartbeat link cut: %v\n", hbCut)
+			case "r":
+				hbCut = false
+				if _, err := c.Settle(10 * time.Second); err != nil {
+					fmt.Fprintln(stderr, err)
+				}
+			case "":
+			default:
+				fmt.Fprint(stdout, labHelp)
+			}
+		}
+	}
+}
+
+func liveView(c *labnet.Cluster) string {
+	var parts []string
+	for _, n := range []string{"a", "b"} {
+		s, err := c.Status(n)
+		if err != nil {
+			parts = append(parts, n+": down")
+			continue
+		}
+		st := fmt.Sprintf("%s: %s", n, s.Role)
+		if len(s.Holding) > 0 {
+			st += " +VIP"
+		}
+		if s.Degraded {
+			st += " (degraded)"
+		}
+		parts = append(parts, st)
+	}
+	holder := "nobody"
+	for _, n := range []string{"a", "b"} {
+		if c.Holds(n, labnet.VIP.Addr()) {
+			holder = n
+		}
+	}
+	return fmt.Sprintf("[%s] %s | VIP on %s | client's neighbour entry %v", time.Now().Format("15:04:05"), strings.Join(parts, "  "), holder, c.ClientNeighbour(labnet.VIP.Addr()))
 }

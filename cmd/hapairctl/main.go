@@ -4,9 +4,20 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hapair/hapair/config"
+	"github.com/hapair/hapair/internal/control"
 )
 
 var version = "dev"
@@ -18,18 +29,60 @@ func main() {
 const usage = `usage: hapairctl COMMAND [flags]
 
 commands:
-  lab        build a pair in network namespaces on this machine and show a failover
-  version    print the version
+  status       this node's and its peer's state (--json for scripts)
+  switchover   hand the VIPs to the standby, make-before-break (--force on a locked node)
+  lock         lock this node: it never changes role by itself (--reason TEXT)
+  unlock       remove this node's lock
+  lab          run a pair in network namespaces on this machine and show failovers
+  version      print the version
+
+Common flags: -c FILE (config, default /etc/hapair/hapair.toml), --socket PATH,
+--state-dir DIR (override the config's).
 `
+
+// common are the flags every daemon-facing command takes.
+type common struct {
+	config, socket, stateDir string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.config, "c", "/etc/hapair/hapair.toml", "configuration `file`")
+	fs.StringVar(&c.socket, "socket", "", "daemon socket (default: the config's, else "+config.DefaultSocket+")")
+	fs.StringVar(&c.stateDir, "state-dir", "", "state directory (default: the config's, else "+config.DefaultStateDir+")")
+}
+
+// resolve fills socket and state dir from the config when not given; the
+// config may be absent (a node being set up), then defaults apply.
+func (c *common) resolve() {
+	sock, state := config.DefaultSocket, config.DefaultStateDir
+	if cfg, err := config.Load(c.config); err == nil {
+		sock, state = cfg.Socket, cfg.StateDir
+	}
+	if c.socket == "" {
+		c.socket = sock
+	}
+	if c.stateDir == "" {
+		c.stateDir = state
+	}
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	switch args[0] {
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "status":
+		return status(rest, stdout, stderr)
+	case "switchover":
+		return switchover(rest, stdout, stderr)
+	case "lock":
+		return lock(rest, stdout, stderr, true)
+	case "unlock":
+		return lock(rest, stdout, stderr, false)
 	case "lab":
-		return lab(args[1:], stdout, stderr)
+		return lab(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "hapairctl", version)
 		return 0
@@ -37,6 +90,109 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "hapairctl: unknown command %q\n%s", args[0], usage)
+	fmt.Fprintf(stderr, "hapairctl: unknown command %q\n%s", cmd, usage)
 	return 2
+}
+
+func status(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("hapairctl status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c.resolve()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := control.NewClient(c.socket).Status(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "hapairctl status:", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(s)
+		return 0
+	}
+	fmt.Fprint(stdout, s.Text())
+	return 0
+}
+
+func switchover(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("hapairctl switchover", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	force := fs.Bool("force", false, "switch over even though this node is locked")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c.resolve()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := control.NewClient(c.socket).Switchover(ctx, *force); err != nil {
+		fmt.Fprintln(stderr, "hapairctl switchover:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "switched over in %v: the peer is active\n", time.Since(start).Round(time.Microsecond))
+	return 0
+}
+
+// lock writes or removes the lock file directly: it must work with the
+// daemon down, and the daemon polls the file.
+func lock(args []string, stdout, stderr io.Writer, on bool) int {
+	name := "hapairctl unlock"
+	if on {
+		name = "hapairctl lock"
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	reason := fs.String("reason", "", "why (shown in status and logs)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c.resolve()
+	path := filepath.Join(c.stateDir, "locked")
+	if !on {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "unlocked")
+		return 0
+	}
+	who := "unknown"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	if s := os.Getenv("SUDO_USER"); s != "" {
+		who = s
+	}
+	host, _ := os.Hostname()
+	text := fmt.Sprintf("locked by %s@%s at %s", who, host, time.Now().Format(time.RFC3339))
+	if *reason != "" {
+		text += ": " + strings.ReplaceAll(*reason, "\n", " ")
+	}
+	if err := os.MkdirAll(c.stateDir, 0o750); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(text+"\n"), 0o640); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	fmt.Fprintln(stdout, text)
+	fmt.Fprintln(stdout, "redundancy is unavailable while this node is locked: it will not fail over")
+	return 0
 }

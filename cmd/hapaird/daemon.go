@@ -1,18 +1,186 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
 
 	"github.com/hapair/hapair/config"
+	"github.com/hapair/hapair/election"
+	"github.com/hapair/hapair/heartbeat"
+	"github.com/hapair/hapair/internal/agent"
+	"github.com/hapair/hapair/internal/control"
+	"github.com/hapair/hapair/vip"
+	"golang.org/x/sys/unix"
 )
 
-func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "hapaird: the daemon is not built yet; use --check")
-	return 1
+func vipManager(cfg *config.Config, self *config.Node) (*vip.Manager, error) {
+	var addrs []vip.Addr
+	for _, v := range cfg.VIPs {
+		addrs = append(addrs, vip.Addr{Prefix: v.Prefix, Interface: v.VIPInterface(self)})
+	}
+	return vip.New(addrs, vip.Options{Lease: cfg.Lease, Count: cfg.GARPCount, Spacing: cfg.GARPSpacing})
+}
+
+// instanceLock takes the per-node runtime lock; a second daemon (or a
+// --cleanup while the daemon runs) fails here.
+func instanceLock(cfg *config.Config) (*os.File, error) {
+	dir := filepath.Dir(cfg.Socket)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "hapaird.lock"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another hapaird is running for this node (lock %s held)", f.Name())
+		}
+		return nil, err
+	}
+	f.Truncate(0)
+	fmt.Fprintf(f, "%d\n", os.Getpid())
+	return f, nil
 }
 
 func cleanup(cfg *config.Config, self *config.Node, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "hapaird: --cleanup is not built yet")
-	return 1
+	lock, err := instanceLock(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "hapaird --cleanup:", err)
+		return 1
+	}
+	defer lock.Close()
+	m, err := vipManager(cfg, self)
+	if err != nil {
+		fmt.Fprintln(stderr, "hapaird --cleanup:", err)
+		return 1
+	}
+	defer m.Close()
+	removed, err := m.Cleanup()
+	for _, a := range removed {
+		fmt.Fprintf(stdout, "removed %s\n", a)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "hapaird --cleanup:", err)
+		return 1
+	}
+	if len(removed) == 0 {
+		fmt.Fprintln(stdout, "no VIP held here")
+	}
+	return 0
+}
+
+func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer) int {
+	log := slog.New(slog.NewTextHandler(stderr, nil)).With("node", self.Name)
+	if err := runDaemon(cfg, self, rule, log); err != nil {
+		log.Error(err.Error())
+		return 1
+	}
+	return 0
+}
+
+func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Logger) error {
+	peer := cfg.Peer(self)
+	log.Info("starting", "op", "start", "version", version, "config", cfg.File, "found_by", rule, "peer", peer.Name, "profile", cfg.Profile)
+	for _, ifn := range interfacesOf(cfg, self) {
+		if _, err := net.InterfaceByName(ifn); err != nil {
+			return fmt.Errorf("interface %s (from %s): %w", ifn, cfg.File, err)
+		}
+	}
+	lock, err := instanceLock(cfg)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return err
+	}
+
+	vips, err := vipManager(cfg, self)
+	if err != nil {
+		return err
+	}
+	defer vips.Close()
+	// Not active yet: whatever VIP is here is a leftover of a crash.
+	removed, err := vips.Cleanup()
+	for _, a := range removed {
+		log.Warn("removed stale VIP", "op", "cleanup", "vip", a.String())
+	}
+	if err != nil {
+		return err
+	}
+
+	gen, err := heartbeat.NextGeneration(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	hbIf, _ := net.InterfaceByName(self.HeartbeatInterface)
+	raw, err := heartbeat.RawPath(hbIf, peer.HeartbeatMAC)
+	if err != nil {
+		return err
+	}
+	udp, err := heartbeat.UDPPath(netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.HeartbeatPort)), netip.AddrPortFrom(peer.ReplicationAddress, uint16(cfg.HeartbeatPort)))
+	if err != nil {
+		raw.Conn.Close()
+		return err
+	}
+	hb, err := heartbeat.New(heartbeat.Config{
+		Cluster: cfg.ClusterID, Node: self.ID, Keys: cfg.Keys,
+		Interval: cfg.Interval, Dead: cfg.DeadInterval, Generation: gen, StateDir: cfg.StateDir,
+	}, raw, udp)
+	if err != nil {
+		raw.Conn.Close()
+		udp.Conn.Close()
+		return err
+	}
+
+	a := agent.New(agent.Options{
+		Election:  election.Config{Node: self.ID, Preferred: cfg.Primary == self.Name, Dead: cfg.DeadInterval, StartupWindow: cfg.StartupWindow()},
+		Heartbeat: hb, VIPs: vips, Log: log,
+		Interval: cfg.Interval, Dead: cfg.DeadInterval, Lease: cfg.Lease, Refresh: cfg.GARPRefresh,
+		LockFile: filepath.Join(cfg.StateDir, "locked"),
+		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: version,
+	})
+
+	srv, err := serveControl(cfg.Socket, a)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err = a.Run(ctx)
+	// Whatever happened, a stopping daemon holds no VIP.
+	if _, cerr := vips.Cleanup(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	return err
+}
+
+func serveControl(path string, h control.Handler) (*http.Server, error) {
+	// The instance lock is ours, so a socket file here is a dead daemon's.
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, err
+	}
+	srv := &http.Server{Handler: control.NewServeMux(h)}
+	go srv.Serve(l)
+	return srv, nil
 }

@@ -23,8 +23,10 @@ func main() {
 }
 
 type options struct {
-	config  string
-	node    string
+	config   string
+	node     string
+	stateDir string
+	socket   string
 	check   bool
 	cleanup bool
 	version bool
@@ -39,6 +41,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.check, "check", false, "validate the configuration, print what would run, and exit")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "release every VIP this node holds and exit (for ExecStopPost)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	fs.StringVar(&o.stateDir, "state-dir", "", "override the config's state_dir (lock file, boot generation)")
+	fs.StringVar(&o.socket, "socket", "", "override the config's socket")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -50,6 +54,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	if o.stateDir != "" {
+		cfg.StateDir = o.stateDir
+	}
+	if o.socket != "" {
+		cfg.Socket = o.socket
 	}
 	self, rule, err := findSelf(cfg, o.node)
 	if err != nil {

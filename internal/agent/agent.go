@@ -1,0 +1,399 @@
+// Package agent is the glue of hapaird (design.md section 1): one goroutine
+// owns the election machine; events from the edges (heartbeat, VIP watch,
+// lock file, timers, operator commands) come in, the machine's actions go
+// out to the edges. Nothing else touches the machine, so it needs no lock.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hapair/hapair/election"
+	"github.com/hapair/hapair/heartbeat"
+	"github.com/hapair/hapair/internal/control"
+	"github.com/hapair/hapair/vip"
+)
+
+// Heartbeat is what the agent needs of the heartbeat endpoint.
+type Heartbeat interface {
+	Run(ctx context.Context) error
+	Events() <-chan heartbeat.Event
+	SetLocal(heartbeat.Local)
+	Stats() heartbeat.Stats
+}
+
+// VIPs is what the agent needs of the VIP manager.
+type VIPs interface {
+	Claim() error
+	Renew() error
+	Release() error
+	Announce() error
+	Present() ([]vip.Addr, error)
+	Addrs() []vip.Addr
+	Watch(ctx context.Context, out chan<- vip.Event) error
+}
+
+// Options wire an agent. Every field is required unless marked.
+type Options struct {
+	Election  election.Config
+	Heartbeat Heartbeat
+	VIPs      VIPs
+	Log       *slog.Logger
+	// Interval is the heartbeat interval; the agent ticks the machine at
+	// half of it.
+	Interval time.Duration
+	// Lease is the VIP lease; held VIPs are renewed every third of it.
+	Lease time.Duration
+	// Refresh re-announces held VIPs this often (optional).
+	Refresh time.Duration
+	// LockFile is this node's lock file; its existence means locked.
+	LockFile string
+	// Identity for status.
+	Cluster, Node, Peer, Profile, Version string
+	Dead                                  time.Duration
+	// Watchdog, if set, is called from the loop every tick, so a hung loop
+	// (not only a dead process) stops the pings (optional).
+	Watchdog func()
+	// Ready, if set, is called once the initial role is decided
+	// (optional).
+	Ready func(role string)
+}
+
+// Agent runs one node. Create with New, then Run.
+type Agent struct {
+	opt Options
+	m   *election.Machine
+	log *slog.Logger
+
+	cmds chan command
+
+	// Kept by the loop, read by Status.
+	mu        sync.Mutex
+	status    control.Status
+	paths     map[string]bool
+	faults    map[string]string
+	peerAt    time.Time
+	lockInfo  string
+	lastTrans *control.Transition
+
+	holding bool
+	ready   bool
+	waiters []chan error // switchovers waiting for the peer to take over
+}
+
+type command struct {
+	force bool
+	reply chan error
+}
+
+// New builds an agent; it starts nothing.
+func New(opt Options) *Agent {
+	return &Agent{
+		opt:    opt,
+		m:      election.New(opt.Election),
+		log:    opt.Log,
+		cmds:   make(chan command),
+		paths:  map[string]bool{},
+		faults: map[string]string{},
+	}
+}
+
+// Run runs the node until ctx ends, then stops gracefully: an active node
+// hands its VIPs to the standby before Run returns (make-before-break). It
+// returns only after every goroutine it started has ended.
+func (a *Agent) Run(ctx context.Context) error {
+	// The edges get their own context: they must keep running through
+	// the handoff that follows ctx's end.
+	edges, stopEdges := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		stopEdges()
+		wg.Wait()
+	}()
+	hbErr := make(chan error, 1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		hbErr <- a.opt.Heartbeat.Run(edges)
+	}()
+	vipEvents := make(chan vip.Event, 16)
+	watchErr := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		watchErr <- a.opt.VIPs.Watch(edges, vipEvents)
+	}()
+
+	tick := time.NewTicker(max(a.opt.Interval/2, time.Millisecond))
+	defer tick.Stop()
+	renew := time.NewTicker(max(a.opt.Lease/3, 500*time.Millisecond))
+	defer renew.Stop()
+	lockPoll := time.NewTicker(500 * time.Millisecond)
+	defer lockPoll.Stop()
+	var refresh <-chan time.Time
+	if a.opt.Refresh > 0 {
+		t := time.NewTicker(a.opt.Refresh)
+		defer t.Stop()
+		refresh = t.C
+	}
+
+	a.pollLock(time.Now())
+	a.step(election.Event{Kind: election.Start, Now: time.Now()})
+	if a.m.Locked() {
+		a.step(election.Event{Kind: election.Lock, Now: time.Now(), Locked: true})
+	}
+	done := ctx.Done()
+	var hardStop <-chan time.Time
+	for {
+		select {
+		case <-done:
+			done = nil
+			a.log.Info("stopping", "op", "stop", "role", a.m.Role().String())
+			// Bound the handoff even if the machine never says Exit.
+			hardStop = time.After(2*a.opt.Dead + time.Second)
+			if a.step(election.Event{Kind: election.Stop, Now: time.Now()}) {
+				return nil
+			}
+		case <-hardStop:
+			a.log.Warn("handoff did not finish; releasing", "op", "stop")
+			a.release()
+			return nil
+		case ev := <-a.opt.Heartbeat.Events():
+			if a.heartbeat(ev) {
+				return nil
+			}
+		case ev := <-vipEvents:
+			if a.vipEvent(ev) {
+				return nil
+			}
+		case now := <-tick.C:
+			if a.opt.Watchdog != nil {
+				a.opt.Watchdog()
+			}
+			if a.step(election.Event{Kind: election.Tick, Now: now}) {
+				return nil
+			}
+		case <-renew.C:
+			if a.holding {
+				if err := a.opt.VIPs.Renew(); err != nil {
+					a.log.Error("renewing VIPs", "op", "renew", "err", err)
+				}
+			}
+		case <-refresh:
+			if a.holding {
+				a.opt.VIPs.Announce()
+			}
+		case now := <-lockPoll.C:
+			if a.pollLock(now) {
+				return nil
+			}
+		case c := <-a.cmds:
+			a.waiters = append(a.waiters, c.reply)
+			if a.step(election.Event{Kind: election.Switchover, Now: time.Now(), Force: c.force}) {
+				return nil
+			}
+		case err := <-hbErr:
+			a.release()
+			return fmt.Errorf("heartbeat stopped: %w", err)
+		case err := <-watchErr:
+			if err != nil {
+				a.release()
+				return err
+			}
+		}
+	}
+}
+
+// step feeds the machine and performs its actions; true means exit now.
+func (a *Agent) step(ev election.Event) bool {
+	exit := false
+	for _, act := range a.m.Step(ev) {
+		switch act.Kind {
+		case election.ClaimVIPs:
+			if err := a.opt.VIPs.Claim(); err != nil {
+				a.log.Error("claiming VIPs", "op", "claim", "err", err)
+			}
+			a.holding = true
+		case election.ReleaseVIPs:
+			a.release()
+		case election.Advertise:
+			a.opt.Heartbeat.SetLocal(a.local())
+		case election.Transition:
+			a.transition(act, ev.Now)
+		case election.Refused:
+			a.log.Warn(act.Reason, "op", "refused", "role", a.m.Role().String())
+			a.answer(errors.New(act.Reason))
+		case election.Report:
+			a.log.Warn(act.Reason, "op", "report", "role", a.m.Role().String())
+		case election.Exit:
+			a.log.Info("stopped", "op", "exit", "reason", act.Reason)
+			exit = true
+		}
+	}
+	a.updateStatus()
+	return exit
+}
+
+func (a *Agent) release() {
+	if err := a.opt.VIPs.Release(); err != nil {
+		a.log.Error("releasing VIPs", "op", "release", "err", err)
+	}
+	a.holding = false
+}
+
+func (a *Agent) transition(act election.Action, now time.Time) {
+	a.log.Info("transition", "op", "transition", "from", act.From.String(), "to", act.To.String(), "reason", act.Reason, "peer", a.opt.Peer)
+	a.mu.Lock()
+	a.lastTrans = &control.Transition{From: act.From.String(), To: act.To.String(), Reason: act.Reason, At: time.Now()}
+	a.mu.Unlock()
+	if act.From == election.Active && act.To == election.Standby {
+		a.answer(nil) // a switchover finished
+	}
+	if !a.ready && act.From == election.Init {
+		a.ready = true
+		if a.opt.Ready != nil {
+			a.opt.Ready(act.To.String())
+		}
+	}
+}
+
+// answer completes pending switchover requests.
+func (a *Agent) answer(err error) {
+	for _, w := range a.waiters {
+		w <- err
+	}
+	a.waiters = nil
+}
+
+func (a *Agent) heartbeat(ev heartbeat.Event) bool {
+	switch ev.Kind {
+	case heartbeat.PeerFrame:
+		a.mu.Lock()
+		a.peerAt = ev.At
+		a.mu.Unlock()
+		return a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
+	case heartbeat.PeerLost:
+		return a.step(election.Event{Kind: election.PeerLost, Now: ev.At})
+	case heartbeat.PathUp, heartbeat.PathDown:
+		up := ev.Kind == heartbeat.PathUp
+		a.mu.Lock()
+		a.paths[ev.Path] = up
+		a.mu.Unlock()
+		if up {
+			a.log.Info("heartbeat path up", "op", "path", "path", ev.Path)
+			return a.step(election.Event{Kind: election.PathUp, Now: ev.At, Path: ev.Path})
+		}
+		a.log.Warn("heartbeat path down", "op", "path", "path", ev.Path)
+		return a.step(election.Event{Kind: election.PathDown, Now: ev.At, Path: ev.Path})
+	case heartbeat.PeerAlive:
+		a.log.Info("peer heard", "op", "peer", "peer", a.opt.Peer, "path", ev.Path)
+	}
+	return false
+}
+
+func (a *Agent) vipEvent(ev vip.Event) bool {
+	now := time.Now()
+	switch ev.Kind {
+	case vip.Removed:
+		a.log.Warn("held VIP removed from outside", "op", "watch", "vip", ev.Addr.String())
+		return a.step(election.Event{Kind: election.VIPRemoved, Now: now})
+	case vip.CarrierDown:
+		a.log.Warn("public link lost carrier", "op", "watch", "iface", ev.Interface)
+		return a.setFault("link:"+ev.Interface, "public link "+ev.Interface+" lost carrier", now)
+	case vip.CarrierUp:
+		a.log.Info("public link carrier back", "op", "watch", "iface", ev.Interface)
+		return a.setFault("link:"+ev.Interface, "", now)
+	}
+	return false
+}
+
+// setFault records (reason != "") or clears a failing condition and tells
+// the machine when health as a whole changed.
+func (a *Agent) setFault(key, reason string, now time.Time) bool {
+	a.mu.Lock()
+	before := len(a.faults) == 0
+	if reason == "" {
+		delete(a.faults, key)
+	} else {
+		a.faults[key] = reason
+	}
+	after := len(a.faults) == 0
+	first := reason
+	for _, r := range a.faults {
+		first = r
+		break
+	}
+	a.mu.Unlock()
+	if before == after {
+		return false
+	}
+	return a.step(election.Event{Kind: election.Health, Now: now, Healthy: after, Reason: first})
+}
+
+// pollLock reads the lock file; the CLI writes it even when the daemon is
+// down, so the daemon notices within the poll period.
+func (a *Agent) pollLock(now time.Time) bool {
+	b, err := os.ReadFile(a.opt.LockFile)
+	locked := err == nil
+	a.mu.Lock()
+	a.lockInfo = string(b)
+	a.mu.Unlock()
+	if locked == a.m.Locked() {
+		return false
+	}
+	a.log.Warn("lock changed", "op", "lock", "locked", locked, "info", string(b))
+	return a.step(election.Event{Kind: election.Lock, Now: now, Locked: locked})
+}
+
+// Switchover asks the loop to hand over and waits for the outcome.
+func (a *Agent) Switchover(ctx context.Context, force bool) error {
+	reply := make(chan error, 1)
+	select {
+	case a.cmds <- command{force: force, reply: reply}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func peerOf(f heartbeat.Frame) election.Peer {
+	roles := map[heartbeat.Role]election.Role{heartbeat.RoleInit: election.Init, heartbeat.RoleStandby: election.Standby, heartbeat.RoleActive: election.Active, heartbeat.RoleFault: election.Fault}
+	return election.Peer{
+		Role:       roles[f.Role],
+		Locked:     f.Flags&heartbeat.FlagLocked != 0,
+		Fault:      f.Flags&heartbeat.FlagFault != 0,
+		Leaving:    f.Flags&heartbeat.FlagLeaving != 0,
+		SplitBrain: f.Flags&heartbeat.FlagSplitBrain != 0,
+		Facts: election.Facts{
+			Node: f.Node, Locked: f.Flags&heartbeat.FlagLocked != 0, Preferred: f.Flags&heartbeat.FlagPreferred != 0,
+			ActiveFor: f.ActiveFor, LastNewSession: f.LastNewSession,
+		},
+	}
+}
+
+func (a *Agent) local() heartbeat.Local {
+	ad := a.m.Advert()
+	roles := map[election.Role]heartbeat.Role{election.Init: heartbeat.RoleInit, election.Standby: heartbeat.RoleStandby, election.Active: heartbeat.RoleActive, election.Fault: heartbeat.RoleFault}
+	l := heartbeat.Local{Role: roles[ad.Role], ActiveSince: ad.ActiveSince, LastNewSession: ad.LastNewSession}
+	for _, b := range []struct {
+		on   bool
+		flag heartbeat.Flags
+	}{{ad.Locked, heartbeat.FlagLocked}, {ad.Fault, heartbeat.FlagFault}, {ad.Leaving, heartbeat.FlagLeaving}, {ad.SplitBrain, heartbeat.FlagSplitBrain}, {ad.Preferred, heartbeat.FlagPreferred}} {
+		if b.on {
+			l.Flags |= b.flag
+		}
+	}
+	if ad.Frozen != nil {
+		l.Frozen = &heartbeat.FrozenAges{ActiveFor: ad.Frozen.ActiveFor, LastNewSession: ad.Frozen.LastNewSession}
+	}
+	return l
+}

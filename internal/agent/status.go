@@ -1,0 +1,88 @@
+package agent
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hapair/hapair/internal/control"
+)
+
+// updateStatus refreshes the snapshot Status serves; it runs in the loop
+// after every step, so readers never touch the machine.
+func (a *Agent) updateStatus() {
+	peer, seen := a.m.Peer()
+	s := control.Status{
+		Version: a.opt.Version, Cluster: a.opt.Cluster, Node: a.opt.Node, PeerName: a.opt.Peer,
+		Role: a.m.Role().String(), Locked: a.m.Locked(), Profile: a.opt.Profile,
+		Interval: a.opt.Interval.String(), Dead: a.opt.Dead.String(),
+		Peer:       control.PeerStatus{Seen: seen},
+		Degraded:   seen && len(a.m.Degraded()) > 0,
+		SplitBrain: a.m.SplitBrain(),
+	}
+	if seen {
+		s.Peer.Role, s.Peer.Locked, s.Peer.Fault = peer.Role.String(), peer.Locked, peer.Fault
+	}
+	for _, v := range a.opt.VIPs.Addrs() {
+		s.VIPs = append(s.VIPs, v.String())
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s.Lock = strings.TrimSpace(a.lockInfo)
+	for _, f := range a.faults {
+		s.Faults = append(s.Faults, f)
+	}
+	slices.Sort(s.Faults)
+	s.LastTransition = a.lastTrans
+	if a.holding {
+		s.Holding = s.VIPs
+	}
+	s.Redundancy = redundancy(s)
+	a.status = s
+}
+
+func redundancy(s control.Status) string {
+	var why []string
+	if s.Locked {
+		why = append(why, "this node is locked")
+	}
+	if s.Peer.Locked {
+		why = append(why, "peer is locked")
+	}
+	if !s.Peer.Seen {
+		why = append(why, "peer not seen")
+	}
+	if len(s.Faults) > 0 {
+		why = append(why, "this node is in fault")
+	}
+	if s.Peer.Fault {
+		why = append(why, "peer is in fault")
+	}
+	if s.SplitBrain {
+		why = append(why, "split brain")
+	}
+	if len(why) == 0 {
+		return "available"
+	}
+	return "unavailable: " + strings.Join(why, ", ")
+}
+
+// Status is a snapshot for the control socket, with live counters.
+func (a *Agent) Status() control.Status {
+	a.mu.Lock()
+	s := a.status
+	paths := make([]control.Path, 0, len(a.paths))
+	for name, up := range a.paths {
+		paths = append(paths, control.Path{Name: name, Up: up})
+	}
+	peerAt := a.peerAt
+	a.mu.Unlock()
+	slices.SortFunc(paths, func(x, y control.Path) int { return strings.Compare(x.Name, y.Name) })
+	s.Paths = paths
+	if !peerAt.IsZero() {
+		s.Peer.LastFrameAge = float64(time.Since(peerAt).Microseconds()) / 1000
+	}
+	st := a.opt.Heartbeat.Stats()
+	s.Frames = control.Frames{Sent: st.Sent, Received: st.Received, Dropped: st.Drops}
+	return s
+}

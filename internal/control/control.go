@@ -1,0 +1,192 @@
+// Package control is the daemon's local control API: the status and
+// command types, served as HTTP/JSON on the daemon's unix socket, and the
+// client hapairctl, the lab and the tests use. Any language can use the
+// same socket with curl --unix-socket.
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Status is one node's view of the pair.
+type Status struct {
+	Version  string `json:"version"`
+	Cluster  string `json:"cluster"`
+	Node     string `json:"node"`
+	PeerName string `json:"peer_name"`
+	Role     string `json:"role"`
+	Locked   bool   `json:"locked"`
+	Lock     string `json:"lock,omitempty"` // who, when, why
+	Profile  string `json:"profile"`
+
+	Interval string `json:"interval"`
+	Dead     string `json:"dead_interval"`
+
+	Peer       PeerStatus `json:"peer"`
+	Paths      []Path     `json:"paths"`
+	Degraded   bool       `json:"degraded"`
+	SplitBrain bool       `json:"split_brain"`
+	Faults     []string   `json:"faults,omitempty"`
+
+	VIPs    []string `json:"vips"`
+	Holding []string `json:"holding"` // VIPs present on this node now
+
+	LastTransition *Transition `json:"last_transition,omitempty"`
+	Redundancy     string      `json:"redundancy"` // "available" or "unavailable: why"
+
+	Frames Frames `json:"frames"`
+}
+
+// PeerStatus is what the peer's last frame said.
+type PeerStatus struct {
+	Seen         bool    `json:"seen"`
+	Role         string  `json:"role,omitempty"`
+	Locked       bool    `json:"locked,omitempty"`
+	Fault        bool    `json:"fault,omitempty"`
+	LastFrameAge float64 `json:"last_frame_age_ms"`
+}
+
+// Path is one heartbeat path.
+type Path struct {
+	Name string `json:"name"`
+	Up   bool   `json:"up"`
+}
+
+// Transition is a role change.
+type Transition struct {
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// Frames counts heartbeat frames.
+type Frames struct {
+	Sent     uint64            `json:"sent"`
+	Received uint64            `json:"received"`
+	Dropped  map[string]uint64 `json:"dropped"`
+}
+
+// Error is the body of every failed request.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Client talks to one daemon's socket.
+type Client struct {
+	Socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the daemon listening on socket.
+func NewClient(socket string) *Client {
+	return &Client{Socket: socket, http: &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}},
+	}}
+}
+
+// ErrDown means nothing answers on the socket: the daemon is not running.
+var ErrDown = errors.New("hapaird is not running")
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://hapaird"+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return fmt.Errorf("%w (no answer on %s)", ErrDown, c.Socket)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return errors.New(e.Error)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Status fetches the daemon's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var s Status
+	if err := c.do(ctx, http.MethodGet, "/v1/status", nil, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// SwitchoverRequest asks the active node to hand over.
+type SwitchoverRequest struct {
+	Force bool `json:"force"`
+}
+
+// Switchover asks the daemon (which must be active) to hand over to its
+// peer and returns once the peer has taken over.
+func (c *Client) Switchover(ctx context.Context, force bool) error {
+	return c.do(ctx, http.MethodPost, "/v1/switchover", SwitchoverRequest{Force: force}, nil)
+}
+
+// Handler is what a daemon implements to serve the API.
+type Handler interface {
+	Status() Status
+	Switchover(ctx context.Context, force bool) error
+}
+
+// NewServeMux routes the API to h.
+func NewServeMux(h Handler) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, h.Status())
+	})
+	mux.HandleFunc("POST /v1/switchover", func(w http.ResponseWriter, r *http.Request) {
+		var req SwitchoverRequest
+		if r.ContentLength != 0 {
+			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+				writeJSON(w, http.StatusBadRequest, Error{"bad request body: " + err.Error()})
+				return
+			}
+		}
+		if err := h.Switchover(r.Context(), req.Force); err != nil {
+			writeJSON(w, http.StatusConflict, Error{err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,70 @@
+package control
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Text renders a status for people, as hapairctl status prints it.
+func (s Status) Text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s", s.Node, s.Role)
+	if s.Locked {
+		fmt.Fprint(&b, " (LOCKED)")
+	}
+	fmt.Fprintf(&b, "    peer %s: ", s.PeerName)
+	if s.Peer.Seen {
+		fmt.Fprintf(&b, "%s, last frame %.1fms ago", s.Peer.Role, s.Peer.LastFrameAge)
+		if s.Peer.Locked {
+			fmt.Fprint(&b, " (LOCKED)")
+		}
+	} else {
+		fmt.Fprint(&b, "not heard")
+	}
+	fmt.Fprintf(&b, "\nredundancy: %s\n", s.Redundancy)
+	if s.SplitBrain {
+		fmt.Fprintln(&b, "SPLIT BRAIN: both nodes active")
+	}
+	var paths []string
+	for _, p := range s.Paths {
+		st := "up"
+		if !p.Up {
+			st = "DOWN"
+		}
+		paths = append(paths, p.Name+" "+st)
+	}
+	deg := ""
+	if s.Degraded {
+		deg = " (degraded)"
+	}
+	fmt.Fprintf(&b, "heartbeat: %s%s; every %s, dead after %s (%s)\n", strings.Join(paths, ", "), deg, s.Interval, s.Dead, s.Profile)
+	holding := "none"
+	if len(s.Holding) > 0 {
+		holding = strings.Join(s.Holding, ", ")
+	}
+	fmt.Fprintf(&b, "VIPs held here: %s\n", holding)
+	if s.Lock != "" {
+		fmt.Fprintf(&b, "lock: %s\n", s.Lock)
+	}
+	for _, f := range s.Faults {
+		fmt.Fprintf(&b, "fault: %s\n", f)
+	}
+	if t := s.LastTransition; t != nil {
+		fmt.Fprintf(&b, "last transition: %s -> %s at %s: %s\n", t.From, t.To, t.At.Format(time.RFC3339Nano), t.Reason)
+	}
+	var drops []string
+	for k, v := range s.Frames.Dropped {
+		if v > 0 {
+			drops = append(drops, fmt.Sprintf("%s %d", k, v))
+		}
+	}
+	slices.Sort(drops)
+	fmt.Fprintf(&b, "frames: %d sent, %d received", s.Frames.Sent, s.Frames.Received)
+	if len(drops) > 0 {
+		fmt.Fprintf(&b, ", dropped: %s", strings.Join(drops, ", "))
+	}
+	fmt.Fprintln(&b)
+	return b.String()
+}

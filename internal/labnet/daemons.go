@@ -1,0 +1,218 @@
+package labnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hapair/hapair/internal/control"
+)
+
+// FindDaemon returns a hapaird to run: one beside the running executable,
+// else one on PATH, else one built from this source tree into dir.
+func FindDaemon(dir string) (string, error) {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "hapaird")
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("hapaird"); err == nil {
+		return p, nil
+	}
+	return BuildDaemon(dir)
+}
+
+// BuildDaemon builds hapaird from the module this code belongs to.
+func BuildDaemon(dir string) (string, error) {
+	out := filepath.Join(dir, "hapaird")
+	cmd := exec.Command("go", "build", "-race", "-o", out, "github.com/hapair/hapair/cmd/hapaird")
+	if os.Getenv("HAPAIR_NO_RACE") != "" {
+		cmd = exec.Command("go", "build", "-o", out, "github.com/hapair/hapair/cmd/hapaird")
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("labnet: go build hapaird: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+// Cluster runs real hapaird processes on a pair: node "a" in Pair.A and
+// node "b" in Pair.B, each with its own state directory and socket under
+// Dir.
+type Cluster struct {
+	*Pair
+	Bin    string
+	Dir    string
+	Config string
+
+	mu    sync.Mutex
+	procs map[string]*exec.Cmd
+	exits map[string]chan error
+}
+
+// NewCluster writes a config for the pair into dir.
+func (p *Pair) NewCluster(bin, dir string, o ConfigOptions) (*Cluster, error) {
+	cfg, err := p.WriteConfig(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range []string{"a", "b"} {
+		if err := os.MkdirAll(filepath.Join(dir, n), 0o750); err != nil {
+			return nil, err
+		}
+	}
+	return &Cluster{Pair: p, Bin: bin, Dir: dir, Config: cfg, procs: map[string]*exec.Cmd{}, exits: map[string]chan error{}}, nil
+}
+
+// Socket is node's control socket.
+func (c *Cluster) Socket(node string) string { return filepath.Join(c.Dir, node, "hapair.sock") }
+
+// StateDir is node's state directory (its lock file lives there).
+func (c *Cluster) StateDir(node string) string { return filepath.Join(c.Dir, node) }
+
+// LogPath is where node's daemon writes its log.
+func (c *Cluster) LogPath(node string) string { return filepath.Join(c.Dir, node+".log") }
+
+// Start runs hapaird for node ("a" or "b") in its namespace.
+func (c *Cluster) Start(node string, extra ...string) error {
+	log, err := os.OpenFile(c.LogPath(node), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	args := append([]string{"-c", c.Config, "--node", node, "--state-dir", c.StateDir(node), "--socket", c.Socket(node)}, extra...)
+	cmd := Command(c.Node(node), c.Bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := c.Pair.Start(cmd); err != nil {
+		return err
+	}
+	exit := make(chan error, 1)
+	go func() { exit <- cmd.Wait() }()
+	c.mu.Lock()
+	c.procs[node] = cmd
+	c.exits[node] = exit
+	c.mu.Unlock()
+	return nil
+}
+
+// Running says whether node's daemon is running.
+func (c *Cluster) Running(node string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.procs[node] != nil
+}
+
+// Signal sends sig to node's daemon, by PID, and waits up to wait for it
+// to exit (0: do not wait).
+func (c *Cluster) Signal(node string, sig syscall.Signal, wait time.Duration) error {
+	c.mu.Lock()
+	cmd, exit := c.procs[node], c.exits[node]
+	c.mu.Unlock()
+	if cmd == nil {
+		return fmt.Errorf("labnet: %s is not running", node)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		return err
+	}
+	if wait == 0 {
+		return nil
+	}
+	select {
+	case err := <-exit:
+		c.mu.Lock()
+		delete(c.procs, node)
+		c.mu.Unlock()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && sig == syscall.SIGKILL {
+			return nil
+		}
+		return err
+	case <-time.After(wait):
+		return fmt.Errorf("labnet: %s did not exit within %v of %v", node, wait, sig)
+	}
+}
+
+// Kill is kill -9.
+func (c *Cluster) Kill(node string) error { return c.Signal(node, syscall.SIGKILL, 5*time.Second) }
+
+// Client talks to node's daemon.
+func (c *Cluster) Ctl(node string) *control.Client { return control.NewClient(c.Socket(node)) }
+
+// Status fetches node's status.
+func (c *Cluster) Status(node string) (*control.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return c.Ctl(node).Status(ctx)
+}
+
+// WaitRole polls node's status until its role is role.
+func (c *Cluster) WaitRole(node, role string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	var last string
+	for time.Now().Before(deadline) {
+		if s, err := c.Status(node); err == nil {
+			if s.Role == role {
+				return nil
+			}
+			last = s.Role
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("labnet: %s is %s, not %s, after %v", node, last, role, within)
+}
+
+// Holds says whether node's namespace has addr configured.
+func (c *Cluster) Holds(node string, addr netip.Addr) bool {
+	l, err := c.Handle(c.Node(node)).LinkByName(Public)
+	if err != nil {
+		return false
+	}
+	list, err := c.Handle(c.Node(node)).AddrList(l, 0)
+	if err != nil {
+		return false
+	}
+	for _, a := range list {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// MAC is the hardware address of node's public interface.
+func (c *Cluster) MAC(node string) net.HardwareAddr {
+	l, err := c.Handle(c.Node(node)).LinkByName(Public)
+	if err != nil {
+		return nil
+	}
+	return l.Attrs().HardwareAddr
+}
+
+// ClientNeighbour is the client's neighbour entry for ip, or nil.
+func (c *Cluster) ClientNeighbour(ip netip.Addr) net.HardwareAddr {
+	h := c.Handle(c.Client)
+	br, err := h.LinkByName(Bridge)
+	if err != nil {
+		return nil
+	}
+	list, err := h.NeighList(br.Attrs().Index, 0)
+	if err != nil {
+		return nil
+	}
+	for _, n := range list {
+		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip {
+			return n.HardwareAddr
+		}
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package labnet
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+)
+
+// Result is what a client of the VIP saw during one failover.
+type Result struct {
+	Scenario  string
+	From, To  string        // the node that held the VIP, and the one that took it
+	VIPAfter  time.Duration // fault to VIP configured on the new holder
+	Outage    time.Duration // longest gap between the client's probe replies
+	ProbeRate time.Duration
+}
+
+func (r Result) String() string {
+	return fmt.Sprintf("%s: VIP moved %s -> %s in %v; client outage %v (probe every %v)",
+		r.Scenario, r.From, r.To, r.VIPAfter.Round(10*time.Microsecond), r.Outage.Round(10*time.Microsecond), r.ProbeRate)
+}
+
+// Scenarios a Cluster can run; each starts from a settled pair and leaves
+// one again.
+var Scenarios = []string{"host-loss", "graceful-stop", "switchover"}
+
+// ActiveNode asks both daemons and returns the one that is ACTIVE.
+func (c *Cluster) ActiveNode() (string, error) {
+	var found []string
+	for _, n := range []string{"a", "b"} {
+		if s, err := c.Status(n); err == nil && s.Role == "ACTIVE" {
+			found = append(found, n)
+		}
+	}
+	if len(found) != 1 {
+		return "", fmt.Errorf("labnet: %d active nodes", len(found))
+	}
+	return found[0], nil
+}
+
+// Settle starts what is not running, restores every link and waits until
+// one node is ACTIVE with the VIP and the other STANDBY.
+func (c *Cluster) Settle(within time.Duration) (active string, err error) {
+	for _, n := range []string{"a", "b"} {
+		if err := c.Isolate(n, true); err != nil {
+			return "", err
+		}
+	}
+	for _, n := range []string{"a", "b"} {
+		if !c.Running(n) {
+			if err := c.Start(n); err != nil {
+				return "", err
+			}
+		}
+	}
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if act, err := c.ActiveNode(); err == nil {
+			other := "b"
+			if act == "b" {
+				other = "a"
+			}
+			if s, err := c.Status(other); err == nil && s.Role == "STANDBY" && s.Peer.Seen && c.Holds(act, VIP.Addr()) && !c.Holds(other, VIP.Addr()) {
+				return act, nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "", fmt.Errorf("labnet: pair did not settle within %v", within)
+}
+
+// Run performs one scenario on a settled pair and measures it.
+func (c *Cluster) Run(scenario string, probe time.Duration) (Result, error) {
+	from, err := c.Settle(10 * time.Second)
+	if err != nil {
+		return Result{}, err
+	}
+	to := "b"
+	if from == "b" {
+		to = "a"
+	}
+	var fault func() error
+	switch scenario {
+	case "host-loss":
+		fault = func() error {
+			if err := c.Isolate(from, false); err != nil {
+				return err
+			}
+			return c.Kill(from)
+		}
+	case "graceful-stop":
+		fault = func() error { return c.Signal(from, syscall.SIGTERM, 0) }
+	case "switchover":
+		fault = func() error {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				c.Ctl(from).Switchover(ctx, false)
+			}()
+			return nil
+		}
+	default:
+		return Result{}, fmt.Errorf("labnet: unknown scenario %q (have %v)", scenario, Scenarios)
+	}
+	p, err := NewProber(c.Client, VIP.Addr())
+	if err != nil {
+		return Result{}, err
+	}
+	defer p.Close()
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Run(ctx, probe)
+	}()
+	defer func() {
+		stop()
+		<-done
+	}()
+	// Warm: the client must be reaching the VIP before the fault.
+	warm := time.Now().Add(2 * time.Second)
+	for p.Replies() < 20 {
+		if time.Now().After(warm) {
+			return Result{}, fmt.Errorf("labnet: client does not reach the VIP before the fault")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	if err := fault(); err != nil {
+		return Result{}, err
+	}
+	var vipAt time.Duration
+	for !c.Holds(to, VIP.Addr()) {
+		if time.Since(start) > 10*time.Second {
+			return Result{}, fmt.Errorf("labnet: %s: VIP not on %s after 10s", scenario, to)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	vipAt = time.Since(start)
+	// Let the client reach the new holder, then a little more so a late
+	// gap would show.
+	for p.LastReply().Before(start.Add(vipAt)) {
+		if time.Since(start) > 10*time.Second {
+			return Result{}, fmt.Errorf("labnet: %s: client never reached the VIP on %s", scenario, to)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	res := Result{Scenario: scenario, From: from, To: to, VIPAfter: vipAt, Outage: p.LongestGap(start.Add(-probe)), ProbeRate: probe}
+	if scenario == "graceful-stop" {
+		// The stopped daemon exits by itself; collect it.
+		c.waitExit(from, 5*time.Second)
+	}
+	return res, nil
+}
+
+func (c *Cluster) waitExit(node string, within time.Duration) {
+	c.mu.Lock()
+	exit := c.exits[node]
+	c.mu.Unlock()
+	if exit == nil {
+		return
+	}
+	select {
+	case <-exit:
+		c.mu.Lock()
+		delete(c.procs, node)
+		c.mu.Unlock()
+	case <-time.After(within):
+	}
+}

@@ -160,11 +160,14 @@ func TestHeartbeatLinkDownIsDegradedNotLost(t *testing.T) {
 	b.waitFor(t, PeerAlive, "", 0, time.Second)
 	a.waitFor(t, PeerAlive, "", 0, time.Second)
 	mark := b.len()
-	cut := time.Now()
+	// Bounds are generous: they catch a broken mechanism, the figures are
+	// in BenchmarkDetection. Netlink calls can stall behind other tests'
+	// namespace teardown, so the clock starts once the cut is done.
 	if err := p.CutHeartbeat(false); err != nil {
 		t.Fatal(err)
 	}
-	ev, _ := b.waitFor(t, PathDown, "raw", mark, 3*iv+200*time.Millisecond)
+	cut := time.Now()
+	ev, _ := b.waitFor(t, PathDown, "raw", mark, 3*iv+time.Second)
 	t.Logf("raw path down after %v", ev.At.Sub(cut))
 	// Several dead intervals later the peer is still alive over UDP.
 	time.Sleep(10 * iv)
@@ -175,11 +178,11 @@ func TestHeartbeatLinkDownIsDegradedNotLost(t *testing.T) {
 		t.Errorf("%d path-down events, want 1 (raw)", c)
 	}
 	// Replication link down too: now the peer is lost.
-	cut = time.Now()
 	if err := p.CutReplication(false); err != nil {
 		t.Fatal(err)
 	}
-	ev, _ = b.waitFor(t, PeerLost, "", mark, 3*iv+200*time.Millisecond)
+	cut = time.Now()
+	ev, _ = b.waitFor(t, PeerLost, "", mark, 3*iv+time.Second)
 	t.Logf("peer lost %v after the last path was cut", ev.At.Sub(cut))
 	// And back.
 	mark = b.len()

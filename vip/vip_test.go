@@ -203,7 +203,11 @@ func TestWatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	events := make(chan Event, 16)
 	done := make(chan error)
-	go func() { done <- m.Watch(ctx, events) }()
+	w, err := m.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- w.Run(ctx, events) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

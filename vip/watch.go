@@ -32,28 +32,43 @@ type Event struct {
 	Interface string
 }
 
-// Watch reports, until ctx ends, held VIPs removed by anyone but this
-// manager and carrier changes on the VIPs' interfaces. It returns once its
-// subscriptions are closed.
-func (m *Manager) Watch(ctx context.Context, out chan<- Event) error {
-	done := make(chan struct{})
-	defer close(done)
-	addrCh := make(chan netlink.AddrUpdate, 64)
-	linkCh := make(chan netlink.LinkUpdate, 16)
-	var errCh = make(chan error, 2)
+// Watcher holds the netlink subscriptions of a Manager.
+type Watcher struct {
+	m      *Manager
+	done   chan struct{}
+	addrCh chan netlink.AddrUpdate
+	linkCh chan netlink.LinkUpdate
+	errCh  chan error
+}
+
+// Subscribe opens the subscriptions now, so nothing that happens after it
+// returns is missed; Run then reports.
+func (m *Manager) Subscribe() (*Watcher, error) {
+	w := &Watcher{m: m, done: make(chan struct{}), addrCh: make(chan netlink.AddrUpdate, 64), linkCh: make(chan netlink.LinkUpdate, 16), errCh: make(chan error, 2)}
 	cb := func(err error) {
 		select {
-		case errCh <- err:
+		case w.errCh <- err:
 		default:
 		}
 	}
 	ns := m.ns
-	if err := netlink.AddrSubscribeWithOptions(addrCh, done, netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: cb}); err != nil {
-		return fmt.Errorf("vip: watch addresses: %w", err)
+	if err := netlink.AddrSubscribeWithOptions(w.addrCh, w.done, netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: cb}); err != nil {
+		close(w.done)
+		return nil, fmt.Errorf("vip: watch addresses: %w", err)
 	}
-	if err := netlink.LinkSubscribeWithOptions(linkCh, done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: cb}); err != nil {
-		return fmt.Errorf("vip: watch links: %w", err)
+	if err := netlink.LinkSubscribeWithOptions(w.linkCh, w.done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: cb}); err != nil {
+		close(w.done)
+		return nil, fmt.Errorf("vip: watch links: %w", err)
 	}
+	return w, nil
+}
+
+// Run reports, until ctx ends, held VIPs removed by anyone but the manager
+// and carrier changes on the VIPs' interfaces; then it closes the
+// subscriptions.
+func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
+	defer close(w.done)
+	m, addrCh, linkCh, errCh := w.m, w.addrCh, w.linkCh, w.errCh
 	ifaces := map[string]bool{}
 	for _, a := range m.addrs {
 		ifaces[a.Interface] = true

@@ -27,9 +27,9 @@ type options struct {
 	node     string
 	stateDir string
 	socket   string
-	check   bool
-	cleanup bool
-	version bool
+	check    bool
+	cleanup  bool
+	version  bool
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

@@ -35,7 +35,7 @@ type VIPs interface {
 	Announce() error
 	Present() ([]vip.Addr, error)
 	Addrs() []vip.Addr
-	Watch(ctx context.Context, out chan<- vip.Event) error
+	Subscribe() (*vip.Watcher, error)
 }
 
 // Options wire an agent. Every field is required unless marked.
@@ -115,6 +115,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		stopEdges()
 		wg.Wait()
 	}()
+	watcher, err := a.opt.VIPs.Subscribe()
+	if err != nil {
+		return err
+	}
 	hbErr := make(chan error, 1)
 	wg.Add(2)
 	go func() {
@@ -125,7 +129,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	watchErr := make(chan error, 1)
 	go func() {
 		defer wg.Done()
-		watchErr <- a.opt.VIPs.Watch(edges, vipEvents)
+		watchErr <- watcher.Run(edges, vipEvents)
 	}()
 
 	tick := time.NewTicker(max(a.opt.Interval/2, time.Millisecond))

@@ -28,16 +28,18 @@ func FindDaemon(dir string) (string, error) {
 	if p, err := exec.LookPath("hapaird"); err == nil {
 		return p, nil
 	}
-	return BuildDaemon(dir)
+	return BuildDaemon(dir, false)
 }
 
-// BuildDaemon builds hapaird from the module this code belongs to.
-func BuildDaemon(dir string) (string, error) {
+// BuildDaemon builds hapaird from the module this code belongs to; tests
+// build it with the race detector.
+func BuildDaemon(dir string, race bool) (string, error) {
 	out := filepath.Join(dir, "hapaird")
-	cmd := exec.Command("go", "build", "-race", "-o", out, "github.com/hapair/hapair/cmd/hapaird")
-	if os.Getenv("HAPAIR_NO_RACE") != "" {
-		cmd = exec.Command("go", "build", "-o", out, "github.com/hapair/hapair/cmd/hapaird")
+	args := []string{"build", "-o", out}
+	if race {
+		args = append(args, "-race")
 	}
+	cmd := exec.Command("go", append(args, "github.com/hapair/hapair/cmd/hapaird")...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("labnet: go build hapaird: %v\n%s", err, b)
 	}

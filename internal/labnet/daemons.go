@@ -56,8 +56,12 @@ type Cluster struct {
 	Config string
 
 	mu    sync.Mutex
-	procs map[string]*exec.Cmd
-	exits map[string]chan error
+	procs map[string]*daemonProc
+}
+
+type daemonProc struct {
+	cmd  *exec.Cmd
+	wait func(time.Duration) (bool, error)
 }
 
 // NewCluster writes a config for the pair into dir.
@@ -71,7 +75,7 @@ func (p *Pair) NewCluster(bin, dir string, o ConfigOptions) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	return &Cluster{Pair: p, Bin: bin, Dir: dir, Config: cfg, procs: map[string]*exec.Cmd{}, exits: map[string]chan error{}}, nil
+	return &Cluster{Pair: p, Bin: bin, Dir: dir, Config: cfg, procs: map[string]*daemonProc{}}, nil
 }
 
 // Socket is node's control socket.
@@ -93,14 +97,12 @@ func (c *Cluster) Start(node string, extra ...string) error {
 	args := append([]string{"-c", c.Config, "--node", node, "--state-dir", c.StateDir(node), "--socket", c.Socket(node)}, extra...)
 	cmd := Command(c.Node(node), c.Bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
-	if err := c.Pair.Start(cmd); err != nil {
+	wait, err := c.Pair.Start(cmd)
+	if err != nil {
 		return err
 	}
-	exit := make(chan error, 1)
-	go func() { exit <- cmd.Wait() }()
 	c.mu.Lock()
-	c.procs[node] = cmd
-	c.exits[node] = exit
+	c.procs[node] = &daemonProc{cmd: cmd, wait: wait}
 	c.mu.Unlock()
 	return nil
 }
@@ -116,30 +118,40 @@ func (c *Cluster) Running(node string) bool {
 // to exit (0: do not wait).
 func (c *Cluster) Signal(node string, sig syscall.Signal, wait time.Duration) error {
 	c.mu.Lock()
-	cmd, exit := c.procs[node], c.exits[node]
+	d := c.procs[node]
 	c.mu.Unlock()
-	if cmd == nil {
+	if d == nil {
 		return fmt.Errorf("labnet: %s is not running", node)
 	}
-	if err := cmd.Process.Signal(sig); err != nil {
+	if err := d.cmd.Process.Signal(sig); err != nil {
 		return err
 	}
 	if wait == 0 {
 		return nil
 	}
-	select {
-	case err := <-exit:
-		c.mu.Lock()
-		delete(c.procs, node)
-		c.mu.Unlock()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && sig == syscall.SIGKILL {
-			return nil
-		}
-		return err
-	case <-time.After(wait):
-		return fmt.Errorf("labnet: %s did not exit within %v of %v", node, wait, sig)
+	return c.reap(node, wait, sig == syscall.SIGKILL)
+}
+
+// reap waits for node's daemon to exit and forgets it.
+func (c *Cluster) reap(node string, within time.Duration, killed bool) error {
+	c.mu.Lock()
+	d := c.procs[node]
+	c.mu.Unlock()
+	if d == nil {
+		return nil
 	}
+	exited, err := d.wait(within)
+	if !exited {
+		return fmt.Errorf("labnet: %s did not exit within %v", node, within)
+	}
+	c.mu.Lock()
+	delete(c.procs, node)
+	c.mu.Unlock()
+	var ee *exec.ExitError
+	if killed && errors.As(err, &ee) {
+		return nil
+	}
+	return err
 }
 
 // Kill is kill -9.

@@ -79,8 +79,15 @@ type Pair struct {
 
 	mu      sync.Mutex
 	handles map[string]*netlink.Handle
-	procs   []*exec.Cmd
+	procs   []*proc
 	made    []string
+}
+
+// proc is a process the pair started; exited closes when Wait returned.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
 }
 
 // Node names the namespace of node "a" or "b".
@@ -363,16 +370,30 @@ func Command(ns, name string, args ...string) *exec.Cmd {
 }
 
 // Start starts cmd (from Command) and ties it to the pair: Close kills it
-// by PID if it is still running.
-func (p *Pair) Start(cmd *exec.Cmd) error {
+// by PID if it is still running. The returned function waits for the
+// process to exit (at most within) and returns Wait's error; the pair owns
+// the one call to cmd.Wait.
+func (p *Pair) Start(cmd *exec.Cmd) (wait func(within time.Duration) (exited bool, err error), err error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, err
 	}
+	pr := &proc{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		pr.err = cmd.Wait()
+		close(pr.exited)
+	}()
 	p.mu.Lock()
-	p.procs = append(p.procs, cmd)
+	p.procs = append(p.procs, pr)
 	p.mu.Unlock()
-	return nil
+	return func(within time.Duration) (bool, error) {
+		select {
+		case <-pr.exited:
+			return true, pr.err
+		case <-time.After(within):
+			return false, nil
+		}
+	}, nil
 }
 
 // Close kills the processes the pair started, then removes its namespaces
@@ -382,13 +403,13 @@ func (p *Pair) Close() error {
 	procs := p.procs
 	p.procs = nil
 	p.mu.Unlock()
-	for _, c := range procs {
-		if c.ProcessState == nil {
-			c.Process.Kill()
-			done := make(chan struct{})
-			go func() { c.Wait(); close(done) }()
+	for _, pr := range procs {
+		select {
+		case <-pr.exited:
+		default:
+			pr.cmd.Process.Kill()
 			select {
-			case <-done:
+			case <-pr.exited:
 			case <-time.After(5 * time.Second):
 			}
 		}

@@ -106,14 +106,15 @@ func TestProcessesEndWithThePair(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := Command(p.A, "sleep", "600")
-	if err := p.Start(cmd); err != nil {
+	wait, err := p.Start(cmd)
+	if err != nil {
 		p.Close()
 		t.Fatal(err)
 	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if cmd.ProcessState == nil || cmd.ProcessState.Success() {
-		t.Errorf("process still running or exited cleanly after Close: %v", cmd.ProcessState)
+	if exited, err := wait(0); !exited || err == nil {
+		t.Errorf("process still running or exited cleanly after Close: %v %v", exited, err)
 	}
 }

@@ -149,24 +149,10 @@ func (c *Cluster) Run(scenario string, probe time.Duration) (Result, error) {
 	time.Sleep(50 * time.Millisecond)
 	res := Result{Scenario: scenario, From: from, To: to, VIPAfter: vipAt, Outage: p.LongestGap(start.Add(-probe)), ProbeRate: probe}
 	if scenario == "graceful-stop" {
-		// The stopped daemon exits by itself; collect it.
-		c.waitExit(from, 5*time.Second)
+		// The stopped daemon exits by itself, and must exit cleanly.
+		if err := c.reap(from, 5*time.Second, false); err != nil {
+			return res, fmt.Errorf("labnet: %s after SIGTERM: %w", from, err)
+		}
 	}
 	return res, nil
-}
-
-func (c *Cluster) waitExit(node string, within time.Duration) {
-	c.mu.Lock()
-	exit := c.exits[node]
-	c.mu.Unlock()
-	if exit == nil {
-		return
-	}
-	select {
-	case <-exit:
-		c.mu.Lock()
-		delete(c.procs, node)
-		c.mu.Unlock()
-	case <-time.After(within):
-	}
 }

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/internal/labnet"
+)
+
+// End-to-end tests: the real hapaird, built with the race detector, in
+// namespaces the tests build.
+
+var daemonBin string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if os.Geteuid() == 0 {
+			dir, err := os.MkdirTemp("", "hapaird-e2e-")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+			daemonBin, err = labnet.BuildDaemon(dir, true)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func cluster(t *testing.T, o labnet.ConfigOptions) *labnet.Cluster {
+	t.Helper()
+	if daemonBin == "" {
+		t.Skip("end-to-end tests need root for network namespaces")
+	}
+	p := labnet.NewT(t, labnet.Options{})
+	c, err := p.NewCluster(daemonBin, t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range []string{"a", "b"} {
+				b, _ := os.ReadFile(c.LogPath(n))
+				t.Logf("--- log of %s\n%s", n, b)
+			}
+		}
+	})
+	return c
+}
+
+func settle(t *testing.T, c *labnet.Cluster) string {
+	t.Helper()
+	act, err := c.Settle(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return act
+}
+
+func TestPairStartsWithPreferredActive(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	if act := settle(t, c); act != "a" {
+		t.Fatalf("%s is active, want the preferred node a", act)
+	}
+	if err := labnet.Reach(c.Client, labnet.VIP.Addr(), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Status("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Redundancy != "available" || !s.Peer.Seen || s.Peer.Role != "ACTIVE" || len(s.Paths) != 2 {
+		t.Errorf("b's status: %+v", s)
+	}
+	// hapairctl-style text names both roles.
+	if txt := s.Text(); !strings.Contains(txt, "b: STANDBY") || !strings.Contains(txt, "peer a: ACTIVE") {
+		t.Errorf("status text:\n%s", txt)
+	}
+}
+
+func TestHostLoss(t *testing.T) {
+	for _, prof := range []struct {
+		name string
+		dead time.Duration
+	}{{"default", 300 * time.Millisecond}, {"fast", 30 * time.Millisecond}} {
+		t.Run(prof.name, func(t *testing.T) {
+			c := cluster(t, labnet.ConfigOptions{Profile: prof.name})
+			settle(t, c)
+			res, err := c.Run("host-loss", time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(res)
+			// A generous bound that catches a broken mechanism; the
+			// figures live in the benchmark.
+			if res.VIPAfter > prof.dead+time.Second {
+				t.Errorf("VIP on %s after %v, want within the dead interval %v + 1s", res.To, res.VIPAfter, prof.dead)
+			}
+			if got, want := c.ClientNeighbour(labnet.VIP.Addr()).String(), c.MAC(res.To).String(); got != want {
+				t.Errorf("client's neighbour entry for the VIP: %s, want %s's %s", got, res.To, want)
+			}
+			if err := labnet.Reach(c.Client, labnet.VIP.Addr(), 2*time.Second); err != nil {
+				t.Error(err)
+			}
+			// The old active comes back as STANDBY: no preemption.
+			if _, err := c.Settle(10 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.WaitRole(res.From, "STANDBY", time.Second); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func TestGracefulStopHandsOverWithoutGap(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	settle(t, c)
+	res, err := c.Run("graceful-stop", time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res)
+	if res.VIPAfter > 100*time.Millisecond {
+		t.Errorf("graceful handoff took %v; it must not wait for the dead interval", res.VIPAfter)
+	}
+	if res.Outage > 100*time.Millisecond {
+		t.Errorf("client saw a %v gap during a make-before-break handoff", res.Outage)
+	}
+	if c.Running(res.From) {
+		t.Errorf("%s still running after SIGTERM", res.From)
+	}
+	if c.Holds(res.From, labnet.VIP.Addr()) {
+		t.Errorf("%s exited but still holds the VIP", res.From)
+	}
+}
+
+func TestSwitchover(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	settle(t, c)
+	res, err := c.Run("switchover", time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res)
+	if err := c.WaitRole(res.From, "STANDBY", 2*time.Second); err != nil {
+		t.Error(err)
+	}
+	if res.Outage > 100*time.Millisecond {
+		t.Errorf("client saw a %v gap during a switchover", res.Outage)
+	}
+}
+
+func TestHeartbeatLinkDownIsDegradedOnly(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	settle(t, c)
+	if err := c.CutHeartbeat(false); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		sa, erra := c.Status("a")
+		sb, errb := c.Status("b")
+		if erra == nil && errb == nil && sa.Degraded && sb.Degraded {
+			if sa.Role != "ACTIVE" || sb.Role != "STANDBY" {
+				t.Fatalf("roles changed: a %s, b %s", sa.Role, sb.Role)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not both degraded: %+v / %+v", sa, sb)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Many dead intervals later, still no failover.
+	time.Sleep(time.Second)
+	if !c.Holds("a", labnet.VIP.Addr()) || c.Holds("b", labnet.VIP.Addr()) {
+		t.Fatal("the VIP moved on a single path failure")
+	}
+}
+
+func TestKilledPairLeavesNoVIP(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{Lease: "2s"})
+	act := settle(t, c)
+	for _, n := range []string{"a", "b"} {
+		if err := c.Kill(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	killed := time.Now()
+	for c.Holds(act, labnet.VIP.Addr()) {
+		if time.Since(killed) > 2*time.Second+1500*time.Millisecond {
+			t.Fatalf("VIP still on %s %v after both daemons were killed (lease 2s)", act, time.Since(killed))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("VIP gone %v after kill -9", time.Since(killed))
+}
+
+func TestCleanupRemovesStaleVIP(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{Lease: "60s"})
+	act := settle(t, c)
+	cleanup := func() ([]byte, error) {
+		return labnet.Command(c.Node(act), daemonBin, "--cleanup", "-c", c.Config, "--node", act, "--state-dir", c.StateDir(act), "--socket", c.Socket(act)).CombinedOutput()
+	}
+	// While the node's daemon runs, --cleanup refuses to pull its VIP.
+	if out, err := cleanup(); err == nil || !strings.Contains(string(out), "another hapaird is running") {
+		t.Fatalf("--cleanup beside a running daemon: %v\n%s", err, out)
+	}
+	if err := c.Kill(act); err != nil {
+		t.Fatal(err)
+	}
+	out, err := cleanup()
+	if err != nil {
+		t.Fatalf("--cleanup: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "removed "+labnet.VIP.String()) {
+		t.Errorf("--cleanup said %q", out)
+	}
+	if c.Holds(act, labnet.VIP.Addr()) {
+		t.Error("VIP still there after --cleanup")
+	}
+}
+
+func TestSecondDaemonRefuses(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	settle(t, c)
+	out, err := labnet.Command(c.A, daemonBin, "-c", c.Config, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another hapaird is running") {
+		t.Fatalf("second daemon: %v\n%s", err, out)
+	}
+	if err := c.WaitRole("a", "ACTIVE", time.Second); err != nil {
+		t.Errorf("the first daemon suffered: %v", err)
+	}
+}
+
+func TestBadStart(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	// A config error: named, non-zero exit.
+	bad := filepath.Join(c.Dir, "bad.toml")
+	src, _ := os.ReadFile(c.Config)
+	os.WriteFile(bad, []byte(strings.Replace(string(src), `profile = "default"`, `profile = "turbo"`, 1)), 0o644)
+	out, err := labnet.Command(c.A, daemonBin, "-c", bad, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `bad.toml:5: profile: "turbo" is neither`) {
+		t.Errorf("bad config: %v\n%s", err, out)
+	}
+	// A missing interface: refused, nothing claimed.
+	missing := filepath.Join(c.Dir, "missing.toml")
+	os.WriteFile(missing, []byte(strings.Replace(string(src), `heartbeat_interface = "hb0"`, `heartbeat_interface = "nosuch0"`, 1)), 0o644)
+	cmd := labnet.Command(c.A, daemonBin, "-c", missing, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a"))
+	done := make(chan error, 1)
+	var outb strings.Builder
+	cmd.Stdout, cmd.Stderr = &outb, &outb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(outb.String(), "interface nosuch0") {
+			t.Errorf("missing interface: %v\n%s", err, outb.String())
+		}
+	case <-time.After(5 * time.Second):
+		cmd.Process.Signal(syscall.SIGKILL)
+		t.Fatal("daemon with a missing interface kept running")
+	}
+	if c.Holds("a", labnet.VIP.Addr()) {
+		t.Error("VIP claimed by a daemon that refused to start")
+	}
+}
+
+func TestLockedStandbyDoesNotTakeOver(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	settle(t, c)
+	ctl := exec.Command("go", "run", "../hapairctl", "lock", "-c", c.Config, "--state-dir", c.StateDir("b"), "--reason", "maintenance")
+	if out, err := ctl.CombinedOutput(); err != nil {
+		t.Fatalf("hapairctl lock: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		s, err := c.Status("b")
+		if err == nil && s.Locked {
+			if !strings.Contains(s.Lock, "maintenance") || !strings.HasPrefix(s.Redundancy, "unavailable") {
+				t.Errorf("locked b's status: lock %q, redundancy %q", s.Lock, s.Redundancy)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b did not notice its lock file")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := c.Isolate("a", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Kill("a"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := c.WaitRole("b", "STANDBY", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if c.Holds("b", labnet.VIP.Addr()) {
+		t.Fatal("locked standby took the VIP")
+	}
+	b, _ := os.ReadFile(c.LogPath("b"))
+	if !strings.Contains(string(b), "not taking over, this node is locked") {
+		t.Errorf("b's log does not say why it stays standby:\n%s", b)
+	}
+}

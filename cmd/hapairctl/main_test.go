@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hapair/hapair/internal/labnet"
+)
+
+func TestLockUnlockWithoutDaemon(t *testing.T) {
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	if rc := run([]string{"lock", "-c", "/nonexistent.toml", "--state-dir", dir, "--reason", "fixing the switch"}, &out, &errb); rc != 0 {
+		t.Fatalf("lock: %d %s", rc, errb.String())
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "locked"))
+	if err != nil || !strings.Contains(string(b), "fixing the switch") || !strings.Contains(string(b), "locked by ") {
+		t.Fatalf("lock file: %q %v", b, err)
+	}
+	if !strings.Contains(out.String(), "redundancy is unavailable") {
+		t.Errorf("lock did not warn: %s", out.String())
+	}
+	for i := 0; i < 2; i++ { // unlocking twice is fine
+		if rc := run([]string{"unlock", "-c", "/nonexistent.toml", "--state-dir", dir}, &out, &errb); rc != 0 {
+			t.Fatalf("unlock: %d %s", rc, errb.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "locked")); !os.IsNotExist(err) {
+		t.Errorf("lock file still there: %v", err)
+	}
+}
+
+func TestStatusDaemonDown(t *testing.T) {
+	var out, errb bytes.Buffer
+	rc := run([]string{"status", "-c", "/nonexistent.toml", "--socket", filepath.Join(t.TempDir(), "none.sock")}, &out, &errb)
+	if rc == 0 || !strings.Contains(errb.String(), "hapaird is not running") || strings.Count(errb.String(), "\n") != 1 {
+		t.Fatalf("rc %d, stderr %q: want one line saying the daemon is down", rc, errb.String())
+	}
+}
+
+func TestLabScenario(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the lab needs root for network namespaces")
+	}
+	var out, errb bytes.Buffer
+	if rc := run([]string{"lab", "--scenario", "host-loss"}, &out, &errb); rc != 0 {
+		t.Fatalf("lab: %d\n%s\n%s", rc, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "host-loss: VIP moved a -> b") {
+		t.Errorf("lab output:\n%s", out.String())
+	}
+	for _, ns := range labnet.Leftovers() {
+		if strings.Contains(out.String(), ns) {
+			t.Errorf("lab left namespace %s behind", ns)
+		}
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	var out, errb bytes.Buffer
+	if rc := run([]string{"frobnicate"}, &out, &errb); rc != 2 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) {
+		t.Fatalf("rc %d, %q", rc, errb.String())
+	}
+}

@@ -174,6 +174,10 @@ func (m *Machine) peerEligible() bool {
 
 func (m *Machine) tick(now time.Time) {
 	switch {
+	case m.role == Init && m.peerSeen && m.peer.Role == Active && !m.peer.Leaving:
+		m.become(Standby, now, "start-up: peer is active")
+	case m.role == Init && m.peerSeen && m.cfg.Preferred && m.eligible() && m.peer.Role != Active:
+		m.become(Active, now, fmt.Sprintf("start-up: preferred node, peer is %v", m.peer.Role))
 	case m.role == Init && now.Sub(m.startedAt) >= m.cfg.StartupWindow:
 		m.endStartup(now)
 	case m.role == Active && m.leaving && !now.Before(m.leaveDeadline):
@@ -213,12 +217,9 @@ func (m *Machine) peerFrame(ev Event) {
 	p := ev.Peer
 	switch m.role {
 	case Init:
-		switch {
-		case p.Role == Active && !p.Leaving:
-			m.become(Standby, ev.Now, "start-up: peer is active")
-		case m.cfg.Preferred && m.eligible() && p.Role != Active:
-			m.become(Active, ev.Now, fmt.Sprintf("start-up: preferred node, peer is %v", p.Role))
-		}
+		// Decided at the next tick, on the newest frame: after a link
+		// comes back, frames queued while it was down arrive first, and
+		// the first frame a starting node hears may be stale.
 	case Standby:
 		switch {
 		case p.Role == Active && (p.Leaving || p.Fault):
@@ -241,8 +242,11 @@ func (m *Machine) peerFrame(ev Event) {
 		case p.Role == Active && !p.Leaving && !m.leaving:
 			m.splitBrain(ev.Now, p)
 		case m.frozen != nil && p.Role != Active:
-			// The peer stepped down: the split is over.
+			// The peer stepped down: the split is over. Claim again:
+			// the loser's announcements may have pointed clients at
+			// it, and ours must win them back.
 			m.frozen = nil
+			m.emit(Action{Kind: ClaimVIPs})
 			m.emit(Action{Kind: Advertise})
 		}
 	}

@@ -23,6 +23,7 @@ func activeMachine(t *testing.T) *Machine {
 	m := started(true)
 	m.Step(Event{Kind: PeerFrame, Now: at(10), Peer: Peer{Role: Init}})
 	m.Step(Event{Kind: PeerFrame, Now: at(20), Peer: Peer{Role: Standby}})
+	m.Step(Event{Kind: Tick, Now: at(25)})
 	if m.Role() != Active {
 		t.Fatalf("setup: role %v", m.Role())
 	}
@@ -33,6 +34,7 @@ func standbyMachine(t *testing.T) *Machine {
 	t.Helper()
 	m := started(false)
 	m.Step(Event{Kind: PeerFrame, Now: at(10), Peer: Peer{Role: Active}})
+	m.Step(Event{Kind: Tick, Now: at(15)})
 	if m.Role() != Standby {
 		t.Fatalf("setup: role %v", m.Role())
 	}
@@ -77,8 +79,21 @@ func TestStartupPreferredPeerSilent(t *testing.T) {
 func TestStartupPreferredPeerStandbyAtOnce(t *testing.T) {
 	m := started(true)
 	m.Step(Event{Kind: PeerFrame, Now: at(5), Peer: Peer{Role: Standby}})
+	m.Step(Event{Kind: Tick, Now: at(10)})
 	if m.Role() != Active {
 		t.Fatalf("preferred node with a standby peer: %v", m.Role())
+	}
+}
+
+// A starting node decides on the newest frame, not the first: frames held
+// in a neighbour queue while a link was down arrive oldest first.
+func TestStartupDecidesOnNewestFrame(t *testing.T) {
+	m := started(true)
+	m.Step(Event{Kind: PeerFrame, Now: at(5), Peer: Peer{Role: Standby}}) // stale
+	m.Step(Event{Kind: PeerFrame, Now: at(5), Peer: Peer{Role: Active}})  // fresh
+	m.Step(Event{Kind: Tick, Now: at(10)})
+	if m.Role() != Standby {
+		t.Fatalf("role %v: acted on a stale frame", m.Role())
 	}
 }
 
@@ -89,6 +104,7 @@ func TestStartupOtherWaitsForWindow(t *testing.T) {
 		t.Fatalf("non-preferred node moved early: %v", m.Role())
 	}
 	m.Step(Event{Kind: PeerFrame, Now: at(15), Peer: Peer{Role: Active}})
+	m.Step(Event{Kind: Tick, Now: at(20)})
 	if m.Role() != Standby {
 		t.Fatalf("peer active: %v", m.Role())
 	}
@@ -106,6 +122,7 @@ func TestStartupOtherPeerSilentTakesOver(t *testing.T) {
 func TestNoPreemption(t *testing.T) {
 	m := started(true)
 	m.Step(Event{Kind: PeerFrame, Now: at(5), Peer: Peer{Role: Active}})
+	m.Step(Event{Kind: Tick, Now: at(6)})
 	for ms := 10; ms < 5000; ms += 100 {
 		m.Step(Event{Kind: PeerFrame, Now: at(ms), Peer: Peer{Role: Active}})
 		m.Step(Event{Kind: Tick, Now: at(ms)})

@@ -13,9 +13,9 @@
 //	12  node id                       1
 //	13  role                          1
 //	14  key id                        1   index into the configured keys
-//	15  path index                    1   each path numbers its own frames
+//	15  path index                    1   the path sent on (authenticated)
 //	16  boot generation               8   raised at every start of the sender
-//	24  sequence                      8   per generation, from 1
+//	24  sequence                      8   per generation, from 1; one per send, shared by the paths
 //	32  active for, ms                8   ^0: not active
 //	40  last new session age, ms      8   ^0: none
 //	48  statesync written             8

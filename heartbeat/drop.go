@@ -48,16 +48,19 @@ type Counters struct {
 	recv  atomic.Uint64
 	// sendErrors counts frames a path failed to send (link down, say).
 	sendErrors atomic.Uint64
+	// stale counts authentic frames that kept a path alive but were not
+	// reported: the second path's copy, or a late one.
+	stale atomic.Uint64
 }
 
 // Stats is a snapshot of Counters.
 type Stats struct {
-	Sent, Received, SendErrors uint64
-	Drops                      map[string]uint64
+	Sent, Received, SendErrors, Stale uint64
+	Drops                             map[string]uint64
 }
 
 func (c *Counters) snapshot() Stats {
-	s := Stats{Sent: c.sent.Load(), Received: c.recv.Load(), SendErrors: c.sendErrors.Load(), Drops: map[string]uint64{}}
+	s := Stats{Sent: c.sent.Load(), Received: c.recv.Load(), SendErrors: c.sendErrors.Load(), Stale: c.stale.Load(), Drops: map[string]uint64{}}
 	for i := range c.drops {
 		s.Drops[DropReason(i).String()] = c.drops[i].Load()
 	}

@@ -94,6 +94,14 @@ type Endpoint struct {
 	rx     chan rxFrame
 	stats  Counters
 
+	// seq numbers every send; the copies of one frame on each path share
+	// it, so the receiver reports each frame once, and never one older
+	// than what it already reported. Frames held in a neighbour queue
+	// while a link was down arrive in a burst after it, oldest first.
+	seq      uint64
+	reported uint64 // highest sequence reported as PeerFrame
+	repGen   uint64 // the generation reported belongs to
+
 	mu    sync.Mutex
 	local Local
 	peers []net.Addr // current destination per path
@@ -101,7 +109,6 @@ type Endpoint struct {
 
 type pathState struct {
 	Path
-	seq    uint64
 	up     bool
 	lastRx time.Time
 }
@@ -305,6 +312,13 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 			return false
 		}
 	}
+	if f.Generation == e.repGen && f.Seq <= e.reported {
+		// The other path's copy of a frame already reported, or an
+		// older frame that arrived late: alive, but nothing new.
+		e.stats.stale.Add(1)
+		return true
+	}
+	e.repGen, e.reported = f.Generation, f.Seq
 	return e.emit(ctx, Event{Kind: PeerFrame, Path: p.Name, Frame: f, At: r.at})
 }
 
@@ -361,10 +375,11 @@ func (e *Endpoint) sendAll(buf []byte) {
 	if l.Frozen != nil {
 		f.ActiveFor, f.LastNewSession = l.Frozen.ActiveFor, l.Frozen.LastNewSession
 	}
+	e.seq++
+	f.Seq = e.seq
 	for i := range e.paths {
 		p := &e.paths[i]
-		p.seq++
-		f.Seq, f.Path = p.seq, uint8(i)
+		f.Path = uint8(i)
 		b := e.signer.AppendFrame(buf[:0], &f)
 		e.mu.Lock()
 		dst := e.peers[i]

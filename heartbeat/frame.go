@@ -70,9 +70,10 @@ type Frame struct {
 	Node    uint8
 	Role    Role
 	KeyID   uint8
-	// Path is the index of the path the frame was sent on; each path
-	// numbers its frames itself, so one frame sent on both paths is not
-	// taken for a replay.
+	// Path is the index of the path the frame was sent on: each path
+	// has its own replay window, so the copy of a frame on the second
+	// path is not taken for a replay, and a copy cannot be moved to
+	// another path.
 	Path       uint8
 	Generation uint64
 	Seq        uint64

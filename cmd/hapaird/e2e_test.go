@@ -97,6 +97,17 @@ func TestHostLoss(t *testing.T) {
 		t.Run(prof.name, func(t *testing.T) {
 			c := cluster(t, labnet.ConfigOptions{Profile: prof.name})
 			settle(t, c)
+			// Back and forth: the returning node must come back standby
+			// even though frames queued during its isolation arrive
+			// first (a regression: it briefly took the VIP on a stale
+			// STANDBY frame).
+			for i := 0; i < 2; i++ {
+				res, err := c.Run("host-loss", time.Millisecond)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Log(res)
+			}
 			res, err := c.Run("host-loss", time.Millisecond)
 			if err != nil {
 				t.Fatal(err)

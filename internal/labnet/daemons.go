@@ -157,7 +157,17 @@ func (c *Cluster) reap(node string, within time.Duration, killed bool) error {
 // Kill is kill -9.
 func (c *Cluster) Kill(node string) error { return c.Signal(node, syscall.SIGKILL, 5*time.Second) }
 
-// Client talks to node's daemon.
+// Pid is node's daemon's process id, or 0.
+func (c *Cluster) Pid(node string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d := c.procs[node]; d != nil {
+		return d.cmd.Process.Pid
+	}
+	return 0
+}
+
+// Ctl talks to node's daemon.
 func (c *Cluster) Ctl(node string) *control.Client { return control.NewClient(c.Socket(node)) }
 
 // Status fetches node's status.
@@ -185,13 +195,13 @@ func (c *Cluster) WaitRole(node, role string, within time.Duration) error {
 	return fmt.Errorf("labnet: %s is %s, not %s, after %v", node, last, role, within)
 }
 
-// Holds says whether node's namespace has addr configured.
-func (c *Cluster) Holds(node string, addr netip.Addr) bool {
-	l, err := c.Handle(c.Node(node)).LinkByName(Public)
+// Holds says whether node's ("a" or "b") public interface has addr.
+func (p *Pair) Holds(node string, addr netip.Addr) bool {
+	l, err := p.Handle(p.Node(node)).LinkByName(Public)
 	if err != nil {
 		return false
 	}
-	list, err := c.Handle(c.Node(node)).AddrList(l, 0)
+	list, err := p.Handle(p.Node(node)).AddrList(l, 0)
 	if err != nil {
 		return false
 	}

@@ -103,16 +103,33 @@ func (c *Cluster) Run(scenario string, probe time.Duration) (Result, error) {
 	default:
 		return Result{}, fmt.Errorf("labnet: unknown scenario %q (have %v)", scenario, Scenarios)
 	}
-	p, err := NewProber(c.Client, VIP.Addr())
+	res, err := c.Measure(scenario, from, to, probe, fault)
+	if err != nil {
+		return res, err
+	}
+	if scenario == "graceful-stop" {
+		// The stopped daemon exits by itself, and must exit cleanly.
+		if err := c.reap(from, 5*time.Second, false); err != nil {
+			return res, fmt.Errorf("labnet: %s after SIGTERM: %w", from, err)
+		}
+	}
+	return res, nil
+}
+
+// Measure injects fault on a settled pair whose VIP is on from, and
+// measures how long until the VIP is on to and the longest gap the client,
+// probing every probe, saw. Any agent's faults can be measured this way.
+func (p *Pair) Measure(scenario, from, to string, probe time.Duration, fault func() error) (Result, error) {
+	pr, err := NewProber(p.Client, VIP.Addr())
 	if err != nil {
 		return Result{}, err
 	}
-	defer p.Close()
+	defer pr.Close()
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.Run(ctx, probe)
+		pr.Run(ctx, probe)
 	}()
 	defer func() {
 		stop()
@@ -120,7 +137,7 @@ func (c *Cluster) Run(scenario string, probe time.Duration) (Result, error) {
 	}()
 	// Warm: the client must be reaching the VIP before the fault.
 	warm := time.Now().Add(2 * time.Second)
-	for p.Replies() < 20 {
+	for pr.Replies() < 20 {
 		if time.Now().After(warm) {
 			return Result{}, fmt.Errorf("labnet: client does not reach the VIP before the fault")
 		}
@@ -131,7 +148,7 @@ func (c *Cluster) Run(scenario string, probe time.Duration) (Result, error) {
 		return Result{}, err
 	}
 	var vipAt time.Duration
-	for !c.Holds(to, VIP.Addr()) {
+	for !p.Holds(to, VIP.Addr()) {
 		if time.Since(start) > 10*time.Second {
 			return Result{}, fmt.Errorf("labnet: %s: VIP not on %s after 10s", scenario, to)
 		}
@@ -140,19 +157,12 @@ func (c *Cluster) Run(scenario string, probe time.Duration) (Result, error) {
 	vipAt = time.Since(start)
 	// Let the client reach the new holder, then a little more so a late
 	// gap would show.
-	for p.LastReply().Before(start.Add(vipAt)) {
+	for pr.LastReply().Before(start.Add(vipAt)) {
 		if time.Since(start) > 10*time.Second {
 			return Result{}, fmt.Errorf("labnet: %s: client never reached the VIP on %s", scenario, to)
 		}
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond)
-	res := Result{Scenario: scenario, From: from, To: to, VIPAfter: vipAt, Outage: p.LongestGap(start.Add(-probe)), ProbeRate: probe}
-	if scenario == "graceful-stop" {
-		// The stopped daemon exits by itself, and must exit cleanly.
-		if err := c.reap(from, 5*time.Second, false); err != nil {
-			return res, fmt.Errorf("labnet: %s after SIGTERM: %w", from, err)
-		}
-	}
-	return res, nil
+	return Result{Scenario: scenario, From: from, To: to, VIPAfter: vipAt, Outage: pr.LongestGap(start.Add(-probe)), ProbeRate: probe}, nil
 }

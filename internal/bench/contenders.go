@@ -1,0 +1,336 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hapair/hapair/internal/labnet"
+)
+
+// hapair runs two real hapaird on a fresh pair.
+type hapair struct {
+	p   *labnet.Pair
+	c   *labnet.Cluster
+	dir string
+}
+
+func newHapair(bin, profile string) (contender, error) {
+	p, err := labnet.New(labnet.Options{})
+	if err != nil {
+		return nil, err
+	}
+	dir, _ := os.MkdirTemp("", "hapair-bench-pair-")
+	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{Profile: profile})
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	h := &hapair{p: p, c: c, dir: dir}
+	if _, err := c.Settle(10 * time.Second); err != nil {
+		h.close()
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *hapair) name() string        { return "hapair" }
+func (h *hapair) scenarios() []string { return labnet.Scenarios }
+func (h *hapair) run(sc string) (labnet.Result, error) {
+	return h.c.Run(sc, time.Millisecond)
+}
+
+func (h *hapair) idle() (int, float64, error) {
+	act, err := h.c.Settle(10 * time.Second)
+	if err != nil {
+		return 0, 0, err
+	}
+	return procCost(h.c.Pid(act))
+}
+
+func (h *hapair) close() {
+	h.p.Close()
+	os.RemoveAll(h.dir)
+}
+
+// procCost reads a process's RSS and its CPU use over 5 s.
+func procCost(pid int) (int, float64, error) {
+	if pid == 0 {
+		return 0, 0, fmt.Errorf("no process")
+	}
+	ticks := func() (float64, error) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, err
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		u, _ := strconv.ParseFloat(f[11], 64)
+		s, _ := strconv.ParseFloat(f[12], 64)
+		return u + s, nil
+	}
+	t0, err := ticks()
+	if err != nil {
+		return 0, 0, err
+	}
+	time.Sleep(5 * time.Second)
+	t1, err := ticks()
+	if err != nil {
+		return 0, 0, err
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	rss := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			rss, _ = strconv.Atoi(strings.Fields(v)[0])
+		}
+	}
+	// USER_HZ is 100 on Linux.
+	return rss, (t1 - t0) / 100 / 5 * 100, nil
+}
+
+// keepalived runs Debian's keepalived with one VRRP instance per node.
+type keepalived struct {
+	p      *labnet.Pair
+	dir    string
+	advert string
+	wait   map[string]func(time.Duration) (bool, error)
+	cmds   map[string]*exec.Cmd
+}
+
+func ensureKeepalived() error {
+	if _, err := exec.LookPath("keepalived"); err == nil {
+		return nil
+	}
+	fmt.Fprintln(os.Stderr, "   installing keepalived (Debian package) ...")
+	for _, args := range [][]string{{"update", "-qq"}, {"install", "-y", "-qq", "keepalived"}} {
+		cmd := exec.Command("apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	// The package starts a service where systemd runs; not here, and
+	// not wanted: the bench runs its own instances.
+	return nil
+}
+
+func newKeepalived(advert string) (contender, error) {
+	if err := ensureKeepalived(); err != nil {
+		return nil, err
+	}
+	p, err := labnet.New(labnet.Options{})
+	if err != nil {
+		return nil, err
+	}
+	dir, _ := os.MkdirTemp("", "hapair-bench-keepalived-")
+	k := &keepalived{p: p, dir: dir, advert: advert, wait: map[string]func(time.Duration) (bool, error){}, cmds: map[string]*exec.Cmd{}}
+	if err := k.settle(); err != nil {
+		k.close()
+		return nil, err
+	}
+	return k, nil
+}
+
+func (k *keepalived) name() string        { return "keepalived" }
+func (k *keepalived) scenarios() []string { return []string{"host-loss", "graceful-stop"} }
+
+func (k *keepalived) start(node string) error {
+	prio := map[string]int{"a": 150, "b": 100}[node]
+	conf := fmt.Sprintf(`global_defs {
+  router_id bench-%[1]s
+  vrrp_version 3
+  vrrp_garp_master_delay 0
+  vrrp_garp_master_repeat 3
+  enable_script_security
+  script_user root
+}
+vrrp_instance VI {
+  state BACKUP
+  nopreempt
+  interface %[2]s
+  virtual_router_id 51
+  priority %[3]d
+  advert_int %[4]s
+  virtual_ipaddress {
+    %[5]s dev %[2]s
+  }
+}
+`, node, labnet.Public, prio, k.advert, labnet.VIP)
+	path := filepath.Join(k.dir, node+".conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	log, err := os.OpenFile(filepath.Join(k.dir, node+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cmd := labnet.Command(k.p.Node(node), "keepalived", "--dont-fork", "--log-console", "--vrrp",
+		"-f", path, "-p", filepath.Join(k.dir, node+".pid"), "-r", filepath.Join(k.dir, node+".vrrp.pid"))
+	cmd.Stdout, cmd.Stderr = log, log
+	wait, err := k.p.Start(cmd)
+	if err != nil {
+		return err
+	}
+	k.wait[node], k.cmds[node] = wait, cmd
+	return nil
+}
+
+func (k *keepalived) holder() string {
+	a, b := k.p.Holds("a", labnet.VIP.Addr()), k.p.Holds("b", labnet.VIP.Addr())
+	switch {
+	case a && !b:
+		return "a"
+	case b && !a:
+		return "b"
+	}
+	return ""
+}
+
+func (k *keepalived) settle() error {
+	for _, n := range []string{"a", "b"} {
+		if err := k.p.Isolate(n, true); err != nil {
+			return err
+		}
+		if k.cmds[n] == nil {
+			if err := k.start(n); err != nil {
+				return err
+			}
+		}
+	}
+	// Both up, one holder, and the backup has heard some adverts.
+	deadline := time.Now().Add(30 * time.Second)
+	for k.holder() == "" {
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(k.dir, "a.log"))
+			return fmt.Errorf("keepalived pair did not settle\n%s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	return nil
+}
+
+func (k *keepalived) stop(node string, sig syscall.Signal) error {
+	cmd := k.cmds[node]
+	if cmd == nil {
+		return nil
+	}
+	if sig == syscall.SIGKILL {
+		// keepalived's VRRP work runs in a child that outlives a killed
+		// parent; a lost host loses both. Its pid is in the file we told
+		// keepalived to write, and it is a process this bench started.
+		if b, err := os.ReadFile(filepath.Join(k.dir, node+".vrrp.pid")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	cmd.Process.Signal(sig)
+	exited, _ := k.wait[node](5 * time.Second)
+	if !exited {
+		return fmt.Errorf("keepalived on %s did not exit", node)
+	}
+	delete(k.cmds, node)
+	if sig == syscall.SIGKILL {
+		// A rebooted host starts with an empty /run; here the killed
+		// child may linger as a zombie that keepalived would take for a
+		// running daemon.
+		os.Remove(filepath.Join(k.dir, node+".pid"))
+		os.Remove(filepath.Join(k.dir, node+".vrrp.pid"))
+	}
+	return nil
+}
+
+func (k *keepalived) run(sc string) (labnet.Result, error) {
+	if err := k.settle(); err != nil {
+		return labnet.Result{}, err
+	}
+	from := k.holder()
+	to := map[string]string{"a": "b", "b": "a"}[from]
+	var fault func() error
+	switch sc {
+	case "host-loss":
+		fault = func() error {
+			if err := k.p.Isolate(from, false); err != nil {
+				return err
+			}
+			return k.stop(from, syscall.SIGKILL)
+		}
+	case "graceful-stop":
+		fault = func() error {
+			go k.stop(from, syscall.SIGTERM)
+			return nil
+		}
+	}
+	res, err := k.p.Measure(sc, from, to, time.Millisecond, fault)
+	if err != nil {
+		b, _ := os.ReadFile(filepath.Join(k.dir, to+".log"))
+		err = fmt.Errorf("%w\nlog of keepalived on %s:\n%s", err, to, lastLines(string(b), 15))
+	}
+	if sc == "graceful-stop" {
+		k.wait[from](5 * time.Second)
+		delete(k.cmds, from)
+	}
+	if sc == "host-loss" {
+		// A killed keepalived leaves its VIP behind (no lease): remove
+		// it as an operator would before the node rejoins.
+		exec.Command("ip", "netns", "exec", k.p.Node(from), "ip", "addr", "del", labnet.VIP.String(), "dev", labnet.Public).Run()
+	}
+	return res, err
+}
+
+func (k *keepalived) idle() (int, float64, error) {
+	h := k.holder()
+	if h == "" || k.cmds[h] == nil {
+		return 0, 0, fmt.Errorf("no holder")
+	}
+	// The VRRP child does the work; its pid is in the vrrp pid file.
+	b, err := os.ReadFile(filepath.Join(k.dir, h+".vrrp.pid"))
+	if err != nil {
+		return 0, 0, err
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	rssChild, cpuChild, err := procCost(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	rssParent, _, _ := procCost0(k.cmds[h].Process.Pid)
+	return rssChild + rssParent, cpuChild, nil
+}
+
+// procCost0 reads RSS only.
+func procCost0(pid int) (int, float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.Fields(v)[0])
+			return n, 0, nil
+		}
+	}
+	return 0, 0, nil
+}
+
+func (k *keepalived) close() {
+	for n := range k.cmds {
+		k.stop(n, syscall.SIGTERM)
+	}
+	k.p.Close()
+	os.RemoveAll(k.dir)
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(l[max(len(l)-n, 0):], "\n")
+}

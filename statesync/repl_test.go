@@ -1,0 +1,213 @@
+package statesync
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+var key = bytes.Repeat([]byte{3}, 32)
+
+type node struct {
+	store  *Store
+	repl   *Replicator
+	ln     net.Listener
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	dropped []string
+}
+
+// pair starts a leader and a follower on loopback (replication has no
+// link-layer part, so loopback is the real thing here; the daemon's tests
+// run it across namespaces).
+func startNode(t *testing.T, store *Store, peer string, keys [][]byte, active bool) *node {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{store: store, ln: ln, done: make(chan struct{})}
+	n.repl = NewReplicator(store, ReplConfig{Keys: keys, Peer: peer, OnDropped: func(ids []string) {
+		n.mu.Lock()
+		n.dropped = append(n.dropped, ids...)
+		n.mu.Unlock()
+	}})
+	if active {
+		n.repl.SetActive(true, 1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	go func() {
+		defer close(n.done)
+		n.repl.Run(ctx, ln)
+	}()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *node) stop() {
+	n.cancel()
+	<-n.done
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func write(t *testing.T, s *Store, kind OpKind, id, data string) uint64 {
+	t.Helper()
+	seq, err := s.Write(kind, id, []byte(data), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+func TestReplicationStreamsAndAcks(t *testing.T) {
+	leader := startNode(t, NewStore(Limits{}), "", [][]byte{key}, true)
+	follower := startNode(t, NewStore(Limits{}), leader.ln.Addr().String(), [][]byte{key}, false)
+	for i := 0; i < 1000; i++ {
+		write(t, leader.store, OpCreate, fmt.Sprintf("call-%d", i), "digits=")
+	}
+	write(t, leader.store, OpUpdate, "call-7", "digits=123")
+	last := write(t, leader.store, OpDelete, "call-9", "")
+	waitFor(t, "follower to apply", func() bool { _, s := follower.store.Seq(); return s == last })
+	waitFor(t, "leader to see the ack", func() bool { return leader.store.Acked() == last })
+	if v, ok := follower.store.Get("call-7"); !ok || string(v.Data) != "digits=123" || v.Version != 2 {
+		t.Errorf("call-7 on the follower: %+v %v", v, ok)
+	}
+	if _, ok := follower.store.Get("call-9"); ok {
+		t.Error("deleted session still on the follower")
+	}
+	if follower.store.Len() != 999 {
+		t.Errorf("follower holds %d sessions, want 999", follower.store.Len())
+	}
+	if !leader.store.WaitAcked(last, time.Second) {
+		t.Error("WaitAcked on an acknowledged sequence timed out")
+	}
+}
+
+func TestResumeAndSnapshot(t *testing.T) {
+	leader := startNode(t, NewStore(Limits{LogOps: 100}), "", [][]byte{key}, true)
+	fstore := NewStore(Limits{})
+	f := startNode(t, fstore, leader.ln.Addr().String(), [][]byte{key}, false)
+	for i := 0; i < 10; i++ {
+		write(t, leader.store, OpCreate, fmt.Sprintf("s%d", i), "x")
+	}
+	waitFor(t, "first sync", func() bool { _, s := fstore.Seq(); return s == 10 })
+	snaps := leader.repl.Stats().Snapshots
+
+	// A short outage: the follower reconnects and resumes from its seq.
+	f.stop()
+	for i := 10; i < 20; i++ {
+		write(t, leader.store, OpCreate, fmt.Sprintf("s%d", i), "x")
+	}
+	f = startNode(t, fstore, leader.ln.Addr().String(), [][]byte{key}, false)
+	waitFor(t, "resume", func() bool { _, s := fstore.Seq(); return s == 20 })
+	if st := leader.repl.Stats(); st.Resumes != 1 || st.Snapshots != snaps {
+		t.Errorf("short outage: %+v, want one resume and no new snapshot", st)
+	}
+
+	// A long outage: the log (100 ops) no longer reaches back: snapshot.
+	f.stop()
+	for i := 0; i < 300; i++ {
+		write(t, leader.store, OpUpdate, "s1", fmt.Sprint(i))
+	}
+	startNode(t, fstore, leader.ln.Addr().String(), [][]byte{key}, false)
+	waitFor(t, "snapshot", func() bool { _, s := fstore.Seq(); return s == 320 })
+	if st := leader.repl.Stats(); st.Snapshots != snaps+1 {
+		t.Errorf("long outage: %+v, want a new snapshot", st)
+	}
+	if v, _ := fstore.Get("s1"); string(v.Data) != "299" {
+		t.Errorf("s1 = %q after snapshot", v.Data)
+	}
+}
+
+func TestSnapshotReportsDroppedSessions(t *testing.T) {
+	leader := startNode(t, NewStore(Limits{}), "", [][]byte{key}, true)
+	write(t, leader.store, OpCreate, "kept", "1")
+	// The follower was active alone during an isolation and took calls of
+	// its own: they are not on the winner and will be dropped.
+	fstore := NewStore(Limits{})
+	fstore.SetEpoch(99)
+	write(t, fstore, OpCreate, "isolated-call", "1")
+	f := startNode(t, fstore, leader.ln.Addr().String(), [][]byte{key}, false)
+	waitFor(t, "resync", func() bool { _, ok := fstore.Get("kept"); return ok })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.dropped) != 1 || f.dropped[0] != "isolated-call" {
+		t.Errorf("dropped %v, want [isolated-call]", f.dropped)
+	}
+}
+
+func TestWrongKeyRejected(t *testing.T) {
+	leader := startNode(t, NewStore(Limits{}), "", [][]byte{key}, true)
+	fstore := NewStore(Limits{})
+	startNode(t, fstore, leader.ln.Addr().String(), [][]byte{bytes.Repeat([]byte{4}, 32)}, false)
+	write(t, leader.store, OpCreate, "secret", "x")
+	waitFor(t, "auth failures", func() bool { return leader.repl.Stats().AuthErrors > 0 })
+	if fstore.Len() != 0 {
+		t.Error("a follower with the wrong key got data")
+	}
+}
+
+func TestWaitAckedTimesOutWithoutStandby(t *testing.T) {
+	s := NewStore(Limits{})
+	seq := write(t, s, OpCreate, "a", "x")
+	start := time.Now()
+	if s.WaitAcked(seq, 50*time.Millisecond) {
+		t.Fatal("acked without a standby")
+	}
+	if time.Since(start) < 50*time.Millisecond {
+		t.Error("returned before the timeout")
+	}
+}
+
+func TestStoreLimits(t *testing.T) {
+	s := NewStore(Limits{MaxSessions: 2, MaxData: 8})
+	write(t, s, OpCreate, "a", "x")
+	write(t, s, OpCreate, "b", "x")
+	for _, c := range []struct {
+		kind     OpKind
+		id, data string
+		want     error
+	}{
+		{OpCreate, "c", "x", ErrFull},
+		{OpCreate, "a", "x", ErrExists},
+		{OpUpdate, "zz", "x", ErrNotFound},
+		{OpUpdate, "a", "123456789", ErrTooLarge},
+		{OpCreate, "", "x", ErrBadID},
+		{OpCreate, string(make([]byte, 257)), "x", ErrBadID},
+	} {
+		if _, err := s.Write(c.kind, c.id, []byte(c.data), time.Now()); !isErr(err, c.want) {
+			t.Errorf("%v %q: %v, want %v", c.kind, c.id, err, c.want)
+		}
+	}
+}
+
+func isErr(err, target error) bool {
+	for e := err; e != nil; {
+		if e == target {
+			return true
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		e = u.Unwrap()
+	}
+	return false
+}

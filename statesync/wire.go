@@ -1,0 +1,186 @@
+package statesync
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Message types of the replication protocol (see doc.go).
+const (
+	msgHello    = 1
+	msgSnapshot = 2
+	msgEntry    = 3
+	msgResume   = 4
+	msgOp       = 5
+	msgAck      = 6
+)
+
+// maxMsg bounds one message: the largest entry plus headers. A peer that
+// announces more is broken or hostile.
+const maxMsg = 16 << 20
+
+var errMsg = errors.New("statesync: malformed message")
+
+// msg is one decoded message. Fields are used per type.
+type msg struct {
+	typ     uint8
+	epoch   uint64
+	seq     uint64
+	count   uint64
+	version uint64
+	kind    OpKind
+	id      string
+	data    []byte
+}
+
+// appendMsg encodes m after dst.
+func appendMsg(dst []byte, m *msg) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, m.typ)
+	switch m.typ {
+	case msgHello:
+		dst = binary.BigEndian.AppendUint64(dst, m.epoch)
+		dst = binary.BigEndian.AppendUint64(dst, m.seq)
+	case msgSnapshot:
+		dst = binary.BigEndian.AppendUint64(dst, m.epoch)
+		dst = binary.BigEndian.AppendUint64(dst, m.seq)
+		dst = binary.BigEndian.AppendUint64(dst, m.count)
+	case msgEntry:
+		dst = binary.BigEndian.AppendUint64(dst, m.version)
+		dst = appendIDData(dst, m.id, m.data)
+	case msgResume:
+		dst = binary.BigEndian.AppendUint64(dst, m.epoch)
+	case msgOp:
+		dst = binary.BigEndian.AppendUint64(dst, m.seq)
+		dst = append(dst, byte(m.kind))
+		dst = appendIDData(dst, m.id, m.data)
+	case msgAck:
+		dst = binary.BigEndian.AppendUint64(dst, m.seq)
+	}
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst
+}
+
+func appendIDData(dst []byte, id string, data []byte) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(id)))
+	dst = append(dst, id...)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(data)))
+	return append(dst, data...)
+}
+
+// decodeMsg parses one message body (after the length). m.data aliases
+// b; callers that keep it must copy.
+func decodeMsg(b []byte, m *msg) error {
+	if len(b) < 1 {
+		return errMsg
+	}
+	m.typ, b = b[0], b[1:]
+	u64 := func() (uint64, bool) {
+		if len(b) < 8 {
+			return 0, false
+		}
+		v := binary.BigEndian.Uint64(b)
+		b = b[8:]
+		return v, true
+	}
+	var ok bool
+	switch m.typ {
+	case msgHello:
+		if m.epoch, ok = u64(); !ok {
+			return errMsg
+		}
+		if m.seq, ok = u64(); !ok {
+			return errMsg
+		}
+	case msgSnapshot:
+		if m.epoch, ok = u64(); !ok {
+			return errMsg
+		}
+		if m.seq, ok = u64(); !ok {
+			return errMsg
+		}
+		if m.count, ok = u64(); !ok {
+			return errMsg
+		}
+	case msgEntry:
+		if m.version, ok = u64(); !ok {
+			return errMsg
+		}
+		var err error
+		if m.id, m.data, b, err = idData(b); err != nil {
+			return err
+		}
+	case msgResume:
+		if m.epoch, ok = u64(); !ok {
+			return errMsg
+		}
+	case msgOp:
+		if m.seq, ok = u64(); !ok {
+			return errMsg
+		}
+		if len(b) < 1 {
+			return errMsg
+		}
+		m.kind, b = OpKind(b[0]), b[1:]
+		if m.kind < OpCreate || m.kind > OpDelete {
+			return errMsg
+		}
+		var err error
+		if m.id, m.data, b, err = idData(b); err != nil {
+			return err
+		}
+	case msgAck:
+		if m.seq, ok = u64(); !ok {
+			return errMsg
+		}
+	default:
+		return fmt.Errorf("%w: type %d", errMsg, m.typ)
+	}
+	if len(b) != 0 {
+		return errMsg
+	}
+	return nil
+}
+
+func idData(b []byte) (string, []byte, []byte, error) {
+	if len(b) < 2 {
+		return "", nil, nil, errMsg
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if len(b) < n+4 {
+		return "", nil, nil, errMsg
+	}
+	id := string(b[:n])
+	b = b[n:]
+	d := int(binary.BigEndian.Uint32(b))
+	b = b[4:]
+	if len(b) < d {
+		return "", nil, nil, errMsg
+	}
+	return id, b[:d], b[d:], nil
+}
+
+// readMsg reads one message into m using buf, which it may grow; m.data
+// aliases the returned buffer.
+func readMsg(r *bufio.Reader, buf []byte, m *msg) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return buf, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > maxMsg {
+		return buf, fmt.Errorf("%w: %d bytes", errMsg, n)
+	}
+	if cap(buf) < int(n) {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return buf, err
+	}
+	return buf, decodeMsg(buf, m)
+}

@@ -58,6 +58,12 @@ type Config struct {
 	ReplicationPort int
 	MetricsListen   string
 
+	// Sessions: limits of the session store, and how long a sync-mode
+	// write waits for the standby before degrading to async.
+	MaxSessions int
+	MaxData     int
+	SyncTimeout time.Duration
+
 	Lease       time.Duration
 	GARPCount   int
 	GARPSpacing time.Duration

@@ -35,6 +35,11 @@ type file struct {
 	Metrics struct {
 		Listen string `toml:"listen"`
 	} `toml:"metrics"`
+	Sessions struct {
+		MaxSessions *int   `toml:"max_sessions"`
+		MaxData     *int   `toml:"max_data"`
+		SyncTimeout string `toml:"sync_timeout"`
+	} `toml:"sessions"`
 	Node []struct {
 		Name               string `toml:"name"`
 		HeartbeatInterface string `toml:"heartbeat_interface"`
@@ -116,6 +121,22 @@ func (v *validator) build(f *file) *Config {
 		if _, _, err := net.SplitHostPort(f.Metrics.Listen); err != nil {
 			v.errf("metrics.listen", "%q is not host:port", f.Metrics.Listen)
 		}
+	}
+	c.MaxSessions, c.MaxData, c.SyncTimeout = 1_000_000, 64<<10, time.Second
+	if f.Sessions.MaxSessions != nil {
+		c.MaxSessions = *f.Sessions.MaxSessions
+		if c.MaxSessions < 1 {
+			v.errf("sessions.max_sessions", "%d is not a positive number", c.MaxSessions)
+		}
+	}
+	if f.Sessions.MaxData != nil {
+		c.MaxData = *f.Sessions.MaxData
+		if c.MaxData < 1 || c.MaxData > 8<<20 {
+			v.errf("sessions.max_data", "%d is outside 1..%d bytes", c.MaxData, 8<<20)
+		}
+	}
+	if f.Sessions.SyncTimeout != "" {
+		c.SyncTimeout = v.duration("sessions.sync_timeout", f.Sessions.SyncTimeout, time.Millisecond)
 	}
 	v.vips(f, c)
 	v.checks(f, c)

@@ -20,6 +20,7 @@
 //	resume    active->standby  epoch u64
 //	op        active->standby  seq u64, kind u8, id (u16 + bytes), data (u32 + bytes)
 //	ack       standby->active  seq u64, cumulative
+//	ping      active->standby  (empty) when idle; answered with an ack
 //
 // Before any of these, both ends prove they hold the shared key with a
 // mutual HMAC-SHA-256 challenge-response over fresh nonces (auth.go).

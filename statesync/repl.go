@@ -206,6 +206,7 @@ func (r *Replicator) lead(ctx context.Context, c net.Conn) error {
 		var buf []byte
 		for {
 			var err error
+			c.SetReadDeadline(time.Now().Add(deadAfter))
 			if buf, err = readMsg(br, buf, &m); err != nil {
 				ackErr <- err
 				return
@@ -229,6 +230,8 @@ func (r *Replicator) lead(ctx context.Context, c net.Conn) error {
 		}
 	}
 	batch := make([]Op, 0, 1024)
+	idle := time.NewTimer(keepalive)
+	defer idle.Stop()
 	for {
 		var ok bool
 		batch, ok = r.store.OpsAfter(batch[:0], next, cap(batch))
@@ -257,8 +260,14 @@ func (r *Replicator) lead(ctx context.Context, c net.Conn) error {
 				return err
 			}
 		}
+		idle.Reset(keepalive)
 		select {
 		case <-r.store.Changed():
+		case <-idle.C:
+			out = appendMsg(out[:0], &msg{typ: msgPing})
+			if _, err := bw.Write(out); err != nil {
+				return err
+			}
 		case err := <-ackErr:
 			return err
 		case <-ctx.Done():
@@ -317,10 +326,12 @@ func (r *Replicator) follow(ctx context.Context) error {
 	var snapHdr msg
 	var last uint64
 	for {
+		c.SetReadDeadline(time.Now().Add(deadAfter))
 		if buf, err = readMsg(br, buf, &m); err != nil {
 			return err
 		}
 		now := time.Now()
+		ping := false
 		switch m.typ {
 		case msgSnapshot:
 			snapHdr, snap = m, make([]Session, 0, min(m.count, 1<<20))
@@ -336,6 +347,9 @@ func (r *Replicator) follow(ctx context.Context) error {
 			}
 		case msgResume:
 			r.store.SetFollowing(m.epoch)
+			_, last = r.store.Seq()
+		case msgPing:
+			ping = true
 		case msgOp:
 			op := Op{Seq: m.seq, Kind: m.kind, ID: m.id}
 			if m.kind != OpDelete {
@@ -350,7 +364,7 @@ func (r *Replicator) follow(ctx context.Context) error {
 		}
 		// Acknowledge cumulatively once the burst that arrived together
 		// is applied: one ack per batch, not per op.
-		if br.Buffered() == 0 && last > 0 {
+		if br.Buffered() == 0 && (last > 0 || ping) {
 			out = appendMsg(out[:0], &msg{typ: msgAck, seq: last})
 			if _, err := bw.Write(out); err != nil {
 				return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // Message types of the replication protocol (see doc.go).
@@ -16,6 +17,16 @@ const (
 	msgResume   = 4
 	msgOp       = 5
 	msgAck      = 6
+	msgPing     = 7
+)
+
+// keepalive is how often an idle leader pings, and deadAfter how long
+// either end waits for traffic before it takes the connection for dead: a
+// cut link must break the connection so the standby reconnects (and
+// resumes) instead of waiting out TCP's own timers.
+const (
+	keepalive = 200 * time.Millisecond
+	deadAfter = time.Second
 )
 
 // maxMsg bounds one message: the largest entry plus headers. A peer that
@@ -136,6 +147,7 @@ func decodeMsg(b []byte, m *msg) error {
 		if m.seq, ok = u64(); !ok {
 			return errMsg
 		}
+	case msgPing:
 	default:
 		return fmt.Errorf("%w: type %d", errMsg, m.typ)
 	}

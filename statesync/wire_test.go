@@ -26,6 +26,7 @@ func FuzzDecodeMsg(f *testing.F) {
 		{typ: msgResume, epoch: 5},
 		{typ: msgOp, seq: 6, kind: OpCreate, id: "id", data: []byte("d")},
 		{typ: msgAck, seq: 7},
+		{typ: msgPing},
 	} {
 		f.Add(appendMsg(nil, &m)[4:])
 	}

@@ -12,13 +12,16 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/election"
 	"github.com/hapair/hapair/heartbeat"
 	"github.com/hapair/hapair/internal/agent"
 	"github.com/hapair/hapair/internal/control"
+	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/vip"
 	"golang.org/x/sys/unix"
 )
@@ -145,19 +148,56 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 		return err
 	}
 
-	a := agent.New(agent.Options{
+	replAddr := netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.ReplicationPort)).String()
+	replLn, err := net.Listen("tcp", replAddr)
+	if err != nil {
+		hb.Close()
+		return fmt.Errorf("replication listener: %w", err)
+	}
+	store := statesync.NewStore(statesync.Limits{MaxSessions: cfg.MaxSessions, MaxData: cfg.MaxData})
+	var a *agent.Agent
+	var svc *statesync.Service
+	repl := statesync.NewReplicator(store, statesync.ReplConfig{
+		Keys: cfg.Keys,
+		Peer: netip.AddrPortFrom(peer.ReplicationAddress, uint16(cfg.ReplicationPort)).String(),
+		OnDropped: func(ids []string) {
+			log.Warn("sessions dropped on resync from the active", "op", "resync", "count", len(ids))
+			svc.Hub().Publish(statesync.Event{Type: "sessions-dropped", Reason: "resynchronised from the active node", IDs: ids})
+		},
+		OnError: rateLimited(log, "replication"),
+	})
+	svc = statesync.NewService(store, repl, statesync.ServiceConfig{
+		Mode: statesync.Mode(cfg.SyncMode), SyncTimeout: cfg.SyncTimeout,
+		OnNewSession: func(t time.Time) { a.NewSession(t) },
+	})
+	a = agent.New(agent.Options{
 		Election:  election.Config{Node: self.ID, Preferred: cfg.Primary == self.Name, Dead: cfg.DeadInterval, StartupWindow: cfg.StartupWindow()},
-		Heartbeat: hb, VIPs: vips, Log: log,
+		Heartbeat: hb, VIPs: vips, Log: log, Sync: svc, SyncMode: statesync.Mode(cfg.SyncMode),
 		Interval: cfg.Interval, Dead: cfg.DeadInterval, Lease: cfg.Lease, Refresh: cfg.GARPRefresh,
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: version,
 	})
 
-	srv, err := serveControl(cfg.Socket, a)
+	mux := control.NewServeMux(a)
+	svc.Register(mux)
+	srv, err := serveControl(cfg.Socket, mux)
 	if err != nil {
+		replLn.Close()
+		hb.Close()
 		return err
 	}
 	defer srv.Close()
+
+	replCtx, stopRepl := context.WithCancel(context.Background())
+	replDone := make(chan struct{})
+	go func() {
+		defer close(replDone)
+		repl.Run(replCtx, replLn)
+	}()
+	defer func() {
+		stopRepl()
+		<-replDone
+	}()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -169,7 +209,25 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 	return err
 }
 
-func serveControl(path string, h control.Handler) (*http.Server, error) {
+// rateLimited logs errors of one kind at most once a second, with how many
+// were suppressed: a broken link must not flood the journal.
+func rateLimited(log *slog.Logger, what string) func(error) {
+	var mu sync.Mutex
+	var last time.Time
+	var suppressed int
+	return func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(last) < time.Second {
+			suppressed++
+			return
+		}
+		log.Warn(what+" error", "op", what, "err", err, "suppressed", suppressed)
+		last, suppressed = time.Now(), 0
+	}
+}
+
+func serveControl(path string, h http.Handler) (*http.Server, error) {
 	// The instance lock is ours, so a socket file here is a dead daemon's.
 	os.Remove(path)
 	l, err := net.Listen("unix", path)
@@ -180,7 +238,7 @@ func serveControl(path string, h control.Handler) (*http.Server, error) {
 		l.Close()
 		return nil, err
 	}
-	srv := &http.Server{Handler: control.NewServeMux(h)}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(l)
 	return srv, nil
 }

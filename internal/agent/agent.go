@@ -6,6 +6,8 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +18,7 @@ import (
 	"github.com/hapair/hapair/election"
 	"github.com/hapair/hapair/heartbeat"
 	"github.com/hapair/hapair/internal/control"
+	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/vip"
 )
 
@@ -24,6 +27,7 @@ type Heartbeat interface {
 	Run(ctx context.Context) error
 	Events() <-chan heartbeat.Event
 	SetLocal(heartbeat.Local)
+	UpdateLocal(func(*heartbeat.Local))
 	Stats() heartbeat.Stats
 }
 
@@ -62,6 +66,9 @@ type Options struct {
 	// Ready, if set, is called once the initial role is decided
 	// (optional).
 	Ready func(role string)
+	// Sync is the node's session service, replicated in SyncMode.
+	Sync     *statesync.Service
+	SyncMode statesync.Mode
 }
 
 // Agent runs one node. Create with New, then Run.
@@ -70,7 +77,9 @@ type Agent struct {
 	m   *election.Machine
 	log *slog.Logger
 
-	cmds chan command
+	cmds       chan command
+	newSession chan struct{}
+	lastPeer   heartbeat.Frame
 
 	// Kept by the loop, read by Status.
 	mu        sync.Mutex
@@ -94,12 +103,13 @@ type command struct {
 // New builds an agent; it starts nothing.
 func New(opt Options) *Agent {
 	return &Agent{
-		opt:    opt,
-		m:      election.New(opt.Election),
-		log:    opt.Log,
-		cmds:   make(chan command),
-		paths:  map[string]bool{},
-		faults: map[string]string{},
+		opt:        opt,
+		m:          election.New(opt.Election),
+		log:        opt.Log,
+		cmds:       make(chan command),
+		newSession: make(chan struct{}, 1),
+		paths:      map[string]bool{},
+		faults:     map[string]string{},
 	}
 }
 
@@ -178,6 +188,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			if a.opt.Watchdog != nil {
 				a.opt.Watchdog()
 			}
+			a.opt.Heartbeat.UpdateLocal(a.syncPosition)
 			if a.step(election.Event{Kind: election.Tick, Now: now}) {
 				return nil
 			}
@@ -193,6 +204,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		case now := <-lockPoll.C:
 			if a.pollLock(now) {
+				return nil
+			}
+		case <-a.newSession:
+			if a.step(election.Event{Kind: election.NewSession, Now: time.Now()}) {
 				return nil
 			}
 		case c := <-a.cmds:
@@ -249,8 +264,40 @@ func (a *Agent) release() {
 	a.holding = false
 }
 
+// NewSession is called by the session service when an application
+// creates a session: the arbitration fact "last new session".
+func (a *Agent) NewSession(time.Time) {
+	select {
+	case a.newSession <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) syncPosition(l *heartbeat.Local) {
+	_, l.SyncWritten = a.opt.Sync.Store().Seq()
+	l.SyncAcked = a.opt.Sync.Store().Acked()
+}
+
 func (a *Agent) transition(act election.Action, now time.Time) {
 	a.log.Info("transition", "op", "transition", "from", act.From.String(), "to", act.To.String(), "reason", act.Reason, "peer", a.opt.Peer)
+	s := a.opt.Sync
+	if act.To == election.Active {
+		var e [8]byte
+		rand.Read(e[:])
+		s.SetRole(act.To.String(), true, a.opt.Node, binary.BigEndian.Uint64(e[:])|1)
+	} else {
+		activeNode := ""
+		if p, seen := a.m.Peer(); seen && p.Role == election.Active {
+			activeNode = a.opt.Peer
+		}
+		s.SetRole(act.To.String(), false, activeNode, 0)
+	}
+	s.Hub().Publish(statesync.Event{Type: "role", Role: act.To.String(), Previous: act.From.String(), Reason: act.Reason, Node: a.opt.Node})
+	if act.To == election.Active && act.From == election.Standby {
+		ev := s.Failover(act.Reason, a.opt.Peer, a.lastPeer.SyncWritten, now)
+		a.log.Info("failover", "op", "failover", "sync", ev.Sync, "missing", ev.Missing, "sessions", len(ev.Sessions))
+		s.Hub().Publish(ev)
+	}
 	a.mu.Lock()
 	a.lastTrans = &control.Transition{From: act.From.String(), To: act.To.String(), Reason: act.Reason, At: time.Now()}
 	a.mu.Unlock()
@@ -279,6 +326,7 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		a.mu.Lock()
 		a.peerAt = ev.At
 		a.mu.Unlock()
+		a.lastPeer = ev.Frame
 		return a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
 	case heartbeat.PeerLost:
 		return a.step(election.Event{Kind: election.PeerLost, Now: ev.At})
@@ -353,8 +401,21 @@ func (a *Agent) pollLock(now time.Time) bool {
 	return a.step(election.Event{Kind: election.Lock, Now: now, Locked: locked})
 }
 
-// Switchover asks the loop to hand over and waits for the outcome.
+// Switchover asks the loop to hand over and waits for the outcome. Writes
+// pause first and the standby must have applied all of them, so the new
+// active continues every session: zero loss by construction.
 func (a *Agent) Switchover(ctx context.Context, force bool) error {
+	a.mu.Lock()
+	role := a.status.Role
+	a.mu.Unlock()
+	if role != election.Active.String() {
+		return fmt.Errorf("switchover: this node is %s, not active", role)
+	}
+	a.opt.Sync.Pause()
+	defer a.opt.Sync.Resume()
+	if !a.opt.Sync.WaitSynced(2 * a.opt.Dead) {
+		return fmt.Errorf("switchover: the standby has not applied every write within %v; not handing over", 2*a.opt.Dead)
+	}
 	reply := make(chan error, 1)
 	select {
 	case a.cmds <- command{force: force, reply: reply}:
@@ -388,6 +449,7 @@ func (a *Agent) local() heartbeat.Local {
 	ad := a.m.Advert()
 	roles := map[election.Role]heartbeat.Role{election.Init: heartbeat.RoleInit, election.Standby: heartbeat.RoleStandby, election.Active: heartbeat.RoleActive, election.Fault: heartbeat.RoleFault}
 	l := heartbeat.Local{Role: roles[ad.Role], ActiveSince: ad.ActiveSince, LastNewSession: ad.LastNewSession}
+	a.syncPosition(&l)
 	for _, b := range []struct {
 		on   bool
 		flag heartbeat.Flags

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -23,6 +24,7 @@ func (a *Agent) updateStatus() {
 	if seen {
 		s.Peer.Role, s.Peer.Locked, s.Peer.Fault = peer.Role.String(), peer.Locked, peer.Fault
 	}
+	s.Sync = a.syncStatus()
 	for _, v := range a.opt.VIPs.Addrs() {
 		s.VIPs = append(s.VIPs, v.String())
 	}
@@ -61,6 +63,12 @@ func redundancy(s control.Status) string {
 	if s.SplitBrain {
 		why = append(why, "split brain")
 	}
+	switch {
+	case !s.Sync.Connected:
+		why = append(why, "replication not connected")
+	case s.Role == "ACTIVE" && s.Sync.Acked < s.Sync.Written:
+		why = append(why, fmt.Sprintf("standby %d writes behind", s.Sync.Written-s.Sync.Acked))
+	}
 	if len(why) == 0 {
 		return "available"
 	}
@@ -84,5 +92,15 @@ func (a *Agent) Status() control.Status {
 	}
 	st := a.opt.Heartbeat.Stats()
 	s.Frames = control.Frames{Sent: st.Sent, Received: st.Received, Dropped: st.Drops}
+	s.Sync = a.syncStatus()
+	s.Redundancy = redundancy(s)
 	return s
+}
+
+func (a *Agent) syncStatus() control.Sync {
+	st := a.opt.Sync
+	_, written := st.Store().Seq()
+	rs := st.Replicator().Stats()
+	return control.Sync{Mode: string(a.opt.SyncMode), Sessions: st.Store().Len(), Written: written, Acked: st.Store().Acked(),
+		Connected: st.Replicator().Connected(), Degraded: st.Degraded(), Snapshots: rs.Snapshots, Resumes: rs.Resumes}
 }

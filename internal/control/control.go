@@ -43,6 +43,19 @@ type Status struct {
 	Redundancy     string      `json:"redundancy"` // "available" or "unavailable: why"
 
 	Frames Frames `json:"frames"`
+	Sync   Sync   `json:"sync"`
+}
+
+// Sync is the session replication state.
+type Sync struct {
+	Mode      string `json:"mode"`
+	Sessions  int    `json:"sessions"`
+	Written   uint64 `json:"written"` // last sequence written or applied here
+	Acked     uint64 `json:"acked"`   // active: last sequence the standby applied
+	Connected bool   `json:"connected"`
+	Degraded  bool   `json:"degraded,omitempty"` // sync mode running as async
+	Snapshots uint64 `json:"snapshots"`          // full resyncs served (active)
+	Resumes   uint64 `json:"resumes"`            // reconnects resumed from the log (active)
 }
 
 // PeerStatus is what the peer's last frame said.

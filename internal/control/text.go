@@ -45,6 +45,15 @@ func (s Status) Text() string {
 		holding = strings.Join(s.Holding, ", ")
 	}
 	fmt.Fprintf(&b, "VIPs held here: %s\n", holding)
+	conn := "connected"
+	if !s.Sync.Connected {
+		conn = "NOT connected"
+	}
+	syncDeg := ""
+	if s.Sync.Degraded {
+		syncDeg = " (DEGRADED to async)"
+	}
+	fmt.Fprintf(&b, "sessions: %d, replication %s, mode %s%s, written %d, standby applied %d\n", s.Sync.Sessions, conn, s.Sync.Mode, syncDeg, s.Sync.Written, s.Sync.Acked)
 	if s.Lock != "" {
 		fmt.Fprintf(&b, "lock: %s\n", s.Lock)
 	}

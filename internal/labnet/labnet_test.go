@@ -114,7 +114,7 @@ func TestProcessesEndWithThePair(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if exited, err := wait(0); !exited || err == nil {
+	if exited, err := wait(time.Second); !exited || err == nil {
 		t.Errorf("process still running or exited cleanly after Close: %v %v", exited, err)
 	}
 }

@@ -1,0 +1,295 @@
+package statesync
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+	"unicode/utf8"
+)
+
+// SessionJSON is a session as the HTTP API shows it. Data is UTF-8 text in
+// "data", or any bytes in "data_base64".
+type SessionJSON struct {
+	ID         string  `json:"id"`
+	Data       *string `json:"data,omitempty"`
+	DataBase64 *string `json:"data_base64,omitempty"`
+	Version    uint64  `json:"version,omitempty"`
+	AgeMs      float64 `json:"age_ms,omitempty"`
+	Seq        uint64  `json:"seq,omitempty"`
+}
+
+func (j *SessionJSON) bytes() ([]byte, error) {
+	switch {
+	case j.Data != nil && j.DataBase64 != nil:
+		return nil, errors.New(`give "data" or "data_base64", not both`)
+	case j.DataBase64 != nil:
+		b, err := base64.StdEncoding.DecodeString(*j.DataBase64)
+		if err != nil {
+			return nil, fmt.Errorf("data_base64: %w", err)
+		}
+		return b, nil
+	case j.Data != nil:
+		return []byte(*j.Data), nil
+	}
+	return []byte{}, nil
+}
+
+func toJSON(v Session, now time.Time) SessionJSON {
+	d := base64.StdEncoding.EncodeToString(v.Data)
+	j := SessionJSON{ID: v.ID, Version: v.Version, DataBase64: &d, AgeMs: float64(now.Sub(v.Updated).Microseconds()) / 1000}
+	if utf8.Valid(v.Data) && isText(v.Data) {
+		s := string(v.Data)
+		j.Data = &s
+	}
+	return j
+}
+
+func isText(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
+			return false
+		}
+	}
+	return true
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func errCode(err error) int {
+	switch {
+	case errors.Is(err, ErrNotActive):
+		return http.StatusConflict
+	case errors.Is(err, ErrExists):
+		return http.StatusConflict
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrFull):
+		return http.StatusInsufficientStorage
+	}
+	return http.StatusBadRequest
+}
+
+// Register mounts the application API on mux:
+//
+//	POST   /v1/sessions        {"id": ..., "data": ...}   create
+//	PUT    /v1/sessions/{id}   {"data": ...}              update
+//	DELETE /v1/sessions/{id}                              delete
+//	GET    /v1/sessions/{id}                              read
+//	GET    /v1/sessions                                   list
+//	GET    /v1/events                                     NDJSON event stream
+//	POST   /v1/stream                                     upgrade to the binary stream
+func (s *Service) Register(mux *http.ServeMux) {
+	maxBody := int64(s.store.lim.MaxData*4/3 + s.store.lim.MaxIDLen + 1024)
+	decode := func(w http.ResponseWriter, r *http.Request, j *SessionJSON) ([]byte, bool) {
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(j); err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				writeJSON(w, http.StatusRequestEntityTooLarge, apiError{fmt.Sprintf("body over %d bytes: session data is limited to %d bytes", maxBody, s.store.lim.MaxData)})
+				return nil, false
+			}
+			writeJSON(w, http.StatusBadRequest, apiError{"malformed JSON: " + err.Error()})
+			return nil, false
+		}
+		b, err := j.bytes()
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+			return nil, false
+		}
+		return b, true
+	}
+	write := func(w http.ResponseWriter, kind OpKind, id string, data []byte, code int) {
+		seq, err := s.Write(kind, id, data)
+		if err != nil {
+			writeJSON(w, errCode(err), apiError{err.Error()})
+			return
+		}
+		if kind == OpDelete {
+			writeJSON(w, code, SessionJSON{ID: id, Seq: seq})
+			return
+		}
+		v, _ := s.store.Get(id)
+		j := toJSON(v, time.Now())
+		j.Seq = seq
+		writeJSON(w, code, j)
+	}
+	mux.HandleFunc("POST /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		var j SessionJSON
+		if b, ok := decode(w, r, &j); ok {
+			write(w, OpCreate, j.ID, b, http.StatusCreated)
+		}
+	})
+	mux.HandleFunc("PUT /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		var j SessionJSON
+		if b, ok := decode(w, r, &j); ok {
+			if j.ID != "" && j.ID != r.PathValue("id") {
+				writeJSON(w, http.StatusBadRequest, apiError{"id in the body differs from the path"})
+				return
+			}
+			write(w, OpUpdate, r.PathValue("id"), b, http.StatusOK)
+		}
+	})
+	mux.HandleFunc("DELETE /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		write(w, OpDelete, r.PathValue("id"), nil, http.StatusOK)
+	})
+	mux.HandleFunc("GET /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		v, ok := s.store.Get(r.PathValue("id"))
+		if !ok {
+			writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("%v: %s", ErrNotFound, r.PathValue("id"))})
+			return
+		}
+		writeJSON(w, http.StatusOK, toJSON(v, time.Now()))
+	})
+	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		list := s.store.List()
+		out := make([]SessionJSON, 0, len(list))
+		for _, v := range list {
+			out = append(out, toJSON(v, now))
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		ch := s.hub.Subscribe()
+		defer s.hub.Unsubscribe(ch)
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		fl, _ := w.(http.Flusher)
+		if fl != nil {
+			fl.Flush()
+		}
+		enc := json.NewEncoder(w)
+		for {
+			select {
+			case ev, ok := <-ch:
+				if !ok {
+					return // cut off: the reader fell behind
+				}
+				if err := enc.Encode(ev); err != nil {
+					return
+				}
+				if fl != nil {
+					fl.Flush()
+				}
+			case <-r.Context().Done():
+				return
+			}
+		}
+	})
+	mux.HandleFunc("POST /v1/stream", func(w http.ResponseWriter, r *http.Request) {
+		hj, ok := w.(http.Hijacker)
+		if !ok {
+			writeJSON(w, http.StatusInternalServerError, apiError{"stream needs HTTP/1.1"})
+			return
+		}
+		c, brw, err := hj.Hijack()
+		if err != nil {
+			return
+		}
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: hapair-stream\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		s.serveStream(c, brw.Reader)
+	})
+}
+
+// The binary stream, for applications writing at high rates: requests
+// are pipelined and answered in order.
+//
+//	request:  length u32 | kind u8 | id length u16 | id | data
+//	response: length u32 | status u8 (0 ok) | seq u64 | error text
+const maxStreamMsg = 1 << 20
+
+type pending struct {
+	seq uint64
+	err error
+}
+
+func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
+	defer c.Close()
+	queue := make(chan pending, 4096)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bw := bufio.NewWriterSize(c, 64<<10)
+		var out []byte
+		for p := range queue {
+			status := byte(0)
+			msg := ""
+			if p.err != nil {
+				status, msg = 1, p.err.Error()
+			} else {
+				s.settle(p.seq)
+			}
+			out = binary.BigEndian.AppendUint32(out[:0], uint32(1+8+len(msg)))
+			out = append(out, status)
+			out = binary.BigEndian.AppendUint64(out, p.seq)
+			out = append(out, msg...)
+			if _, err := bw.Write(out); err != nil {
+				for range queue {
+				}
+				return
+			}
+			if len(queue) == 0 {
+				if bw.Flush() != nil {
+					for range queue {
+					}
+					return
+				}
+			}
+		}
+		bw.Flush()
+	}()
+	defer func() {
+		close(queue)
+		<-done
+	}()
+	var hdr [4]byte
+	buf := make([]byte, 0, 4096)
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n < 3 || n > maxStreamMsg {
+			return
+		}
+		if cap(buf) < int(n) {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return
+		}
+		kind := OpKind(buf[0])
+		idLen := int(binary.BigEndian.Uint16(buf[1:3]))
+		if 3+idLen > len(buf) || kind < OpCreate || kind > OpDelete {
+			queue <- pending{err: errors.New("malformed request")}
+			continue
+		}
+		id := string(buf[3 : 3+idLen])
+		var data []byte
+		if kind != OpDelete {
+			data = append([]byte(nil), buf[3+idLen:]...)
+		}
+		seq, err := s.apply(kind, id, data)
+		queue <- pending{seq: seq, err: err}
+	}
+}

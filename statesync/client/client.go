@@ -1,0 +1,243 @@
+// Package client is the Go client of hapair's application API on the
+// daemon's unix socket: sessions over HTTP/JSON, the event stream, and a
+// pipelined binary stream for high write rates (package statesync
+// describes the formats; docs/api.md the HTTP calls).
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+
+	"github.com/hapair/hapair/statesync"
+)
+
+// Client talks to one daemon.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// New returns a client for the daemon listening on socket.
+func New(socket string) *Client {
+	return &Client{socket: socket, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}}
+}
+
+// Error is an error the daemon returned, with its HTTP status.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://hapaird"+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e struct{ Error string }
+		json.NewDecoder(resp.Body).Decode(&e)
+		return &Error{Status: resp.StatusCode, Message: e.Error}
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+func text(b []byte) *string {
+	s := string(b)
+	return &s
+}
+
+// Create creates a session.
+func (c *Client) Create(ctx context.Context, id string, data []byte) (*statesync.SessionJSON, error) {
+	var out statesync.SessionJSON
+	err := c.do(ctx, http.MethodPost, "/v1/sessions", statesync.SessionJSON{ID: id, Data: text(data)}, &out)
+	return &out, err
+}
+
+// Update replaces a session's data.
+func (c *Client) Update(ctx context.Context, id string, data []byte) (*statesync.SessionJSON, error) {
+	var out statesync.SessionJSON
+	err := c.do(ctx, http.MethodPut, "/v1/sessions/"+url.PathEscape(id), statesync.SessionJSON{Data: text(data)}, &out)
+	return &out, err
+}
+
+// Delete removes a session.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/sessions/"+url.PathEscape(id), nil, nil)
+}
+
+// Get reads a session.
+func (c *Client) Get(ctx context.Context, id string) (*statesync.SessionJSON, error) {
+	var out statesync.SessionJSON
+	err := c.do(ctx, http.MethodGet, "/v1/sessions/"+url.PathEscape(id), nil, &out)
+	return &out, err
+}
+
+// List reads every session.
+func (c *Client) List(ctx context.Context) ([]statesync.SessionJSON, error) {
+	var out []statesync.SessionJSON
+	err := c.do(ctx, http.MethodGet, "/v1/sessions", nil, &out)
+	return out, err
+}
+
+// Events follows the event stream until ctx ends or the daemon closes it;
+// f is called for each event.
+func (c *Client) Events(ctx context.Context, f func(statesync.Event)) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://hapaird/v1/events", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev statesync.Event
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		f(ev)
+	}
+}
+
+// Stream is a pipelined binary connection: Send queues writes, answers
+// come back in order on Results. Not safe for concurrent Send.
+type Stream struct {
+	c       net.Conn
+	bw      *bufio.Writer
+	buf     []byte
+	results chan Result
+	done    chan struct{}
+	err     error
+	once    sync.Once
+}
+
+// Result is the answer to one Send, in order.
+type Result struct {
+	Seq uint64
+	Err error
+}
+
+// Stream opens the binary stream.
+func (c *Client) Stream(ctx context.Context) (*Stream, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.socket)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprint(conn, "POST /v1/stream HTTP/1.1\r\nHost: hapaird\r\nConnection: Upgrade\r\nUpgrade: hapair-stream\r\nContent-Length: 0\r\n\r\n")
+	br := bufio.NewReaderSize(conn, 64<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		conn.Close()
+		return nil, fmt.Errorf("stream: %s", resp.Status)
+	}
+	s := &Stream{c: conn, bw: bufio.NewWriterSize(conn, 64<<10), results: make(chan Result, 8192), done: make(chan struct{})}
+	go s.read(br)
+	return s, nil
+}
+
+func (s *Stream) read(br *bufio.Reader) {
+	defer close(s.results)
+	var hdr [4]byte
+	buf := make([]byte, 256)
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n < 9 || n > 1<<20 {
+			return
+		}
+		if cap(buf) < int(n) {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return
+		}
+		r := Result{Seq: binary.BigEndian.Uint64(buf[1:9])}
+		if buf[0] != 0 {
+			r.Err = errors.New(string(buf[9:]))
+		}
+		s.results <- r
+	}
+}
+
+// Send queues one write; Flush sends what is queued.
+func (s *Stream) Send(kind statesync.OpKind, id string, data []byte) error {
+	s.buf = binary.BigEndian.AppendUint32(s.buf[:0], uint32(1+2+len(id)+len(data)))
+	s.buf = append(s.buf, byte(kind))
+	s.buf = binary.BigEndian.AppendUint16(s.buf, uint16(len(id)))
+	s.buf = append(s.buf, id...)
+	s.buf = append(s.buf, data...)
+	_, err := s.bw.Write(s.buf)
+	return err
+}
+
+// Flush sends the queued writes.
+func (s *Stream) Flush() error { return s.bw.Flush() }
+
+// Results delivers one Result per Send, in order; it closes when the
+// stream ends.
+func (s *Stream) Results() <-chan Result { return s.results }
+
+// Do sends one write and waits for its answer. Use it only when no other
+// Send is outstanding.
+func (s *Stream) Do(kind statesync.OpKind, id string, data []byte) (uint64, error) {
+	if err := s.Send(kind, id, data); err != nil {
+		return 0, err
+	}
+	if err := s.Flush(); err != nil {
+		return 0, err
+	}
+	r, ok := <-s.results
+	if !ok {
+		return 0, errors.New("stream closed")
+	}
+	return r.Seq, r.Err
+}
+
+// Close ends the stream.
+func (s *Stream) Close() error { return s.c.Close() }

@@ -1,0 +1,177 @@
+package statesync
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Mode says when a write returns.
+type Mode string
+
+// Modes.
+const (
+	Async Mode = "async" // once applied locally
+	Sync  Mode = "sync"  // once the standby applied it
+)
+
+// ServiceConfig sets up a Service.
+type ServiceConfig struct {
+	Mode Mode
+	// SyncTimeout is how long a sync write waits for the standby before
+	// writes degrade to async (default 1s).
+	SyncTimeout time.Duration
+	// OnNewSession, if set, learns when a session was created here: the
+	// arbitration fact "last new session".
+	OnNewSession func(time.Time)
+}
+
+// ErrNotActive is returned for writes on a node that is not active.
+var ErrNotActive = errors.New("this node is not active")
+
+// Service is the node's session service: the store, its replication, the
+// application API and the event stream.
+type Service struct {
+	cfg   ServiceConfig
+	store *Store
+	repl  *Replicator
+	hub   *Hub
+
+	mu       sync.RWMutex
+	role     string
+	active   bool
+	activeAt string // the active node's name, for errors on a standby
+	paused   chan struct{}
+
+	degraded atomic.Bool
+	writes   atomic.Uint64
+}
+
+// NewService wires a store and its replicator.
+func NewService(store *Store, repl *Replicator, cfg ServiceConfig) *Service {
+	if cfg.SyncTimeout == 0 {
+		cfg.SyncTimeout = time.Second
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = Async
+	}
+	return &Service{cfg: cfg, store: store, repl: repl, hub: NewHub(), role: "INIT"}
+}
+
+// Store is the service's store.
+func (s *Service) Store() *Store { return s.store }
+
+// Replicator is the service's replicator.
+func (s *Service) Replicator() *Replicator { return s.repl }
+
+// Hub is the service's event stream.
+func (s *Service) Hub() *Hub { return s.hub }
+
+// SetRole tells the service this node's role and which node is active.
+func (s *Service) SetRole(role string, active bool, activeNode string, epoch uint64) {
+	s.mu.Lock()
+	s.role, s.active, s.activeAt = role, active, activeNode
+	s.mu.Unlock()
+	s.repl.SetActive(active, epoch)
+}
+
+// Pause holds new writes (for a switchover) until Resume.
+func (s *Service) Pause() {
+	s.mu.Lock()
+	if s.paused == nil {
+		s.paused = make(chan struct{})
+	}
+	s.mu.Unlock()
+}
+
+// Resume releases held writes; they then see the role of that moment.
+func (s *Service) Resume() {
+	s.mu.Lock()
+	if s.paused != nil {
+		close(s.paused)
+		s.paused = nil
+	}
+	s.mu.Unlock()
+}
+
+// WaitSynced waits until the standby has applied every write, or timeout.
+func (s *Service) WaitSynced(timeout time.Duration) bool {
+	_, seq := s.store.Seq()
+	return s.store.WaitAcked(seq, timeout)
+}
+
+// Degraded says whether sync mode currently runs as async.
+func (s *Service) Degraded() bool { return s.degraded.Load() }
+
+// Writes counts writes accepted.
+func (s *Service) Writes() uint64 { return s.writes.Load() }
+
+func (s *Service) gate() error {
+	for {
+		s.mu.RLock()
+		paused, active, role, at := s.paused, s.active, s.role, s.activeAt
+		s.mu.RUnlock()
+		if paused != nil {
+			<-paused
+			continue
+		}
+		if !active {
+			if at == "" {
+				return fmt.Errorf("%w (it is %s; no active node known)", ErrNotActive, role)
+			}
+			return fmt.Errorf("%w (it is %s): write to the active node, %s", ErrNotActive, role, at)
+		}
+		return nil
+	}
+}
+
+// apply performs a write without waiting for the standby.
+func (s *Service) apply(kind OpKind, id string, data []byte) (uint64, error) {
+	if err := s.gate(); err != nil {
+		return 0, err
+	}
+	now := time.Now()
+	seq, err := s.store.Write(kind, id, data, now)
+	if err != nil {
+		return 0, err
+	}
+	s.writes.Add(1)
+	if kind == OpCreate && s.cfg.OnNewSession != nil {
+		s.cfg.OnNewSession(now)
+	}
+	return seq, nil
+}
+
+// settle waits, in sync mode, until the standby applied seq. A standby
+// that does not answer within SyncTimeout turns sync into async (the
+// write still stands) until it has caught up again.
+func (s *Service) settle(seq uint64) {
+	if s.cfg.Mode != Sync {
+		return
+	}
+	if s.degraded.Load() {
+		if s.store.Acked() >= seq-1 && s.repl.Connected() {
+			s.degraded.Store(false)
+			s.hub.Publish(Event{Type: "sync-restored"})
+		} else {
+			return
+		}
+	}
+	if !s.store.WaitAcked(seq, s.cfg.SyncTimeout) {
+		if !s.degraded.Swap(true) {
+			s.hub.Publish(Event{Type: "sync-degraded", Reason: fmt.Sprintf("standby did not apply a write within %v; writes now return without waiting for it", s.cfg.SyncTimeout)})
+		}
+	}
+}
+
+// Write performs one write as the mode says.
+func (s *Service) Write(kind OpKind, id string, data []byte) (uint64, error) {
+	seq, err := s.apply(kind, id, data)
+	if err != nil {
+		return 0, err
+	}
+	s.settle(seq)
+	return seq, nil
+}

@@ -42,6 +42,11 @@ type VIPs interface {
 	Subscribe() (*vip.Watcher, error)
 }
 
+const (
+	reportEvery   = 5 * time.Second
+	redundancyNag = 30 * time.Second
+)
+
 // Options wire an agent. Every field is required unless marked.
 type Options struct {
 	Election  election.Config
@@ -90,8 +95,9 @@ type Agent struct {
 	lockInfo  string
 	lastTrans *control.Transition
 
-	holding bool
-	ready   bool
+	holding  bool
+	ready    bool
+	reported map[string]time.Time // last time each report was logged
 	waiters []chan error // switchovers waiting for the peer to take over
 }
 
@@ -148,6 +154,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer renew.Stop()
 	lockPoll := time.NewTicker(500 * time.Millisecond)
 	defer lockPoll.Stop()
+	nag := time.NewTicker(redundancyNag)
+	defer nag.Stop()
 	var refresh <-chan time.Time
 	if a.opt.Refresh > 0 {
 		t := time.NewTicker(a.opt.Refresh)
@@ -202,6 +210,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			if a.holding {
 				a.opt.VIPs.Announce()
 			}
+		case <-nag.C:
+			if st := a.Status(); st.Redundancy != "available" {
+				a.log.Warn("redundancy "+st.Redundancy, "op", "redundancy", "role", st.Role, "locked", st.Locked)
+			}
 		case now := <-lockPoll.C:
 			if a.pollLock(now) {
 				return nil
@@ -247,7 +259,13 @@ func (a *Agent) step(ev election.Event) bool {
 			a.log.Warn(act.Reason, "op", "refused", "role", a.m.Role().String())
 			a.answer(errors.New(act.Reason))
 		case election.Report:
-			a.log.Warn(act.Reason, "op", "report", "role", a.m.Role().String())
+			// Conditions such as a split brain between two locked nodes
+			// are reported on every frame; say it every few seconds.
+			if last, ok := a.reported[act.Reason]; !ok || ev.Now.Sub(last) >= reportEvery {
+				a.reported[act.Reason] = ev.Now
+				a.log.Warn(act.Reason, "op", "report", "role", a.m.Role().String())
+				a.opt.Sync.Hub().Publish(statesync.Event{Type: "report", Reason: act.Reason, Node: a.opt.Node, Role: a.m.Role().String()})
+			}
 		case election.Exit:
 			a.log.Info("stopped", "op", "exit", "reason", act.Reason)
 			exit = true

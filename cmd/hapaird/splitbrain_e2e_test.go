@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/internal/labnet"
+)
+
+// isolateUntilBothActive cuts every path between the nodes (heartbeat link
+// and replication link; the public segment stays, as in a real isolation
+// of the pair) and waits until both are active.
+func isolateUntilBothActive(t *testing.T, c *labnet.Cluster) {
+	t.Helper()
+	if err := c.SeparatePair(false); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b"} {
+		if err := c.WaitRole(n, "ACTIVE", 3*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// heal restores the links and checks that, once a dead interval has
+// passed, exactly one node holds the VIP: winner.
+func heal(t *testing.T, c *labnet.Cluster, winner string) {
+	t.Helper()
+	if err := c.SeparatePair(true); err != nil {
+		t.Fatal(err)
+	}
+	loser := other(winner)
+	if err := c.WaitRole(loser, "STANDBY", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // one dead interval
+	if s, _ := c.Status(winner); s == nil || s.Role != "ACTIVE" {
+		t.Fatalf("winner %s is not active: %+v", winner, s)
+	}
+	if !c.Holds(winner, labnet.VIP.Addr()) || c.Holds(loser, labnet.VIP.Addr()) {
+		t.Fatalf("after the heal: %s holds %v, %s holds %v", winner, c.Holds(winner, labnet.VIP.Addr()), loser, c.Holds(loser, labnet.VIP.Addr()))
+	}
+	// The client ends up talking to the winner.
+	deadline := time.Now().Add(2 * time.Second)
+	for c.ClientNeighbour(labnet.VIP.Addr()).String() != c.MAC(winner).String() {
+		labnet.Reach(c.Client, labnet.VIP.Addr(), 100*time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("client's neighbour entry %v, want %s's %v", c.ClientNeighbour(labnet.VIP.Addr()), winner, c.MAC(winner))
+		}
+	}
+}
+
+func TestSplitBrainNewestSessionWins(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	settle(t, c)
+	isolateUntilBothActive(t, c)
+	ctx := context.Background()
+	events := follow(c, "a")
+	defer events.stop()
+	if _, err := api(c, "a").Create(ctx, "a-during-split", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if _, err := api(c, "b").Create(ctx, "b-during-split", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	heal(t, c, "b")
+	ev := events.wait(t, "sessions-dropped")
+	if !slices.Contains(ev.IDs, "a-during-split") {
+		t.Errorf("a's dropped sessions: %v", ev.IDs)
+	}
+	if _, err := api(c, "a").Get(ctx, "b-during-split"); err != nil {
+		t.Errorf("a did not resync from b: %v", err)
+	}
+}
+
+func TestSplitBrainLongestActiveWins(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	if act := settle(t, c); act != "a" {
+		t.Fatalf("setup: %s active", act)
+	}
+	isolateUntilBothActive(t, c)
+	heal(t, c, "a")
+}
+
+func TestSplitBrainLockedNodeStays(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	settle(t, c)
+	lock(t, c, "a")
+	deadline := time.Now().Add(3 * time.Second)
+	for s, _ := c.Status("a"); s == nil || !s.Locked; s, _ = c.Status("a") {
+		if time.Now().After(deadline) {
+			t.Fatal("a did not notice its lock")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	isolateUntilBothActive(t, c)
+	// b takes a new session, which would win rule 2 if a were unlocked.
+	if _, err := api(c, "b").Create(context.Background(), "b-new", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	heal(t, c, "a")
+	if s, _ := c.Status("a"); !s.Locked || s.Redundancy == "available" {
+		t.Errorf("locked a's status: %+v", s)
+	}
+}
+
+func lock(t *testing.T, c *labnet.Cluster, node string) {
+	t.Helper()
+	out, err := exec.Command("go", "run", "../hapairctl", "lock", "-c", c.Config, "--state-dir", c.StateDir(node), "--reason", "test").CombinedOutput()
+	if err != nil {
+		t.Fatalf("hapairctl lock: %v\n%s", err, out)
+	}
+}
+
+func TestLockSetWhileStoppedHonouredAtStart(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	lock(t, c, "a")
+	// Alone and preferred, an unlocked a would take the VIP after its
+	// start-up window; locked, it must not change role by itself.
+	if err := c.Start("a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole("a", "STANDBY", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Status("a")
+	if err != nil || !s.Locked {
+		t.Fatalf("a not locked at start: %+v %v", s, err)
+	}
+	time.Sleep(time.Second)
+	if c.Holds("a", labnet.VIP.Addr()) {
+		t.Fatal("locked node took the VIP by itself")
+	}
+}

@@ -98,7 +98,7 @@ type Agent struct {
 	holding  bool
 	ready    bool
 	reported map[string]time.Time // last time each report was logged
-	waiters []chan error // switchovers waiting for the peer to take over
+	waiters  []chan error         // switchovers waiting for the peer to take over
 }
 
 type command struct {

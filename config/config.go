@@ -92,8 +92,9 @@ type VIP struct {
 	Interface string // empty: each node's public interface
 }
 
-// Check is a critical component check; its kinds are filled in by the
-// health package.
+// Check is a critical component check, run by the health package.
+// "{node}" in Target is replaced by the node's name (TargetFor), so one
+// file can name per-node paths such as "/run/media-{node}.pid".
 type Check struct {
 	Name     string
 	Kind     string
@@ -103,6 +104,9 @@ type Check struct {
 	Rise     int
 	Fall     int
 	Critical bool
+	// http only: accepted status codes and a required body substring.
+	StatusMin, StatusMax int
+	ExpectBody           string
 }
 
 // Hook is a command run on a transition.
@@ -111,6 +115,9 @@ type Hook struct {
 	Command []string
 	Timeout time.Duration
 }
+
+// TargetFor is c's target on node n.
+func (c Check) TargetFor(n *Node) string { return strings.ReplaceAll(c.Target, "{node}", n.Name) }
 
 // StartupWindow is how long a starting node listens for its peer before the
 // preferred node claims the VIPs.

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -53,14 +55,16 @@ type file struct {
 		Interface string `toml:"interface"`
 	} `toml:"vip"`
 	Check []struct {
-		Name     string `toml:"name"`
-		Kind     string `toml:"kind"`
-		Target   string `toml:"target"`
-		Interval string `toml:"interval"`
-		Timeout  string `toml:"timeout"`
-		Rise     *int   `toml:"rise"`
-		Fall     *int   `toml:"fall"`
-		Critical *bool  `toml:"critical"`
+		Name         string `toml:"name"`
+		Kind         string `toml:"kind"`
+		Target       string `toml:"target"`
+		Interval     string `toml:"interval"`
+		Timeout      string `toml:"timeout"`
+		Rise         *int   `toml:"rise"`
+		Fall         *int   `toml:"fall"`
+		Critical     *bool  `toml:"critical"`
+		ExpectStatus string `toml:"expect_status"`
+		ExpectBody   string `toml:"expect_body"`
 	} `toml:"check"`
 	Hook []struct {
 		On      []string `toml:"on"`
@@ -412,8 +416,41 @@ func (v *validator) checks(f *file, c *Config) {
 		if fc.Critical != nil {
 			ch.Critical = *fc.Critical
 		}
+		if fc.ExpectStatus != "" || fc.ExpectBody != "" {
+			if fc.Kind != "http" {
+				v.errf(k+".expect_status", "only http checks have expect_status and expect_body")
+			}
+			ch.ExpectBody = fc.ExpectBody
+		}
+		ch.StatusMin, ch.StatusMax = 200, 399
+		if fc.ExpectStatus != "" {
+			lo, hi, ok := parseRange(fc.ExpectStatus)
+			if !ok {
+				v.errf(k+".expect_status", "%q is not a status code or range like \"200-299\"", fc.ExpectStatus)
+			}
+			ch.StatusMin, ch.StatusMax = lo, hi
+		}
+		if fc.Kind == "tcp" && fc.Target != "" {
+			if _, _, err := net.SplitHostPort(fc.Target); err != nil {
+				v.errf(k+".target", "%q is not host:port", fc.Target)
+			}
+		}
+		if fc.Kind == "http" && fc.Target != "" && !strings.HasPrefix(fc.Target, "http://") && !strings.HasPrefix(fc.Target, "https://") {
+			v.errf(k+".target", "%q is not an http:// or https:// URL", fc.Target)
+		}
 		c.Checks = append(c.Checks, ch)
 	}
+}
+
+func parseRange(s string) (int, int, bool) {
+	a, b, found := strings.Cut(s, "-")
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi := lo
+	var err2 error
+	if found {
+		hi, err2 = strconv.Atoi(strings.TrimSpace(b))
+	}
+	return lo, hi, err1 == nil && err2 == nil && lo >= 100 && hi <= 599 && lo <= hi
 }
 
 func (v *validator) count(key string, n int) int {

@@ -241,6 +241,10 @@ func (m *Machine) peerFrame(ev Event) {
 			m.finishHandOff(ev.Now, "handoff: peer is active")
 		case p.Role == Active && !p.Leaving && !m.leaving:
 			m.splitBrain(ev.Now, p)
+		case !m.healthy && !m.locked && m.peerEligible():
+			// We kept the VIPs in fault for want of a standby; now there
+			// is one.
+			m.become(Fault, ev.Now, "fault: "+m.faultReason+" (an eligible standby is back)")
 		case m.frozen != nil && p.Role != Active:
 			// The peer stepped down: the split is over. Claim again:
 			// the loser's announcements may have pointed clients at
@@ -315,6 +319,10 @@ func (m *Machine) health(ev Event) {
 		} else {
 			m.emit(Action{Kind: Report, Reason: fmt.Sprintf("fault on a locked %v node, keeping its role: %s", m.role, ev.Reason)})
 		}
+		m.emit(Action{Kind: Advertise})
+	case !ev.Healthy && m.role == Active && !m.peerEligible():
+		// Nobody better to hand to: a degraded service beats none.
+		m.emit(Action{Kind: Report, Reason: "fault on the active node, but no eligible standby: keeping the VIPs: " + ev.Reason})
 		m.emit(Action{Kind: Advertise})
 	case !ev.Healthy && m.role != Init:
 		m.become(Fault, ev.Now, "fault: "+ev.Reason)

@@ -187,6 +187,22 @@ func TestFaultReleasesAndAdvertises(t *testing.T) {
 	}
 }
 
+// "If both are in FAULT, the one that was active keeps the VIP and reports
+// it": there is no one better to hand to.
+func TestFaultWithoutEligibleStandbyKeepsVIPs(t *testing.T) {
+	m := activeMachine(t)
+	m.Step(Event{Kind: PeerFrame, Now: at(50), Peer: Peer{Role: Fault, Fault: true}})
+	acts := m.Step(Event{Kind: Health, Now: at(100), Healthy: false, Reason: "media died"})
+	if m.Role() != Active || slices.Contains(kinds(acts), ReleaseVIPs) || kinds(acts)[0] != Report {
+		t.Fatalf("role %v, actions %v", m.Role(), acts)
+	}
+	// The peer recovers: now hand over.
+	acts = m.Step(Event{Kind: PeerFrame, Now: at(200), Peer: Peer{Role: Standby}})
+	if m.Role() != Fault || !slices.Contains(kinds(acts), ReleaseVIPs) {
+		t.Fatalf("after the peer recovered: %v %v", m.Role(), acts)
+	}
+}
+
 func TestGracefulStopMakeBeforeBreak(t *testing.T) {
 	m := activeMachine(t)
 	acts := m.Step(Event{Kind: Stop, Now: at(100)})

@@ -26,6 +26,8 @@ type ServiceConfig struct {
 	// OnNewSession, if set, learns when a session was created here: the
 	// arbitration fact "last new session".
 	OnNewSession func(time.Time)
+	// OnDegraded, if set, learns when sync mode degrades to async.
+	OnDegraded func(reason string)
 }
 
 // ErrNotActive is returned for writes on a node that is not active.
@@ -161,7 +163,11 @@ func (s *Service) settle(seq uint64) {
 	}
 	if !s.store.WaitAcked(seq, s.cfg.SyncTimeout) {
 		if !s.degraded.Swap(true) {
-			s.hub.Publish(Event{Type: "sync-degraded", Reason: fmt.Sprintf("standby did not apply a write within %v; writes now return without waiting for it", s.cfg.SyncTimeout)})
+			reason := fmt.Sprintf("standby did not apply a write within %v; writes now return without waiting for it", s.cfg.SyncTimeout)
+			s.hub.Publish(Event{Type: "sync-degraded", Reason: reason})
+			if s.cfg.OnDegraded != nil {
+				s.cfg.OnDegraded(reason)
+			}
 		}
 	}
 }

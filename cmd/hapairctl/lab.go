@@ -19,6 +19,7 @@ import (
 const labHelp = `keys (then Enter):
   k  host loss: cut the active's links and kill -9 its daemon
   t  graceful stop of the active (SIGTERM)
+  p  critical process death: kill the active's stand-in media server
   s  switchover
   h  cut / restore the heartbeat link alone (degraded, no failover)
   r  restore: links up, restart stopped daemons
@@ -65,7 +66,7 @@ func lab(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer p.Close()
-	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{Profile: *profile})
+	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{Profile: *profile, Media: true})
 	if err != nil {
 		fmt.Fprintln(stderr, "hapairctl lab:", err)
 		return 1
@@ -136,8 +137,8 @@ func interactive(c *labnet.Cluster, stdout, stderr io.Writer) int {
 			case "q":
 				fmt.Fprintln(stdout, "removing the lab ...")
 				return 0
-			case "k", "t", "s":
-				name := map[string]string{"k": "host-loss", "t": "graceful-stop", "s": "switchover"}[l]
+			case "k", "t", "s", "p":
+				name := map[string]string{"k": "host-loss", "t": "graceful-stop", "s": "switchover", "p": "process-death"}[l]
 				fmt.Fprintf(stdout, "running %s ...\n", name)
 				res, err := c.Run(name, time.Millisecond)
 				if err != nil {
@@ -145,7 +146,7 @@ func interactive(c *labnet.Cluster, stdout, stderr io.Writer) int {
 					continue
 				}
 				fmt.Fprintln(stdout, res)
-				if name != "switchover" {
+				if name == "host-loss" || name == "graceful-stop" {
 					fmt.Fprintf(stdout, "(press r to bring %s back: it returns as STANDBY)\n", res.From)
 				}
 			case "h":

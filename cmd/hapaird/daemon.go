@@ -18,9 +18,11 @@ import (
 
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/election"
+	"github.com/hapair/hapair/health"
 	"github.com/hapair/hapair/heartbeat"
 	"github.com/hapair/hapair/internal/agent"
 	"github.com/hapair/hapair/internal/control"
+	"github.com/hapair/hapair/internal/hooks"
 	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/vip"
 	"golang.org/x/sys/unix"
@@ -169,8 +171,27 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 	svc = statesync.NewService(store, repl, statesync.ServiceConfig{
 		Mode: statesync.Mode(cfg.SyncMode), SyncTimeout: cfg.SyncTimeout,
 		OnNewSession: func(t time.Time) { a.NewSession(t) },
+		OnDegraded:   func(reason string) { a.SyncDegraded(reason) },
 	})
+	var checks []health.Config
+	for _, c := range cfg.Checks {
+		checks = append(checks, health.Config{Name: c.Name, Kind: c.Kind, Target: c.TargetFor(self), Interval: c.Interval, Timeout: c.Timeout,
+			Rise: c.Rise, Fall: c.Fall, Critical: c.Critical, StatusMin: c.StatusMin, StatusMax: c.StatusMax, Body: c.ExpectBody})
+	}
+	monitor, err := health.New(checks)
+	if err != nil {
+		replLn.Close()
+		hb.Close()
+		return err
+	}
+	var hks []hooks.Hook
+	for _, h := range cfg.Hooks {
+		hks = append(hks, hooks.Hook{On: h.On, Command: h.Command, Timeout: h.Timeout})
+	}
+	hookRunner := hooks.New(hks, log)
+	defer hookRunner.Close()
 	a = agent.New(agent.Options{
+		Health: monitor, Hooks: hookRunner,
 		Election:  election.Config{Node: self.ID, Preferred: cfg.Primary == self.Name, Dead: cfg.DeadInterval, StartupWindow: cfg.StartupWindow()},
 		Heartbeat: hb, VIPs: vips, Log: log, Sync: svc, SyncMode: statesync.Mode(cfg.SyncMode),
 		Interval: cfg.Interval, Dead: cfg.DeadInterval, Lease: cfg.Lease, Refresh: cfg.GARPRefresh,

@@ -12,12 +12,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hapair/hapair/election"
+	"github.com/hapair/hapair/health"
 	"github.com/hapair/hapair/heartbeat"
 	"github.com/hapair/hapair/internal/control"
+	"github.com/hapair/hapair/internal/hooks"
 	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/vip"
 )
@@ -71,6 +74,10 @@ type Options struct {
 	// Ready, if set, is called once the initial role is decided
 	// (optional).
 	Ready func(role string)
+	// Health runs the critical component checks (optional).
+	Health *health.Monitor
+	// Hooks runs the operator's commands on transitions (optional).
+	Hooks *hooks.Runner
 	// Sync is the node's session service, replicated in SyncMode.
 	Sync     *statesync.Service
 	SyncMode statesync.Mode
@@ -135,6 +142,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var checks <-chan health.Event
+	if a.opt.Health != nil {
+		checks = a.opt.Health.Events()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.opt.Health.Run(edges)
+		}()
+	}
 	hbErr := make(chan error, 1)
 	wg.Add(2)
 	go func() {
@@ -192,6 +208,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			if a.vipEvent(ev) {
 				return nil
 			}
+		case ev := <-checks:
+			if a.checkEvent(ev) {
+				return nil
+			}
 		case now := <-tick.C:
 			if a.opt.Watchdog != nil {
 				a.opt.Watchdog()
@@ -241,6 +261,15 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // step feeds the machine and performs its actions; true means exit now.
 func (a *Agent) step(ev election.Event) bool {
+	wasSplit := a.m.SplitBrain()
+	defer func() {
+		if !wasSplit && a.m.SplitBrain() {
+			role := a.m.Role()
+			a.log.Warn("split brain: the peer is active too; arbitrating", "op", "split-brain", "role", role.String(), "peer", a.opt.Peer)
+			a.fireHook("split-brain", election.Action{From: role, To: role, Reason: "both nodes active"})
+			a.opt.Sync.Hub().Publish(statesync.Event{Type: "split-brain", Node: a.opt.Node, Role: role.String()})
+		}
+	}()
 	exit := false
 	for _, act := range a.m.Step(ev) {
 		switch act.Kind {
@@ -291,6 +320,14 @@ func (a *Agent) NewSession(time.Time) {
 	}
 }
 
+// SyncDegraded is called by the session service when sync mode degrades.
+func (a *Agent) SyncDegraded(reason string) {
+	a.log.Warn("sync mode degraded to async", "op", "sync", "reason", reason)
+	if a.opt.Hooks != nil {
+		a.opt.Hooks.Fire(hooks.Env{Event: "sync-degraded", Reason: reason, Node: a.opt.Node, Peer: a.opt.Peer})
+	}
+}
+
 func (a *Agent) syncPosition(l *heartbeat.Local) {
 	_, l.SyncWritten = a.opt.Sync.Store().Seq()
 	l.SyncAcked = a.opt.Sync.Store().Acked()
@@ -311,6 +348,14 @@ func (a *Agent) transition(act election.Action, now time.Time) {
 		s.SetRole(act.To.String(), false, activeNode, 0)
 	}
 	s.Hub().Publish(statesync.Event{Type: "role", Role: act.To.String(), Previous: act.From.String(), Reason: act.Reason, Node: a.opt.Node})
+	switch act.To {
+	case election.Active:
+		a.fireHook("active", act)
+	case election.Standby:
+		a.fireHook("standby", act)
+	case election.Fault:
+		a.fireHook("fault", act)
+	}
 	if act.To == election.Active && act.From == election.Standby {
 		ev := s.Failover(act.Reason, a.opt.Peer, a.lastPeer.SyncWritten, now)
 		a.log.Info("failover", "op", "failover", "sync", ev.Sync, "missing", ev.Missing, "sessions", len(ev.Sessions))
@@ -365,6 +410,30 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 	return false
 }
 
+func (a *Agent) checkEvent(ev health.Event) bool {
+	level := slog.LevelInfo
+	if !ev.Healthy {
+		level = slog.LevelWarn
+	}
+	a.log.Log(context.Background(), level, "check changed", "op", "check", "check", ev.Name, "healthy", ev.Healthy, "critical", ev.Critical, "detail", ev.Detail)
+	if !ev.Critical {
+		a.updateStatus()
+		return false
+	}
+	reason := ""
+	if !ev.Healthy {
+		reason = "check " + ev.Name + " failed: " + ev.Detail
+	}
+	return a.setFault("check:"+ev.Name, reason, ev.At)
+}
+
+func (a *Agent) fireHook(event string, act election.Action) {
+	if a.opt.Hooks == nil {
+		return
+	}
+	a.opt.Hooks.Fire(hooks.Env{Event: event, Role: act.To.String(), PreviousRole: act.From.String(), Reason: act.Reason, Node: a.opt.Node, Peer: a.opt.Peer})
+}
+
 func (a *Agent) vipEvent(ev vip.Event) bool {
 	now := time.Now()
 	switch ev.Kind {
@@ -416,6 +485,8 @@ func (a *Agent) pollLock(now time.Time) bool {
 		return false
 	}
 	a.log.Warn("lock changed", "op", "lock", "locked", locked, "info", string(b))
+	role := a.m.Role()
+	a.fireHook("lock", election.Action{From: role, To: role, Reason: fmt.Sprintf("locked=%v %s", locked, strings.TrimSpace(string(b)))})
 	return a.step(election.Event{Kind: election.Lock, Now: now, Locked: locked})
 }
 

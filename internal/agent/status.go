@@ -94,6 +94,11 @@ func (a *Agent) Status() control.Status {
 	s.Frames = control.Frames{Sent: st.Sent, Received: st.Received, Dropped: st.Drops}
 	s.Sync = a.syncStatus()
 	s.Redundancy = redundancy(s)
+	if a.opt.Health != nil {
+		for _, c := range a.opt.Health.States() {
+			s.Checks = append(s.Checks, control.Check{Name: c.Name, Kind: c.Kind, Critical: c.Critical, Healthy: c.Healthy, Detail: c.Detail, Since: c.Since})
+		}
+	}
 	return s
 }
 

@@ -26,7 +26,7 @@ func newHapair(bin, profile string) (contender, error) {
 		return nil, err
 	}
 	dir, _ := os.MkdirTemp("", "hapair-bench-pair-")
-	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{Profile: profile})
+	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{Profile: profile, Media: true})
 	if err != nil {
 		p.Close()
 		return nil, err

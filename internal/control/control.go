@@ -42,8 +42,19 @@ type Status struct {
 	LastTransition *Transition `json:"last_transition,omitempty"`
 	Redundancy     string      `json:"redundancy"` // "available" or "unavailable: why"
 
-	Frames Frames `json:"frames"`
-	Sync   Sync   `json:"sync"`
+	Frames Frames  `json:"frames"`
+	Sync   Sync    `json:"sync"`
+	Checks []Check `json:"checks,omitempty"`
+}
+
+// Check is one critical component check.
+type Check struct {
+	Name     string    `json:"name"`
+	Kind     string    `json:"kind"`
+	Critical bool      `json:"critical"`
+	Healthy  bool      `json:"healthy"`
+	Detail   string    `json:"detail"`
+	Since    time.Time `json:"since"`
 }
 
 // Sync is the session replication state.

@@ -60,6 +60,17 @@ func (s Status) Text() string {
 	for _, f := range s.Faults {
 		fmt.Fprintf(&b, "fault: %s\n", f)
 	}
+	for _, c := range s.Checks {
+		st := "ok"
+		if !c.Healthy {
+			st = "FAILING"
+		}
+		crit := ""
+		if !c.Critical {
+			crit = " (not critical)"
+		}
+		fmt.Fprintf(&b, "check %s (%s)%s: %s since %s: %s\n", c.Name, c.Kind, crit, st, c.Since.Format(time.RFC3339), c.Detail)
+	}
 	if t := s.LastTransition; t != nil {
 		fmt.Fprintf(&b, "last transition: %s -> %s at %s: %s\n", t.From, t.To, t.At.Format(time.RFC3339Nano), t.Reason)
 	}

@@ -13,6 +13,9 @@ type ConfigOptions struct {
 	SyncMode string // empty: async
 	Extra    string // appended verbatim: checks, hooks, more VIPs
 	Lease    string // empty: "4s"
+	// Media adds a critical process check on a stand-in media server per
+	// node (a sleep the Cluster starts), for process-death scenarios.
+	Media bool
 }
 
 // WriteConfig writes a fresh key and a hapair.toml for this pair into dir
@@ -32,6 +35,18 @@ func (p *Pair) WriteConfig(dir string, o ConfigOptions) (string, error) {
 	}
 	if o.Lease == "" {
 		o.Lease = "4s"
+	}
+	if o.Media {
+		o.Extra += fmt.Sprintf(`
+[[check]]
+name = "media"
+kind = "process"
+target = %q
+interval = "200ms"
+timeout = "100ms"
+rise = 2
+fall = 1
+`, filepath.Join(dir, "media-{node}.pid"))
 	}
 	src := fmt.Sprintf(`# hapair lab pair %[1]s
 cluster = "lab-%[1]s"

@@ -55,8 +55,11 @@ type Cluster struct {
 	Dir    string
 	Config string
 
+	Media bool // each node runs a stand-in media server (ConfigOptions.Media)
+
 	mu    sync.Mutex
 	procs map[string]*daemonProc
+	media map[string]*daemonProc
 }
 
 type daemonProc struct {
@@ -75,7 +78,7 @@ func (p *Pair) NewCluster(bin, dir string, o ConfigOptions) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	return &Cluster{Pair: p, Bin: bin, Dir: dir, Config: cfg, procs: map[string]*daemonProc{}}, nil
+	return &Cluster{Pair: p, Bin: bin, Dir: dir, Config: cfg, procs: map[string]*daemonProc{}, media: map[string]*daemonProc{}, Media: o.Media}, nil
 }
 
 // Socket is node's control socket.
@@ -105,6 +108,44 @@ func (c *Cluster) Start(node string, extra ...string) error {
 	c.procs[node] = &daemonProc{cmd: cmd, wait: wait}
 	c.mu.Unlock()
 	return nil
+}
+
+// StartMedia runs node's stand-in media server and writes its pidfile.
+func (c *Cluster) StartMedia(node string) error {
+	cmd := Command(c.Node(node), "sleep", "3600")
+	wait, err := c.Pair.Start(cmd)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.media[node] = &daemonProc{cmd: cmd, wait: wait}
+	c.mu.Unlock()
+	pidfile := filepath.Join(c.Dir, "media-"+node+".pid")
+	tmp := pidfile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d\n", cmd.Process.Pid)), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, pidfile)
+}
+
+// KillMedia kills node's media server, as a crash would.
+func (c *Cluster) KillMedia(node string) error {
+	c.mu.Lock()
+	m := c.media[node]
+	delete(c.media, node)
+	c.mu.Unlock()
+	if m == nil {
+		return fmt.Errorf("labnet: no media server on %s", node)
+	}
+	m.cmd.Process.Kill()
+	m.wait(5 * time.Second)
+	return nil
+}
+
+func (c *Cluster) mediaRunning(node string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.media[node] != nil
 }
 
 // Running says whether node's daemon is running.

@@ -23,7 +23,7 @@ func (r Result) String() string {
 
 // Scenarios a Cluster can run; each starts from a settled pair and leaves
 // one again.
-var Scenarios = []string{"host-loss", "graceful-stop", "switchover"}
+var Scenarios = []string{"host-loss", "graceful-stop", "switchover", "process-death"}
 
 // ActiveNode asks both daemons and returns the one that is ACTIVE.
 func (c *Cluster) ActiveNode() (string, error) {
@@ -48,6 +48,11 @@ func (c *Cluster) Settle(within time.Duration) (active string, err error) {
 		}
 	}
 	for _, n := range []string{"a", "b"} {
+		if c.Media && !c.mediaRunning(n) {
+			if err := c.StartMedia(n); err != nil {
+				return "", err
+			}
+		}
 		if !c.Running(n) {
 			if err := c.Start(n); err != nil {
 				return "", err
@@ -91,6 +96,11 @@ func (c *Cluster) Run(scenario string, probe time.Duration) (Result, error) {
 		}
 	case "graceful-stop":
 		fault = func() error { return c.Signal(from, syscall.SIGTERM, 0) }
+	case "process-death":
+		if !c.Media {
+			return Result{}, fmt.Errorf("labnet: process-death needs ConfigOptions.Media")
+		}
+		fault = func() error { return c.KillMedia(from) }
 	case "switchover":
 		fault = func() error {
 			go func() {

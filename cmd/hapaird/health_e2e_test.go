@@ -1,0 +1,108 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/internal/labnet"
+)
+
+func TestCriticalProcessDeathHandsOver(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{Media: true})
+	settle(t, c)
+	res, err := c.Run("process-death", time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res)
+	// Generous: the pidfd sees the death at once and the fault flag goes
+	// out at once, so this must not wait for a dead interval.
+	if res.VIPAfter > 250*time.Millisecond {
+		t.Errorf("VIP on %s %v after the media server died; the dead interval is 300ms and must not be waited for", res.To, res.VIPAfter)
+	}
+	if err := c.WaitRole(res.From, "FAULT", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := c.Status(res.From)
+	if len(s.Checks) != 1 || s.Checks[0].Healthy || !strings.Contains(s.Checks[0].Detail, "exited") {
+		t.Errorf("checks in status: %+v", s.Checks)
+	}
+	// The media server is back: the node returns as STANDBY, and the new
+	// active keeps the VIP (no flap).
+	if err := c.StartMedia(res.From); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(res.From, "STANDBY", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if s, _ := c.Status(res.To); s.Role != "ACTIVE" || !c.Holds(res.To, labnet.VIP.Addr()) {
+		t.Errorf("%s after recovery: %s", res.To, s.Role)
+	}
+	log, _ := os.ReadFile(c.LogPath(res.To))
+	if strings.Count(string(log), "to=ACTIVE") != 1 {
+		t.Errorf("%s became active more than once:\n%s", res.To, log)
+	}
+}
+
+func TestPublicLinkLossFencesTheActive(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	act := settle(t, c)
+	port := map[string]string{"a": "pa", "b": "pb"}[act]
+	if err := c.SetLink(c.Client, port, false); err != nil { // the switch port goes dark
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(act, "FAULT", 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(other(act), "ACTIVE", 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if c.Holds(act, labnet.VIP.Addr()) {
+		t.Error("fenced node still holds the VIP")
+	}
+	c.SetLink(c.Client, port, true)
+	if err := c.WaitRole(act, "STANDBY", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSlowHookDoesNotDelayFailover(t *testing.T) {
+	dir := t.TempDir()
+	extra := `
+[[hook]]
+on = ["active", "standby", "fault"]
+command = ["sleep", "60"]
+timeout = "90s"
+
+[[hook]]
+on = ["active"]
+command = ["sh", "-c", "env | grep ^HAPAIR_ | sort > ` + filepath.Join(dir, "env") + `"]
+timeout = "5s"
+`
+	c := cluster(t, labnet.ConfigOptions{Extra: extra})
+	settle(t, c)
+	res, err := c.Run("host-loss", time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.VIPAfter > 300*time.Millisecond+time.Second {
+		t.Errorf("failover took %v with a sleeping hook", res.VIPAfter)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	var b []byte
+	for time.Now().Before(deadline) {
+		if b, _ = os.ReadFile(filepath.Join(dir, "env")); strings.Contains(string(b), "HAPAIR_ROLE=ACTIVE\n") && strings.Contains(string(b), "HAPAIR_NODE="+res.To) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, want := range []string{"HAPAIR_EVENT=active", "HAPAIR_NODE=" + res.To, "HAPAIR_PEER=" + res.From, "HAPAIR_PREVIOUS_ROLE=STANDBY", "HAPAIR_REASON=peer lost", "HAPAIR_ROLE=ACTIVE"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("hook environment lacks %q:\n%s", want, b)
+		}
+	}
+}

@@ -1,0 +1,135 @@
+package health
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func start(t *testing.T, cfgs ...Config) *Monitor {
+	t.Helper()
+	m, err := New(cfgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return m
+}
+
+func expect(t *testing.T, m *Monitor, healthy bool, within time.Duration) Event {
+	t.Helper()
+	select {
+	case ev := <-m.Events():
+		if ev.Healthy != healthy {
+			t.Fatalf("got %+v, want healthy=%v", ev, healthy)
+		}
+		return ev
+	case <-time.After(within):
+		t.Fatalf("no change to healthy=%v within %v; states %+v", healthy, within, m.States())
+	}
+	return Event{}
+}
+
+func TestProcessDeathSeenAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	pidfile := filepath.Join(dir, "media.pid")
+	run := func() *exec.Cmd {
+		cmd := exec.Command("sleep", "60")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		os.WriteFile(pidfile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+		return cmd
+	}
+	cmd := run()
+	// A long interval: only the pidfd can explain a quick report.
+	m := start(t, Config{Name: "media", Kind: "process", Target: pidfile, Interval: time.Second, Rise: 1, Fall: 1, Critical: true})
+	time.Sleep(100 * time.Millisecond)
+	killed := time.Now()
+	cmd.Process.Kill()
+	cmd.Wait()
+	ev := expect(t, m, false, time.Second)
+	t.Logf("death reported %v after kill", ev.At.Sub(killed))
+	if !strings.Contains(ev.Detail, "exited") || !ev.Critical {
+		t.Errorf("event %+v", ev)
+	}
+	run()
+	expect(t, m, true, 3*time.Second)
+}
+
+func TestExecRiseFallAndTimeout(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "ok")
+	os.WriteFile(flag, nil, 0o644)
+	m := start(t, Config{Name: "probe", Kind: "exec", Target: "test -e " + flag, Interval: 20 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 3, Fall: 2})
+	time.Sleep(100 * time.Millisecond)
+	os.Remove(flag)
+	start := time.Now()
+	expect(t, m, false, time.Second)
+	if d := time.Since(start); d < 15*time.Millisecond {
+		t.Errorf("fell after %v: fall=2 at 20ms needs two samples", d)
+	}
+	os.WriteFile(flag, nil, 0o644)
+	expect(t, m, true, time.Second)
+
+	hang := start2(t, Config{Name: "hang", Kind: "exec", Target: "sleep 10", Interval: 200 * time.Millisecond, Timeout: 50 * time.Millisecond, Fall: 1})
+	ev := expect(t, hang, false, 2*time.Second)
+	if !strings.Contains(ev.Detail, "timed out") {
+		t.Errorf("hanging check: %q", ev.Detail)
+	}
+}
+
+func start2(t *testing.T, c Config) *Monitor { return start(t, c) }
+
+func TestHTTPAndTCP(t *testing.T) {
+	var status atomic.Int32
+	status.Store(200)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(int(status.Load()))
+		w.Write([]byte("media: ready"))
+	}))
+	defer srv.Close()
+	m := start(t, Config{Name: "web", Kind: "http", Target: srv.URL, Interval: 20 * time.Millisecond, Timeout: 20 * time.Millisecond, Fall: 1, Rise: 1, Body: "ready"})
+	time.Sleep(60 * time.Millisecond)
+	status.Store(503)
+	ev := expect(t, m, false, time.Second)
+	if !strings.Contains(ev.Detail, "HTTP 503") {
+		t.Errorf("detail %q", ev.Detail)
+	}
+	status.Store(200)
+	expect(t, m, true, time.Second)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	tm := start(t, Config{Name: "db", Kind: "tcp", Target: addr, Interval: 20 * time.Millisecond, Timeout: 20 * time.Millisecond, Fall: 1, Rise: 1})
+	time.Sleep(60 * time.Millisecond)
+	ln.Close()
+	expect(t, tm, false, time.Second)
+}
+
+func TestUnknownKind(t *testing.T) {
+	if _, err := New([]Config{{Name: "x", Kind: "smoke"}}); err == nil {
+		t.Fatal("accepted an unknown kind")
+	}
+}

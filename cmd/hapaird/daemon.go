@@ -190,10 +190,16 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 	}
 	hookRunner := hooks.New(hks, log)
 	defer hookRunner.Close()
+	watch, err := vips.Subscribe()
+	if err != nil {
+		replLn.Close()
+		hb.Close()
+		return err
+	}
 	a = agent.New(agent.Options{
 		Health: monitor, Hooks: hookRunner,
 		Election:  election.Config{Node: self.ID, Preferred: cfg.Primary == self.Name, Dead: cfg.DeadInterval, StartupWindow: cfg.StartupWindow()},
-		Heartbeat: hb, VIPs: vips, Log: log, Sync: svc, SyncMode: statesync.Mode(cfg.SyncMode),
+		Heartbeat: hb, VIPs: vips, VIPWatch: watch, Log: log, Sync: svc, SyncMode: statesync.Mode(cfg.SyncMode),
 		Interval: cfg.Interval, Dead: cfg.DeadInterval, Lease: cfg.Lease, Refresh: cfg.GARPRefresh,
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: version,

@@ -42,7 +42,12 @@ type VIPs interface {
 	Announce() error
 	Present() ([]vip.Addr, error)
 	Addrs() []vip.Addr
-	Subscribe() (*vip.Watcher, error)
+}
+
+// Watcher is what the agent needs of a VIP watch (vip.Manager.Subscribe,
+// opened before Run so nothing is missed).
+type Watcher interface {
+	Run(ctx context.Context, out chan<- vip.Event) error
 }
 
 const (
@@ -55,6 +60,7 @@ type Options struct {
 	Election  election.Config
 	Heartbeat Heartbeat
 	VIPs      VIPs
+	VIPWatch  Watcher
 	Log       *slog.Logger
 	// Interval is the heartbeat interval; the agent ticks the machine at
 	// half of it.
@@ -123,6 +129,7 @@ func New(opt Options) *Agent {
 		newSession: make(chan struct{}, 1),
 		paths:      map[string]bool{},
 		faults:     map[string]string{},
+		reported:   map[string]time.Time{},
 	}
 }
 
@@ -138,10 +145,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		stopEdges()
 		wg.Wait()
 	}()
-	watcher, err := a.opt.VIPs.Subscribe()
-	if err != nil {
-		return err
-	}
+	watcher := a.opt.VIPWatch
 	var checks <-chan health.Event
 	if a.opt.Health != nil {
 		checks = a.opt.Health.Events()

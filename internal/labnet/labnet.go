@@ -236,6 +236,36 @@ func (p *Pair) build(opt Options) error {
 			}
 		}
 	}
+	return p.waitOperUp(3 * time.Second)
+}
+
+// waitOperUp waits until every link of the pair is operationally up: the
+// kernel activates a new link's queue from its link-watch work, up to a
+// second after "ip link set up", and drops what is sent before.
+func (p *Pair) waitOperUp(within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for ns, h := range p.handles {
+		for {
+			links, err := h.LinkList()
+			if err != nil {
+				return err
+			}
+			var down []string
+			for _, l := range links {
+				a := l.Attrs()
+				if a.Name != "lo" && a.OperState != netlink.OperUp {
+					down = append(down, a.Name)
+				}
+			}
+			if len(down) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("links %v in %s not up after %v", down, ns, within)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	return nil
 }
 

@@ -1,0 +1,236 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/election"
+	"github.com/hapair/hapair/health"
+	"github.com/hapair/hapair/heartbeat"
+	"github.com/hapair/hapair/statesync"
+	"github.com/hapair/hapair/vip"
+)
+
+// The agent's edges are faked here (the real ones are exercised end to
+// end in cmd/hapaird): these tests pin the loop's wiring.
+
+type fakeHB struct {
+	events chan heartbeat.Event
+	mu     sync.Mutex
+	local  heartbeat.Local
+	sets   int
+}
+
+func (f *fakeHB) Run(ctx context.Context) error        { <-ctx.Done(); return nil }
+func (f *fakeHB) Events() <-chan heartbeat.Event       { return f.events }
+func (f *fakeHB) Stats() heartbeat.Stats               { return heartbeat.Stats{} }
+func (f *fakeHB) UpdateLocal(u func(*heartbeat.Local)) { f.mu.Lock(); u(&f.local); f.mu.Unlock() }
+func (f *fakeHB) SetLocal(l heartbeat.Local) {
+	f.mu.Lock()
+	f.local = l
+	f.sets++
+	f.mu.Unlock()
+}
+func (f *fakeHB) get() heartbeat.Local { f.mu.Lock(); defer f.mu.Unlock(); return f.local }
+
+type fakeVIPs struct {
+	mu               sync.Mutex
+	claims, releases int
+	held             bool
+}
+
+func (f *fakeVIPs) Claim() error { f.mu.Lock(); f.claims++; f.held = true; f.mu.Unlock(); return nil }
+func (f *fakeVIPs) Release() error {
+	f.mu.Lock()
+	f.releases++
+	f.held = false
+	f.mu.Unlock()
+	return nil
+}
+func (f *fakeVIPs) Renew() error { return nil }
+func (f *fakeVIPs) Announce() error {
+	return nil
+}
+func (f *fakeVIPs) Present() ([]vip.Addr, error) { return nil, nil }
+func (f *fakeVIPs) Addrs() []vip.Addr {
+	return []vip.Addr{{Prefix: netip.MustParsePrefix("192.0.2.100/24"), Interface: "pub0"}}
+}
+func (f *fakeVIPs) isHeld() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.held }
+
+type fakeWatch struct{ events chan vip.Event }
+
+func (w fakeWatch) Run(ctx context.Context, out chan<- vip.Event) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-w.events:
+			out <- ev
+		}
+	}
+}
+
+type rig struct {
+	a      *Agent
+	hb     *fakeHB
+	vips   *fakeVIPs
+	watch  fakeWatch
+	lock   string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newRig(t *testing.T, preferred bool, mon *health.Monitor) *rig {
+	t.Helper()
+	store := statesync.NewStore(statesync.Limits{})
+	svc := statesync.NewService(store, statesync.NewReplicator(store, statesync.ReplConfig{}), statesync.ServiceConfig{})
+	r := &rig{hb: &fakeHB{events: make(chan heartbeat.Event, 16)}, vips: &fakeVIPs{}, watch: fakeWatch{make(chan vip.Event, 4)}, lock: filepath.Join(t.TempDir(), "locked")}
+	r.a = New(Options{
+		Election:  election.Config{Node: 1, Preferred: preferred, Dead: 30 * time.Millisecond},
+		Heartbeat: r.hb, VIPs: r.vips, VIPWatch: r.watch, Health: mon, Sync: svc,
+		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Interval: 10 * time.Millisecond, Dead: 30 * time.Millisecond, Lease: 2 * time.Second,
+		LockFile: r.lock, Node: "a", Peer: "b",
+	})
+	return r
+}
+
+func (r *rig) run(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan error, 1)
+	go func() { r.done <- r.a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(5 * time.Second):
+			t.Error("agent did not stop")
+		}
+	})
+}
+
+func (r *rig) waitRole(t *testing.T, role string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for r.a.Status().Role != role {
+		if time.Now().After(deadline) {
+			t.Fatalf("role %s, want %s", r.a.Status().Role, role)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func frame(role heartbeat.Role, flags heartbeat.Flags) heartbeat.Event {
+	return heartbeat.Event{Kind: heartbeat.PeerFrame, Path: "raw", At: time.Now(), Frame: heartbeat.Frame{Node: 2, Role: role, Flags: flags, ActiveFor: -1, LastNewSession: -1}}
+}
+
+func TestAloneTakesVIPAfterStartupWindow(t *testing.T) {
+	r := newRig(t, true, nil)
+	r.run(t)
+	r.waitRole(t, "ACTIVE")
+	if !r.vips.isHeld() || r.hb.get().Role != heartbeat.RoleActive || r.hb.get().ActiveSince.IsZero() {
+		t.Fatalf("active without VIPs or advert: held %v, local %+v", r.vips.isHeld(), r.hb.get())
+	}
+}
+
+func TestStandbyTakesOverOnPeerLost(t *testing.T) {
+	r := newRig(t, false, nil)
+	r.run(t)
+	r.hb.events <- frame(heartbeat.RoleActive, 0)
+	r.waitRole(t, "STANDBY")
+	r.hb.events <- heartbeat.Event{Kind: heartbeat.PeerLost, At: time.Now()}
+	r.waitRole(t, "ACTIVE")
+	if !r.vips.isHeld() {
+		t.Fatal("no claim")
+	}
+	// Someone deletes the VIP: claimed again.
+	r.watch.events <- vip.Event{Kind: vip.Removed}
+	deadline := time.Now().Add(time.Second)
+	for {
+		r.vips.mu.Lock()
+		n := r.vips.claims
+		r.vips.mu.Unlock()
+		if n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("VIP removed from outside was not claimed again")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestLockedStandbyReportsAndStays(t *testing.T) {
+	r := newRig(t, false, nil)
+	os.WriteFile(r.lock, []byte("locked by test\n"), 0o644)
+	r.run(t)
+	r.hb.events <- frame(heartbeat.RoleActive, 0)
+	r.waitRole(t, "STANDBY")
+	for i := 0; i < 3; i++ { // repeated reports must not crash or flood
+		r.hb.events <- heartbeat.Event{Kind: heartbeat.PeerLost, At: time.Now()}
+		r.hb.events <- frame(heartbeat.RoleActive, heartbeat.FlagLeaving)
+	}
+	time.Sleep(50 * time.Millisecond)
+	s := r.a.Status()
+	if s.Role != "STANDBY" || !s.Locked || r.vips.isHeld() || s.Redundancy == "available" {
+		t.Fatalf("locked standby: %+v held %v", s, r.vips.isHeld())
+	}
+	if r.hb.get().Flags&heartbeat.FlagLocked == 0 {
+		t.Error("frames do not say locked")
+	}
+}
+
+func TestGracefulStopWaitsForPeer(t *testing.T) {
+	r := newRig(t, true, nil)
+	r.run(t)
+	r.hb.events <- frame(heartbeat.RoleStandby, 0)
+	r.waitRole(t, "ACTIVE")
+	r.cancel()
+	deadline := time.Now().Add(time.Second)
+	for r.hb.get().Flags&heartbeat.FlagLeaving == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("never said leaving")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !r.vips.isHeld() {
+		t.Fatal("released before the peer took over")
+	}
+	r.hb.events <- frame(heartbeat.RoleActive, 0)
+	select {
+	case <-r.done:
+	case <-time.After(time.Second):
+		t.Fatal("did not exit after the handoff")
+	}
+	r.done <- nil // for the cleanup
+	if r.vips.isHeld() {
+		t.Error("exited holding the VIPs")
+	}
+}
+
+func TestCriticalCheckFaults(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "ok")
+	os.WriteFile(flag, nil, 0o644)
+	mon, err := health.New([]health.Config{{Name: "media", Kind: "exec", Target: "test -e " + flag, Interval: 10 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 1, Fall: 1, Critical: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, true, mon)
+	r.run(t)
+	r.hb.events <- frame(heartbeat.RoleStandby, 0)
+	r.waitRole(t, "ACTIVE")
+	os.Remove(flag)
+	r.waitRole(t, "FAULT")
+	if r.vips.isHeld() || r.hb.get().Flags&heartbeat.FlagFault == 0 {
+		t.Fatalf("fault: held %v, flags %v", r.vips.isHeld(), r.hb.get().Flags)
+	}
+	os.WriteFile(flag, nil, 0o644)
+	r.waitRole(t, "STANDBY")
+}

@@ -33,6 +33,9 @@ commands:
   switchover   hand the VIPs to the standby, make-before-break (--force on a locked node)
   lock         lock this node: it never changes role by itself (--reason TEXT)
   unlock       remove this node's lock
+  sessions     list the sessions this node holds (--json)
+  events       follow the application event stream (NDJSON)
+  keygen       write a new shared key, mode 0600 (-o FILE, default /etc/hapair/hapair.key)
   lab          run a pair in network namespaces on this machine and show failovers
   version      print the version
 
@@ -83,6 +86,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return lock(rest, stdout, stderr, false)
 	case "lab":
 		return lab(rest, stdout, stderr)
+	case "sessions":
+		return sessions(rest, stdout, stderr)
+	case "events":
+		return events(rest, stdout, stderr)
+	case "keygen":
+		return keygen(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "hapairctl", version)
 		return 0

@@ -65,3 +65,22 @@ func TestUnknownCommand(t *testing.T) {
 		t.Fatalf("rc %d, %q", rc, errb.String())
 	}
 }
+
+func TestKeygen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k", "hapair.key")
+	var out, errb bytes.Buffer
+	if rc := run([]string{"keygen", "-o", path}, &out, &errb); rc != 0 {
+		t.Fatalf("keygen: %d %s", rc, errb.String())
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 || st.Size() != 32 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+	first, _ := os.ReadFile(path)
+	if rc := run([]string{"keygen", "-o", path}, &out, &errb); rc == 0 || !strings.Contains(errb.String(), "exists") {
+		t.Fatalf("keygen over an existing key: %d %s", rc, errb.String())
+	}
+	if again, _ := os.ReadFile(path); !bytes.Equal(first, again) {
+		t.Fatal("existing key replaced without --force")
+	}
+}

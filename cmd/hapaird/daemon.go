@@ -11,11 +11,14 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
+	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/election"
 	"github.com/hapair/hapair/health"
@@ -23,6 +26,7 @@ import (
 	"github.com/hapair/hapair/internal/agent"
 	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/internal/hooks"
+	"github.com/hapair/hapair/internal/metrics"
 	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/vip"
 	"golang.org/x/sys/unix"
@@ -203,6 +207,13 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 		Interval: cfg.Interval, Dead: cfg.DeadInterval, Lease: cfg.Lease, Refresh: cfg.GARPRefresh,
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: version,
+		Ready: func(role string) {
+			sdnotify.SdNotify(false, sdnotify.SdNotifyReady+"\nSTATUS=role "+role)
+		},
+		Notify: func(role, reason string) {
+			sdnotify.SdNotify(false, "STATUS=role "+role+": "+reason)
+		},
+		Watchdog: watchdog(),
 	})
 
 	mux := control.NewServeMux(a)
@@ -214,6 +225,17 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 		return err
 	}
 	defer srv.Close()
+	if cfg.MetricsListen != "" {
+		ml, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			replLn.Close()
+			hb.Close()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		msrv := &http.Server{Handler: metrics.Handler(a.Status), ReadHeaderTimeout: 5 * time.Second}
+		go msrv.Serve(ml)
+		defer msrv.Close()
+	}
 
 	replCtx, stopRepl := context.WithCancel(context.Background())
 	replDone := make(chan struct{})
@@ -228,12 +250,33 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
+	}()
 	err = a.Run(ctx)
 	// Whatever happened, a stopping daemon holds no VIP.
 	if _, cerr := vips.Cleanup(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
 	return err
+}
+
+// watchdog returns the agent's watchdog ping when systemd asked for one:
+// the loop calls it every tick, and it pings at half the watchdog period,
+// so a hung loop (not only a dead process) trips the watchdog.
+func watchdog() func() {
+	period, err := sdnotify.SdWatchdogEnabled(false)
+	if err != nil || period == 0 {
+		return nil
+	}
+	var last time.Time
+	return func() {
+		if time.Since(last) >= period/2 {
+			sdnotify.SdNotify(false, sdnotify.SdNotifyWatchdog)
+			last = time.Now()
+		}
+	}
 }
 
 // rateLimited logs errors of one kind at most once a second, with how many
@@ -264,6 +307,12 @@ func serveControl(path string, h http.Handler) (*http.Server, error) {
 	if err := os.Chmod(path, 0o660); err != nil {
 		l.Close()
 		return nil, err
+	}
+	// Members of group hapair may use the API (the package creates it).
+	if g, err := user.LookupGroup("hapair"); err == nil {
+		if gid, err := strconv.Atoi(g.Gid); err == nil {
+			os.Chown(path, -1, gid)
+		}
 	}
 	srv := &http.Server{Handler: h}
 	go srv.Serve(l)

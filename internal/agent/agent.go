@@ -80,6 +80,9 @@ type Options struct {
 	// Ready, if set, is called once the initial role is decided
 	// (optional).
 	Ready func(role string)
+	// Notify, if set, is called on every transition (for sd_notify's
+	// STATUS=).
+	Notify func(role, reason string)
 	// Health runs the critical component checks (optional).
 	Health *health.Monitor
 	// Hooks runs the operator's commands on transitions (optional).
@@ -108,10 +111,11 @@ type Agent struct {
 	lockInfo  string
 	lastTrans *control.Transition
 
-	holding  bool
-	ready    bool
-	reported map[string]time.Time // last time each report was logged
-	waiters  []chan error         // switchovers waiting for the peer to take over
+	holding   bool
+	ready     bool
+	failovers map[string]uint64
+	reported  map[string]time.Time // last time each report was logged
+	waiters   []chan error         // switchovers waiting for the peer to take over
 }
 
 type command struct {
@@ -130,6 +134,7 @@ func New(opt Options) *Agent {
 		paths:      map[string]bool{},
 		faults:     map[string]string{},
 		reported:   map[string]time.Time{},
+		failovers:  map[string]uint64{},
 	}
 }
 
@@ -367,7 +372,14 @@ func (a *Agent) transition(act election.Action, now time.Time) {
 	}
 	a.mu.Lock()
 	a.lastTrans = &control.Transition{From: act.From.String(), To: act.To.String(), Reason: act.Reason, At: time.Now()}
+	if act.To == election.Active {
+		class, _, _ := strings.Cut(act.Reason, ":")
+		a.failovers[strings.TrimSpace(class)]++
+	}
 	a.mu.Unlock()
+	if a.opt.Notify != nil {
+		a.opt.Notify(act.To.String(), act.Reason)
+	}
 	if act.From == election.Active && act.To == election.Standby {
 		a.answer(nil) // a switchover finished
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -36,6 +37,7 @@ func (a *Agent) updateStatus() {
 	}
 	slices.Sort(s.Faults)
 	s.LastTransition = a.lastTrans
+	s.Failovers = maps.Clone(a.failovers)
 	if a.holding {
 		s.Holding = s.VIPs
 	}

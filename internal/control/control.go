@@ -45,6 +45,8 @@ type Status struct {
 	Frames Frames  `json:"frames"`
 	Sync   Sync    `json:"sync"`
 	Checks []Check `json:"checks,omitempty"`
+	// Failovers counts transitions to ACTIVE by the reason's first words.
+	Failovers map[string]uint64 `json:"transitions_to_active,omitempty"`
 }
 
 // Check is one critical component check.

@@ -1,0 +1,106 @@
+// Package metrics exposes a node's state to Prometheus. Everything is read
+// from the daemon's status snapshot when scraped, so metrics cost nothing
+// on the failover path.
+package metrics
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/hapair/hapair/internal/control"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+var roles = []string{"INIT", "STANDBY", "ACTIVE", "FAULT"}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("hapair_"+name, help, labels, nil)
+}
+
+var (
+	dRole       = desc("role", "1 for this node's current role.", "role")
+	dPeerSeen   = desc("peer_seen", "1 while the peer is heard on some heartbeat path.")
+	dPathUp     = desc("heartbeat_path_up", "1 while a heartbeat path is up.", "path")
+	dSent       = desc("heartbeat_frames_sent_total", "Heartbeat frames sent.")
+	dRecv       = desc("heartbeat_frames_received_total", "Authentic heartbeat frames received.")
+	dDropped    = desc("heartbeat_frames_dropped_total", "Heartbeat frames dropped, by reason.", "reason")
+	dFailovers  = desc("transitions_to_active_total", "Times this node became active, by reason.", "reason")
+	dLocked     = desc("locked", "1 while this node is locked.")
+	dPeerLocked = desc("peer_locked", "1 while the peer says it is locked.")
+	dRedundant  = desc("redundancy_available", "1 when both nodes are unlocked, the peer is seen and sync is complete.")
+	dSplit      = desc("split_brain", "1 while both nodes are active.")
+	dVIPs       = desc("vips_held", "VIPs this node holds.")
+	dSessions   = desc("sessions", "Sessions held by this node.")
+	dWritten    = desc("replication_written_seq", "Last session write sequence written or applied here.")
+	dAcked      = desc("replication_acked_seq", "Last sequence the standby applied (active only).")
+	dLag        = desc("replication_lag_writes", "Writes the standby has not applied yet (active only).")
+	dConnected  = desc("replication_connected", "1 while the replication link is connected.")
+	dSyncDeg    = desc("sync_degraded", "1 while sync mode runs as async.")
+	dCheck      = desc("check_healthy", "1 while a check is healthy.", "check", "kind", "critical")
+)
+
+type collector struct{ status func() control.Status }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dSent, dRecv, dDropped, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck} {
+		ch <- d
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.status()
+	g := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	n := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
+	}
+	for _, r := range roles {
+		g(dRole, b2f(s.Role == r), strings.ToLower(r))
+	}
+	g(dPeerSeen, b2f(s.Peer.Seen))
+	for _, p := range s.Paths {
+		g(dPathUp, b2f(p.Up), p.Name)
+	}
+	n(dSent, float64(s.Frames.Sent))
+	n(dRecv, float64(s.Frames.Received))
+	for reason, v := range s.Frames.Dropped {
+		n(dDropped, float64(v), reason)
+	}
+	for reason, v := range s.Failovers {
+		n(dFailovers, float64(v), reason)
+	}
+	g(dLocked, b2f(s.Locked))
+	g(dPeerLocked, b2f(s.Peer.Locked))
+	g(dRedundant, b2f(s.Redundancy == "available"))
+	g(dSplit, b2f(s.SplitBrain))
+	g(dVIPs, float64(len(s.Holding)))
+	g(dSessions, float64(s.Sync.Sessions))
+	g(dWritten, float64(s.Sync.Written))
+	g(dConnected, b2f(s.Sync.Connected))
+	g(dSyncDeg, b2f(s.Sync.Degraded))
+	if s.Role == "ACTIVE" {
+		g(dAcked, float64(s.Sync.Acked))
+		g(dLag, float64(s.Sync.Written-min(s.Sync.Acked, s.Sync.Written)))
+	}
+	for _, chk := range s.Checks {
+		g(dCheck, b2f(chk.Healthy), chk.Name, chk.Kind, map[bool]string{true: "true", false: "false"}[chk.Critical])
+	}
+}
+
+// Handler serves the node's metrics, plus the Go runtime's and the
+// process's.
+func Handler(status func() control.Status) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{status}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}

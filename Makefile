@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null | sed 's/^v/
 # 0.0.0~git<hash>.
 PKGVERSION := $(shell echo "$(VERSION)" | grep -Eq '^[0-9]+\.[0-9]+' && echo "$(VERSION)" | tr - '~' || echo "0.0.0~git$(VERSION)" | tr - '.')
 LDFLAGS := -s -w -X main.version=$(VERSION)
-ARCHES := amd64 arm64
+ARCHES ?= amd64 arm64
 DIST ?= dist
 MANS := hapaird.8 hapairctl.8 hapair.toml.5
 

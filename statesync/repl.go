@@ -165,6 +165,10 @@ func (r *Replicator) accept(ctx context.Context, ln net.Listener, wg *sync.WaitG
 	}
 }
 
+// ackEvery bounds how many applied ops go unacknowledged while data keeps
+// arriving.
+const ackEvery = 256
+
 // closeOnDone closes c when ctx ends, unblocking its reads and writes.
 func closeOnDone(ctx context.Context, c net.Conn) (stop func()) {
 	done := make(chan struct{})
@@ -325,6 +329,7 @@ func (r *Replicator) follow(ctx context.Context) error {
 	var snap []Session
 	var snapHdr msg
 	var last uint64
+	sinceAck := 0
 	for {
 		c.SetReadDeadline(time.Now().Add(deadAfter))
 		if buf, err = readMsg(br, buf, &m); err != nil {
@@ -363,8 +368,12 @@ func (r *Replicator) follow(ctx context.Context) error {
 			return fmt.Errorf("statesync: unexpected message %d from the active", m.typ)
 		}
 		// Acknowledge cumulatively once the burst that arrived together
-		// is applied: one ack per batch, not per op.
-		if br.Buffered() == 0 && (last > 0 || ping) {
+		// is applied (one ack per batch, not per op), and at least every
+		// ackEvery ops while the stream runs flat out, so the active's
+		// view of the standby, and sync writers, never wait on a burst.
+		sinceAck++
+		if (br.Buffered() == 0 || sinceAck >= ackEvery) && (last > 0 || ping) {
+			sinceAck = 0
 			out = appendMsg(out[:0], &msg{typ: msgAck, seq: last})
 			if _, err := bw.Write(out); err != nil {
 				return err

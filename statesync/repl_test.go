@@ -128,7 +128,9 @@ func TestResumeAndSnapshot(t *testing.T) {
 	}
 	startNode(t, fstore, leader.ln.Addr().String(), [][]byte{key}, false)
 	waitFor(t, "snapshot", func() bool { _, s := fstore.Seq(); return s == 320 })
-	if st := leader.repl.Stats(); st.Snapshots != snaps+1 {
+	// At least one: the leader may also have tried to resync the old,
+	// closing connection before it noticed it was gone.
+	if st := leader.repl.Stats(); st.Snapshots < snaps+1 {
 		t.Errorf("long outage: %+v, want a new snapshot", st)
 	}
 	if v, _ := fstore.Get("s1"); string(v.Data) != "299" {

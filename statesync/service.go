@@ -143,7 +143,23 @@ func (s *Service) apply(kind OpKind, id string, data []byte) (uint64, error) {
 	if kind == OpCreate && s.cfg.OnNewSession != nil {
 		s.cfg.OnNewSession(now)
 	}
+	s.backpressure(seq)
 	return seq, nil
+}
+
+// maxLag bounds how far an attached standby may fall behind in async mode:
+// a writer faster than the standby applies is slowed to its pace, so the
+// standby stays milliseconds behind instead of a log's length (and never
+// needs a snapshot because it was merely slow).
+const maxLag = 2048
+
+func (s *Service) backpressure(seq uint64) {
+	if seq <= maxLag || seq-s.store.Acked() <= maxLag || !s.repl.Connected() {
+		return
+	}
+	// Bounded: a stalled standby is the sync timeout's business, not
+	// the writer's.
+	s.store.WaitAcked(seq-maxLag, 50*time.Millisecond)
 }
 
 // settle waits, in sync mode, until the standby applied seq. A standby

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -91,8 +92,8 @@ type Store struct {
 	logLen   int
 	notify   chan struct{} // signalled (capacity 1) on every write: one reader, the leader
 
+	acked  atomic.Uint64 // read on every write (backpressure): no lock
 	ackMu  sync.Mutex
-	acked  uint64
 	ackSig chan struct{}
 }
 
@@ -294,15 +295,11 @@ func (s *Store) Len() int {
 }
 
 // Acked is the highest sequence the standby acknowledged in this epoch.
-func (s *Store) Acked() uint64 {
-	s.ackMu.Lock()
-	defer s.ackMu.Unlock()
-	return s.acked
-}
+func (s *Store) Acked() uint64 { return s.acked.Load() }
 
 func (s *Store) setAcked(seq uint64) {
 	s.ackMu.Lock()
-	s.acked = seq
+	s.acked.Store(seq)
 	close(s.ackSig)
 	s.ackSig = make(chan struct{})
 	s.ackMu.Unlock()
@@ -314,7 +311,7 @@ func (s *Store) WaitAcked(seq uint64, timeout time.Duration) bool {
 	defer deadline.Stop()
 	for {
 		s.ackMu.Lock()
-		acked, sig := s.acked, s.ackSig
+		acked, sig := s.acked.Load(), s.ackSig
 		s.ackMu.Unlock()
 		if acked >= seq {
 			return true

@@ -25,16 +25,8 @@ func api(c *labnet.Cluster, node string) *client.Client { return client.New(c.So
 
 func waitSynced(t *testing.T, c *labnet.Cluster, active string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s, err := c.Status(active)
-		if err == nil && s.Sync.Connected && s.Sync.Acked == s.Sync.Written {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replication never caught up: %+v %v", s, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := c.WaitSynced(active, 5*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -106,6 +106,30 @@ func main() {
 		c.close()
 	}
 	report := render(cells, idle, *runs)
+	if *only == "" || containsAny("sessions", strings.Split(*only, ",")) {
+		writes, sessions := 1_000_000, 100_000
+		if *quick {
+			writes = 200_000
+		}
+		var figs []syncFigures
+		fmt.Fprintln(os.Stderr, "== session replication: hapair")
+		if f, err := benchHapairSync(bin, writes, sessions); err != nil {
+			fmt.Fprintln(os.Stderr, "  ", err)
+			f.note = "failed: " + err.Error()
+			figs = append(figs, f)
+		} else {
+			figs = append(figs, f)
+		}
+		fmt.Fprintln(os.Stderr, "== session replication: Redis")
+		if f, err := benchRedis(writes, sessions); err != nil {
+			fmt.Fprintln(os.Stderr, "  ", err)
+			f.note = "failed: " + err.Error()
+			figs = append(figs, f)
+		} else {
+			figs = append(figs, f)
+		}
+		report += renderSync(figs)
+	}
 	fmt.Print(report)
 	if *write != "" {
 		if err := os.WriteFile(*write, []byte(report), 0o644); err != nil {

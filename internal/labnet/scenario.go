@@ -176,3 +176,19 @@ func (p *Pair) Measure(scenario, from, to string, probe time.Duration, fault fun
 	time.Sleep(50 * time.Millisecond)
 	return Result{Scenario: scenario, From: from, To: to, VIPAfter: vipAt, Outage: pr.LongestGap(start.Add(-probe)), ProbeRate: probe}, nil
 }
+
+// WaitSynced waits until active's standby is attached and has applied
+// every session write.
+func (c *Cluster) WaitSynced(active string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		s, err := c.Status(active)
+		if err == nil && s.Sync.Connected && s.Sync.Acked == s.Sync.Written {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("labnet: replication from %s not in sync after %v: %+v %v", active, within, s, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,438 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/statesync"
+	"github.com/hapair/hapair/statesync/client"
+)
+
+// Session replication, hapair against Redis with a replica, over the same
+// namespaces: throughput of 256-byte updates, replication lag, sync-write
+// latency and memory per session.
+
+type syncFigures struct {
+	name          string
+	rate          float64       // writes per second, applied on the standby
+	lagP99        float64       // writes behind, sampled
+	syncP50       time.Duration // one write acknowledged by the standby
+	syncP99       time.Duration
+	memPerSession float64 // bytes of RSS per 256-byte session
+	note          string
+}
+
+var payload = []byte(strings.Repeat("x", 256))
+
+func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
+	f := syncFigures{name: "hapair (Go client stream)"}
+	// Async at the fast heartbeat profile: replication flat out must not
+	// cause a false failover.
+	p, err := labnet.New(labnet.Options{})
+	if err != nil {
+		return f, err
+	}
+	defer p.Close()
+	dir, _ := os.MkdirTemp("", "hapair-bench-sync-")
+	defer os.RemoveAll(dir)
+	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{Profile: "fast"})
+	if err != nil {
+		return f, err
+	}
+	act, err := c.Settle(10 * time.Second)
+	if err != nil {
+		return f, err
+	}
+	sb := map[string]string{"a": "b", "b": "a"}[act]
+	if err := c.WaitSynced(act, 10*time.Second); err != nil {
+		return f, err
+	}
+	before, _ := c.Status(act)
+	st, err := client.New(c.Socket(act)).Stream(context.Background())
+	if err != nil {
+		return f, err
+	}
+	defer st.Close()
+	const ids = 10000
+	if _, err := pipeline(st, ids, func(i int) (statesync.OpKind, string) { return statesync.OpCreate, "s" + strconv.Itoa(i) }); err != nil {
+		return f, err
+	}
+	if err := c.WaitSynced(act, 10*time.Second); err != nil {
+		return f, err
+	}
+	stop := make(chan struct{})
+	lags := make(chan []float64)
+	go func() { // sample the standby's distance behind the active
+		var l []float64
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				lags <- l
+				return
+			case <-t.C:
+				if s, err := c.Status(act); err == nil {
+					l = append(l, float64(s.Sync.Written-min(s.Sync.Acked, s.Sync.Written)))
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	last, err := pipeline(st, writes, func(i int) (statesync.OpKind, string) { return statesync.OpUpdate, "s" + strconv.Itoa(i%ids) })
+	if err != nil {
+		close(stop)
+		<-lags
+		return f, err
+	}
+	for {
+		s, err := c.Status(sb)
+		if err == nil && s.Sync.Written >= last {
+			break
+		}
+		if time.Since(start) > 2*time.Minute {
+			close(stop)
+			<-lags
+			return f, errors.New("standby never caught up")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	f.rate = float64(writes) / time.Since(start).Seconds()
+	close(stop)
+	f.lagP99 = pctF(<-lags, 99)
+	after, _ := c.Status(act)
+	if after.Role != "ACTIVE" || (after.LastTransition != nil && before.LastTransition != nil && after.LastTransition.At != before.LastTransition.At) {
+		f.note = "FALSE FAILOVER during the run"
+	} else {
+		f.note = "no false failover at the fast profile (10ms/30ms) during the run"
+	}
+	st.Close()
+
+	// Sync mode latency and memory, on a sync-mode pair.
+	p.Close()
+	p2, err := labnet.New(labnet.Options{})
+	if err != nil {
+		return f, err
+	}
+	defer p2.Close()
+	dir2, _ := os.MkdirTemp("", "hapair-bench-sync2-")
+	defer os.RemoveAll(dir2)
+	c2, err := p2.NewCluster(bin, dir2, labnet.ConfigOptions{SyncMode: "sync"})
+	if err != nil {
+		return f, err
+	}
+	act, err = c2.Settle(10 * time.Second)
+	if err != nil {
+		return f, err
+	}
+	if err := c2.WaitSynced(act, 10*time.Second); err != nil {
+		return f, err
+	}
+	st2, err := client.New(c2.Socket(act)).Stream(context.Background())
+	if err != nil {
+		return f, err
+	}
+	defer st2.Close()
+	if _, err := st2.Do(statesync.OpCreate, "lat", payload); err != nil {
+		return f, err
+	}
+	var lat []time.Duration
+	for i := 0; i < writes/50; i++ {
+		t0 := time.Now()
+		if _, err := st2.Do(statesync.OpUpdate, "lat", payload); err != nil {
+			return f, err
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	f.syncP50, f.syncP99 = pct(lat, 50), pct(lat, 99)
+	rss0 := rssOf(c2.Pid(act))
+	if _, err := pipeline(st2, sessions, func(i int) (statesync.OpKind, string) { return statesync.OpCreate, fmt.Sprintf("mem-%08d", i) }); err != nil {
+		return f, err
+	}
+	f.memPerSession = float64(rssOf(c2.Pid(act))-rss0) * 1024 / float64(sessions)
+	return f, nil
+}
+
+// pipeline sends n writes of payload on st and returns the last sequence.
+func pipeline(st *client.Stream, n int, op func(int) (statesync.OpKind, string)) (uint64, error) {
+	errc := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			k, id := op(i)
+			if err := st.Send(k, id, payload); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- st.Flush()
+	}()
+	var last uint64
+	for i := 0; i < n; i++ {
+		r, ok := <-st.Results()
+		if !ok {
+			return 0, errors.New("stream closed")
+		}
+		if r.Err != nil {
+			return 0, r.Err
+		}
+		last = r.Seq
+	}
+	return last, <-errc
+}
+
+func rssOf(pid int) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.Fields(v)[0])
+			return n
+		}
+	}
+	return 0
+}
+
+func pctF(v []float64, p int) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	d := make([]time.Duration, len(v))
+	for i, x := range v {
+		d[i] = time.Duration(x)
+	}
+	return float64(pct(d, p))
+}
+
+// Redis with a replica, for comparison.
+
+func ensureRedis() error {
+	if _, err := exec.LookPath("redis-server"); err == nil {
+		return nil
+	}
+	fmt.Fprintln(os.Stderr, "   installing redis-server (Debian package) ...")
+	for _, args := range [][]string{{"update", "-qq"}, {"install", "-y", "-qq", "redis-server", "redis-tools"}} {
+		cmd := exec.Command("apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}
+
+type resp struct {
+	c  net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+func dialRedis(ns, addr string) (*resp, error) {
+	var c net.Conn
+	err := labnet.Do(ns, func() (err error) {
+		c, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &resp{c: c, br: bufio.NewReaderSize(c, 64<<10), bw: bufio.NewWriterSize(c, 64<<10)}, nil
+}
+
+func (r *resp) send(args ...[]byte) {
+	fmt.Fprintf(r.bw, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(r.bw, "$%d\r\n", len(a))
+		r.bw.Write(a)
+		r.bw.WriteString("\r\n")
+	}
+}
+
+// reply reads one reply line (bulk replies are returned whole).
+func (r *resp) reply() (string, error) {
+	l, err := r.br.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	if strings.HasPrefix(l, "-") {
+		return "", errors.New(strings.TrimSpace(l))
+	}
+	if strings.HasPrefix(l, "$") {
+		n, _ := strconv.Atoi(strings.TrimSpace(l[1:]))
+		if n < 0 {
+			return "", nil
+		}
+		b := make([]byte, n+2)
+		_, err := ioReadFull(r.br, b)
+		return string(b[:n]), err
+	}
+	return strings.TrimSpace(l), nil
+}
+
+func ioReadFull(br *bufio.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := br.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func info(r *resp, section, key string) string {
+	r.send([]byte("INFO"), []byte(section))
+	r.bw.Flush()
+	s, _ := r.reply()
+	m := regexp.MustCompile(`(?m)^` + key + `:(\S+)`).FindStringSubmatch(s)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+func benchRedis(writes, sessions int) (syncFigures, error) {
+	f := syncFigures{name: "Redis 7 + replica"}
+	if err := ensureRedis(); err != nil {
+		return f, err
+	}
+	p, err := labnet.New(labnet.Options{})
+	if err != nil {
+		return f, err
+	}
+	defer p.Close()
+	dir, _ := os.MkdirTemp("", "hapair-bench-redis-")
+	defer os.RemoveAll(dir)
+	start := func(ns, name string, extra ...string) error {
+		d := filepath.Join(dir, name)
+		os.MkdirAll(d, 0o755)
+		args := append([]string{"--port", "6379", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", d, "--daemonize", "no"}, extra...)
+		cmd := labnet.Command(ns, "redis-server", args...)
+		_, err := p.Start(cmd)
+		return err
+	}
+	master, replica := labnet.ReplAddr["a"].Addr().String(), labnet.ReplAddr["b"].Addr().String()
+	if err := start(p.A, "master", "--bind", "127.0.0.1", master); err != nil {
+		return f, err
+	}
+	if err := start(p.B, "replica", "--bind", "127.0.0.1", replica, "--replicaof", master, "6379"); err != nil {
+		return f, err
+	}
+	var r *resp
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if r == nil {
+			r, _ = dialRedis(p.A, "127.0.0.1:6379")
+		}
+		if r != nil && info(r, "replication", "connected_slaves") == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			return f, errors.New("redis replica did not attach")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	defer r.c.Close()
+	// Pipelined SETs, as redis-benchmark -P 64 -d 256 runs them.
+	out, err := labnet.Command(p.A, "redis-benchmark", "-h", "127.0.0.1", "-p", "6379", "-t", "set", "-d", "256", "-P", "64",
+		"-n", strconv.Itoa(writes), "-r", "10000", "-q").CombinedOutput()
+	if err != nil {
+		return f, fmt.Errorf("redis-benchmark: %v\n%s", err, out)
+	}
+	if m := regexp.MustCompile(`SET: ([0-9.]+) requests per second`).FindStringSubmatch(string(out)); m != nil {
+		f.rate, _ = strconv.ParseFloat(m[1], 64)
+	}
+	f.note = "redis-benchmark -P 64 (50 clients), rate acknowledged by the master; the replica applies asynchronously"
+	// The flood may have pushed the replica into a full resync: wait until
+	// it is online and caught up before timing WAIT.
+	deadline = time.Now().Add(time.Minute)
+	for {
+		off := info(r, "replication", "master_repl_offset")
+		s := info(r, "replication", "slave0")
+		if strings.Contains(s, "state=online") && strings.Contains(s, "offset="+off+",") {
+			break
+		}
+		if time.Now().After(deadline) {
+			return f, errors.New("redis replica did not catch up after the flood")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// SET then WAIT 1: the standby has the write before the client goes on.
+	var lat []time.Duration
+	for i := 0; i < writes/50; i++ {
+		t0 := time.Now()
+		r.send([]byte("SET"), []byte("lat"), payload)
+		r.send([]byte("WAIT"), []byte("1"), []byte("1000"))
+		r.bw.Flush()
+		if _, err := r.reply(); err != nil {
+			return f, err
+		}
+		if n, err := r.reply(); err != nil || n != ":1" {
+			return f, fmt.Errorf("WAIT: %q %v", n, err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	f.syncP50, f.syncP99 = pct(lat, 50), pct(lat, 99)
+	r.send([]byte("FLUSHALL"))
+	r.bw.Flush()
+	r.reply()
+	rss0, _ := strconv.Atoi(info(r, "memory", "used_memory_rss"))
+	for i := 0; i < sessions; i++ {
+		r.send([]byte("SET"), []byte(fmt.Sprintf("mem-%08d", i)), payload)
+		if i%1000 == 999 {
+			r.bw.Flush()
+			for j := 0; j < 1000; j++ {
+				if _, err := r.reply(); err != nil {
+					return f, err
+				}
+			}
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	rss1, _ := strconv.Atoi(info(r, "memory", "used_memory_rss"))
+	f.memPerSession = float64(rss1-rss0) / float64(sessions)
+	return f, nil
+}
+
+func renderSync(figs []syncFigures) string {
+	var b strings.Builder
+	fmt.Fprint(&b, "\n## Session state replication\n\n")
+	fmt.Fprint(&b, "256-byte session updates; the standby (replica) in the other namespace over the replication veth. Throughput for hapair is end to end: until the standby has applied the last write. Sync latency: one write that returns only once the standby applied it (hapair `sync_mode = \"sync\"`, Redis `SET` + `WAIT 1`). Memory: RSS growth of the active (master) per 256-byte session, over 100,000 sessions.\n\n")
+	fmt.Fprintln(&b, "| system | writes/s | lag p99 | sync write p50 | sync write p99 | RSS per session | note |")
+	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|---|")
+	for _, f := range figs {
+		lag := "n/a"
+		if f.rate > 0 && f.name != "Redis 7 + replica" {
+			lag = fmt.Sprintf("%.0f writes = %.1f ms", f.lagP99, f.lagP99/f.rate*1000)
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %s | %.1f µs | %.1f µs | %.0f B | %s |\n", f.name, f.rate, lag, float64(f.syncP50.Nanoseconds())/1000, float64(f.syncP99.Nanoseconds())/1000, f.memPerSession, f.note)
+	}
+	if len(figs) == 2 && figs[1].rate > 0 && figs[1].syncP50 > 0 {
+		h, r := figs[0], figs[1]
+		verdict := func(ok bool) string {
+			if ok {
+				return "met"
+			}
+			return "MISSED"
+		}
+		tput := h.rate / r.rate
+		fmt.Fprintf(&b, "\nTargets, as ratios hapair / Redis in this run:\n\n")
+		fmt.Fprintf(&b, "| target | ratio | |\n|---|---:|---|\n")
+		fmt.Fprintf(&b, "| throughput >= Redis pipelined SET | %.2f | %s |\n", tput, verdict(tput >= 1))
+		fmt.Fprintf(&b, "| replication lag p99 < 5 ms at that load | %.1f ms | %s |\n", h.lagP99/h.rate*1000, verdict(h.lagP99/h.rate*1000 < 5))
+		fmt.Fprintf(&b, "| sync write p50 <= SET + WAIT 1 | %.2f | %s |\n", float64(h.syncP50)/float64(r.syncP50), verdict(h.syncP50 <= r.syncP50))
+		fmt.Fprintf(&b, "| sync write p99 <= SET + WAIT 1 | %.2f | %s |\n", float64(h.syncP99)/float64(r.syncP99), verdict(h.syncP99 <= r.syncP99))
+		fmt.Fprintf(&b, "| memory per session < Redis | %.2f | %s |\n", h.memPerSession/r.memPerSession, verdict(h.memPerSession < r.memPerSession))
+	}
+	return b.String()
+}

@@ -103,6 +103,8 @@ type keepalived struct {
 	advert string
 	wait   map[string]func(time.Duration) (bool, error)
 	cmds   map[string]*exec.Cmd
+	media  map[string]*exec.Cmd
+	mwait  map[string]func(time.Duration) (bool, error)
 }
 
 func ensureKeepalived() error {
@@ -131,7 +133,8 @@ func newKeepalived(advert string) (contender, error) {
 		return nil, err
 	}
 	dir, _ := os.MkdirTemp("", "hapair-bench-keepalived-")
-	k := &keepalived{p: p, dir: dir, advert: advert, wait: map[string]func(time.Duration) (bool, error){}, cmds: map[string]*exec.Cmd{}}
+	k := &keepalived{p: p, dir: dir, advert: advert, wait: map[string]func(time.Duration) (bool, error){}, cmds: map[string]*exec.Cmd{},
+		media: map[string]*exec.Cmd{}, mwait: map[string]func(time.Duration) (bool, error){}}
 	if err := k.settle(); err != nil {
 		k.close()
 		return nil, err
@@ -139,8 +142,21 @@ func newKeepalived(advert string) (contender, error) {
 	return k, nil
 }
 
-func (k *keepalived) name() string        { return "keepalived" }
-func (k *keepalived) scenarios() []string { return []string{"host-loss", "graceful-stop"} }
+func (k *keepalived) name() string { return "keepalived" }
+func (k *keepalived) scenarios() []string {
+	return []string{"host-loss", "graceful-stop", "process-death"}
+}
+
+// startMedia runs the node's stand-in media server and writes its pidfile.
+func (k *keepalived) startMedia(node string) error {
+	cmd := labnet.Command(k.p.Node(node), "sleep", "3600")
+	wait, err := k.p.Start(cmd)
+	if err != nil {
+		return err
+	}
+	k.media[node], k.mwait[node] = cmd, wait
+	return os.WriteFile(filepath.Join(k.dir, "media-"+node+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+}
 
 func (k *keepalived) start(node string) error {
 	prio := map[string]int{"a": 150, "b": 100}[node]
@@ -152,6 +168,14 @@ func (k *keepalived) start(node string) error {
   enable_script_security
   script_user root
 }
+# track_process needs the kernel's process connector, which only the
+# initial network namespace has; a polled script works anywhere.
+vrrp_script media {
+  script "/bin/sh -c 'kill -0 $(cat %[6]s)'"
+  interval 1
+  fall 1
+  rise 1
+}
 vrrp_instance VI {
   state BACKUP
   nopreempt
@@ -162,8 +186,11 @@ vrrp_instance VI {
   virtual_ipaddress {
     %[5]s dev %[2]s
   }
+  track_script {
+    media
+  }
 }
-`, node, labnet.Public, prio, k.advert, labnet.VIP)
+`, node, labnet.Public, prio, k.advert, labnet.VIP, filepath.Join(k.dir, "media-"+node+".pid"))
 	path := filepath.Join(k.dir, node+".conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
@@ -199,6 +226,11 @@ func (k *keepalived) settle() error {
 	for _, n := range []string{"a", "b"} {
 		if err := k.p.Isolate(n, true); err != nil {
 			return err
+		}
+		if k.media[n] == nil {
+			if err := k.startMedia(n); err != nil {
+				return err
+			}
 		}
 		if k.cmds[n] == nil {
 			if err := k.start(n); err != nil {
@@ -268,6 +300,13 @@ func (k *keepalived) run(sc string) (labnet.Result, error) {
 	case "graceful-stop":
 		fault = func() error {
 			go k.stop(from, syscall.SIGTERM)
+			return nil
+		}
+	case "process-death":
+		fault = func() error {
+			k.media[from].Process.Kill()
+			k.mwait[from](5 * time.Second)
+			delete(k.media, from)
 			return nil
 		}
 	}

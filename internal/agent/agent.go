@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,9 @@ type Watcher interface {
 const (
 	reportEvery   = 5 * time.Second
 	redundancyNag = 30 * time.Second
+	// Dropped frames are counted always and logged at most this often,
+	// never per frame: a flood of forged frames must not flood the log.
+	dropLogEvery = 10 * time.Second
 )
 
 // Options wire an agent. Every field is required unless marked.
@@ -111,11 +115,12 @@ type Agent struct {
 	lockInfo  string
 	lastTrans *control.Transition
 
-	holding   bool
-	ready     bool
-	failovers map[string]uint64
-	reported  map[string]time.Time // last time each report was logged
-	waiters   []chan error         // switchovers waiting for the peer to take over
+	holding     bool
+	ready       bool
+	failovers   map[string]uint64
+	dropsLogged map[string]uint64
+	reported    map[string]time.Time // last time each report was logged
+	waiters     []chan error         // switchovers waiting for the peer to take over
 }
 
 type command struct {
@@ -126,15 +131,16 @@ type command struct {
 // New builds an agent; it starts nothing.
 func New(opt Options) *Agent {
 	return &Agent{
-		opt:        opt,
-		m:          election.New(opt.Election),
-		log:        opt.Log,
-		cmds:       make(chan command),
-		newSession: make(chan struct{}, 1),
-		paths:      map[string]bool{},
-		faults:     map[string]string{},
-		reported:   map[string]time.Time{},
-		failovers:  map[string]uint64{},
+		opt:         opt,
+		m:           election.New(opt.Election),
+		log:         opt.Log,
+		cmds:        make(chan command),
+		newSession:  make(chan struct{}, 1),
+		paths:       map[string]bool{},
+		faults:      map[string]string{},
+		reported:    map[string]time.Time{},
+		failovers:   map[string]uint64{},
+		dropsLogged: map[string]uint64{},
 	}
 }
 
@@ -181,6 +187,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer lockPoll.Stop()
 	nag := time.NewTicker(redundancyNag)
 	defer nag.Stop()
+	dropLog := time.NewTicker(dropLogEvery)
+	defer dropLog.Stop()
 	var refresh <-chan time.Time
 	if a.opt.Refresh > 0 {
 		t := time.NewTicker(a.opt.Refresh)
@@ -243,6 +251,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			if st := a.Status(); st.Redundancy != "available" {
 				a.log.Warn("redundancy "+st.Redundancy, "op", "redundancy", "role", st.Role, "locked", st.Locked)
 			}
+		case <-dropLog.C:
+			a.logDrops()
 		case now := <-lockPoll.C:
 			if a.pollLock(now) {
 				return nil
@@ -318,6 +328,22 @@ func (a *Agent) release() {
 		a.log.Error("releasing VIPs", "op", "release", "err", err)
 	}
 	a.holding = false
+}
+
+// logDrops logs the frames dropped since the last call, by reason.
+func (a *Agent) logDrops() {
+	st := a.opt.Heartbeat.Stats()
+	var parts []string
+	for reason, n := range st.Drops {
+		if d := n - a.dropsLogged[reason]; d > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", reason, d))
+		}
+		a.dropsLogged[reason] = n
+	}
+	if len(parts) > 0 {
+		slices.Sort(parts)
+		a.log.Warn("heartbeat frames dropped", "op", "drops", "since", dropLogEvery, "counts", strings.Join(parts, " "))
+	}
 }
 
 // NewSession is called by the session service when an application
@@ -432,6 +458,11 @@ func (a *Agent) checkEvent(ev health.Event) bool {
 		level = slog.LevelWarn
 	}
 	a.log.Log(context.Background(), level, "check changed", "op", "check", "check", ev.Name, "healthy", ev.Healthy, "critical", ev.Critical, "detail", ev.Detail)
+	state := "healthy"
+	if !ev.Healthy {
+		state = "failing"
+	}
+	a.opt.Sync.Hub().Publish(statesync.Event{Type: "check", Node: a.opt.Node, Reason: ev.Name + " " + state + ": " + ev.Detail})
 	if !ev.Critical {
 		a.updateStatus()
 		return false

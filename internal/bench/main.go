@@ -164,12 +164,78 @@ func pct(d []time.Duration, p int) time.Duration {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
 
+// versions names what was measured.
+func versions() string {
+	first := func(name string, args ...string) string {
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			return name + " (not installed)"
+		}
+		l, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		return l
+	}
+	rev, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+	return fmt.Sprintf("hapair %s; %s; %s", strings.TrimSpace(string(rev)), first("keepalived", "--version"), first("redis-server", "--version"))
+}
+
+// targets checks the figures the issues ask for, as measured in this run.
+func targets(cells []*cell) string {
+	get := func(contender, scenario string) *cell {
+		for _, c := range cells {
+			if strings.Contains(c.contender, contender) && c.scenario == scenario && len(c.vip) > 0 {
+				return c
+			}
+		}
+		return nil
+	}
+	var rows []string
+	row := func(what string, ok bool, figs string) {
+		v := "met"
+		if !ok {
+			v = "MISSED"
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s |", what, figs, v))
+	}
+	hd, hf := get("hapair default", "host-loss"), get("hapair fast", "host-loss")
+	k1, k01, k001 := get("keepalived advert 1s", "host-loss"), get("keepalived advert 0.1s", "host-loss"), get("keepalived advert 0.01s", "host-loss")
+	if hd != nil {
+		row("hapair default host loss: VIP p50 < 330 ms", pct(hd.vip, 50) < 330*time.Millisecond, ms(pct(hd.vip, 50))+" ms")
+	}
+	if hd != nil && k01 != nil {
+		row("hapair default beats keepalived 0.1 s advert (VIP p50)", pct(hd.vip, 50) < pct(k01.vip, 50), ms(pct(hd.vip, 50))+" vs "+ms(pct(k01.vip, 50))+" ms")
+	}
+	if hd != nil && k1 != nil {
+		r := float64(pct(k1.vip, 50)) / float64(pct(hd.vip, 50))
+		row("hapair default ~10x faster than keepalived's default", r >= 9, fmt.Sprintf("%.1fx", r))
+	}
+	if hf != nil {
+		row("hapair fast host loss: VIP p50 < 35 ms, p99 < 45 ms", pct(hf.vip, 50) < 35*time.Millisecond && pct(hf.vip, 99) < 45*time.Millisecond, ms(pct(hf.vip, 50))+" / "+ms(pct(hf.vip, 99))+" ms")
+	}
+	if hf != nil && k001 != nil {
+		row("hapair fast beats keepalived 0.01 s on VIP p50", pct(hf.vip, 50) < pct(k001.vip, 50), ms(pct(hf.vip, 50))+" vs "+ms(pct(k001.vip, 50))+" ms")
+		row("hapair fast beats keepalived 0.01 s on client outage p50", pct(hf.outage, 50) < pct(k001.outage, 50), ms(pct(hf.outage, 50))+" vs "+ms(pct(k001.outage, 50))+" ms")
+	}
+	for _, prof := range []string{"hapair default", "hapair fast"} {
+		if g := get(prof, "graceful-stop"); g != nil {
+			row(prof+" graceful stop: VIP p50 < 5 ms, client gap p50 < 2 ms", pct(g.vip, 50) < 5*time.Millisecond && pct(g.outage, 50) < 2*time.Millisecond, ms(pct(g.vip, 50))+" / "+ms(pct(g.outage, 50))+" ms")
+		}
+		if p := get(prof, "process-death"); p != nil {
+			row(prof+" critical process death: VIP p50 < 10 ms", pct(p.vip, 50) < 10*time.Millisecond, ms(pct(p.vip, 50))+" ms")
+		}
+	}
+	if len(rows) == 0 {
+		return ""
+	}
+	return "\nTargets, from the figures above:\n\n| target | measured | |\n|---|---|---|\n" + strings.Join(rows, "\n") + "\n"
+}
+
 func render(cells []*cell, idle []string, runs int) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	kernel, _ := exec.Command("uname", "-r").Output()
 	fmt.Fprintf(&b, "# hapair benchmarks\n\nMeasured %s on %s (%d cores, kernel %s, %s), %d runs per cell, by `go run ./internal/bench`.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(), runs)
+	fmt.Fprintf(&b, "Versions: %s.\n\n", versions())
 	fmt.Fprintf(&b, "Procedure: namespaces client, a and b on a bridge (veth), a dedicated heartbeat veth and a replication veth between a and b. The client pings the VIP every 1 ms. *VIP* is the time from the fault to the VIP being configured on the other node (polled via netlink every 100 µs); *outage* is the longest gap between two replies the client received. host-loss = the holder's links cut, then its agent killed -9; graceful-stop = SIGTERM to the holder's agent; switchover = `hapairctl switchover`; process-death = the holder's critical process (a stand-in media server) killed: hapair watches it with a pidfd; keepalived with a `vrrp_script` polled every second (its `track_process` needs the kernel's process connector, which exists only in the initial network namespace, so it cannot run in the lab). For process-death the service is already down at the fault, so the *VIP* column is the user's outage; the ping outage only shows the handover itself.\n\n")
 	fmt.Fprintln(&b, "| contender | scenario | VIP p50 | VIP p99 | VIP max | outage p50 | outage p99 | outage max | runs |")
 	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -181,6 +247,7 @@ func render(cells []*cell, idle []string, runs int) string {
 		fmt.Fprintf(&b, "| %s | %s | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %d |\n", c.contender, c.scenario,
 			ms(pct(c.vip, 50)), ms(pct(c.vip, 99)), ms(pct(c.vip, 100)), ms(pct(c.outage, 50)), ms(pct(c.outage, 99)), ms(pct(c.outage, 100)), len(c.vip))
 	}
+	b.WriteString(targets(cells))
 	if len(idle) > 0 {
 		fmt.Fprintln(&b, "\nIdle cost of the agent on the active node (RSS; CPU averaged over 5 s):")
 		fmt.Fprintln(&b, "\n| contender | RSS | CPU |\n|---|---:|---:|")

@@ -180,8 +180,14 @@ func (m *Machine) tick(now time.Time) {
 		m.become(Active, now, fmt.Sprintf("start-up: preferred node, peer is %v", m.peer.Role))
 	case m.role == Init && now.Sub(m.startedAt) >= m.cfg.StartupWindow:
 		m.endStartup(now)
-	case m.role == Active && m.leaving && !now.Before(m.leaveDeadline):
+	case m.role == Active && m.leaving && !now.Before(m.leaveDeadline) && m.exitAfter:
 		m.finishHandOff(now, fmt.Sprintf("handoff: peer did not take over within %v", m.cfg.HandoffBound))
+	case m.role == Active && m.leaving && !now.Before(m.leaveDeadline):
+		// A switchover the peer did not take up: stay active rather
+		// than leave nobody holding the VIPs.
+		m.leaving = false
+		m.emit(Action{Kind: Refused, Reason: fmt.Sprintf("switchover: peer did not take over within %v; staying active", m.cfg.HandoffBound)})
+		m.emit(Action{Kind: Advertise})
 	}
 }
 

@@ -257,6 +257,15 @@ func TestSwitchover(t *testing.T) {
 	}
 }
 
+func TestSwitchoverNotTakenUpStaysActive(t *testing.T) {
+	m := activeMachine(t)
+	m.Step(Event{Kind: Switchover, Now: at(100)})
+	acts := m.Step(Event{Kind: Tick, Now: at(700)})
+	if m.Role() != Active || m.Advert().Leaving || slices.Contains(kinds(acts), ReleaseVIPs) || kinds(acts)[0] != Refused {
+		t.Fatalf("role %v, leaving %v, actions %v", m.Role(), m.Advert().Leaving, acts)
+	}
+}
+
 func TestVIPRemovedIsReclaimed(t *testing.T) {
 	m := activeMachine(t)
 	if acts := m.Step(Event{Kind: VIPRemoved, Now: at(50)}); len(acts) != 1 || acts[0].Kind != ClaimVIPs {

@@ -44,7 +44,8 @@ func vipManager(cfg *config.Config, self *config.Node) (*vip.Manager, error) {
 // --cleanup while the daemon runs) fails here.
 func instanceLock(cfg *config.Config) (*os.File, error) {
 	dir := filepath.Dir(cfg.Socket)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	// Traversable for group hapair, whose members use the socket (0660).
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	f, err := os.OpenFile(filepath.Join(dir, "hapaird.lock"), os.O_CREATE|os.O_RDWR, 0o640)

@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -224,38 +226,43 @@ type pending struct {
 
 func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 	defer c.Close()
+	bw := bufio.NewWriterSize(c, 64<<10)
+	var wmu sync.Mutex // bw's owner: the writer goroutine or the inline path
+	var inflight atomic.Int64
+	var out []byte
+	answer := func(p pending, flush bool) error {
+		status, msg := byte(0), ""
+		if p.err != nil {
+			status, msg = 1, p.err.Error()
+		}
+		out = binary.BigEndian.AppendUint32(out[:0], uint32(1+8+len(msg)))
+		out = append(out, status)
+		out = binary.BigEndian.AppendUint64(out, p.seq)
+		out = append(out, msg...)
+		if _, err := bw.Write(out); err != nil {
+			return err
+		}
+		if flush {
+			return bw.Flush()
+		}
+		return nil
+	}
 	queue := make(chan pending, 4096)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		bw := bufio.NewWriterSize(c, 64<<10)
-		var out []byte
+		broken := false
 		for p := range queue {
-			status := byte(0)
-			msg := ""
-			if p.err != nil {
-				status, msg = 1, p.err.Error()
-			} else {
+			if p.err == nil && !broken {
 				s.settle(p.seq)
 			}
-			out = binary.BigEndian.AppendUint32(out[:0], uint32(1+8+len(msg)))
-			out = append(out, status)
-			out = binary.BigEndian.AppendUint64(out, p.seq)
-			out = append(out, msg...)
-			if _, err := bw.Write(out); err != nil {
-				for range queue {
-				}
-				return
+			wmu.Lock()
+			if !broken && answer(p, len(queue) == 0) != nil {
+				broken = true
 			}
-			if len(queue) == 0 {
-				if bw.Flush() != nil {
-					for range queue {
-					}
-					return
-				}
-			}
+			wmu.Unlock()
+			inflight.Add(-1)
 		}
-		bw.Flush()
 	}()
 	defer func() {
 		close(queue)
@@ -278,18 +285,34 @@ func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 		if _, err := io.ReadFull(br, buf); err != nil {
 			return
 		}
+		var p pending
 		kind := OpKind(buf[0])
 		idLen := int(binary.BigEndian.Uint16(buf[1:3]))
 		if 3+idLen > len(buf) || kind < OpCreate || kind > OpDelete {
-			queue <- pending{err: errors.New("malformed request")}
+			p.err = errors.New("malformed request")
+		} else {
+			var data []byte
+			if kind != OpDelete {
+				data = append([]byte(nil), buf[3+idLen:]...)
+			}
+			p.seq, p.err = s.apply(kind, string(buf[3:3+idLen]), data)
+		}
+		// One request and nothing queued behind or ahead of it: answer
+		// here, saving the hand-off to the writer (a sync write's
+		// latency is mostly such hand-offs).
+		if inflight.Load() == 0 && br.Buffered() == 0 {
+			if p.err == nil {
+				s.settle(p.seq)
+			}
+			wmu.Lock()
+			err := answer(p, true)
+			wmu.Unlock()
+			if err != nil {
+				return
+			}
 			continue
 		}
-		id := string(buf[3 : 3+idLen])
-		var data []byte
-		if kind != OpDelete {
-			data = append([]byte(nil), buf[3+idLen:]...)
-		}
-		seq, err := s.apply(kind, id, data)
-		queue <- pending{seq: seq, err: err}
+		inflight.Add(1)
+		queue <- p
 	}
 }

@@ -179,9 +179,9 @@ func pipeline(st *client.Stream, n int, op func(int) (statesync.OpKind, string))
 	}()
 	var last uint64
 	for i := 0; i < n; i++ {
-		r, ok := <-st.Results()
-		if !ok {
-			return 0, errors.New("stream closed")
+		r, err := st.Recv()
+		if err != nil {
+			return 0, err
 		}
 		if r.Err != nil {
 			return 0, r.Err

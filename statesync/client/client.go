@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sync"
 
 	"github.com/hapair/hapair/statesync"
 )
@@ -137,16 +136,17 @@ func (c *Client) Events(ctx context.Context, f func(statesync.Event)) error {
 	}
 }
 
-// Stream is a pipelined binary connection: Send queues writes, answers
-// come back in order on Results. Not safe for concurrent Send.
+// Stream is a pipelined binary connection: Send queues writes, Flush sends
+// them, Recv reads the answers in order. Answers are read on the caller's
+// goroutine (no hand-off per write); a caller that pipelines many writes
+// sends from one goroutine and receives on another. Send and Recv may run
+// concurrently with each other, but not with themselves.
 type Stream struct {
-	c       net.Conn
-	bw      *bufio.Writer
-	buf     []byte
-	results chan Result
-	done    chan struct{}
-	err     error
-	once    sync.Once
+	c   net.Conn
+	br  *bufio.Reader
+	bw  *bufio.Writer
+	buf []byte
+	in  []byte
 }
 
 // Result is the answer to one Send, in order.
@@ -173,36 +173,31 @@ func (c *Client) Stream(ctx context.Context) (*Stream, error) {
 		conn.Close()
 		return nil, fmt.Errorf("stream: %s", resp.Status)
 	}
-	s := &Stream{c: conn, bw: bufio.NewWriterSize(conn, 64<<10), results: make(chan Result, 8192), done: make(chan struct{})}
-	go s.read(br)
-	return s, nil
+	return &Stream{c: conn, br: br, bw: bufio.NewWriterSize(conn, 64<<10), in: make([]byte, 256)}, nil
 }
 
-func (s *Stream) read(br *bufio.Reader) {
-	defer close(s.results)
+// Recv reads the next answer. A transport error ends the stream.
+func (s *Stream) Recv() (Result, error) {
 	var hdr [4]byte
-	buf := make([]byte, 256)
-	for {
-		if _, err := io.ReadFull(br, hdr[:]); err != nil {
-			return
-		}
-		n := binary.BigEndian.Uint32(hdr[:])
-		if n < 9 || n > 1<<20 {
-			return
-		}
-		if cap(buf) < int(n) {
-			buf = make([]byte, n)
-		}
-		buf = buf[:n]
-		if _, err := io.ReadFull(br, buf); err != nil {
-			return
-		}
-		r := Result{Seq: binary.BigEndian.Uint64(buf[1:9])}
-		if buf[0] != 0 {
-			r.Err = errors.New(string(buf[9:]))
-		}
-		s.results <- r
+	if _, err := io.ReadFull(s.br, hdr[:]); err != nil {
+		return Result{}, err
 	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n < 9 || n > 1<<20 {
+		return Result{}, fmt.Errorf("stream: bad answer length %d", n)
+	}
+	if cap(s.in) < int(n) {
+		s.in = make([]byte, n)
+	}
+	b := s.in[:n]
+	if _, err := io.ReadFull(s.br, b); err != nil {
+		return Result{}, err
+	}
+	r := Result{Seq: binary.BigEndian.Uint64(b[1:9])}
+	if b[0] != 0 {
+		r.Err = errors.New(string(b[9:]))
+	}
+	return r, nil
 }
 
 // Send queues one write; Flush sends what is queued.
@@ -219,11 +214,7 @@ func (s *Stream) Send(kind statesync.OpKind, id string, data []byte) error {
 // Flush sends the queued writes.
 func (s *Stream) Flush() error { return s.bw.Flush() }
 
-// Results delivers one Result per Send, in order; it closes when the
-// stream ends.
-func (s *Stream) Results() <-chan Result { return s.results }
-
-// Do sends one write and waits for its answer. Use it only when no other
+// Do sends one write and waits for its answer; use it only when no other
 // Send is outstanding.
 func (s *Stream) Do(kind statesync.OpKind, id string, data []byte) (uint64, error) {
 	if err := s.Send(kind, id, data); err != nil {
@@ -232,9 +223,9 @@ func (s *Stream) Do(kind statesync.OpKind, id string, data []byte) (uint64, erro
 	if err := s.Flush(); err != nil {
 		return 0, err
 	}
-	r, ok := <-s.results
-	if !ok {
-		return 0, errors.New("stream closed")
+	r, err := s.Recv()
+	if err != nil {
+		return 0, err
 	}
 	return r.Seq, r.Err
 }

@@ -54,6 +54,23 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.stateDir, "state-dir", "", "state directory (default: the config's, else "+config.DefaultStateDir+")")
 }
 
+// parseCommon parses a daemon-facing command's flags: the common ones and
+// whatever extra registers. ok is false on a usage error (exit 2).
+func parseCommon(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (c *common, ok bool) {
+	fs := flag.NewFlagSet("hapairctl "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c = &common{}
+	c.register(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, false
+	}
+	c.resolve()
+	return c, true
+}
+
 // resolve fills socket and state dir from the config when not given; the
 // config may be absent (a node being set up), then defaults apply.
 func (c *common) resolve() {
@@ -104,15 +121,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func status(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("hapairctl status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	var asJSON bool
+	c, ok := parseCommon("status", args, stderr, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
+	if !ok {
 		return 2
 	}
-	c.resolve()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s, err := control.NewClient(c.socket).Status(ctx)
@@ -120,7 +133,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hapairctl status:", err)
 		return 1
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(s)
@@ -131,19 +144,17 @@ func status(args []string, stdout, stderr io.Writer) int {
 }
 
 func switchover(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("hapairctl switchover", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
-	force := fs.Bool("force", false, "switch over even though this node is locked")
-	if err := fs.Parse(args); err != nil {
+	var force bool
+	c, ok := parseCommon("switchover", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&force, "force", false, "switch over even though this node is locked")
+	})
+	if !ok {
 		return 2
 	}
-	c.resolve()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
-	if err := control.NewClient(c.socket).Switchover(ctx, *force); err != nil {
+	if err := control.NewClient(c.socket).Switchover(ctx, force); err != nil {
 		fmt.Fprintln(stderr, "hapairctl switchover:", err)
 		return 1
 	}
@@ -154,19 +165,16 @@ func switchover(args []string, stdout, stderr io.Writer) int {
 // lock writes or removes the lock file directly: it must work with the
 // daemon down, and the daemon polls the file.
 func lock(args []string, stdout, stderr io.Writer, on bool) int {
-	name := "hapairctl unlock"
+	name := "unlock"
 	if on {
-		name = "hapairctl lock"
+		name = "lock"
 	}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
-	reason := fs.String("reason", "", "why (shown in status and logs)")
-	if err := fs.Parse(args); err != nil {
+	var reason string
+	c, ok := parseCommon(name, args, stderr, func(fs *flag.FlagSet) { fs.StringVar(&reason, "reason", "", "why (shown in status and logs)") })
+	if !ok {
 		return 2
 	}
-	c.resolve()
+	name = "hapairctl " + name
 	path := filepath.Join(c.stateDir, "locked")
 	if !on {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -185,8 +193,8 @@ func lock(args []string, stdout, stderr io.Writer, on bool) int {
 	}
 	host, _ := os.Hostname()
 	text := fmt.Sprintf("locked by %s@%s at %s", who, host, time.Now().Format(time.RFC3339))
-	if *reason != "" {
-		text += ": " + strings.ReplaceAll(*reason, "\n", " ")
+	if reason != "" {
+		text += ": " + strings.ReplaceAll(reason, "\n", " ")
 	}
 	if err := os.MkdirAll(c.stateDir, 0o750); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)

@@ -20,15 +20,11 @@ import (
 )
 
 func sessions(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("hapairctl sessions", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	var asJSON bool
+	c, ok := parseCommon("sessions", args, stderr, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
+	if !ok {
 		return 2
 	}
-	c.resolve()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	list, err := client.New(c.socket).List(ctx)
@@ -36,7 +32,7 @@ func sessions(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hapairctl sessions:", err)
 		return 1
 	}
-	if *asJSON {
+	if asJSON {
 		json.NewEncoder(stdout).Encode(list)
 		return 0
 	}
@@ -56,14 +52,10 @@ func sessions(args []string, stdout, stderr io.Writer) int {
 }
 
 func events(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("hapairctl events", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
-	if err := fs.Parse(args); err != nil {
+	c, ok := parseCommon("events", args, stderr, nil)
+	if !ok {
 		return 2
 	}
-	c.resolve()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	enc := json.NewEncoder(stdout)

@@ -14,6 +14,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/hapair/hapair/statesync/client"
 )
 
 // Status is one node's view of the pair.
@@ -114,13 +116,9 @@ type Client struct {
 
 // NewClient returns a client for the daemon listening on socket.
 func NewClient(socket string) *Client {
-	return &Client{Socket: socket, http: &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		}},
-	}}
+	hc := client.HTTPClient(socket)
+	hc.Timeout = 5 * time.Second
+	return &Client{Socket: socket, http: hc}
 }
 
 // ErrDown means nothing answers on the socket: the daemon is not running.

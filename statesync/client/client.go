@@ -28,12 +28,18 @@ type Client struct {
 
 // New returns a client for the daemon listening on socket.
 func New(socket string) *Client {
-	return &Client{socket: socket, http: &http.Client{Transport: &http.Transport{
+	return &Client{socket: socket, http: HTTPClient(socket)}
+}
+
+// HTTPClient is an HTTP client whose every request goes to the daemon's
+// unix socket, whatever the URL's host.
+func HTTPClient(socket string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
-	}}}
+	}}
 }
 
 // Error is an error the daemon returned, with its HTTP status.

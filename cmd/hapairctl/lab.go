@@ -106,6 +106,23 @@ func interactive(c *labnet.Cluster, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprint(stdout, labHelp)
+	// The client pings the VIP all along; the view reports what it sees.
+	probe, err := labnet.NewProber(c.Client, labnet.VIP.Addr())
+	if err != nil {
+		fmt.Fprintln(stderr, "hapairctl lab:", err)
+		return 1
+	}
+	defer probe.Close()
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	probeDone := make(chan struct{})
+	go func() {
+		defer close(probeDone)
+		probe.Run(probeCtx, 5*time.Millisecond)
+	}()
+	defer func() {
+		stopProbe()
+		<-probeDone
+	}()
 	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(os.Stdin)
@@ -114,7 +131,7 @@ func interactive(c *labnet.Cluster, stdout, stderr io.Writer) int {
 		}
 		close(lines)
 	}()
-	view := time.NewTicker(500 * time.Millisecond)
+	view := time.NewTicker(100 * time.Millisecond)
 	defer view.Stop()
 	hbCut := false
 	last := ""
@@ -124,8 +141,8 @@ func interactive(c *labnet.Cluster, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "\nremoving the lab ...")
 			return 0
 		case <-view.C:
-			if v := liveView(c); v != last {
-				fmt.Fprintln(stdout, v)
+			if v := liveView(c, probe); v != last {
+				fmt.Fprintf(stdout, "[%s] %s\n", time.Now().Format("15:04:05.000"), v)
 				last = v
 			}
 		case l, ok := <-lines:
@@ -168,7 +185,9 @@ func interactive(c *labnet.Cluster, stdout, stderr io.Writer) int {
 	}
 }
 
-func liveView(c *labnet.Cluster) string {
+// liveView is one line: both roles, who holds the VIP, and what the
+// client sees. It changes only when the state does, so it prints only then.
+func liveView(c *labnet.Cluster, probe *labnet.Prober) string {
 	var parts []string
 	for _, n := range []string{"a", "b"} {
 		s, err := c.Status(n)
@@ -177,8 +196,8 @@ func liveView(c *labnet.Cluster) string {
 			continue
 		}
 		st := fmt.Sprintf("%s: %s", n, s.Role)
-		if len(s.Holding) > 0 {
-			st += " +VIP"
+		if s.Locked {
+			st += " (locked)"
 		}
 		if s.Degraded {
 			st += " (degraded)"
@@ -191,5 +210,16 @@ func liveView(c *labnet.Cluster) string {
 			holder = n
 		}
 	}
-	return fmt.Sprintf("[%s] %s | VIP on %s | client's neighbour entry %v", time.Now().Format("15:04:05"), strings.Join(parts, "  "), holder, c.ClientNeighbour(labnet.VIP.Addr()))
+	mac := c.ClientNeighbour(labnet.VIP.Addr()).String()
+	via := "?"
+	for _, n := range []string{"a", "b"} {
+		if m := c.MAC(n); m != nil && m.String() == mac {
+			via = n
+		}
+	}
+	client := "reaches the VIP"
+	if since := time.Since(probe.LastReply()); since > 50*time.Millisecond {
+		client = "NO REPLY from the VIP"
+	}
+	return fmt.Sprintf("%s | VIP on %s | client %s (its ARP entry points at %s)", strings.Join(parts, "  "), holder, client, via)
 }

@@ -45,7 +45,7 @@ func (j *SessionJSON) bytes() ([]byte, error) {
 
 func toJSON(v Session, now time.Time) SessionJSON {
 	d := base64.StdEncoding.EncodeToString(v.Data)
-	j := SessionJSON{ID: v.ID, Version: v.Version, DataBase64: &d, AgeMs: float64(now.Sub(v.Updated).Microseconds()) / 1000}
+	j := SessionJSON{ID: v.ID, Version: v.Version, DataBase64: &d, AgeMs: float64(v.Age(now).Microseconds()) / 1000}
 	if utf8.Valid(v.Data) && isText(v.Data) {
 		s := string(v.Data)
 		j.Data = &s

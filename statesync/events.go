@@ -106,7 +106,7 @@ func (s *Service) Failover(reason, previousActive string, peerWritten uint64, no
 		ev.Sync, ev.Missing = "incomplete", peerWritten-mine
 	}
 	for _, v := range s.store.List() {
-		ev.Sessions = append(ev.Sessions, SessionReport{ID: v.ID, AgeMs: float64(now.Sub(v.Updated).Microseconds()) / 1000, Whole: true})
+		ev.Sessions = append(ev.Sessions, SessionReport{ID: v.ID, AgeMs: float64(v.Age(now).Microseconds()) / 1000, Whole: true})
 	}
 	return ev
 }

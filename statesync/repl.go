@@ -330,6 +330,7 @@ func (r *Replicator) follow(ctx context.Context) error {
 	var snapHdr msg
 	var last uint64
 	sinceAck := 0
+	pend := make([]Op, 0, ackEvery)
 	for {
 		c.SetReadDeadline(time.Now().Add(deadAfter))
 		if buf, err = readMsg(br, buf, &m); err != nil {
@@ -337,6 +338,15 @@ func (r *Replicator) follow(ctx context.Context) error {
 		}
 		now := time.Now()
 		ping := false
+		if m.typ != msgOp && len(pend) > 0 {
+			// Anything else is ordered after the ops held for a batch.
+			if err := r.store.Apply(now, pend...); err != nil {
+				return err
+			}
+			last = pend[len(pend)-1].Seq
+			sinceAck += len(pend)
+			pend = pend[:0]
+		}
 		switch m.typ {
 		case msgSnapshot:
 			snapHdr, snap = m, make([]Session, 0, min(m.count, 1<<20))
@@ -360,10 +370,17 @@ func (r *Replicator) follow(ctx context.Context) error {
 			if m.kind != OpDelete {
 				op.Data = append([]byte(nil), m.data...)
 			}
-			if err := r.store.Apply(op, now); err != nil {
+			// Ops that arrived together are applied under one lock.
+			pend = append(pend, op)
+			if br.Buffered() > 0 && len(pend) < cap(pend) {
+				continue
+			}
+			if err := r.store.Apply(now, pend...); err != nil {
 				return err
 			}
 			last = m.seq
+			sinceAck += len(pend)
+			pend = pend[:0]
 		default:
 			return fmt.Errorf("statesync: unexpected message %d from the active", m.typ)
 		}
@@ -371,7 +388,6 @@ func (r *Replicator) follow(ctx context.Context) error {
 		// is applied (one ack per batch, not per op), and at least every
 		// ackEvery ops while the stream runs flat out, so the active's
 		// view of the standby, and sync writers, never wait on a burst.
-		sinceAck++
 		if (br.Buffered() == 0 || sinceAck >= ackEvery) && (last > 0 || ping) {
 			sinceAck = 0
 			out = appendMsg(out[:0], &msg{typ: msgAck, seq: last})

@@ -40,7 +40,8 @@ func (c *Cluster) ActiveNode() (string, error) {
 }
 
 // Settle starts what is not running, restores every link and waits until
-// one node is ACTIVE with the VIP and the other STANDBY.
+// one node is ACTIVE with the VIP, the other STANDBY, and the standby is
+// attached to the active's session replication.
 func (c *Cluster) Settle(within time.Duration) (active string, err error) {
 	for _, n := range []string{"a", "b"} {
 		if err := c.Isolate(n, true); err != nil {
@@ -66,7 +67,7 @@ func (c *Cluster) Settle(within time.Duration) (active string, err error) {
 			if act == "b" {
 				other = "a"
 			}
-			if s, err := c.Status(other); err == nil && s.Role == "STANDBY" && s.Peer.Seen && c.Holds(act, VIP.Addr()) && !c.Holds(other, VIP.Addr()) {
+			if s, err := c.Status(other); err == nil && s.Role == "STANDBY" && s.Peer.Seen && s.Sync.Connected && c.Holds(act, VIP.Addr()) && !c.Holds(other, VIP.Addr()) {
 				return act, nil
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,6 +120,14 @@ func (c *container) waitFor(what string, within time.Duration, ok func() bool) {
 	}
 }
 
+// kill ends the container at once: SIGKILL to its init ends every process
+// in its PID namespace (killing systemd-nspawn alone would leave them).
+func (c *container) kill() {
+	if c.leader > 1 {
+		syscall.Kill(c.leader, syscall.SIGKILL)
+	}
+}
+
 // leaderOf finds the container's init: the child of systemd-nspawn.
 func leaderOf(nspawn int) (int, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", nspawn, nspawn))
@@ -132,25 +141,34 @@ func leaderOf(nspawn int) (int, error) {
 	return strconv.Atoi(f[0])
 }
 
-func TestInstallUnderSystemd(t *testing.T) {
+// world is what the container tests share: the package, the lab pair and
+// its config.
+type world struct {
+	deb    []byte
+	p      *labnet.Pair
+	config string // hapair.toml for the pair, key at /etc/hapair/hapair.key
+	key    []byte
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
 	if testing.Short() {
-		t.Skip("boots a container")
+		t.Skip("boots containers")
 	}
 	need(t, "systemd-nspawn", "debootstrap", "nsenter", "make")
-	base := rootfs(t)
-
-	work := t.TempDir()
-	dist := filepath.Join(work, "dist")
+	dist := filepath.Join(t.TempDir(), "dist")
 	if out, err := exec.Command("make", "-C", "..", "package", "VERSION=1.0.0", "DIST="+dist, "ARCHES=amd64").CombinedOutput(); err != nil {
 		t.Fatalf("make package: %v\n%s", err, tail(string(out)))
 	}
-	root := filepath.Join(work, "root")
-	if out, err := exec.Command("cp", "-a", base, root).CombinedOutput(); err != nil {
-		t.Fatalf("copy rootfs: %v\n%s", err, out)
+	w := &world{p: labnet.NewT(t, labnet.Options{})}
+	w.deb, _ = os.ReadFile(filepath.Join(dist, "hapair_1.0.0_amd64.deb"))
+	cfgPath, err := w.p.WriteConfig(t.TempDir(), labnet.ConfigOptions{Lease: "3s"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	deb, _ := os.ReadFile(filepath.Join(dist, "hapair_1.0.0_amd64.deb"))
-	os.WriteFile(filepath.Join(root, "var/cache/hapair.deb"), deb, 0o644)
-
+	src, _ := os.ReadFile(cfgPath)
+	w.config = regexp.MustCompile(`key_file = "(.*)"`).ReplaceAllString(string(src), `key_file = "/etc/hapair/hapair.key"`)
+	w.key, _ = os.ReadFile(filepath.Join(filepath.Dir(cfgPath), "hapair.key"))
 	// nspawn keeps state in /run/systemd/nspawn, which must be a tmpfs.
 	os.MkdirAll("/run/systemd/nspawn", 0o755)
 	if exec.Command("mountpoint", "-q", "/run/systemd/nspawn").Run() != nil {
@@ -158,43 +176,55 @@ func TestInstallUnderSystemd(t *testing.T) {
 			t.Fatalf("mount tmpfs: %v %s", err, out)
 		}
 	}
+	return w
+}
 
-	p := labnet.NewT(t, labnet.Options{})
-	cfgDir := t.TempDir()
-	cfgPath, err := p.WriteConfig(cfgDir, labnet.ConfigOptions{Lease: "3s"})
-	if err != nil {
-		t.Fatal(err)
+// boot starts a copy of the cached Debian tree with systemd as init, in
+// the lab namespace of node ("a" or "b"), and waits until it is up.
+func (w *world) boot(t *testing.T, node string) *container {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "root-"+node)
+	if out, err := exec.Command("cp", "-a", rootfs(t), root).CombinedOutput(); err != nil {
+		t.Fatalf("copy rootfs: %v\n%s", err, out)
 	}
+	os.WriteFile(filepath.Join(root, "var/cache/hapair.deb"), w.deb, 0o644)
 	// nspawn grants CAP_NET_ADMIN only with --private-network, which a
 	// given namespace path does not imply here: grant it, as the host that
 	// runs hapair has it.
 	nspawn := exec.Command("systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "-D", root, "-b", "--console=pipe",
-		"--network-namespace-path=/run/netns/"+p.A, "--capability=CAP_NET_ADMIN")
-	nspawn.Stdout, nspawn.Stderr = nil, nil
-	wait, err := p.Start(nspawn)
+		"--machine=hapair-"+node, "--network-namespace-path=/run/netns/"+w.p.Node(node), "--capability=CAP_NET_ADMIN")
+	wait, err := w.p.Start(nspawn)
 	if err != nil {
 		t.Fatal(err)
 	}
+	c := &container{t: t, root: root}
 	t.Cleanup(func() {
 		nspawn.Process.Signal(os.Interrupt) // poweroff
 		if exited, _ := wait(15 * time.Second); !exited {
+			c.kill()
 			nspawn.Process.Kill()
 			wait(5 * time.Second)
 		}
 	})
-	c := &container{t: t, root: root}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if c.leader, err = leaderOf(nspawn.Process.Pid); err == nil {
 			if out, _ := c.exec("systemctl", "is-system-running"); strings.Contains(out, "running") || strings.Contains(out, "degraded") {
-				break
+				return c
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("container did not boot: %v", err)
+			t.Fatalf("container %s did not boot: %v", node, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+func TestInstallUnderSystemd(t *testing.T) {
+	w := newWorld(t)
+	p := w.p
+	c := w.boot(t, "a")
+	root := c.root
 
 	// Install with apt, offline: iproute2 is in the image.
 	c.must("apt-get", "install", "-y", "/var/cache/hapair.deb")
@@ -205,9 +235,7 @@ func TestInstallUnderSystemd(t *testing.T) {
 
 	// The operator's steps: a key, then the config, then start.
 	c.must("hapairctl", "keygen")
-	src, _ := os.ReadFile(cfgPath)
-	cfg := regexp.MustCompile(`key_file = ".*"`).ReplaceAllString(string(src), `key_file = "/etc/hapair/hapair.key"`)
-	os.WriteFile(filepath.Join(root, "etc/hapair/hapair.toml"), []byte(cfg), 0o640)
+	os.WriteFile(filepath.Join(root, "etc/hapair/hapair.toml"), []byte(w.config), 0o640)
 	c.must("systemctl", "start", "hapaird")
 	c.waitFor("READY", 15*time.Second, func() bool {
 		s := c.show("ActiveState,SubState,StatusText")
@@ -243,5 +271,45 @@ func TestInstallUnderSystemd(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(root, path)); err == nil {
 			t.Errorf("/%s left after purge", path)
 		}
+	}
+}
+
+// TestPairOfContainersFailsOver runs the pair the way operators do: two
+// booted systems, each with the package installed and the unit enabled,
+// the same config and key on both; the active system is powered off hard
+// and the other takes the VIP.
+func TestPairOfContainersFailsOver(t *testing.T) {
+	w := newWorld(t)
+	nodes := map[string]*container{}
+	for _, n := range []string{"a", "b"} {
+		c := w.boot(t, n)
+		c.must("apt-get", "install", "-y", "/var/cache/hapair.deb")
+		os.WriteFile(filepath.Join(c.root, "etc/hapair/hapair.key"), w.key, 0o600)
+		os.WriteFile(filepath.Join(c.root, "etc/hapair/hapair.toml"), []byte(w.config), 0o640)
+		c.must("systemctl", "enable", "--now", "hapaird")
+		nodes[n] = c
+	}
+	a := nodes["a"]
+	a.waitFor("a active with the VIP", 15*time.Second, func() bool {
+		out, _ := a.exec("hapairctl", "status")
+		return strings.Contains(out, "a: ACTIVE") && strings.Contains(out, "peer b: STANDBY") && w.p.Holds("a", labnet.VIP.Addr())
+	})
+	if err := labnet.Reach(w.p.Client, labnet.VIP.Addr(), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Host loss: a's links cut and its whole system killed.
+	if err := w.p.Isolate("a", false); err != nil {
+		t.Fatal(err)
+	}
+	lost := time.Now()
+	a.kill()
+	b := nodes["b"]
+	b.waitFor("b to take the VIP", 5*time.Second, func() bool { return w.p.Holds("b", labnet.VIP.Addr()) })
+	t.Logf("VIP on b %v after a's host was lost", time.Since(lost))
+	if err := labnet.Reach(w.p.Client, labnet.VIP.Addr(), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.must("hapairctl", "status"); !strings.Contains(out, "b: ACTIVE") {
+		t.Errorf("b's status:\n%s", out)
 	}
 }

@@ -58,6 +58,10 @@ type Config struct {
 	ReplicationPort int
 	MetricsListen   string
 
+	// Optional TLS on the replication link: this node's certificate and
+	// key ("{node}" is replaced by the node's name) and the pair's CA.
+	TLSCert, TLSKey, TLSCA string
+
 	// Sessions: limits of the session store, and how long a sync-mode
 	// write waits for the standby before degrading to async.
 	MaxSessions int
@@ -116,8 +120,12 @@ type Hook struct {
 	Timeout time.Duration
 }
 
+// ForNode replaces "{node}" in path with n's name: one file can name
+// per-node paths.
+func ForNode(path string, n *Node) string { return strings.ReplaceAll(path, "{node}", n.Name) }
+
 // TargetFor is c's target on node n.
-func (c Check) TargetFor(n *Node) string { return strings.ReplaceAll(c.Target, "{node}", n.Name) }
+func (c Check) TargetFor(n *Node) string { return ForNode(c.Target, n) }
 
 // StartupWindow is how long a starting node listens for its peer before the
 // preferred node claims the VIPs.

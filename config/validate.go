@@ -37,6 +37,11 @@ type file struct {
 	Metrics struct {
 		Listen string `toml:"listen"`
 	} `toml:"metrics"`
+	TLS struct {
+		Cert string `toml:"cert"`
+		Key  string `toml:"key"`
+		CA   string `toml:"ca"`
+	} `toml:"tls"`
 	Sessions struct {
 		MaxSessions *int   `toml:"max_sessions"`
 		MaxData     *int   `toml:"max_data"`
@@ -141,6 +146,14 @@ func (v *validator) build(f *file) *Config {
 	}
 	if f.Sessions.SyncTimeout != "" {
 		c.SyncTimeout = v.duration("sessions.sync_timeout", f.Sessions.SyncTimeout, time.Millisecond)
+	}
+	c.TLSCert, c.TLSKey, c.TLSCA = f.TLS.Cert, f.TLS.Key, f.TLS.CA
+	if set := (c.TLSCert != "") || (c.TLSKey != "") || (c.TLSCA != ""); set {
+		for _, k := range []struct{ key, val string }{{"tls.cert", c.TLSCert}, {"tls.key", c.TLSKey}, {"tls.ca", c.TLSCA}} {
+			if k.val == "" {
+				v.errf(k.key, "missing: cert, key and ca go together")
+			}
+		}
 	}
 	v.vips(f, c)
 	v.checks(f, c)

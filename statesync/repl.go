@@ -3,6 +3,7 @@ package statesync
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,10 @@ type ReplConfig struct {
 	OnDropped func(ids []string)
 	// OnError, if set, hears connection errors (for rate-limited logs).
 	OnError func(error)
+	// TLSServer and TLSClient, when set, wrap the replication link in TLS
+	// (mutual: each side presents a certificate the other verifies). The
+	// key-based challenge-response still runs inside it.
+	TLSServer, TLSClient *tls.Config
 }
 
 // Replicator streams the store to the standby while this node is active,
@@ -36,8 +41,10 @@ type Replicator struct {
 	roleCtx  context.Context
 	roleStop context.CancelFunc
 	changed  chan struct{}
+	current  context.CancelFunc // the attached standby's connection
 
-	connected  atomic.Bool
+	connected  atomic.Bool  // following the active
+	leading    atomic.Int32 // standby connections being served
 	snapshots  atomic.Uint64
 	resumes    atomic.Uint64
 	authErrors atomic.Uint64
@@ -78,7 +85,7 @@ func (r *Replicator) role() (context.Context, bool) {
 
 // Connected says whether a standby is attached (active) or this node is
 // attached to the active (standby).
-func (r *Replicator) Connected() bool { return r.connected.Load() }
+func (r *Replicator) Connected() bool { return r.connected.Load() || r.leading.Load() > 0 }
 
 // ReplStats counts the replicator's events.
 type ReplStats struct {
@@ -132,7 +139,6 @@ func (r *Replicator) Run(ctx context.Context, ln net.Listener) error {
 }
 
 func (r *Replicator) accept(ctx context.Context, ln net.Listener, wg *sync.WaitGroup) {
-	var cur context.CancelFunc
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -147,22 +153,26 @@ func (r *Replicator) accept(ctx context.Context, ln net.Listener, wg *sync.WaitG
 			c.Close()
 			continue
 		}
-		// One standby at a time: a new connection replaces the old.
-		if cur != nil {
-			cur()
-		}
 		lc, cancel := context.WithCancel(rc)
-		cur = cancel
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer cancel()
-			err := r.lead(lc, c)
+			err := r.lead(lc, cancel, c)
 			if err != nil && lc.Err() == nil && r.cfg.OnError != nil {
 				r.cfg.OnError(err)
 			}
 		}()
 	}
+}
+
+func handshake(ctx context.Context, c *tls.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := c.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("statesync: tls: %w", err)
+	}
+	return nil
 }
 
 // ackEvery bounds how many applied ops go unacknowledged while data keeps
@@ -182,11 +192,31 @@ func closeOnDone(ctx context.Context, c net.Conn) (stop func()) {
 	return func() { close(done) }
 }
 
-func (r *Replicator) lead(ctx context.Context, c net.Conn) error {
+// takeOver makes cancel the standby connection's, ending the previous one:
+// one standby at a time, and only an authenticated one replaces it.
+func (r *Replicator) takeOver(cancel context.CancelFunc) {
+	r.mu.Lock()
+	prev := r.current
+	r.current = cancel
+	r.mu.Unlock()
+	if prev != nil {
+		prev()
+	}
+}
+
+func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.Conn) error {
 	stop := closeOnDone(ctx, c)
 	defer stop()
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+	}
+	if r.cfg.TLSServer != nil {
+		tc := tls.Server(c, r.cfg.TLSServer)
+		if err := handshake(ctx, tc); err != nil {
+			r.authErrors.Add(1)
+			return err
+		}
+		c = tc
 	}
 	if err := authenticate(c, r.cfg.Keys, true, 2*time.Second); err != nil {
 		if errors.Is(err, ErrAuth) {
@@ -200,8 +230,11 @@ func (r *Replicator) lead(ctx context.Context, c net.Conn) error {
 	if _, err := readMsg(br, nil, &hello); err != nil || hello.typ != msgHello {
 		return fmt.Errorf("statesync: expected hello: %v", err)
 	}
-	r.connected.Store(true)
-	defer r.connected.Store(false)
+	r.takeOver(cancel)
+	// Counted, not flagged: the replaced connection ends after this one
+	// started.
+	r.leading.Add(1)
+	defer r.leading.Add(-1)
 
 	// Acks arrive on the same connection, read by their own goroutine.
 	ackErr := make(chan error, 1)
@@ -306,6 +339,14 @@ func (r *Replicator) follow(ctx context.Context) error {
 	defer stop()
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+	}
+	if r.cfg.TLSClient != nil {
+		tc := tls.Client(c, r.cfg.TLSClient)
+		if err := handshake(ctx, tc); err != nil {
+			r.authErrors.Add(1)
+			return err
+		}
+		c = tc
 	}
 	if err := authenticate(c, r.cfg.Keys, false, 2*time.Second); err != nil {
 		if errors.Is(err, ErrAuth) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -161,6 +162,15 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 		hb.Close()
 		return fmt.Errorf("replication listener: %w", err)
 	}
+	var tlsServer, tlsClient *tls.Config
+	if cfg.TLSCert != "" {
+		tlsServer, tlsClient, err = statesync.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, peer.Name)
+		if err != nil {
+			replLn.Close()
+			hb.Close()
+			return err
+		}
+	}
 	store := statesync.NewStore(statesync.Limits{MaxSessions: cfg.MaxSessions, MaxData: cfg.MaxData})
 	var a *agent.Agent
 	var svc *statesync.Service
@@ -171,7 +181,8 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 			log.Warn("sessions dropped on resync from the active", "op", "resync", "count", len(ids))
 			svc.Hub().Publish(statesync.Event{Type: "sessions-dropped", Reason: "resynchronised from the active node", IDs: ids})
 		},
-		OnError: rateLimited(log, "replication"),
+		OnError:   rateLimited(log, "replication"),
+		TLSServer: tlsServer, TLSClient: tlsClient,
 	})
 	svc = statesync.NewService(store, repl, statesync.ServiceConfig{
 		Mode: statesync.Mode(cfg.SyncMode), SyncTimeout: cfg.SyncTimeout,

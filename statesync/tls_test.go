@@ -2,49 +2,19 @@ package statesync
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
+
+	"github.com/hapair/hapair/internal/pki"
 )
 
-// pki writes a CA and a certificate for each name into dir and returns
-// the file names as name.crt, name.key, ca.crt.
-func pki(t *testing.T, dir, caName string, names ...string) {
+func makePKI(t *testing.T, dir, caName string, names ...string) {
 	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: caName}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
+	if err := pki.Write(dir, caName, names...); err != nil {
 		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	write := func(name, typ string, der []byte) {
-		os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
-	}
-	write("ca.crt", "CERTIFICATE", caDER)
-	for i, n := range names {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: n}, DNSNames: []string{n},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kb, _ := x509.MarshalECPrivateKey(key)
-		write(n+".crt", "CERTIFICATE", der)
-		write(n+".key", "EC PRIVATE KEY", kb)
 	}
 }
 
@@ -75,7 +45,7 @@ func tlsNode(t *testing.T, dir, self, peer, peerAddr string, active bool) *node 
 
 func TestReplicationOverTLS(t *testing.T) {
 	dir := t.TempDir()
-	pki(t, dir, "pair-ca", "a", "b")
+	makePKI(t, dir, "pair-ca", "a", "b")
 	leader := tlsNode(t, dir, "a", "b", "", true)
 	follower := tlsNode(t, dir, "b", "a", leader.ln.Addr().String(), false)
 	for i := 0; i < 100; i++ {
@@ -85,7 +55,7 @@ func TestReplicationOverTLS(t *testing.T) {
 
 	// A node whose certificate comes from another CA gets nothing.
 	other := t.TempDir()
-	pki(t, other, "rogue-ca", "b")
+	makePKI(t, other, "rogue-ca", "b")
 	os.WriteFile(filepath.Join(other, "ca.crt"), mustRead(t, filepath.Join(dir, "ca.crt")), 0o600) // it trusts our CA, we don't trust it
 	rogue := tlsNode(t, other, "b", "a", leader.ln.Addr().String(), false)
 	before := leader.repl.Stats().AuthErrors

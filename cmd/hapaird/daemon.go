@@ -103,7 +103,7 @@ func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer
 
 func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Logger) error {
 	peer := cfg.Peer(self)
-	log.Info("starting", "op", "start", "version", version, "config", cfg.File, "found_by", rule, "peer", peer.Name, "profile", cfg.Profile)
+	log.Info("starting", "op", "start", "version", version, "config", cfg.File, "found_by", rule, "peer", peer.Name, "profile", cfg.Profile, "replication_tls", cfg.TLSCert != "")
 	for _, ifn := range interfacesOf(cfg, self) {
 		if _, err := net.InterfaceByName(ifn); err != nil {
 			return fmt.Errorf("interface %s (from %s): %w", ifn, cfg.File, err)

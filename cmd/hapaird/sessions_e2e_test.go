@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/internal/pki"
 	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/statesync/client"
 )
@@ -353,4 +355,44 @@ func atoi(s string) int {
 		return -1
 	}
 	return n
+}
+
+func TestReplicationOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	if err := pki.Write(dir, "pair-ca", "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	extra := fmt.Sprintf("\n[tls]\ncert = %q\nkey = %q\nca = %q\n", dir+"/{node}.crt", dir+"/{node}.key", dir+"/ca.crt")
+	c := cluster(t, labnet.ConfigOptions{Extra: extra})
+	act := settle(t, c)
+	if _, err := api(c, act).Create(context.Background(), "over-tls", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, act)
+	if v, err := api(c, other(act)).Get(context.Background(), "over-tls"); err != nil || *v.Data != "x" {
+		t.Fatalf("standby over TLS: %+v %v", v, err)
+	}
+	if b, _ := os.ReadFile(c.LogPath(act)); !strings.Contains(string(b), "replication_tls=true") {
+		t.Error("the daemon does not say it runs replication in TLS")
+	}
+	// A certificate that names the wrong node is refused: a's certificate
+	// copied over b's.
+	crt, _ := os.ReadFile(dir + "/a.crt")
+	key, _ := os.ReadFile(dir + "/a.key")
+	os.WriteFile(dir+"/b.crt", crt, 0o600)
+	os.WriteFile(dir+"/b.key", key, 0o600)
+	sb := other(act)
+	if err := c.Kill(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "STANDBY", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if s, _ := c.Status(act); s.Sync.Connected {
+		t.Error("a standby presenting the other node's certificate was accepted")
+	}
 }

@@ -28,16 +28,23 @@ type node struct {
 // run it across namespaces).
 func startNode(t *testing.T, store *Store, peer string, keys [][]byte, active bool) *node {
 	t.Helper()
+	return startNodeCfg(t, store, ReplConfig{Keys: keys, Peer: peer}, active)
+}
+
+// startNodeCfg runs a replicator with cfg (OnDropped is the node's own).
+func startNodeCfg(t *testing.T, store *Store, cfg ReplConfig, active bool) *node {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := &node{store: store, ln: ln, done: make(chan struct{})}
-	n.repl = NewReplicator(store, ReplConfig{Keys: keys, Peer: peer, OnDropped: func(ids []string) {
+	cfg.OnDropped = func(ids []string) {
 		n.mu.Lock()
 		n.dropped = append(n.dropped, ids...)
 		n.mu.Unlock()
-	}})
+	}
+	n.repl = NewReplicator(store, cfg)
 	if active {
 		n.repl.SetActive(true, 1)
 	}

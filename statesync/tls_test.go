@@ -1,9 +1,7 @@
 package statesync
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -24,23 +22,7 @@ func tlsNode(t *testing.T, dir, self, peer, peerAddr string, active bool) *node 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &node{store: NewStore(Limits{}), ln: ln, done: make(chan struct{})}
-	n.repl = NewReplicator(n.store, ReplConfig{Keys: [][]byte{key}, Peer: peerAddr, TLSServer: srv, TLSClient: cli})
-	if active {
-		n.repl.SetActive(true, 1)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
-	go func() {
-		defer close(n.done)
-		n.repl.Run(ctx, ln)
-	}()
-	t.Cleanup(n.stop)
-	return n
+	return startNodeCfg(t, NewStore(Limits{}), ReplConfig{Keys: [][]byte{key}, Peer: peerAddr, TLSServer: srv, TLSClient: cli}, active)
 }
 
 func TestReplicationOverTLS(t *testing.T) {

@@ -268,39 +268,45 @@ func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 		close(queue)
 		<-done
 	}()
-	var hdr [4]byte
-	buf := make([]byte, 0, 4096)
+	batch := make([]Write, 0, maxBatch)
+	var scratch []byte
 	for {
-		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		// One request, blocking; then every complete request already
+		// buffered behind it, applied together.
+		batch = batch[:0]
+		w, err := readRequest(br, true, &scratch)
+		if err != nil {
 			return
 		}
-		n := binary.BigEndian.Uint32(hdr[:])
-		if n < 3 || n > maxStreamMsg {
-			return
-		}
-		if cap(buf) < int(n) {
-			buf = make([]byte, n)
-		}
-		buf = buf[:n]
-		if _, err := io.ReadFull(br, buf); err != nil {
-			return
-		}
-		var p pending
-		kind := OpKind(buf[0])
-		idLen := int(binary.BigEndian.Uint16(buf[1:3]))
-		if 3+idLen > len(buf) || kind < OpCreate || kind > OpDelete {
-			p.err = errors.New("malformed request")
-		} else {
-			var data []byte
-			if kind != OpDelete {
-				data = append([]byte(nil), buf[3+idLen:]...)
+		batch = append(batch, w)
+		for len(batch) < maxBatch {
+			w, err := readRequest(br, false, &scratch)
+			if err != nil {
+				return
 			}
-			p.seq, p.err = s.apply(kind, string(buf[3:3+idLen]), data)
+			if w.Kind == 0 && w.Err == nil {
+				break // nothing complete buffered
+			}
+			batch = append(batch, w)
+		}
+		malformed := false
+		for _, w := range batch {
+			malformed = malformed || w.Err != nil
+		}
+		if !malformed {
+			s.applyBatch(batch)
+		} else {
+			for k := range batch {
+				if batch[k].Err == nil {
+					batch[k].Seq, batch[k].Err = s.apply(batch[k].Kind, batch[k].ID, batch[k].Data)
+				}
+			}
 		}
 		// One request and nothing queued behind or ahead of it: answer
 		// here, saving the hand-off to the writer (a sync write's
 		// latency is mostly such hand-offs).
-		if inflight.Load() == 0 && br.Buffered() == 0 {
+		if len(batch) == 1 && inflight.Load() == 0 && br.Buffered() == 0 {
+			p := pending{seq: batch[0].Seq, err: batch[0].Err}
 			if p.err == nil {
 				s.settle(p.seq)
 			}
@@ -312,7 +318,52 @@ func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 			}
 			continue
 		}
-		inflight.Add(1)
-		queue <- p
+		for _, w := range batch {
+			inflight.Add(1)
+			queue <- pending{seq: w.Seq, err: w.Err}
+		}
 	}
+}
+
+// maxBatch bounds how many pipelined requests are applied together.
+const maxBatch = 256
+
+// readRequest reads one stream request. With block false it returns a zero
+// Write, and no error, when no complete request is buffered.
+func readRequest(br *bufio.Reader, block bool, scratch *[]byte) (Write, error) {
+	if !block {
+		if br.Buffered() < 4 {
+			return Write{}, nil
+		}
+		hdr, _ := br.Peek(4)
+		if n := binary.BigEndian.Uint32(hdr); br.Buffered() < 4+int(min(n, maxStreamMsg)) {
+			return Write{}, nil
+		}
+	}
+	var hdr [4]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		return Write{}, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n < 3 || n > maxStreamMsg {
+		return Write{}, errors.New("stream: bad request length")
+	}
+	if cap(*scratch) < int(n) {
+		*scratch = make([]byte, n)
+	}
+	buf := (*scratch)[:n]
+	if _, err := io.ReadFull(br, buf); err != nil {
+		return Write{}, err
+	}
+	kind := OpKind(buf[0])
+	idLen := int(binary.BigEndian.Uint16(buf[1:3]))
+	if 3+idLen > len(buf) || kind < OpCreate || kind > OpDelete {
+		return Write{Kind: kind, Err: errors.New("malformed request")}, nil
+	}
+	w := Write{Kind: kind, ID: string(buf[3 : 3+idLen])}
+	if kind != OpDelete {
+		// An exact-size copy: the store keeps it for the session's life.
+		w.Data = append([]byte(nil), buf[3+idLen:]...)
+	}
+	return w, nil
 }

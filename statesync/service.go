@@ -131,20 +131,36 @@ func (s *Service) gate() error {
 
 // apply performs a write without waiting for the standby.
 func (s *Service) apply(kind OpKind, id string, data []byte) (uint64, error) {
+	w := []Write{{Kind: kind, ID: id, Data: data}}
+	s.applyBatch(w)
+	return w[0].Seq, w[0].Err
+}
+
+// applyBatch performs writes that arrived together, in order.
+func (s *Service) applyBatch(ws []Write) {
 	if err := s.gate(); err != nil {
-		return 0, err
+		for i := range ws {
+			ws[i].Err = err
+		}
+		return
 	}
 	now := time.Now()
-	seq, err := s.store.Write(kind, id, data, now)
-	if err != nil {
-		return 0, err
+	s.store.WriteBatch(ws, now)
+	var last uint64
+	created := false
+	for _, w := range ws {
+		if w.Err == nil {
+			s.writes.Add(1)
+			last = w.Seq
+			created = created || w.Kind == OpCreate
+		}
 	}
-	s.writes.Add(1)
-	if kind == OpCreate && s.cfg.OnNewSession != nil {
+	if created && s.cfg.OnNewSession != nil {
 		s.cfg.OnNewSession(now)
 	}
-	s.backpressure(seq)
-	return seq, nil
+	if last > 0 {
+		s.backpressure(last)
+	}
 }
 
 // maxLag bounds how far an attached standby may fall behind in async mode:

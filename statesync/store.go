@@ -131,30 +131,60 @@ func (s *Store) check(id string, data []byte) error {
 // Write applies a local write with the next sequence number and logs it.
 // data is kept, not copied: the caller must not modify it afterwards.
 func (s *Store) Write(kind OpKind, id string, data []byte, now time.Time) (uint64, error) {
-	if err := s.check(id, data); err != nil {
-		return 0, err
+	w := []Write{{Kind: kind, ID: id, Data: data}}
+	s.WriteBatch(w, now)
+	return w[0].Seq, w[0].Err
+}
+
+// Write is one write of a batch, with its outcome filled in.
+type Write struct {
+	Kind OpKind
+	ID   string
+	Data []byte
+	Seq  uint64 // set on success
+	Err  error
+}
+
+// WriteBatch applies writes in order under one lock: a pipelining client's
+// writes that arrived together cost one lock and one wake-up of the
+// replication sender, not one each.
+func (s *Store) WriteBatch(ws []Write, now time.Time) {
+	for i := range ws {
+		ws[i].Err = s.check(ws[i].ID, ws[i].Data)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cur := s.sessions[id]
-	switch kind {
-	case OpCreate:
-		if cur != nil {
-			return 0, fmt.Errorf("%w: %s", ErrExists, id)
+	wrote := false
+	for i := range ws {
+		w := &ws[i]
+		if w.Err != nil {
+			continue
 		}
-		if len(s.sessions) >= s.lim.MaxSessions {
-			return 0, fmt.Errorf("%w (%d)", ErrFull, s.lim.MaxSessions)
+		cur := s.sessions[w.ID]
+		switch w.Kind {
+		case OpCreate:
+			if cur != nil {
+				w.Err = fmt.Errorf("%w: %s", ErrExists, w.ID)
+			} else if len(s.sessions) >= s.lim.MaxSessions {
+				w.Err = fmt.Errorf("%w (%d)", ErrFull, s.lim.MaxSessions)
+			}
+		case OpUpdate, OpDelete:
+			if cur == nil {
+				w.Err = fmt.Errorf("%w: %s", ErrNotFound, w.ID)
+			}
+		default:
+			w.Err = fmt.Errorf("statesync: unknown op %v", w.Kind)
 		}
-	case OpUpdate, OpDelete:
-		if cur == nil {
-			return 0, fmt.Errorf("%w: %s", ErrNotFound, id)
+		if w.Err != nil {
+			continue
 		}
-	default:
-		return 0, fmt.Errorf("statesync: unknown op %v", kind)
+		w.Seq = s.seq + 1
+		s.applyLocked(Op{Seq: w.Seq, Kind: w.Kind, ID: w.ID, Data: w.Data}, now, false)
+		wrote = true
 	}
-	op := Op{Seq: s.seq + 1, Kind: kind, ID: id, Data: data}
-	s.applyLocked(op, now)
-	return op.Seq, nil
+	if wrote {
+		s.signal()
+	}
 }
 
 // Apply applies replicated operations, in order, under one lock.
@@ -165,12 +195,15 @@ func (s *Store) Apply(now time.Time, ops ...Op) error {
 		if op.Seq != s.seq+1 {
 			return fmt.Errorf("statesync: op %d out of order (applied %d)", op.Seq, s.seq)
 		}
-		s.applyLocked(op, now)
+		s.applyLocked(op, now, false)
+	}
+	if len(ops) > 0 {
+		s.signal()
 	}
 	return nil
 }
 
-func (s *Store) applyLocked(op Op, now time.Time) {
+func (s *Store) applyLocked(op Op, now time.Time, signal bool) {
 	switch op.Kind {
 	case OpCreate, OpUpdate:
 		cur := s.sessions[op.ID]
@@ -191,7 +224,9 @@ func (s *Store) applyLocked(op Op, now time.Time) {
 		s.logLen++
 	}
 	s.log[i] = op
-	s.signal()
+	if signal {
+		s.signal()
+	}
 }
 
 func (s *Store) signal() {

@@ -115,9 +115,6 @@ func NewStore(lim Limits) *Store {
 	return &Store{lim: lim, sessions: map[string]*Session{}, log: make([]Op, lim.LogOps), notify: make(chan struct{}, 1), ackSig: make(chan struct{})}
 }
 
-// Limits returns the store's limits.
-func (s *Store) Limits() Limits { return s.lim }
-
 func (s *Store) check(id string, data []byte) error {
 	if id == "" || len(id) > s.lim.MaxIDLen {
 		return fmt.Errorf("%w: %d bytes (1 to %d)", ErrBadID, len(id), s.lim.MaxIDLen)

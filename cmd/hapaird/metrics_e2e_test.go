@@ -51,6 +51,7 @@ func TestMetricsScrape(t *testing.T) {
 		`hapair_heartbeat_frames_dropped_total{reason="bad_mac"} 0`,
 		`hapair_transitions_to_active_total{reason="start-up"} 1`,
 		`# TYPE hapair_heartbeat_frames_sent_total counter`,
+		`hapair_session_writes_total 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)

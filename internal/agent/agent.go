@@ -43,6 +43,7 @@ type VIPs interface {
 	Announce() error
 	Present() ([]vip.Addr, error)
 	Addrs() []vip.Addr
+	Stats() vip.Stats
 }
 
 // Watcher is what the agent needs of a VIP watch (vip.Manager.Subscribe,

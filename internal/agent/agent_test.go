@@ -62,7 +62,8 @@ func (f *fakeVIPs) Present() ([]vip.Addr, error) { return nil, nil }
 func (f *fakeVIPs) Addrs() []vip.Addr {
 	return []vip.Addr{{Prefix: netip.MustParsePrefix("192.0.2.100/24"), Interface: "pub0"}}
 }
-func (f *fakeVIPs) isHeld() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.held }
+func (f *fakeVIPs) Stats() vip.Stats { return vip.Stats{} }
+func (f *fakeVIPs) isHeld() bool     { f.mu.Lock(); defer f.mu.Unlock(); return f.held }
 
 type fakeWatch struct{ events chan vip.Event }
 

@@ -96,6 +96,8 @@ func (a *Agent) Status() control.Status {
 	s.Frames = control.Frames{Sent: st.Sent, Received: st.Received, Dropped: st.Drops}
 	s.Sync = a.syncStatus()
 	s.Redundancy = redundancy(s)
+	vs := a.opt.VIPs.Stats()
+	s.Announcements, s.AnnounceErrors = vs.Announcements, vs.AnnounceErrors
 	if a.opt.Health != nil {
 		for _, c := range a.opt.Health.States() {
 			s.Checks = append(s.Checks, control.Check{Name: c.Name, Kind: c.Kind, Critical: c.Critical, Healthy: c.Healthy, Detail: c.Detail, Since: c.Since})
@@ -109,5 +111,6 @@ func (a *Agent) syncStatus() control.Sync {
 	_, written := st.Store().Seq()
 	rs := st.Replicator().Stats()
 	return control.Sync{Mode: string(a.opt.SyncMode), Sessions: st.Store().Len(), Written: written, Acked: st.Store().Acked(),
-		Connected: st.Replicator().Connected(), Degraded: st.Degraded(), Snapshots: rs.Snapshots, Resumes: rs.Resumes}
+		Connected: st.Replicator().Connected(), Degraded: st.Degraded(), Snapshots: rs.Snapshots, Resumes: rs.Resumes,
+		Writes: st.Writes(), CutOff: st.Hub().CutOff()}
 }

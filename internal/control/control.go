@@ -47,6 +47,8 @@ type Status struct {
 	Frames Frames  `json:"frames"`
 	Sync   Sync    `json:"sync"`
 	Checks []Check `json:"checks,omitempty"`
+	// Announcements counts gratuitous ARP / NA rounds sent, and failed.
+	Announcements, AnnounceErrors uint64
 	// Failovers counts transitions to ACTIVE by the reason's first words.
 	Failovers map[string]uint64 `json:"transitions_to_active,omitempty"`
 }
@@ -68,9 +70,11 @@ type Sync struct {
 	Written   uint64 `json:"written"` // last sequence written or applied here
 	Acked     uint64 `json:"acked"`   // active: last sequence the standby applied
 	Connected bool   `json:"connected"`
-	Degraded  bool   `json:"degraded,omitempty"` // sync mode running as async
-	Snapshots uint64 `json:"snapshots"`          // full resyncs served (active)
-	Resumes   uint64 `json:"resumes"`            // reconnects resumed from the log (active)
+	Degraded  bool   `json:"degraded,omitempty"`  // sync mode running as async
+	Snapshots uint64 `json:"snapshots"`           // full resyncs served (active)
+	Resumes   uint64 `json:"resumes"`             // reconnects resumed from the log (active)
+	Writes    uint64 `json:"writes"`              // session writes accepted here
+	CutOff    uint64 `json:"subscribers_cut_off"` // event subscribers dropped for not reading
 }
 
 // PeerStatus is what the peer's last frame said.

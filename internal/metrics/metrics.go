@@ -39,12 +39,16 @@ var (
 	dConnected  = desc("replication_connected", "1 while the replication link is connected.")
 	dSyncDeg    = desc("sync_degraded", "1 while sync mode runs as async.")
 	dCheck      = desc("check_healthy", "1 while a check is healthy.", "check", "kind", "critical")
+	dWrites     = desc("session_writes_total", "Session writes accepted on this node.")
+	dCutOff     = desc("event_subscribers_cut_off_total", "Event stream subscribers dropped for not reading.")
+	dAnnounce   = desc("vip_announcements_total", "Gratuitous ARP / unsolicited NA rounds sent.")
+	dAnnErr     = desc("vip_announcement_errors_total", "Announcements that failed.")
 )
 
 type collector struct{ status func() control.Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dSent, dRecv, dDropped, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck} {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dSent, dRecv, dDropped, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr} {
 		ch <- d
 	}
 }
@@ -92,6 +96,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		g(dAcked, float64(s.Sync.Acked))
 		g(dLag, float64(s.Sync.Written-min(s.Sync.Acked, s.Sync.Written)))
 	}
+	n(dWrites, float64(s.Sync.Writes))
+	n(dCutOff, float64(s.Sync.CutOff))
+	n(dAnnounce, float64(s.Announcements))
+	n(dAnnErr, float64(s.AnnounceErrors))
 	for _, chk := range s.Checks {
 		g(dCheck, b2f(chk.Healthy), chk.Name, chk.Kind, map[bool]string{true: "true", false: "false"}[chk.Critical])
 	}

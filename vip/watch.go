@@ -63,6 +63,12 @@ func (m *Manager) Subscribe() (*Watcher, error) {
 	return w, nil
 }
 
+// Close ends the subscriptions of a watcher that will not Run.
+func (w *Watcher) Close() error {
+	close(w.done)
+	return nil
+}
+
 // Run reports, until ctx ends, held VIPs removed by anyone but the manager
 // and carrier changes on the VIPs' interfaces; then it closes the
 // subscriptions.

@@ -155,19 +155,27 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 		udp.Conn.Close()
 		return err
 	}
+	// Until the agent and the replicator run and own them, a failed start
+	// closes what it opened.
+	var undo []func() error
+	running := false
+	defer func() {
+		for i := len(undo) - 1; i >= 0 && !running; i-- {
+			undo[i]()
+		}
+	}()
+	undo = append(undo, hb.Close)
 
 	replAddr := netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.ReplicationPort)).String()
 	replLn, err := net.Listen("tcp", replAddr)
 	if err != nil {
-		hb.Close()
 		return fmt.Errorf("replication listener: %w", err)
 	}
+	undo = append(undo, replLn.Close)
 	var tlsServer, tlsClient *tls.Config
 	if cfg.TLSCert != "" {
 		tlsServer, tlsClient, err = statesync.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, peer.Name)
 		if err != nil {
-			replLn.Close()
-			hb.Close()
 			return err
 		}
 	}
@@ -196,8 +204,6 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 	}
 	monitor, err := health.New(checks)
 	if err != nil {
-		replLn.Close()
-		hb.Close()
 		return err
 	}
 	var hks []hooks.Hook
@@ -208,10 +214,9 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 	defer hookRunner.Close()
 	watch, err := vips.Subscribe()
 	if err != nil {
-		replLn.Close()
-		hb.Close()
 		return err
 	}
+	undo = append(undo, watch.Close)
 	a = agent.New(agent.Options{
 		Health: monitor, Hooks: hookRunner,
 		Election:  election.Config{Node: self.ID, Preferred: cfg.Primary == self.Name, Dead: cfg.DeadInterval, StartupWindow: cfg.StartupWindow()},
@@ -232,16 +237,12 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 	svc.Register(mux)
 	srv, err := serveControl(cfg.Socket, mux)
 	if err != nil {
-		replLn.Close()
-		hb.Close()
 		return err
 	}
 	defer srv.Close()
 	if cfg.MetricsListen != "" {
 		ml, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
-			replLn.Close()
-			hb.Close()
 			return fmt.Errorf("metrics listener: %w", err)
 		}
 		msrv := &http.Server{Handler: metrics.Handler(a.Status), ReadHeaderTimeout: 5 * time.Second}
@@ -249,6 +250,7 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 		defer msrv.Close()
 	}
 
+	running = true
 	replCtx, stopRepl := context.WithCancel(context.Background())
 	replDone := make(chan struct{})
 	go func() {

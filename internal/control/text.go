@@ -53,7 +53,11 @@ func (s Status) Text() string {
 	if s.Sync.Degraded {
 		syncDeg = " (DEGRADED to async)"
 	}
-	fmt.Fprintf(&b, "sessions: %d, replication %s, mode %s%s, written %d, standby applied %d\n", s.Sync.Sessions, conn, s.Sync.Mode, syncDeg, s.Sync.Written, s.Sync.Acked)
+	pos := fmt.Sprintf("applied up to write %d", s.Sync.Written)
+	if s.Role == "ACTIVE" {
+		pos = fmt.Sprintf("written %d, standby applied %d", s.Sync.Written, s.Sync.Acked)
+	}
+	fmt.Fprintf(&b, "sessions: %d, replication %s, mode %s%s, %s\n", s.Sync.Sessions, conn, s.Sync.Mode, syncDeg, pos)
 	if s.Lock != "" {
 		fmt.Fprintf(&b, "lock: %s\n", s.Lock)
 	}
@@ -69,7 +73,11 @@ func (s Status) Text() string {
 		if !c.Critical {
 			crit = " (not critical)"
 		}
-		fmt.Fprintf(&b, "check %s (%s)%s: %s since %s: %s\n", c.Name, c.Kind, crit, st, c.Since.Format(time.RFC3339), c.Detail)
+		detail := ""
+		if !c.Healthy {
+			detail = ": " + c.Detail
+		}
+		fmt.Fprintf(&b, "check %s (%s)%s: %s since %s%s\n", c.Name, c.Kind, crit, st, c.Since.Format(time.RFC3339), detail)
 	}
 	if t := s.LastTransition; t != nil {
 		fmt.Fprintf(&b, "last transition: %s -> %s at %s: %s\n", t.From, t.To, t.At.Format(time.RFC3339Nano), t.Reason)

@@ -42,7 +42,6 @@ type Machine struct {
 
 	frozen *Facts // our split-brain snapshot, while arbitrating
 
-	last Action // the latest transition
 	acts []Action
 }
 
@@ -78,9 +77,6 @@ func (m *Machine) Degraded() []string {
 	}
 	return out
 }
-
-// LastTransition is the most recent role change.
-func (m *Machine) LastTransition() Action { return m.last }
 
 // SplitBrain says whether this node is arbitrating with an active peer.
 func (m *Machine) SplitBrain() bool { return m.frozen != nil }
@@ -160,8 +156,7 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 		m.frozen = nil
 		m.leaving = false
 	}
-	m.last = Action{Kind: Transition, From: from, To: to, Reason: reason}
-	m.emit(m.last)
+	m.emit(Action{Kind: Transition, From: from, To: to, Reason: reason})
 	m.emit(Action{Kind: Advertise})
 }
 

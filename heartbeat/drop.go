@@ -32,15 +32,6 @@ func (r DropReason) String() string {
 	return dropNames[r]
 }
 
-// DropReasons lists every reason, for metrics and status.
-func DropReasons() []DropReason {
-	out := make([]DropReason, numDropReasons)
-	for i := range out {
-		out[i] = DropReason(i)
-	}
-	return out
-}
-
 // Counters are an endpoint's frame counts, safe to read at any time.
 type Counters struct {
 	drops [numDropReasons]atomic.Uint64

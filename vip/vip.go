@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"time"
 
+	"github.com/hapair/hapair/internal/netnsrun"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -287,26 +287,11 @@ func (m *Manager) Present() ([]Addr, error) {
 	return out, nil
 }
 
-// inNS runs f on a thread inside the manager's namespace, for sockets that
-// must be opened there.
+// inNS runs f inside the manager's namespace, for sockets that must be
+// opened there.
 func (m *Manager) inNS(f func() error) error {
 	if !m.ns.IsOpen() {
 		return f()
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	if err := netns.Set(m.ns); err != nil {
-		return err
-	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		runtime.LockOSThread() // never return a thread in the wrong namespace
-		return errors.Join(ferr, err)
-	}
-	return ferr
+	return netnsrun.In(m.ns, f)
 }

@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hapair/hapair/internal/netnsrun"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -362,28 +363,15 @@ func (p *Pair) SeparatePair(up bool) error {
 
 // Do runs f on a thread inside namespace ns. Sockets f opens stay in ns.
 func Do(ns string, f func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
 	target, err := netns.GetFromName(ns)
 	if err != nil {
 		return fmt.Errorf("labnet: namespace %s: %w", ns, err)
 	}
 	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return fmt.Errorf("labnet: enter %s: %w", ns, err)
+	if err := netnsrun.In(target, f); err != nil {
+		return fmt.Errorf("labnet: in %s: %w", ns, err)
 	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		// Never hand a thread in the wrong namespace back to the runtime.
-		runtime.LockOSThread()
-		return errors.Join(ferr, fmt.Errorf("labnet: leave %s: %w", ns, err))
-	}
-	return ferr
+	return nil
 }
 
 // Sysctl writes a net sysctl inside ns; key is a /proc/sys path such as

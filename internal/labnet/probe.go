@@ -26,13 +26,14 @@ type Prober struct {
 	v6   bool
 	id   int
 
-	mu      sync.Mutex
-	replies []time.Time
+	mu       sync.Mutex
+	replies  []time.Time
+	answered chan struct{} // closed at the first reply
 }
 
 // NewProber opens an ICMP socket in namespace ns aimed at addr.
 func NewProber(ns string, addr netip.Addr) (*Prober, error) {
-	p := &Prober{v6: addr.Is6(), id: rand.IntN(0xffff), dst: &net.IPAddr{IP: addr.AsSlice()}}
+	p := &Prober{v6: addr.Is6(), id: rand.IntN(0xffff), dst: &net.IPAddr{IP: addr.AsSlice()}, answered: make(chan struct{})}
 	network, laddr := "ip4:icmp", "0.0.0.0"
 	if p.v6 {
 		network, laddr = "ip6:ipv6-icmp", "::"
@@ -104,6 +105,9 @@ func (p *Prober) read() {
 		}
 		if e, ok := m.Body.(*icmp.Echo); ok && e.ID == p.id && (m.Type == ipv4.ICMPTypeEchoReply || m.Type == ipv6.ICMPTypeEchoReply) {
 			p.mu.Lock()
+			if len(p.replies) == 0 {
+				close(p.answered)
+			}
 			p.replies = append(p.replies, now)
 			p.mu.Unlock()
 		}
@@ -157,10 +161,11 @@ func Reach(ns string, addr netip.Addr, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	go func() {
-		for ctx.Err() == nil && p.Replies() == 0 {
-			time.Sleep(5 * time.Millisecond)
+		select {
+		case <-p.answered:
+			cancel()
+		case <-ctx.Done():
 		}
-		cancel()
 	}()
 	p.Run(ctx, 50*time.Millisecond)
 	if p.Replies() == 0 {

@@ -2,6 +2,7 @@ package statesync
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -219,46 +220,39 @@ func (s *Service) Register(mux *http.ServeMux) {
 //	response: length u32 | status u8 (0 ok) | seq u64 | error text
 const maxStreamMsg = 1 << 20
 
-type pending struct {
-	seq uint64
-	err error
-}
+// maxBatch bounds how many pipelined requests are applied together.
+const maxBatch = 256
 
+// serveStream reads every whole request buffered, applies them as one
+// batch straight from the read buffer, and answers them. Async answers
+// (and a lone sync write) are written by this goroutine; a pipelined sync
+// batch is handed to a second one that waits for the standby while this
+// one reads on.
 func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 	defer c.Close()
 	bw := bufio.NewWriterSize(c, 64<<10)
-	var wmu sync.Mutex // bw's owner: the writer goroutine or the inline path
-	var inflight atomic.Int64
-	var out []byte
-	answer := func(p pending, flush bool) error {
-		status, msg := byte(0), ""
-		if p.err != nil {
-			status, msg = 1, p.err.Error()
-		}
-		out = binary.BigEndian.AppendUint32(out[:0], uint32(1+8+len(msg)))
-		out = append(out, status)
-		out = binary.BigEndian.AppendUint64(out, p.seq)
-		out = append(out, msg...)
-		if _, err := bw.Write(out); err != nil {
-			return err
-		}
-		if flush {
-			return bw.Flush()
-		}
-		return nil
+	var wmu sync.Mutex        // bw's owner: either goroutine
+	var inflight atomic.Int64 // batches handed over and not yet answered
+	type answers struct {
+		b    []byte
+		last uint64
 	}
-	queue := make(chan pending, 4096)
+	queue := make(chan answers, 64)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		broken := false
-		for p := range queue {
-			if p.err == nil && !broken {
-				s.settle(p.seq)
+		for a := range queue {
+			if !broken && a.last > 0 {
+				s.settle(a.last)
 			}
 			wmu.Lock()
-			if !broken && answer(p, len(queue) == 0) != nil {
-				broken = true
+			if !broken {
+				_, err := bw.Write(a.b)
+				if err == nil && len(queue) == 0 {
+					err = bw.Flush()
+				}
+				broken = err != nil
 			}
 			wmu.Unlock()
 			inflight.Add(-1)
@@ -269,101 +263,123 @@ func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 		<-done
 	}()
 	batch := make([]Write, 0, maxBatch)
-	var scratch []byte
+	var big, out []byte
 	for {
-		// One request, blocking; then every complete request already
-		// buffered behind it, applied together.
-		batch = batch[:0]
-		w, err := readRequest(br, true, &scratch)
+		b, buffered, err := awaitRequests(br, &big)
 		if err != nil {
 			return
 		}
-		batch = append(batch, w)
-		for len(batch) < maxBatch {
-			w, err := readRequest(br, false, &scratch)
-			if err != nil {
-				return
+		batch = batch[:0]
+		used := 0
+		for len(batch) < maxBatch && len(b)-used >= 4 {
+			n := 4 + int(binary.BigEndian.Uint32(b[used:]))
+			if n < 4+3 || n > 4+maxStreamMsg {
+				return // not a stream this side can resynchronise on
 			}
-			if w.Kind == 0 && w.Err == nil {
-				break // nothing complete buffered
+			if len(b)-used < n {
+				break
 			}
-			batch = append(batch, w)
+			batch = append(batch, parseRequest(b[used+4:used+n]))
+			used += n
 		}
-		malformed := false
+		s.applyBatch(batch) // copies what the store keeps
+		if buffered {
+			br.Discard(used)
+		}
+		var last uint64
+		out = out[:0]
 		for _, w := range batch {
-			malformed = malformed || w.Err != nil
-		}
-		if !malformed {
-			s.applyBatch(batch)
-		} else {
-			for k := range batch {
-				if batch[k].Err == nil {
-					batch[k].Seq, batch[k].Err = s.apply(batch[k].Kind, batch[k].ID, batch[k].Data)
-				}
+			out = appendAnswer(out, w.Seq, w.Err)
+			if w.Err == nil {
+				last = w.Seq
 			}
 		}
-		// One request and nothing queued behind or ahead of it: answer
-		// here, saving the hand-off to the writer (a sync write's
-		// latency is mostly such hand-offs).
-		if len(batch) == 1 && inflight.Load() == 0 && br.Buffered() == 0 {
-			p := pending{seq: batch[0].Seq, err: batch[0].Err}
-			if p.err == nil {
-				s.settle(p.seq)
+		// Answered here when nothing needs waiting for, or when a lone
+		// sync write has nothing queued behind or ahead of it (a hand-off
+		// to the other goroutine would add to its latency); in order
+		// either way.
+		more := wholeRequestBuffered(br)
+		if inflight.Load() == 0 && (last == 0 || s.cfg.Mode != Sync || !more) {
+			if last > 0 {
+				s.settle(last)
 			}
 			wmu.Lock()
-			err := answer(p, true)
+			_, err := bw.Write(out)
+			if err == nil && !more {
+				err = bw.Flush()
+			}
 			wmu.Unlock()
 			if err != nil {
 				return
 			}
 			continue
 		}
-		for _, w := range batch {
-			inflight.Add(1)
-			queue <- pending{seq: w.Seq, err: w.Err}
-		}
+		inflight.Add(1)
+		queue <- answers{b: bytes.Clone(out), last: last}
 	}
 }
 
-// maxBatch bounds how many pipelined requests are applied together.
-const maxBatch = 256
+func appendAnswer(dst []byte, seq uint64, err error) []byte {
+	status, text := byte(0), ""
+	if err != nil {
+		status, text = 1, err.Error()
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(1+8+len(text)))
+	dst = append(dst, status)
+	dst = binary.BigEndian.AppendUint64(dst, seq)
+	return append(dst, text...)
+}
 
-// readRequest reads one stream request. With block false it returns a zero
-// Write, and no error, when no complete request is buffered.
-func readRequest(br *bufio.Reader, block bool, scratch *[]byte) (Write, error) {
-	if !block {
-		if br.Buffered() < 4 {
-			return Write{}, nil
-		}
-		hdr, _ := br.Peek(4)
-		if n := binary.BigEndian.Uint32(hdr); br.Buffered() < 4+int(min(n, maxStreamMsg)) {
-			return Write{}, nil
-		}
+// parseRequest parses one request body; ID and Data alias b.
+func parseRequest(b []byte) Write {
+	kind := OpKind(b[0])
+	idLen := int(binary.BigEndian.Uint16(b[1:3]))
+	if 3+idLen > len(b) || kind < OpCreate || kind > OpDelete {
+		return Write{Kind: kind, Err: errors.New("malformed request")}
 	}
-	var hdr [4]byte
-	if _, err := io.ReadFull(br, hdr[:]); err != nil {
-		return Write{}, err
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n < 3 || n > maxStreamMsg {
-		return Write{}, errors.New("stream: bad request length")
-	}
-	if cap(*scratch) < int(n) {
-		*scratch = make([]byte, n)
-	}
-	buf := (*scratch)[:n]
-	if _, err := io.ReadFull(br, buf); err != nil {
-		return Write{}, err
-	}
-	kind := OpKind(buf[0])
-	idLen := int(binary.BigEndian.Uint16(buf[1:3]))
-	if 3+idLen > len(buf) || kind < OpCreate || kind > OpDelete {
-		return Write{Kind: kind, Err: errors.New("malformed request")}, nil
-	}
-	w := Write{Kind: kind, ID: string(buf[3 : 3+idLen])}
+	w := Write{Kind: kind, ID: b[3 : 3+idLen]}
 	if kind != OpDelete {
-		// An exact-size copy: the store keeps it for the session's life.
-		w.Data = append([]byte(nil), buf[3+idLen:]...)
+		w.Data = b[3+idLen:]
 	}
-	return w, nil
+	return w
+}
+
+// wholeRequestBuffered says whether the next request can be read without
+// waiting.
+func wholeRequestBuffered(br *bufio.Reader) bool {
+	if br.Buffered() < 4 {
+		return false
+	}
+	hdr, _ := br.Peek(4)
+	return br.Buffered() >= 4+int(binary.BigEndian.Uint32(hdr))
+}
+
+// awaitRequests waits until at least one whole request is buffered and
+// returns everything buffered (buffered true: the caller discards what it
+// used). A request larger than br's buffer is read into *big and returned
+// alone.
+func awaitRequests(br *bufio.Reader, big *[]byte) (b []byte, buffered bool, err error) {
+	hdr, err := br.Peek(4)
+	if err != nil {
+		return nil, false, err
+	}
+	n := 4 + int(binary.BigEndian.Uint32(hdr))
+	if n < 4+3 || n > 4+maxStreamMsg {
+		return nil, false, errors.New("stream: bad request length")
+	}
+	if n > br.Size() {
+		if cap(*big) < n {
+			*big = make([]byte, n)
+		}
+		*big = (*big)[:n]
+		if _, err := io.ReadFull(br, *big); err != nil {
+			return nil, false, err
+		}
+		return *big, false, nil
+	}
+	if _, err := br.Peek(n); err != nil {
+		return nil, false, err
+	}
+	b, _ = br.Peek(br.Buffered())
+	return b, true, nil
 }

@@ -2,10 +2,13 @@ package statesync
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -255,41 +258,43 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 	}()
 
 	epoch, seq := r.store.Seq()
-	next := hello.seq
-	var out []byte
-	if _, ok := r.store.OpsAfter(nil, hello.seq, 0); ok && hello.epoch == epoch && hello.seq <= seq {
+	var pos int64
+	resumed := false
+	if hello.epoch == epoch && hello.seq <= seq {
+		pos, resumed = r.store.LogFrom(hello.seq)
+	}
+	out := make([]byte, 0, sendChunk)
+	if resumed {
 		r.resumes.Add(1)
-		out = appendMsg(out[:0], &msg{typ: msgResume, epoch: epoch})
+		out = appendMsg(out, &msg{typ: msgResume, epoch: epoch})
+		if _, err := bw.Write(out); err != nil {
+			return err
+		}
 	} else {
 		var err error
-		if out, next, err = r.sendSnapshot(bw, out); err != nil {
+		if pos, err = r.sendSnapshot(bw); err != nil {
 			return err
 		}
 	}
-	batch := make([]Op, 0, 1024)
 	idle := time.NewTimer(keepalive)
 	defer idle.Stop()
 	for {
+		// The log holds the ops encoded as they go on the wire.
 		var ok bool
-		batch, ok = r.store.OpsAfter(batch[:0], next, cap(batch))
+		out, pos, ok = r.store.ReadLog(out[:0], pos, sendChunk)
 		if !ok {
 			// The standby fell behind the log: resync it rather than
 			// keep an unbounded backlog.
 			var err error
-			if out, next, err = r.sendSnapshot(bw, out); err != nil {
+			if pos, err = r.sendSnapshot(bw); err != nil {
 				return err
 			}
 			continue
 		}
-		for i := range batch {
-			op := &batch[i]
-			out = appendMsg(out[:0], &msg{typ: msgOp, seq: op.Seq, kind: op.Kind, id: op.ID, data: op.Data})
+		if len(out) > 0 {
 			if _, err := bw.Write(out); err != nil {
 				return err
 			}
-			next = op.Seq
-		}
-		if len(batch) > 0 {
 			continue
 		}
 		if bw.Buffered() > 0 {
@@ -313,20 +318,23 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 	}
 }
 
-func (r *Replicator) sendSnapshot(bw *bufio.Writer, out []byte) ([]byte, uint64, error) {
+// sendChunk is how much of the log a leader copies out per read.
+const sendChunk = 64 << 10
+
+func (r *Replicator) sendSnapshot(bw *bufio.Writer) (pos int64, err error) {
 	r.snapshots.Add(1)
-	epoch, seq, sessions := r.store.Snapshot()
-	out = appendMsg(out[:0], &msg{typ: msgSnapshot, epoch: epoch, seq: seq, count: uint64(len(sessions))})
+	epoch, seq, pos, sessions := r.store.Snapshot()
+	out := appendMsg(nil, &msg{typ: msgSnapshot, epoch: epoch, seq: seq, count: uint64(len(sessions))})
 	if _, err := bw.Write(out); err != nil {
-		return out, 0, err
+		return 0, err
 	}
 	for i := range sessions {
-		out = appendMsg(out[:0], &msg{typ: msgEntry, version: sessions[i].Version, id: sessions[i].ID, data: sessions[i].Data})
+		out = appendMsg(out[:0], &msg{typ: msgEntry, version: sessions[i].Version, id: []byte(sessions[i].ID), data: sessions[i].Data})
 		if _, err := bw.Write(out); err != nil {
-			return out, 0, err
+			return 0, err
 		}
 	}
-	return out, seq, bw.Flush()
+	return pos, bw.Flush()
 }
 
 func (r *Replicator) follow(ctx context.Context) error {
@@ -366,69 +374,82 @@ func (r *Replicator) follow(ctx context.Context) error {
 	}
 	r.connected.Store(true)
 	var m msg
-	var buf []byte
+	var big []byte
 	var snap []Session
 	var snapHdr msg
 	var last uint64
 	sinceAck := 0
 	pend := make([]Op, 0, ackEvery)
 	for {
-		c.SetReadDeadline(time.Now().Add(deadAfter))
-		if buf, err = readMsg(br, buf, &m); err != nil {
+		b, buffered, err := awaitMsgs(c, br, &big)
+		if err != nil {
 			return err
 		}
+		// Every whole message buffered is handled in one go; runs of ops
+		// are applied under one lock, straight from the read buffer.
 		now := time.Now()
-		ping := false
-		if m.typ != msgOp && len(pend) > 0 {
-			// Anything else is ordered after the ops held for a batch.
+		applyPend := func() error {
+			if len(pend) == 0 {
+				return nil
+			}
 			if err := r.store.Apply(now, pend...); err != nil {
 				return err
 			}
 			last = pend[len(pend)-1].Seq
 			sinceAck += len(pend)
 			pend = pend[:0]
+			return nil
 		}
-		switch m.typ {
-		case msgSnapshot:
-			snapHdr, snap = m, make([]Session, 0, min(m.count, 1<<20))
-			if m.count == 0 {
-				r.loadSnapshot(snapHdr, snap, now)
-				last = snapHdr.seq
+		used, ping := 0, false
+		for len(b)-used >= 4 && len(pend) < cap(pend) {
+			n := 4 + int(binary.BigEndian.Uint32(b[used:]))
+			if len(b)-used < n {
+				break
 			}
-		case msgEntry:
-			snap = append(snap, Session{ID: m.id, Data: append([]byte(nil), m.data...), Version: m.version})
-			if uint64(len(snap)) == snapHdr.count {
-				r.loadSnapshot(snapHdr, snap, now)
-				snap, last = nil, snapHdr.seq
-			}
-		case msgResume:
-			r.store.SetFollowing(m.epoch)
-			_, last = r.store.Seq()
-		case msgPing:
-			ping = true
-		case msgOp:
-			op := Op{Seq: m.seq, Kind: m.kind, ID: m.id}
-			if m.kind != OpDelete {
-				op.Data = append([]byte(nil), m.data...)
-			}
-			// Ops that arrived together are applied under one lock.
-			pend = append(pend, op)
-			if br.Buffered() > 0 && len(pend) < cap(pend) {
-				continue
-			}
-			if err := r.store.Apply(now, pend...); err != nil {
+			if err := decodeMsg(b[used+4:used+n], &m); err != nil {
 				return err
 			}
-			last = m.seq
-			sinceAck += len(pend)
-			pend = pend[:0]
-		default:
-			return fmt.Errorf("statesync: unexpected message %d from the active", m.typ)
+			used += n
+			if m.typ == msgOp {
+				pend = append(pend, Op{Seq: m.seq, Kind: m.kind, ID: m.id, Data: m.data})
+				continue
+			}
+			// Anything else is ordered after the ops before it.
+			if err := applyPend(); err != nil {
+				return err
+			}
+			switch m.typ {
+			case msgSnapshot:
+				snapHdr, snap = m, make([]Session, 0, min(m.count, 1<<20))
+				if m.count == 0 {
+					r.loadSnapshot(snapHdr, snap, now)
+					last = snapHdr.seq
+				}
+			case msgEntry:
+				snap = append(snap, Session{ID: string(m.id), Data: bytes.Clone(m.data), Version: m.version})
+				if uint64(len(snap)) == snapHdr.count {
+					r.loadSnapshot(snapHdr, snap, now)
+					snap, last = nil, snapHdr.seq
+				}
+			case msgResume:
+				r.store.SetFollowing(m.epoch)
+				_, last = r.store.Seq()
+			case msgPing:
+				ping = true
+			default:
+				return fmt.Errorf("statesync: unexpected message %d from the active", m.typ)
+			}
 		}
-		// Acknowledge cumulatively once the burst that arrived together
-		// is applied (one ack per batch, not per op), and at least every
-		// ackEvery ops while the stream runs flat out, so the active's
-		// view of the standby, and sync writers, never wait on a burst.
+		if err := applyPend(); err != nil {
+			return err
+		}
+		if buffered {
+			br.Discard(used)
+		}
+		// Acknowledge cumulatively once what arrived together is applied
+		// (one ack per batch, not per op), and at least every ackEvery ops
+		// while the stream runs flat out, so the active's view of the
+		// standby, and sync writers, never wait on a burst.
 		if (br.Buffered() == 0 || sinceAck >= ackEvery) && (last > 0 || ping) {
 			sinceAck = 0
 			out = appendMsg(out[:0], &msg{typ: msgAck, seq: last})
@@ -440,6 +461,46 @@ func (r *Replicator) follow(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// awaitMsgs waits until at least one whole message is buffered in br and
+// returns everything buffered (the caller discards what it used: buffered
+// is true). A message larger than br's buffer is read into *big instead and
+// returned alone. The read deadline is set only before a read that may
+// block: setting it costs a clock read, and a message that is already
+// buffered needs none.
+func awaitMsgs(c net.Conn, br *bufio.Reader, big *[]byte) (b []byte, buffered bool, err error) {
+	if br.Buffered() < 4 {
+		c.SetReadDeadline(time.Now().Add(deadAfter))
+	}
+	hdr, err := br.Peek(4)
+	if err != nil {
+		return nil, false, err
+	}
+	n := 4 + int(binary.BigEndian.Uint32(hdr))
+	if n-4 > maxMsg {
+		return nil, false, fmt.Errorf("%w: %d bytes", errMsg, n-4)
+	}
+	if n > br.Size() {
+		// At least 1 MB/s, on top of the usual allowance.
+		c.SetReadDeadline(time.Now().Add(deadAfter + time.Duration(n)*time.Microsecond))
+		if cap(*big) < n {
+			*big = make([]byte, n)
+		}
+		*big = (*big)[:n]
+		if _, err := io.ReadFull(br, *big); err != nil {
+			return nil, false, err
+		}
+		return *big, false, nil
+	}
+	if br.Buffered() < n {
+		c.SetReadDeadline(time.Now().Add(deadAfter))
+		if _, err := br.Peek(n); err != nil {
+			return nil, false, err
+		}
+	}
+	b, _ = br.Peek(br.Buffered())
+	return b, true, nil
 }
 
 func (r *Replicator) loadSnapshot(hdr msg, sessions []Session, now time.Time) {

@@ -108,7 +108,7 @@ func TestReplicationStreamsAndAcks(t *testing.T) {
 }
 
 func TestResumeAndSnapshot(t *testing.T) {
-	leader := startNode(t, NewStore(Limits{LogOps: 100}), "", [][]byte{key}, true)
+	leader := startNode(t, NewStore(Limits{LogBytes: 4096, MaxData: 256}), "", [][]byte{key}, true)
 	fstore := NewStore(Limits{})
 	f := startNode(t, fstore, leader.ln.Addr().String(), [][]byte{key}, false)
 	for i := 0; i < 10; i++ {
@@ -128,7 +128,7 @@ func TestResumeAndSnapshot(t *testing.T) {
 		t.Errorf("short outage: %+v, want one resume and no new snapshot", st)
 	}
 
-	// A long outage: the log (100 ops) no longer reaches back: snapshot.
+	// A long outage: the log (4 KiB) no longer reaches back: snapshot.
 	f.stop()
 	for i := 0; i < 300; i++ {
 		write(t, leader.store, OpUpdate, "s1", fmt.Sprint(i))

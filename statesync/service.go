@@ -131,7 +131,7 @@ func (s *Service) gate() error {
 
 // apply performs a write without waiting for the standby.
 func (s *Service) apply(kind OpKind, id string, data []byte) (uint64, error) {
-	w := []Write{{Kind: kind, ID: id, Data: data}}
+	w := []Write{{Kind: kind, ID: []byte(id), Data: data}}
 	s.applyBatch(w)
 	return w[0].Seq, w[0].Err
 }
@@ -140,7 +140,9 @@ func (s *Service) apply(kind OpKind, id string, data []byte) (uint64, error) {
 func (s *Service) applyBatch(ws []Write) {
 	if err := s.gate(); err != nil {
 		for i := range ws {
-			ws[i].Err = err
+			if ws[i].Err == nil {
+				ws[i].Err = err
+			}
 		}
 		return
 	}

@@ -30,21 +30,34 @@ func (k OpKind) String() string {
 	return fmt.Sprintf("op(%d)", uint8(k))
 }
 
-// Op is one write, in the order of Seq.
+// Op is one replicated write, in the order of Seq. ID and Data may alias
+// a read buffer: the store copies what it keeps.
 type Op struct {
 	Seq  uint64
 	Kind OpKind
-	ID   string
-	Data []byte // never modified once logged: sessions and log share it
+	ID   []byte
+	Data []byte
 }
 
-// Session is one application session. It is kept small: a store holds
-// millions.
+// Session is one application session as the store shows it.
 type Session struct {
 	ID      string
 	Data    []byte
 	Version uint64
 	updated int64 // monotonic nanoseconds since clockBase: when last written here
+}
+
+// entry is a session as the store keeps it: its id is the map key. Small
+// on purpose (48 bytes with the map slot, besides id and data): a store
+// holds millions.
+type entry struct {
+	data    []byte // never modified: readers and snapshots share it
+	version uint64
+	updated int64
+}
+
+func (e *entry) session(id string) Session {
+	return Session{ID: id, Data: e.data, Version: e.version, updated: e.updated}
 }
 
 // clockBase anchors the stores' monotonic timestamps; an int64 offset
@@ -63,7 +76,10 @@ type Limits struct {
 	MaxSessions int // default 1,000,000
 	MaxData     int // bytes per session, default 64 KiB
 	MaxIDLen    int // default 256
-	LogOps      int // operations kept for resuming standbys, default 1<<16
+	// LogBytes bounds the log of recent operations kept for resuming
+	// standbys (default 16 MiB, and at least two of the largest
+	// operations). A standby further behind gets a snapshot.
+	LogBytes int
 }
 
 func (l *Limits) defaults() {
@@ -76,9 +92,10 @@ func (l *Limits) defaults() {
 	if l.MaxIDLen == 0 {
 		l.MaxIDLen = 256
 	}
-	if l.LogOps == 0 {
-		l.LogOps = 1 << 16
+	if l.LogBytes == 0 {
+		l.LogBytes = 16 << 20
 	}
+	l.LogBytes = max(l.LogBytes, 2*opSize(l.MaxIDLen, l.MaxData))
 }
 
 // Errors callers branch on.
@@ -96,12 +113,11 @@ type Store struct {
 	lim Limits
 
 	mu       sync.Mutex
-	sessions map[string]*Session
+	sessions map[string]*entry
 	seq      uint64 // last written (active) or applied (standby)
 	epoch    uint64 // the stream the sequence numbers belong to
-	log      []Op   // ring of the last LogOps operations
-	logStart int    // index of the oldest op in log
-	logLen   int
+	log      opLog
+	frame    []byte        // scratch for encoding an op into the log
 	notify   chan struct{} // signalled (capacity 1) on every write: one reader, the leader
 
 	acked  atomic.Uint64 // read on every write (backpressure): no lock
@@ -112,11 +128,14 @@ type Store struct {
 // NewStore makes an empty store.
 func NewStore(lim Limits) *Store {
 	lim.defaults()
-	return &Store{lim: lim, sessions: map[string]*Session{}, log: make([]Op, lim.LogOps), notify: make(chan struct{}, 1), ackSig: make(chan struct{})}
+	s := &Store{lim: lim, sessions: map[string]*entry{}, notify: make(chan struct{}, 1), ackSig: make(chan struct{})}
+	// Pages of the ring become resident only as the log fills.
+	s.log = opLog{ring: make([]byte, lim.LogBytes), first: 1}
+	return s
 }
 
-func (s *Store) check(id string, data []byte) error {
-	if id == "" || len(id) > s.lim.MaxIDLen {
+func (s *Store) check(id, data []byte) error {
+	if len(id) == 0 || len(id) > s.lim.MaxIDLen {
 		return fmt.Errorf("%w: %d bytes (1 to %d)", ErrBadID, len(id), s.lim.MaxIDLen)
 	}
 	if len(data) > s.lim.MaxData {
@@ -126,17 +145,18 @@ func (s *Store) check(id string, data []byte) error {
 }
 
 // Write applies a local write with the next sequence number and logs it.
-// data is kept, not copied: the caller must not modify it afterwards.
 func (s *Store) Write(kind OpKind, id string, data []byte, now time.Time) (uint64, error) {
-	w := []Write{{Kind: kind, ID: id, Data: data}}
+	w := []Write{{Kind: kind, ID: []byte(id), Data: data}}
 	s.WriteBatch(w, now)
 	return w[0].Seq, w[0].Err
 }
 
-// Write is one write of a batch, with its outcome filled in.
+// Write is one write of a batch, with its outcome filled in. ID and Data
+// may alias a request buffer: the store copies what it keeps. A Write that
+// arrives with Err set (a malformed request) is skipped.
 type Write struct {
 	Kind OpKind
-	ID   string
+	ID   []byte
 	Data []byte
 	Seq  uint64 // set on success
 	Err  error
@@ -147,7 +167,9 @@ type Write struct {
 // replication sender, not one each.
 func (s *Store) WriteBatch(ws []Write, now time.Time) {
 	for i := range ws {
-		ws[i].Err = s.check(ws[i].ID, ws[i].Data)
+		if ws[i].Err == nil {
+			ws[i].Err = s.check(ws[i].ID, ws[i].Data)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -157,7 +179,7 @@ func (s *Store) WriteBatch(ws []Write, now time.Time) {
 		if w.Err != nil {
 			continue
 		}
-		cur := s.sessions[w.ID]
+		cur := s.sessions[string(w.ID)]
 		switch w.Kind {
 		case OpCreate:
 			if cur != nil {
@@ -176,7 +198,10 @@ func (s *Store) WriteBatch(ws []Write, now time.Time) {
 			continue
 		}
 		w.Seq = s.seq + 1
-		s.applyLocked(Op{Seq: w.Seq, Kind: w.Kind, ID: w.ID, Data: w.Data}, now, false)
+		op := Op{Seq: w.Seq, Kind: w.Kind, ID: w.ID, Data: w.Data}
+		s.applyLocked(cur, &op, now)
+		s.frame = appendMsg(s.frame[:0], &msg{typ: msgOp, seq: op.Seq, kind: op.Kind, id: op.ID, data: op.Data})
+		s.log.append(s.frame)
 		wrote = true
 	}
 	if wrote {
@@ -184,46 +209,42 @@ func (s *Store) WriteBatch(ws []Write, now time.Time) {
 	}
 }
 
-// Apply applies replicated operations, in order, under one lock.
+// Apply applies replicated operations, in order, under one lock. A
+// follower keeps no log of them: a standby that becomes active starts a
+// new epoch, whose standbys take a snapshot.
 func (s *Store) Apply(now time.Time, ops ...Op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, op := range ops {
+	for i := range ops {
+		op := &ops[i]
 		if op.Seq != s.seq+1 {
 			return fmt.Errorf("statesync: op %d out of order (applied %d)", op.Seq, s.seq)
 		}
-		s.applyLocked(op, now, false)
+		s.applyLocked(s.sessions[string(op.ID)], op, now)
 	}
+	s.log.reset(s.seq)
 	if len(ops) > 0 {
 		s.signal()
 	}
 	return nil
 }
 
-func (s *Store) applyLocked(op Op, now time.Time, signal bool) {
+// applyLocked applies op to cur, the session it names (nil if none).
+func (s *Store) applyLocked(cur *entry, op *Op, now time.Time) {
 	switch op.Kind {
 	case OpCreate, OpUpdate:
-		cur := s.sessions[op.ID]
 		if cur == nil {
-			cur = &Session{ID: op.ID}
-			s.sessions[op.ID] = cur
+			cur = &entry{}
+			s.sessions[string(op.ID)] = cur
 		}
-		cur.Data, cur.updated = op.Data, stamp(now)
-		cur.Version++
+		// An exact-size copy: the session keeps it for its life.
+		cur.data = append(make([]byte, 0, len(op.Data)), op.Data...)
+		cur.updated = stamp(now)
+		cur.version++
 	case OpDelete:
-		delete(s.sessions, op.ID)
+		delete(s.sessions, string(op.ID))
 	}
 	s.seq = op.Seq
-	i := (s.logStart + s.logLen) % len(s.log)
-	if s.logLen == len(s.log) {
-		s.logStart = (s.logStart + 1) % len(s.log)
-	} else {
-		s.logLen++
-	}
-	s.log[i] = op
-	if signal {
-		s.signal()
-	}
 }
 
 func (s *Store) signal() {
@@ -252,38 +273,41 @@ func (s *Store) SetEpoch(e uint64) {
 }
 
 // Changed returns a channel that receives after writes; a single reader
-// (the leader) drains it and then reads OpsAfter.
+// (the leader) drains it and then reads the log.
 func (s *Store) Changed() <-chan struct{} { return s.notify }
 
-// OpsAfter appends to dst the logged operations after seq, at most max. ok
-// is false when seq is older than the log holds: the follower needs a
-// snapshot.
-func (s *Store) OpsAfter(dst []Op, seq uint64, max int) (ops []Op, ok bool) {
+// LogFrom returns the log position of the operations after seq, for a
+// standby that applied seq; ok is false when the log no longer reaches
+// back that far (the standby needs a snapshot).
+func (s *Store) LogFrom(seq uint64) (pos int64, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if seq >= s.seq {
-		return dst, true
+	if seq > s.seq {
+		return 0, false
 	}
-	oldest := s.seq - uint64(s.logLen) + 1
-	if s.logLen == 0 || seq+1 < oldest {
-		return dst, false
-	}
-	start := int(seq + 1 - oldest)
-	for i := start; i < s.logLen && len(dst) < max; i++ {
-		dst = append(dst, s.log[(s.logStart+i)%len(s.log)])
-	}
-	return dst, true
+	return s.log.find(seq + 1)
 }
 
-// Snapshot copies every session with the sequence it is consistent with.
-func (s *Store) Snapshot() (epoch, seq uint64, sessions []Session) {
+// ReadLog appends to dst the encoded operations from pos, at most max
+// bytes (it may end inside an operation: the bytes go to a stream), and
+// returns the position after them. ok is false when writes have already
+// overwritten pos: the reader fell behind the log.
+func (s *Store) ReadLog(dst []byte, pos int64, max int) ([]byte, int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.log.read(dst, pos, max)
+}
+
+// Snapshot copies every session with the sequence it is consistent with
+// and the log position of the operations after it.
+func (s *Store) Snapshot() (epoch, seq uint64, pos int64, sessions []Session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sessions = make([]Session, 0, len(s.sessions))
-	for _, v := range s.sessions {
-		sessions = append(sessions, *v)
+	for id, e := range s.sessions {
+		sessions = append(sessions, e.session(id))
 	}
-	return s.epoch, s.seq, sessions
+	return s.epoch, s.seq, s.log.end, sessions
 }
 
 // Load replaces everything with a snapshot and returns the ids of local
@@ -292,19 +316,18 @@ func (s *Store) Snapshot() (epoch, seq uint64, sessions []Session) {
 func (s *Store) Load(epoch, seq uint64, sessions []Session, now time.Time) (dropped []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	next := make(map[string]*Session, len(sessions))
+	next := make(map[string]*entry, len(sessions))
 	for i := range sessions {
-		v := sessions[i]
-		v.updated = stamp(now)
-		next[v.ID] = &v
+		v := &sessions[i]
+		next[v.ID] = &entry{data: v.Data, version: v.Version, updated: stamp(now)}
 	}
 	for id, cur := range s.sessions {
-		if n := next[id]; n == nil || n.Version != cur.Version || string(n.Data) != string(cur.Data) {
+		if n := next[id]; n == nil || n.version != cur.version || string(n.data) != string(cur.data) {
 			dropped = append(dropped, id)
 		}
 	}
 	s.sessions, s.epoch, s.seq = next, epoch, seq
-	s.logStart, s.logLen = 0, 0
+	s.log.reset(seq)
 	s.signal()
 	return dropped
 }
@@ -320,16 +343,16 @@ func (s *Store) SetFollowing(epoch uint64) {
 func (s *Store) Get(id string) (Session, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v := s.sessions[id]
-	if v == nil {
+	e := s.sessions[id]
+	if e == nil {
 		return Session{}, false
 	}
-	return *v, true
+	return e.session(id), true
 }
 
 // List returns copies of every session, data included.
 func (s *Store) List() []Session {
-	_, _, l := s.Snapshot()
+	_, _, _, l := s.Snapshot()
 	return l
 }
 

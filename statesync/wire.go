@@ -43,9 +43,12 @@ type msg struct {
 	count   uint64
 	version uint64
 	kind    OpKind
-	id      string
+	id      []byte // aliases the decoded buffer, like data
 	data    []byte
 }
+
+// opSize is the encoded size of an op message, length prefix included.
+func opSize(idLen, dataLen int) int { return 4 + 1 + 8 + 1 + 2 + idLen + 4 + dataLen }
 
 // appendMsg encodes m after dst.
 func appendMsg(dst []byte, m *msg) []byte {
@@ -75,15 +78,15 @@ func appendMsg(dst []byte, m *msg) []byte {
 	return dst
 }
 
-func appendIDData(dst []byte, id string, data []byte) []byte {
+func appendIDData(dst []byte, id, data []byte) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(id)))
 	dst = append(dst, id...)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(data)))
 	return append(dst, data...)
 }
 
-// decodeMsg parses one message body (after the length). m.data aliases
-// b; callers that keep it must copy.
+// decodeMsg parses one message body (after the length). m.id and m.data
+// alias b; callers that keep them must copy.
 func decodeMsg(b []byte, m *msg) error {
 	if len(b) < 1 {
 		return errMsg
@@ -157,23 +160,23 @@ func decodeMsg(b []byte, m *msg) error {
 	return nil
 }
 
-func idData(b []byte) (string, []byte, []byte, error) {
+func idData(b []byte) (id, data, rest []byte, err error) {
 	if len(b) < 2 {
-		return "", nil, nil, errMsg
+		return nil, nil, nil, errMsg
 	}
 	n := int(binary.BigEndian.Uint16(b))
 	b = b[2:]
 	if len(b) < n+4 {
-		return "", nil, nil, errMsg
+		return nil, nil, nil, errMsg
 	}
-	id := string(b[:n])
+	id = b[:n:n]
 	b = b[n:]
 	d := int(binary.BigEndian.Uint32(b))
 	b = b[4:]
 	if len(b) < d {
-		return "", nil, nil, errMsg
+		return nil, nil, nil, errMsg
 	}
-	return id, b[:d], b[d:], nil
+	return id, b[:d:d], b[d:], nil
 }
 
 // readMsg reads one message into m using buf, which it may grow; m.data

@@ -7,13 +7,13 @@ import (
 )
 
 func TestOpLayout(t *testing.T) {
-	b := appendMsg(nil, &msg{typ: msgOp, seq: 2, kind: OpUpdate, id: "c1", data: []byte("9")})
+	b := appendMsg(nil, &msg{typ: msgOp, seq: 2, kind: OpUpdate, id: []byte("c1"), data: []byte("9")})
 	want := "00000013" + "05" + "0000000000000002" + "02" + "0002" + "6331" + "00000001" + "39"
 	if got := hex.EncodeToString(b); got != want {
 		t.Fatalf("got %s\nwant %s", got, want)
 	}
 	var m msg
-	if err := decodeMsg(b[4:], &m); err != nil || m.seq != 2 || m.kind != OpUpdate || m.id != "c1" || string(m.data) != "9" {
+	if err := decodeMsg(b[4:], &m); err != nil || m.seq != 2 || m.kind != OpUpdate || string(m.id) != "c1" || string(m.data) != "9" {
 		t.Fatalf("decode: %v %+v", err, m)
 	}
 }
@@ -22,9 +22,9 @@ func FuzzDecodeMsg(f *testing.F) {
 	for _, m := range []msg{
 		{typ: msgHello, epoch: 1, seq: 2},
 		{typ: msgSnapshot, epoch: 1, seq: 2, count: 3},
-		{typ: msgEntry, version: 4, id: "x", data: []byte("yz")},
+		{typ: msgEntry, version: 4, id: []byte("x"), data: []byte("yz")},
 		{typ: msgResume, epoch: 5},
-		{typ: msgOp, seq: 6, kind: OpCreate, id: "id", data: []byte("d")},
+		{typ: msgOp, seq: 6, kind: OpCreate, id: []byte("id"), data: []byte("d")},
 		{typ: msgAck, seq: 7},
 		{typ: msgPing},
 	} {

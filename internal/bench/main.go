@@ -45,6 +45,7 @@ func main() {
 	quick := flag.Bool("quick", false, "5 runs per cell")
 	write := flag.String("write", "", "also write the report to this markdown file")
 	only := flag.String("only", "", "comma-separated contenders to run (default all)")
+	nwrites := flag.Int("writes", 1_000_000, "session writes per throughput run (200,000 with --quick)")
 	flag.Parse()
 	if *quick {
 		*runs = 5
@@ -107,8 +108,8 @@ func main() {
 	}
 	report := render(cells, idle, *runs)
 	if *only == "" || containsAny("sessions", strings.Split(*only, ",")) {
-		writes, sessions := 1_000_000, 100_000
-		if *quick {
+		writes, sessions := *nwrites, 100_000
+		if *quick && *nwrites == 1_000_000 {
 			writes = 200_000
 		}
 		var figs []syncFigures

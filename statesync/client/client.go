@@ -148,11 +148,10 @@ func (c *Client) Events(ctx context.Context, f func(statesync.Event)) error {
 // sends from one goroutine and receives on another. Send and Recv may run
 // concurrently with each other, but not with themselves.
 type Stream struct {
-	c   net.Conn
-	br  *bufio.Reader
-	bw  *bufio.Writer
-	buf []byte
-	in  []byte
+	c  net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+	in []byte // for answers larger than br's buffer
 }
 
 // Result is the answer to one Send, in order.
@@ -184,20 +183,31 @@ func (c *Client) Stream(ctx context.Context) (*Stream, error) {
 
 // Recv reads the next answer. A transport error ends the stream.
 func (s *Stream) Recv() (Result, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(s.br, hdr[:]); err != nil {
+	hdr, err := s.br.Peek(4)
+	if err != nil {
 		return Result{}, err
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
+	n := int(binary.BigEndian.Uint32(hdr))
 	if n < 9 || n > 1<<20 {
 		return Result{}, fmt.Errorf("stream: bad answer length %d", n)
 	}
-	if cap(s.in) < int(n) {
-		s.in = make([]byte, n)
-	}
-	b := s.in[:n]
-	if _, err := io.ReadFull(s.br, b); err != nil {
-		return Result{}, err
+	var b []byte
+	if 4+n <= s.br.Size() {
+		// Read in place: an answer is 13 bytes unless it carries an error.
+		if b, err = s.br.Peek(4 + n); err != nil {
+			return Result{}, err
+		}
+		defer s.br.Discard(4 + n)
+		b = b[4:]
+	} else {
+		if cap(s.in) < 4+n {
+			s.in = make([]byte, 4+n)
+		}
+		b = s.in[:4+n]
+		if _, err := io.ReadFull(s.br, b); err != nil {
+			return Result{}, err
+		}
+		b = b[4:]
 	}
 	r := Result{Seq: binary.BigEndian.Uint64(b[1:9])}
 	if b[0] != 0 {
@@ -208,12 +218,20 @@ func (s *Stream) Recv() (Result, error) {
 
 // Send queues one write; Flush sends what is queued.
 func (s *Stream) Send(kind statesync.OpKind, id string, data []byte) error {
-	s.buf = binary.BigEndian.AppendUint32(s.buf[:0], uint32(1+2+len(id)+len(data)))
-	s.buf = append(s.buf, byte(kind))
-	s.buf = binary.BigEndian.AppendUint16(s.buf, uint16(len(id)))
-	s.buf = append(s.buf, id...)
-	s.buf = append(s.buf, data...)
-	_, err := s.bw.Write(s.buf)
+	n := 4 + 1 + 2 + len(id) + len(data)
+	if s.bw.Available() < n && s.bw.Buffered() > 0 {
+		if err := s.bw.Flush(); err != nil {
+			return err
+		}
+	}
+	// Encoded straight into the writer's buffer when it fits.
+	b := s.bw.AvailableBuffer()
+	b = binary.BigEndian.AppendUint32(b, uint32(1+2+len(id)+len(data)))
+	b = append(b, byte(kind))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(id)))
+	b = append(b, id...)
+	b = append(b, data...)
+	_, err := s.bw.Write(b)
 	return err
 }
 

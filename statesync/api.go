@@ -209,7 +209,12 @@ func (s *Service) Register(mux *http.ServeMux) {
 		}
 		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: hapair-stream\r\nConnection: Upgrade\r\n\r\n")
 		brw.Flush()
-		s.serveStream(c, brw.Reader)
+		// The server's reader is 4 KiB: a 64 KiB one takes a whole
+		// pipelined batch per read. It starts with what the old one
+		// already holds.
+		pre, _ := brw.Reader.Peek(brw.Reader.Buffered())
+		br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(pre)), c), 64<<10)
+		s.serveStream(c, br)
 	})
 }
 

@@ -46,8 +46,9 @@ type Replicator struct {
 	changed  chan struct{}
 	current  context.CancelFunc // the attached standby's connection
 
-	connected  atomic.Bool  // following the active
-	leading    atomic.Int32 // standby connections being served
+	sending    atomic.Pointer[sender] // the attached standby's, while active
+	connected  atomic.Bool            // following the active
+	leading    atomic.Int32           // standby connections being served
 	snapshots  atomic.Uint64
 	resumes    atomic.Uint64
 	authErrors atomic.Uint64
@@ -276,38 +277,27 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 			return err
 		}
 	}
+	snd := &sender{bw: bw, pos: pos, out: out}
+	r.sending.Store(snd)
+	defer r.sending.CompareAndSwap(snd, nil)
 	idle := time.NewTimer(keepalive)
 	defer idle.Stop()
 	for {
-		// The log holds the ops encoded as they go on the wire.
-		var ok bool
-		out, pos, ok = r.store.ReadLog(out[:0], pos, sendChunk)
-		if !ok {
-			// The standby fell behind the log: resync it rather than
-			// keep an unbounded backlog.
-			var err error
-			if pos, err = r.sendSnapshot(bw); err != nil {
-				return err
-			}
-			continue
-		}
-		if len(out) > 0 {
-			if _, err := bw.Write(out); err != nil {
-				return err
-			}
-			continue
-		}
-		if bw.Buffered() > 0 {
-			if err := bw.Flush(); err != nil {
-				return err
-			}
+		snd.mu.Lock()
+		err := snd.drain(r)
+		snd.mu.Unlock()
+		if err != nil {
+			return err
 		}
 		idle.Reset(keepalive)
 		select {
 		case <-r.store.Changed():
 		case <-idle.C:
-			out = appendMsg(out[:0], &msg{typ: msgPing})
-			if _, err := bw.Write(out); err != nil {
+			snd.mu.Lock()
+			out = appendMsg(nil, &msg{typ: msgPing})
+			_, err := bw.Write(out)
+			snd.mu.Unlock()
+			if err != nil {
 				return err
 			}
 		case err := <-ackErr:
@@ -316,6 +306,55 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 			return nil
 		}
 	}
+}
+
+// sender is the send side of the attached standby's connection. The
+// leader's goroutine drains the log into it; a sync writer may do so itself
+// (Push) and save the hand-off, which is most of a sync write's latency on
+// top of the network's.
+type sender struct {
+	mu  sync.Mutex
+	bw  *bufio.Writer
+	pos int64
+	out []byte
+	err error
+}
+
+// drain sends what the log holds beyond pos and flushes. Called with mu
+// held.
+func (s *sender) drain(r *Replicator) error {
+	for s.err == nil {
+		// The log holds the ops encoded as they go on the wire.
+		var ok bool
+		s.out, s.pos, ok = r.store.ReadLog(s.out[:0], s.pos, sendChunk)
+		switch {
+		case !ok:
+			// The standby fell behind the log: resync it rather than
+			// keep an unbounded backlog.
+			s.pos, s.err = r.sendSnapshot(s.bw)
+		case len(s.out) > 0:
+			_, s.err = s.bw.Write(s.out)
+		case s.bw.Buffered() > 0:
+			s.err = s.bw.Flush()
+		default:
+			return nil
+		}
+	}
+	return s.err
+}
+
+// Push sends what was just written to the attached standby from the
+// caller's goroutine, if no one else is sending; otherwise, or without a
+// standby, it wakes the leader's goroutine.
+func (r *Replicator) Push() {
+	if s := r.sending.Load(); s != nil && s.mu.TryLock() {
+		err := s.drain(r)
+		s.mu.Unlock()
+		if err == nil {
+			return
+		}
+	}
+	r.store.signal()
 }
 
 // sendChunk is how much of the log a leader copies out per read.

@@ -147,7 +147,13 @@ func (s *Service) applyBatch(ws []Write) {
 		return
 	}
 	now := time.Now()
-	s.store.WriteBatch(ws, now)
+	if s.store.writeBatch(ws, now) {
+		if s.cfg.Mode == Sync {
+			s.repl.Push() // the writer waits for the standby: no hand-off
+		} else {
+			s.store.signal()
+		}
+	}
 	var last uint64
 	created := false
 	for _, w := range ws {
@@ -169,7 +175,7 @@ func (s *Service) applyBatch(ws []Write) {
 // a writer faster than the standby applies is slowed to its pace, so the
 // standby stays milliseconds behind instead of a log's length (and never
 // needs a snapshot because it was merely slow).
-const maxLag = 2048
+const maxLag = 4096
 
 func (s *Service) backpressure(seq uint64) {
 	if seq <= maxLag || seq-s.store.Acked() <= maxLag || !s.repl.Connected() {

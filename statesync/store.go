@@ -166,6 +166,14 @@ type Write struct {
 // writes that arrived together cost one lock and one wake-up of the
 // replication sender, not one each.
 func (s *Store) WriteBatch(ws []Write, now time.Time) {
+	if s.writeBatch(ws, now) {
+		s.signal()
+	}
+}
+
+// writeBatch is WriteBatch without waking the leader: the caller sends,
+// or wakes it.
+func (s *Store) writeBatch(ws []Write, now time.Time) (wrote bool) {
 	for i := range ws {
 		if ws[i].Err == nil {
 			ws[i].Err = s.check(ws[i].ID, ws[i].Data)
@@ -173,7 +181,6 @@ func (s *Store) WriteBatch(ws []Write, now time.Time) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	wrote := false
 	for i := range ws {
 		w := &ws[i]
 		if w.Err != nil {
@@ -204,9 +211,7 @@ func (s *Store) WriteBatch(ws []Write, now time.Time) {
 		s.log.append(s.frame)
 		wrote = true
 	}
-	if wrote {
-		s.signal()
-	}
+	return wrote
 }
 
 // Apply applies replicated operations, in order, under one lock. A

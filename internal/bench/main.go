@@ -108,7 +108,7 @@ func main() {
 	}
 	report := render(cells, idle, *runs)
 	if *only == "" || containsAny("sessions", strings.Split(*only, ",")) {
-		writes, sessions := *nwrites, 100_000
+		writes, sessions := *nwrites, 200_000
 		if *quick && *nwrites == 1_000_000 {
 			writes = 200_000
 		}

@@ -212,6 +212,7 @@ func (s *Service) Register(mux *http.ServeMux) {
 		// The server's reader is 4 KiB: a 64 KiB one takes a whole
 		// pipelined batch per read. It starts with what the old one
 		// already holds.
+		c.SetDeadline(time.Time{})
 		pre, _ := brw.Reader.Peek(brw.Reader.Buffered())
 		br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(pre)), c), 64<<10)
 		s.serveStream(c, br)
@@ -277,11 +278,10 @@ func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 		batch = batch[:0]
 		used := 0
 		for len(batch) < maxBatch && len(b)-used >= 4 {
+			// A bad length further on ends the stream at the next
+			// awaitRequests, once the requests before it are answered.
 			n := 4 + int(binary.BigEndian.Uint32(b[used:]))
-			if n < 4+3 || n > 4+maxStreamMsg {
-				return // not a stream this side can resynchronise on
-			}
-			if len(b)-used < n {
+			if n < 4+3 || len(b)-used < n {
 				break
 			}
 			batch = append(batch, parseRequest(b[used+4:used+n]))

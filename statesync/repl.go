@@ -284,7 +284,7 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 	defer idle.Stop()
 	for {
 		snd.mu.Lock()
-		err := snd.drain(r)
+		_, err := snd.drain(r, true)
 		snd.mu.Unlock()
 		if err != nil {
 			return err
@@ -320,14 +320,17 @@ type sender struct {
 	err error
 }
 
-// drain sends what the log holds beyond pos and flushes. Called with mu
-// held.
-func (s *sender) drain(r *Replicator) error {
+// drain sends what the log holds beyond pos and flushes; done is false
+// when the standby fell behind the log and resync is false (a writer's
+// goroutine leaves the snapshot to the leader's). Called with mu held.
+func (s *sender) drain(r *Replicator, resync bool) (done bool, err error) {
 	for s.err == nil {
 		// The log holds the ops encoded as they go on the wire.
 		var ok bool
 		s.out, s.pos, ok = r.store.ReadLog(s.out[:0], s.pos, sendChunk)
 		switch {
+		case !ok && !resync:
+			return false, nil
 		case !ok:
 			// The standby fell behind the log: resync it rather than
 			// keep an unbounded backlog.
@@ -337,10 +340,10 @@ func (s *sender) drain(r *Replicator) error {
 		case s.bw.Buffered() > 0:
 			s.err = s.bw.Flush()
 		default:
-			return nil
+			return true, nil
 		}
 	}
-	return s.err
+	return false, s.err
 }
 
 // Push sends what was just written to the attached standby from the
@@ -348,9 +351,9 @@ func (s *sender) drain(r *Replicator) error {
 // standby, it wakes the leader's goroutine.
 func (r *Replicator) Push() {
 	if s := r.sending.Load(); s != nil && s.mu.TryLock() {
-		err := s.drain(r)
+		done, _ := s.drain(r, false)
 		s.mu.Unlock()
-		if err == nil {
+		if done {
 			return
 		}
 	}

@@ -48,8 +48,8 @@ type Session struct {
 }
 
 // entry is a session as the store keeps it: its id is the map key. Small
-// on purpose (48 bytes with the map slot, besides id and data): a store
-// holds millions.
+// on purpose (a 48-byte allocation and a 24-byte map slot besides the id
+// and the data): a store holds millions.
 type entry struct {
 	data    []byte // never modified: readers and snapshots share it
 	version uint64

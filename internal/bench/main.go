@@ -129,7 +129,16 @@ func main() {
 		} else {
 			figs = append(figs, f)
 		}
-		report += renderSync(figs)
+		rounds := 100
+		if *quick {
+			rounds = 20
+		}
+		fmt.Fprintf(os.Stderr, "== sync mode: %d kill -9 failovers under writes\n", rounds)
+		z, err := benchZeroLoss(bin, rounds)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "  ", err)
+		}
+		report += renderSync(figs) + renderZeroLoss(z, rounds, err)
 	}
 	fmt.Print(report)
 	if *write != "" {

@@ -29,6 +29,10 @@ const (
 	MinLease           = 2 * time.Second
 	DefaultGARPCount   = 3
 	DefaultGARPSpacing = 20 * time.Millisecond
+	// A sync write's round trip to the standby takes tens of
+	// microseconds when the waiting CPU stays awake: 100 µs covers it
+	// with room, and a standby slower than that is waited for asleep.
+	DefaultSyncPoll = 100 * time.Microsecond
 )
 
 // Profiles name the two timer pairs operators pick from.
@@ -62,11 +66,13 @@ type Config struct {
 	// key ("{node}" is replaced by the node's name) and the pair's CA.
 	TLSCert, TLSKey, TLSCA string
 
-	// Sessions: limits of the session store, and how long a sync-mode
-	// write waits for the standby before degrading to async.
+	// Sessions: limits of the session store, how long a sync-mode write
+	// waits for the standby before degrading to async, and how long of
+	// that it polls for the acknowledgement instead of sleeping.
 	MaxSessions int
 	MaxData     int
 	SyncTimeout time.Duration
+	SyncPoll    time.Duration
 
 	Lease       time.Duration
 	GARPCount   int

@@ -46,6 +46,7 @@ type file struct {
 		MaxSessions *int   `toml:"max_sessions"`
 		MaxData     *int   `toml:"max_data"`
 		SyncTimeout string `toml:"sync_timeout"`
+		SyncPoll    string `toml:"sync_poll"`
 	} `toml:"sessions"`
 	Node []struct {
 		Name               string `toml:"name"`
@@ -146,6 +147,12 @@ func (v *validator) build(f *file) *Config {
 	}
 	if f.Sessions.SyncTimeout != "" {
 		c.SyncTimeout = v.duration("sessions.sync_timeout", f.Sessions.SyncTimeout, time.Millisecond)
+	}
+	c.SyncPoll = DefaultSyncPoll
+	if f.Sessions.SyncPoll != "" {
+		if c.SyncPoll = v.duration("sessions.sync_poll", f.Sessions.SyncPoll, 0); c.SyncPoll > 10*time.Millisecond {
+			v.errf("sessions.sync_poll", "%v is too long (at most 10ms: past the round trip to the standby polling only burns CPU)", c.SyncPoll)
+		}
 	}
 	c.TLSCert, c.TLSKey, c.TLSCA = f.TLS.Cert, f.TLS.Key, f.TLS.CA
 	if set := (c.TLSCert != "") || (c.TLSKey != "") || (c.TLSCA != ""); set {

@@ -46,9 +46,10 @@ type Replicator struct {
 	changed  chan struct{}
 	current  context.CancelFunc // the attached standby's connection
 
-	sending    atomic.Pointer[sender] // the attached standby's, while active
-	connected  atomic.Bool            // following the active
-	leading    atomic.Int32           // standby connections being served
+	sending    atomic.Pointer[sender]  // the attached standby's, while active
+	pump       atomic.Pointer[ackPump] // likewise
+	connected  atomic.Bool             // following the active
+	leading    atomic.Int32            // standby connections being served
 	snapshots  atomic.Uint64
 	resumes    atomic.Uint64
 	authErrors atomic.Uint64
@@ -240,22 +241,21 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 	r.leading.Add(1)
 	defer r.leading.Add(-1)
 
-	// Acks arrive on the same connection, read by their own goroutine.
+	// Acks arrive on the same connection, read by their own goroutine
+	// (and by sync writers polling for theirs).
+	pump := newAckPump(c, br)
+	r.pump.Store(pump)
 	ackErr := make(chan error, 1)
+	pumped := make(chan struct{})
 	go func() {
-		var m msg
-		var buf []byte
-		for {
-			var err error
-			c.SetReadDeadline(time.Now().Add(deadAfter))
-			if buf, err = readMsg(br, buf, &m); err != nil {
-				ackErr <- err
-				return
-			}
-			if m.typ == msgAck {
-				r.store.setAcked(m.seq)
-			}
-		}
+		defer close(pumped)
+		ackErr <- pump.run(r.store)
+	}()
+	defer func() {
+		r.pump.CompareAndSwap(pump, nil)
+		c.Close()
+		<-pumped
+		pump.close()
 	}()
 
 	epoch, seq := r.store.Seq()

@@ -220,3 +220,35 @@ func isErr(err, target error) bool {
 	}
 	return false
 }
+
+// A sync write returns only once the standby applied it, whether it polls
+// the socket for its acknowledgement or sleeps until the reader hands it
+// over; the poller and the reader share the socket without losing an ack.
+func TestSyncWriteWaitsForTheStandby(t *testing.T) {
+	for _, poll := range []time.Duration{0, 100 * time.Microsecond, 5 * time.Millisecond} {
+		t.Run(fmt.Sprint(poll), func(t *testing.T) {
+			leader := startNode(t, NewStore(Limits{}), "", [][]byte{key}, true)
+			follower := startNode(t, NewStore(Limits{}), leader.ln.Addr().String(), [][]byte{key}, false)
+			svc := NewService(leader.store, leader.repl, ServiceConfig{Mode: Sync, SyncPoll: poll, SyncTimeout: 5 * time.Second})
+			svc.SetRole("ACTIVE", true, "a", 1)
+			waitFor(t, "standby attached", func() bool { return leader.repl.Connected() && leader.repl.pump.Load() != nil })
+			for i := 0; i < 300; i++ {
+				id := fmt.Sprintf("call-%d", i%10)
+				kind := OpUpdate
+				if i < 10 {
+					kind = OpCreate
+				}
+				seq, err := svc.Write(kind, id, []byte(fmt.Sprint(i)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, applied := follower.store.Seq(); applied < seq {
+					t.Fatalf("write %d returned with the standby at %d", seq, applied)
+				}
+			}
+			if svc.Degraded() {
+				t.Error("sync mode degraded with a healthy standby")
+			}
+		})
+	}
+}

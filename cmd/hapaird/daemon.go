@@ -193,7 +193,7 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 		TLSServer: tlsServer, TLSClient: tlsClient,
 	})
 	svc = statesync.NewService(store, repl, statesync.ServiceConfig{
-		Mode: statesync.Mode(cfg.SyncMode), SyncTimeout: cfg.SyncTimeout,
+		Mode: statesync.Mode(cfg.SyncMode), SyncTimeout: cfg.SyncTimeout, SyncPoll: cfg.SyncPoll,
 		OnNewSession: func(t time.Time) { a.NewSession(t) },
 		OnDegraded:   func(reason string) { a.SyncDegraded(reason) },
 	})

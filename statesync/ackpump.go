@@ -1,0 +1,165 @@
+package statesync
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ackPump reads the standby's acknowledgements. Its goroutine (run) parks
+// until they arrive, like any reader; a sync writer may instead poll the
+// socket for its own acknowledgement for a short while (Spin). On a machine
+// whose idle CPUs halt (most virtual machines) the wake-ups of a parked
+// reader and of the writer waiting for it cost more than the round trip to
+// the standby itself.
+type ackPump struct {
+	c   net.Conn
+	raw syscall.RawConn // nil over TLS: no polling then
+
+	mu  sync.Mutex // the buffer, and who reads the socket
+	buf []byte
+	dup int // a duplicate of the socket for pollers, -1 if none
+}
+
+func newAckPump(c net.Conn, br *bufio.Reader) *ackPump {
+	p := &ackPump{c: c, buf: make([]byte, 0, 4096), dup: -1}
+	pre, _ := br.Peek(br.Buffered()) // anything read past the hello
+	p.buf = append(p.buf, pre...)
+	if tc, ok := c.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			// Its own descriptor: closing the connection cannot hand a
+			// poller a reused number. It shares the socket's non-blocking
+			// mode, which nothing changes.
+			raw.Control(func(fd uintptr) {
+				if d, err := syscall.Dup(int(fd)); err == nil {
+					p.raw, p.dup = raw, d
+				}
+			})
+		}
+	}
+	return p
+}
+
+// close releases the duplicate descriptor once no poller holds it.
+func (p *ackPump) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dup >= 0 {
+		syscall.Close(p.dup)
+		p.dup = -1
+	}
+}
+
+// take reads what fd holds and applies the acknowledgements in it. Called
+// with mu held.
+func (p *ackPump) take(fd int, store *Store) (n int, err error) {
+	if len(p.buf) == cap(p.buf) {
+		p.buf = append(p.buf, 0)[:len(p.buf)]
+	}
+	for {
+		n, err = syscall.Read(fd, p.buf[len(p.buf):cap(p.buf)])
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if n <= 0 {
+		return n, err
+	}
+	p.buf = p.buf[:len(p.buf)+n]
+	return n, p.parse(store)
+}
+
+func (p *ackPump) parse(store *Store) error {
+	var m msg
+	used := 0
+	for len(p.buf)-used >= 4 {
+		n := 4 + int(binary.BigEndian.Uint32(p.buf[used:]))
+		if n < 5 || n-4 > maxMsg {
+			return fmt.Errorf("%w: %d bytes", errMsg, n-4)
+		}
+		if len(p.buf)-used < n {
+			break
+		}
+		if err := decodeMsg(p.buf[used+4:used+n], &m); err != nil {
+			return err
+		}
+		if m.typ == msgAck {
+			store.setAcked(m.seq)
+		}
+		used += n
+	}
+	p.buf = p.buf[:copy(p.buf, p.buf[used:])]
+	return nil
+}
+
+// run reads acknowledgements until the connection fails or stays silent
+// for deadAfter.
+func (p *ackPump) run(store *Store) error {
+	if err := p.parse(store); err != nil {
+		return err
+	}
+	if p.raw == nil {
+		tmp := make([]byte, 4096)
+		for {
+			p.c.SetReadDeadline(time.Now().Add(deadAfter))
+			n, err := p.c.Read(tmp)
+			if err != nil {
+				return err
+			}
+			p.mu.Lock()
+			p.buf = append(p.buf, tmp[:n]...)
+			err = p.parse(store)
+			p.mu.Unlock()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	for {
+		p.c.SetReadDeadline(time.Now().Add(deadAfter))
+		var n int
+		var rerr error
+		err := p.raw.Read(func(fd uintptr) bool {
+			p.mu.Lock()
+			n, rerr = p.take(int(fd), store)
+			p.mu.Unlock()
+			// Nothing there (a poller may have taken it): park again.
+			return !errors.Is(rerr, syscall.EAGAIN)
+		})
+		switch {
+		case err != nil:
+			return err
+		case rerr != nil:
+			return rerr
+		case n == 0:
+			return io.EOF
+		}
+	}
+}
+
+// Spin polls the socket until seq is acknowledged or d has passed, and
+// says whether it was.
+func (p *ackPump) Spin(store *Store, seq uint64, d time.Duration) bool {
+	start := time.Now()
+	for store.Acked() < seq {
+		if time.Since(start) > d {
+			return false
+		}
+		if p.mu.TryLock() {
+			if p.dup >= 0 {
+				p.take(p.dup, store) // errors are run's to report
+			}
+			p.mu.Unlock()
+			continue
+		}
+		runtime.Gosched()
+	}
+	return true
+}

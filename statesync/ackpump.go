@@ -157,8 +157,10 @@ func (p *ackPump) Spin(store *Store, seq uint64, d time.Duration) bool {
 				p.take(p.dup, store) // errors are run's to report
 			}
 			p.mu.Unlock()
-			continue
 		}
+		// Yield the CPU, not only the goroutine's turn: the standby, or
+		// the reader of this very acknowledgement, may be queued on it.
+		syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
 		runtime.Gosched()
 	}
 	return true

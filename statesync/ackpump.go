@@ -158,10 +158,51 @@ func (p *ackPump) Spin(store *Store, seq uint64, d time.Duration) bool {
 			}
 			p.mu.Unlock()
 		}
-		// Yield the CPU, not only the goroutine's turn: the standby, or
-		// the reader of this very acknowledgement, may be queued on it.
-		syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
-		runtime.Gosched()
+		yield()
 	}
 	return true
+}
+
+// pollReader reads a TCP connection, polling it for up to poll before the
+// read sleeps until data comes: for a standby in sync mode, whose next
+// operation usually follows within the active's round trip.
+type pollReader struct {
+	raw  syscall.RawConn
+	poll time.Duration
+}
+
+func (r *pollReader) Read(p []byte) (int, error) {
+	var n int
+	var rerr error
+	start := time.Now()
+	err := r.raw.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = syscall.Read(int(fd), p)
+			switch {
+			case rerr == syscall.EINTR:
+				continue
+			case rerr != syscall.EAGAIN:
+				return true
+			case time.Since(start) > r.poll:
+				return false // sleep until readable
+			}
+			yield()
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr != nil:
+		return 0, rerr
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// yield gives the CPU away between polls, not only the goroutine's turn:
+// the peer, or the reader of what is polled for, may be queued on it.
+func yield() {
+	syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
+	runtime.Gosched()
 }

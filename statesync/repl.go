@@ -27,6 +27,11 @@ type ReplConfig struct {
 	OnDropped func(ids []string)
 	// OnError, if set, hears connection errors (for rate-limited logs).
 	OnError func(error)
+	// Poll, if set, is how long a standby polls the link for the next
+	// operation before its reader sleeps (sync mode: the writer waits for
+	// this standby, and the standby's wake-up is part of its wait). Not
+	// over TLS.
+	Poll time.Duration
 	// TLSServer and TLSClient, when set, wrap the replication link in TLS
 	// (mutual: each side presents a certificate the other verifies). The
 	// key-based challenge-response still runs inside it.
@@ -404,7 +409,13 @@ func (r *Replicator) follow(ctx context.Context) error {
 		}
 		return err
 	}
-	br := bufio.NewReaderSize(c, 64<<10)
+	var in io.Reader = c
+	if tc, ok := c.(*net.TCPConn); ok && r.cfg.Poll > 0 {
+		if raw, err := tc.SyscallConn(); err == nil {
+			in = &pollReader{raw: raw, poll: r.cfg.Poll}
+		}
+	}
+	br := bufio.NewReaderSize(in, 64<<10)
 	bw := bufio.NewWriterSize(c, 4096)
 	epoch, seq := r.store.Seq()
 	out := appendMsg(nil, &msg{typ: msgHello, epoch: epoch, seq: seq})

@@ -3,8 +3,11 @@ package statesync
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -223,12 +226,13 @@ func isErr(err, target error) bool {
 
 // A sync write returns only once the standby applied it, whether it polls
 // the socket for its acknowledgement or sleeps until the reader hands it
-// over; the poller and the reader share the socket without losing an ack.
+// over; the poller and the reader share the socket without losing an ack,
+// and a polling standby applies what comes.
 func TestSyncWriteWaitsForTheStandby(t *testing.T) {
 	for _, poll := range []time.Duration{0, 100 * time.Microsecond, 5 * time.Millisecond} {
 		t.Run(fmt.Sprint(poll), func(t *testing.T) {
 			leader := startNode(t, NewStore(Limits{}), "", [][]byte{key}, true)
-			follower := startNode(t, NewStore(Limits{}), leader.ln.Addr().String(), [][]byte{key}, false)
+			follower := startNodeCfg(t, NewStore(Limits{}), ReplConfig{Keys: [][]byte{key}, Peer: leader.ln.Addr().String(), Poll: poll}, false)
 			svc := NewService(leader.store, leader.repl, ServiceConfig{Mode: Sync, SyncPoll: poll, SyncTimeout: 5 * time.Second})
 			svc.SetRole("ACTIVE", true, "a", 1)
 			waitFor(t, "standby attached", func() bool { return leader.repl.Connected() && leader.repl.pump.Load() != nil })
@@ -250,5 +254,43 @@ func TestSyncWriteWaitsForTheStandby(t *testing.T) {
 				t.Error("sync mode degraded with a healthy standby")
 			}
 		})
+	}
+}
+
+// A polling reader still sleeps past its poll, honours the read deadline
+// (the standby's dead-link detection) and reports the peer's close.
+func TestPollReader(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	raw, _ := c.(*net.TCPConn).SyscallConn()
+	r := &pollReader{raw: raw, poll: 100 * time.Microsecond}
+	buf := make([]byte, 16)
+	go func() {
+		time.Sleep(20 * time.Millisecond) // long past the poll: the read sleeps
+		peer.Write([]byte("op"))
+	}()
+	if n, err := r.Read(buf); err != nil || string(buf[:n]) != "op" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if _, err := r.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("past the deadline: %v, want a timeout", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	peer.Close()
+	if _, err := r.Read(buf); err != io.EOF {
+		t.Fatalf("after the peer closed: %v, want EOF", err)
 	}
 }

@@ -191,6 +191,7 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 		},
 		OnError:   rateLimited(log, "replication"),
 		TLSServer: tlsServer, TLSClient: tlsClient,
+		Poll: replPoll(cfg),
 	})
 	svc = statesync.NewService(store, repl, statesync.ServiceConfig{
 		Mode: statesync.Mode(cfg.SyncMode), SyncTimeout: cfg.SyncTimeout, SyncPoll: cfg.SyncPoll,
@@ -331,4 +332,13 @@ func serveControl(path string, h http.Handler) (*http.Server, error) {
 	srv := &http.Server{Handler: h}
 	go srv.Serve(l)
 	return srv, nil
+}
+
+// replPoll is how long the standby polls for the next operation: in sync
+// mode, as long as the active polls for its acknowledgement.
+func replPoll(cfg *config.Config) time.Duration {
+	if cfg.SyncMode != "sync" {
+		return 0
+	}
+	return cfg.SyncPoll
 }

@@ -129,6 +129,13 @@ func main() {
 		} else {
 			figs = append(figs, f)
 		}
+		fmt.Fprintln(os.Stderr, "== sync write latency: hapair and Redis, alternating")
+		if h, r, err := benchSyncLatency(bin, writes/20); err != nil {
+			fmt.Fprintln(os.Stderr, "  ", err)
+		} else {
+			figs[0].syncP50, figs[0].syncP99 = h[0], h[1]
+			figs[1].syncP50, figs[1].syncP99 = r[0], r[1]
+		}
 		rounds := 100
 		if *quick {
 			rounds = 20

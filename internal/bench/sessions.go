@@ -144,18 +144,6 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 		return f, err
 	}
 	defer st2.Close()
-	if _, err := st2.Do(statesync.OpCreate, "lat", payload); err != nil {
-		return f, err
-	}
-	var lat []time.Duration
-	for i := 0; i < writes/50; i++ {
-		t0 := time.Now()
-		if _, err := st2.Do(statesync.OpUpdate, "lat", payload); err != nil {
-			return f, err
-		}
-		lat = append(lat, time.Since(t0))
-	}
-	f.syncP50, f.syncP99 = pct(lat, 50), pct(lat, 99)
 	// Per session: the growth from sessions/2 to sessions, so fixed costs
 	// (the replication log filling up, memory freed earlier and reused)
 	// count for neither system, and the map or dict doubles once.
@@ -380,22 +368,6 @@ func benchRedis(writes, sessions int) (syncFigures, error) {
 	}
 	e2e := float64(writes) / time.Since(t0).Seconds()
 	f.note = fmt.Sprintf("redis-benchmark -P 64 (50 clients): rate acknowledged by the master; end to end until the replica applied the last SET (process start included): %.0f/s", e2e)
-	// SET then WAIT 1: the standby has the write before the client goes on.
-	var lat []time.Duration
-	for i := 0; i < writes/50; i++ {
-		t0 := time.Now()
-		r.send([]byte("SET"), []byte("lat"), payload)
-		r.send([]byte("WAIT"), []byte("1"), []byte("1000"))
-		r.bw.Flush()
-		if _, err := r.reply(); err != nil {
-			return f, err
-		}
-		if n, err := r.reply(); err != nil || n != ":1" {
-			return f, fmt.Errorf("WAIT: %q %v", n, err)
-		}
-		lat = append(lat, time.Since(t0))
-	}
-	f.syncP50, f.syncP99 = pct(lat, 50), pct(lat, 99)
 	var rss [2]int
 	for half := range rss {
 		for i := half * sessions / 2; i < (half+1)*sessions/2; i++ {
@@ -546,4 +518,97 @@ func renderZeroLoss(z zeroLoss, rounds int, err error) string {
 		fmt.Fprintf(&b, "\nStopped early: %v\n", err)
 	}
 	return b.String()
+}
+
+// benchSyncLatency measures one write at a time that returns only once the
+// standby applied it: hapair in sync mode, and Redis's SET + WAIT 1 with
+// its master and replica in the same two namespaces, both reached over a
+// unix socket. The two alternate in rounds, so a noisy stretch of the
+// machine falls on both.
+func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error) {
+	p, err := labnet.New(labnet.Options{})
+	if err != nil {
+		return h, r, err
+	}
+	defer p.Close()
+	dir, _ := os.MkdirTemp("", "hapair-bench-lat-")
+	defer os.RemoveAll(dir)
+	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{SyncMode: "sync"})
+	if err != nil {
+		return h, r, err
+	}
+	act, err := c.Settle(10 * time.Second)
+	if err != nil {
+		return h, r, err
+	}
+	if err := c.WaitSynced(act, 10*time.Second); err != nil {
+		return h, r, err
+	}
+	st, err := client.New(c.Socket(act)).Stream(context.Background())
+	if err != nil {
+		return h, r, err
+	}
+	defer st.Close()
+	if _, err := st.Do(statesync.OpCreate, "lat", payload); err != nil {
+		return h, r, err
+	}
+
+	ns := map[string]string{"a": p.A, "b": p.B}
+	sb := map[string]string{"a": "b", "b": "a"}[act]
+	master, replica := labnet.ReplAddr[act].Addr().String(), labnet.ReplAddr[sb].Addr().String()
+	sock := filepath.Join(dir, "redis.sock")
+	for _, n := range []struct {
+		ns, bind string
+		extra    []string
+	}{
+		{ns[act], master, []string{"--unixsocket", sock, "--unixsocketperm", "700"}},
+		{ns[sb], replica, []string{"--replicaof", master, "6380"}},
+	} {
+		d, _ := os.MkdirTemp(dir, "redis-")
+		args := append([]string{"--port", "6380", "--bind", n.bind, "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", d, "--daemonize", "no"}, n.extra...)
+		if _, err := p.Start(labnet.Command(n.ns, "redis-server", args...)); err != nil {
+			return h, r, err
+		}
+	}
+	var rc *resp
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if rc == nil {
+			if conn, err := net.Dial("unix", sock); err == nil {
+				rc = &resp{c: conn, br: bufio.NewReaderSize(conn, 64<<10), bw: bufio.NewWriterSize(conn, 64<<10)}
+			}
+		}
+		if rc != nil && strings.Contains(info(rc, "replication", "slave0"), "state=online") {
+			break
+		}
+		if time.Now().After(deadline) {
+			return h, r, errors.New("redis replica did not attach")
+		}
+	}
+	defer rc.c.Close()
+
+	const rounds = 10
+	var hl, rl []time.Duration
+	for round := 0; round < rounds; round++ {
+		for i := 0; i < samples/rounds; i++ {
+			t0 := time.Now()
+			if _, err := st.Do(statesync.OpUpdate, "lat", payload); err != nil {
+				return h, r, err
+			}
+			hl = append(hl, time.Since(t0))
+		}
+		for i := 0; i < samples/rounds; i++ {
+			t0 := time.Now()
+			rc.send([]byte("SET"), []byte("lat"), payload)
+			rc.send([]byte("WAIT"), []byte("1"), []byte("1000"))
+			rc.bw.Flush()
+			if _, err := rc.reply(); err != nil {
+				return h, r, err
+			}
+			if n, err := rc.reply(); err != nil || n != ":1" {
+				return h, r, fmt.Errorf("WAIT: %q %v", n, err)
+			}
+			rl = append(rl, time.Since(t0))
+		}
+	}
+	return [2]time.Duration{pct(hl, 50), pct(hl, 99)}, [2]time.Duration{pct(rl, 50), pct(rl, 99)}, nil
 }

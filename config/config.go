@@ -30,9 +30,10 @@ const (
 	DefaultGARPCount   = 3
 	DefaultGARPSpacing = 20 * time.Millisecond
 	// A sync write's round trip to the standby takes tens of
-	// microseconds when the waiting CPU stays awake: 100 µs covers it
-	// with room, and a standby slower than that is waited for asleep.
-	DefaultSyncPoll = 100 * time.Microsecond
+	// microseconds when the CPUs on the way stay awake; 200 µs also
+	// covers most of an application's pause between two writes, which
+	// the standby polls through (measured: docs/benchmarks.md).
+	DefaultSyncPoll = 200 * time.Microsecond
 )
 
 // Profiles name the two timer pairs operators pick from.

@@ -391,7 +391,7 @@ func benchRedis(writes, sessions int) (syncFigures, error) {
 func renderSync(figs []syncFigures) string {
 	var b strings.Builder
 	fmt.Fprint(&b, "\n## Session state replication\n\n")
-	fmt.Fprint(&b, "256-byte session updates; the standby (replica) in the other namespace over the replication veth. Throughput for hapair is end to end: until the standby has applied the last write. Sync latency: one write that returns only once the standby applied it (hapair `sync_mode = \"sync\"`, Redis `SET` + `WAIT 1`). Memory: RSS growth of the active (master) per 256-byte session from 100,000 to 200,000 sessions (the slope: fixed costs such as the replication log, and memory freed earlier and reused, count for neither).\n\n")
+	fmt.Fprint(&b, "256-byte session updates; the standby (replica) in the other namespace over the replication veth. Throughput for hapair is end to end: until the standby has applied the last write. Sync latency: one write at a time that returns only once the standby applied it (hapair `sync_mode = \"sync\"` with the default `sync_poll`, Redis `SET` + `WAIT 1`), both over a unix socket, master and replica in the same two namespaces as hapair's pair, alternating in 10 rounds. Memory: RSS growth of the active (master) per 256-byte session from 100,000 to 200,000 sessions (the slope: fixed costs such as the replication log, and memory freed earlier and reused, count for neither).\n\n")
 	fmt.Fprintln(&b, "| system | writes/s | lag p99 | sync write p50 | sync write p99 | RSS per session | note |")
 	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|---|")
 	for _, f := range figs {

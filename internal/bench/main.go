@@ -44,7 +44,7 @@ func main() {
 	runs := flag.Int("runs", 20, "runs per cell")
 	quick := flag.Bool("quick", false, "5 runs per cell")
 	write := flag.String("write", "", "also write the report to this markdown file")
-	only := flag.String("only", "", "comma-separated contenders to run (default all)")
+	only := flag.String("only", "", "comma-separated contenders to run (default all); \"sessions\": session replication only; \"sync-latency\": only the sync write latency against Redis")
 	nwrites := flag.Int("writes", 1_000_000, "session writes per throughput run (200,000 with --quick)")
 	flag.Parse()
 	if *quick {
@@ -107,6 +107,17 @@ func main() {
 		c.close()
 	}
 	report := render(cells, idle, *runs)
+	if *only == "sync-latency" {
+		// Only the alternating sync-write latency, for comparing settings.
+		h, r, err := benchSyncLatency(bin, *nwrites/20)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("sync write p50/p99: hapair %.1f/%.1f µs, Redis SET+WAIT 1 %.1f/%.1f µs, ratio %.2f/%.2f\n",
+			us(h[0]), us(h[1]), us(r[0]), us(r[1]), float64(h[0])/float64(r[0]), float64(h[1])/float64(r[1]))
+		return
+	}
 	if *only == "" || containsAny("sessions", strings.Split(*only, ",")) {
 		writes, sessions := *nwrites, 200_000
 		if *quick && *nwrites == 1_000_000 {
@@ -274,3 +285,5 @@ func render(cells []*cell, idle []string, runs int) string {
 	}
 	return b.String()
 }
+
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }

@@ -2,8 +2,10 @@ package statesync
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // The ring is checked against a model (every op ever logged) over many
@@ -48,5 +50,54 @@ func TestOpLogAgainstModel(t *testing.T) {
 	}
 	if _, ok := l.find(2000); ok {
 		t.Error("after reset the log still claims an old op")
+	}
+}
+
+// The write path's cost per 256-byte update in batches of 256, as the
+// stream applies them: the only allocation should be the session's new
+// data, which the store keeps.
+func BenchmarkWriteBatch(b *testing.B) {
+	s := NewStore(Limits{})
+	data := bytes.Repeat([]byte{'x'}, 256)
+	ids := make([][]byte, 10000)
+	for i := range ids {
+		ids[i] = fmt.Appendf(nil, "call-%d", i)
+		s.Write(OpCreate, string(ids[i]), data, time.Now())
+	}
+	batch := make([]Write, 256)
+	b.SetBytes(256 * 256)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		now := time.Now()
+		for k := range batch {
+			batch[k] = Write{Kind: OpUpdate, ID: ids[(i*256+k)%len(ids)], Data: data}
+		}
+		s.WriteBatch(batch, now)
+		if batch[0].Err != nil {
+			b.Fatal(batch[0].Err)
+		}
+	}
+}
+
+// The standby's side: applying a batch of replicated updates.
+func BenchmarkApply(b *testing.B) {
+	s := NewStore(Limits{})
+	data, id := bytes.Repeat([]byte{'x'}, 256), []byte("call")
+	ops := make([]Op, 256)
+	var seq uint64
+	b.SetBytes(256 * 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		for k := range ops {
+			seq++
+			ops[k] = Op{Seq: seq, Kind: OpCreate, ID: id, Data: data}
+			if seq > 1 {
+				ops[k].Kind = OpUpdate
+			}
+		}
+		if err := s.Apply(time.Now(), ops...); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -53,6 +53,7 @@ type Replicator struct {
 
 	sending    atomic.Pointer[sender]  // the attached standby's, while active
 	pump       atomic.Pointer[ackPump] // likewise
+	loaded     atomic.Uint64           // the standby streams once it acknowledged this: its snapshot or resume point
 	connected  atomic.Bool             // following the active
 	leading    atomic.Int32            // standby connections being served
 	snapshots  atomic.Uint64
@@ -96,6 +97,12 @@ func (r *Replicator) role() (context.Context, bool) {
 // Connected says whether a standby is attached (active) or this node is
 // attached to the active (standby).
 func (r *Replicator) Connected() bool { return r.connected.Load() || r.leading.Load() > 0 }
+
+// Following says whether an attached standby has loaded its snapshot (or
+// resumed) and now applies the stream.
+func (r *Replicator) Following() bool {
+	return r.leading.Load() > 0 && r.store.Acked() >= r.loaded.Load()
+}
 
 // ReplStats counts the replicator's events.
 type ReplStats struct {
@@ -269,6 +276,14 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 	if hello.epoch == epoch && hello.seq <= seq {
 		pos, resumed = r.store.LogFrom(hello.seq)
 	}
+	// What this standby holds, not what a previous connection acknowledged:
+	// until it says more, it has what it resumes from, or nothing.
+	if resumed {
+		r.store.setAcked(hello.seq)
+		r.loaded.Store(hello.seq)
+	} else {
+		r.store.setAcked(0)
+	}
 	out := make([]byte, 0, sendChunk)
 	if resumed {
 		r.resumes.Add(1)
@@ -371,6 +386,7 @@ const sendChunk = 64 << 10
 func (r *Replicator) sendSnapshot(bw *bufio.Writer) (pos int64, err error) {
 	r.snapshots.Add(1)
 	epoch, seq, pos, sessions := r.store.Snapshot()
+	r.loaded.Store(seq)
 	out := appendMsg(nil, &msg{typ: msgSnapshot, epoch: epoch, seq: seq, count: uint64(len(sessions))})
 	if _, err := bw.Write(out); err != nil {
 		return 0, err

@@ -184,7 +184,9 @@ func (s *Service) applyBatch(ws []Write) {
 const maxLag = 4096
 
 func (s *Service) backpressure(seq uint64) {
-	if seq <= maxLag || seq-s.store.Acked() <= maxLag || !s.repl.Connected() {
+	// Not while the standby loads a snapshot: it acknowledges nothing
+	// until it has, and writes must not wait for that.
+	if seq <= maxLag || seq-s.store.Acked() <= maxLag || !s.repl.Following() {
 		return
 	}
 	// Bounded: a stalled standby is the sync timeout's business, not

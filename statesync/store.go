@@ -130,6 +130,12 @@ type Store struct {
 	frame    []byte        // scratch for encoding an op into the log
 	notify   chan struct{} // signalled (capacity 1) on every write: one reader, the leader
 
+	// Mirrors of seq and len(sessions), set under mu and read without
+	// it: the agent puts them in every heartbeat, which must never wait
+	// for the store (a snapshot holds mu for as long as it copies).
+	written atomic.Uint64
+	count   atomic.Int64
+
 	acked  atomic.Uint64 // read on every write (backpressure): no lock
 	ackMu  sync.Mutex
 	ackSig chan struct{}
@@ -221,7 +227,14 @@ func (s *Store) writeBatch(ws []Write, now time.Time) (wrote bool) {
 		s.log.append(s.frame)
 		wrote = true
 	}
+	s.publish()
 	return wrote
+}
+
+// publish updates the lock-free mirrors. Called with mu held.
+func (s *Store) publish() {
+	s.written.Store(s.seq)
+	s.count.Store(int64(len(s.sessions)))
 }
 
 // Apply applies replicated operations, in order, under one lock. A
@@ -238,6 +251,7 @@ func (s *Store) Apply(now time.Time, ops ...Op) error {
 		s.applyLocked(s.sessions[string(op.ID)], op, now)
 	}
 	s.log.reset(s.seq)
+	s.publish()
 	if len(ops) > 0 {
 		s.signal()
 	}
@@ -344,6 +358,7 @@ func (s *Store) Load(epoch, seq uint64, sessions []Session, now time.Time) (drop
 		}
 	}
 	s.sessions, s.epoch, s.seq = next, epoch, seq
+	s.publish()
 	s.log.reset(seq)
 	s.signal()
 	return dropped
@@ -373,12 +388,12 @@ func (s *Store) List() []Session {
 	return l
 }
 
-// Len is the number of sessions.
-func (s *Store) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.sessions)
-}
+// Len is the number of sessions. It does not wait for the store.
+func (s *Store) Len() int { return int(s.count.Load()) }
+
+// Written is the last sequence written (active) or applied (standby). It
+// does not wait for the store.
+func (s *Store) Written() uint64 { return s.written.Load() }
 
 // Acked is the highest sequence the standby acknowledged in this epoch.
 func (s *Store) Acked() uint64 { return s.acked.Load() }

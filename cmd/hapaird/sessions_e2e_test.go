@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -394,5 +395,61 @@ func TestReplicationOverTLS(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if s, _ := c.Status(act); s.Sync.Connected {
 		t.Error("a standby presenting the other node's certificate was accepted")
+	}
+}
+
+// A standby that restarts takes a snapshot of every session: building it
+// (active) and loading it (standby) are the daemon's longest stretches of
+// work. At the fast profile (30 ms dead interval) neither may delay
+// heartbeats into a false failover, on one processor each.
+func TestLargeSnapshotCausesNoFalseFailover(t *testing.T) {
+	const sessions = 300_000
+	c := cluster(t, labnet.ConfigOptions{Profile: "fast"})
+	act := settle(t, c)
+	waitSynced(t, c, act)
+	st, err := api(c, act).Stream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	data := bytes.Repeat([]byte{'s'}, 256)
+	sent := make(chan error, 1)
+	go func() {
+		for i := 0; i < sessions; i++ {
+			if err := st.Send(statesync.OpCreate, fmt.Sprintf("call-%07d", i), data); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- st.Flush()
+	}()
+	for i := 0; i < sessions; i++ {
+		if r, err := st.Recv(); err != nil || r.Err != nil {
+			t.Fatalf("write %d: %v %v", i, err, r.Err)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, act)
+	before, _ := c.Status(act)
+
+	sb := other(act)
+	if err := c.Kill(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitSynced(act, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := c.Status(act)
+	if after.Role != "ACTIVE" || after.LastTransition == nil || before.LastTransition == nil || after.LastTransition.At != before.LastTransition.At {
+		t.Fatalf("the active changed role during the snapshot: %+v -> %+v", before.LastTransition, after.LastTransition)
+	}
+	// In sync only once the restarted standby acknowledged the snapshot.
+	if s, _ := c.Status(sb); s.Role != "STANDBY" || s.Sync.Sessions != sessions {
+		t.Errorf("restarted standby: %s with %d sessions, want STANDBY with %d", s.Role, s.Sync.Sessions, sessions)
 	}
 }

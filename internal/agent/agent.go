@@ -365,7 +365,7 @@ func (a *Agent) SyncDegraded(reason string) {
 }
 
 func (a *Agent) syncPosition(l *heartbeat.Local) {
-	_, l.SyncWritten = a.opt.Sync.Store().Seq()
+	l.SyncWritten = a.opt.Sync.Store().Written()
 	l.SyncAcked = a.opt.Sync.Store().Acked()
 }
 

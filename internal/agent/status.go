@@ -108,7 +108,7 @@ func (a *Agent) Status() control.Status {
 
 func (a *Agent) syncStatus() control.Sync {
 	st := a.opt.Sync
-	_, written := st.Store().Seq()
+	written := st.Store().Written()
 	rs := st.Replicator().Stats()
 	return control.Sync{Mode: string(a.opt.SyncMode), Sessions: st.Store().Len(), Written: written, Acked: st.Store().Acked(),
 		Connected: st.Replicator().Connected(), Degraded: st.Degraded(), Snapshots: rs.Snapshots, Resumes: rs.Resumes,

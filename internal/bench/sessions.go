@@ -39,25 +39,12 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 	f := syncFigures{name: "hapair (Go client stream)"}
 	// Async at the fast heartbeat profile: replication flat out must not
 	// cause a false failover.
-	p, err := labnet.New(labnet.Options{})
+	c, act, done, err := startPair(bin, "sync", labnet.ConfigOptions{Profile: "fast"})
 	if err != nil {
 		return f, err
 	}
-	defer p.Close()
-	dir, _ := os.MkdirTemp("", "hapair-bench-sync-")
-	defer os.RemoveAll(dir)
-	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{Profile: "fast"})
-	if err != nil {
-		return f, err
-	}
-	act, err := c.Settle(10 * time.Second)
-	if err != nil {
-		return f, err
-	}
+	defer done()
 	sb := map[string]string{"a": "b", "b": "a"}[act]
-	if err := c.WaitSynced(act, 10*time.Second); err != nil {
-		return f, err
-	}
 	before, _ := c.Status(act)
 	st, err := client.New(c.Socket(act)).Stream(context.Background())
 	if err != nil {
@@ -120,25 +107,12 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 	st.Close()
 
 	// Sync mode latency and memory, on a sync-mode pair.
-	p.Close()
-	p2, err := labnet.New(labnet.Options{})
+	done()
+	c2, act, done2, err := startPair(bin, "sync2", labnet.ConfigOptions{SyncMode: "sync"})
 	if err != nil {
 		return f, err
 	}
-	defer p2.Close()
-	dir2, _ := os.MkdirTemp("", "hapair-bench-sync2-")
-	defer os.RemoveAll(dir2)
-	c2, err := p2.NewCluster(bin, dir2, labnet.ConfigOptions{SyncMode: "sync"})
-	if err != nil {
-		return f, err
-	}
-	act, err = c2.Settle(10 * time.Second)
-	if err != nil {
-		return f, err
-	}
-	if err := c2.WaitSynced(act, 10*time.Second); err != nil {
-		return f, err
-	}
+	defer done2()
 	st2, err := client.New(c2.Socket(act)).Stream(context.Background())
 	if err != nil {
 		return f, err
@@ -160,6 +134,30 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 	}
 	f.memPerSession = float64(rss[1]-rss[0]) / float64(sessions/2)
 	return f, nil
+}
+
+// startPair starts a pair of daemons with o in fresh namespaces and waits
+// until one is active and its standby in sync; done removes everything.
+func startPair(bin, name string, o labnet.ConfigOptions) (c *labnet.Cluster, act string, done func(), err error) {
+	p, err := labnet.New(labnet.Options{})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	dir, _ := os.MkdirTemp("", "hapair-bench-"+name+"-")
+	done = func() {
+		p.Close()
+		os.RemoveAll(dir)
+	}
+	if c, err = p.NewCluster(bin, dir, o); err == nil {
+		if act, err = c.Settle(10 * time.Second); err == nil {
+			err = c.WaitSynced(act, 10*time.Second)
+		}
+	}
+	if err != nil {
+		done()
+		return nil, "", nil, err
+	}
+	return c, act, done, nil
 }
 
 // pipeline sends n writes of payload on st and returns the last sequence.
@@ -430,17 +428,11 @@ type zeroLoss struct {
 
 func benchZeroLoss(bin string, rounds int) (zeroLoss, error) {
 	z := zeroLoss{}
-	p, err := labnet.New(labnet.Options{})
+	c, _, done, err := startPair(bin, "loss", labnet.ConfigOptions{Profile: "fast", SyncMode: "sync"})
 	if err != nil {
 		return z, err
 	}
-	defer p.Close()
-	dir, _ := os.MkdirTemp("", "hapair-bench-loss-")
-	defer os.RemoveAll(dir)
-	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{Profile: "fast", SyncMode: "sync"})
-	if err != nil {
-		return z, err
-	}
+	defer done()
 	other := map[string]string{"a": "b", "b": "a"}
 	acked := map[string]int{} // session -> highest acknowledged value
 	for round := 0; round < rounds; round++ {
@@ -526,24 +518,12 @@ func renderZeroLoss(z zeroLoss, rounds int, err error) string {
 // unix socket. The two alternate in rounds, so a noisy stretch of the
 // machine falls on both.
 func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error) {
-	p, err := labnet.New(labnet.Options{})
+	c, act, done, err := startPair(bin, "lat", labnet.ConfigOptions{SyncMode: "sync"})
 	if err != nil {
 		return h, r, err
 	}
-	defer p.Close()
-	dir, _ := os.MkdirTemp("", "hapair-bench-lat-")
-	defer os.RemoveAll(dir)
-	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{SyncMode: "sync"})
-	if err != nil {
-		return h, r, err
-	}
-	act, err := c.Settle(10 * time.Second)
-	if err != nil {
-		return h, r, err
-	}
-	if err := c.WaitSynced(act, 10*time.Second); err != nil {
-		return h, r, err
-	}
+	defer done()
+	p, dir := c.Pair, c.Dir
 	st, err := client.New(c.Socket(act)).Stream(context.Background())
 	if err != nil {
 		return h, r, err
@@ -588,7 +568,12 @@ func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error
 
 	const rounds = 10
 	var hl, rl []time.Duration
+	// Each round starts from an idle machine: a virtual machine's host
+	// keeps recently busy CPUs ready to wake for a while, and one
+	// system's round must not warm them for the other's.
+	cool := func() { time.Sleep(300 * time.Millisecond) }
 	for round := 0; round < rounds; round++ {
+		cool()
 		for i := 0; i < samples/rounds; i++ {
 			t0 := time.Now()
 			if _, err := st.Do(statesync.OpUpdate, "lat", payload); err != nil {
@@ -596,6 +581,7 @@ func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error
 			}
 			hl = append(hl, time.Since(t0))
 		}
+		cool()
 		for i := 0; i < samples/rounds; i++ {
 			t0 := time.Now()
 			rc.send([]byte("SET"), []byte("lat"), payload)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ackPump reads the standby's acknowledgements. Its goroutine (run) parks
@@ -36,9 +38,10 @@ func newAckPump(c net.Conn, br *bufio.Reader) *ackPump {
 		if raw, err := tc.SyscallConn(); err == nil {
 			// Its own descriptor: closing the connection cannot hand a
 			// poller a reused number. It shares the socket's non-blocking
-			// mode, which nothing changes.
+			// mode, which nothing changes, and is closed on exec, so hooks
+			// and checks do not inherit it.
 			raw.Control(func(fd uintptr) {
-				if d, err := syscall.Dup(int(fd)); err == nil {
+				if d, err := unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0); err == nil {
 					p.raw, p.dup = raw, d
 				}
 			})

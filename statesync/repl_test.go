@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -236,6 +238,16 @@ func TestSyncWriteWaitsForTheStandby(t *testing.T) {
 			svc := NewService(leader.store, leader.repl, ServiceConfig{Mode: Sync, SyncPoll: poll, SyncTimeout: 5 * time.Second})
 			svc.SetRole("ACTIVE", true, "a", 1)
 			waitFor(t, "standby attached", func() bool { return leader.repl.Connected() && leader.repl.pump.Load() != nil })
+			// The pollers' duplicate of the socket must not leak into
+			// hooks and checks the daemon starts.
+			info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", leader.repl.pump.Load().dup))
+			var flags int
+			if err == nil {
+				fmt.Sscanf(strings.SplitN(string(info), "flags:", 2)[1], "%o", &flags)
+			}
+			if flags&syscall.O_CLOEXEC == 0 {
+				t.Errorf("duplicate socket without close-on-exec (%v): %q", err, info)
+			}
 			for i := 0; i < 300; i++ {
 				id := fmt.Sprintf("call-%d", i%10)
 				kind := OpUpdate

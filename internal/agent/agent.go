@@ -121,6 +121,7 @@ type Agent struct {
 	failovers   map[string]uint64
 	dropsLogged map[string]uint64
 	reported    map[string]time.Time // last time each report was logged
+	failoverDue *election.Action     // a failover whose notification is still to be sent
 	waiters     []chan error         // switchovers waiting for the peer to take over
 }
 
@@ -320,6 +321,13 @@ func (a *Agent) step(ev election.Event) bool {
 			exit = true
 		}
 	}
+	if act := a.failoverDue; act != nil {
+		a.failoverDue = nil
+		s := a.opt.Sync
+		fe := s.Failover(act.Reason, a.opt.Peer, a.lastPeer.SyncWritten, ev.Now)
+		a.log.Info("failover", "op", "failover", "sync", fe.Sync, "missing", fe.Missing, "sessions", len(fe.Sessions))
+		s.Hub().Publish(fe)
+	}
 	a.updateStatus()
 	return exit
 }
@@ -393,9 +401,9 @@ func (a *Agent) transition(act election.Action, now time.Time) {
 		a.fireHook("fault", act)
 	}
 	if act.To == election.Active && act.From == election.Standby {
-		ev := s.Failover(act.Reason, a.opt.Peer, a.lastPeer.SyncWritten, now)
-		a.log.Info("failover", "op", "failover", "sync", ev.Sync, "missing", ev.Missing, "sessions", len(ev.Sessions))
-		s.Hub().Publish(ev)
+		// Built once the step's frame has gone out: it reads every
+		// session, which takes a while in a large store.
+		a.failoverDue = &act
 	}
 	a.mu.Lock()
 	a.lastTrans = &control.Transition{From: act.From.String(), To: act.To.String(), Reason: act.Reason, At: time.Now()}

@@ -105,7 +105,10 @@ func (p *ackPump) parse(store *Store) error {
 // run reads acknowledgements until the connection fails or stays silent
 // for deadAfter.
 func (p *ackPump) run(store *Store) error {
-	if err := p.parse(store); err != nil {
+	p.mu.Lock()
+	err := p.parse(store) // what came with the hello
+	p.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	if p.raw == nil {

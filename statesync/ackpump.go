@@ -66,13 +66,7 @@ func (p *ackPump) take(fd int, store *Store) (n int, err error) {
 	if len(p.buf) == cap(p.buf) {
 		p.buf = append(p.buf, 0)[:len(p.buf)]
 	}
-	for {
-		n, err = syscall.Read(fd, p.buf[len(p.buf):cap(p.buf)])
-		if err != syscall.EINTR {
-			break
-		}
-	}
-	if n <= 0 {
+	if n, err = readOnce(fd, p.buf[len(p.buf):cap(p.buf)]); n <= 0 {
 		return n, err
 	}
 	p.buf = p.buf[:len(p.buf)+n]
@@ -186,10 +180,8 @@ func (r *pollReader) Read(p []byte) (int, error) {
 	start := time.Now()
 	err := r.raw.Read(func(fd uintptr) bool {
 		for {
-			n, rerr = syscall.Read(int(fd), p)
+			n, rerr = readOnce(int(fd), p)
 			switch {
-			case rerr == syscall.EINTR:
-				continue
 			case rerr != syscall.EAGAIN:
 				return true
 			case time.Since(start) > r.poll:
@@ -207,6 +199,16 @@ func (r *pollReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// readOnce reads a non-blocking socket once, past interruptions.
+func readOnce(fd int, p []byte) (int, error) {
+	for {
+		n, err := syscall.Read(fd, p)
+		if err != syscall.EINTR {
+			return n, err
+		}
+	}
 }
 
 // yield gives the CPU away between polls, not only the goroutine's turn:

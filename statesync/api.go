@@ -271,7 +271,7 @@ func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 	batch := make([]Write, 0, maxBatch)
 	var big, out []byte
 	for {
-		b, buffered, err := awaitRequests(br, &big)
+		b, buffered, err := awaitFrames(br, &big, 3, maxStreamMsg, nil)
 		if err != nil {
 			return
 		}
@@ -279,7 +279,7 @@ func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 		used := 0
 		for len(batch) < maxBatch && len(b)-used >= 4 {
 			// A bad length further on ends the stream at the next
-			// awaitRequests, once the requests before it are answered.
+			// awaitFrames, once the requests before it are answered.
 			n := 4 + int(binary.BigEndian.Uint32(b[used:]))
 			if n < 4+3 || len(b)-used < n {
 				break
@@ -357,34 +357,4 @@ func wholeRequestBuffered(br *bufio.Reader) bool {
 	}
 	hdr, _ := br.Peek(4)
 	return br.Buffered() >= 4+int(binary.BigEndian.Uint32(hdr))
-}
-
-// awaitRequests waits until at least one whole request is buffered and
-// returns everything buffered (buffered true: the caller discards what it
-// used). A request larger than br's buffer is read into *big and returned
-// alone.
-func awaitRequests(br *bufio.Reader, big *[]byte) (b []byte, buffered bool, err error) {
-	hdr, err := br.Peek(4)
-	if err != nil {
-		return nil, false, err
-	}
-	n := 4 + int(binary.BigEndian.Uint32(hdr))
-	if n < 4+3 || n > 4+maxStreamMsg {
-		return nil, false, errors.New("stream: bad request length")
-	}
-	if n > br.Size() {
-		if cap(*big) < n {
-			*big = make([]byte, n)
-		}
-		*big = (*big)[:n]
-		if _, err := io.ReadFull(br, *big); err != nil {
-			return nil, false, err
-		}
-		return *big, false, nil
-	}
-	if _, err := br.Peek(n); err != nil {
-		return nil, false, err
-	}
-	b, _ = br.Peek(br.Buffered())
-	return b, true, nil
 }

@@ -221,24 +221,41 @@ func (r *Replicator) takeOver(cancel context.CancelFunc) {
 	}
 }
 
-func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.Conn) error {
-	stop := closeOnDone(ctx, c)
-	defer stop()
+// secure readies a fresh replication connection, as the active (server)
+// or the standby: TLS if configured, then the key's challenge-response
+// both ways. Failures to prove identity are counted.
+func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (net.Conn, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	if r.cfg.TLSServer != nil {
-		tc := tls.Server(c, r.cfg.TLSServer)
+	var tc *tls.Conn
+	switch {
+	case server && r.cfg.TLSServer != nil:
+		tc = tls.Server(c, r.cfg.TLSServer)
+	case !server && r.cfg.TLSClient != nil:
+		tc = tls.Client(c, r.cfg.TLSClient)
+	}
+	if tc != nil {
 		if err := handshake(ctx, tc); err != nil {
 			r.authErrors.Add(1)
-			return err
+			return nil, err
 		}
 		c = tc
 	}
-	if err := authenticate(c, r.cfg.Keys, true, 2*time.Second); err != nil {
+	if err := authenticate(c, r.cfg.Keys, server, 2*time.Second); err != nil {
 		if errors.Is(err, ErrAuth) {
 			r.authErrors.Add(1)
 		}
+		return nil, err
+	}
+	return c, nil
+}
+
+func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.Conn) error {
+	stop := closeOnDone(ctx, c)
+	defer stop()
+	c, err := r.secure(ctx, c, true)
+	if err != nil {
 		return err
 	}
 	br := bufio.NewReaderSize(c, 4096)
@@ -408,21 +425,7 @@ func (r *Replicator) follow(ctx context.Context) error {
 	}
 	stop := closeOnDone(ctx, c)
 	defer stop()
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	if r.cfg.TLSClient != nil {
-		tc := tls.Client(c, r.cfg.TLSClient)
-		if err := handshake(ctx, tc); err != nil {
-			r.authErrors.Add(1)
-			return err
-		}
-		c = tc
-	}
-	if err := authenticate(c, r.cfg.Keys, false, 2*time.Second); err != nil {
-		if errors.Is(err, ErrAuth) {
-			r.authErrors.Add(1)
-		}
+	if c, err = r.secure(ctx, c, false); err != nil {
 		return err
 	}
 	var in io.Reader = c
@@ -450,7 +453,17 @@ func (r *Replicator) follow(ctx context.Context) error {
 	sinceAck := 0
 	pend := make([]Op, 0, ackEvery)
 	for {
-		b, buffered, err := awaitMsgs(c, br, &big)
+		// The read deadline is set only before a read that may block:
+		// setting it costs a clock read, and a buffered message needs
+		// none. A message larger than the buffer gets at least 1 MB/s on
+		// top of the usual allowance.
+		b, buffered, err := awaitFrames(br, &big, 1, maxMsg, func(n int) {
+			allow := deadAfter
+			if n > br.Size() {
+				allow += time.Duration(n) * time.Microsecond
+			}
+			c.SetReadDeadline(time.Now().Add(allow))
+		})
 		if err != nil {
 			return err
 		}
@@ -530,46 +543,6 @@ func (r *Replicator) follow(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-// awaitMsgs waits until at least one whole message is buffered in br and
-// returns everything buffered (the caller discards what it used: buffered
-// is true). A message larger than br's buffer is read into *big instead and
-// returned alone. The read deadline is set only before a read that may
-// block: setting it costs a clock read, and a message that is already
-// buffered needs none.
-func awaitMsgs(c net.Conn, br *bufio.Reader, big *[]byte) (b []byte, buffered bool, err error) {
-	if br.Buffered() < 4 {
-		c.SetReadDeadline(time.Now().Add(deadAfter))
-	}
-	hdr, err := br.Peek(4)
-	if err != nil {
-		return nil, false, err
-	}
-	n := 4 + int(binary.BigEndian.Uint32(hdr))
-	if n-4 > maxMsg {
-		return nil, false, fmt.Errorf("%w: %d bytes", errMsg, n-4)
-	}
-	if n > br.Size() {
-		// At least 1 MB/s, on top of the usual allowance.
-		c.SetReadDeadline(time.Now().Add(deadAfter + time.Duration(n)*time.Microsecond))
-		if cap(*big) < n {
-			*big = make([]byte, n)
-		}
-		*big = (*big)[:n]
-		if _, err := io.ReadFull(br, *big); err != nil {
-			return nil, false, err
-		}
-		return *big, false, nil
-	}
-	if br.Buffered() < n {
-		c.SetReadDeadline(time.Now().Add(deadAfter))
-		if _, err := br.Peek(n); err != nil {
-			return nil, false, err
-		}
-	}
-	b, _ = br.Peek(br.Buffered())
-	return b, true, nil
 }
 
 func (r *Replicator) loadSnapshot(hdr msg, sessions []Session, now time.Time) {

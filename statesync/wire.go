@@ -199,3 +199,47 @@ func readMsg(r *bufio.Reader, buf []byte, m *msg) ([]byte, error) {
 	}
 	return buf, decodeMsg(buf, m)
 }
+
+// awaitFrames waits until at least one whole length-prefixed frame, its
+// body minBody to maxBody bytes, is buffered in br, and returns everything
+// buffered (buffered true: the caller parses the frames in place and
+// discards what it used). A frame larger than br's buffer is read into
+// *big instead and returned alone. beforeWait, if set, is called before a
+// read that may block, with the frame's whole size once known (0 before).
+func awaitFrames(br *bufio.Reader, big *[]byte, minBody, maxBody int, beforeWait func(n int)) (b []byte, buffered bool, err error) {
+	wait := func(n int) {
+		if beforeWait != nil {
+			beforeWait(n)
+		}
+	}
+	if br.Buffered() < 4 {
+		wait(0)
+	}
+	hdr, err := br.Peek(4)
+	if err != nil {
+		return nil, false, err
+	}
+	n := 4 + int(binary.BigEndian.Uint32(hdr))
+	if n-4 < minBody || n-4 > maxBody {
+		return nil, false, fmt.Errorf("%w: %d bytes", errMsg, n-4)
+	}
+	if n > br.Size() {
+		wait(n)
+		if cap(*big) < n {
+			*big = make([]byte, n)
+		}
+		*big = (*big)[:n]
+		if _, err := io.ReadFull(br, *big); err != nil {
+			return nil, false, err
+		}
+		return *big, false, nil
+	}
+	if br.Buffered() < n {
+		wait(n)
+		if _, err := br.Peek(n); err != nil {
+			return nil, false, err
+		}
+	}
+	b, _ = br.Peek(br.Buffered())
+	return b, true, nil
+}

@@ -124,20 +124,19 @@ func main() {
 			writes = 200_000
 		}
 		var figs []syncFigures
-		fmt.Fprintln(os.Stderr, "== session replication: hapair")
-		if f, err := benchHapairSync(bin, writes, sessions); err != nil {
-			fmt.Fprintln(os.Stderr, "  ", err)
-			f.note = "failed: " + err.Error()
-			figs = append(figs, f)
-		} else {
-			figs = append(figs, f)
-		}
-		fmt.Fprintln(os.Stderr, "== session replication: Redis")
-		if f, err := benchRedis(writes, sessions); err != nil {
-			fmt.Fprintln(os.Stderr, "  ", err)
-			f.note = "failed: " + err.Error()
-			figs = append(figs, f)
-		} else {
+		for _, b := range []struct {
+			name string
+			run  func(bin string, writes, sessions int) (syncFigures, error)
+		}{
+			{"hapair", benchHapairSync},
+			{"Redis", func(_ string, w, s int) (syncFigures, error) { return benchRedis(w, s) }},
+		} {
+			fmt.Fprintln(os.Stderr, "== session replication:", b.name)
+			f, err := b.run(bin, writes, sessions)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "  ", err)
+				f.note = "failed: " + err.Error()
+			}
 			figs = append(figs, f)
 		}
 		fmt.Fprintln(os.Stderr, "== sync write latency: hapair and Redis, alternating")

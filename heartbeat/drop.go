@@ -42,16 +42,23 @@ type Counters struct {
 	// stale counts authentic frames that kept a path alive but were not
 	// reported: the second path's copy, or a late one.
 	stale atomic.Uint64
+	// pauses counts the times the endpoint found that it had not run for
+	// half a dead interval, and restarted the dead interval.
+	pauses atomic.Uint64
+	// queuedAtExpiry counts the times a path was due to go down while its
+	// socket still held unread frames.
+	queuedAtExpiry atomic.Uint64
 }
 
 // Stats is a snapshot of Counters.
 type Stats struct {
 	Sent, Received, SendErrors, Stale uint64
+	Pauses, QueuedAtExpiry            uint64
 	Drops                             map[string]uint64
 }
 
 func (c *Counters) snapshot() Stats {
-	s := Stats{Sent: c.sent.Load(), Received: c.recv.Load(), SendErrors: c.sendErrors.Load(), Stale: c.stale.Load(), Drops: map[string]uint64{}}
+	s := Stats{Sent: c.sent.Load(), Received: c.recv.Load(), SendErrors: c.sendErrors.Load(), Stale: c.stale.Load(), Pauses: c.pauses.Load(), QueuedAtExpiry: c.queuedAtExpiry.Load(), Drops: map[string]uint64{}}
 	for i := range c.drops {
 		s.Drops[DropReason(i).String()] = c.drops[i].Load()
 	}

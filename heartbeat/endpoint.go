@@ -7,7 +7,11 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Path is one way to the peer. The endpoint owns Conn from New on and
@@ -102,15 +106,32 @@ type Endpoint struct {
 	reported uint64 // highest sequence reported as PeerFrame
 	repGen   uint64 // the generation reported belongs to
 
-	mu    sync.Mutex
-	local Local
-	peers []net.Addr // current destination per path
+	// muted stops the heartbeats: the agent's lease ran out (ServeCore).
+	muted   atomic.Bool
+	renewed chan struct{}
+
+	mu     sync.Mutex
+	local  Local
+	frozen FrozenAges // local.Frozen's storage, for setLocal
+	peers  []net.Addr // current destination per path
 }
 
 type pathState struct {
 	Path
 	up     bool
 	lastRx time.Time
+	// rearmed is when this node last found itself paused: the dead
+	// interval counts from the later of it and lastRx, since a node that
+	// did not run could not have heard anything.
+	rearmed time.Time
+}
+
+// silentSince is where the path's dead interval starts.
+func (p *pathState) silentSince() time.Time {
+	if p.rearmed.After(p.lastRx) {
+		return p.rearmed
+	}
+	return p.lastRx
 }
 
 type rxFrame struct {
@@ -140,11 +161,12 @@ func New(cfg Config, paths ...Path) (*Endpoint, error) {
 		return nil, err
 	}
 	e := &Endpoint{
-		cfg:    cfg,
-		signer: s,
-		events: make(chan Event, 256),
-		kick:   make(chan struct{}, 1),
-		rx:     make(chan rxFrame, 64),
+		cfg:     cfg,
+		signer:  s,
+		events:  make(chan Event, 256),
+		kick:    make(chan struct{}, 1),
+		rx:      make(chan rxFrame, 64),
+		renewed: make(chan struct{}, 1),
 	}
 	if cfg.StateDir != "" {
 		e.store = peerGenerations{path: filepath.Join(cfg.StateDir, "peer-generation")}
@@ -185,6 +207,24 @@ func (e *Endpoint) UpdateLocal(f func(*Local)) {
 	f(&e.local)
 	e.mu.Unlock()
 }
+
+// setLocal is SetLocal for a Local whose Frozen the caller will reuse:
+// it is copied, and nothing is allocated.
+func (e *Endpoint) setLocal(l *Local, now bool) {
+	e.mu.Lock()
+	e.local = *l
+	if l.Frozen != nil {
+		e.frozen = *l.Frozen
+		e.local.Frozen = &e.frozen
+	}
+	e.mu.Unlock()
+	if now {
+		e.SendNow()
+	}
+}
+
+// SetMuted stops (true) or resumes sending heartbeats.
+func (e *Endpoint) SetMuted(m bool) { e.muted.Store(m) }
 
 // SendNow sends a frame on every path now.
 func (e *Endpoint) SendNow() {
@@ -227,6 +267,11 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	peerAlive := false
 	out := make([]byte, 0, FrameLen)
 	e.sendAll(out)
+	// The loop runs at least once per interval (the ticker), so a longer
+	// gap since its last run means this process did not run: a GC pause,
+	// a starved CPU, a stopped VM. Its own lateness is never taken for the
+	// peer's silence (corosync does the same): the dead interval restarts.
+	lastRun := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -241,10 +286,35 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			}
 		case <-live.C:
 		}
-		if !e.expire(ctx, time.Now(), &peerAlive) {
+		now := time.Now()
+		if now.Sub(lastRun) > e.cfg.Dead/2 {
+			e.stats.pauses.Add(1)
+			for i := range e.paths {
+				e.paths[i].rearmed = now
+			}
+		}
+		lastRun = now
+		// What the readers already took off the sockets is heard before
+		// anything is declared silent.
+		for pending := true; pending; {
+			select {
+			case r := <-e.rx:
+				if !e.receive(ctx, &r, &peerAlive) {
+					return nil
+				}
+			default:
+				pending = false
+			}
+		}
+		recheck, ok := e.expire(ctx, now, &peerAlive)
+		if !ok {
 			return nil
 		}
-		live.Reset(e.nextDeadline(time.Now()))
+		next := e.nextDeadline(now)
+		if recheck {
+			next = min(next, e.cfg.Interval/4)
+		}
+		live.Reset(next)
 	}
 }
 
@@ -324,31 +394,57 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 
 // expire reports paths silent for the dead interval, and the peer once all
 // are. Deadlines are monotonic readings, so a wall-clock step changes
-// nothing.
-func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) bool {
+// nothing. A path whose socket still holds frames that its reader has not
+// taken is not silent: the reader is late, not the peer; recheck asks to
+// look again shortly. That grace ends a dead interval later, so a reader
+// that never runs again cannot keep a dead peer alive.
+func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) (recheck, ok bool) {
 	anyUp := false
 	for i := range e.paths {
 		p := &e.paths[i]
-		if p.up && now.Sub(p.lastRx) >= e.cfg.Dead {
-			p.up = false
-			if !e.emit(ctx, Event{Kind: PathDown, Path: p.Name, At: now}) {
-				return false
+		if silent := now.Sub(p.silentSince()); p.up && silent >= e.cfg.Dead {
+			if silent < 2*e.cfg.Dead && queued(p.Conn) {
+				e.stats.queuedAtExpiry.Add(1)
+				recheck = true
+			} else {
+				p.up = false
+				if !e.emit(ctx, Event{Kind: PathDown, Path: p.Name, At: now}) {
+					return false, false
+				}
 			}
 		}
 		anyUp = anyUp || p.up
 	}
 	if *peerAlive && !anyUp {
 		*peerAlive = false
-		return e.emit(ctx, Event{Kind: PeerLost, At: now})
+		return false, e.emit(ctx, Event{Kind: PeerLost, At: now})
 	}
-	return true
+	return recheck, true
+}
+
+// queued tells whether a socket holds a frame not yet read (SIOCINQ).
+// Connections that are not sockets (test pipes) never do.
+func queued(c net.PacketConn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	raw.Control(func(fd uintptr) {
+		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	})
+	return n > 0
 }
 
 func (e *Endpoint) nextDeadline(now time.Time) time.Duration {
 	next := e.cfg.Dead
 	for _, p := range e.paths {
 		if p.up {
-			if d := p.lastRx.Add(e.cfg.Dead).Sub(now); d < next {
+			if d := p.silentSince().Add(e.cfg.Dead).Sub(now); d < next {
 				next = d
 			}
 		}
@@ -357,9 +453,16 @@ func (e *Endpoint) nextDeadline(now time.Time) time.Duration {
 }
 
 func (e *Endpoint) sendAll(buf []byte) {
+	if e.muted.Load() {
+		return
+	}
 	now := time.Now()
 	e.mu.Lock()
 	l := e.local
+	var frozen FrozenAges
+	if l.Frozen != nil {
+		frozen = *l.Frozen
+	}
 	e.mu.Unlock()
 	f := Frame{
 		Cluster: e.cfg.Cluster, Node: e.cfg.Node, Role: l.Role, Flags: l.Flags,
@@ -373,7 +476,7 @@ func (e *Endpoint) sendAll(buf []byte) {
 		f.LastNewSession = now.Sub(l.LastNewSession)
 	}
 	if l.Frozen != nil {
-		f.ActiveFor, f.LastNewSession = l.Frozen.ActiveFor, l.Frozen.LastNewSession
+		f.ActiveFor, f.LastNewSession = frozen.ActiveFor, frozen.LastNewSession
 	}
 	e.seq++
 	f.Seq = e.seq

@@ -97,10 +97,10 @@ func (h *Hub) CutOff() uint64 {
 }
 
 // Failover builds the failover notification for a node that just became
-// active by failover: peerWritten is the last write position the old
-// active advertised in its heartbeats.
-func (s *Service) Failover(reason, previousActive string, peerWritten uint64, now time.Time) Event {
-	_, mine := s.store.Seq()
+// active by failover: mine is the position it held when it took over,
+// peerWritten the last write position the old active advertised in its
+// heartbeats.
+func (s *Service) Failover(reason, previousActive string, mine, peerWritten uint64, now time.Time) Event {
 	ev := Event{Type: "failover", Reason: reason, PreviousActive: previousActive, Sync: "complete", At: time.Now()}
 	if peerWritten > mine {
 		ev.Sync, ev.Missing = "incomplete", peerWritten-mine

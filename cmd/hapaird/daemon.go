@@ -136,24 +136,31 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 	if err != nil {
 		return err
 	}
-	hbIf, _ := net.InterfaceByName(self.HeartbeatInterface)
-	raw, err := heartbeat.RawPath(hbIf, peer.HeartbeatMAC)
+	coreCfg := heartbeat.CoreConfig{
+		Endpoint: heartbeat.Config{
+			Cluster: cfg.ClusterID, Node: self.ID, Keys: cfg.Keys,
+			Interval: cfg.Interval, Dead: cfg.DeadInterval, Generation: gen, StateDir: cfg.StateDir,
+		},
+		RawInterface: self.HeartbeatInterface,
+		UDPLocal:     netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.HeartbeatPort)),
+		UDPPeer:      netip.AddrPortFrom(peer.ReplicationAddress, uint16(cfg.HeartbeatPort)),
+		Lease:        coreLease(cfg.DeadInterval),
+		RTPriority:   coreRTPriority,
+	}
+	if peer.HeartbeatMAC != nil {
+		coreCfg.RawPeerMAC = peer.HeartbeatMAC.String()
+	}
+	hb, err := heartbeat.NewCore(coreCfg, startCore)
 	if err != nil {
 		return err
 	}
-	udp, err := heartbeat.UDPPath(netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.HeartbeatPort)), netip.AddrPortFrom(peer.ReplicationAddress, uint16(cfg.HeartbeatPort)))
-	if err != nil {
-		raw.Conn.Close()
-		return err
-	}
-	hb, err := heartbeat.New(heartbeat.Config{
-		Cluster: cfg.ClusterID, Node: self.ID, Keys: cfg.Keys,
-		Interval: cfg.Interval, Dead: cfg.DeadInterval, Generation: gen, StateDir: cfg.StateDir,
-	}, raw, udp)
-	if err != nil {
-		raw.Conn.Close()
-		udp.Conn.Close()
-		return err
+	hb.OnHello = func(h heartbeat.CoreHello) {
+		if h.RealTime && h.Locked {
+			log.Info("heartbeat core running", "op", "core", "realtime", true, "memory_locked", true)
+			return
+		}
+		log.Warn("heartbeat core without full isolation: liveness may suffer on a loaded node", "op", "core",
+			"realtime", h.RealTime, "realtime_error", h.RTError, "memory_locked", h.Locked, "lock_error", h.LockError)
 	}
 	// Until the agent and the replicator run and own them, a failed start
 	// closes what it opened.
@@ -164,7 +171,6 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 			undo[i]()
 		}
 	}()
-	undo = append(undo, hb.Close)
 
 	replAddr := netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.ReplicationPort)).String()
 	replLn, err := net.Listen("tcp", replAddr)
@@ -276,6 +282,13 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 	}
 	return err
 }
+
+// coreLease is how long the agent loop may go without renewing the
+// heartbeat core's lease before the core stops the heartbeats, so that a
+// hung agent fails over as a hung node would. Long against any pause the
+// loop takes on a busy node (it waits on no disk and no store lock), short
+// against the systemd watchdog (5 s), which restarts a hung daemon.
+func coreLease(dead time.Duration) time.Duration { return max(2*time.Second, 10*dead) }
 
 // watchdog returns the agent's watchdog ping when systemd asked for one:
 // the loop calls it every tick, and it pings at half the watchdog period,

@@ -19,6 +19,9 @@ import (
 var version = "dev"
 
 func main() {
+	if os.Getenv(coreEnv) == "1" {
+		os.Exit(runCore())
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

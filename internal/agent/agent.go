@@ -121,8 +121,10 @@ type Agent struct {
 	failovers   map[string]uint64
 	dropsLogged map[string]uint64
 	reported    map[string]time.Time // last time each report was logged
-	failoverDue *election.Action     // a failover whose notification is still to be sent
-	waiters     []chan error         // switchovers waiting for the peer to take over
+	// app tells the session service and the applications, in order and
+	// off the loop.
+	app     *queue
+	waiters []chan error // switchovers waiting for the peer to take over
 }
 
 type command struct {
@@ -143,6 +145,7 @@ func New(opt Options) *Agent {
 		reported:    map[string]time.Time{},
 		failovers:   map[string]uint64{},
 		dropsLogged: map[string]uint64{},
+		app:         newQueue(),
 	}
 }
 
@@ -154,7 +157,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	// the handoff that follows ctx's end.
 	edges, stopEdges := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	appStop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.app.run(appStop)
+	}()
 	defer func() {
+		close(appStop)
 		stopEdges()
 		wg.Wait()
 	}()
@@ -288,7 +298,7 @@ func (a *Agent) step(ev election.Event) bool {
 			role := a.m.Role()
 			a.log.Warn("split brain: the peer is active too; arbitrating", "op", "split-brain", "role", role.String(), "peer", a.opt.Peer)
 			a.fireHook("split-brain", election.Action{From: role, To: role, Reason: "both nodes active"})
-			a.opt.Sync.Hub().Publish(statesync.Event{Type: "split-brain", Node: a.opt.Node, Role: role.String()})
+			a.publish(statesync.Event{Type: "split-brain", Node: a.opt.Node, Role: role.String()})
 		}
 	}()
 	exit := false
@@ -314,19 +324,12 @@ func (a *Agent) step(ev election.Event) bool {
 			if last, ok := a.reported[act.Reason]; !ok || ev.Now.Sub(last) >= reportEvery {
 				a.reported[act.Reason] = ev.Now
 				a.log.Warn(act.Reason, "op", "report", "role", a.m.Role().String())
-				a.opt.Sync.Hub().Publish(statesync.Event{Type: "report", Reason: act.Reason, Node: a.opt.Node, Role: a.m.Role().String()})
+				a.publish(statesync.Event{Type: "report", Reason: act.Reason, Node: a.opt.Node, Role: a.m.Role().String()})
 			}
 		case election.Exit:
 			a.log.Info("stopped", "op", "exit", "reason", act.Reason)
 			exit = true
 		}
-	}
-	if act := a.failoverDue; act != nil {
-		a.failoverDue = nil
-		s := a.opt.Sync
-		fe := s.Failover(act.Reason, a.opt.Peer, a.lastPeer.SyncWritten, ev.Now)
-		a.log.Info("failover", "op", "failover", "sync", fe.Sync, "missing", fe.Missing, "sessions", len(fe.Sessions))
-		s.Hub().Publish(fe)
 	}
 	a.updateStatus()
 	return exit
@@ -337,6 +340,14 @@ func (a *Agent) release() {
 		a.log.Error("releasing VIPs", "op", "release", "err", err)
 	}
 	a.holding = false
+}
+
+// publish tells the applications, in order with the role changes.
+func (a *Agent) publish(ev statesync.Event) {
+	if ev.At.IsZero() {
+		ev.At = time.Now()
+	}
+	a.app.put(func() { a.opt.Sync.Hub().Publish(ev) })
 }
 
 // logDrops logs the frames dropped since the last call, by reason.
@@ -380,6 +391,9 @@ func (a *Agent) syncPosition(l *heartbeat.Local) {
 func (a *Agent) transition(act election.Action, now time.Time) {
 	a.log.Info("transition", "op", "transition", "from", act.From.String(), "to", act.To.String(), "reason", act.Reason, "peer", a.opt.Peer)
 	s := a.opt.Sync
+	// The role itself changes here, in the loop: a node stepping down
+	// must refuse writes before the loop goes on (a switchover resumes
+	// the paused writers right after).
 	if act.To == election.Active {
 		var e [8]byte
 		rand.Read(e[:])
@@ -391,7 +405,7 @@ func (a *Agent) transition(act election.Action, now time.Time) {
 		}
 		s.SetRole(act.To.String(), false, activeNode, 0)
 	}
-	s.Hub().Publish(statesync.Event{Type: "role", Role: act.To.String(), Previous: act.From.String(), Reason: act.Reason, Node: a.opt.Node})
+	a.publish(statesync.Event{Type: "role", Role: act.To.String(), Previous: act.From.String(), Reason: act.Reason, Node: a.opt.Node})
 	switch act.To {
 	case election.Active:
 		a.fireHook("active", act)
@@ -401,9 +415,15 @@ func (a *Agent) transition(act election.Action, now time.Time) {
 		a.fireHook("fault", act)
 	}
 	if act.To == election.Active && act.From == election.Standby {
-		// Built once the step's frame has gone out: it reads every
-		// session, which takes a while in a large store.
-		a.failoverDue = &act
+		// Built off the loop: it reads every session, which takes a
+		// while in a large store. What this node held is read now,
+		// before it writes anything as the active.
+		held, peerWritten := s.Store().Written(), a.lastPeer.SyncWritten
+		a.app.put(func() {
+			fe := s.Failover(act.Reason, a.opt.Peer, held, peerWritten, now)
+			a.log.Info("failover", "op", "failover", "sync", fe.Sync, "missing", fe.Missing, "sessions", len(fe.Sessions))
+			s.Hub().Publish(fe)
+		})
 	}
 	a.mu.Lock()
 	a.lastTrans = &control.Transition{From: act.From.String(), To: act.To.String(), Reason: act.Reason, At: time.Now()}
@@ -471,7 +491,7 @@ func (a *Agent) checkEvent(ev health.Event) bool {
 	if !ev.Healthy {
 		state = "failing"
 	}
-	a.opt.Sync.Hub().Publish(statesync.Event{Type: "check", Node: a.opt.Node, Reason: ev.Name + " " + state + ": " + ev.Detail})
+	a.publish(statesync.Event{Type: "check", Node: a.opt.Node, Reason: ev.Name + " " + state + ": " + ev.Detail})
 	if !ev.Critical {
 		a.updateStatus()
 		return false

@@ -54,3 +54,20 @@ func TestFireIsAsyncWithEnvAndTimeout(t *testing.T) {
 		t.Errorf("logs:\n%s", logs.String())
 	}
 }
+
+// A hook's calls for successive transitions finish in the order they were
+// fired, even when the first is the slow one.
+func TestHooksRunInOrder(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "order")
+	r := New([]Hook{
+		{On: []string{"active", "standby"}, Command: []string{"sh", "-c", `[ "$HAPAIR_EVENT" = active ] && sleep 0.3; echo $HAPAIR_EVENT >> ` + out}, Timeout: 5 * time.Second},
+	}, slog.New(slog.NewTextHandler(&syncBuf{}, nil)))
+	r.Fire(Env{Event: "active"})
+	r.Fire(Env{Event: "standby"})
+	r.Fire(Env{Event: "active"})
+	r.Close()
+	b, _ := os.ReadFile(out)
+	if want := "active\nstandby\nactive\n"; string(b) != want {
+		t.Errorf("hooks finished as\n%swant\n%s", b, want)
+	}
+}

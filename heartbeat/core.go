@@ -1,0 +1,461 @@
+package heartbeat
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// The heartbeat core: liveness that a busy daemon cannot fake (design.md
+// section 6). The endpoint runs in a small child process of its own, with
+// real-time scheduling and locked memory where the system grants them, so
+// neither the daemon's garbage collector (a snapshot of 300,000 sessions
+// makes plenty) nor CPU hogs or a busy disk beside it delay a frame or the
+// judgement that the peer fell silent. A false failover on a loaded box was
+// the failure this replaces: the standby, loading a large snapshot under
+// load, took its own stall for the active's silence.
+//
+// Parent and child talk over a unix SOCK_SEQPACKET pair, one message per
+// datagram, first byte the type:
+//
+//	parent -> child  'I' CoreConfig as JSON (first message)
+//	                 'L' local: what to say, and whether to send it now;
+//	                     every 'L' also renews the agent's lease
+//	                 'S' stats request
+//	child -> parent  'H' CoreHello as JSON (first message)
+//	                 'E' event: kind, path index, age in ns, frame (96 bytes)
+//	                 'T' stats: counters as big-endian uint64s
+//
+// Times cross as ages: each process has its own monotonic origin.
+
+// CoreConfig is what the child needs to run the endpoint.
+type CoreConfig struct {
+	Endpoint Config
+	// Raw path: the dedicated interface, and the peer's MAC if known.
+	RawInterface string
+	RawPeerMAC   string `json:",omitempty"`
+	// UDP path between the replication addresses.
+	UDPLocal, UDPPeer netip.AddrPort
+	// Lease: the agent proves itself alive by sending 'L' at least this
+	// often; after that, the core stops sending heartbeats, so a hung
+	// agent fails over as a hung node does.
+	Lease time.Duration
+	// RTPriority is the SCHED_RR priority to ask for (0: none).
+	RTPriority int
+}
+
+// CoreHello says what isolation the child got.
+type CoreHello struct {
+	RealTime  bool
+	RTError   string `json:",omitempty"`
+	Locked    bool
+	LockError string `json:",omitempty"`
+}
+
+const (
+	msgInit   = 'I'
+	msgLocal  = 'L'
+	msgStats  = 'S'
+	msgHello  = 'H'
+	msgEvent  = 'E'
+	msgCounts = 'T'
+
+	localLen  = 1 + 1 + 1 + 2 + 8 + 8 + 1 + 8 + 8 + 8 + 8
+	eventLen  = 1 + 1 + 1 + 8 + FrameLen
+	numCounts = 6 + int(numDropReasons)
+)
+
+// pathNames are the core's paths, in order.
+var pathNames = [2]string{"raw", "udp"}
+
+// putLocal encodes l into b (localLen bytes) at now.
+func putLocal(b []byte, l *Local, now time.Time, sendNow bool) {
+	b[0] = msgLocal
+	b[1] = 0
+	if sendNow {
+		b[1] = 1
+	}
+	b[2] = byte(l.Role)
+	binary.BigEndian.PutUint16(b[3:5], uint16(l.Flags))
+	since := func(t time.Time) int64 {
+		if t.IsZero() {
+			return -1
+		}
+		return int64(now.Sub(t))
+	}
+	binary.BigEndian.PutUint64(b[5:13], uint64(since(l.ActiveSince)))
+	binary.BigEndian.PutUint64(b[13:21], uint64(since(l.LastNewSession)))
+	b[21] = 0
+	var fa, fl time.Duration
+	if l.Frozen != nil {
+		b[21] = 1
+		fa, fl = l.Frozen.ActiveFor, l.Frozen.LastNewSession
+	}
+	binary.BigEndian.PutUint64(b[22:30], uint64(fa))
+	binary.BigEndian.PutUint64(b[30:38], uint64(fl))
+	binary.BigEndian.PutUint64(b[38:46], l.SyncWritten)
+	binary.BigEndian.PutUint64(b[46:54], l.SyncAcked)
+}
+
+// getLocal decodes b into l at now. frozen is l.Frozen's storage, so
+// decoding allocates nothing.
+func getLocal(b []byte, l *Local, frozen *FrozenAges, now time.Time) (sendNow bool, err error) {
+	if len(b) != localLen {
+		return false, fmt.Errorf("heartbeat core: local message of %d bytes", len(b))
+	}
+	at := func(v uint64) time.Time {
+		if int64(v) < 0 {
+			return time.Time{}
+		}
+		return now.Add(-time.Duration(v))
+	}
+	l.Role = Role(b[2])
+	l.Flags = Flags(binary.BigEndian.Uint16(b[3:5]))
+	l.ActiveSince = at(binary.BigEndian.Uint64(b[5:13]))
+	l.LastNewSession = at(binary.BigEndian.Uint64(b[13:21]))
+	l.Frozen = nil
+	if b[21] == 1 {
+		frozen.ActiveFor = time.Duration(binary.BigEndian.Uint64(b[22:30]))
+		frozen.LastNewSession = time.Duration(binary.BigEndian.Uint64(b[30:38]))
+		l.Frozen = frozen
+	}
+	l.SyncWritten = binary.BigEndian.Uint64(b[38:46])
+	l.SyncAcked = binary.BigEndian.Uint64(b[46:54])
+	return b[1] == 1, nil
+}
+
+func pathIndex(name string) byte {
+	for i, n := range pathNames {
+		if n == name {
+			return byte(i)
+		}
+	}
+	return 0xff
+}
+
+// ServeCore runs the child's side on conn (the SEQPACKET socket to the
+// parent) until the parent goes away. isolate applies real-time scheduling
+// and memory locking as cfg asks and says what it got; it runs after the
+// config is read and before any path is opened.
+func ServeCore(conn net.Conn, isolate func(CoreConfig) CoreHello) error {
+	buf := make([]byte, 64<<10)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return fmt.Errorf("heartbeat core: reading config: %w", err)
+	}
+	if n == 0 || buf[0] != msgInit {
+		return errors.New("heartbeat core: first message is not a config")
+	}
+	var cfg CoreConfig
+	if err := json.Unmarshal(buf[1:n], &cfg); err != nil {
+		return fmt.Errorf("heartbeat core: config: %w", err)
+	}
+	hello := isolate(cfg)
+	hb, _ := json.Marshal(hello)
+	if _, err := conn.Write(append([]byte{msgHello}, hb...)); err != nil {
+		return err
+	}
+	ifi, err := net.InterfaceByName(cfg.RawInterface)
+	if err != nil {
+		return fmt.Errorf("heartbeat core: %w", err)
+	}
+	var mac net.HardwareAddr
+	if cfg.RawPeerMAC != "" {
+		if mac, err = net.ParseMAC(cfg.RawPeerMAC); err != nil {
+			return fmt.Errorf("heartbeat core: %w", err)
+		}
+	}
+	raw, err := RawPath(ifi, mac)
+	if err != nil {
+		return err
+	}
+	udp, err := UDPPath(cfg.UDPLocal, cfg.UDPPeer)
+	if err != nil {
+		raw.Conn.Close()
+		return err
+	}
+	ep, err := New(cfg.Endpoint, raw, udp)
+	if err != nil {
+		raw.Conn.Close()
+		udp.Conn.Close()
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	runErr := make(chan error, 1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		runErr <- ep.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		forwardEvents(ctx, conn, ep)
+	}()
+	readErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		readErr <- readParent(ctx, conn, ep, buf)
+	}()
+	lease := time.NewTimer(cfg.Lease)
+	defer lease.Stop()
+	for {
+		select {
+		case err := <-runErr:
+			cancel()
+			return err
+		case err := <-readErr:
+			// The parent is gone (EOF) or spoke nonsense: a core
+			// must never outlive its agent.
+			cancel()
+			conn.Close()
+			return err
+		case <-ep.renewed:
+			ep.SetMuted(false)
+			lease.Reset(cfg.Lease)
+		case <-lease.C:
+			ep.SetMuted(true)
+		}
+	}
+}
+
+func forwardEvents(ctx context.Context, conn net.Conn, ep *Endpoint) {
+	var b [eventLen]byte
+	b[0] = msgEvent
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-ep.Events():
+			b[1] = byte(ev.Kind)
+			b[2] = pathIndex(ev.Path)
+			binary.BigEndian.PutUint64(b[3:11], uint64(time.Since(ev.At)))
+			ev.Frame.put(b[11:])
+			if _, err := conn.Write(b[:]); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func readParent(ctx context.Context, conn net.Conn, ep *Endpoint, buf []byte) error {
+	var l Local
+	var frozen FrozenAges
+	var out [1 + 8*numCounts]byte
+	out[0] = msgCounts
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("heartbeat core: the agent closed the connection")
+		}
+		switch buf[0] {
+		case msgLocal:
+			sendNow, err := getLocal(buf[:n], &l, &frozen, time.Now())
+			if err != nil {
+				return err
+			}
+			ep.setLocal(&l, sendNow)
+			select {
+			case ep.renewed <- struct{}{}:
+			default:
+			}
+		case msgStats:
+			putCounts(out[1:], &ep.stats)
+			if _, err := conn.Write(out[:]); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("heartbeat core: unknown message %q", buf[0])
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func putCounts(b []byte, c *Counters) {
+	vals := [6]uint64{c.sent.Load(), c.recv.Load(), c.sendErrors.Load(), c.stale.Load(), c.pauses.Load(), c.queuedAtExpiry.Load()}
+	for i, v := range vals {
+		binary.BigEndian.PutUint64(b[8*i:], v)
+	}
+	for i := range c.drops {
+		binary.BigEndian.PutUint64(b[8*(6+i):], c.drops[i].Load())
+	}
+}
+
+func getCounts(b []byte) Stats {
+	u := func(i int) uint64 { return binary.BigEndian.Uint64(b[8*i:]) }
+	s := Stats{Sent: u(0), Received: u(1), SendErrors: u(2), Stale: u(3), Pauses: u(4), QueuedAtExpiry: u(5), Drops: map[string]uint64{}}
+	for i := range int(numDropReasons) {
+		s.Drops[DropReason(i).String()] = u(6 + i)
+	}
+	return s
+}
+
+// Core is the parent's side: it runs the child and stands in for the
+// endpoint (the agent's Heartbeat). Create with NewCore, then Run.
+type Core struct {
+	cfg   CoreConfig
+	start func() (net.Conn, func() error, error)
+
+	// OnHello, if set, learns what isolation the child got, once it
+	// runs.
+	OnHello func(CoreHello)
+
+	events chan Event
+	stats  chan Stats
+
+	mu    sync.Mutex
+	conn  net.Conn
+	local Local
+	last  Stats
+}
+
+// NewCore prepares a core. start launches the child and returns the
+// parent's end of its socket and a function that ends the child and waits
+// for it; it is called by Run.
+func NewCore(cfg CoreConfig, start func() (net.Conn, func() error, error)) (*Core, error) {
+	if cfg.Endpoint.Dead <= cfg.Endpoint.Interval {
+		return nil, fmt.Errorf("heartbeat: dead interval %v must be above interval %v", cfg.Endpoint.Dead, cfg.Endpoint.Interval)
+	}
+	if _, err := NewSigner(cfg.Endpoint.Keys); err != nil {
+		return nil, err
+	}
+	return &Core{cfg: cfg, start: start, events: make(chan Event, 256), stats: make(chan Stats, 1)}, nil
+}
+
+// Events is where the core reports, as Endpoint.Events.
+func (c *Core) Events() <-chan Event { return c.events }
+
+// SetLocal changes what this node says and has it sent at once.
+func (c *Core) SetLocal(l Local) {
+	c.mu.Lock()
+	c.local = l
+	c.mu.Unlock()
+	c.send(true)
+}
+
+// UpdateLocal changes what this node says at the next tick; it also renews
+// the agent's lease, so the agent calls it every tick.
+func (c *Core) UpdateLocal(f func(*Local)) {
+	c.mu.Lock()
+	f(&c.local)
+	c.mu.Unlock()
+	c.send(false)
+}
+
+func (c *Core) send(now bool) {
+	var b [localLen]byte
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return
+	}
+	putLocal(b[:], &c.local, time.Now(), now)
+	c.conn.Write(b[:])
+}
+
+// Stats asks the child for its counters; if it does not answer promptly,
+// the last answer stands.
+func (c *Core) Stats() Stats {
+	c.mu.Lock()
+	conn, last := c.conn, c.last
+	c.mu.Unlock()
+	if conn == nil {
+		return last
+	}
+	select {
+	case <-c.stats: // a late answer to an earlier request
+	default:
+	}
+	if _, err := conn.Write([]byte{msgStats}); err != nil {
+		return last
+	}
+	select {
+	case s := <-c.stats:
+		c.mu.Lock()
+		c.last = s
+		c.mu.Unlock()
+		return s
+	case <-time.After(100 * time.Millisecond):
+		return last
+	}
+}
+
+// Run starts the child and relays until ctx ends or the child fails.
+func (c *Core) Run(ctx context.Context) error {
+	conn, stop, err := c.start()
+	if err != nil {
+		return fmt.Errorf("heartbeat core: %w", err)
+	}
+	defer stop()
+	init, _ := json.Marshal(c.cfg)
+	if _, err := conn.Write(append([]byte{msgInit}, init...)); err != nil {
+		conn.Close()
+		return fmt.Errorf("heartbeat core: %w", err)
+	}
+	buf := make([]byte, 64<<10)
+	n, err := conn.Read(buf)
+	if err != nil || n == 0 || buf[0] != msgHello {
+		conn.Close()
+		return fmt.Errorf("heartbeat core: no hello from the child: %v", err)
+	}
+	var hello CoreHello
+	json.Unmarshal(buf[1:n], &hello)
+	if c.OnHello != nil {
+		c.OnHello(hello)
+	}
+	c.mu.Lock()
+	c.conn = conn
+	c.mu.Unlock()
+	c.send(true)
+	go func() {
+		<-ctx.Done()
+		conn.Close()
+	}()
+	for {
+		n, err := conn.Read(buf)
+		if err != nil || n == 0 {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("heartbeat core: child gone: %v", err)
+		}
+		switch {
+		case buf[0] == msgEvent && n == eventLen:
+			ev := Event{Kind: EventKind(buf[1]), At: time.Now().Add(-time.Duration(binary.BigEndian.Uint64(buf[3:11])))}
+			if int(buf[2]) < len(pathNames) {
+				ev.Path = pathNames[buf[2]]
+			}
+			if ev.Kind == PeerFrame {
+				if err := ev.Frame.UnmarshalBinary(buf[11:eventLen]); err != nil {
+					return fmt.Errorf("heartbeat core: %w", err)
+				}
+			}
+			select {
+			case c.events <- ev:
+			case <-ctx.Done():
+				return nil
+			}
+		case buf[0] == msgCounts && n == 1+8*numCounts:
+			select {
+			case c.stats <- getCounts(buf[1:n]):
+			default:
+			}
+		default:
+			return fmt.Errorf("heartbeat core: unexpected message %q of %d bytes", buf[0], n)
+		}
+	}
+}

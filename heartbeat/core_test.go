@@ -1,0 +1,50 @@
+package heartbeat
+
+import (
+	"testing"
+	"time"
+)
+
+// What the agent says crosses to the core whole, with its instants turned
+// into ages and back: each process has its own monotonic origin.
+func TestCoreLocalRoundTrip(t *testing.T) {
+	now := time.Now()
+	in := Local{Role: RoleActive, Flags: FlagLocked | FlagPreferred | FlagSplitBrain,
+		ActiveSince: now.Add(-41 * time.Second), LastNewSession: now.Add(-2300 * time.Millisecond),
+		Frozen: &FrozenAges{ActiveFor: 41 * time.Second, LastNewSession: -1}, SyncWritten: 200, SyncAcked: 199}
+	var b [localLen]byte
+	putLocal(b[:], &in, now, true)
+	var out Local
+	var frozen FrozenAges
+	later := now.Add(time.Hour) // the core's clock reading when it decodes
+	sendNow, err := getLocal(b[:], &out, &frozen, later)
+	if err != nil || !sendNow {
+		t.Fatalf("getLocal: %v, sendNow %v", err, sendNow)
+	}
+	if out.Role != in.Role || out.Flags != in.Flags || out.SyncWritten != 200 || out.SyncAcked != 199 || *out.Frozen != *in.Frozen {
+		t.Errorf("decoded %+v, want %+v", out, in)
+	}
+	if later.Sub(out.ActiveSince) != 41*time.Second || later.Sub(out.LastNewSession) != 2300*time.Millisecond {
+		t.Errorf("ages: active %v, new session %v", later.Sub(out.ActiveSince), later.Sub(out.LastNewSession))
+	}
+	putLocal(b[:], &Local{Role: RoleStandby}, now, false)
+	if sendNow, _ := getLocal(b[:], &out, &frozen, later); sendNow || !out.ActiveSince.IsZero() || !out.LastNewSession.IsZero() || out.Frozen != nil {
+		t.Errorf("a standby's local: %+v (send now %v)", out, sendNow)
+	}
+	if _, err := getLocal(b[:10], &out, &frozen, later); err == nil {
+		t.Error("a short local message was accepted")
+	}
+}
+
+func TestCoreCountsRoundTrip(t *testing.T) {
+	var c Counters
+	c.sent.Store(7)
+	c.pauses.Store(2)
+	c.drops[DropMAC].Store(5)
+	var b [8 * numCounts]byte
+	putCounts(b[:], &c)
+	s := getCounts(b[:])
+	if s.Sent != 7 || s.Pauses != 2 || s.Drops["bad_mac"] != 5 || s.Drops["replayed"] != 0 {
+		t.Errorf("counts: %+v", s)
+	}
+}

@@ -35,6 +35,10 @@ type Machine struct {
 	peerSeen bool
 	peer     Peer
 	down     map[string]bool // heartbeat paths down: degraded
+	// written is this node's store position; peerActiveWritten the last
+	// position the peer advertised while active.
+	written           uint64
+	peerActiveWritten uint64
 
 	leaving       bool
 	leaveDeadline time.Time
@@ -107,11 +111,15 @@ func (m *Machine) emit(a Action) { m.acts = append(m.acts, a) }
 // Step feeds one event and returns the actions to take, in order.
 func (m *Machine) Step(ev Event) []Action {
 	m.acts = nil
+	m.written = ev.Written
 	switch ev.Kind {
 	case Start:
 		m.startedAt = ev.Now
 		m.emit(Action{Kind: Advertise})
 	case Tick:
+		if m.startedAt.IsZero() {
+			return nil // the start-up window has not begun
+		}
 		m.tick(ev.Now)
 	case PeerFrame:
 		m.peerFrame(ev)
@@ -156,9 +164,18 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 		m.frozen = nil
 		m.leaving = false
 	}
-	m.emit(Action{Kind: Transition, From: from, To: to, Reason: reason})
+	act := Action{Kind: Transition, From: from, To: to, Reason: reason}
+	if to == Active {
+		act.PeerWritten = m.peerActiveWritten
+	}
+	m.emit(act)
 	m.emit(Action{Kind: Advertise})
 }
+
+// peerNewer says whether the peer holds newer session state than this
+// node: a node that restarted with an empty or older store must never
+// become active over it.
+func (m *Machine) peerNewer() bool { return m.peerSeen && m.peer.Written > m.written }
 
 func (m *Machine) eligible() bool { return m.healthy && !m.locked }
 
@@ -171,7 +188,7 @@ func (m *Machine) tick(now time.Time) {
 	switch {
 	case m.role == Init && m.peerSeen && m.peer.Role == Active && !m.peer.Leaving:
 		m.become(Standby, now, "start-up: peer is active")
-	case m.role == Init && m.peerSeen && m.cfg.Preferred && m.eligible() && m.peer.Role != Active:
+	case m.role == Init && m.peerSeen && m.cfg.Preferred && m.eligible() && m.peer.Role != Active && !m.peerNewer():
 		m.become(Active, now, fmt.Sprintf("start-up: preferred node, peer is %v", m.peer.Role))
 	case m.role == Init && now.Sub(m.startedAt) >= m.cfg.StartupWindow:
 		m.endStartup(now)
@@ -204,8 +221,10 @@ func (m *Machine) endStartup(now time.Time) {
 	switch {
 	case m.peer.Role == Active:
 		m.become(Standby, now, "start-up: peer is active")
-	case m.peer.Role == Init && m.peer.Facts.Preferred && !m.peer.Locked:
+	case m.peer.Role == Init && m.peer.Facts.Preferred && !m.peer.Locked && !(m.written > m.peer.Written):
 		m.become(Standby, now, "start-up: preferred peer is starting")
+	case m.peerNewer() && !m.peer.Locked && !m.peer.Fault:
+		m.become(Standby, now, fmt.Sprintf("start-up: peer holds newer session state (position %d, ours %d)", m.peer.Written, m.written))
 	case m.locked:
 		m.become(Standby, now, "start-up: no active node, but this node is locked")
 	default:
@@ -214,8 +233,20 @@ func (m *Machine) endStartup(now time.Time) {
 }
 
 func (m *Machine) peerFrame(ev Event) {
+	prev, prevSeen := m.peer, m.peerSeen
 	m.peer, m.peerSeen = ev.Peer, true
 	p := ev.Peer
+	if p.Role == Active {
+		m.peerActiveWritten = p.Written
+	}
+	if m.role == Standby && prevSeen && prev.Role == Active && p.Generation != prev.Generation {
+		// The active's daemon restarted faster than the dead interval:
+		// it is gone with every session it held, and this standby holds
+		// every acknowledged write. It takes over; the restarted node
+		// resynchronises from it.
+		m.takeOver(ev.Now, "peer restarted: the old active is gone")
+		return
+	}
 	switch m.role {
 	case Init:
 		// Decided at the next tick, on the newest frame: after a link
@@ -231,9 +262,10 @@ func (m *Machine) peerFrame(ev Event) {
 			m.takeOver(ev.Now, why)
 		case p.Role == Fault:
 			m.takeOver(ev.Now, "peer in fault")
-		case p.Role == Standby && !p.Leaving && (m.cfg.Preferred || p.Locked):
-			// Nobody holds the VIPs. The preferred node takes them, or
-			// we do when the peer is locked and never will.
+		case p.Role == Standby && !p.Leaving && !m.peerNewer() && (m.cfg.Preferred || p.Locked || m.written > p.Written):
+			// Nobody holds the VIPs. The node with the newer session
+			// state takes them, else the preferred node, or we do when
+			// the peer is locked and never will.
 			m.takeOver(ev.Now, "no active node")
 		}
 	case Active:

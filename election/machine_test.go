@@ -326,3 +326,69 @@ func TestLockedStandbyReportsWhyItDoesNotTakeOver(t *testing.T) {
 		t.Errorf("unlocked standby with a lost peer: %v", m.Role())
 	}
 }
+
+// Design 3: "A node that starts or restarts never becomes active over a
+// peer that holds newer session state ... a peer whose boot generation
+// changed is a peer that restarted: the standby, holding every
+// acknowledged write, takes over, and the restarted node resyncs from it."
+func TestRestartedActiveIsReplacedByTheStandby(t *testing.T) {
+	m := started(false)
+	m.Step(Event{Kind: PeerFrame, Now: at(10), Written: 0, Peer: Peer{Role: Active, Generation: 1, Written: 0}})
+	m.Step(Event{Kind: Tick, Now: at(15)})
+	m.Step(Event{Kind: PeerFrame, Now: at(100), Written: 200, Peer: Peer{Role: Active, Generation: 1, Written: 200}})
+	if m.Role() != Standby {
+		t.Fatalf("setup: %v", m.Role())
+	}
+	// The active's daemon is killed and back before the dead interval.
+	acts := m.Step(Event{Kind: PeerFrame, Now: at(150), Written: 200, Peer: Peer{Role: Init, Generation: 2, Facts: Facts{Preferred: true}}})
+	tr, ok := transition(acts)
+	if m.Role() != Active || !ok || !strings.Contains(tr.Reason, "peer restarted") {
+		t.Fatalf("role %v, actions %v", m.Role(), acts)
+	}
+	if tr.PeerWritten != 200 {
+		t.Errorf("failover against position %d, want the old active's 200", tr.PeerWritten)
+	}
+	// The same generation again is the same daemon: nothing happens.
+	l := lockedStandby(t)
+	l.Step(Event{Kind: PeerFrame, Now: at(150), Peer: Peer{Role: Init, Generation: 2}})
+	if l.Role() != Standby {
+		t.Errorf("a locked standby took over on a peer restart: %v", l.Role())
+	}
+}
+
+func lockedStandby(t *testing.T) *Machine {
+	m := standbyMachine(t)
+	m.Step(Event{Kind: Lock, Now: at(20), Locked: true})
+	m.Step(Event{Kind: PeerFrame, Now: at(30), Peer: Peer{Role: Active, Generation: 1}})
+	return m
+}
+
+// The restarted node, even the preferred one, does not become active over
+// a standby that holds newer state: not at once, not when its window ends.
+func TestRestartedPreferredNodeDefersToNewerPeer(t *testing.T) {
+	m := started(true)
+	acts := m.Step(Event{Kind: PeerFrame, Now: at(10), Written: 0, Peer: Peer{Role: Standby, Generation: 1, Written: 200}})
+	acts = append(acts, m.Step(Event{Kind: Tick, Now: at(15), Written: 0})...)
+	if m.Role() != Init {
+		t.Fatalf("became %v over a peer with newer state: %v", m.Role(), acts)
+	}
+	acts = m.Step(Event{Kind: Tick, Now: at(900), Written: 0})
+	if tr, _ := transition(acts); m.Role() != Standby || !strings.Contains(tr.Reason, "newer session state") {
+		t.Fatalf("at the window's end: %v, %v", m.Role(), acts)
+	}
+	// The peer, standby too and holding more, takes over; so does this
+	// rule from the other side: a standby with the newer state.
+	p := standbyMachine(t)
+	acts = p.Step(Event{Kind: PeerFrame, Now: at(950), Written: 200, Peer: Peer{Role: Standby, Written: 0, Facts: Facts{Preferred: true}}})
+	if tr, ok := transition(acts); p.Role() != Active || !ok || !strings.Contains(tr.Reason, "no active node") {
+		t.Fatalf("standby with newer state: %v, %v", p.Role(), acts)
+	}
+	// A locked peer never takes over: then the restarted node must,
+	// rather than leave nobody serving.
+	l := started(true)
+	l.Step(Event{Kind: PeerFrame, Now: at(10), Peer: Peer{Role: Standby, Locked: true, Written: 200, Facts: Facts{Locked: true}}})
+	l.Step(Event{Kind: Tick, Now: at(900)})
+	if l.Role() != Active {
+		t.Errorf("with the newer peer locked: %v", l.Role())
+	}
+}

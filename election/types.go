@@ -49,6 +49,13 @@ type Peer struct {
 	Leaving    bool
 	SplitBrain bool
 	Facts      Facts
+	// Generation is the peer's boot generation: a new one means the
+	// peer's daemon restarted, and lost every session it held.
+	Generation uint64
+	// Written is the peer's session-store position (written when
+	// active, applied when standby); positions go on across failovers,
+	// so the two nodes' are comparable.
+	Written uint64
 }
 
 // EventKind says what happened.
@@ -100,6 +107,9 @@ type Event struct {
 	Healthy bool
 	Reason  string
 	Force   bool // Switchover: also when this node is locked
+	// Written is this node's session-store position at Now; the caller
+	// sets it on every event.
+	Written uint64
 }
 
 // ActionKind says what the caller must do.
@@ -140,6 +150,10 @@ type Action struct {
 	Kind     ActionKind
 	From, To Role
 	Reason   string
+	// PeerWritten, on a Transition to Active, is the last position the
+	// old active advertised: what this node should hold for the
+	// failover to be complete.
+	PeerWritten uint64
 }
 
 func (a Action) String() string {

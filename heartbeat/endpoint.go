@@ -71,10 +71,11 @@ const (
 	PeerAlive                  // the peer is heard on some path
 	PeerLost                   // every path silent for the dead interval
 	PeerFrame                  // an authentic, fresh frame
+	Running                    // the endpoint sends and listens: the first event of Run
 )
 
 func (k EventKind) String() string {
-	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame"}[k]
+	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running"}[k]
 }
 
 // Event is one observation, stamped with the monotonic time it was made.
@@ -266,6 +267,9 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	defer live.Stop()
 	peerAlive := false
 	out := make([]byte, 0, FrameLen)
+	if !e.emit(ctx, Event{Kind: Running, At: time.Now()}) {
+		return nil
+	}
 	e.sendAll(out)
 	// The loop runs at least once per interval (the ticker), so a longer
 	// gap since its last run means this process did not run: a GC pause,

@@ -105,7 +105,6 @@ type Agent struct {
 
 	cmds       chan command
 	newSession chan struct{}
-	lastPeer   heartbeat.Frame
 
 	// Kept by the loop, read by Status.
 	mu        sync.Mutex
@@ -209,10 +208,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	a.pollLock(time.Now())
-	a.step(election.Event{Kind: election.Start, Now: time.Now()})
-	if a.m.Locked() {
-		a.step(election.Event{Kind: election.Lock, Now: time.Now(), Locked: true})
-	}
 	done := ctx.Done()
 	var hardStop <-chan time.Time
 	for {
@@ -292,6 +287,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // step feeds the machine and performs its actions; true means exit now.
 func (a *Agent) step(ev election.Event) bool {
+	ev.Written = a.opt.Sync.Store().Written()
 	wasSplit := a.m.SplitBrain()
 	defer func() {
 		if !wasSplit && a.m.SplitBrain() {
@@ -418,7 +414,7 @@ func (a *Agent) transition(act election.Action, now time.Time) {
 		// Built off the loop: it reads every session, which takes a
 		// while in a large store. What this node held is read now,
 		// before it writes anything as the active.
-		held, peerWritten := s.Store().Written(), a.lastPeer.SyncWritten
+		held, peerWritten := s.Store().Written(), act.PeerWritten
 		a.app.put(func() {
 			fe := s.Failover(act.Reason, a.opt.Peer, held, peerWritten, now)
 			a.log.Info("failover", "op", "failover", "sync", fe.Sync, "missing", fe.Missing, "sessions", len(fe.Sessions))
@@ -456,11 +452,20 @@ func (a *Agent) answer(err error) {
 
 func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 	switch ev.Kind {
+	case heartbeat.Running:
+		// The start-up window begins once the heartbeats flow: a
+		// heartbeat core takes a moment to start, and a window spent
+		// deaf would make both nodes active.
+		if a.step(election.Event{Kind: election.Start, Now: ev.At}) {
+			return true
+		}
+		if a.m.Locked() {
+			return a.step(election.Event{Kind: election.Lock, Now: ev.At, Locked: true})
+		}
 	case heartbeat.PeerFrame:
 		a.mu.Lock()
 		a.peerAt = ev.At
 		a.mu.Unlock()
-		a.lastPeer = ev.Frame
 		return a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
 	case heartbeat.PeerLost:
 		return a.step(election.Event{Kind: election.PeerLost, Now: ev.At})
@@ -607,6 +612,7 @@ func peerOf(f heartbeat.Frame) election.Peer {
 			Node: f.Node, Locked: f.Flags&heartbeat.FlagLocked != 0, Preferred: f.Flags&heartbeat.FlagPreferred != 0,
 			ActiveFor: f.ActiveFor, LastNewSession: f.LastNewSession,
 		},
+		Generation: f.Generation, Written: f.SyncWritten,
 	}
 }
 

@@ -28,7 +28,11 @@ type fakeHB struct {
 	sets   int
 }
 
-func (f *fakeHB) Run(ctx context.Context) error        { <-ctx.Done(); return nil }
+func (f *fakeHB) Run(ctx context.Context) error {
+	f.events <- heartbeat.Event{Kind: heartbeat.Running, At: time.Now()}
+	<-ctx.Done()
+	return nil
+}
 func (f *fakeHB) Events() <-chan heartbeat.Event       { return f.events }
 func (f *fakeHB) Stats() heartbeat.Stats               { return heartbeat.Stats{} }
 func (f *fakeHB) UpdateLocal(u func(*heartbeat.Local)) { f.mu.Lock(); u(&f.local); f.mu.Unlock() }

@@ -13,6 +13,8 @@ type ConfigOptions struct {
 	SyncMode string // empty: async
 	Extra    string // appended verbatim: checks, hooks, more VIPs
 	Lease    string // empty: "4s"
+	// Interval and Dead, when set, replace the profile's timers.
+	Interval, Dead string
 	// Media adds a critical process check on a stand-in media server per
 	// node (a sleep the Cluster starts), for process-death scenarios.
 	Media bool
@@ -48,6 +50,13 @@ rise = 2
 fall = 1
 `, filepath.Join(dir, "media-{node}.pid"))
 	}
+	timers := ""
+	if o.Interval != "" {
+		timers += fmt.Sprintf("interval = %q\n", o.Interval)
+	}
+	if o.Dead != "" {
+		timers += fmt.Sprintf("dead_interval = %q\n", o.Dead)
+	}
 	src := fmt.Sprintf(`# hapair lab pair %[1]s
 cluster = "lab-%[1]s"
 key_file = %[2]q
@@ -55,7 +64,7 @@ primary = "a"
 profile = %[3]q
 sync_mode = %[4]q
 lease = %[5]q
-
+%[14]s
 [[node]]
 name = "a"
 heartbeat_interface = %[6]q
@@ -74,7 +83,7 @@ replication_address = %[11]q
 address = %[12]q
 %[13]s`, p.Tag, keyPath, o.Profile, o.SyncMode, o.Lease, Heartbeat, Public,
 		PublicAddr["a"].String(), ReplAddr["a"].Addr().String(),
-		PublicAddr["b"].String(), ReplAddr["b"].Addr().String(), VIP.String(), o.Extra)
+		PublicAddr["b"].String(), ReplAddr["b"].Addr().String(), VIP.String(), o.Extra, timers)
 	path := filepath.Join(dir, "hapair.toml")
 	return path, os.WriteFile(path, []byte(src), 0o644)
 }

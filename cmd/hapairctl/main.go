@@ -18,6 +18,7 @@ import (
 
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/internal/control"
+	"github.com/hapair/hapair/internal/lockfile"
 )
 
 var version = "dev"
@@ -162,8 +163,10 @@ func switchover(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// lock writes or removes the lock file directly: it must work with the
-// daemon down, and the daemon polls the file.
+// lock sets or clears the lock through the daemon, which writes the lock
+// file and applies it before it answers, so the lock is in force when this
+// returns; with the daemon down, it writes the file itself, and the daemon
+// reads it when it starts.
 func lock(args []string, stdout, stderr io.Writer, on bool) int {
 	name := "unlock"
 	if on {
@@ -175,41 +178,45 @@ func lock(args []string, stdout, stderr io.Writer, on bool) int {
 		return 2
 	}
 	name = "hapairctl " + name
-	path := filepath.Join(c.stateDir, "locked")
-	if !on {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			fmt.Fprintf(stderr, "%s: %v\n", name, err)
-			return 1
+	text := ""
+	if on {
+		who := "unknown"
+		if u, err := user.Current(); err == nil {
+			who = u.Username
 		}
-		fmt.Fprintln(stdout, "unlocked")
+		if s := os.Getenv("SUDO_USER"); s != "" {
+			who = s
+		}
+		host, _ := os.Hostname()
+		text = fmt.Sprintf("locked by %s@%s at %s", who, host, time.Now().Format(time.RFC3339))
+		if reason != "" {
+			text += ": " + strings.ReplaceAll(reason, "\n", " ")
+		}
+		text += "\n"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := control.NewClient(c.socket).Lock(ctx, on, text)
+	via := "by the daemon"
+	if errors.Is(err, control.ErrDown) {
+		path := filepath.Join(c.stateDir, "locked")
+		if on {
+			err = lockfile.Write(path, text)
+		} else {
+			err = lockfile.Remove(path)
+		}
+		via = "in " + path + " (hapaird is not running; it reads the lock when it starts)"
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	if !on {
+		fmt.Fprintln(stdout, "unlocked "+via)
 		return 0
 	}
-	who := "unknown"
-	if u, err := user.Current(); err == nil {
-		who = u.Username
-	}
-	if s := os.Getenv("SUDO_USER"); s != "" {
-		who = s
-	}
-	host, _ := os.Hostname()
-	text := fmt.Sprintf("locked by %s@%s at %s", who, host, time.Now().Format(time.RFC3339))
-	if reason != "" {
-		text += ": " + strings.ReplaceAll(reason, "\n", " ")
-	}
-	if err := os.MkdirAll(c.stateDir, 0o750); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(text+"\n"), 0o640); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	fmt.Fprintln(stdout, text)
+	fmt.Fprint(stdout, text)
+	fmt.Fprintln(stdout, "locked "+via)
 	fmt.Fprintln(stdout, "redundancy is unavailable while this node is locked: it will not fail over")
 	return 0
 }

@@ -16,7 +16,7 @@ import (
 // End-to-end tests: the real hapaird, built with the race detector, in
 // namespaces the tests build.
 
-var daemonBin string
+var daemonBin, ctlBin string
 
 func TestMain(m *testing.M) {
 	code := func() int {
@@ -30,6 +30,11 @@ func TestMain(m *testing.M) {
 			daemonBin, err = labnet.BuildDaemon(dir, true)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			ctlBin = filepath.Join(dir, "hapairctl")
+			if out, err := exec.Command("go", "build", "-o", ctlBin, "../hapairctl").CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "go build hapairctl: %v\n%s", err, out)
 				return 1
 			}
 		}
@@ -291,26 +296,26 @@ func TestBadStart(t *testing.T) {
 	}
 }
 
+// hapairctl runs the operator's tool against node's daemon, as an operator
+// on that node would.
+func hapairctl(t *testing.T, c *labnet.Cluster, node string, args ...string) string {
+	t.Helper()
+	args = append(args, "-c", c.Config, "--socket", c.Socket(node), "--state-dir", c.StateDir(node))
+	out, err := exec.Command(ctlBin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("hapairctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
 func TestLockedStandbyDoesNotTakeOver(t *testing.T) {
 	c := cluster(t, labnet.ConfigOptions{})
 	settle(t, c)
-	ctl := exec.Command("go", "run", "../hapairctl", "lock", "-c", c.Config, "--state-dir", c.StateDir("b"), "--reason", "maintenance")
-	if out, err := ctl.CombinedOutput(); err != nil {
-		t.Fatalf("hapairctl lock: %v\n%s", err, out)
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		s, err := c.Status("b")
-		if err == nil && s.Locked {
-			if !strings.Contains(s.Lock, "maintenance") || !strings.HasPrefix(s.Redundancy, "unavailable") {
-				t.Errorf("locked b's status: lock %q, redundancy %q", s.Lock, s.Redundancy)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("b did not notice its lock file")
-		}
-		time.Sleep(50 * time.Millisecond)
+	hapairctl(t, c, "b", "lock", "--reason", "maintenance")
+	// In force when the command returns: no waiting for the daemon.
+	s, err := c.Status("b")
+	if err != nil || !s.Locked || !strings.Contains(s.Lock, "maintenance") || !strings.HasPrefix(s.Redundancy, "unavailable") {
+		t.Fatalf("b's status right after lock: %+v %v", s, err)
 	}
 	if err := c.Isolate("a", false); err != nil {
 		t.Fatal(err)
@@ -328,5 +333,46 @@ func TestLockedStandbyDoesNotTakeOver(t *testing.T) {
 	b, _ := os.ReadFile(c.LogPath("b"))
 	if !strings.Contains(string(b), "not taking over, this node is locked") {
 		t.Errorf("b's log does not say why it stays standby:\n%s", b)
+	}
+}
+
+// Issue 14.3 and design.md section 5: "a lock is in force when the
+// command returns". An operator locks the standby and the active dies at
+// once, before any poll could have noticed a file: twenty times, the
+// locked standby never takes over. Between rounds the killed node comes
+// back and the standby is unlocked, so the roles alternate.
+func TestLockThenKillNeverTakesOver(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{Profile: "fast"})
+	vip := labnet.VIP.Addr()
+	for round := range 20 {
+		act := settle(t, c)
+		sb := other(act)
+		hapairctl(t, c, sb, "lock", "--reason", fmt.Sprintf("round %d", round))
+		if err := c.Kill(act); err != nil {
+			t.Fatal(err)
+		}
+		// The fast profile's dead interval is 30 ms: an unlocked
+		// standby would be active within a few of them.
+		deadline := time.Now().Add(500 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			s, err := c.Status(sb)
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			if s.Role != "STANDBY" || c.Holds(sb, vip) {
+				t.Fatalf("round %d: the locked standby %s: role %v, holds the VIP %v", round, sb, s.Role, c.Holds(sb, vip))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err := c.Start(act); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitRole(act, "ACTIVE", 10*time.Second); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		hapairctl(t, c, sb, "unlock")
+		if s, err := c.Status(sb); err != nil || s.Locked {
+			t.Fatalf("round %d: %s right after unlock: %+v %v", round, sb, s, err)
+		}
 	}
 }

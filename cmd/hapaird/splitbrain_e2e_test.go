@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"os/exec"
 	"slices"
 	"testing"
 	"time"
@@ -110,10 +109,7 @@ func TestSplitBrainLockedNodeStays(t *testing.T) {
 
 func lock(t *testing.T, c *labnet.Cluster, node string) {
 	t.Helper()
-	out, err := exec.Command("go", "run", "../hapairctl", "lock", "-c", c.Config, "--state-dir", c.StateDir(node), "--reason", "test").CombinedOutput()
-	if err != nil {
-		t.Fatalf("hapairctl lock: %v\n%s", err, out)
-	}
+	hapairctl(t, c, node, "lock", "--reason", "test")
 }
 
 func TestLockSetWhileStoppedHonouredAtStart(t *testing.T) {

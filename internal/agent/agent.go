@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"github.com/hapair/hapair/heartbeat"
 	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/internal/hooks"
+	"github.com/hapair/hapair/internal/lockfile"
 	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/vip"
 )
@@ -105,6 +105,13 @@ type Agent struct {
 
 	cmds       chan command
 	newSession chan struct{}
+	// locks carries lock states to the loop; lockMu orders them: a lock
+	// command's write and apply, and the watcher's read and apply, never
+	// interleave, so a stale read cannot undo a lock just set.
+	locks    chan lockChange
+	lockMu   sync.Mutex
+	loopDone chan struct{}
+	lockErr  string // the last unreadable-lock error logged
 
 	// Kept by the loop, read by Status.
 	mu        sync.Mutex
@@ -131,6 +138,11 @@ type command struct {
 	reply chan error
 }
 
+type lockChange struct {
+	state   lockfile.State
+	applied chan struct{}
+}
+
 // New builds an agent; it starts nothing.
 func New(opt Options) *Agent {
 	return &Agent{
@@ -138,6 +150,8 @@ func New(opt Options) *Agent {
 		m:           election.New(opt.Election),
 		log:         opt.Log,
 		cmds:        make(chan command),
+		locks:       make(chan lockChange),
+		loopDone:    make(chan struct{}),
 		newSession:  make(chan struct{}, 1),
 		paths:       map[string]bool{},
 		faults:      map[string]string{},
@@ -155,6 +169,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The edges get their own context: they must keep running through
 	// the handoff that follows ctx's end.
 	edges, stopEdges := context.WithCancel(context.Background())
+	defer close(a.loopDone)
 	var wg sync.WaitGroup
 	appStop := make(chan struct{})
 	wg.Add(1)
@@ -194,8 +209,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer tick.Stop()
 	renew := time.NewTicker(max(a.opt.Lease/3, 500*time.Millisecond))
 	defer renew.Stop()
-	lockPoll := time.NewTicker(500 * time.Millisecond)
-	defer lockPoll.Stop()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.watchLock(edges)
+	}()
 	nag := time.NewTicker(redundancyNag)
 	defer nag.Stop()
 	dropLog := time.NewTicker(dropLogEvery)
@@ -207,7 +225,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		refresh = t.C
 	}
 
-	a.pollLock(time.Now())
+	// The lock as it stands at start, before anything else: a node
+	// locked while the daemon was down starts locked.
+	a.applyLock(lockfile.Read(a.opt.LockFile), time.Now())
 	done := ctx.Done()
 	var hardStop <-chan time.Time
 	for {
@@ -260,8 +280,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		case <-dropLog.C:
 			a.logDrops()
-		case now := <-lockPoll.C:
-			if a.pollLock(now) {
+		case lc := <-a.locks:
+			exit := a.applyLock(lc.state, time.Now())
+			close(lc.applied)
+			if exit {
 				return nil
 			}
 		case <-a.newSession:
@@ -554,21 +576,79 @@ func (a *Agent) setFault(key, reason string, now time.Time) bool {
 	return a.step(election.Event{Kind: election.Health, Now: now, Healthy: after, Reason: first})
 }
 
-// pollLock reads the lock file; the CLI writes it even when the daemon is
-// down, so the daemon notices within the poll period.
-func (a *Agent) pollLock(now time.Time) bool {
-	b, err := os.ReadFile(a.opt.LockFile)
-	locked := err == nil
+// watchLock follows the lock file for changes made by other means than
+// SetLock (the CLI while the daemon was down, an editor, config
+// management), by inotify, and hands each new state to the loop.
+func (a *Agent) watchLock(ctx context.Context) {
+	started := func(err error) {
+		if err != nil {
+			a.log.Warn("cannot watch the lock file; checking it every 500ms", "op", "lock", "err", err)
+		}
+	}
+	lockfile.Watch(ctx, a.opt.LockFile, 500*time.Millisecond, started, func() {
+		a.lockMu.Lock()
+		defer a.lockMu.Unlock()
+		a.sendLock(ctx, lockfile.Read(a.opt.LockFile))
+	})
+}
+
+// sendLock hands st to the loop and waits until it is in force.
+func (a *Agent) sendLock(ctx context.Context, st lockfile.State) error {
+	lc := lockChange{state: st, applied: make(chan struct{})}
+	select {
+	case a.locks <- lc:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-a.loopDone:
+		return errors.New("hapaird is stopping")
+	}
+	select {
+	case <-lc.applied:
+		return nil
+	case <-a.loopDone:
+		return errors.New("hapaird is stopping")
+	}
+}
+
+// SetLock locks or unlocks this node for an operator, through the daemon:
+// the lock file is written (durably) and the lock applied before SetLock
+// returns, so a lock is in force when the command that set it answers.
+func (a *Agent) SetLock(ctx context.Context, locked bool, text string) error {
+	a.lockMu.Lock()
+	defer a.lockMu.Unlock()
+	var err error
+	if locked {
+		err = lockfile.Write(a.opt.LockFile, text)
+	} else {
+		err = lockfile.Remove(a.opt.LockFile)
+	}
+	if err != nil {
+		return fmt.Errorf("lock file %s: %w", a.opt.LockFile, err)
+	}
+	return a.sendLock(ctx, lockfile.State{Locked: locked, Info: text})
+}
+
+// applyLock puts a lock state in force; true means exit now.
+func (a *Agent) applyLock(st lockfile.State, now time.Time) bool {
 	a.mu.Lock()
-	a.lockInfo = string(b)
+	a.lockInfo = st.Info
 	a.mu.Unlock()
-	if locked == a.m.Locked() {
+	if st.Err != nil && st.Err.Error() != a.lockErr {
+		a.log.Error("the lock file cannot be read: this node counts as locked until it can", "op", "lock", "file", a.opt.LockFile, "err", st.Err)
+	}
+	a.lockErr = ""
+	if st.Err != nil {
+		a.lockErr = st.Err.Error()
+	}
+	if st.Locked == a.m.Locked() {
+		a.updateStatus()
 		return false
 	}
-	a.log.Warn("lock changed", "op", "lock", "locked", locked, "info", string(b))
+	info := strings.TrimSpace(st.Info)
+	a.log.Warn("lock changed", "op", "lock", "locked", st.Locked, "info", info)
 	role := a.m.Role()
-	a.fireHook("lock", election.Action{From: role, To: role, Reason: fmt.Sprintf("locked=%v %s", locked, strings.TrimSpace(string(b)))})
-	return a.step(election.Event{Kind: election.Lock, Now: now, Locked: locked})
+	a.fireHook("lock", election.Action{From: role, To: role, Reason: fmt.Sprintf("locked=%v %s", st.Locked, info)})
+	return a.step(election.Event{Kind: election.Lock, Now: now, Locked: st.Locked})
 }
 
 // Switchover asks the loop to hand over and waits for the outcome. Writes

@@ -184,10 +184,24 @@ func (c *Client) Switchover(ctx context.Context, force bool) error {
 	return c.do(ctx, http.MethodPost, "/v1/switchover", SwitchoverRequest{Force: force}, nil)
 }
 
+// LockRequest sets or clears this node's HA lock; Text says who, when and
+// why.
+type LockRequest struct {
+	Locked bool   `json:"locked"`
+	Text   string `json:"text,omitempty"`
+}
+
+// Lock sets (locked) or clears the daemon's lock and returns once it is in
+// force: written to the lock file and applied.
+func (c *Client) Lock(ctx context.Context, locked bool, text string) error {
+	return c.do(ctx, http.MethodPost, "/v1/lock", LockRequest{Locked: locked, Text: text}, nil)
+}
+
 // Handler is what a daemon implements to serve the API.
 type Handler interface {
 	Status() Status
 	Switchover(ctx context.Context, force bool) error
+	SetLock(ctx context.Context, locked bool, text string) error
 }
 
 // NewServeMux routes the API to h.
@@ -206,6 +220,18 @@ func NewServeMux(h Handler) *http.ServeMux {
 		}
 		if err := h.Switchover(r.Context(), req.Force); err != nil {
 			writeJSON(w, http.StatusConflict, Error{err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("POST /v1/lock", func(w http.ResponseWriter, r *http.Request) {
+		var req LockRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, Error{"bad request body: " + err.Error()})
+			return
+		}
+		if err := h.SetLock(r.Context(), req.Locked, req.Text); err != nil {
+			writeJSON(w, http.StatusInternalServerError, Error{err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, struct{}{})

@@ -249,6 +249,7 @@ func (v *validator) keys(f *file, c *Config) {
 	if f.KeyFile == "" {
 		key = "key_files"
 	}
+	var from []string // the file each of c.Keys came from
 	for _, p := range c.KeyFiles {
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(filepath.Dir(v.path), p)
@@ -258,7 +259,13 @@ func (v *validator) keys(f *file, c *Config) {
 			v.errf(key, "%v", err)
 			continue
 		}
+		for i, o := range c.Keys {
+			if string(o) == string(k) {
+				v.errf(key, "%s holds the same key as %s", p, from[i])
+			}
+		}
 		c.Keys = append(c.Keys, k)
+		from = append(from, p)
 	}
 }
 

@@ -15,7 +15,7 @@ func BenchmarkSign(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		f.Seq++
-		buf = s.AppendFrame(buf[:0], &f)
+		buf = s.AppendFrame(buf[:0], &f, 0)
 	}
 }
 
@@ -26,7 +26,7 @@ func BenchmarkVerify(b *testing.B) {
 	frames := make([][]byte, 0, 1<<16)
 	for i := range 1 << 16 {
 		f.Seq = uint64(i + 1)
-		frames = append(frames, s.AppendFrame(nil, &f))
+		frames = append(frames, s.AppendFrame(nil, &f, 0))
 	}
 	var out Frame
 	b.ReportAllocs()

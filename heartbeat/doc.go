@@ -3,24 +3,32 @@
 // the peer's liveness per path (design.md section 6). It reports what it
 // hears; it decides no roles.
 //
-// A frame is 96 bytes, big-endian:
+// A frame is 128 bytes, big-endian:
 //
 //	 0  magic "HPHB"                  4
-//	 4  version (1)                   1
+//	 4  version (2)                   1
 //	 5  type (1 = heartbeat)          1
 //	 6  flags                         2   locked, fault, leaving, split brain, preferred
 //	 8  cluster id                    4   FNV-1a of the cluster name
 //	12  node id                       1
 //	13  role                          1
-//	14  key id                        1   index into the configured keys
-//	15  path index                    1   the path sent on (authenticated)
-//	16  boot generation               8   raised at every start of the sender
-//	24  sequence                      8   per generation, from 1; one per send, shared by the paths
-//	32  active for, ms                8   ^0: not active
-//	40  last new session age, ms      8   ^0: none
-//	48  statesync written             8
-//	56  statesync acknowledged        8
-//	64  HMAC-SHA-256 over bytes 0-63 32
+//	14  path index                    1   the path sent on (authenticated)
+//	15  reserved                      1   zero
+//	16  signing key fingerprint       4   Fingerprint of the key that made the MAC
+//	20  held key fingerprints        12   the sender's first three keys, newest first; 0: none
+//	32  boot generation               8   raised at every start of the sender
+//	40  sequence                      8   per generation, from 1; one per send, shared by the paths
+//	48  active for, ms                8   ^0: not active
+//	56  last new session age, ms      8   ^0: none
+//	64  statesync written             8
+//	72  statesync acknowledged        8
+//	80  echo: receiver's generation   8   as the sender last heard it; 0: not heard
+//	88  echo: receiver's sequence     8
+//	96  HMAC-SHA-256 over bytes 0-95 32
+//
+// Version 2 replaced version 1's key id (a position in the receiver's own
+// list of keys, which broke every rotation whose lists differed) with key
+// fingerprints, and added the echo.
 //
 // Ages, never wall-clock times, cross the wire: each side measures them on
 // its own monotonic clock when the frame is sent, so clock skew between the

@@ -106,6 +106,12 @@ type Endpoint struct {
 	seq      uint64
 	reported uint64 // highest sequence reported as PeerFrame
 	repGen   uint64 // the generation reported belongs to
+	// peerHeld are the keys the peer's last authentic frame said it
+	// holds; until one arrives (or when we share none), frames are
+	// signed with each of our keys in turn, so the peer can verify every
+	// few frames whichever of ours it holds, and learn which we hold.
+	peerHeld  [HeldKeys]uint32
+	peerKnown bool
 
 	// muted stops the heartbeats: the agent's lease ran out (ServeCore).
 	muted   atomic.Bool
@@ -393,6 +399,7 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 		return true
 	}
 	e.repGen, e.reported = f.Generation, f.Seq
+	e.peerHeld, e.peerKnown = f.Held, true
 	return e.emit(ctx, Event{Kind: PeerFrame, Path: p.Name, Frame: f, At: r.at})
 }
 
@@ -484,10 +491,15 @@ func (e *Endpoint) sendAll(buf []byte) {
 	}
 	e.seq++
 	f.Seq = e.seq
+	f.EchoGeneration, f.EchoSeq = e.repGen, e.reported
+	key, ok := e.signer.Choose(e.peerHeld)
+	if !e.peerKnown || !ok {
+		key = int(e.seq % uint64(e.signer.Keys()))
+	}
 	for i := range e.paths {
 		p := &e.paths[i]
 		f.Path = uint8(i)
-		b := e.signer.AppendFrame(buf[:0], &f)
+		b := e.signer.AppendFrame(buf[:0], &f, key)
 		e.mu.Lock()
 		dst := e.peers[i]
 		e.mu.Unlock()

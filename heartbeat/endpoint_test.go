@@ -1,7 +1,9 @@
 package heartbeat
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"sync"
@@ -221,7 +223,7 @@ func TestThirdPartyFramesDropped(t *testing.T) {
 	// A genuine node a, generation 5, sends one frame; the tap records it.
 	s, _ := NewSigner([][]byte{testKey})
 	genuine := Frame{Cluster: testCluster, Node: 1, Role: RoleActive, Generation: 5, Seq: 1, ActiveFor: -1, LastNewSession: -1}
-	captured := s.AppendFrame(nil, &genuine)
+	captured := s.AppendFrame(nil, &genuine, 0)
 	send := func(b []byte) {
 		if _, err := tap.WriteTo(b, bcast); err != nil {
 			t.Fatal(err)
@@ -234,24 +236,28 @@ func TestThirdPartyFramesDropped(t *testing.T) {
 	for seq := uint64(2); seq < 5; seq++ {
 		g := genuine
 		g.Seq = seq
-		send(s.AppendFrame(nil, &g))
+		send(s.AppendFrame(nil, &g, 0))
 	}
 	g6 := genuine
 	g6.Generation, g6.Seq = 6, 1
-	send(s.AppendFrame(nil, &g6))
+	send(s.AppendFrame(nil, &g6, 0))
 	waitStat(t, b.ep, func(st Stats) bool { return st.Received == 5 })
 	mark := b.len()
 
 	wrong, _ := NewSigner([][]byte{make([]byte, 32)})
 	forged := genuine
 	forged.Generation, forged.Seq, forged.Role = 6, 99, RoleFault
-	send(wrong.AppendFrame(nil, &forged))
+	stranger := wrong.AppendFrame(nil, &forged, 0) // signed with a key we do not hold
+	send(stranger)
+	claimed := bytes.Clone(stranger) // names our key, signed with another
+	binary.BigEndian.PutUint32(claimed[16:20], Fingerprint(testKey))
+	send(claimed)
 	send(captured[:40])
 	send(captured) // replayed from the old generation
 	g6b := g6
-	send(s.AppendFrame(nil, &g6b)) // replayed within the generation
+	send(s.AppendFrame(nil, &g6b, 0)) // replayed within the generation
 	waitStat(t, b.ep, func(st Stats) bool {
-		return st.Drops["bad_mac"] == 1 && st.Drops["short"] == 1 && st.Drops["old_generation"] == 1 && st.Drops["replayed"] == 1
+		return st.Drops["bad_mac"] == 1 && st.Drops["unknown_key"] == 1 && st.Drops["short"] == 1 && st.Drops["old_generation"] == 1 && st.Drops["replayed"] == 1
 	})
 	if st := b.ep.Stats(); st.Received != 5 {
 		t.Errorf("received %d genuine frames, want 5", st.Received)

@@ -17,13 +17,16 @@ const EtherType = 0x88B5
 
 // Wire constants.
 const (
-	FrameLen   = 96
-	Version    = 1
+	FrameLen   = 128
+	Version    = 2
 	typeBeat   = 1
-	macOffset  = 64
+	macOffset  = 96
 	noAge      = ^uint64(0)
 	headerLen  = 6
 	magicValue = "HPHB"
+	// HeldKeys is how many of its keys, newest first, a frame says its
+	// sender holds.
+	HeldKeys = 3
 )
 
 // Role is the sender's role as carried on the wire.
@@ -69,12 +72,18 @@ type Frame struct {
 	Cluster uint32
 	Node    uint8
 	Role    Role
-	KeyID   uint8
 	// Path is the index of the path the frame was sent on: each path
 	// has its own replay window, so the copy of a frame on the second
 	// path is not taken for a replay, and a copy cannot be moved to
 	// another path.
-	Path       uint8
+	Path uint8
+	// Key is the fingerprint of the key that signed the frame; Held are
+	// the fingerprints of the keys the sender holds, newest first, zero
+	// where it holds fewer. A receiver verifies with the key named, and
+	// signs its own frames with the newest key the sender holds, so a
+	// rolling key change never leaves the two without a common key.
+	Key        uint32
+	Held       [HeldKeys]uint32
 	Generation uint64
 	Seq        uint64
 	// ActiveFor and LastNewSession are ages at the time of sending; a
@@ -83,6 +92,13 @@ type Frame struct {
 	LastNewSession time.Duration
 	SyncWritten    uint64
 	SyncAcked      uint64
+	// EchoGeneration and EchoSeq are the receiver's own boot generation
+	// and newest sequence as the sender last heard them (zero: not
+	// heard), as BFD echoes the remote discriminator: they tell the
+	// receiver that the sender hears it, and that the frame is no older
+	// than the receiver's current boot.
+	EchoGeneration uint64
+	EchoSeq        uint64
 	MAC            [32]byte
 }
 
@@ -125,14 +141,20 @@ func (f *Frame) put(b []byte) {
 	binary.BigEndian.PutUint32(b[8:12], f.Cluster)
 	b[12] = f.Node
 	b[13] = byte(f.Role)
-	b[14] = f.KeyID
-	b[15] = f.Path
-	binary.BigEndian.PutUint64(b[16:24], f.Generation)
-	binary.BigEndian.PutUint64(b[24:32], f.Seq)
-	putAge(b[32:40], f.ActiveFor)
-	putAge(b[40:48], f.LastNewSession)
-	binary.BigEndian.PutUint64(b[48:56], f.SyncWritten)
-	binary.BigEndian.PutUint64(b[56:64], f.SyncAcked)
+	b[14] = f.Path
+	b[15] = 0
+	binary.BigEndian.PutUint32(b[16:20], f.Key)
+	for i, k := range f.Held {
+		binary.BigEndian.PutUint32(b[20+4*i:], k)
+	}
+	binary.BigEndian.PutUint64(b[32:40], f.Generation)
+	binary.BigEndian.PutUint64(b[40:48], f.Seq)
+	putAge(b[48:56], f.ActiveFor)
+	putAge(b[56:64], f.LastNewSession)
+	binary.BigEndian.PutUint64(b[64:72], f.SyncWritten)
+	binary.BigEndian.PutUint64(b[72:80], f.SyncAcked)
+	binary.BigEndian.PutUint64(b[80:88], f.EchoGeneration)
+	binary.BigEndian.PutUint64(b[88:96], f.EchoSeq)
 	copy(b[macOffset:], f.MAC[:])
 }
 
@@ -168,63 +190,118 @@ func (f *Frame) UnmarshalBinary(b []byte) error {
 	f.Cluster = binary.BigEndian.Uint32(b[8:12])
 	f.Node = b[12]
 	f.Role = Role(b[13])
-	f.KeyID = b[14]
-	f.Path = b[15]
-	f.Generation = binary.BigEndian.Uint64(b[16:24])
-	f.Seq = binary.BigEndian.Uint64(b[24:32])
-	f.ActiveFor = getAge(b[32:40])
-	f.LastNewSession = getAge(b[40:48])
-	f.SyncWritten = binary.BigEndian.Uint64(b[48:56])
-	f.SyncAcked = binary.BigEndian.Uint64(b[56:64])
+	f.Path = b[14]
+	f.Key = binary.BigEndian.Uint32(b[16:20])
+	for i := range f.Held {
+		f.Held[i] = binary.BigEndian.Uint32(b[20+4*i:])
+	}
+	f.Generation = binary.BigEndian.Uint64(b[32:40])
+	f.Seq = binary.BigEndian.Uint64(b[40:48])
+	f.ActiveFor = getAge(b[48:56])
+	f.LastNewSession = getAge(b[56:64])
+	f.SyncWritten = binary.BigEndian.Uint64(b[64:72])
+	f.SyncAcked = binary.BigEndian.Uint64(b[72:80])
+	f.EchoGeneration = binary.BigEndian.Uint64(b[80:88])
+	f.EchoSeq = binary.BigEndian.Uint64(b[88:96])
 	copy(f.MAC[:], b[macOffset:FrameLen])
 	return nil
 }
 
-// Signer signs with the first key and verifies with any. It reuses its
-// HMAC states, so it is not safe for concurrent use.
+// Fingerprint names a key on the wire without revealing it: the first four
+// bytes of SHA-256 over a label and the key, never zero (zero marks an
+// empty slot in Frame.Held).
+func Fingerprint(key []byte) uint32 {
+	h := sha256.New()
+	h.Write([]byte("hapair key fingerprint\x00"))
+	h.Write(key)
+	fp := binary.BigEndian.Uint32(h.Sum(nil))
+	if fp == 0 {
+		fp = 1
+	}
+	return fp
+}
+
+// Signer signs with one of its keys and verifies with the key a frame
+// names. It reuses its HMAC states, so it is not safe for concurrent use.
 type Signer struct {
-	macs []hash.Hash
+	keys []signKey
+	held [HeldKeys]uint32
 	sum  [sha256.Size]byte
 }
 
-// NewSigner keeps keys; keys[0] signs.
+type signKey struct {
+	fp  uint32
+	mac hash.Hash
+}
+
+// NewSigner keeps keys, newest first (the configured order).
 func NewSigner(keys [][]byte) (*Signer, error) {
 	if len(keys) == 0 || len(keys) > 255 {
 		return nil, errors.New("heartbeat: need 1 to 255 keys")
 	}
 	s := &Signer{}
-	for _, k := range keys {
-		s.macs = append(s.macs, hmac.New(sha256.New, k))
+	for i, k := range keys {
+		fp := Fingerprint(k)
+		for _, o := range s.keys {
+			if o.fp == fp {
+				return nil, fmt.Errorf("heartbeat: key %d repeats an earlier key (fingerprint %08x)", i+1, fp)
+			}
+		}
+		s.keys = append(s.keys, signKey{fp: fp, mac: hmac.New(sha256.New, k)})
+		if i < HeldKeys {
+			s.held[i] = fp
+		}
 	}
 	return s, nil
 }
 
-// AppendFrame appends f, signed with key 0, to dst.
-func (s *Signer) AppendFrame(dst []byte, f *Frame) []byte {
-	f.KeyID = 0
+// Keys is how many keys the signer holds.
+func (s *Signer) Keys() int { return len(s.keys) }
+
+// Held are the fingerprints a frame advertises.
+func (s *Signer) Held() [HeldKeys]uint32 { return s.held }
+
+// Choose picks the key to sign with for a peer that holds peerHeld: the
+// newest of ours that it holds. ok is false when it holds none of ours.
+func (s *Signer) Choose(peerHeld [HeldKeys]uint32) (key int, ok bool) {
+	for i, k := range s.keys {
+		for _, p := range peerHeld {
+			if p != 0 && p == k.fp {
+				return i, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// AppendFrame appends f, signed with keys[key], to dst. It sets f.Key and
+// f.Held.
+func (s *Signer) AppendFrame(dst []byte, f *Frame, key int) []byte {
+	k := s.keys[key]
+	f.Key, f.Held = k.fp, s.held
 	n := len(dst)
 	dst = append(dst, make([]byte, FrameLen)...)
 	b := dst[n:]
 	f.put(b)
-	m := s.macs[0]
-	m.Reset()
-	m.Write(b[:macOffset])
-	copy(b[macOffset:], m.Sum(s.sum[:0]))
+	k.mac.Reset()
+	k.mac.Write(b[:macOffset])
+	copy(b[macOffset:], k.mac.Sum(s.sum[:0]))
 	return dst
 }
 
-// errKeyID is returned by Verify for a key id this node does not hold.
-var errKeyID = errors.New("heartbeat: unknown key id")
+// errKeyID is returned by Verify for a key this node does not hold.
+var errKeyID = errors.New("heartbeat: unknown key")
 
 // Verify checks b's MAC with the key its header names. b must have passed
 // checkHeader.
 func (s *Signer) Verify(b []byte) (bool, error) {
-	id := int(b[14])
-	if id >= len(s.macs) {
-		return false, errKeyID
+	fp := binary.BigEndian.Uint32(b[16:20])
+	for _, k := range s.keys {
+		if k.fp == fp {
+			k.mac.Reset()
+			k.mac.Write(b[:macOffset])
+			return hmac.Equal(k.mac.Sum(s.sum[:0]), b[macOffset:FrameLen]), nil
+		}
 	}
-	m := s.macs[id]
-	m.Reset()
-	m.Write(b[:macOffset])
-	return hmac.Equal(m.Sum(s.sum[:0]), b[macOffset:FrameLen]), nil
+	return false, errKeyID
 }

@@ -2,6 +2,7 @@ package heartbeat
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -14,8 +15,9 @@ var testKey = bytes.Repeat([]byte{0x42}, 32)
 func sampleFrame() Frame {
 	return Frame{
 		Flags: FlagLocked | FlagPreferred, Cluster: 0x01020304, Node: 1, Role: RoleActive,
-		Path: 1, Generation: 7, Seq: 9, ActiveFor: 41 * time.Second, LastNewSession: -1,
-		SyncWritten: 100, SyncAcked: 99,
+		Path: 1, Key: 0x0a0b0c0d, Held: [HeldKeys]uint32{0x0a0b0c0d, 0x01020304},
+		Generation: 7, Seq: 9, ActiveFor: 41 * time.Second, LastNewSession: -1,
+		SyncWritten: 100, SyncAcked: 99, EchoGeneration: 3, EchoSeq: 5,
 	}
 }
 
@@ -25,9 +27,11 @@ func TestFrameLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "48504842" + "01" + "01" + "0011" + "01020304" + "01" + "02" + "00" + "01" +
+	want := "48504842" + "02" + "01" + "0011" + "01020304" + "01" + "02" + "01" + "00" +
+		"0a0b0c0d" + "0a0b0c0d" + "01020304" + "00000000" +
 		"0000000000000007" + "0000000000000009" + "000000000000a028" + "ffffffffffffffff" +
-		"0000000000000064" + "0000000000000063" + hex.EncodeToString(make([]byte, 32))
+		"0000000000000064" + "0000000000000063" + "0000000000000003" + "0000000000000005" +
+		hex.EncodeToString(make([]byte, 32))
 	if got := hex.EncodeToString(b); got != want {
 		t.Fatalf("layout:\n got %s\nwant %s", got, want)
 	}
@@ -43,47 +47,68 @@ func TestFrameLayout(t *testing.T) {
 func TestSignAndVerify(t *testing.T) {
 	s, _ := NewSigner([][]byte{testKey})
 	f := sampleFrame()
-	b := s.AppendFrame(nil, &f)
+	b := s.AppendFrame(nil, &f, 0)
 	if ok, err := s.Verify(b); !ok || err != nil {
 		t.Fatalf("own frame does not verify: %v %v", ok, err)
 	}
-	// Every byte is covered: flipping any one before the MAC breaks it.
+	// Every byte is covered: flipping any one before the MAC breaks it
+	// (in the key fingerprint, it names a key not held).
 	for i := 0; i < macOffset; i++ {
 		c := bytes.Clone(b)
 		c[i] ^= 0x01
-		if ok, _ := s.Verify(c); ok && i != 14 {
+		if ok, _ := s.Verify(c); ok {
 			t.Errorf("flipping byte %d still verifies", i)
 		}
 	}
-	// Rotation: a receiver holding the new key first and the old second
-	// accepts frames signed with the old.
-	old, _ := NewSigner([][]byte{bytes.Repeat([]byte{1}, 32)})
-	rotated, _ := NewSigner([][]byte{testKey, bytes.Repeat([]byte{1}, 32)})
-	ob := old.AppendFrame(nil, &f)
-	ob[14] = 1 // the old key's id in the receiver's list
-	// The key id is authenticated too, so the sender must name it: sign again.
-	ob = signWithID(bytes.Repeat([]byte{1}, 32), 1, &f)
-	if ok, err := rotated.Verify(ob); !ok || err != nil {
-		t.Errorf("rotated receiver rejects the old key: %v %v", ok, err)
-	}
 }
 
-func signWithID(key []byte, id uint8, f *Frame) []byte {
-	s, _ := NewSigner([][]byte{key})
-	b := s.AppendFrame(nil, f)
-	b[14] = id
-	m := s.macs[0]
-	m.Reset()
-	m.Write(b[:macOffset])
-	copy(b[macOffset:], m.Sum(nil))
-	return b
+// Issue 14.1: a key is named by its fingerprint, not a position in a list,
+// so nodes whose lists differ during a rolling rotation ([old] beside
+// [new, old], then [new, old] beside [new]) verify each other's frames,
+// and each signs with the newest key the other holds.
+func TestRotationByFingerprint(t *testing.T) {
+	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	old, _ := NewSigner([][]byte{oldKey})
+	both, _ := NewSigner([][]byte{newKey, oldKey})
+	fresh, _ := NewSigner([][]byte{newKey})
+	f := sampleFrame()
+	for _, c := range []struct {
+		name         string
+		sender, recv *Signer
+		want         int // key the sender chooses from the receiver's held keys
+	}{
+		{"[new, old] to [old]", both, old, 1},
+		{"[old] to [new, old]", old, both, 0},
+		{"[new, old] to [new, old]", both, both, 0},
+		{"[new] to [new, old]", fresh, both, 0},
+		{"[new, old] to [new]", both, fresh, 0},
+	} {
+		key, ok := c.sender.Choose(c.recv.Held())
+		if !ok || key != c.want {
+			t.Errorf("%s: chose key %d (%v), want %d", c.name, key, ok, c.want)
+			continue
+		}
+		b := c.sender.AppendFrame(nil, &f, key)
+		if ok, err := c.recv.Verify(b); !ok || err != nil {
+			t.Errorf("%s: frame does not verify: %v %v", c.name, ok, err)
+		}
+	}
+	if _, ok := fresh.Choose(old.Held()); ok {
+		t.Error("[new] found a key in common with [old]")
+	}
+	if _, err := fresh.Verify(old.AppendFrame(nil, &f, 0)); !errors.Is(err, errKeyID) {
+		t.Errorf("a frame under a key not held: %v", err)
+	}
+	if _, err := NewSigner([][]byte{oldKey, oldKey}); err == nil {
+		t.Error("the same key twice was accepted")
+	}
 }
 
 func TestUnmarshalRejects(t *testing.T) {
 	f := sampleFrame()
 	good, _ := f.MarshalBinary()
 	future := bytes.Clone(good)
-	future[4] = 2
+	future[4] = 3
 	bad := bytes.Clone(good)
 	bad[0] = 'X'
 	for _, c := range []struct {
@@ -113,12 +138,13 @@ func TestReceiverDropReasons(t *testing.T) {
 		if mod != nil {
 			mod(&g)
 		}
-		return s.AppendFrame(nil, &g)
+		return s.AppendFrame(nil, &g, 0)
 	}
 	wrongKey, _ := NewSigner([][]byte{bytes.Repeat([]byte{9}, 32)})
-	forged := wrongKey.AppendFrame(nil, &f)
-	unknownKey := frame(nil)
-	unknownKey[14] = 5
+	unknownKey := wrongKey.AppendFrame(nil, &f, 0)
+	// Forged: names our key but was signed with another.
+	forged := bytes.Clone(unknownKey)
+	binary.BigEndian.PutUint32(forged[16:20], Fingerprint(testKey))
 	first := frame(func(g *Frame) { g.Seq = 20 })
 	var out Frame
 	if reason, ok := r.check(first, 1, &out); !ok {

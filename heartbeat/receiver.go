@@ -56,7 +56,7 @@ func (r *receiver) check(b []byte, p int, f *Frame) (DropReason, bool) {
 	if err := f.UnmarshalBinary(b); err != nil {
 		return DropMalformed, false
 	}
-	if int(b[15]) != p || p >= len(r.windows) {
+	if int(f.Path) != p || p >= len(r.windows) {
 		return DropMalformed, false
 	}
 	switch {

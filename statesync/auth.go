@@ -14,10 +14,16 @@ import (
 // ErrAuth means the peer could not prove it holds the shared key.
 var ErrAuth = errors.New("statesync: peer failed authentication")
 
+// maxProofs bounds the proofs a side sends and accepts (the keys it holds).
+const maxProofs = 8
+
 // authenticate runs the mutual challenge-response on a fresh connection.
 // Each side sends a random nonce, then proves the key with
 // HMAC(key, label | own role | both nonces); the roles in the MAC stop a
-// reflected answer. Any of keys is accepted from the peer; keys[0] proves.
+// reflected answer. Each side proves with every key it holds (a count, then
+// one proof per key) and accepts a proof by any key it holds, so the two
+// need only one key in common: during a rolling key rotation ([old] beside
+// [new, old], then [new, old] beside [new]) replication never stops.
 func authenticate(c net.Conn, keys [][]byte, leader bool, timeout time.Duration) error {
 	c.SetDeadline(time.Now().Add(timeout))
 	defer c.SetDeadline(time.Time{})
@@ -43,17 +49,34 @@ func authenticate(c net.Conn, keys [][]byte, leader bool, timeout time.Duration)
 		m.Write(b)
 		return m.Sum(nil)
 	}
-	// My proof covers (their nonce, my nonce), theirs (my nonce, their nonce).
-	if _, err := c.Write(proof(keys[0], me, theirs[:], mine[:])); err != nil {
+	// My proofs cover (their nonce, my nonce), theirs (my nonce, their
+	// nonce).
+	if len(keys) > maxProofs {
+		keys = keys[:maxProofs]
+	}
+	out := []byte{byte(len(keys))}
+	for _, k := range keys {
+		out = append(out, proof(k, me, theirs[:], mine[:])...)
+	}
+	if _, err := c.Write(out); err != nil {
 		return fmt.Errorf("statesync: auth: %w", err)
 	}
-	got := make([]byte, sha256.Size)
+	var n [1]byte
+	if _, err := io.ReadFull(c, n[:]); err != nil {
+		return fmt.Errorf("statesync: auth: %w", err)
+	}
+	if n[0] == 0 || n[0] > maxProofs {
+		return ErrAuth
+	}
+	got := make([]byte, int(n[0])*sha256.Size)
 	if _, err := io.ReadFull(c, got); err != nil {
 		return fmt.Errorf("statesync: auth: %w", err)
 	}
-	for _, k := range keys {
-		if hmac.Equal(got, proof(k, them, mine[:], theirs[:])) {
-			return nil
+	for i := 0; i < len(got); i += sha256.Size {
+		for _, k := range keys {
+			if hmac.Equal(got[i:i+sha256.Size], proof(k, them, mine[:], theirs[:])) {
+				return nil
+			}
 		}
 	}
 	return ErrAuth

@@ -155,6 +155,10 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 	switch {
 	case to == Active:
 		m.activeSince = now
+		// Say so before claiming: a peer that is active too must see
+		// the split from our frames before our announcements reach
+		// its clients.
+		m.emit(Action{Kind: Advertise})
 		m.emit(Action{Kind: ClaimVIPs})
 	case from == Active:
 		m.activeSince = time.Time{}
@@ -169,7 +173,9 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 		act.PeerWritten = m.peerActiveWritten
 	}
 	m.emit(act)
-	m.emit(Action{Kind: Advertise})
+	if to != Active {
+		m.emit(Action{Kind: Advertise})
+	}
 }
 
 // peerNewer says whether the peer holds newer session state than this

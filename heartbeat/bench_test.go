@@ -22,7 +22,7 @@ func BenchmarkSign(b *testing.B) {
 func BenchmarkVerify(b *testing.B) {
 	s, _ := NewSigner([][]byte{testKey})
 	f := sampleFrame()
-	r := newReceiver(f.Cluster, 2, s, 2, 0)
+	r := newReceiver(f.Cluster, 2, s, 2, 3, 0)
 	frames := make([][]byte, 0, 1<<16)
 	for i := range 1 << 16 {
 		f.Seq = uint64(i + 1)
@@ -34,7 +34,7 @@ func BenchmarkVerify(b *testing.B) {
 	for b.Loop() {
 		if i == len(frames) {
 			b.StopTimer()
-			r = newReceiver(f.Cluster, 2, s, 2, 0)
+			r = newReceiver(f.Cluster, 2, s, 2, 3, 0)
 			i = 0
 			b.StartTimer()
 		}

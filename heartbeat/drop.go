@@ -17,12 +17,14 @@ const (
 	DropMAC
 	DropOldGeneration
 	DropReplay
+	DropStale // echoes an earlier boot of ours: recorded before we started
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"short", "bad_magic", "unknown_version", "malformed", "other_cluster",
 	"own_node", "unknown_key", "bad_mac", "old_generation", "replayed",
+	"stale",
 }
 
 func (r DropReason) String() string {

@@ -116,6 +116,7 @@ type Endpoint struct {
 	// muted stops the heartbeats: the agent's lease ran out (ServeCore).
 	muted   atomic.Bool
 	renewed chan struct{}
+	persist chan uint64 // the peer's generation, to write to StateDir
 
 	mu     sync.Mutex
 	local  Local
@@ -174,6 +175,7 @@ func New(cfg Config, paths ...Path) (*Endpoint, error) {
 		kick:    make(chan struct{}, 1),
 		rx:      make(chan rxFrame, 64),
 		renewed: make(chan struct{}, 1),
+		persist: make(chan uint64, 1),
 	}
 	if cfg.StateDir != "" {
 		e.store = peerGenerations{path: filepath.Join(cfg.StateDir, "peer-generation")}
@@ -182,7 +184,7 @@ func New(cfg Config, paths ...Path) (*Endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.recv = newReceiver(cfg.Cluster, cfg.Node, s, len(paths), gen)
+	e.recv = newReceiver(cfg.Cluster, cfg.Node, s, len(paths), cfg.Generation, gen)
 	for _, p := range paths {
 		e.paths = append(e.paths, pathState{Path: p})
 		e.peers = append(e.peers, p.Peer)
@@ -260,6 +262,11 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			e.read(ctx, i)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.persistPeer(ctx)
+	}()
 	defer func() {
 		for _, p := range e.paths {
 			p.Conn.Close()
@@ -328,6 +335,20 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	}
 }
 
+// persistPeer keeps the peer's generation in StateDir. Writing may fail on
+// a read-only disk; the receiver still protects this run, so nothing is
+// dropped for it.
+func (e *Endpoint) persistPeer(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case g := <-e.persist:
+			e.store.store(g)
+		}
+	}
+}
+
 func (e *Endpoint) read(ctx context.Context, i int) {
 	conn := e.paths[i].Conn
 	for {
@@ -369,9 +390,14 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	e.stats.recv.Add(1)
 	if e.recv.genChanged {
 		e.recv.genChanged = false
-		// Persisting may fail on a read-only disk; the window still
-		// protects this run, so the frame is not dropped for it.
-		e.store.store(e.recv.gen)
+		// Written by persistPeer, off this goroutine: an fsync on a
+		// busy disk must not delay a heartbeat. Only the newest value
+		// matters, so an unwritten older one is dropped.
+		select {
+		case <-e.persist:
+		default:
+		}
+		e.persist <- e.recv.gen
 	}
 	p := &e.paths[r.path]
 	if p.Learn {

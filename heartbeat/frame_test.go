@@ -131,7 +131,7 @@ func TestUnmarshalRejects(t *testing.T) {
 
 func TestReceiverDropReasons(t *testing.T) {
 	s, _ := NewSigner([][]byte{testKey})
-	r := newReceiver(0x01020304, 2, s, 2, 0)
+	r := newReceiver(0x01020304, 2, s, 2, 3, 0)
 	f := sampleFrame()
 	frame := func(mod func(*Frame)) []byte {
 		g := f
@@ -167,7 +167,8 @@ func TestReceiverDropReasons(t *testing.T) {
 		{"forged", forged, 1, DropMAC},
 		{"replayed", first, 1, DropReplay},
 		{"wrong path", frame(func(g *Frame) { g.Seq = 31 }), 0, DropMalformed},
-		{"old generation", frame(func(g *Frame) { g.Generation = 6; g.Seq = 40 }), 1, DropOldGeneration},
+		{"old generation", frame(func(g *Frame) { g.Generation = 6; g.Seq = 40; g.EchoGeneration = 0 }), 1, DropOldGeneration},
+		{"stale echo", frame(func(g *Frame) { g.Seq = 41; g.EchoGeneration = 2 }), 1, DropStale},
 	} {
 		if reason, ok := r.check(c.b, c.path, &out); ok || reason != c.want {
 			t.Errorf("%s: got %v ok=%v, want %v", c.name, reason, ok, c.want)
@@ -179,5 +180,50 @@ func TestReceiverDropReasons(t *testing.T) {
 	}
 	if !r.genChanged || r.gen != 8 {
 		t.Errorf("generation not raised: %d", r.gen)
+	}
+}
+
+// Issue 14.5: a node that restarts must not take frames recorded before
+// its start for the peer's: fresh frames echo this boot's generation.
+func TestReceiverAfterRestartWantsFreshFrames(t *testing.T) {
+	s, _ := NewSigner([][]byte{testKey})
+	frame := func(gen, seq, echo uint64) []byte {
+		f := sampleFrame()
+		f.Generation, f.Seq, f.EchoGeneration = gen, seq, echo
+		return s.AppendFrame(nil, &f, 0)
+	}
+	// Before the restart this node was generation 3 and heard the peer's
+	// generation 7 up to sequence 100; now it is generation 4.
+	recorded := frame(7, 90, 3)
+	r := newReceiver(0x01020304, 2, s, 2, 4, 7)
+	var out Frame
+	for _, c := range []struct {
+		name string
+		b    []byte
+		want DropReason
+		ok   bool
+	}{
+		{"recorded before the restart", recorded, DropStale, false},
+		{"the peer's start-up, recorded before", frame(7, 2, 0), DropStale, false},
+		{"an older boot of the peer", frame(6, 500, 0), DropOldGeneration, false},
+		{"fresh: echoes this boot", frame(7, 101, 4), 0, true},
+		{"the recording again, now the peer is confirmed", recorded, DropStale, false},
+		{"fresh again", frame(7, 102, 4), 0, true},
+		{"the peer's counter went back, but it echoes us", frame(2, 1, 4), 0, true},
+		{"its earlier generation, not fresh", frame(7, 103, 3), DropStale, false},
+	} {
+		reason, ok := r.check(c.b, 1, &out)
+		if ok != c.ok || (!ok && reason != c.want) {
+			t.Errorf("%s: got %v ok=%v, want %v ok=%v", c.name, reason, ok, c.want, c.ok)
+		}
+	}
+	// A peer that starts while we run says nothing of us at first: its
+	// own new generation is trusted without an echo.
+	r = newReceiver(0x01020304, 2, s, 2, 4, 7)
+	if reason, ok := r.check(frame(8, 1, 0), 1, &out); !ok {
+		t.Errorf("a new boot of the peer: %v", reason)
+	}
+	if reason, ok := r.check(frame(8, 2, 0), 1, &out); !ok {
+		t.Errorf("its second frame: %v", reason)
 	}
 }

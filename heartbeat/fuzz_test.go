@@ -31,7 +31,7 @@ func FuzzUnmarshal(f *testing.F) {
 		if !bytes.Equal(out[:15], b[:15]) || !bytes.Equal(out[16:48], b[16:48]) || !bytes.Equal(out[64:], b[64:]) {
 			t.Fatalf("round trip changed bytes:\n%x\n%x", b, out)
 		}
-		r := newReceiver(fr.Cluster, 2, s, 2, 0)
+		r := newReceiver(fr.Cluster, 2, s, 2, 3, 0)
 		r.check(b, 1, &h) // must not panic
 	})
 }

@@ -1,29 +1,43 @@
 package heartbeat
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 )
 
-// NextGeneration raises this node's boot generation, kept in dir, and
-// returns it. It never goes below the Unix time in seconds, so a node whose
-// state directory was wiped still starts above its last generation, and its
-// peer, which remembers the highest generation it saw, keeps listening.
+// NextGeneration raises this node's boot counter, kept in dir (written and
+// synced, directory included, before the node sends a frame), and returns
+// this start's generation: the counter in the high 32 bits, 32 random bits
+// below. The counter orders a peer's boots; the random part makes the
+// generation a boot id no one can predict, which the peer echoes in its
+// frames (Frame.EchoGeneration), so a frame recorded before this start can
+// never pass for one sent to it. No wall clock is involved: a node that
+// comes back from a power loss with its clock behind still counts up.
 func NextGeneration(dir string) (uint64, error) {
 	path := filepath.Join(dir, "generation")
 	prev, err := readUint(path)
 	if err != nil {
 		return 0, err
 	}
-	g := max(prev+1, uint64(time.Now().Unix()))
-	if err := writeUint(path, g); err != nil {
+	// Before the counter, the file held the Unix time in seconds, which
+	// fits in 32 bits and counts on from there.
+	counter := (prev + 1) & 0xffffffff
+	if counter == 0 {
+		counter = 1
+	}
+	if err := writeUint(path, counter); err != nil {
 		return 0, err
 	}
-	return g, nil
+	var r [4]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return 0, err
+	}
+	return counter<<32 | uint64(binary.BigEndian.Uint32(r[:])), nil
 }
 
 // peerGenerations remembers the highest generation seen from the peer in
@@ -79,6 +93,14 @@ func writeUint(path string, v uint64) error {
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		// The rename itself must survive a power loss.
+		var d *os.File
+		if d, err = os.Open(filepath.Dir(path)); err == nil {
+			err = d.Sync()
+			d.Close()
+		}
 	}
 	if err != nil {
 		os.Remove(tmp)

@@ -11,16 +11,25 @@ type receiver struct {
 	cluster uint32
 	self    uint8
 	signer  *Signer
-	// gen is the highest boot generation seen from the peer; windows are
-	// per path, since each path numbers its own frames.
+	// myGen is this node's own generation, which fresh frames echo.
+	myGen uint64
+	// gen is the peer's current boot generation; windows are per path,
+	// since each path numbers its own frames.
 	gen     uint64
 	windows []Window
-	// genChanged is set when gen rose and should be persisted.
+	// genSeen says gen was first seen in this boot of ours. Only then can
+	// a frame that echoes nothing (its sender has not heard us yet) be
+	// trusted: the peer's earlier frames, echoing nothing or an earlier
+	// boot of ours, may have been recorded before we started.
+	genSeen bool
+	// genChanged is set when gen changed and should be persisted.
 	genChanged bool
 }
 
-func newReceiver(cluster uint32, self uint8, s *Signer, paths int, gen uint64) *receiver {
-	return &receiver{cluster: cluster, self: self, signer: s, windows: make([]Window, paths), gen: gen}
+// newReceiver starts with gen, the peer generation known from before this
+// start (persisted), as the peer's current one.
+func newReceiver(cluster uint32, self uint8, s *Signer, paths int, myGen, gen uint64) *receiver {
+	return &receiver{cluster: cluster, self: self, signer: s, windows: make([]Window, paths), myGen: myGen, gen: gen}
 }
 
 // check decides on one frame that arrived on path index p.
@@ -59,15 +68,26 @@ func (r *receiver) check(b []byte, p int, f *Frame) (DropReason, bool) {
 	if int(f.Path) != p || p >= len(r.windows) {
 		return DropMalformed, false
 	}
+	// Freshness: a frame that echoes this boot of ours was sent after we
+	// started; one that echoes another of our boots was recorded before.
+	fresh := f.EchoGeneration == r.myGen
 	switch {
-	case f.Generation < r.gen:
-		return DropOldGeneration, false
-	case f.Generation > r.gen:
-		r.gen = f.Generation
-		r.genChanged = true
+	case f.Generation == r.gen:
+		if !fresh && !(f.EchoGeneration == 0 && r.genSeen) {
+			return DropStale, false
+		}
+	case f.Generation > r.gen || fresh:
+		// A new boot of the peer; or, echoing us, a peer whose
+		// counter went back (its state directory was lost).
+		if !fresh && f.EchoGeneration != 0 {
+			return DropStale, false
+		}
+		r.gen, r.genSeen, r.genChanged = f.Generation, true, true
 		for i := range r.windows {
 			r.windows[i].Reset()
 		}
+	default:
+		return DropOldGeneration, false
 	}
 	if !r.windows[p].Accept(f.Seq) {
 		return DropReplay, false

@@ -48,7 +48,12 @@ func cluster(t *testing.T, o labnet.ConfigOptions) *labnet.Cluster {
 	if daemonBin == "" {
 		t.Skip("end-to-end tests need root for network namespaces")
 	}
-	p := labnet.NewT(t, labnet.Options{})
+	return clusterOn(t, labnet.NewT(t, labnet.Options{}), o)
+}
+
+// clusterOn runs a cluster on a pair the test built itself.
+func clusterOn(t *testing.T, p *labnet.Pair, o labnet.ConfigOptions) *labnet.Cluster {
+	t.Helper()
 	c, err := p.NewCluster(daemonBin, t.TempDir(), o)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/heartbeat"
+	"github.com/hapair/hapair/internal/labnet"
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+)
+
+// Issue 14.5: frames recorded before a node's restart cannot pass for the
+// peer's. A third port on the heartbeat segment records the active's
+// frames; the standby restarts (its replay windows start empty); the
+// active is killed and the recording is played to the standby: it must
+// still see the active gone and take over within the bound.
+func TestReplayedFramesDoNotHideTheActivesLoss(t *testing.T) {
+	if daemonBin == "" {
+		t.Skip("end-to-end tests need root for network namespaces")
+	}
+	p := labnet.NewT(t, labnet.Options{HeartbeatSwitch: true})
+	c := clusterOn(t, p, labnet.ConfigOptions{})
+	if act := settle(t, c); act != "a" {
+		t.Fatalf("%s active, want a", act)
+	}
+	// The tap's ends of a's and b's heartbeat veths. A socket for every
+	// EtherType sees what a bridge port receives before the bridge takes
+	// it; one for 0x88B5 alone would not.
+	var rec, inj *packet.Conn
+	err := labnet.Do(p.Tap, func() error {
+		ha, err := net.InterfaceByName("ha")
+		if err != nil {
+			return err
+		}
+		hb, err := net.InterfaceByName("hb")
+		if err != nil {
+			return err
+		}
+		if rec, err = packet.Listen(ha, packet.Raw, unix.ETH_P_ALL, nil); err != nil {
+			return err
+		}
+		inj, err = packet.Listen(hb, packet.Raw, heartbeat.EtherType, nil)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close()
+	defer inj.Close()
+
+	// Four seconds of a's frames (the socket sees both directions; a's
+	// carry a's source address). Played back once each at their own
+	// pace, they would keep a dead a alive for four seconds, each frame
+	// new to a standby whose replay windows restarted empty.
+	var aMAC net.HardwareAddr
+	labnet.Do(p.A, func() error {
+		ifi, err := net.InterfaceByName(labnet.Heartbeat)
+		if err == nil {
+			aMAC = ifi.HardwareAddr
+		}
+		return err
+	})
+	var recorded [][]byte
+	buf := make([]byte, 2048)
+	until := time.Now().Add(4 * time.Second)
+	for time.Now().Before(until) {
+		rec.SetReadDeadline(until)
+		n, _, err := rec.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		if n > 14 && binary.BigEndian.Uint16(buf[12:14]) == heartbeat.EtherType && net.HardwareAddr(buf[6:12]).String() == aMAC.String() {
+			recorded = append(recorded, append([]byte(nil), buf[:n]...))
+		}
+	}
+	if len(recorded) < 20 {
+		t.Fatalf("recorded %d of a's frames", len(recorded))
+	}
+
+	if err := c.Kill("b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start("b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole("b", "STANDBY", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitSynced("a", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		dst := &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}} // the recorded header decides
+		for _, f := range recorded {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond): // the default interval
+			}
+			inj.WriteTo(f, dst)
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	if err := c.Kill("a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole("b", "ACTIVE", 2*time.Second); err != nil {
+		t.Fatalf("the recording kept the dead active alive: %v", err)
+	}
+	s, err := c.Status("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Frames.Dropped["stale"] == 0 {
+		t.Errorf("no replayed frame counted as stale: %v", s.Frames.Dropped)
+	}
+}

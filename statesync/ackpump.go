@@ -22,19 +22,21 @@ import (
 // reader and of the writer waiting for it cost more than the round trip to
 // the standby itself.
 type ackPump struct {
-	c   net.Conn
+	c   *sealedConn
 	raw syscall.RawConn // nil over TLS: no polling then
 
-	mu  sync.Mutex // the buffer, and who reads the socket
-	buf []byte
-	dup int // a duplicate of the socket for pollers, -1 if none
+	mu   sync.Mutex // the buffers, the opener, and who reads the socket
+	buf  []byte     // opened, not yet parsed
+	rbuf [4096]byte // read from the socket, not yet opened
+	dup  int        // a duplicate of the socket for pollers, -1 if none
 }
 
-func newAckPump(c net.Conn, br *bufio.Reader) *ackPump {
+func newAckPump(c *sealedConn, br *bufio.Reader) *ackPump {
 	p := &ackPump{c: c, buf: make([]byte, 0, 4096), dup: -1}
 	pre, _ := br.Peek(br.Buffered()) // anything read past the hello
 	p.buf = append(p.buf, pre...)
-	if tc, ok := c.(*net.TCPConn); ok {
+	p.buf = c.open.take(p.buf) // and opened, not yet read
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
 			// Its own descriptor: closing the connection cannot hand a
 			// poller a reused number. It shares the socket's non-blocking
@@ -60,17 +62,22 @@ func (p *ackPump) close() {
 	}
 }
 
-// take reads what fd holds and applies the acknowledgements in it. Called
-// with mu held.
+// take reads what fd holds, opens it and applies the acknowledgements in
+// it. Called with mu held.
 func (p *ackPump) take(fd int, store *Store) (n int, err error) {
-	if len(p.buf) == cap(p.buf) {
-		p.buf = append(p.buf, 0)[:len(p.buf)]
-	}
-	if n, err = readOnce(fd, p.buf[len(p.buf):cap(p.buf)]); n <= 0 {
+	if n, err = readOnce(fd, p.rbuf[:]); n <= 0 {
 		return n, err
 	}
-	p.buf = p.buf[:len(p.buf)+n]
-	return n, p.parse(store)
+	return n, p.add(p.rbuf[:n], store)
+}
+
+// add opens bytes read from the socket and applies what they complete.
+func (p *ackPump) add(b []byte, store *Store) error {
+	if err := p.c.open.feed(b); err != nil {
+		return err
+	}
+	p.buf = p.c.open.take(p.buf)
+	return p.parse(store)
 }
 
 func (p *ackPump) parse(store *Store) error {
@@ -109,13 +116,12 @@ func (p *ackPump) run(store *Store) error {
 		tmp := make([]byte, 4096)
 		for {
 			p.c.SetReadDeadline(time.Now().Add(deadAfter))
-			n, err := p.c.Read(tmp)
+			n, err := p.c.Conn.Read(tmp)
 			if err != nil {
 				return err
 			}
 			p.mu.Lock()
-			p.buf = append(p.buf, tmp[:n]...)
-			err = p.parse(store)
+			err = p.add(tmp[:n], store)
 			p.mu.Unlock()
 			if err != nil {
 				return err

@@ -1,6 +1,7 @@
 package statesync
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -24,18 +25,23 @@ const maxProofs = 8
 // one proof per key) and accepts a proof by any key it holds, so the two
 // need only one key in common: during a rolling key rotation ([old] beside
 // [new, old], then [new, old] beside [new]) replication never stops.
-func authenticate(c net.Conn, keys [][]byte, leader bool, timeout time.Duration) error {
+//
+// It returns this connection's own keys, one per direction (send: what this
+// side seals with; recv: what it opens with), derived from a key both hold
+// and both nonces, for sealing everything after (seal.go). Of several keys
+// in common, both pick the same: the one whose digest sorts first.
+func authenticate(c net.Conn, keys [][]byte, leader bool, timeout time.Duration) (send, recv []byte, err error) {
 	c.SetDeadline(time.Now().Add(timeout))
 	defer c.SetDeadline(time.Time{})
 	var mine, theirs [32]byte
 	if _, err := rand.Read(mine[:]); err != nil {
-		return err
+		return nil, nil, err
 	}
 	if _, err := c.Write(mine[:]); err != nil {
-		return fmt.Errorf("statesync: auth: %w", err)
+		return nil, nil, fmt.Errorf("statesync: auth: %w", err)
 	}
 	if _, err := io.ReadFull(c, theirs[:]); err != nil {
-		return fmt.Errorf("statesync: auth: %w", err)
+		return nil, nil, fmt.Errorf("statesync: auth: %w", err)
 	}
 	me, them := byte('F'), byte('L')
 	if leader {
@@ -59,25 +65,45 @@ func authenticate(c net.Conn, keys [][]byte, leader bool, timeout time.Duration)
 		out = append(out, proof(k, me, theirs[:], mine[:])...)
 	}
 	if _, err := c.Write(out); err != nil {
-		return fmt.Errorf("statesync: auth: %w", err)
+		return nil, nil, fmt.Errorf("statesync: auth: %w", err)
 	}
 	var n [1]byte
 	if _, err := io.ReadFull(c, n[:]); err != nil {
-		return fmt.Errorf("statesync: auth: %w", err)
+		return nil, nil, fmt.Errorf("statesync: auth: %w", err)
 	}
 	if n[0] == 0 || n[0] > maxProofs {
-		return ErrAuth
+		return nil, nil, ErrAuth
 	}
 	got := make([]byte, int(n[0])*sha256.Size)
 	if _, err := io.ReadFull(c, got); err != nil {
-		return fmt.Errorf("statesync: auth: %w", err)
+		return nil, nil, fmt.Errorf("statesync: auth: %w", err)
 	}
-	for i := 0; i < len(got); i += sha256.Size {
-		for _, k := range keys {
+	var shared []byte // the key in common whose digest sorts first
+	var sharedSum [sha256.Size]byte
+	for _, k := range keys {
+		for i := 0; i < len(got); i += sha256.Size {
 			if hmac.Equal(got[i:i+sha256.Size], proof(k, them, mine[:], theirs[:])) {
-				return nil
+				if sum := sha256.Sum256(k); shared == nil || bytes.Compare(sum[:], sharedSum[:]) < 0 {
+					shared, sharedSum = k, sum
+				}
+				break
 			}
 		}
 	}
-	return ErrAuth
+	if shared == nil {
+		return nil, nil, ErrAuth
+	}
+	leaderNonce, followerNonce := theirs[:], mine[:]
+	if leader {
+		leaderNonce, followerNonce = mine[:], theirs[:]
+	}
+	derive := func(dir byte) []byte {
+		m := hmac.New(sha256.New, shared)
+		m.Write([]byte("hapair-statesync-v1 seal"))
+		m.Write([]byte{dir})
+		m.Write(leaderNonce)
+		m.Write(followerNonce)
+		return m.Sum(nil)
+	}
+	return derive(me), derive(them), nil
 }

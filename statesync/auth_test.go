@@ -48,8 +48,20 @@ func TestAuthenticateAcrossRotation(t *testing.T) {
 	} {
 		a, b := socketPair(t)
 		errs := make(chan error, 2)
-		go func() { errs <- authenticate(a, c.leader, true, time.Second) }()
-		go func() { errs <- authenticate(b, c.follow, false, time.Second) }()
+		keys := make(chan [2][]byte, 2)
+		go func() {
+			s, r, err := authenticate(a, c.leader, true, time.Second)
+			keys <- [2][]byte{s, r}
+			errs <- err
+		}()
+		go func() {
+			s, r, err := authenticate(b, c.follow, false, time.Second)
+			keys <- [2][]byte{r, s} // the follower's recv is the leader's send
+			errs <- err
+		}()
+		if k1, k2 := <-keys, <-keys; c.ok && (!bytes.Equal(k1[0], k2[0]) || !bytes.Equal(k1[1], k2[1]) || bytes.Equal(k1[0], k1[1])) {
+			t.Errorf("%s: the two sides derived different keys, or one for both directions", c.name)
+		}
 		for range 2 {
 			err := <-errs
 			if c.ok && err != nil {

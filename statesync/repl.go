@@ -59,6 +59,7 @@ type Replicator struct {
 	snapshots  atomic.Uint64
 	resumes    atomic.Uint64
 	authErrors atomic.Uint64
+	rejected   atomic.Uint64 // records that failed to open: tampering
 }
 
 // NewReplicator makes a replicator for store; it starts as standby.
@@ -107,11 +108,14 @@ func (r *Replicator) Following() bool {
 // ReplStats counts the replicator's events.
 type ReplStats struct {
 	Snapshots, Resumes, AuthErrors uint64
+	// Rejected counts connections ended by a record that failed to
+	// open: altered or injected on the way.
+	Rejected uint64
 }
 
 // Stats reads the counters.
 func (r *Replicator) Stats() ReplStats {
-	return ReplStats{Snapshots: r.snapshots.Load(), Resumes: r.resumes.Load(), AuthErrors: r.authErrors.Load()}
+	return ReplStats{Snapshots: r.snapshots.Load(), Resumes: r.resumes.Load(), AuthErrors: r.authErrors.Load(), Rejected: r.rejected.Load()}
 }
 
 // Run accepts standbys on ln while active and follows the peer while
@@ -224,7 +228,7 @@ func (r *Replicator) takeOver(cancel context.CancelFunc) {
 // secure readies a fresh replication connection, as the active (server)
 // or the standby: TLS if configured, then the key's challenge-response
 // both ways. Failures to prove identity are counted.
-func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (net.Conn, error) {
+func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (*sealedConn, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
@@ -242,24 +246,25 @@ func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (net.C
 		}
 		c = tc
 	}
-	if err := authenticate(c, r.cfg.Keys, server, 2*time.Second); err != nil {
+	send, recv, err := authenticate(c, r.cfg.Keys, server, 2*time.Second)
+	if err != nil {
 		if errors.Is(err, ErrAuth) {
 			r.authErrors.Add(1)
 		}
 		return nil, err
 	}
-	return c, nil
+	return newSealedConn(c, send, recv, func() { r.rejected.Add(1) })
 }
 
 func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.Conn) error {
 	stop := closeOnDone(ctx, c)
 	defer stop()
-	c, err := r.secure(ctx, c, true)
+	sc, err := r.secure(ctx, c, true)
 	if err != nil {
 		return err
 	}
-	br := bufio.NewReaderSize(c, 4096)
-	bw := bufio.NewWriterSize(c, 64<<10)
+	br := bufio.NewReaderSize(sc, 4096)
+	bw := bufio.NewWriterSize(sc, 64<<10)
 	var hello msg
 	if _, err := readMsg(br, nil, &hello); err != nil || hello.typ != msgHello {
 		return fmt.Errorf("statesync: expected hello: %v", err)
@@ -272,7 +277,7 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 
 	// Acks arrive on the same connection, read by their own goroutine
 	// (and by sync writers polling for theirs).
-	pump := newAckPump(c, br)
+	pump := newAckPump(sc, br)
 	r.pump.Store(pump)
 	ackErr := make(chan error, 1)
 	pumped := make(chan struct{})
@@ -425,17 +430,18 @@ func (r *Replicator) follow(ctx context.Context) error {
 	}
 	stop := closeOnDone(ctx, c)
 	defer stop()
-	if c, err = r.secure(ctx, c, false); err != nil {
+	sc, err := r.secure(ctx, c, false)
+	if err != nil {
 		return err
 	}
-	var in io.Reader = c
-	if tc, ok := c.(*net.TCPConn); ok && r.cfg.Poll > 0 {
+	var in io.Reader = sc.Conn
+	if tc, ok := sc.Conn.(*net.TCPConn); ok && r.cfg.Poll > 0 {
 		if raw, err := tc.SyscallConn(); err == nil {
 			in = &pollReader{raw: raw, poll: r.cfg.Poll}
 		}
 	}
-	br := bufio.NewReaderSize(in, 64<<10)
-	bw := bufio.NewWriterSize(c, 4096)
+	br := bufio.NewReaderSize(sc.reader(in), 64<<10)
+	bw := bufio.NewWriterSize(sc, 4096)
 	epoch, seq := r.store.Seq()
 	out := appendMsg(nil, &msg{typ: msgHello, epoch: epoch, seq: seq})
 	if _, err := bw.Write(out); err != nil {

@@ -1,0 +1,143 @@
+package statesync
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// relay sits on the path between a follower and its leader (issue 14.4):
+// it relays the challenge-response untouched, then tampers once with what
+// the leader sends (tamper gets the bytes after the handshake and returns
+// what to forward instead). Later connections pass untouched.
+type relay struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	done   bool // tampered already
+	tamper func([]byte) []byte
+	wg     sync.WaitGroup
+}
+
+// handshakeLen is what the leader sends before sealing starts: its nonce,
+// a proof count and one proof per key.
+const handshakeLen = 32 + 1 + 32
+
+func startRelay(t *testing.T, leader string, tamper func([]byte) []byte) *relay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{ln: ln, tamper: tamper}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", leader)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			r.mu.Lock()
+			once := !r.done
+			r.done = true
+			r.mu.Unlock()
+			r.wg.Add(2)
+			go func() { defer r.wg.Done(); io.Copy(up, c); up.Close() }()
+			go func() {
+				defer r.wg.Done()
+				defer c.Close()
+				if once {
+					hs := make([]byte, handshakeLen)
+					if _, err := io.ReadFull(up, hs); err != nil {
+						return
+					}
+					c.Write(hs)
+					buf := make([]byte, 4096)
+					n, err := up.Read(buf)
+					if err != nil {
+						return
+					}
+					c.Write(r.tamper(buf[:n]))
+				}
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); r.wg.Wait() })
+	return r
+}
+
+func TestTamperedReplicationIsRejected(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		tamper func([]byte) []byte
+	}{
+		// One bit of the first record (the snapshot with the session).
+		{"altered", func(b []byte) []byte { b = bytes.Clone(b); b[len(b)-20] ^= 1; return b }},
+		// An operation in the clear before the leader's first record,
+		// as the stream was before it was sealed.
+		{"injected", func(b []byte) []byte {
+			op := appendMsg(nil, &msg{typ: msgOp, seq: 1, kind: OpCreate, id: []byte("evil"), data: []byte("x")})
+			return append(op, b...)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			leader := startNode(t, NewStore(Limits{}), "", [][]byte{key}, true)
+			write(t, leader.store, OpCreate, "call-1", "digits=42")
+			r := startRelay(t, leader.ln.Addr().String(), c.tamper)
+			follower := startNode(t, NewStore(Limits{}), r.ln.Addr().String(), [][]byte{key}, false)
+			// The tampered connection ends and is counted; the next one,
+			// untouched, brings the real session.
+			waitFor(t, "the tampered connection to be rejected", func() bool { return follower.repl.Stats().Rejected == 1 })
+			waitFor(t, "the session over the next connection", func() bool {
+				v, ok := follower.store.Get("call-1")
+				return ok && string(v.Data) == "digits=42"
+			})
+			if _, ok := follower.store.Get("evil"); ok {
+				t.Error("the injected operation was applied")
+			}
+			if follower.store.Len() != 1 {
+				t.Errorf("follower holds %d sessions", follower.store.Len())
+			}
+		})
+	}
+}
+
+// The leader's side too: an acknowledgement forged on the way is not taken,
+// so a sync write is never reported replicated when it was not.
+func TestForgedAckIsRejected(t *testing.T) {
+	a, b := socketPair(t)
+	keyA, keyB := bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{8}, 32)
+	lead, err := newSealedConn(a, keyA, keyB, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rejected := 0
+	lead.open.onReject = func() { rejected++ }
+	// The path writes an ack in the clear where the follower's sealed
+	// records would come.
+	b.Write(appendMsg(nil, &msg{typ: msgAck, seq: 99}))
+	lead.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 64)
+	if _, err := lead.Read(buf); err != ErrSealed || rejected != 1 {
+		t.Fatalf("forged ack: %v, rejected %d", err, rejected)
+	}
+	// And a genuine record from the follower opens.
+	fol, _ := newSealedConn(b, keyB, keyA, nil)
+	a2, b2 := socketPair(t)
+	lead, _ = newSealedConn(a2, keyA, keyB, nil)
+	fol.Conn = b2
+	fol.Write(appendMsg(nil, &msg{typ: msgAck, seq: 5}))
+	n, err := lead.Read(buf)
+	var m msg
+	if err != nil || decodeMsg(buf[4:n], &m) != nil || m.typ != msgAck || m.seq != 5 {
+		t.Fatalf("genuine ack: %v %+v", err, m)
+	}
+}

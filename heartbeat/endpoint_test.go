@@ -242,6 +242,15 @@ func TestThirdPartyFramesDropped(t *testing.T) {
 	g6.Generation, g6.Seq = 6, 1
 	send(s.AppendFrame(nil, &g6, 0))
 	waitStat(t, b.ep, func(st Stats) bool { return st.Received == 5 })
+	// The counter moves before the event is out: wait for the event of
+	// generation 6 too, or it may land after the mark.
+	for from := 0; ; {
+		ev, i := b.waitFor(t, PeerFrame, "", from, 2*time.Second)
+		if ev.Frame.Generation == 6 {
+			break
+		}
+		from = i + 1
+	}
 	mark := b.len()
 
 	wrong, _ := NewSigner([][]byte{make([]byte, 32)})
@@ -275,5 +284,34 @@ func waitStat(t *testing.T, ep *Endpoint, ok func(Stats) bool) {
 			t.Fatalf("counters never matched: %+v", ep.Stats())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Issue 14.7: the UDP path hears its peer's socket only; the kernel drops
+// datagrams from anywhere else before they cost a MAC check.
+func TestUDPPathHearsOnlyThePeer(t *testing.T) {
+	p := labnet.NewT(t, labnet.Options{})
+	b := startNode(t, p, "b", 2, 20*time.Millisecond)
+	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(labnet.ReplAddr["b"].Addr(), 7405))
+	send := func(from *net.UDPAddr) {
+		t.Helper()
+		err := labnet.Do(p.Node("a"), func() error {
+			c, err := net.DialUDP("udp", from, to)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte("HPHB"))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(&net.UDPAddr{IP: labnet.ReplAddr["a"].Addr().AsSlice(), Port: 7406}) // the peer's address, another port
+	send(net.UDPAddrFromAddrPort(netip.AddrPortFrom(labnet.ReplAddr["a"].Addr(), 7405)))
+	waitStat(t, b.ep, func(st Stats) bool { return st.Drops["short"] >= 1 })
+	if st := b.ep.Stats(); st.Drops["short"] != 1 {
+		t.Errorf("short frames counted: %d, want only the one from the peer's socket", st.Drops["short"])
 	}
 }

@@ -26,11 +26,22 @@ func RawPath(ifi *net.Interface, peerMAC net.HardwareAddr) (Path, error) {
 }
 
 // UDPPath opens the second path: the same frames over UDP between the two
-// nodes' replication addresses.
+// nodes' replication addresses. The socket is connected to the peer, so the
+// kernel drops datagrams from any other source before they cost a MAC.
 func UDPPath(local, peer netip.AddrPort) (Path, error) {
-	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(local))
+	c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(local), net.UDPAddrFromAddrPort(peer))
 	if err != nil {
 		return Path{}, fmt.Errorf("heartbeat: udp %s: %w", local, err)
 	}
-	return Path{Name: "udp", Conn: c, Peer: net.UDPAddrFromAddrPort(peer)}, nil
+	return Path{Name: "udp", Conn: connectedUDP{c}, Peer: net.UDPAddrFromAddrPort(peer)}, nil
+}
+
+// connectedUDP is a UDP socket connected to the peer, as a PacketConn.
+type connectedUDP struct{ *net.UDPConn }
+
+func (c connectedUDP) WriteTo(b []byte, _ net.Addr) (int, error) { return c.Write(b) }
+
+func (c connectedUDP) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, err := c.Read(b)
+	return n, c.RemoteAddr(), err
 }

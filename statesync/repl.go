@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,11 +61,13 @@ type Replicator struct {
 	resumes    atomic.Uint64
 	authErrors atomic.Uint64
 	rejected   atomic.Uint64 // records that failed to open: tampering
+	refused    atomic.Uint64 // connections not from the peer, or too many unproven
+	unproven   chan struct{} // a slot per connection still authenticating
 }
 
 // NewReplicator makes a replicator for store; it starts as standby.
 func NewReplicator(store *Store, cfg ReplConfig) *Replicator {
-	r := &Replicator{cfg: cfg, store: store, changed: make(chan struct{}, 1)}
+	r := &Replicator{cfg: cfg, store: store, changed: make(chan struct{}, 1), unproven: make(chan struct{}, maxUnproven)}
 	r.roleCtx, r.roleStop = context.WithCancel(context.Background())
 	return r
 }
@@ -111,11 +114,17 @@ type ReplStats struct {
 	// Rejected counts connections ended by a record that failed to
 	// open: altered or injected on the way.
 	Rejected uint64
+	// Refused counts connections closed unheard: not from the peer's
+	// address, or beyond maxUnproven authenticating at once.
+	Refused uint64
 }
+
+// maxUnproven bounds the connections authenticating at once.
+const maxUnproven = 4
 
 // Stats reads the counters.
 func (r *Replicator) Stats() ReplStats {
-	return ReplStats{Snapshots: r.snapshots.Load(), Resumes: r.resumes.Load(), AuthErrors: r.authErrors.Load(), Rejected: r.rejected.Load()}
+	return ReplStats{Snapshots: r.snapshots.Load(), Resumes: r.resumes.Load(), AuthErrors: r.authErrors.Load(), Rejected: r.rejected.Load(), Refused: r.refused.Load()}
 }
 
 // Run accepts standbys on ln while active and follows the peer while
@@ -174,6 +183,21 @@ func (r *Replicator) accept(ctx context.Context, ln net.Listener, wg *sync.WaitG
 			c.Close()
 			continue
 		}
+		// Only the peer may connect, and only a few connections may be
+		// proving themselves at once: a stranger cannot hold the
+		// listener busy, nor make the active spend on handshakes.
+		if !r.fromPeer(c) {
+			r.refused.Add(1)
+			c.Close()
+			continue
+		}
+		select {
+		case r.unproven <- struct{}{}:
+		default:
+			r.refused.Add(1)
+			c.Close()
+			continue
+		}
 		lc, cancel := context.WithCancel(rc)
 		wg.Add(1)
 		go func() {
@@ -185,6 +209,16 @@ func (r *Replicator) accept(ctx context.Context, ln net.Listener, wg *sync.WaitG
 			}
 		}()
 	}
+}
+
+// fromPeer says whether c comes from the peer's address (any port).
+func (r *Replicator) fromPeer(c net.Conn) bool {
+	peer, err := netip.ParseAddrPort(r.cfg.Peer)
+	if err != nil {
+		return true // a name, not an address: the handshake decides
+	}
+	from, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	return err == nil && from.Addr().Unmap() == peer.Addr().Unmap()
 }
 
 func handshake(ctx context.Context, c *tls.Conn) error {
@@ -260,6 +294,7 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 	stop := closeOnDone(ctx, c)
 	defer stop()
 	sc, err := r.secure(ctx, c, true)
+	<-r.unproven
 	if err != nil {
 		return err
 	}

@@ -167,3 +167,32 @@ func BenchmarkSealOpen(b *testing.B) {
 		o.open.out = o.open.out[:0]
 	}
 }
+
+// Issue 14.7: the active's listener hears only its peer, and only a few
+// connections at a time before they prove the key.
+func TestListenerRefusesStrangersAndFloods(t *testing.T) {
+	leader := startNodeCfg(t, NewStore(Limits{}), ReplConfig{Keys: [][]byte{key}, Peer: "127.0.0.1:9"}, true)
+	stranger := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	c, err := stranger.Dial("tcp", leader.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "the stranger refused", func() bool { return leader.repl.Stats().Refused == 1 })
+	// From the peer's address, but silent: maxUnproven of them hold the
+	// slots; the next is refused at once.
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for range maxUnproven + 1 {
+		c, err := net.Dial("tcp", leader.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	waitFor(t, "the flood refused", func() bool { return leader.repl.Stats().Refused == 2 })
+}

@@ -342,7 +342,11 @@ func serveControl(path string, h http.Handler) (*http.Server, error) {
 			os.Chown(path, -1, gid)
 		}
 	}
-	srv := &http.Server{Handler: h}
+	// Bounds for a client that connects and dawdles: the headers within
+	// 5 s, an idle keep-alive connection closed after a minute. No read
+	// or write timeout: event subscriptions and the binary session stream
+	// are long-lived by design.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}
 	go srv.Serve(l)
 	return srv, nil
 }

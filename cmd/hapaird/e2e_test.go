@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -379,5 +381,27 @@ func TestLockThenKillNeverTakesOver(t *testing.T) {
 		if s, err := c.Status(sb); err != nil || s.Locked {
 			t.Fatalf("round %d: %s right after unlock: %+v %v", round, sb, s, err)
 		}
+	}
+}
+
+// Issue 14.7: a client that connects to the socket and dawdles over its
+// request headers is cut off, not kept for ever.
+func TestControlSocketCutsOffDawdlers(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	settle(t, c)
+	conn, err := net.Dial("unix", c.Socket("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte("GET /v1/status HTTP/1.1\r\n")) // and never the rest
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	start := time.Now()
+	b, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("still connected after %v: %v", time.Since(start), err)
+	}
+	if len(b) > 0 && !strings.Contains(string(b), "408") && !strings.Contains(string(b), "400") {
+		t.Errorf("answer to a half request: %q", b)
 	}
 }

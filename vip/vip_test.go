@@ -3,6 +3,7 @@ package vip
 import (
 	"context"
 	"errors"
+	"golang.org/x/sys/unix"
 	"net"
 	"net/netip"
 	"strings"
@@ -274,4 +275,56 @@ func BenchmarkClaim(b *testing.B) {
 		m.Release()
 		b.StartTimer()
 	}
+}
+
+// Issue 14.7: a busy host can make the kernel drop netlink notifications
+// (ENOBUFS), which ends a subscription. The watch opens it again and reads
+// back what it missed, instead of failing (which would stop the daemon: a
+// failover of its own).
+func TestWatchSurvivesALostSubscription(t *testing.T) {
+	p := labnet.NewT(t, labnet.Options{})
+	m := manager(t, p.A, 0, labnet.VIP)
+	w, err := m.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Claim(); err != nil {
+		t.Fatal(err)
+	}
+	h := p.Handle(p.A)
+	l, _ := h.LinkByName(labnet.Public)
+	if err := h.AddrDel(l, m.nlAddr(m.addrs[0], false)); err != nil {
+		t.Fatal(err)
+	}
+	// The notification of that removal is lost with the subscription.
+	deadline := time.After(2 * time.Second)
+	for lost := false; !lost; {
+		select {
+		case u := <-w.addrCh:
+			lost = !u.NewAddr
+		case <-deadline:
+			t.Fatal("no notification of the removal")
+		}
+	}
+	w.errCh <- unix.ENOBUFS
+
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan Event, 16)
+	done := make(chan error)
+	go func() { done <- w.Run(ctx, events) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	expect(t, events, Removed) // read back from the kernel
+	if n := w.Resubscribed(); n != 1 {
+		t.Errorf("resubscribed %d times", n)
+	}
+	// And the new subscription reports as the old one did.
+	if err := p.SetLink(p.Client, "pa", false); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, events, CarrierDown)
 }

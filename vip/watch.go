@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"sync/atomic"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -39,29 +42,45 @@ type Watcher struct {
 	addrCh chan netlink.AddrUpdate
 	linkCh chan netlink.LinkUpdate
 	errCh  chan error
+	// resubscribed counts subscriptions lost (ENOBUFS on a busy host: the
+	// kernel dropped notifications) and opened again.
+	resubscribed atomic.Uint64
 }
 
 // Subscribe opens the subscriptions now, so nothing that happens after it
 // returns is missed; Run then reports.
 func (m *Manager) Subscribe() (*Watcher, error) {
-	w := &Watcher{m: m, done: make(chan struct{}), addrCh: make(chan netlink.AddrUpdate, 64), linkCh: make(chan netlink.LinkUpdate, 16), errCh: make(chan error, 2)}
-	cb := func(err error) {
-		select {
-		case w.errCh <- err:
-		default:
-		}
-	}
-	ns := m.ns
-	if err := netlink.AddrSubscribeWithOptions(w.addrCh, w.done, netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: cb}); err != nil {
-		close(w.done)
-		return nil, fmt.Errorf("vip: watch addresses: %w", err)
-	}
-	if err := netlink.LinkSubscribeWithOptions(w.linkCh, w.done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: cb}); err != nil {
-		close(w.done)
-		return nil, fmt.Errorf("vip: watch links: %w", err)
+	w := &Watcher{m: m}
+	if err := w.open(); err != nil {
+		return nil, err
 	}
 	return w, nil
 }
+
+func (w *Watcher) open() error {
+	w.done = make(chan struct{})
+	w.addrCh, w.linkCh, w.errCh = make(chan netlink.AddrUpdate, 64), make(chan netlink.LinkUpdate, 16), make(chan error, 2)
+	errCh := w.errCh
+	cb := func(err error) {
+		select {
+		case errCh <- err:
+		default:
+		}
+	}
+	ns := w.m.ns
+	if err := netlink.AddrSubscribeWithOptions(w.addrCh, w.done, netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: cb}); err != nil {
+		close(w.done)
+		return fmt.Errorf("vip: watch addresses: %w", err)
+	}
+	if err := netlink.LinkSubscribeWithOptions(w.linkCh, w.done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: cb}); err != nil {
+		close(w.done)
+		return fmt.Errorf("vip: watch links: %w", err)
+	}
+	return nil
+}
+
+// Resubscribed counts the subscriptions lost and opened again.
+func (w *Watcher) Resubscribed() uint64 { return w.resubscribed.Load() }
 
 // Close ends the subscriptions of a watcher that will not Run.
 func (w *Watcher) Close() error {
@@ -71,10 +90,14 @@ func (w *Watcher) Close() error {
 
 // Run reports, until ctx ends, held VIPs removed by anyone but the manager
 // and carrier changes on the VIPs' interfaces; then it closes the
-// subscriptions.
+// subscriptions. A subscription that fails (the kernel drops notifications
+// with ENOBUFS when a busy host outruns the reader) is opened again, and
+// what may have been missed meanwhile is read back from the kernel and
+// reported: losing the watch must not stop the daemon, which would be a
+// failover of its own.
 func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
-	defer close(w.done)
-	m, addrCh, linkCh, errCh := w.m, w.addrCh, w.linkCh, w.errCh
+	defer func() { close(w.done) }()
+	m := w.m
 	ifaces := map[string]bool{}
 	for _, a := range m.addrs {
 		ifaces[a.Interface] = true
@@ -93,15 +116,45 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 			return false
 		}
 	}
+	setCarrier := func(name string, up bool) bool {
+		if up == carrier[name] {
+			return true
+		}
+		carrier[name] = up
+		kind := CarrierDown
+		if up {
+			kind = CarrierUp
+		}
+		return emit(Event{Kind: kind, Interface: name})
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-errCh:
-			return fmt.Errorf("vip: watch: %w", err)
-		case u, ok := <-addrCh:
+		case <-w.errCh:
+			if !w.reopen(ctx) {
+				return nil
+			}
+			// Read back what the lost notifications would have said.
+			for name := range ifaces {
+				if l, err := m.nl.LinkByName(name); err == nil && !setCarrier(name, l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0) {
+					return nil
+				}
+			}
+			m.mu.Lock()
+			held := m.held
+			m.mu.Unlock()
+			if present, err := m.Present(); held && err == nil {
+				for _, a := range m.addrs {
+					if !slices.Contains(present, a) && !emit(Event{Kind: Removed, Addr: a, Interface: a.Interface}) {
+						return nil
+					}
+				}
+			}
+		case u, ok := <-w.addrCh:
 			if !ok {
-				return fmt.Errorf("vip: address subscription closed")
+				w.lost()
+				continue
 			}
 			if u.NewAddr {
 				continue
@@ -120,26 +173,46 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 					}
 				}
 			}
-		case u, ok := <-linkCh:
+		case u, ok := <-w.linkCh:
 			if !ok {
-				return fmt.Errorf("vip: link subscription closed")
+				w.lost()
+				continue
 			}
 			name := u.Attrs().Name
 			if !ifaces[name] {
 				continue
 			}
-			up := u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0
-			if up == carrier[name] {
-				continue
-			}
-			carrier[name] = up
-			kind := CarrierDown
-			if up {
-				kind = CarrierUp
-			}
-			if !emit(Event{Kind: kind, Interface: name}) {
+			if !setCarrier(name, u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0) {
 				return nil
 			}
+		}
+	}
+}
+
+// lost turns a closed subscription channel into a resubscription: the
+// channels are not read again until it happens.
+func (w *Watcher) lost() {
+	w.addrCh, w.linkCh = nil, nil
+	select {
+	case w.errCh <- fmt.Errorf("vip: subscription closed"):
+	default:
+	}
+}
+
+// reopen closes the subscriptions and opens them again, retrying until it
+// works or ctx ends.
+func (w *Watcher) reopen(ctx context.Context) bool {
+	w.resubscribed.Add(1)
+	close(w.done)
+	for {
+		if err := w.open(); err == nil {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			w.done = make(chan struct{}) // for Run's deferred close
+			return false
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

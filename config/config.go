@@ -36,6 +36,9 @@ const (
 	DefaultSyncPoll = 200 * time.Microsecond
 )
 
+// DefaultMaxMemory is sessions.max_memory's default: 1 GiB.
+const DefaultMaxMemory = 1 << 30
+
 // Profiles name the two timer pairs operators pick from.
 var Profiles = map[string]struct{ Interval, Dead time.Duration }{
 	"default": {100 * time.Millisecond, 300 * time.Millisecond},
@@ -72,6 +75,9 @@ type Config struct {
 	// that it polls for the acknowledgement instead of sleeping.
 	MaxSessions int
 	MaxData     int
+	// MaxMemory bounds the bytes all sessions hold (ids and data, plus a
+	// fixed cost per session): max_sessions times max_data allows 64 GiB.
+	MaxMemory   int64
 	SyncTimeout time.Duration
 	SyncPoll    time.Duration
 

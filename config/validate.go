@@ -45,6 +45,7 @@ type file struct {
 	Sessions struct {
 		MaxSessions *int   `toml:"max_sessions"`
 		MaxData     *int   `toml:"max_data"`
+		MaxMemory   *int64 `toml:"max_memory"`
 		SyncTimeout string `toml:"sync_timeout"`
 		SyncPoll    string `toml:"sync_poll"`
 	} `toml:"sessions"`
@@ -143,6 +144,13 @@ func (v *validator) build(f *file) *Config {
 		c.MaxData = *f.Sessions.MaxData
 		if c.MaxData < 1 || c.MaxData > 8<<20 {
 			v.errf("sessions.max_data", "%d is outside 1..%d bytes", c.MaxData, 8<<20)
+		}
+	}
+	c.MaxMemory = DefaultMaxMemory
+	if f.Sessions.MaxMemory != nil {
+		c.MaxMemory = *f.Sessions.MaxMemory
+		if c.MaxMemory < int64(c.MaxData) {
+			v.errf("sessions.max_memory", "%d bytes is less than one session of max_data (%d)", c.MaxMemory, c.MaxData)
 		}
 	}
 	if f.Sessions.SyncTimeout != "" {

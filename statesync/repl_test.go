@@ -306,3 +306,31 @@ func TestPollReader(t *testing.T) {
 		t.Fatalf("after the peer closed: %v, want EOF", err)
 	}
 }
+
+// Issue 14.7: what all sessions hold is bounded (sessions.max_memory), with
+// a clear error past it; a delete gives the room back.
+func TestStoreMemoryLimit(t *testing.T) {
+	s := NewStore(Limits{MaxMemory: 10 * sessionCost(6, 1000)})
+	data := bytes.Repeat([]byte{'x'}, 1000)
+	for i := range 10 {
+		if _, err := s.Write(OpCreate, fmt.Sprintf("call-%d", i), data, time.Now()); err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+	}
+	_, err := s.Write(OpCreate, "call-x", data, time.Now())
+	if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "sessions.max_memory") {
+		t.Fatalf("past the limit: %v", err)
+	}
+	if _, err := s.Write(OpUpdate, "call-1", append(data, 'y'), time.Now()); !errors.Is(err, ErrFull) {
+		t.Fatalf("an update past the limit: %v", err)
+	}
+	if _, err := s.Write(OpUpdate, "call-1", data[:10], time.Now()); err != nil {
+		t.Fatalf("an update that shrinks: %v", err)
+	}
+	if _, err := s.Write(OpDelete, "call-2", nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(OpCreate, "call-x", data, time.Now()); err != nil {
+		t.Fatalf("after a delete: %v", err)
+	}
+}

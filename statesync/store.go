@@ -86,6 +86,9 @@ type Limits struct {
 	MaxSessions int // default 1,000,000
 	MaxData     int // bytes per session, default 64 KiB
 	MaxIDLen    int // default 256
+	// MaxMemory bounds the bytes all sessions hold: ids, data and
+	// entryCost each (default 1 GiB).
+	MaxMemory int64
 	// LogBytes bounds the log of recent operations kept for resuming
 	// standbys (default 16 MiB, and at least two of the largest
 	// operations). A standby further behind gets a snapshot.
@@ -102,6 +105,9 @@ func (l *Limits) defaults() {
 	if l.MaxIDLen == 0 {
 		l.MaxIDLen = 256
 	}
+	if l.MaxMemory == 0 {
+		l.MaxMemory = 1 << 30
+	}
 	if l.LogBytes == 0 {
 		l.LogBytes = 16 << 20
 	}
@@ -116,6 +122,12 @@ var (
 	ErrBadID    = errors.New("bad session id")
 	ErrFull     = errors.New("session limit reached")
 )
+
+// entryCost is what a session costs beyond its id and data: the map slot
+// and the entry (measured as about 100 bytes per session at 100,000).
+const entryCost = 100
+
+func sessionCost(idLen, dataLen int) int64 { return int64(idLen + dataLen + entryCost) }
 
 // Store holds the sessions and the log of recent operations. Safe for
 // concurrent use.
@@ -135,6 +147,7 @@ type Store struct {
 	// for the store (a snapshot holds mu for as long as it copies).
 	written atomic.Uint64
 	count   atomic.Int64
+	mem     int64 // what the sessions hold (sessionCost), under mu
 
 	acked  atomic.Uint64 // read on every write (backpressure): no lock
 	ackMu  sync.Mutex
@@ -208,11 +221,15 @@ func (s *Store) writeBatch(ws []Write, now time.Time) (wrote bool) {
 			if cur != nil {
 				w.Err = fmt.Errorf("%w: %s", ErrExists, w.ID)
 			} else if len(s.sessions) >= s.lim.MaxSessions {
-				w.Err = fmt.Errorf("%w (%d)", ErrFull, s.lim.MaxSessions)
+				w.Err = fmt.Errorf("%w (%d sessions, sessions.max_sessions)", ErrFull, s.lim.MaxSessions)
+			} else if s.mem+sessionCost(len(w.ID), len(w.Data)) > s.lim.MaxMemory {
+				w.Err = fmt.Errorf("%w (%d bytes of sessions, sessions.max_memory)", ErrFull, s.lim.MaxMemory)
 			}
 		case OpUpdate, OpDelete:
 			if cur == nil {
 				w.Err = fmt.Errorf("%w: %s", ErrNotFound, w.ID)
+			} else if w.Kind == OpUpdate && s.mem+int64(len(w.Data)-len(cur.data)) > s.lim.MaxMemory {
+				w.Err = fmt.Errorf("%w (%d bytes of sessions, sessions.max_memory)", ErrFull, s.lim.MaxMemory)
 			}
 		default:
 			w.Err = fmt.Errorf("statesync: unknown op %v", w.Kind)
@@ -265,12 +282,17 @@ func (s *Store) applyLocked(cur *entry, op *Op, now time.Time) {
 		if cur == nil {
 			cur = &entry{}
 			s.sessions[string(op.ID)] = cur
+			s.mem += sessionCost(len(op.ID), 0)
 		}
+		s.mem += int64(len(op.Data) - len(cur.data))
 		// An exact-size copy: the session keeps it for its life.
 		cur.data = string(op.Data)
 		cur.updated = stamp(now)
 		cur.version++
 	case OpDelete:
+		if cur != nil {
+			s.mem -= sessionCost(len(op.ID), len(cur.data))
+		}
 		delete(s.sessions, string(op.ID))
 	}
 	s.seq = op.Seq
@@ -347,17 +369,19 @@ func (s *Store) Load(epoch, seq uint64, sessions []Session, now time.Time) (drop
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := make(map[string]*entry, len(sessions))
+	var mem int64
 	for i := range sessions {
 		v := &sessions[i]
 		// A snapshot's data are the follower's own copies.
 		next[v.ID] = &entry{data: own(v.Data), version: v.Version, updated: stamp(now)}
+		mem += sessionCost(len(v.ID), len(v.Data))
 	}
 	for id, cur := range s.sessions {
 		if n := next[id]; n == nil || n.version != cur.version || n.data != cur.data {
 			dropped = append(dropped, id)
 		}
 	}
-	s.sessions, s.epoch, s.seq = next, epoch, seq
+	s.sessions, s.epoch, s.seq, s.mem = next, epoch, seq, mem
 	s.publish()
 	s.log.reset(seq)
 	s.signal()

@@ -185,7 +185,7 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 			return err
 		}
 	}
-	store := statesync.NewStore(statesync.Limits{MaxSessions: cfg.MaxSessions, MaxData: cfg.MaxData})
+	store := statesync.NewStore(statesync.Limits{MaxSessions: cfg.MaxSessions, MaxData: cfg.MaxData, MaxMemory: cfg.MaxMemory})
 	var a *agent.Agent
 	var svc *statesync.Service
 	repl := statesync.NewReplicator(store, statesync.ReplConfig{

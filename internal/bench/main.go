@@ -44,7 +44,7 @@ func main() {
 	runs := flag.Int("runs", 20, "runs per cell")
 	quick := flag.Bool("quick", false, "5 runs per cell")
 	write := flag.String("write", "", "also write the report to this markdown file")
-	only := flag.String("only", "", "comma-separated contenders to run (default all); \"sessions\": session replication only; \"sync-latency\": only the sync write latency against Redis")
+	only := flag.String("only", "", "comma-separated contenders to run (default all); \"sessions\": session replication only; \"sync-latency\": only the sync write latency against Redis; \"faults\": only the fault table")
 	nwrites := flag.Int("writes", 1_000_000, "session writes per throughput run (200,000 with --quick)")
 	flag.Parse()
 	if *quick {
@@ -106,7 +106,18 @@ func main() {
 		}
 		c.close()
 	}
-	report := render(cells, idle, *runs)
+	report := ""
+	if *only != "faults" {
+		report = render(cells, idle, *runs)
+	}
+	if *only == "" || *only == "faults" {
+		crash, rotations, locks := 100, 20, 20
+		if *quick {
+			crash, rotations, locks = 20, 5, 5
+		}
+		fmt.Fprintln(os.Stderr, "== faults")
+		report += renderFaults(benchFaults(bin, crash, rotations, locks))
+	}
 	if *only == "sync-latency" {
 		// Only the alternating sync-write latency, for comparing settings.
 		h, r, err := benchSyncLatency(bin, *nwrites/20)

@@ -60,6 +60,10 @@ type Cluster struct {
 	mu    sync.Mutex
 	procs map[string]*daemonProc
 	media map[string]*daemonProc
+	// configOf is a node's own config where it differs from Config (in
+	// the middle of a key rotation); rotations counts RotateKeys.
+	configOf  map[string]string
+	rotations int
 }
 
 type daemonProc struct {
@@ -78,7 +82,7 @@ func (p *Pair) NewCluster(bin, dir string, o ConfigOptions) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	return &Cluster{Pair: p, Bin: bin, Dir: dir, Config: cfg, procs: map[string]*daemonProc{}, media: map[string]*daemonProc{}, Media: o.Media}, nil
+	return &Cluster{Pair: p, Bin: bin, Dir: dir, Config: cfg, procs: map[string]*daemonProc{}, media: map[string]*daemonProc{}, configOf: map[string]string{}, Media: o.Media}, nil
 }
 
 // Socket is node's control socket.
@@ -97,7 +101,11 @@ func (c *Cluster) Start(node string, extra ...string) error {
 		return err
 	}
 	defer log.Close()
-	args := append([]string{"-c", c.Config, "--node", node, "--state-dir", c.StateDir(node), "--socket", c.Socket(node)}, extra...)
+	cfg := c.Config
+	if own := c.configOf[node]; own != "" {
+		cfg = own
+	}
+	args := append([]string{"-c", cfg, "--node", node, "--state-dir", c.StateDir(node), "--socket", c.Socket(node)}, extra...)
 	cmd := Command(c.Node(node), c.Bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	wait, err := c.Pair.Start(cmd)

@@ -1,0 +1,310 @@
+package labnet
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hapair/hapair/statesync"
+	"github.com/hapair/hapair/statesync/client"
+)
+
+// Ordinary operations that must keep an HA agent's first promise (one
+// active, no acknowledged session lost), as rounds that the end-to-end
+// tests and the bench's fault table both run.
+
+func other(n string) string {
+	if n == "a" {
+		return "b"
+	}
+	return "a"
+}
+
+// CrashRestart kills -9 the active's hapaird under a sync-mode write load
+// and starts it again at once. acked gathers every acknowledged write
+// (the highest value per session) across rounds; missing counts those the
+// standby lacks afterwards. err says the pair did not end with one holder,
+// the standby, within bound, and the restarted node standby by way of
+// INIT only.
+func (c *Cluster) CrashRestart(round int, acked map[string]int, bound time.Duration) (missing int, err error) {
+	act, err := c.Settle(10 * time.Second)
+	if err != nil {
+		return 0, err
+	}
+	if err := c.WaitSynced(act, 10*time.Second); err != nil {
+		return 0, err
+	}
+	sb := other(act)
+	st, err := client.New(c.Socket(act)).Stream(context.Background())
+	if err != nil {
+		return 0, err
+	}
+	var mu sync.Mutex
+	mine := map[string]int{}
+	n := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			id, kind := fmt.Sprintf("r%d-s%d", round, i%16), statesync.OpUpdate
+			if i < 16 {
+				kind = statesync.OpCreate
+			}
+			if _, err := st.Do(kind, id, []byte(strconv.Itoa(i))); err != nil {
+				return // the node died: this write was never acknowledged
+			}
+			mu.Lock()
+			mine[id] = i
+			n++
+			mu.Unlock()
+		}
+	}()
+	// Under load: at least 50 acknowledged writes before the crash.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		mu.Lock()
+		enough := n >= 50
+		mu.Unlock()
+		if enough {
+			break
+		}
+		if time.Now().After(deadline) {
+			st.Close()
+			<-done
+			return 0, fmt.Errorf("fewer than 50 writes in 10s")
+		}
+	}
+	if err := c.Kill(act); err != nil {
+		return 0, err
+	}
+	if err := c.Start(act); err != nil {
+		return 0, err
+	}
+	st.Close()
+	<-done
+	for id, v := range mine {
+		acked[id] = v
+	}
+	// Until the restarted daemon has removed it, the killed one's VIP is
+	// still on its interface, as after any crash.
+	for deadline := time.Now().Add(bound); !c.Holds(sb, VIP.Addr()) || c.Holds(act, VIP.Addr()); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%v after %s restarted: %s holds the VIP %v, %s %v", bound, act, sb, c.Holds(sb, VIP.Addr()), act, c.Holds(act, VIP.Addr()))
+		}
+	}
+	if err := c.WaitRole(act, "STANDBY", 10*time.Second); err != nil {
+		return 0, err
+	}
+	if s, err := c.Status(act); err != nil || s.LastTransition == nil || s.LastTransition.From != "INIT" {
+		return 0, fmt.Errorf("the restarted %s: %+v %v", act, s, err)
+	}
+	if c.Holds(act, VIP.Addr()) {
+		return 0, fmt.Errorf("both nodes hold the VIP")
+	}
+	for id, want := range acked {
+		got, err := client.New(c.Socket(sb)).Get(context.Background(), id)
+		if err != nil || got.Data == nil {
+			missing++
+			continue
+		}
+		if v, _ := strconv.Atoi(*got.Data); v < want {
+			missing++
+		}
+	}
+	return missing, nil
+}
+
+// LockThenKill locks the standby (lock runs the operator's lock command)
+// and kills -9 the active at once, then watches the standby for watch: it
+// must stay standby without the VIP. Then the killed node comes back and
+// unlock runs, so the next round goes the other way. tookOver says the
+// locked standby changed role or took the VIP.
+func (c *Cluster) LockThenKill(watch time.Duration, lock func(node string, on bool) error) (tookOver bool, err error) {
+	act, err := c.Settle(10 * time.Second)
+	if err != nil {
+		return false, err
+	}
+	sb := other(act)
+	if err := lock(sb, true); err != nil {
+		return false, err
+	}
+	if err := c.Kill(act); err != nil {
+		return false, err
+	}
+	for deadline := time.Now().Add(watch); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		s, err := c.Status(sb)
+		if err != nil {
+			return false, err
+		}
+		if s.Role != "STANDBY" || c.Holds(sb, VIP.Addr()) {
+			tookOver = true
+			break
+		}
+	}
+	if err := c.Start(act); err != nil {
+		return tookOver, err
+	}
+	if err := c.WaitRole(act, "ACTIVE", 10*time.Second); err != nil && !tookOver {
+		return tookOver, err
+	}
+	return tookOver, lock(sb, false)
+}
+
+// Holders samples which nodes hold the VIP, about every millisecond, until
+// Stop; None and Both are the longest stretches with no holder and with
+// two.
+type Holders struct {
+	stop, done chan struct{}
+	mu         sync.Mutex
+	none, both time.Duration
+}
+
+// WatchHolders starts sampling.
+func (c *Cluster) WatchHolders() *Holders {
+	h := &Holders{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		var since time.Time
+		last := 1
+		for {
+			select {
+			case <-h.stop:
+				return
+			default:
+			}
+			n := 0
+			for _, node := range []string{"a", "b"} {
+				if c.Holds(node, VIP.Addr()) {
+					n++
+				}
+			}
+			// A stretch counts from its first sample to its last, so
+			// a single sample (the instant between checking one node
+			// and the other) is none.
+			now := time.Now()
+			if n != last {
+				since, last = now, n
+			}
+			h.mu.Lock()
+			switch n {
+			case 0:
+				h.none = max(h.none, now.Sub(since))
+			case 2:
+				h.both = max(h.both, now.Sub(since))
+			}
+			h.mu.Unlock()
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return h
+}
+
+// Stop ends the sampling and returns the longest stretches.
+func (h *Holders) Stop() (none, both time.Duration) {
+	select {
+	case <-h.stop:
+	default:
+		close(h.stop)
+	}
+	<-h.done
+	return h.none, h.both
+}
+
+// RotateKeys runs the documented rolling key rotation with both nodes
+// serving: a new key beside the old on one node after the other, then the
+// new key alone, each node restarted (gracefully) while standby, with
+// switchover making the active the standby. Every step must end in sync
+// with the peer heard. It leaves the pair on the new key; the next
+// rotation starts from there.
+func (c *Cluster) RotateKeys(switchover func(active string) error) error {
+	base, err := os.ReadFile(c.Config)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(c.Config)
+	var keyLine, oldPath string
+	for _, l := range strings.Split(string(base), "\n") {
+		if strings.HasPrefix(l, "key_file = ") || strings.HasPrefix(l, "key_files = ") {
+			keyLine = l
+		}
+	}
+	for _, n := range []string{"a", "b"} {
+		if p := c.configOf[n]; p != "" {
+			b, _ := os.ReadFile(p)
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(l, "key_files = ") {
+					oldPath = strings.Trim(strings.TrimSuffix(strings.TrimPrefix(l, `key_files = ["`), `"]`), `"`)
+				}
+			}
+		}
+	}
+	if oldPath == "" {
+		oldPath = strings.Trim(strings.TrimPrefix(keyLine, "key_file = "), `"`)
+	}
+	c.rotations++
+	newPath := filepath.Join(dir, fmt.Sprintf("key-%d", c.rotations))
+	key := make([]byte, 32)
+	rand.Read(key)
+	if err := os.WriteFile(newPath, key, 0o600); err != nil {
+		return err
+	}
+	config := func(name, keys string) (string, error) {
+		p := filepath.Join(dir, fmt.Sprintf("%s-%d.toml", name, c.rotations))
+		return p, os.WriteFile(p, []byte(strings.Replace(string(base), keyLine, "key_files = "+keys, 1)), 0o644)
+	}
+	both, err := config("both", fmt.Sprintf("[%q, %q]", newPath, oldPath))
+	if err != nil {
+		return err
+	}
+	fresh, err := config("new", fmt.Sprintf("[%q]", newPath))
+	if err != nil {
+		return err
+	}
+	act, err := c.Settle(10 * time.Second)
+	if err != nil {
+		return err
+	}
+	restart := func(node, cfg string) error {
+		if err := c.Signal(node, syscall.SIGTERM, 10*time.Second); err != nil {
+			return err
+		}
+		c.configOf[node] = cfg
+		if err := c.Start(node); err != nil {
+			return err
+		}
+		if err := c.WaitRole(node, "STANDBY", 10*time.Second); err != nil {
+			return err
+		}
+		active := other(node)
+		if _, err := client.New(c.Socket(active)).Create(context.Background(), fmt.Sprintf("rotation-%d-%s-%s", c.rotations, node, filepath.Base(cfg)), []byte("x")); err != nil {
+			return err
+		}
+		if err := c.WaitSynced(active, 10*time.Second); err != nil {
+			return fmt.Errorf("after restarting %s on %s: %w", node, filepath.Base(cfg), err)
+		}
+		if s, err := c.Status(active); err != nil || !s.Peer.Seen || s.Peer.Role != "STANDBY" {
+			return fmt.Errorf("%s does not hear %s restarted on %s: %+v %v", active, node, filepath.Base(cfg), s, err)
+		}
+		return nil
+	}
+	sb := other(act)
+	for _, step := range []func() error{
+		func() error { return restart(sb, both) },
+		func() error { return switchover(act) },
+		func() error { return restart(act, both) },
+		func() error { return restart(act, fresh) },
+		func() error { return switchover(sb) },
+		func() error { return restart(sb, fresh) },
+	} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -327,12 +327,8 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 		pump.close()
 	}()
 
-	epoch, seq := r.store.Seq()
-	var pos int64
-	resumed := false
-	if hello.epoch == epoch && hello.seq <= seq {
-		pos, resumed = r.store.LogFrom(hello.seq)
-	}
+	epoch, _ := r.store.Seq()
+	pos, resumed := r.store.Resume(hello.epoch, hello.seq)
 	// What this standby holds, not what a previous connection acknowledged:
 	// until it says more, it has what it resumes from, or nothing.
 	if resumed {

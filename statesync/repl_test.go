@@ -334,3 +334,41 @@ func TestStoreMemoryLimit(t *testing.T) {
 		t.Fatalf("after a delete: %v", err)
 	}
 }
+
+// Issue 14.6: after a switchover the old active, holding exactly what the
+// new active held when it took over, resumes rather than reloading every
+// session; one that holds writes the new active never had takes a
+// snapshot (and learns which sessions it drops).
+func TestOldActiveResumesAfterRoleChange(t *testing.T) {
+	for _, extra := range []bool{false, true} {
+		ls, fs := NewStore(Limits{}), NewStore(Limits{})
+		l := startNode(t, ls, "", [][]byte{key}, true)
+		f := startNode(t, fs, l.ln.Addr().String(), [][]byte{key}, false)
+		for i := range 10 {
+			write(t, ls, OpCreate, fmt.Sprintf("s%d", i), "x")
+		}
+		waitFor(t, "sync", func() bool { return ls.Acked() == 10 })
+		f.stop()
+		if extra {
+			write(t, ls, OpCreate, "only-on-the-old-active", "x")
+		}
+		l.stop()
+		// The roles change: the standby leads a new stream, the old
+		// active follows it.
+		nl := startNode(t, fs, "", [][]byte{key}, false)
+		nl.repl.SetActive(true, 2)
+		startNode(t, ls, nl.ln.Addr().String(), [][]byte{key}, false)
+		write(t, fs, OpCreate, "after", "x")
+		waitFor(t, "the old active to follow", func() bool { _, ok := ls.Get("after"); return ok })
+		st := nl.repl.Stats()
+		if !extra && (st.Resumes != 1 || st.Snapshots != 0) {
+			t.Errorf("old active with a prefix: %+v, want a resume", st)
+		}
+		if extra && st.Snapshots == 0 {
+			t.Errorf("old active with writes of its own: %+v, want a snapshot", st)
+		}
+		if _, ok := ls.Get("only-on-the-old-active"); ok {
+			t.Error("a write the new active never had survived")
+		}
+	}
+}

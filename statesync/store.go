@@ -138,6 +138,9 @@ type Store struct {
 	sessions map[string]*entry
 	seq      uint64 // last written (active) or applied (standby)
 	epoch    uint64 // the stream the sequence numbers belong to
+	// prevEpoch and prevSeq are the stream this node held, and how far,
+	// when it began its own (SetEpoch).
+	prevEpoch, prevSeq uint64
 	log      opLog
 	frame    []byte        // scratch for encoding an op into the log
 	notify   chan struct{} // signalled (capacity 1) on every write: one reader, the leader
@@ -315,29 +318,38 @@ func (s *Store) Seq() (epoch, seq uint64) {
 
 // SetEpoch starts a new stream, when this node becomes active: sequence
 // numbers go on from where they are, so positions stay comparable across a
-// failover, but a standby from an older stream must take a snapshot.
+// failover. A standby from an older stream takes a snapshot, unless it
+// holds exactly what this node held when the stream began (Resume).
 func (s *Store) SetEpoch(e uint64) {
 	s.mu.Lock()
+	s.prevEpoch, s.prevSeq = s.epoch, s.seq
 	s.epoch = e
 	s.mu.Unlock()
 	s.setAcked(0)
 }
 
-// Changed returns a channel that receives after writes; a single reader
-// (the leader) drains it and then reads the log.
-func (s *Store) Changed() <-chan struct{} { return s.notify }
-
-// LogFrom returns the log position of the operations after seq, for a
-// standby that applied seq; ok is false when the log no longer reaches
-// back that far (the standby needs a snapshot).
-func (s *Store) LogFrom(seq uint64) (pos int64, ok bool) {
+// Resume returns the log position from which a standby that holds the
+// stream epoch up to seq continues, ok false when it needs a snapshot. It
+// continues in this stream from anywhere the log reaches back to; and from
+// the stream this node held before it became active (the old active's,
+// after a switchover or a failover) exactly where this node took over: the
+// standby's history is then a prefix of ours. Further along the old
+// stream it holds writes this node never had: it takes a snapshot.
+func (s *Store) Resume(epoch, seq uint64) (pos int64, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if seq > s.seq {
+	switch {
+	case epoch == s.epoch && seq <= s.seq:
+	case epoch != 0 && epoch == s.prevEpoch && seq == s.prevSeq:
+	default:
 		return 0, false
 	}
 	return s.log.find(seq + 1)
 }
+
+// Changed returns a channel that receives after writes; a single reader
+// (the leader) drains it and then reads the log.
+func (s *Store) Changed() <-chan struct{} { return s.notify }
 
 // ReadLog appends to dst the encoded operations from pos, at most max
 // bytes (it may end inside an operation: the bytes go to a stream), and

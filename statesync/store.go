@@ -141,9 +141,9 @@ type Store struct {
 	// prevEpoch and prevSeq are the stream this node held, and how far,
 	// when it began its own (SetEpoch).
 	prevEpoch, prevSeq uint64
-	log      opLog
-	frame    []byte        // scratch for encoding an op into the log
-	notify   chan struct{} // signalled (capacity 1) on every write: one reader, the leader
+	log                opLog
+	frame              []byte        // scratch for encoding an op into the log
+	notify             chan struct{} // signalled (capacity 1) on every write: one reader, the leader
 
 	// Mirrors of seq and len(sessions), set under mu and read without
 	// it: the agent puts them in every heartbeat, which must never wait

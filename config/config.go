@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -35,6 +36,12 @@ const (
 	// the standby polls through (measured: docs/benchmarks.md).
 	DefaultSyncPoll = 200 * time.Microsecond
 )
+
+// AdminSocket is where the daemon takes operator commands (switchover, lock,
+// unlock): admin.sock beside the application socket, mode 0600, so that
+// applications in group hapair keep the session API and status but cannot
+// move the VIP or lock the node.
+func AdminSocket(socket string) string { return filepath.Join(filepath.Dir(socket), "admin.sock") }
 
 // DefaultMaxMemory is sessions.max_memory's default: 1 GiB.
 const DefaultMaxMemory = 1 << 30

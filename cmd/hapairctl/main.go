@@ -155,7 +155,7 @@ func switchover(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
-	if err := control.NewClient(c.socket).Switchover(ctx, force); err != nil {
+	if err := control.NewClient(config.AdminSocket(c.socket)).Switchover(ctx, force); err != nil {
 		fmt.Fprintln(stderr, "hapairctl switchover:", err)
 		return 1
 	}
@@ -196,7 +196,7 @@ func lock(args []string, stdout, stderr io.Writer, on bool) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := control.NewClient(c.socket).Lock(ctx, on, text)
+	err := control.NewClient(config.AdminSocket(c.socket)).Lock(ctx, on, text)
 	via := "by the daemon"
 	if errors.Is(err, control.ErrDown) {
 		path := filepath.Join(c.stateDir, "locked")

@@ -242,11 +242,17 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 
 	mux := control.NewServeMux(a)
 	svc.Register(mux)
-	srv, err := serveControl(cfg.Socket, mux)
+	srv, err := serveControl(cfg.Socket, mux, 0o660, "hapair")
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
+	// Operator commands on a socket of their own, for root only.
+	admin, err := serveControl(config.AdminSocket(cfg.Socket), control.NewAdminMux(a), 0o600, "")
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
 	if cfg.MetricsListen != "" {
 		ml, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -325,21 +331,23 @@ func rateLimited(log *slog.Logger, what string) func(error) {
 	}
 }
 
-func serveControl(path string, h http.Handler) (*http.Server, error) {
+func serveControl(path string, h http.Handler, mode os.FileMode, group string) (*http.Server, error) {
 	// The instance lock is ours, so a socket file here is a dead daemon's.
 	os.Remove(path)
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
+	if err := os.Chmod(path, mode); err != nil {
 		l.Close()
 		return nil, err
 	}
 	// Members of group hapair may use the API (the package creates it).
-	if g, err := user.LookupGroup("hapair"); err == nil {
-		if gid, err := strconv.Atoi(g.Gid); err == nil {
-			os.Chown(path, -1, gid)
+	if group != "" {
+		if g, err := user.LookupGroup(group); err == nil {
+			if gid, err := strconv.Atoi(g.Gid); err == nil {
+				os.Chown(path, -1, gid)
+			}
 		}
 	}
 	// Bounds for a client that connects and dawdles: the headers within

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/internal/labnet"
 )
 
@@ -390,5 +392,33 @@ func TestControlSocketCutsOffDawdlers(t *testing.T) {
 	}
 	if len(b) > 0 && !strings.Contains(string(b), "408") && !strings.Contains(string(b), "400") {
 		t.Errorf("answer to a half request: %q", b)
+	}
+}
+
+// Issue 14.7: applications in group hapair keep the session API and
+// status on the application socket; switchover, lock and unlock are taken
+// only on the operator socket, which only root may use.
+func TestOperatorCommandsOnlyOnTheAdminSocket(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	settle(t, c)
+	ctx := context.Background()
+	if err := c.Ctl("b").Lock(ctx, true, "from an application"); err == nil {
+		t.Fatal("the application socket took a lock")
+	}
+	if err := c.Ctl("a").Switchover(ctx, false); err == nil {
+		t.Fatal("the application socket took a switchover")
+	}
+	if s, err := c.Status("b"); err != nil || s.Locked {
+		t.Fatalf("b after the refused lock: %+v %v", s, err)
+	}
+	fi, err := os.Stat(config.AdminSocket(c.Socket("b")))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin socket: %v %v", fi, err)
+	}
+	if err := c.Admin("b").Lock(ctx, true, "operator"); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := c.Status("b"); !s.Locked {
+		t.Fatal("the admin socket's lock is not in force")
 	}
 }

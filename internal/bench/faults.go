@@ -58,7 +58,7 @@ func benchFaults(bin string, crash, rotations, locks int) faultFigures {
 			err := c.RotateKeys(func(active string) error {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				return c.Ctl(active).Switchover(ctx, false)
+				return c.Admin(active).Switchover(ctx, false)
 			})
 			f.rotations++
 			if err != nil {
@@ -83,7 +83,7 @@ func benchFaults(bin string, crash, rotations, locks int) faultFigures {
 			if on {
 				text = "bench"
 			}
-			return c.Ctl(node).Lock(ctx, on, text)
+			return c.Admin(node).Lock(ctx, on, text)
 		}
 		for i := 0; i < locks; i++ {
 			took, err := c.LockThenKill(500*time.Millisecond, lock)

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/hapair/hapair/statesync/client"
@@ -145,6 +146,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
+			if errors.Is(err, syscall.EACCES) {
+				return fmt.Errorf("permission denied on %s: operator commands need root, status and sessions membership of group hapair", c.Socket)
+			}
 			return fmt.Errorf("%w (no answer on %s)", ErrDown, c.Socket)
 		}
 		return err
@@ -204,12 +208,20 @@ type Handler interface {
 	SetLock(ctx context.Context, locked bool, text string) error
 }
 
-// NewServeMux routes the API to h.
+// NewServeMux routes the read-only part of the API to h: status, for the
+// application socket.
 func NewServeMux(h Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, h.Status())
 	})
+	return mux
+}
+
+// NewAdminMux routes the whole API to h, operator commands included, for
+// the admin socket (config.AdminSocket).
+func NewAdminMux(h Handler) *http.ServeMux {
+	mux := NewServeMux(h)
 	mux.HandleFunc("POST /v1/switchover", func(w http.ResponseWriter, r *http.Request) {
 		var req SwitchoverRequest
 		if r.ContentLength != 0 {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/internal/control"
 )
 
@@ -218,6 +219,11 @@ func (c *Cluster) Pid(node string) int {
 
 // Ctl talks to node's daemon.
 func (c *Cluster) Ctl(node string) *control.Client { return control.NewClient(c.Socket(node)) }
+
+// Admin talks to node's daemon on its operator socket (switchover, lock).
+func (c *Cluster) Admin(node string) *control.Client {
+	return control.NewClient(config.AdminSocket(c.Socket(node)))
+}
 
 // Status fetches node's status.
 func (c *Cluster) Status(node string) (*control.Status, error) {

@@ -107,7 +107,7 @@ func (c *Cluster) Run(scenario string, probe time.Duration) (Result, error) {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				c.Ctl(from).Switchover(ctx, false)
+				c.Admin(from).Switchover(ctx, false)
 			}()
 			return nil
 		}

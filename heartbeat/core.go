@@ -28,6 +28,7 @@ import (
 //	                 'L' local: what to say, and whether to send it now;
 //	                     every 'L' also renews the agent's lease
 //	                 'S' stats request
+//	                 'U' unfence: the agent has handled Fenced
 //	child -> parent  'H' CoreHello as JSON (first message)
 //	                 'E' event: kind, path index, age in ns, frame (96 bytes)
 //	                 'T' stats: counters as big-endian uint64s
@@ -43,9 +44,15 @@ type CoreConfig struct {
 	// UDP path between the replication addresses.
 	UDPLocal, UDPPeer netip.AddrPort
 	// Lease: the agent proves itself alive by sending 'L' at least this
-	// often; after that, the core stops sending heartbeats, so a hung
-	// agent fails over as a hung node does.
+	// often. Past it the core fences the node: its frames say FAULT, so
+	// the peer takes over at once, the fence callback releases the VIPs
+	// (a hung agent must not keep them until their kernel lease runs
+	// out), and the agent learns it (Fenced) when it runs again; the
+	// frames say FAULT until it says it has handled that ('U').
 	Lease time.Duration
+	// VIPs are the addresses the fence callback releases, for it alone to
+	// read ("192.0.2.100/24 pub0").
+	VIPs []string `json:",omitempty"`
 	// RTPriority is the SCHED_RR priority to ask for (0: none).
 	RTPriority int
 }
@@ -59,12 +66,13 @@ type CoreHello struct {
 }
 
 const (
-	msgInit   = 'I'
-	msgLocal  = 'L'
-	msgStats  = 'S'
-	msgHello  = 'H'
-	msgEvent  = 'E'
-	msgCounts = 'T'
+	msgInit    = 'I'
+	msgLocal   = 'L'
+	msgStats   = 'S'
+	msgUnfence = 'U'
+	msgHello   = 'H'
+	msgEvent   = 'E'
+	msgCounts  = 'T'
 
 	localLen  = 1 + 1 + 1 + 2 + 8 + 8 + 1 + 8 + 8 + 8 + 8
 	eventLen  = 1 + 1 + 1 + 8 + FrameLen
@@ -142,8 +150,9 @@ func pathIndex(name string) byte {
 // ServeCore runs the child's side on conn (the SEQPACKET socket to the
 // parent) until the parent goes away. isolate applies real-time scheduling
 // and memory locking as cfg asks and says what it got; it runs after the
-// config is read and before any path is opened.
-func ServeCore(conn net.Conn, isolate func(CoreConfig) CoreHello) error {
+// config is read and before any path is opened. fence releases cfg.VIPs
+// when the agent's lease runs out.
+func ServeCore(conn net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreConfig)) error {
 	buf := make([]byte, 64<<10)
 	n, err := conn.Read(buf)
 	if err != nil {
@@ -220,10 +229,28 @@ func ServeCore(conn net.Conn, isolate func(CoreConfig) CoreHello) error {
 			conn.Close()
 			return err
 		case <-ep.renewed:
-			ep.SetMuted(false)
 			lease.Reset(cfg.Lease)
+		case <-ep.unfence:
+			ep.setFenced(false)
 		case <-lease.C:
-			ep.SetMuted(true)
+			// A locked node never changes role by itself, not even
+			// hung: the operator has said no failover now.
+			ep.mu.Lock()
+			locked := ep.local.Flags&FlagLocked != 0
+			ep.mu.Unlock()
+			if ep.fenced.Load() || locked {
+				continue
+			}
+			ep.setFenced(true)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				fence(cfg)
+			}()
+			select {
+			case ep.events <- Event{Kind: Fenced, At: time.Now()}:
+			case <-ctx.Done():
+			}
 		}
 	}
 }
@@ -269,6 +296,11 @@ func readParent(ctx context.Context, conn net.Conn, ep *Endpoint, buf []byte) er
 			ep.setLocal(&l, sendNow)
 			select {
 			case ep.renewed <- struct{}{}:
+			default:
+			}
+		case msgUnfence:
+			select {
+			case ep.unfence <- struct{}{}:
 			default:
 			}
 		case msgStats:
@@ -365,6 +397,16 @@ func (c *Core) send(now bool) {
 	}
 	putLocal(b[:], &c.local, time.Now(), now)
 	c.conn.Write(b[:])
+}
+
+// Unfence tells the core the agent has handled Fenced: its frames may say
+// what the agent says again.
+func (c *Core) Unfence() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		c.conn.Write([]byte{msgUnfence})
+	}
 }
 
 // Stats asks the child for its counters; if it does not answer promptly,

@@ -72,10 +72,11 @@ const (
 	PeerLost                   // every path silent for the dead interval
 	PeerFrame                  // an authentic, fresh frame
 	Running                    // the endpoint sends and listens: the first event of Run
+	Fenced                     // the agent's lease ran out: the core said FAULT and released the VIPs
 )
 
 func (k EventKind) String() string {
-	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running"}[k]
+	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running", "fenced"}[k]
 }
 
 // Event is one observation, stamped with the monotonic time it was made.
@@ -113,9 +114,11 @@ type Endpoint struct {
 	peerHeld  [HeldKeys]uint32
 	peerKnown bool
 
-	// muted stops the heartbeats: the agent's lease ran out (ServeCore).
-	muted   atomic.Bool
+	// fenced marks every frame FAULT: the agent's lease ran out
+	// (ServeCore), and the peer must take over at once.
+	fenced  atomic.Bool
 	renewed chan struct{}
+	unfence chan struct{}
 	persist chan uint64 // the peer's generation, to write to StateDir
 
 	mu     sync.Mutex
@@ -175,6 +178,7 @@ func New(cfg Config, paths ...Path) (*Endpoint, error) {
 		kick:    make(chan struct{}, 1),
 		rx:      make(chan rxFrame, 64),
 		renewed: make(chan struct{}, 1),
+		unfence: make(chan struct{}, 1),
 		persist: make(chan uint64, 1),
 	}
 	if cfg.StateDir != "" {
@@ -232,8 +236,12 @@ func (e *Endpoint) setLocal(l *Local, now bool) {
 	}
 }
 
-// SetMuted stops (true) or resumes sending heartbeats.
-func (e *Endpoint) SetMuted(m bool) { e.muted.Store(m) }
+// setFenced marks (true) every frame FAULT from now on, sending one at
+// once, or stops marking them.
+func (e *Endpoint) setFenced(f bool) {
+	e.fenced.Store(f)
+	e.SendNow()
+}
 
 // SendNow sends a frame on every path now.
 func (e *Endpoint) SendNow() {
@@ -490,9 +498,6 @@ func (e *Endpoint) nextDeadline(now time.Time) time.Duration {
 }
 
 func (e *Endpoint) sendAll(buf []byte) {
-	if e.muted.Load() {
-		return
-	}
 	now := time.Now()
 	e.mu.Lock()
 	l := e.local
@@ -501,6 +506,9 @@ func (e *Endpoint) sendAll(buf []byte) {
 		frozen = *l.Frozen
 	}
 	e.mu.Unlock()
+	if e.fenced.Load() {
+		l.Flags |= FlagFault
+	}
 	f := Frame{
 		Cluster: e.cfg.Cluster, Node: e.cfg.Node, Role: l.Role, Flags: l.Flags,
 		Generation: e.cfg.Generation, ActiveFor: -1, LastNewSession: -1,

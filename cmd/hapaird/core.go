@@ -3,14 +3,17 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hapair/hapair/heartbeat"
+	"github.com/hapair/hapair/vip"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,11 +34,33 @@ func runCore() int {
 		fmt.Fprintln(os.Stderr, "hapaird heartbeat core:", err)
 		return 1
 	}
-	if err := heartbeat.ServeCore(conn, isolate); err != nil {
+	if err := heartbeat.ServeCore(conn, isolate, fence); err != nil {
 		fmt.Fprintln(os.Stderr, "hapaird heartbeat core:", err)
 		return 1
 	}
 	return 0
+}
+
+// fence releases the node's VIPs for a core whose agent stopped renewing
+// its lease: a hung agent must not keep them until their kernel lease runs
+// out while the peer, told FAULT, takes them over.
+func fence(cfg heartbeat.CoreConfig) {
+	var addrs []vip.Addr
+	for _, s := range cfg.VIPs {
+		p, ifn, _ := strings.Cut(s, " ")
+		if pr, err := netip.ParsePrefix(p); err == nil {
+			addrs = append(addrs, vip.Addr{Prefix: pr, Interface: ifn})
+		}
+	}
+	m, err := vip.New(addrs, vip.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hapaird heartbeat core: fencing:", err)
+		return
+	}
+	defer m.Close()
+	if _, err := m.Cleanup(); err != nil {
+		fmt.Fprintln(os.Stderr, "hapaird heartbeat core: fencing:", err)
+	}
 }
 
 // isolate gives the core what lets it run on time on a busy node: locked

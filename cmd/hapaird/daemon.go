@@ -147,6 +147,9 @@ func runDaemon(cfg *config.Config, self *config.Node, rule string, log *slog.Log
 		Lease:        coreLease(cfg.DeadInterval),
 		RTPriority:   coreRTPriority,
 	}
+	for _, v := range cfg.VIPs {
+		coreCfg.VIPs = append(coreCfg.VIPs, v.Prefix.String()+" "+v.VIPInterface(self))
+	}
 	if peer.HeartbeatMAC != nil {
 		coreCfg.RawPeerMAC = peer.HeartbeatMAC.String()
 	}

@@ -422,3 +422,47 @@ func TestOperatorCommandsOnlyOnTheAdminSocket(t *testing.T) {
 		t.Fatal("the admin socket's lock is not in force")
 	}
 }
+
+// Issue 18.1: a hung agent still fails over, and the VIP leaves the hung
+// node at once rather than when its kernel lease runs out. Only the
+// active's hapaird is stopped (SIGSTOP; its heartbeat core, host and links
+// run on): the core's lease from the agent runs out, it tells the peer
+// FAULT and releases the VIPs; resumed, the agent comes back standby.
+func TestStoppedAgentIsFenced(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{Lease: "10s"})
+	act := settle(t, c)
+	sb := other(act)
+	if err := c.WaitSynced(act, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	vip := labnet.VIP.Addr()
+	stopped := time.Now()
+	if err := c.Signal(act, syscall.SIGSTOP, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Signal(act, syscall.SIGCONT, 0)
+	// Well before the 10 s kernel lease: the core's lease is 3 s at the
+	// default profile.
+	for !c.Holds(sb, vip) || c.Holds(act, vip) {
+		if time.Since(stopped) > 8*time.Second {
+			t.Fatalf("%v after SIGSTOP: %s holds the VIP %v, the stopped %s %v", time.Since(stopped), sb, c.Holds(sb, vip), act, c.Holds(act, vip))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("VIP on %s and off the stopped %s %v after SIGSTOP", sb, act, time.Since(stopped).Round(time.Millisecond))
+	if err := c.Signal(act, syscall.SIGCONT, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.Status(sb); err != nil || s.Role != "ACTIVE" || !c.Holds(sb, vip) || c.Holds(act, vip) {
+		t.Fatalf("after the resume: %s %+v %v", sb, s, err)
+	}
+	none, both := holders.Stop()
+	if none > 0 || both > 300*time.Millisecond {
+		t.Errorf("holders: none for %v, two for %v (the dead interval is 300ms)", none, both)
+	}
+}

@@ -33,6 +33,8 @@ type Heartbeat interface {
 	SetLocal(heartbeat.Local)
 	UpdateLocal(func(*heartbeat.Local))
 	Stats() heartbeat.Stats
+	// Unfence says a Fenced event has been handled.
+	Unfence()
 }
 
 // VIPs is what the agent needs of the VIP manager.
@@ -504,6 +506,15 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		return a.step(election.Event{Kind: election.PathDown, Now: ev.At, Path: ev.Path})
 	case heartbeat.PeerAlive:
 		a.log.Info("peer heard", "op", "peer", "peer", a.opt.Peer, "path", ev.Path)
+	case heartbeat.Fenced:
+		// This loop stopped renewing the heartbeat core's lease (the
+		// process was stopped, or starved): the core has told the peer
+		// FAULT, so it took over, and released the VIPs. This node must
+		// not come back believing it is active: a fault, at once over.
+		a.log.Error("the agent stalled past its lease: the heartbeat core released the VIPs and told the peer to take over", "op", "fenced")
+		exit := a.setFault("agent:stalled", "the agent stalled past its lease", ev.At) || a.setFault("agent:stalled", "", ev.At)
+		a.opt.Heartbeat.Unfence()
+		return exit
 	}
 	return false
 }

@@ -35,6 +35,11 @@ type Machine struct {
 	peerSeen bool
 	peer     Peer
 	down     map[string]bool // heartbeat paths down: degraded
+	// heard says, per path, whether the peer hears us there; unheardAt
+	// is when it last came to hear us on none, splitAt when we last began
+	// to see it active while we are.
+	heard              map[string]bool
+	unheardAt, splitAt time.Time
 	// written is this node's store position; peerActiveWritten the last
 	// position the peer advertised while active.
 	written           uint64
@@ -57,7 +62,7 @@ func New(cfg Config) *Machine {
 	if cfg.HandoffBound == 0 {
 		cfg.HandoffBound = 2 * cfg.Dead
 	}
-	return &Machine{cfg: cfg, healthy: true, down: map[string]bool{}}
+	return &Machine{cfg: cfg, healthy: true, down: map[string]bool{}, heard: map[string]bool{}}
 }
 
 // Role is the current role.
@@ -121,6 +126,7 @@ func (m *Machine) Step(ev Event) []Action {
 			return nil // the start-up window has not begun
 		}
 		m.tick(ev.Now)
+		m.oneWaySplit(ev.Now)
 	case PeerFrame:
 		m.peerFrame(ev)
 	case PeerLost:
@@ -141,6 +147,12 @@ func (m *Machine) Step(ev Event) []Action {
 		m.handOff(ev.Now, false, ev.Force)
 	case NewSession:
 		m.lastNewSession = ev.Now
+	case Heard:
+		was := m.heardAnywhere()
+		m.heard[ev.Path] = ev.Heard
+		if was && !m.heardAnywhere() {
+			m.unheardAt = ev.Now
+		}
 	}
 	return m.acts
 }
@@ -176,6 +188,45 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 	if to != Active {
 		m.emit(Action{Kind: Advertise})
 	}
+}
+
+// heardAnywhere says whether the peer hears us on some path.
+func (m *Machine) heardAnywhere() bool {
+	for _, h := range m.heard {
+		if h {
+			return true
+		}
+	}
+	return false
+}
+
+// Unheard says whether this node hears its peer but the peer hears it on
+// no path: a one-way link.
+func (m *Machine) Unheard() bool { return m.peerSeen && !m.heardAnywhere() }
+
+// oneWaySplit handles both nodes active while the peer does not hear us
+// (design.md section 4): the peer can never learn it lost an arbitration,
+// so both would stay active for as long as the fault lasts. This node, the
+// one that sees the whole picture, yields, once the condition has held for
+// a dead interval (after a healed isolation both hear each other within an
+// interval and arbitrate as usual). A locked node never changes role by
+// itself: it reports.
+func (m *Machine) oneWaySplit(now time.Time) {
+	if m.role != Active || !m.peerSeen || m.peer.Role != Active || m.peer.Leaving || m.leaving || !m.Unheard() {
+		return
+	}
+	since := m.splitAt
+	if m.unheardAt.After(since) {
+		since = m.unheardAt
+	}
+	if now.Sub(since) < m.cfg.Dead {
+		return
+	}
+	if m.locked {
+		m.emit(Action{Kind: Report, Reason: "one-way link: both nodes active and the peer does not hear this locked node; fix the link or unlock"})
+		return
+	}
+	m.become(Standby, now, "one-way link: the peer is active and does not hear this node; yielding")
 }
 
 // peerNewer says whether the peer holds newer session state than this
@@ -279,6 +330,9 @@ func (m *Machine) peerFrame(ev Event) {
 		case m.leaving && p.Role == Active:
 			m.finishHandOff(ev.Now, "handoff: peer is active")
 		case p.Role == Active && !p.Leaving && !m.leaving:
+			if prev.Role != Active || !prevSeen {
+				m.splitAt = ev.Now
+			}
 			m.splitBrain(ev.Now, p)
 		case !m.healthy && !m.locked && m.peerEligible():
 			// We kept the VIPs in fault for want of a standby; now there
@@ -312,6 +366,9 @@ func (m *Machine) peerLost(now time.Time) {
 	m.peer = Peer{}
 	for p := range m.down {
 		delete(m.down, p)
+	}
+	for p := range m.heard {
+		delete(m.heard, p)
 	}
 	why := fmt.Sprintf("peer lost: all paths silent for %v", m.cfg.Dead)
 	switch {

@@ -394,3 +394,40 @@ func TestRestartedPreferredNodeDefersToNewerPeer(t *testing.T) {
 		t.Errorf("with the newer peer locked: %v", l.Role())
 	}
 }
+
+// Issue 17, design.md section 4: both active, and the peer does not hear
+// this node on any path: the peer can never learn it lost, so this node
+// yields once that has held for a dead interval; a locked node reports
+// instead; after a healed isolation, where each soon hears the other, the
+// usual arbitration decides.
+func TestOneWaySplitYields(t *testing.T) {
+	oneWay := func(locked bool) *Machine {
+		m := activeMachine(t)
+		m.Step(Event{Kind: Heard, Now: at(30), Path: "raw", Heard: true})
+		if locked {
+			m.Step(Event{Kind: Lock, Now: at(35), Locked: true})
+		}
+		m.Step(Event{Kind: Heard, Now: at(100), Path: "raw", Heard: false})
+		m.Step(Event{Kind: PeerFrame, Now: at(110), Peer: Peer{Role: Active}})
+		return m
+	}
+	m := oneWay(false)
+	if m.Step(Event{Kind: Tick, Now: at(110 + 299)}); m.Role() != Active {
+		t.Fatalf("yielded before a dead interval: %v", m.Role())
+	}
+	acts := m.Step(Event{Kind: Tick, Now: at(110 + 300)})
+	if tr, _ := transition(acts); m.Role() != Standby || !strings.Contains(tr.Reason, "one-way") || !slices.Contains(kinds(acts), ReleaseVIPs) {
+		t.Fatalf("one-way split: %v, %v", m.Role(), acts)
+	}
+	l := oneWay(true)
+	acts = l.Step(Event{Kind: Tick, Now: at(500)})
+	if l.Role() != Active || len(acts) != 1 || acts[0].Kind != Report {
+		t.Fatalf("locked: %v, %v", l.Role(), acts)
+	}
+	// Healed isolation: the peer hears us within an interval.
+	h := oneWay(false)
+	h.Step(Event{Kind: Heard, Now: at(200), Path: "raw", Heard: true})
+	if h.Step(Event{Kind: Tick, Now: at(1000)}); h.Role() != Active {
+		t.Fatalf("yielded although heard: %v", h.Role())
+	}
+}

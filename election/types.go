@@ -86,9 +86,12 @@ const (
 	Switchover
 	// NewSession: an application created a session on this node.
 	NewSession
+	// Heard: whether the peer hears this node on a path (Event.Path,
+	// Event.Heard), from the echo in its frames there.
+	Heard
 )
 
-var eventNames = [...]string{"start", "tick", "peer-frame", "peer-lost", "path-down", "path-up", "lock", "health", "vip-removed", "stop", "switchover", "new-session"}
+var eventNames = [...]string{"start", "tick", "peer-frame", "peer-lost", "path-down", "path-up", "lock", "health", "vip-removed", "stop", "switchover", "new-session", "heard"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) {
@@ -110,6 +113,7 @@ type Event struct {
 	// Written is this node's session-store position at Now; the caller
 	// sets it on every event.
 	Written uint64
+	Heard   bool // Heard
 }
 
 // ActionKind says what the caller must do.

@@ -26,6 +26,10 @@
 //	88  echo: receiver's sequence     8
 //	96  HMAC-SHA-256 over bytes 0-95 32
 //
+// The echo proves a frame fresh to its receiver (it names the receiver's
+// current boot) and tells it, per path, whether the sender hears it: a
+// one-way path is seen from the side that is not heard.
+//
 // Version 2 replaced version 1's key id (a position in the receiver's own
 // list of keys, which broke every rotation whose lists differed) with key
 // fingerprints, and added the echo.

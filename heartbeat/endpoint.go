@@ -66,17 +66,19 @@ type EventKind int
 
 // Event kinds.
 const (
-	PathUp    EventKind = iota // first authentic frame on a path, or again after it went down
-	PathDown                   // a path silent for the dead interval
-	PeerAlive                  // the peer is heard on some path
-	PeerLost                   // every path silent for the dead interval
-	PeerFrame                  // an authentic, fresh frame
-	Running                    // the endpoint sends and listens: the first event of Run
-	Fenced                     // the agent's lease ran out: the core said FAULT and released the VIPs
+	PathUp      EventKind = iota // first authentic frame on a path, or again after it went down
+	PathDown                     // a path silent for the dead interval
+	PeerAlive                    // the peer is heard on some path
+	PeerLost                     // every path silent for the dead interval
+	PeerFrame                    // an authentic, fresh frame
+	Running                      // the endpoint sends and listens: the first event of Run
+	Fenced                       // the agent's lease ran out: the core said FAULT and released the VIPs
+	PathHeard                    // the peer hears us on a path (its frames there echo ours)
+	PathUnheard                  // it no longer does, though we still hear it there
 )
 
 func (k EventKind) String() string {
-	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running", "fenced"}[k]
+	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running", "fenced", "path-heard", "path-unheard"}[k]
 }
 
 // Event is one observation, stamped with the monotonic time it was made.
@@ -113,6 +115,12 @@ type Endpoint struct {
 	// few frames whichever of ours it holds, and learn which we hold.
 	peerHeld  [HeldKeys]uint32
 	peerKnown bool
+	// sent remembers when recent frames left, by sequence, so an echo
+	// tells how fresh the peer's hearing of us is.
+	sent [sentRing]struct {
+		seq uint64
+		at  time.Time
+	}
 
 	// fenced marks every frame FAULT: the agent's lease ran out
 	// (ServeCore), and the peer must take over at once.
@@ -135,6 +143,12 @@ type pathState struct {
 	// interval counts from the later of it and lastRx, since a node that
 	// did not run could not have heard anything.
 	rearmed time.Time
+	// peerGen and peerSeq are the newest of the peer's frames heard on
+	// this path, which this path's frames echo back; heardBack says the
+	// peer's frames on this path echo one of ours sent within a dead
+	// interval: the peer hears us on it.
+	peerGen, peerSeq uint64
+	heardBack        bool
 }
 
 // silentSince is where the path's dead interval starts.
@@ -152,6 +166,10 @@ type rxFrame struct {
 	from net.Addr
 	at   time.Time
 }
+
+// sentRing is how many recent sends the endpoint remembers (at the fastest
+// profile, well over two dead intervals of frames).
+const sentRing = 64
 
 // New checks cfg and takes ownership of the paths' connections.
 func New(cfg Config, paths ...Path) (*Endpoint, error) {
@@ -420,6 +438,20 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 			return false
 		}
 	}
+	if f.Generation != p.peerGen {
+		p.peerGen, p.peerSeq = f.Generation, 0
+	}
+	p.peerSeq = max(p.peerSeq, f.Seq)
+	if heard := e.echoFresh(&f, r.at); heard != p.heardBack {
+		p.heardBack = heard
+		kind := PathUnheard
+		if heard {
+			kind = PathHeard
+		}
+		if !e.emit(ctx, Event{Kind: kind, Path: p.Name, At: r.at}) {
+			return false
+		}
+	}
 	if !*peerAlive {
 		*peerAlive = true
 		if !e.emit(ctx, Event{Kind: PeerAlive, Path: p.Name, At: r.at}) {
@@ -465,6 +497,17 @@ func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) (
 		return false, e.emit(ctx, Event{Kind: PeerLost, At: now})
 	}
 	return recheck, true
+}
+
+// echoFresh says whether f, from the peer, echoes a frame of ours that
+// left within a dead interval before at. A peer that hears us echoes a
+// frame at most an interval old, plus the way there and back.
+func (e *Endpoint) echoFresh(f *Frame, at time.Time) bool {
+	if f.EchoGeneration != e.cfg.Generation || f.EchoSeq == 0 {
+		return false
+	}
+	s := e.sent[f.EchoSeq%sentRing]
+	return s.seq == f.EchoSeq && at.Sub(s.at) <= e.cfg.Dead
 }
 
 // queued tells whether a socket holds a frame not yet read (SIOCINQ).
@@ -525,7 +568,7 @@ func (e *Endpoint) sendAll(buf []byte) {
 	}
 	e.seq++
 	f.Seq = e.seq
-	f.EchoGeneration, f.EchoSeq = e.repGen, e.reported
+	e.sent[e.seq%sentRing].seq, e.sent[e.seq%sentRing].at = e.seq, now
 	key, ok := e.signer.Choose(e.peerHeld)
 	if !e.peerKnown || !ok {
 		key = int(e.seq % uint64(e.signer.Keys()))
@@ -533,6 +576,14 @@ func (e *Endpoint) sendAll(buf []byte) {
 	for i := range e.paths {
 		p := &e.paths[i]
 		f.Path = uint8(i)
+		// The generation echoed is the peer's newest on any path (what
+		// proves the frame fresh to it); the sequence is what this path
+		// heard itself, none if it heard nothing of that generation, so
+		// the peer learns which direction of which path works.
+		f.EchoGeneration, f.EchoSeq = e.repGen, 0
+		if p.peerGen == e.repGen {
+			f.EchoSeq = p.peerSeq
+		}
 		b := e.signer.AppendFrame(buf[:0], &f, key)
 		e.mu.Lock()
 		dst := e.peers[i]

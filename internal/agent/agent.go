@@ -119,6 +119,7 @@ type Agent struct {
 	mu        sync.Mutex
 	status    control.Status
 	paths     map[string]bool
+	heardBack map[string]bool // the peer hears us, per path
 	faults    map[string]string
 	peerAt    time.Time
 	lockInfo  string
@@ -156,6 +157,7 @@ func New(opt Options) *Agent {
 		loopDone:    make(chan struct{}),
 		newSession:  make(chan struct{}, 1),
 		paths:       map[string]bool{},
+		heardBack:   map[string]bool{},
 		faults:      map[string]string{},
 		reported:    map[string]time.Time{},
 		failovers:   map[string]uint64{},
@@ -504,6 +506,17 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		}
 		a.log.Warn("heartbeat path down", "op", "path", "path", ev.Path)
 		return a.step(election.Event{Kind: election.PathDown, Now: ev.At, Path: ev.Path})
+	case heartbeat.PathHeard, heartbeat.PathUnheard:
+		heard := ev.Kind == heartbeat.PathHeard
+		a.mu.Lock()
+		a.heardBack[ev.Path] = heard
+		a.mu.Unlock()
+		if heard {
+			a.log.Info("the peer hears this node", "op", "path", "path", ev.Path)
+		} else {
+			a.log.Warn("one-way path: this node hears the peer, the peer does not hear it", "op", "path", "path", ev.Path)
+		}
+		return a.step(election.Event{Kind: election.Heard, Now: ev.At, Path: ev.Path, Heard: heard})
 	case heartbeat.PeerAlive:
 		a.log.Info("peer heard", "op", "peer", "peer", a.opt.Peer, "path", ev.Path)
 	case heartbeat.Fenced:

@@ -19,7 +19,7 @@ func (a *Agent) updateStatus() {
 		Role: a.m.Role().String(), Locked: a.m.Locked(), Profile: a.opt.Profile,
 		Interval: a.opt.Interval.String(), Dead: a.opt.Dead.String(),
 		Peer:       control.PeerStatus{Seen: seen},
-		Degraded:   seen && len(a.m.Degraded()) > 0,
+		Degraded:   seen && (len(a.m.Degraded()) > 0 || a.oneWay()),
 		SplitBrain: a.m.SplitBrain(),
 	}
 	if seen {
@@ -83,7 +83,7 @@ func (a *Agent) Status() control.Status {
 	s := a.status
 	paths := make([]control.Path, 0, len(a.paths))
 	for name, up := range a.paths {
-		paths = append(paths, control.Path{Name: name, Up: up})
+		paths = append(paths, control.Path{Name: name, Up: up, PeerHears: up && a.heardBack[name]})
 	}
 	peerAt := a.peerAt
 	a.mu.Unlock()
@@ -113,4 +113,17 @@ func (a *Agent) syncStatus() control.Sync {
 	return control.Sync{Mode: string(a.opt.SyncMode), Sessions: st.Store().Len(), Written: written, Acked: st.Store().Acked(),
 		Connected: st.Replicator().Connected(), Degraded: st.Degraded(), Snapshots: rs.Snapshots, Resumes: rs.Resumes,
 		Writes: st.Writes(), CutOff: st.Hub().CutOff()}
+}
+
+// oneWay says some path that is up does not carry this node's frames to
+// the peer. Called from the loop.
+func (a *Agent) oneWay() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for p, up := range a.paths {
+		if up && !a.heardBack[p] {
+			return true
+		}
+	}
+	return false
 }

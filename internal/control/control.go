@@ -87,10 +87,13 @@ type PeerStatus struct {
 	LastFrameAge float64 `json:"last_frame_age_ms"`
 }
 
-// Path is one heartbeat path.
+// Path is one heartbeat path, each direction: Up, this node hears the
+// peer on it; PeerHears, the peer hears this node (its frames there echo
+// ours).
 type Path struct {
-	Name string `json:"name"`
-	Up   bool   `json:"up"`
+	Name      string `json:"name"`
+	Up        bool   `json:"up"`
+	PeerHears bool   `json:"peer_hears"`
 }
 
 // Transition is a role change.

@@ -30,8 +30,11 @@ func (s Status) Text() string {
 	var paths []string
 	for _, p := range s.Paths {
 		st := "up"
-		if !p.Up {
+		switch {
+		case !p.Up:
 			st = "DOWN"
+		case !p.PeerHears:
+			st = "ONE-WAY (the peer does not hear this node)"
 		}
 		paths = append(paths, p.Name+" "+st)
 	}

@@ -23,6 +23,7 @@ var (
 	dRole       = desc("role", "1 for this node's current role.", "role")
 	dPeerSeen   = desc("peer_seen", "1 while the peer is heard on some heartbeat path.")
 	dPathUp     = desc("heartbeat_path_up", "1 while a heartbeat path is up.", "path")
+	dPathHeard  = desc("heartbeat_path_peer_hears", "1 while the peer hears this node on a heartbeat path (its frames there echo ours).", "path")
 	dSent       = desc("heartbeat_frames_sent_total", "Heartbeat frames sent.")
 	dRecv       = desc("heartbeat_frames_received_total", "Authentic heartbeat frames received.")
 	dDropped    = desc("heartbeat_frames_dropped_total", "Heartbeat frames dropped, by reason.", "reason")
@@ -48,7 +49,7 @@ var (
 type collector struct{ status func() control.Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dSent, dRecv, dDropped, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr} {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr} {
 		ch <- d
 	}
 }
@@ -74,6 +75,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	g(dPeerSeen, b2f(s.Peer.Seen))
 	for _, p := range s.Paths {
 		g(dPathUp, b2f(p.Up), p.Name)
+		g(dPathHeard, b2f(p.PeerHears), p.Name)
 	}
 	n(dSent, float64(s.Frames.Sent))
 	n(dRecv, float64(s.Frames.Received))

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/internal/labnet"
+)
+
+// dropHeartbeatsAt drops, at node's ingress, the heartbeat frames its peer
+// sends: on the raw path (EtherType 0x88B5) and, with udp, on the UDP path
+// (port 7405), leaving everything else (replication included) alone, as a
+// NIC that lost its receive side or a switch filter would. An nftables
+// netdev ingress hook does it (tc's classifiers are not in every kernel).
+// The returned function heals it.
+func dropHeartbeatsAt(t *testing.T, c *labnet.Cluster, node string, udp bool) (heal func()) {
+	t.Helper()
+	nft := func(rules string) {
+		t.Helper()
+		cmd := labnet.Command(c.Node(node), "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(rules)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nft: %v\n%s\n%s", err, rules, out)
+		}
+	}
+	rules := "table netdev hplab_oneway {\n" +
+		"  chain hb { type filter hook ingress device \"" + labnet.Heartbeat + "\" priority 0; ether type 0x88b5 drop; }\n"
+	if udp {
+		rules += "  chain rep { type filter hook ingress device \"" + labnet.Repl + "\" priority 0; udp dport 7405 drop; }\n"
+	}
+	nft(rules + "}\n")
+	healed := false
+	heal = func() {
+		if !healed {
+			healed = true
+			nft("delete table netdev hplab_oneway\n")
+		}
+	}
+	t.Cleanup(heal)
+	return heal
+}
+
+// Issue 17: the active's heartbeats are lost at the standby's ingress on
+// both paths, in one direction only. The standby takes over after the dead
+// interval; the old active still hears it, sees that it is not heard, and,
+// since the standby can never learn that it lost, yields: one holder again
+// within two dead intervals of the takeover, for as long as the fault
+// lasts. Healed, the pair is one active and one standby in sync.
+func TestOneWayLossEndsWithOneActive(t *testing.T) {
+	for _, profile := range []string{"default", "fast"} {
+		t.Run(profile, func(t *testing.T) {
+			c := cluster(t, labnet.ConfigOptions{Profile: profile})
+			act := settle(t, c)
+			sb := other(act)
+			if err := c.WaitSynced(act, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			s, _ := c.Status(act)
+			dead, _ := time.ParseDuration(s.Dead)
+			heal := dropHeartbeatsAt(t, c, sb, true)
+			vip := labnet.VIP.Addr()
+			// The standby takes over...
+			for deadline := time.Now().Add(5 * time.Second); !c.Holds(sb, vip); time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s did not take over", sb)
+				}
+			}
+			took := time.Now()
+			// ...and within two dead intervals the old active has let go.
+			for c.Holds(act, vip) {
+				if time.Since(took) > 2*dead+500*time.Millisecond { // the bound, plus slack for a loaded machine
+					t.Fatalf("both hold the VIP %v after the takeover", time.Since(took))
+				}
+				time.Sleep(time.Millisecond)
+			}
+			t.Logf("two holders for %v after the takeover (dead interval %v)", time.Since(took).Round(time.Millisecond), dead)
+			// The VIP goes before the status says so.
+			if err := c.WaitRole(act, "STANDBY", time.Second); err != nil {
+				t.Fatal(err)
+			}
+			holders := c.WatchHolders()
+			defer holders.Stop()
+			for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+				if st, err := c.Status(act); err == nil && st.Role == "ACTIVE" {
+					t.Fatalf("%s active again during the fault", act)
+				}
+			}
+			if none, both := holders.Stop(); none > 0 || both > 0 {
+				t.Errorf("during the fault: no holder for %v, two for %v", none, both)
+			}
+			heal()
+			if err := c.WaitSynced(sb, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
+				t.Fatalf("after healing: %v", err)
+			}
+			if !c.Holds(sb, vip) || c.Holds(act, vip) {
+				t.Fatalf("after healing: %s holds the VIP %v, %s %v", sb, c.Holds(sb, vip), act, c.Holds(act, vip))
+			}
+		})
+	}
+}
+
+// One-way loss on one path only: no transition at all, and the path shows
+// as one-way from the side that is not heard.
+func TestOneWayLossOnOnePathIsDegraded(t *testing.T) {
+	c := cluster(t, labnet.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	before, err := c.Status(act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropHeartbeatsAt(t, c, sb, false) // the raw path only
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s, err := c.Status(act)
+		if err == nil && s.Degraded && len(s.Paths) == 2 && s.Paths[0].Name == "raw" && s.Paths[0].Up && !s.Paths[0].PeerHears && s.Paths[1].PeerHears {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's status does not show raw one-way: %+v", act, s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // several dead intervals, for a transition that must not come
+	after, err := c.Status(act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbs, err := c.Status(sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Role != "ACTIVE" || sbs.Role != "STANDBY" || after.LastTransition.At != before.LastTransition.At {
+		t.Fatalf("a transition on one-way loss of one path: %s %s, %+v", after.Role, sbs.Role, after.LastTransition)
+	}
+	if sbs.Degraded != true {
+		t.Errorf("%s (not hearing raw) does not say degraded: %+v", sb, sbs.Paths)
+	}
+}

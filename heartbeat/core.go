@@ -353,6 +353,14 @@ type Core struct {
 	conn  net.Conn
 	local Local
 	last  Stats
+	hello CoreHello
+}
+
+// Isolation says what the child got: real-time scheduling, locked memory.
+func (c *Core) Isolation() CoreHello {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hello
 }
 
 // NewCore prepares a core. start launches the child and returns the
@@ -456,6 +464,9 @@ func (c *Core) Run(ctx context.Context) error {
 	}
 	var hello CoreHello
 	json.Unmarshal(buf[1:n], &hello)
+	c.mu.Lock()
+	c.hello = hello
+	c.mu.Unlock()
 	if c.OnHello != nil {
 		c.OnHello(hello)
 	}

@@ -10,10 +10,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hapair/hapair/config"
@@ -31,6 +33,7 @@ const usage = `usage: hapairctl COMMAND [flags]
 
 commands:
   status       this node's and its peer's state (--json for scripts)
+  role         print this node's role; exit 0 if ACTIVE, 1 if not, 3 if hapaird is not running
   switchover   hand the VIPs to the standby, make-before-break (--force on a locked node)
   lock         lock this node: it never changes role by itself (--reason TEXT)
   unlock       remove this node's lock
@@ -68,6 +71,11 @@ func parseCommon(name string, args []string, stderr io.Writer, extra func(*flag.
 	if err := fs.Parse(args); err != nil {
 		return nil, false
 	}
+	// Nothing is silently ignored: `lock "reason"` means --reason.
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "hapairctl %s: unexpected argument %q (hapairctl help)\n", name, fs.Arg(0))
+		return nil, false
+	}
 	c.resolve()
 	return c, true
 }
@@ -96,6 +104,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "status":
 		return status(rest, stdout, stderr)
+	case "role":
+		return role(rest, stdout, stderr)
 	case "switchover":
 		return switchover(rest, stdout, stderr)
 	case "lock":
@@ -131,8 +141,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	s, err := control.NewClient(c.socket).Status(ctx)
 	if err != nil {
-		fmt.Fprintln(stderr, "hapairctl status:", err)
-		return 1
+		return failed(stderr, "status", c.socket, err)
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -141,6 +150,45 @@ func status(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprint(stdout, s.Text())
+	return 0
+}
+
+// Exit codes: 0 ok, 1 error, 2 usage, 3 the daemon is not running.
+const exitDown = 3
+
+// failed reports err of command name in one line and picks the exit code:
+// nothing listening on the socket is "not running" (3).
+func failed(stderr io.Writer, name, socket string, err error) int {
+	var op *net.OpError
+	if errors.Is(err, control.ErrDown) || (errors.As(err, &op) && op.Op == "dial" && !errors.Is(err, syscall.EACCES)) {
+		fmt.Fprintf(stderr, "hapairctl %s: hapaird is not running (no answer on %s)\n", name, socket)
+		return exitDown
+	}
+	if errors.Is(err, syscall.EACCES) {
+		fmt.Fprintf(stderr, "hapairctl %s: permission denied on %s: status and sessions need group hapair, operator commands root\n", name, socket)
+		return 1
+	}
+	fmt.Fprintf(stderr, "hapairctl %s: %v\n", name, err)
+	return 1
+}
+
+// role answers "is this node active" by exit code, for scripts: 0 active,
+// 1 not active (the role is printed), 3 the daemon is not running.
+func role(args []string, stdout, stderr io.Writer) int {
+	c, ok := parseCommon("role", args, stderr, nil)
+	if !ok {
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := control.NewClient(c.socket).Status(ctx)
+	if err != nil {
+		return failed(stderr, "role", c.socket, err)
+	}
+	fmt.Fprintln(stdout, s.Role)
+	if s.Role != "ACTIVE" {
+		return 1
+	}
 	return 0
 }
 
@@ -156,8 +204,7 @@ func switchover(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	start := time.Now()
 	if err := control.NewClient(config.AdminSocket(c.socket)).Switchover(ctx, force); err != nil {
-		fmt.Fprintln(stderr, "hapairctl switchover:", err)
-		return 1
+		return failed(stderr, "switchover", config.AdminSocket(c.socket), err)
 	}
 	fmt.Fprintf(stdout, "switched over in %v: the peer is active\n", time.Since(start).Round(time.Microsecond))
 	return 0

@@ -84,3 +84,28 @@ func TestKeygen(t *testing.T) {
 		t.Fatal("existing key replaced without --force")
 	}
 }
+
+// Issue 15.5/15.6: exit codes follow the conventions (0 ok, 1 error, 2
+// usage, 3 not running), nothing is silently ignored, and "am I active" is
+// a scriptable exit code.
+func TestExitCodes(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, c := range []struct {
+		args []string
+		rc   int
+		want string
+	}{
+		{[]string{"status", "--socket", sock}, 3, "hapaird is not running"},
+		{[]string{"role", "--socket", sock}, 3, "hapaird is not running"},
+		{[]string{"sessions", "--socket", sock}, 3, "hapaird is not running"},
+		{[]string{"switchover", "--socket", sock}, 3, "hapaird is not running"},
+		{[]string{"status", "foo", "--json", "--socket", sock}, 2, `unexpected argument "foo"`},
+		{[]string{"lock", "maintenance", "--socket", sock}, 2, `unexpected argument "maintenance"`},
+	} {
+		var out, errb bytes.Buffer
+		rc := run(append(c.args, "-c", "/nonexistent.toml"), &out, &errb)
+		if rc != c.rc || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, rc, errb.String(), c.rc, c.want)
+		}
+	}
+}

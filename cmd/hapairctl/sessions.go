@@ -29,8 +29,7 @@ func sessions(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	list, err := client.New(c.socket).List(ctx)
 	if err != nil {
-		fmt.Fprintln(stderr, "hapairctl sessions:", err)
-		return 1
+		return failed(stderr, "sessions", c.socket, err)
 	}
 	if asJSON {
 		json.NewEncoder(stdout).Encode(list)
@@ -61,8 +60,7 @@ func events(args []string, stdout, stderr io.Writer) int {
 	enc := json.NewEncoder(stdout)
 	err := client.New(c.socket).Events(ctx, func(ev statesync.Event) { enc.Encode(ev) })
 	if err != nil && ctx.Err() == nil {
-		fmt.Fprintln(stderr, "hapairctl events:", err)
-		return 1
+		return failed(stderr, "events", c.socket, err)
 	}
 	return 0
 }

@@ -97,6 +97,19 @@ func isolate(cfg heartbeat.CoreConfig) heartbeat.CoreHello {
 	return h
 }
 
+// canRealTime says whether this process may take the real-time priority the
+// heartbeat core asks for: it tries on a thread of its own and goes back.
+func canRealTime() error {
+	done := make(chan error)
+	go func() {
+		// The thread ends with the goroutine, scheduling and all.
+		runtime.LockOSThread()
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_RR, Priority: coreRTPriority}
+		done <- unix.SchedSetAttr(0, &attr, 0)
+	}()
+	return <-done
+}
+
 // startCore runs the heartbeat core as a child of this process: the same
 // executable (/proc/self/exe, so an upgrade that replaced the file still
 // starts this version), connected by a SEQPACKET socket pair.

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/hapair/hapair/config"
+	"github.com/hapair/hapair/heartbeat"
 )
 
 // version is stamped by the build (-ldflags "-X main.version=...").
@@ -47,6 +49,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.stateDir, "state-dir", "", "override the config's state_dir (lock file, boot generation)")
 	fs.StringVar(&o.socket, "socket", "", "override the config's socket")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	// "hapaird version" or "hapaird help" must not start a daemon.
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "hapaird: unexpected argument %q: hapaird takes flags only (hapaird --help)\n", fs.Arg(0))
 		return 2
 	}
 	if o.version {
@@ -115,7 +125,15 @@ func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule stri
 		vips = append(vips, v.Prefix.String()+" on "+v.VIPInterface(self))
 	}
 	fmt.Fprintf(w, "VIPs:        %s (lease %v, %d announcements %v apart)\n", strings.Join(vips, ", "), cfg.Lease, cfg.GARPCount, cfg.GARPSpacing)
-	fmt.Fprintf(w, "keys:        %d (signing with %s)\n", len(cfg.Keys), cfg.KeyFiles[0])
+	var fps []string
+	for _, k := range cfg.Keys {
+		fps = append(fps, fmt.Sprintf("%08x", heartbeat.Fingerprint(k)))
+	}
+	fmt.Fprintf(w, "keys:        %d, newest first, fingerprints %s\n", len(cfg.Keys), strings.Join(fps, " "))
+	fmt.Fprintf(w, "operators:   %s (root only)\n", config.AdminSocket(cfg.Socket))
+	if err := canRealTime(); err != nil && cfg.DeadInterval < config.Profiles["default"].Dead {
+		fmt.Fprintf(warn, "warning: profile %s (dead interval %v) without real-time scheduling for the heartbeat core (%v): a loaded node may take its own stall for the peer's silence\n", cfg.Profile, cfg.DeadInterval, err)
+	}
 	fmt.Fprintf(w, "state:       %s, socket %s\n", cfg.StateDir, cfg.Socket)
 	if len(cfg.Checks) > 0 {
 		fmt.Fprintf(w, "checks:      %d\n", len(cfg.Checks))

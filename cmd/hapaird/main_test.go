@@ -60,3 +60,19 @@ func TestCheckUnknownNode(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q: want a failure naming gamma", rc, errb.String())
 	}
 }
+
+// Issue 15.5: "hapaird version" or any stray argument must not start a
+// daemon; --help is not an error.
+func TestStrayArgumentsStartNothing(t *testing.T) {
+	path := exampleConfig(t, "")
+	for _, args := range [][]string{{"version"}, {"help"}, {"-c", path, "start"}} {
+		var out, errb bytes.Buffer
+		if rc := run(args, &out, &errb); rc != 2 || !strings.Contains(errb.String(), "unexpected argument") {
+			t.Errorf("%v: exit %d, %q", args, rc, errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if rc := run([]string{"--help"}, &out, &errb); rc != 0 {
+		t.Errorf("--help: exit %d", rc)
+	}
+}

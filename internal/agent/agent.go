@@ -35,6 +35,9 @@ type Heartbeat interface {
 	Stats() heartbeat.Stats
 	// Unfence says a Fenced event has been handled.
 	Unfence()
+	// Isolation says whether liveness runs with real-time scheduling and
+	// locked memory.
+	Isolation() heartbeat.CoreHello
 }
 
 // VIPs is what the agent needs of the VIP manager.

@@ -35,6 +35,7 @@ func (f *fakeHB) Run(ctx context.Context) error {
 }
 func (f *fakeHB) Events() <-chan heartbeat.Event       { return f.events }
 func (f *fakeHB) Unfence()                             {}
+func (f *fakeHB) Isolation() heartbeat.CoreHello       { return heartbeat.CoreHello{} }
 func (f *fakeHB) Stats() heartbeat.Stats               { return heartbeat.Stats{} }
 func (f *fakeHB) UpdateLocal(u func(*heartbeat.Local)) { f.mu.Lock(); u(&f.local); f.mu.Unlock() }
 func (f *fakeHB) SetLocal(l heartbeat.Local) {

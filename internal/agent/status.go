@@ -92,6 +92,13 @@ func (a *Agent) Status() control.Status {
 	if !peerAt.IsZero() {
 		s.Peer.LastFrameAge = float64(time.Since(peerAt).Microseconds()) / 1000
 	}
+	iso := a.opt.Heartbeat.Isolation()
+	s.Core = control.Core{RealTime: iso.RealTime, MemoryLocked: iso.Locked, Problems: []string{}}
+	for _, e := range []string{iso.RTError, iso.LockError} {
+		if e != "" {
+			s.Core.Problems = append(s.Core.Problems, e)
+		}
+	}
 	st := a.opt.Heartbeat.Stats()
 	s.Frames = control.Frames{Sent: st.Sent, Received: st.Received, Dropped: st.Drops}
 	s.Sync = a.syncStatus()

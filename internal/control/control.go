@@ -35,6 +35,7 @@ type Status struct {
 
 	Peer       PeerStatus `json:"peer"`
 	Paths      []Path     `json:"paths"`
+	Core       Core       `json:"heartbeat_core"`
 	Degraded   bool       `json:"degraded"`
 	SplitBrain bool       `json:"split_brain"`
 	Faults     []string   `json:"faults,omitempty"`
@@ -85,6 +86,14 @@ type PeerStatus struct {
 	Locked       bool    `json:"locked,omitempty"`
 	Fault        bool    `json:"fault,omitempty"`
 	LastFrameAge float64 `json:"last_frame_age_ms"`
+}
+
+// Core is the isolation the heartbeat core runs with: without real-time
+// scheduling and locked memory a loaded node may miss heartbeats.
+type Core struct {
+	RealTime     bool     `json:"realtime"`
+	MemoryLocked bool     `json:"memory_locked"`
+	Problems     []string `json:"problems"`
 }
 
 // Path is one heartbeat path, each direction: Up, this node hears the

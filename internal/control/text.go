@@ -43,6 +43,9 @@ func (s Status) Text() string {
 		deg = " (degraded)"
 	}
 	fmt.Fprintf(&b, "heartbeat: %s%s; every %s, dead after %s (%s)\n", strings.Join(paths, ", "), deg, s.Interval, s.Dead, s.Profile)
+	if !s.Core.RealTime || !s.Core.MemoryLocked {
+		fmt.Fprintf(&b, "heartbeat core WITHOUT real-time scheduling or locked memory: a loaded node may miss heartbeats (%s)\n", strings.Join(s.Core.Problems, "; "))
+	}
 	holding := "none"
 	if len(s.Holding) > 0 {
 		holding = strings.Join(s.Holding, ", ")

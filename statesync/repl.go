@@ -73,7 +73,9 @@ func NewReplicator(store *Store, cfg ReplConfig) *Replicator {
 }
 
 // SetActive switches between leading and following. A node that becomes
-// active starts a new epoch, so standbys of the old stream take a snapshot.
+// active starts a new epoch (epoch; 0 when the caller has set it in the
+// store already), so standbys of the old stream take a snapshot, or resume
+// (Store.Resume).
 func (r *Replicator) SetActive(active bool, epoch uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -83,7 +85,7 @@ func (r *Replicator) SetActive(active bool, epoch uint64) {
 	r.active = active
 	r.roleStop()
 	r.roleCtx, r.roleStop = context.WithCancel(context.Background())
-	if active {
+	if active && epoch != 0 {
 		r.store.SetEpoch(epoch)
 	}
 	select {

@@ -236,7 +236,7 @@ func TestSyncWriteWaitsForTheStandby(t *testing.T) {
 			leader := startNode(t, NewStore(Limits{}), "", [][]byte{key}, true)
 			follower := startNodeCfg(t, NewStore(Limits{}), ReplConfig{Keys: [][]byte{key}, Peer: leader.ln.Addr().String(), Poll: poll}, false)
 			svc := NewService(leader.store, leader.repl, ServiceConfig{Mode: Sync, SyncPoll: poll, SyncTimeout: 5 * time.Second})
-			svc.SetRole("ACTIVE", true, "a", 1)
+			svc.SetRole(1, "ACTIVE", true, "a", 1)
 			waitFor(t, "standby attached", func() bool { return leader.repl.Connected() && leader.repl.pump.Load() != nil })
 			// The pollers' duplicate of the socket must not leak into
 			// hooks and checks the daemon starts.

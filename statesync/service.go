@@ -48,6 +48,7 @@ type Service struct {
 	hub   *Hub
 
 	mu       sync.RWMutex
+	roleGen  uint64 // the newest SetRole applied
 	role     string
 	active   bool
 	activeAt string // the active node's name, for errors on a standby
@@ -78,11 +79,32 @@ func (s *Service) Replicator() *Replicator { return s.repl }
 func (s *Service) Hub() *Hub { return s.hub }
 
 // SetRole tells the service this node's role and which node is active.
-func (s *Service) SetRole(role string, active bool, activeNode string, epoch uint64) {
+// gen numbers the caller's role changes in the order it made them. Only a
+// promotion waits for the store (its new epoch waits out a snapshot load
+// or a listing of every session), so the caller may make it off its loop;
+// a later change that overtakes it wins, and the promotion is dropped: a
+// demotion never waits for the store and never loses to an older
+// promotion.
+func (s *Service) SetRole(gen uint64, role string, active bool, activeNode string, epoch uint64) {
+	if active {
+		s.mu.Lock()
+		stale := gen < s.roleGen
+		s.mu.Unlock()
+		if stale {
+			return
+		}
+		s.store.SetEpoch(epoch)
+	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gen < s.roleGen {
+		return
+	}
+	s.roleGen = gen
 	s.role, s.active, s.activeAt = role, active, activeNode
-	s.mu.Unlock()
-	s.repl.SetActive(active, epoch)
+	// Under the lock: a demotion and an overtaken promotion must not
+	// reach the replicator in the wrong order.
+	s.repl.SetActive(active, 0)
 }
 
 // Pause holds new writes (for a switchover) until Resume.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // streamConn starts an active node's API on a unix socket and opens the
@@ -19,7 +20,7 @@ func streamConn(t *testing.T, lim Limits) (*Store, net.Conn, *bufio.Reader) {
 	t.Helper()
 	store := NewStore(lim)
 	svc := NewService(store, NewReplicator(store, ReplConfig{}), ServiceConfig{})
-	svc.SetRole("ACTIVE", true, "a", 1)
+	svc.SetRole(1, "ACTIVE", true, "a", 1)
 	mux := http.NewServeMux()
 	svc.Register(mux)
 	sock := filepath.Join(t.TempDir(), "api.sock")
@@ -107,5 +108,40 @@ func TestStreamBatchAnswersInOrder(t *testing.T) {
 	c.Write([]byte{0, 0, 0, 1, 1})
 	if _, err := br.ReadByte(); err == nil {
 		t.Error("the stream went on after a bad length")
+	}
+}
+
+// Issue 14.6: a role change never waits for the store. A promotion that
+// does (the store is busy: a snapshot load, a listing of every session)
+// is overtaken by a later demotion, which returns at once and wins.
+func TestDemotionOvertakesABlockedPromotion(t *testing.T) {
+	store := NewStore(Limits{})
+	svc := NewService(store, NewReplicator(store, ReplConfig{Keys: [][]byte{key}}), ServiceConfig{})
+	store.mu.Lock() // the store is busy
+	promoted := make(chan struct{})
+	go func() {
+		defer close(promoted)
+		svc.SetRole(1, "ACTIVE", true, "a", 7)
+	}()
+	demoted := make(chan struct{})
+	go func() {
+		defer close(demoted)
+		svc.SetRole(2, "STANDBY", false, "b", 0)
+	}()
+	select {
+	case <-demoted:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the demotion waited for the store")
+	}
+	store.mu.Unlock()
+	<-promoted
+	svc.mu.RLock()
+	role, active := svc.role, svc.active
+	svc.mu.RUnlock()
+	if role != "STANDBY" || active {
+		t.Fatalf("after both: %s active=%v, want the later STANDBY", role, active)
+	}
+	if _, on := svc.repl.role(); on {
+		t.Fatal("the replicator leads after the demotion")
 	}
 }

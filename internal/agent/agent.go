@@ -136,6 +136,7 @@ type Agent struct {
 	// app tells the session service and the applications, in order and
 	// off the loop.
 	app     *queue
+	roleGen uint64       // numbers the role changes for the session service
 	waiters []chan error // switchovers waiting for the peer to take over
 }
 
@@ -416,19 +417,25 @@ func (a *Agent) syncPosition(l *heartbeat.Local) {
 func (a *Agent) transition(act election.Action, now time.Time) {
 	a.log.Info("transition", "op", "transition", "from", act.From.String(), "to", act.To.String(), "reason", act.Reason, "peer", a.opt.Peer)
 	s := a.opt.Sync
-	// The role itself changes here, in the loop: a node stepping down
-	// must refuse writes before the loop goes on (a switchover resumes
-	// the paused writers right after).
+	// A node stepping down refuses writes before the loop goes on (a
+	// switchover resumes the paused writers right after): that never
+	// waits for the store. A promotion does (its new epoch waits out a
+	// snapshot load or a listing of every session), so it runs off the
+	// loop, in order with what is told to the applications; a later
+	// change overtakes it.
+	a.roleGen++
+	gen := a.roleGen
 	if act.To == election.Active {
 		var e [8]byte
 		rand.Read(e[:])
-		s.SetRole(act.To.String(), true, a.opt.Node, binary.BigEndian.Uint64(e[:])|1)
+		epoch := binary.BigEndian.Uint64(e[:]) | 1
+		a.app.put(func() { s.SetRole(gen, act.To.String(), true, a.opt.Node, epoch) })
 	} else {
 		activeNode := ""
 		if p, seen := a.m.Peer(); seen && p.Role == election.Active {
 			activeNode = a.opt.Peer
 		}
-		s.SetRole(act.To.String(), false, activeNode, 0)
+		s.SetRole(gen, act.To.String(), false, activeNode, 0)
 	}
 	a.publish(statesync.Event{Type: "role", Role: act.To.String(), Previous: act.From.String(), Reason: act.Reason, Node: a.opt.Node})
 	switch act.To {

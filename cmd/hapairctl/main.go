@@ -137,11 +137,9 @@ func status(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := control.NewClient(c.socket).Status(ctx)
-	if err != nil {
-		return failed(stderr, "status", c.socket, err)
+	s, rc := fetchStatus("status", c, stderr)
+	if s == nil {
+		return rc
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -172,6 +170,18 @@ func failed(stderr io.Writer, name, socket string, err error) int {
 	return 1
 }
 
+// fetchStatus asks the daemon for its status for command name; on failure
+// it has said why and returns the exit code.
+func fetchStatus(name string, c *common, stderr io.Writer) (*control.Status, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := control.NewClient(c.socket).Status(ctx)
+	if err != nil {
+		return nil, failed(stderr, name, c.socket, err)
+	}
+	return s, 0
+}
+
 // role answers "is this node active" by exit code, for scripts: 0 active,
 // 1 not active (the role is printed), 3 the daemon is not running.
 func role(args []string, stdout, stderr io.Writer) int {
@@ -179,11 +189,9 @@ func role(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := control.NewClient(c.socket).Status(ctx)
-	if err != nil {
-		return failed(stderr, "role", c.socket, err)
+	s, rc := fetchStatus("role", c, stderr)
+	if s == nil {
+		return rc
 	}
 	fmt.Fprintln(stdout, s.Role)
 	if s.Role != "ACTIVE" {

@@ -595,12 +595,3 @@ func (e *Endpoint) sendAll(buf []byte) {
 		e.stats.sent.Add(1)
 	}
 }
-
-// Close releases the paths' connections of an endpoint that will not Run.
-func (e *Endpoint) Close() error {
-	var errs []error
-	for _, p := range e.paths {
-		errs = append(errs, p.Conn.Close())
-	}
-	return errors.Join(errs...)
-}

@@ -349,11 +349,12 @@ type Core struct {
 	events chan Event
 	stats  chan Stats
 
-	mu    sync.Mutex
-	conn  net.Conn
-	local Local
-	last  Stats
-	hello CoreHello
+	mu     sync.Mutex
+	conn   net.Conn
+	local  Local
+	last   Stats
+	hello  CoreHello
+	sentAt time.Time // the last local sent, which renewed the lease
 }
 
 // Isolation says what the child got: real-time scheduling, locked memory.
@@ -389,11 +390,18 @@ func (c *Core) SetLocal(l Local) {
 
 // UpdateLocal changes what this node says at the next tick; it also renews
 // the agent's lease, so the agent calls it every tick.
+//
+// What did not change is not sent again until a quarter of the lease has
+// passed: an idle pair should not wake the core at every tick.
 func (c *Core) UpdateLocal(f func(*Local)) {
 	c.mu.Lock()
+	before := c.local
 	f(&c.local)
+	same := c.local == before && time.Since(c.sentAt) < c.cfg.Lease/4
 	c.mu.Unlock()
-	c.send(false)
+	if !same {
+		c.send(false)
+	}
 }
 
 func (c *Core) send(now bool) {
@@ -403,7 +411,8 @@ func (c *Core) send(now bool) {
 	if c.conn == nil {
 		return
 	}
-	putLocal(b[:], &c.local, time.Now(), now)
+	c.sentAt = time.Now()
+	putLocal(b[:], &c.local, c.sentAt, now)
 	c.conn.Write(b[:])
 }
 

@@ -129,8 +129,12 @@ func (v *validator) build(f *file) *Config {
 		v.errf("replication_port", "%d is also the heartbeat_port", c.ReplicationPort)
 	}
 	if f.Metrics.Listen != "" {
-		if _, _, err := net.SplitHostPort(f.Metrics.Listen); err != nil {
+		if _, port, err := net.SplitHostPort(f.Metrics.Listen); err != nil {
 			v.errf("metrics.listen", "%q is not host:port", f.Metrics.Listen)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			v.errf("metrics.listen", "%q: port %s is not 1..65535", f.Metrics.Listen, port)
+		} else if n == c.ReplicationPort || n == c.HeartbeatPort {
+			v.errf("metrics.listen", "%q: port %d is the pair's own (replication_port %d, heartbeat_port %d)", f.Metrics.Listen, n, c.ReplicationPort, c.HeartbeatPort)
 		}
 	}
 	c.MaxSessions, c.MaxData, c.SyncTimeout = 1_000_000, 64<<10, time.Second
@@ -221,6 +225,9 @@ func (v *validator) nodes(f *file, c *Config) {
 	}
 	if len(c.Nodes) == 2 && c.Nodes[0].ReplicationAddress.IsValid() && c.Nodes[0].ReplicationAddress == c.Nodes[1].ReplicationAddress {
 		v.errf("node[2].replication_address", "%s is also node[1]'s", c.Nodes[1].ReplicationAddress)
+	}
+	if len(c.Nodes) == 2 && c.Nodes[0].PublicAddress.IsValid() && c.Nodes[0].PublicAddress.Addr() == c.Nodes[1].PublicAddress.Addr() {
+		v.errf("node[2].public_address", "%s is also node[1]'s", c.Nodes[1].PublicAddress.Addr())
 	}
 	if f.Primary == "" {
 		if len(c.Nodes) > 0 {
@@ -326,6 +333,8 @@ func (v *validator) timers(f *file, c *Config) {
 	}
 	if c.Interval > 0 && c.DeadInterval > 0 && c.DeadInterval <= c.Interval {
 		v.errf("dead_interval", "%v must be above interval (%v): use at least 3 intervals", c.DeadInterval, c.Interval)
+	} else if c.Interval > 0 && c.DeadInterval > 0 && c.DeadInterval < 3*c.Interval {
+		v.errf("dead_interval", "%v is less than 3 intervals (%v): one or two frames lost would be a failover", c.DeadInterval, 3*c.Interval)
 	}
 	if f.Lease != "" {
 		c.Lease = v.duration("lease", f.Lease, time.Second)
@@ -396,6 +405,20 @@ func (v *validator) vips(f *file, c *Config) {
 			v.errf(k+".address", "%s cannot float: it is not a unicast, non-link-local address", fv.Address)
 			continue
 		}
+		if p.Addr().Is4In6() {
+			v.errf(k+".address", "%s is an IPv4-mapped IPv6 address: write %s/%d", fv.Address, p.Addr().Unmap(), max(p.Bits()-96, 0))
+			continue
+		}
+		if p.Addr().Is4() && p.Bits() < 31 {
+			switch p.Addr() {
+			case p.Masked().Addr():
+				v.errf(k+".address", "%s is the network address of %s", p.Addr(), p.Masked())
+				continue
+			case lastAddr(p):
+				v.errf(k+".address", "%s is the broadcast address of %s", p.Addr(), p.Masked())
+				continue
+			}
+		}
 		if prev := seen[p.Addr()]; prev != "" {
 			v.errf(k+".address", "%s is already %s", p.Addr(), prev)
 		}
@@ -413,6 +436,14 @@ func (v *validator) vips(f *file, c *Config) {
 		}
 		c.VIPs = append(c.VIPs, vip)
 	}
+}
+
+// lastAddr is the highest address of an IPv4 prefix: its broadcast.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 func (v *validator) checks(f *file, c *Config) {
@@ -466,9 +497,14 @@ func (v *validator) checks(f *file, c *Config) {
 			ch.StatusMin, ch.StatusMax = lo, hi
 		}
 		if fc.Kind == "tcp" && fc.Target != "" {
-			if _, _, err := net.SplitHostPort(fc.Target); err != nil {
+			if _, port, err := net.SplitHostPort(fc.Target); err != nil {
 				v.errf(k+".target", "%q is not host:port", fc.Target)
+			} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				v.errf(k+".target", "%q: port %s is not 1..65535", fc.Target, port)
 			}
+		}
+		if fc.Kind == "process" && fc.Target != "" && !filepath.IsAbs(strings.ReplaceAll(fc.Target, "{node}", "x")) {
+			v.errf(k+".target", "%q is not an absolute path: the daemon's working directory is /", fc.Target)
 		}
 		if fc.Kind == "http" && fc.Target != "" && !strings.HasPrefix(fc.Target, "http://") && !strings.HasPrefix(fc.Target, "https://") {
 			v.errf(k+".target", "%q is not an http:// or https:// URL", fc.Target)

@@ -124,12 +124,12 @@ type Endpoint struct {
 
 	// fenced marks every frame FAULT: the agent's lease ran out
 	// (ServeCore), and the peer must take over at once.
-	fenced  atomic.Bool
+	fenced atomic.Bool
 	// peerActive says the peer's newest frame says it is active.
 	peerActive atomic.Bool
-	renewed chan struct{}
-	unfence chan struct{}
-	persist chan uint64 // the peer's generation, to write to StateDir
+	renewed    chan struct{}
+	unfence    chan struct{}
+	persist    chan uint64 // the peer's generation, to write to StateDir
 
 	mu     sync.Mutex
 	local  Local

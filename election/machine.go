@@ -200,9 +200,9 @@ func (m *Machine) heardAnywhere() bool {
 	return false
 }
 
-// Unheard says whether this node hears its peer but the peer hears it on
+// unheard says whether this node hears its peer but the peer hears it on
 // no path: a one-way link.
-func (m *Machine) Unheard() bool { return m.peerSeen && !m.heardAnywhere() }
+func (m *Machine) unheard() bool { return m.peerSeen && !m.heardAnywhere() }
 
 // oneWaySplit handles both nodes active while the peer does not hear us
 // (design.md section 4): the peer can never learn it lost an arbitration,
@@ -212,7 +212,7 @@ func (m *Machine) Unheard() bool { return m.peerSeen && !m.heardAnywhere() }
 // interval and arbitrate as usual). A locked node never changes role by
 // itself: it reports.
 func (m *Machine) oneWaySplit(now time.Time) {
-	if m.role != Active || !m.peerSeen || m.peer.Role != Active || m.peer.Leaving || m.leaving || !m.Unheard() {
+	if m.role != Active || !m.peerSeen || m.peer.Role != Active || m.peer.Leaving || m.leaving || !m.unheard() {
 		return
 	}
 	since := m.splitAt

@@ -228,24 +228,16 @@ func (c *Cluster) RotateKeys(switchover func(active string) error) error {
 		return err
 	}
 	dir := filepath.Dir(c.Config)
-	var keyLine, oldPath string
+	var keyLine string
 	for _, l := range strings.Split(string(base), "\n") {
-		if strings.HasPrefix(l, "key_file = ") || strings.HasPrefix(l, "key_files = ") {
+		if strings.HasPrefix(l, "key_file = ") {
 			keyLine = l
 		}
 	}
-	for _, n := range []string{"a", "b"} {
-		if p := c.configOf[n]; p != "" {
-			b, _ := os.ReadFile(p)
-			for _, l := range strings.Split(string(b), "\n") {
-				if strings.HasPrefix(l, "key_files = ") {
-					oldPath = strings.Trim(strings.TrimSuffix(strings.TrimPrefix(l, `key_files = ["`), `"]`), `"`)
-				}
-			}
-		}
-	}
-	if oldPath == "" {
-		oldPath = strings.Trim(strings.TrimPrefix(keyLine, "key_file = "), `"`)
+	// The key in use: the base config's, or the last rotation's.
+	oldPath := strings.Trim(strings.TrimPrefix(keyLine, "key_file = "), `"`)
+	if c.rotations > 0 {
+		oldPath = filepath.Join(dir, fmt.Sprintf("key-%d", c.rotations))
 	}
 	c.rotations++
 	newPath := filepath.Join(dir, fmt.Sprintf("key-%d", c.rotations))

@@ -167,10 +167,11 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 	switch {
 	case to == Active:
 		m.activeSince = now
-		// Say so before claiming: a peer that is active too must see
-		// the split from our frames before our announcements reach
-		// its clients.
-		m.emit(Action{Kind: Advertise})
+		// Claim before saying so: a leaving peer releases its VIPs
+		// when our frames say ACTIVE (make-before-break), so they may
+		// say it only once we hold them. (Advertising first, so that an
+		// active peer sees a split a claim earlier, left a gap of about
+		// 2 ms in a handoff; it needs a separate "holding" fact.)
 		m.emit(Action{Kind: ClaimVIPs})
 	case from == Active:
 		m.activeSince = time.Time{}
@@ -185,9 +186,7 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 		act.PeerWritten = m.peerActiveWritten
 	}
 	m.emit(act)
-	if to != Active {
-		m.emit(Action{Kind: Advertise})
-	}
+	m.emit(Action{Kind: Advertise})
 }
 
 // heardAnywhere says whether the peer hears us on some path.

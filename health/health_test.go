@@ -79,7 +79,10 @@ func TestProcessDeathSeenAtOnce(t *testing.T) {
 func TestExecRiseFallAndTimeout(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "ok")
 	os.WriteFile(flag, nil, 0o644)
-	m := start(t, Config{Name: "probe", Kind: "exec", Target: "test -e " + flag, Interval: 20 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 3, Fall: 2})
+	// A generous timeout: this part counts samples, and on a loaded CI
+	// machine a 10 ms timeout failed the probe before the flag went.
+	// Timeouts are the hanging check's business below.
+	m := start(t, Config{Name: "probe", Kind: "exec", Target: "test -e " + flag, Interval: 20 * time.Millisecond, Timeout: 5 * time.Second, Rise: 3, Fall: 2})
 	time.Sleep(100 * time.Millisecond)
 	os.Remove(flag)
 	start := time.Now()

@@ -29,6 +29,7 @@ type hnode struct {
 	alive    bool // peer heard within dead
 	nextSend time.Time
 	locked   bool
+	ad       Advert // what its frames say: the last Advertise's
 	// offset skews this node's clock: machines only ever subtract their
 	// own readings, so no offset may change an outcome.
 	offset time.Duration
@@ -86,6 +87,7 @@ func (h *harness) step(i int, ev Event) {
 		case ReleaseVIPs:
 			n.holds = false
 		case Advertise:
+			n.ad = a.Advert
 			n.nextSend = h.now // send now
 		case Transition, Refused, Report:
 			h.logf("%s %v", n.name, a)
@@ -99,7 +101,7 @@ func (h *harness) step(i int, ev Event) {
 // frame is what node i's frame says, with ages computed now.
 func (h *harness) frame(i int) Peer {
 	n := h.nodes[i]
-	ad := n.m.Advert()
+	ad := n.ad
 	now := h.now.Add(n.offset)
 	f := Facts{Node: n.id, Locked: ad.Locked, Preferred: ad.Preferred, ActiveFor: -1, LastNewSession: -1}
 	if !ad.ActiveSince.IsZero() {
@@ -111,7 +113,7 @@ func (h *harness) frame(i int) Peer {
 	if ad.Frozen != nil {
 		f = *ad.Frozen
 	}
-	return Peer{Role: ad.Role, Locked: ad.Locked, Fault: ad.Fault, Leaving: ad.Leaving, SplitBrain: ad.SplitBrain, Facts: f}
+	return Peer{Role: ad.Role, Locked: ad.Locked, Fault: ad.Fault, Leaving: ad.Leaving, SplitBrain: ad.SplitBrain, Holding: ad.Holding, Facts: f}
 }
 
 // advance moves time forward by d in 1ms steps, delivering frames.

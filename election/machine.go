@@ -45,6 +45,7 @@ type Machine struct {
 	written           uint64
 	peerActiveWritten uint64
 
+	holding       bool // the VIPs are claimed (ClaimVIPs until ReleaseVIPs)
 	leaving       bool
 	leaveDeadline time.Time
 	exitAfter     bool // leaving for a graceful stop, not a switchover
@@ -94,7 +95,7 @@ func (m *Machine) SplitBrain() bool { return m.frozen != nil }
 func (m *Machine) Advert() Advert {
 	return Advert{
 		Role: m.role, Locked: m.locked, Fault: m.role == Fault || !m.healthy,
-		Leaving: m.leaving, SplitBrain: m.frozen != nil, Preferred: m.cfg.Preferred,
+		Leaving: m.leaving, SplitBrain: m.frozen != nil, Preferred: m.cfg.Preferred, Holding: m.holding,
 		ActiveSince: m.activeSince, LastNewSession: m.lastNewSession, Frozen: m.frozen,
 	}
 }
@@ -113,6 +114,20 @@ func (m *Machine) facts(now time.Time) Facts {
 
 func (m *Machine) emit(a Action) { m.acts = append(m.acts, a) }
 
+// advertise asks for a frame now, saying what this node says at this step.
+func (m *Machine) advertise() { m.emit(Action{Kind: Advertise, Advert: m.Advert()}) }
+
+// claim and release are the one place the VIPs change hands.
+func (m *Machine) claim() {
+	m.holding = true
+	m.emit(Action{Kind: ClaimVIPs})
+}
+
+func (m *Machine) release() {
+	m.holding = false
+	m.emit(Action{Kind: ReleaseVIPs})
+}
+
 // Step feeds one event and returns the actions to take, in order.
 func (m *Machine) Step(ev Event) []Action {
 	m.acts = nil
@@ -120,7 +135,7 @@ func (m *Machine) Step(ev Event) []Action {
 	switch ev.Kind {
 	case Start:
 		m.startedAt = ev.Now
-		m.emit(Action{Kind: Advertise})
+		m.advertise()
 	case Tick:
 		if m.startedAt.IsZero() {
 			return nil // the start-up window has not begun
@@ -139,7 +154,7 @@ func (m *Machine) Step(ev Event) []Action {
 		m.health(ev)
 	case VIPRemoved:
 		if m.role == Active && !m.leaving {
-			m.emit(Action{Kind: ClaimVIPs})
+			m.claim()
 		}
 	case Stop:
 		m.handOff(ev.Now, true, false)
@@ -167,15 +182,15 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 	switch {
 	case to == Active:
 		m.activeSince = now
-		// Claim before saying so: a leaving peer releases its VIPs
-		// when our frames say ACTIVE (make-before-break), so they may
-		// say it only once we hold them. (Advertising first, so that an
-		// active peer sees a split a claim earlier, left a gap of about
-		// 2 ms in a handoff; it needs a separate "holding" fact.)
-		m.emit(Action{Kind: ClaimVIPs})
+		// Say ACTIVE before claiming, so that a peer that is active
+		// too sees the split a claim earlier; then claim, then say
+		// Holding, which a leaving peer waits for before it releases
+		// (make-before-break: no moment without a holder).
+		m.advertise()
+		m.claim()
 	case from == Active:
 		m.activeSince = time.Time{}
-		m.emit(Action{Kind: ReleaseVIPs})
+		m.release()
 	}
 	if to != Active {
 		m.frozen = nil
@@ -186,7 +201,7 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 		act.PeerWritten = m.peerActiveWritten
 	}
 	m.emit(act)
-	m.emit(Action{Kind: Advertise})
+	m.advertise()
 }
 
 // heardAnywhere says whether the peer hears us on some path.
@@ -255,7 +270,7 @@ func (m *Machine) tick(now time.Time) {
 		// than leave nobody holding the VIPs.
 		m.leaving = false
 		m.emit(Action{Kind: Refused, Reason: fmt.Sprintf("switchover: peer did not take over within %v; staying active", m.cfg.HandoffBound)})
-		m.emit(Action{Kind: Advertise})
+		m.advertise()
 	}
 }
 
@@ -326,8 +341,11 @@ func (m *Machine) peerFrame(ev Event) {
 		}
 	case Active:
 		switch {
-		case m.leaving && p.Role == Active:
+		case m.leaving && p.Role == Active && p.Holding:
 			m.finishHandOff(ev.Now, "handoff: peer is active")
+		case m.leaving && p.Role == Active:
+			// It said ACTIVE and is claiming: keep the VIPs until it
+			// says it holds them.
 		case p.Role == Active && !p.Leaving && !m.leaving:
 			if prev.Role != Active || !prevSeen {
 				m.splitAt = ev.Now
@@ -342,8 +360,8 @@ func (m *Machine) peerFrame(ev Event) {
 			// the loser's announcements may have pointed clients at
 			// it, and ours must win them back.
 			m.frozen = nil
-			m.emit(Action{Kind: ClaimVIPs})
-			m.emit(Action{Kind: Advertise})
+			m.claim()
+			m.advertise()
 		}
 	}
 }
@@ -377,7 +395,7 @@ func (m *Machine) peerLost(now time.Time) {
 		m.finishHandOff(now, "handoff: "+why)
 	case m.role == Active && m.frozen != nil:
 		m.frozen = nil
-		m.emit(Action{Kind: Advertise})
+		m.advertise()
 	}
 }
 
@@ -395,7 +413,7 @@ func (m *Machine) lock(ev Event) {
 	case !m.locked && m.healthy && m.role == Standby && !m.peerSeen:
 		m.become(Active, ev.Now, "unlocked with the peer lost")
 	default:
-		m.emit(Action{Kind: Advertise})
+		m.advertise()
 	}
 }
 
@@ -414,17 +432,17 @@ func (m *Machine) health(ev Event) {
 		} else {
 			m.emit(Action{Kind: Report, Reason: fmt.Sprintf("fault on a locked %v node, keeping its role: %s", m.role, ev.Reason)})
 		}
-		m.emit(Action{Kind: Advertise})
+		m.advertise()
 	case !ev.Healthy && m.role == Active && !m.peerEligible():
 		// Nobody better to hand to: a degraded service beats none.
 		m.emit(Action{Kind: Report, Reason: "fault on the active node, but no eligible standby: keeping the VIPs: " + ev.Reason})
-		m.emit(Action{Kind: Advertise})
+		m.advertise()
 	case !ev.Healthy && m.role != Init:
 		m.become(Fault, ev.Now, "fault: "+ev.Reason)
 	case ev.Healthy && m.role == Fault:
 		m.become(Standby, ev.Now, "checks recovered")
 	default:
-		m.emit(Action{Kind: Advertise})
+		m.advertise()
 	}
 }
 
@@ -455,7 +473,7 @@ func (m *Machine) handOff(now time.Time, exit, force bool) {
 	}
 	m.leaving = true
 	m.leaveDeadline = now.Add(m.cfg.HandoffBound)
-	m.emit(Action{Kind: Advertise})
+	m.advertise()
 }
 
 func (m *Machine) finishHandOff(now time.Time, reason string) {
@@ -472,7 +490,7 @@ func (m *Machine) splitBrain(now time.Time, p Peer) {
 	if m.frozen == nil {
 		f := m.facts(now)
 		m.frozen = &f
-		m.emit(Action{Kind: Advertise})
+		m.advertise()
 	}
 	if !p.SplitBrain {
 		return // the peer's snapshot is not out yet

@@ -139,10 +139,16 @@ func TestStandbyTakesOverWhenPeerLost(t *testing.T) {
 	if m.Role() != Active || tr.Reason != "peer lost: all paths silent for 300ms" {
 		t.Fatalf("role %v, %v", m.Role(), acts)
 	}
-	// Make before break: a leaving peer releases when our frames say
-	// ACTIVE, so the claim comes first.
-	if k := kinds(acts); k[0] != ClaimVIPs {
-		t.Errorf("claim must come first (make before announce): %v", k)
+	// ACTIVE is said before the claim (an active peer sees the split at
+	// once), Holding only after it (a leaving peer releases on Holding:
+	// make-before-break).
+	k := kinds(acts)
+	claim := slices.Index(k, ClaimVIPs)
+	if claim < 1 || k[0] != Advertise || acts[0].Advert.Role != Active || acts[0].Advert.Holding {
+		t.Fatalf("first say ACTIVE, not holding, then claim: %v", acts)
+	}
+	if last := acts[len(acts)-1]; last.Kind != Advertise || !last.Advert.Holding {
+		t.Errorf("say Holding after the claim: %v", acts)
 	}
 }
 
@@ -211,8 +217,14 @@ func TestGracefulStopMakeBeforeBreak(t *testing.T) {
 	if slices.Contains(kinds(acts), ReleaseVIPs) || !m.Advert().Leaving {
 		t.Fatalf("released before the standby claimed: %v", acts)
 	}
-	// The standby says it is active: only now release and exit.
-	acts = m.Step(Event{Kind: PeerFrame, Now: at(103), Peer: Peer{Role: Active}})
+	// The standby says it is active but does not hold the VIPs yet:
+	// keep them.
+	acts = m.Step(Event{Kind: PeerFrame, Now: at(102), Peer: Peer{Role: Active}})
+	if m.Role() != Active || slices.Contains(kinds(acts), ReleaseVIPs) {
+		t.Fatalf("released before the standby held the VIPs: %v", acts)
+	}
+	// It holds them: only now release and exit.
+	acts = m.Step(Event{Kind: PeerFrame, Now: at(103), Peer: Peer{Role: Active, Holding: true}})
 	if k := kinds(acts); !slices.Contains(k, ReleaseVIPs) || k[len(k)-1] != Exit {
 		t.Fatalf("actions %v", acts)
 	}
@@ -241,7 +253,7 @@ func TestGracefulStopBoundAndNoPeer(t *testing.T) {
 func TestSwitchover(t *testing.T) {
 	m := activeMachine(t)
 	m.Step(Event{Kind: Switchover, Now: at(100)})
-	m.Step(Event{Kind: PeerFrame, Now: at(102), Peer: Peer{Role: Active}})
+	m.Step(Event{Kind: PeerFrame, Now: at(102), Peer: Peer{Role: Active, Holding: true}})
 	if m.Role() != Standby {
 		t.Fatalf("after switchover: %v", m.Role())
 	}

@@ -48,7 +48,11 @@ type Peer struct {
 	Fault      bool
 	Leaving    bool
 	SplitBrain bool
-	Facts      Facts
+	// Holding: the peer has claimed the VIPs (it says ACTIVE a claim
+	// earlier, so that an active peer sees a split at once, and a leaving
+	// node waits for Holding before it lets go: make-before-break).
+	Holding bool
+	Facts   Facts
 	// Generation is the peer's boot generation: a new one means the
 	// peer's daemon restarted, and lost every session it held.
 	Generation uint64
@@ -125,7 +129,7 @@ const (
 	ClaimVIPs ActionKind = iota
 	// ReleaseVIPs: remove them.
 	ReleaseVIPs
-	// Advertise: what this node says changed (Machine.Advert); send a
+	// Advertise: what this node says changed (Action.Advert); send a
 	// frame now.
 	Advertise
 	// Transition: the role changed (From, To, Reason): log one line,
@@ -158,6 +162,8 @@ type Action struct {
 	// old active advertised: what this node should hold for the
 	// failover to be complete.
 	PeerWritten uint64
+	// Advert, on Advertise, is what the frames say from now on.
+	Advert Advert
 }
 
 func (a Action) String() string {
@@ -180,6 +186,7 @@ type Advert struct {
 	Leaving        bool
 	SplitBrain     bool
 	Preferred      bool
+	Holding        bool      // the VIPs are claimed
 	ActiveSince    time.Time // zero: not active
 	LastNewSession time.Time // zero: none
 	Frozen         *Facts

@@ -246,12 +246,12 @@ func ServeCore(conn net.Conn, isolate func(CoreConfig) CoreHello, fence func(Cor
 			go func() {
 				defer wg.Done()
 				// Make before break: the VIPs go once the peer says it
-				// took them (it does at our first FAULT frame), or after
+				// holds them (it takes them at our first FAULT frame), or after
 				// two dead intervals whatever it says: a hung node must
 				// not keep them.
 				tick := time.NewTicker(max(ep.cfg.Interval/4, time.Millisecond))
 				defer tick.Stop()
-				for deadline := time.Now().Add(2 * ep.cfg.Dead); !ep.peerActive.Load() && time.Now().Before(deadline); {
+				for deadline := time.Now().Add(2 * ep.cfg.Dead); !ep.peerHolds.Load() && time.Now().Before(deadline); {
 					select {
 					case <-ctx.Done():
 						return

@@ -8,7 +8,7 @@
 //	 0  magic "HPHB"                  4
 //	 4  version (2)                   1
 //	 5  type (1 = heartbeat)          1
-//	 6  flags                         2   locked, fault, leaving, split brain, preferred
+//	 6  flags                         2   locked, fault, leaving, split brain, preferred, holding
 //	 8  cluster id                    4   FNV-1a of the cluster name
 //	12  node id                       1
 //	13  role                          1
@@ -33,6 +33,11 @@
 // Version 2 replaced version 1's key id (a position in the receiver's own
 // list of keys, which broke every rotation whose lists differed) with key
 // fingerprints, and added the echo.
+//
+// Holding says the sender has claimed the VIPs. A promoting node says
+// ACTIVE first and Holding once it has claimed them: a node that is
+// active too sees the split at once, and a leaving node keeps its VIPs
+// until its peer holds them (make-before-break).
 //
 // Ages, never wall-clock times, cross the wire: each side measures them on
 // its own monotonic clock when the frame is sent, so clock skew between the

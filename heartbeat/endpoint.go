@@ -125,11 +125,12 @@ type Endpoint struct {
 	// fenced marks every frame FAULT: the agent's lease ran out
 	// (ServeCore), and the peer must take over at once.
 	fenced atomic.Bool
-	// peerActive says the peer's newest frame says it is active.
-	peerActive atomic.Bool
-	renewed    chan struct{}
-	unfence    chan struct{}
-	persist    chan uint64 // the peer's generation, to write to StateDir
+	// peerHolds says the peer's newest frame says it is active and holds
+	// the VIPs.
+	peerHolds atomic.Bool
+	renewed   chan struct{}
+	unfence   chan struct{}
+	persist   chan uint64 // the peer's generation, to write to StateDir
 
 	mu     sync.Mutex
 	local  Local
@@ -468,7 +469,7 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	}
 	e.repGen, e.reported = f.Generation, f.Seq
 	e.peerHeld, e.peerKnown = f.Held, true
-	e.peerActive.Store(f.Role == RoleActive)
+	e.peerHolds.Store(f.Role == RoleActive && f.Flags&FlagHolding != 0)
 	return e.emit(ctx, Event{Kind: PeerFrame, Path: p.Name, Frame: f, At: r.at})
 }
 

@@ -64,6 +64,7 @@ const (
 	FlagLeaving
 	FlagSplitBrain
 	FlagPreferred
+	FlagHolding // the sender has claimed the VIPs
 )
 
 // Frame is one heartbeat.

@@ -338,7 +338,7 @@ func (a *Agent) step(ev election.Event) bool {
 		case election.ReleaseVIPs:
 			a.release()
 		case election.Advertise:
-			a.opt.Heartbeat.SetLocal(a.local())
+			a.opt.Heartbeat.SetLocal(a.local(act.Advert))
 		case election.Transition:
 			a.transition(act, ev.Now)
 		case election.Refused:
@@ -722,6 +722,7 @@ func peerOf(f heartbeat.Frame) election.Peer {
 		Fault:      f.Flags&heartbeat.FlagFault != 0,
 		Leaving:    f.Flags&heartbeat.FlagLeaving != 0,
 		SplitBrain: f.Flags&heartbeat.FlagSplitBrain != 0,
+		Holding:    f.Flags&heartbeat.FlagHolding != 0,
 		Facts: election.Facts{
 			Node: f.Node, Locked: f.Flags&heartbeat.FlagLocked != 0, Preferred: f.Flags&heartbeat.FlagPreferred != 0,
 			ActiveFor: f.ActiveFor, LastNewSession: f.LastNewSession,
@@ -730,15 +731,14 @@ func peerOf(f heartbeat.Frame) election.Peer {
 	}
 }
 
-func (a *Agent) local() heartbeat.Local {
-	ad := a.m.Advert()
+func (a *Agent) local(ad election.Advert) heartbeat.Local {
 	roles := map[election.Role]heartbeat.Role{election.Init: heartbeat.RoleInit, election.Standby: heartbeat.RoleStandby, election.Active: heartbeat.RoleActive, election.Fault: heartbeat.RoleFault}
 	l := heartbeat.Local{Role: roles[ad.Role], ActiveSince: ad.ActiveSince, LastNewSession: ad.LastNewSession}
 	a.syncPosition(&l)
 	for _, b := range []struct {
 		on   bool
 		flag heartbeat.Flags
-	}{{ad.Locked, heartbeat.FlagLocked}, {ad.Fault, heartbeat.FlagFault}, {ad.Leaving, heartbeat.FlagLeaving}, {ad.SplitBrain, heartbeat.FlagSplitBrain}, {ad.Preferred, heartbeat.FlagPreferred}} {
+	}{{ad.Locked, heartbeat.FlagLocked}, {ad.Fault, heartbeat.FlagFault}, {ad.Leaving, heartbeat.FlagLeaving}, {ad.SplitBrain, heartbeat.FlagSplitBrain}, {ad.Preferred, heartbeat.FlagPreferred}, {ad.Holding, heartbeat.FlagHolding}} {
 		if b.on {
 			l.Flags |= b.flag
 		}

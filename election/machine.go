@@ -196,11 +196,10 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 		m.frozen = nil
 		m.leaving = false
 	}
-	act := Action{Kind: Transition, From: from, To: to, Reason: reason}
-	if to == Active {
-		act.PeerWritten = m.peerActiveWritten
+	m.emit(Action{Kind: Transition, From: from, To: to, Reason: reason})
+	if from == Standby && to == Active {
+		m.emit(Action{Kind: NotifyFailover, From: from, To: to, Reason: reason, PeerWritten: m.peerActiveWritten})
 	}
-	m.emit(act)
 	m.advertise()
 }
 
@@ -490,6 +489,7 @@ func (m *Machine) splitBrain(now time.Time, p Peer) {
 	if m.frozen == nil {
 		f := m.facts(now)
 		m.frozen = &f
+		m.emit(Action{Kind: SplitBrainStarted})
 		m.advertise()
 	}
 	if !p.SplitBrain {

@@ -142,9 +142,15 @@ const (
 	Report
 	// Exit: a graceful stop is complete; the daemon may exit.
 	Exit
+	// SplitBrainStarted: the peer is active too, and this node has begun
+	// to arbitrate: tell the operator and the applications.
+	SplitBrainStarted
+	// NotifyFailover: this standby became active (Reason): tell the
+	// applications how complete their sessions are against PeerWritten.
+	NotifyFailover
 )
 
-var actionNames = [...]string{"claim-vips", "release-vips", "advertise", "transition", "refused", "report", "exit"}
+var actionNames = [...]string{"claim-vips", "release-vips", "advertise", "transition", "refused", "report", "exit", "split-brain-started", "notify-failover"}
 
 func (k ActionKind) String() string {
 	if int(k) < len(actionNames) {
@@ -158,9 +164,9 @@ type Action struct {
 	Kind     ActionKind
 	From, To Role
 	Reason   string
-	// PeerWritten, on a Transition to Active, is the last position the
-	// old active advertised: what this node should hold for the
-	// failover to be complete.
+	// PeerWritten, on NotifyFailover, is the last position the old
+	// active advertised: what this node should hold for the failover to
+	// be complete.
 	PeerWritten uint64
 	// Advert, on Advertise, is what the frames say from now on.
 	Advert Advert
@@ -170,7 +176,7 @@ func (a Action) String() string {
 	switch a.Kind {
 	case Transition:
 		return fmt.Sprintf("%v %v->%v (%s)", a.Kind, a.From, a.To, a.Reason)
-	case Refused, Report, Exit:
+	case Refused, Report, Exit, NotifyFailover:
 		return fmt.Sprintf("%v (%s)", a.Kind, a.Reason)
 	}
 	return a.Kind.String()

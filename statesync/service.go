@@ -78,6 +78,32 @@ func (s *Service) Replicator() *Replicator { return s.repl }
 // Hub is the service's event stream.
 func (s *Service) Hub() *Hub { return s.hub }
 
+// Publish tells the subscribed applications.
+func (s *Service) Publish(ev Event) { s.hub.Publish(ev) }
+
+// Position is what the store has written (active) or applied (standby),
+// and what the standby acknowledged; it never waits for the store.
+func (s *Service) Position() (written, acked uint64) { return s.store.Written(), s.store.Acked() }
+
+// Stats are the service's figures for status.
+type Stats struct {
+	Sessions                   int
+	Written, Acked             uint64
+	Connected, Degraded        bool
+	Snapshots, Resumes, Writes uint64
+	CutOff                     uint64 // event subscribers dropped for not reading
+}
+
+// Stats reads the figures without waiting for the store.
+func (s *Service) Stats() Stats {
+	rs := s.repl.Stats()
+	return Stats{
+		Sessions: s.store.Len(), Written: s.store.Written(), Acked: s.store.Acked(),
+		Connected: s.repl.Connected(), Degraded: s.Degraded(),
+		Snapshots: rs.Snapshots, Resumes: rs.Resumes, Writes: s.Writes(), CutOff: s.hub.CutOff(),
+	}
+}
+
 // SetRole tells the service this node's role and which node is active.
 // gen numbers the caller's role changes in the order it made them. Only a
 // promotion waits for the store (its new epoch waits out a snapshot load

@@ -51,6 +51,22 @@ type VIPs interface {
 	Stats() vip.Stats
 }
 
+// Sessions is what the agent needs of the session service
+// (statesync.Service).
+type Sessions interface {
+	// Position is the store's written and acknowledged positions; it
+	// must not wait for the store.
+	Position() (written, acked uint64)
+	Publish(statesync.Event)
+	SetRole(gen uint64, role string, active bool, activeNode string, epoch uint64)
+	Failover(reason, previousActive string, mine, peerWritten uint64, now time.Time) statesync.Event
+	// Pause, Resume and WaitSynced make a switchover lose nothing.
+	Pause()
+	Resume()
+	WaitSynced(timeout time.Duration) bool
+	Stats() statesync.Stats
+}
+
 // Watcher is what the agent needs of a VIP watch (vip.Manager.Subscribe,
 // opened before Run so nothing is missed).
 type Watcher interface {
@@ -98,7 +114,7 @@ type Options struct {
 	// Hooks runs the operator's commands on transitions (optional).
 	Hooks *hooks.Runner
 	// Sync is the node's session service, replicated in SyncMode.
-	Sync     *statesync.Service
+	Sync     Sessions
 	SyncMode statesync.Mode
 }
 
@@ -317,16 +333,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // step feeds the machine and performs its actions; true means exit now.
 func (a *Agent) step(ev election.Event) bool {
-	ev.Written = a.opt.Sync.Store().Written()
-	wasSplit := a.m.SplitBrain()
-	defer func() {
-		if !wasSplit && a.m.SplitBrain() {
-			role := a.m.Role()
-			a.log.Warn("split brain: the peer is active too; arbitrating", "op", "split-brain", "role", role.String(), "peer", a.opt.Peer)
-			a.fireHook("split-brain", election.Action{From: role, To: role, Reason: "both nodes active"})
-			a.publish(statesync.Event{Type: "split-brain", Node: a.opt.Node, Role: role.String()})
-		}
-	}()
+	ev.Written, _ = a.opt.Sync.Position()
 	exit := false
 	for _, act := range a.m.Step(ev) {
 		switch act.Kind {
@@ -340,7 +347,7 @@ func (a *Agent) step(ev election.Event) bool {
 		case election.Advertise:
 			a.opt.Heartbeat.SetLocal(a.local(act.Advert))
 		case election.Transition:
-			a.transition(act, ev.Now)
+			a.transition(act)
 		case election.Refused:
 			a.log.Warn(act.Reason, "op", "refused", "role", a.m.Role().String())
 			a.answer(errors.New(act.Reason))
@@ -355,6 +362,13 @@ func (a *Agent) step(ev election.Event) bool {
 		case election.Exit:
 			a.log.Info("stopped", "op", "exit", "reason", act.Reason)
 			exit = true
+		case election.SplitBrainStarted:
+			role := a.m.Role()
+			a.log.Warn("split brain: the peer is active too; arbitrating", "op", "split-brain", "role", role.String(), "peer", a.opt.Peer)
+			a.fireHook("split-brain", election.Action{From: role, To: role, Reason: "both nodes active"})
+			a.publish(statesync.Event{Type: "split-brain", Node: a.opt.Node, Role: role.String()})
+		case election.NotifyFailover:
+			a.notifyFailover(act, ev.Now)
 		}
 	}
 	a.updateStatus()
@@ -373,7 +387,7 @@ func (a *Agent) publish(ev statesync.Event) {
 	if ev.At.IsZero() {
 		ev.At = time.Now()
 	}
-	a.app.put(func() { a.opt.Sync.Hub().Publish(ev) })
+	a.app.put(func() { a.opt.Sync.Publish(ev) })
 }
 
 // logDrops logs the frames dropped since the last call, by reason.
@@ -410,11 +424,10 @@ func (a *Agent) SyncDegraded(reason string) {
 }
 
 func (a *Agent) syncPosition(l *heartbeat.Local) {
-	l.SyncWritten = a.opt.Sync.Store().Written()
-	l.SyncAcked = a.opt.Sync.Store().Acked()
+	l.SyncWritten, l.SyncAcked = a.opt.Sync.Position()
 }
 
-func (a *Agent) transition(act election.Action, now time.Time) {
+func (a *Agent) transition(act election.Action) {
 	a.log.Info("transition", "op", "transition", "from", act.From.String(), "to", act.To.String(), "reason", act.Reason, "peer", a.opt.Peer)
 	s := a.opt.Sync
 	// A node stepping down refuses writes before the loop goes on (a
@@ -446,17 +459,6 @@ func (a *Agent) transition(act election.Action, now time.Time) {
 	case election.Fault:
 		a.fireHook("fault", act)
 	}
-	if act.To == election.Active && act.From == election.Standby {
-		// Built off the loop: it reads every session, which takes a
-		// while in a large store. What this node held is read now,
-		// before it writes anything as the active.
-		held, peerWritten := s.Store().Written(), act.PeerWritten
-		a.app.put(func() {
-			fe := s.Failover(act.Reason, a.opt.Peer, held, peerWritten, now)
-			a.log.Info("failover", "op", "failover", "sync", fe.Sync, "missing", fe.Missing, "sessions", len(fe.Sessions))
-			s.Hub().Publish(fe)
-		})
-	}
 	a.mu.Lock()
 	a.lastTrans = &control.Transition{From: act.From.String(), To: act.To.String(), Reason: act.Reason, At: time.Now()}
 	if act.To == election.Active {
@@ -476,6 +478,20 @@ func (a *Agent) transition(act election.Action, now time.Time) {
 			a.opt.Ready(act.To.String())
 		}
 	}
+}
+
+// notifyFailover tells the applications how complete their sessions are
+// after this node took over. The notice is built off the loop: it reads
+// every session, which takes a while in a large store. What this node
+// held is read now, before it writes anything as the active.
+func (a *Agent) notifyFailover(act election.Action, now time.Time) {
+	s := a.opt.Sync
+	held, _ := s.Position()
+	a.app.put(func() {
+		fe := s.Failover(act.Reason, a.opt.Peer, held, act.PeerWritten, now)
+		a.log.Info("failover", "op", "failover", "sync", fe.Sync, "missing", fe.Missing, "sessions", len(fe.Sessions))
+		s.Publish(fe)
+	})
 }
 
 // answer completes pending switchover requests.

@@ -114,12 +114,10 @@ func (a *Agent) Status() control.Status {
 }
 
 func (a *Agent) syncStatus() control.Sync {
-	st := a.opt.Sync
-	written := st.Store().Written()
-	rs := st.Replicator().Stats()
-	return control.Sync{Mode: string(a.opt.SyncMode), Sessions: st.Store().Len(), Written: written, Acked: st.Store().Acked(),
-		Connected: st.Replicator().Connected(), Degraded: st.Degraded(), Snapshots: rs.Snapshots, Resumes: rs.Resumes,
-		Writes: st.Writes(), CutOff: st.Hub().CutOff()}
+	st := a.opt.Sync.Stats()
+	return control.Sync{Mode: string(a.opt.SyncMode), Sessions: st.Sessions, Written: st.Written, Acked: st.Acked,
+		Connected: st.Connected, Degraded: st.Degraded, Snapshots: st.Snapshots, Resumes: st.Resumes,
+		Writes: st.Writes, CutOff: st.CutOff}
 }
 
 // oneWay says some path that is up does not carry this node's frames to

@@ -1,6 +1,8 @@
 // Command hapaird is the hapair failover daemon: one runs on each node of a
 // 1+1 pair (design.md section 1). It holds no logic of its own: it reads
-// the config, wires the packages together and handles signals.
+// the config and its flags, has package node build and run the node, and
+// handles what belongs to a process: signals, systemd's notifications,
+// and the heartbeat core's child process.
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/heartbeat"
+	"github.com/hapair/hapair/node"
 )
 
 // version is stamped by the build (-ldflags "-X main.version=...").
@@ -131,33 +134,16 @@ func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule stri
 	}
 	fmt.Fprintf(w, "keys:        %d, newest first, fingerprints %s\n", len(cfg.Keys), strings.Join(fps, " "))
 	fmt.Fprintf(w, "operators:   %s (root only)\n", config.AdminSocket(cfg.Socket))
-	if err := canRealTime(); err != nil && cfg.DeadInterval < config.Profiles["default"].Dead {
+	if err := node.CanRealTime(); err != nil && cfg.DeadInterval < config.Profiles["default"].Dead {
 		fmt.Fprintf(warn, "warning: profile %s (dead interval %v) without real-time scheduling for the heartbeat core (%v): a loaded node may take its own stall for the peer's silence\n", cfg.Profile, cfg.DeadInterval, err)
 	}
 	fmt.Fprintf(w, "state:       %s, socket %s\n", cfg.StateDir, cfg.Socket)
 	if len(cfg.Checks) > 0 {
 		fmt.Fprintf(w, "checks:      %d\n", len(cfg.Checks))
 	}
-	for _, ifn := range interfacesOf(cfg, self) {
+	for _, ifn := range node.Interfaces(cfg, self) {
 		if _, err := net.InterfaceByName(ifn); err != nil {
 			fmt.Fprintf(warn, "warning: interface %s does not exist on this machine; hapaird will refuse to start here\n", ifn)
 		}
 	}
-}
-
-func interfacesOf(cfg *config.Config, self *config.Node) []string {
-	seen := map[string]bool{}
-	var out []string
-	add := func(s string) {
-		if !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	add(self.HeartbeatInterface)
-	add(self.PublicInterface)
-	for _, v := range cfg.VIPs {
-		add(v.VIPInterface(self))
-	}
-	return out
 }

@@ -1,0 +1,336 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hapair/hapair/config"
+	"github.com/hapair/hapair/election"
+	"github.com/hapair/hapair/health"
+	"github.com/hapair/hapair/heartbeat"
+	"github.com/hapair/hapair/internal/agent"
+	"github.com/hapair/hapair/internal/control"
+	"github.com/hapair/hapair/internal/hooks"
+	"github.com/hapair/hapair/internal/metrics"
+	"github.com/hapair/hapair/statesync"
+	"github.com/hapair/hapair/vip"
+)
+
+// Options are what the process gives a node. Log and StartCore are
+// required; the rest is optional.
+type Options struct {
+	Log *slog.Logger
+	// Version is reported in status.
+	Version string
+	// FoundBy says how the daemon found itself in the config (logged).
+	FoundBy string
+	// StartCore starts the heartbeat core (a child process running
+	// ServeCore) and returns the parent's end of its socket.
+	StartCore func() (net.Conn, func() error, error)
+	// Ready is called once the first role is decided, Notify on every
+	// transition, Watchdog on every tick of the agent's loop.
+	Ready    func(role string)
+	Notify   func(role, reason string)
+	Watchdog func()
+}
+
+// Node is one running hapair node. Create with New, then Run once.
+type Node struct {
+	cfg  *config.Config
+	self *config.Node
+	log  *slog.Logger
+
+	lock    *os.File
+	vips    *vip.Manager
+	repl    *statesync.Replicator
+	replLn  net.Listener
+	svc     *statesync.Service
+	agent   *agent.Agent
+	hooks   *hooks.Runner
+	serve   []func() // the servers' accept loops, started by Run
+	closers []func() error
+	// handed over: closed by New if it fails, and else by the one that
+	// runs them (the replicator its listener, the agent its VIP watch).
+	handedOver []func() error
+}
+
+// New opens everything a node needs (instance lock, VIP manager, heartbeat
+// core, replication listener, control sockets) and wires it; it starts no
+// goroutine. On error, what it opened is closed again.
+func New(cfg *config.Config, self *config.Node, opt Options) (*Node, error) {
+	peer := cfg.Peer(self)
+	log := opt.Log
+	log.Info("starting", "op", "start", "version", opt.Version, "config", cfg.File, "found_by", opt.FoundBy, "peer", peer.Name, "profile", cfg.Profile, "replication_tls", cfg.TLSCert != "")
+	for _, ifn := range Interfaces(cfg, self) {
+		if _, err := net.InterfaceByName(ifn); err != nil {
+			return nil, fmt.Errorf("interface %s (from %s): %w", ifn, cfg.File, err)
+		}
+	}
+	n := &Node{cfg: cfg, self: self, log: log}
+	if err := n.open(peer, opt); err != nil {
+		for i := len(n.handedOver) - 1; i >= 0; i-- {
+			n.handedOver[i]()
+		}
+		n.close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// open does New's work; what it opened is in n, for New to close on error.
+func (n *Node) open(peer *config.Node, opt Options) error {
+	cfg, self, log := n.cfg, n.self, n.log
+	var err error
+	if n.lock, err = instanceLock(cfg); err != nil {
+		return err
+	}
+	n.closers = append(n.closers, n.lock.Close)
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return err
+	}
+	if n.vips, err = vipManager(cfg, self); err != nil {
+		return err
+	}
+	n.closers = append(n.closers, n.vips.Close)
+	// Not active yet: whatever VIP is here is a leftover of a crash.
+	removed, err := n.vips.Cleanup()
+	for _, a := range removed {
+		log.Warn("removed stale VIP", "op", "cleanup", "vip", a.String())
+	}
+	if err != nil {
+		return err
+	}
+	hb, err := n.heartbeatCore(peer, opt.StartCore)
+	if err != nil {
+		return err
+	}
+	if err := n.sessions(peer); err != nil {
+		return err
+	}
+	monitor, err := health.New(checks(cfg, self))
+	if err != nil {
+		return err
+	}
+	var hks []hooks.Hook
+	for _, h := range cfg.Hooks {
+		hks = append(hks, hooks.Hook{On: h.On, Command: h.Command, Timeout: h.Timeout})
+	}
+	n.hooks = hooks.New(hks, log)
+	watch, err := n.vips.Subscribe()
+	if err != nil {
+		return err
+	}
+	n.handedOver = append(n.handedOver, watch.Close)
+	n.agent = agent.New(agent.Options{
+		Health: monitor, Hooks: n.hooks,
+		Election:  election.Config{Node: self.ID, Preferred: cfg.Primary == self.Name, Dead: cfg.DeadInterval, StartupWindow: cfg.StartupWindow()},
+		Heartbeat: hb, VIPs: n.vips, VIPWatch: watch, Log: log, Sync: n.svc, SyncMode: statesync.Mode(cfg.SyncMode),
+		Interval: cfg.Interval, Dead: cfg.DeadInterval, Lease: cfg.Lease, Refresh: cfg.GARPRefresh,
+		LockFile: filepath.Join(cfg.StateDir, "locked"),
+		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version,
+		Ready: opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog,
+	})
+	return n.listen()
+}
+
+// heartbeatCore makes the heartbeat endpoint, run by a core process.
+func (n *Node) heartbeatCore(peer *config.Node, start func() (net.Conn, func() error, error)) (*heartbeat.Core, error) {
+	cfg, self := n.cfg, n.self
+	gen, err := heartbeat.NextGeneration(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	coreCfg := heartbeat.CoreConfig{
+		Endpoint: heartbeat.Config{
+			Cluster: cfg.ClusterID, Node: self.ID, Keys: cfg.Keys,
+			Interval: cfg.Interval, Dead: cfg.DeadInterval, Generation: gen, StateDir: cfg.StateDir,
+		},
+		RawInterface: self.HeartbeatInterface,
+		UDPLocal:     netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.HeartbeatPort)),
+		UDPPeer:      netip.AddrPortFrom(peer.ReplicationAddress, uint16(cfg.HeartbeatPort)),
+		Lease:        coreLease(cfg.DeadInterval),
+		RTPriority:   RTPriority,
+	}
+	for _, v := range cfg.VIPs {
+		coreCfg.VIPs = append(coreCfg.VIPs, v.Prefix.String()+" "+v.VIPInterface(self))
+	}
+	if peer.HeartbeatMAC != nil {
+		coreCfg.RawPeerMAC = peer.HeartbeatMAC.String()
+	}
+	hb, err := heartbeat.NewCore(coreCfg, start)
+	if err != nil {
+		return nil, err
+	}
+	hb.OnHello = func(h heartbeat.CoreHello) {
+		if h.RealTime && h.Locked {
+			n.log.Info("heartbeat core running", "op", "core", "realtime", true, "memory_locked", true)
+			return
+		}
+		n.log.Warn("heartbeat core without full isolation: liveness may suffer on a loaded node", "op", "core",
+			"realtime", h.RealTime, "realtime_error", h.RTError, "memory_locked", h.Locked, "lock_error", h.LockError)
+	}
+	return hb, nil
+}
+
+// sessions makes the session store, its replication and the service
+// applications use.
+func (n *Node) sessions(peer *config.Node) error {
+	cfg, self := n.cfg, n.self
+	var err error
+	replAddr := netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.ReplicationPort)).String()
+	if n.replLn, err = net.Listen("tcp", replAddr); err != nil {
+		return fmt.Errorf("replication listener: %w", err)
+	}
+	n.handedOver = append(n.handedOver, n.replLn.Close)
+	var tlsServer, tlsClient *tls.Config
+	if cfg.TLSCert != "" {
+		tlsServer, tlsClient, err = statesync.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, peer.Name)
+		if err != nil {
+			return err
+		}
+	}
+	store := statesync.NewStore(statesync.Limits{MaxSessions: cfg.MaxSessions, MaxData: cfg.MaxData, MaxMemory: cfg.MaxMemory})
+	// The standby polls for the next operation as long as the active
+	// polls for its acknowledgement: in sync mode only.
+	var poll time.Duration
+	if cfg.SyncMode == "sync" {
+		poll = cfg.SyncPoll
+	}
+	n.repl = statesync.NewReplicator(store, statesync.ReplConfig{
+		Keys:      cfg.Keys,
+		Peer:      netip.AddrPortFrom(peer.ReplicationAddress, uint16(cfg.ReplicationPort)).String(),
+		OnDropped: n.sessionsDropped,
+		OnError:   rateLimited(n.log, "replication"),
+		TLSServer: tlsServer, TLSClient: tlsClient,
+		Poll: poll,
+	})
+	n.svc = statesync.NewService(store, n.repl, statesync.ServiceConfig{
+		Mode: statesync.Mode(cfg.SyncMode), SyncTimeout: cfg.SyncTimeout, SyncPoll: cfg.SyncPoll,
+		// The agent is made after the service it uses: these reach
+		// it through the node, and run only once Run has started.
+		OnNewSession: func(t time.Time) { n.agent.NewSession(t) },
+		OnDegraded:   func(reason string) { n.agent.SyncDegraded(reason) },
+	})
+	return nil
+}
+
+// sessionsDropped tells the applications which sessions a resync from the
+// active removed.
+func (n *Node) sessionsDropped(ids []string) {
+	n.log.Warn("sessions dropped on resync from the active", "op", "resync", "count", len(ids))
+	n.svc.Hub().Publish(statesync.Event{Type: "sessions-dropped", Reason: "resynchronised from the active node", IDs: ids})
+}
+
+func checks(cfg *config.Config, self *config.Node) []health.Config {
+	var out []health.Config
+	for _, c := range cfg.Checks {
+		out = append(out, health.Config{Name: c.Name, Kind: c.Kind, Target: c.TargetFor(self), Interval: c.Interval, Timeout: c.Timeout,
+			Rise: c.Rise, Fall: c.Fall, Critical: c.Critical, StatusMin: c.StatusMin, StatusMax: c.StatusMax, Body: c.ExpectBody})
+	}
+	return out
+}
+
+// listen opens the application socket, the operators' socket and the
+// metrics listener.
+func (n *Node) listen() error {
+	mux := control.NewServeMux(n.agent)
+	n.svc.Register(mux)
+	if err := n.control(n.cfg.Socket, mux, 0o660, "hapair"); err != nil {
+		return err
+	}
+	// Operator commands on a socket of their own, for root only.
+	if err := n.control(config.AdminSocket(n.cfg.Socket), control.NewAdminMux(n.agent), 0o600, ""); err != nil {
+		return err
+	}
+	if n.cfg.MetricsListen == "" {
+		return nil
+	}
+	ml, err := net.Listen("tcp", n.cfg.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	n.server(&http.Server{Handler: metrics.Handler(n.agent.Status), ReadHeaderTimeout: 5 * time.Second}, ml)
+	return nil
+}
+
+// server keeps srv to serve l once Run starts, and to close with the node.
+func (n *Node) server(srv *http.Server, l net.Listener) {
+	n.serve = append(n.serve, func() { srv.Serve(l) })
+	n.closers = append(n.closers, func() error {
+		// Close on a server that never served leaves its listener
+		// open: close that too.
+		l.Close()
+		return srv.Close()
+	})
+}
+
+// Run runs the node until ctx ends, hands over gracefully if active, and
+// closes everything; whatever happened, the node holds no VIP afterwards.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.close()
+	for _, serve := range n.serve {
+		go serve()
+	}
+	replCtx, stopRepl := context.WithCancel(context.Background())
+	replDone := make(chan struct{})
+	go func() {
+		defer close(replDone)
+		n.repl.Run(replCtx, n.replLn)
+	}()
+	defer func() {
+		stopRepl()
+		<-replDone
+	}()
+	err := n.agent.Run(ctx)
+	if _, cerr := n.vips.Cleanup(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	return err
+}
+
+// close closes what New opened, newest first.
+func (n *Node) close() {
+	if n.hooks != nil {
+		n.hooks.Close()
+		n.hooks = nil
+	}
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		n.closers[i]()
+	}
+	n.closers = nil
+}
+
+// coreLease is how long the agent loop may go without renewing the
+// heartbeat core's lease before the core stops the heartbeats, so that a
+// hung agent fails over as a hung node would. Long against any pause the
+// loop takes on a busy node (it waits on no disk and no store lock), short
+// against the systemd watchdog (5 s), which restarts a hung daemon.
+func coreLease(dead time.Duration) time.Duration { return max(2*time.Second, 10*dead) }
+
+// Interfaces are the network interfaces a node uses: heartbeat, public,
+// and those of its VIPs.
+func Interfaces(cfg *config.Config, self *config.Node) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	add(self.HeartbeatInterface)
+	add(self.PublicInterface)
+	for _, v := range cfg.VIPs {
+		add(v.VIPInterface(self))
+	}
+	return out
+}

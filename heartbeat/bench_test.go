@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 )
 
 func BenchmarkSign(b *testing.B) {
@@ -53,7 +53,7 @@ func BenchmarkDetection(b *testing.B) {
 		iv   time.Duration
 	}{{"default", 100 * time.Millisecond}, {"fast", 10 * time.Millisecond}} {
 		b.Run(prof.name, func(b *testing.B) {
-			p, err := labnet.New(labnet.Options{})
+			p, err := lab.New(lab.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -69,7 +69,7 @@ func BenchmarkDetection(b *testing.B) {
 	}
 }
 
-func detectOnce(b *testing.B, p *labnet.Pair, iv time.Duration) time.Duration {
+func detectOnce(b *testing.B, p *lab.Pair, iv time.Duration) time.Duration {
 	b.StopTimer()
 	defer b.StartTimer()
 	a := startNode(b, p, "a", 1, iv)

@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/lab/labtest"
 	"github.com/mdlayher/packet"
 )
 
@@ -28,15 +29,15 @@ type node struct {
 	notify chan struct{}
 }
 
-func startNode(t testing.TB, p *labnet.Pair, name string, id uint8, interval time.Duration) *node {
+func startNode(t testing.TB, p *lab.Pair, name string, id uint8, interval time.Duration) *node {
 	t.Helper()
 	peer := "b"
 	if name == "b" {
 		peer = "a"
 	}
 	var paths []Path
-	err := labnet.Do(p.Node(name), func() error {
-		ifi, err := net.InterfaceByName(labnet.Heartbeat)
+	err := lab.Do(p.Node(name), func() error {
+		ifi, err := net.InterfaceByName(lab.Heartbeat)
 		if err != nil {
 			return err
 		}
@@ -44,7 +45,7 @@ func startNode(t testing.TB, p *labnet.Pair, name string, id uint8, interval tim
 		if err != nil {
 			return err
 		}
-		udp, err := UDPPath(netip.AddrPortFrom(labnet.ReplAddr[name].Addr(), 7405), netip.AddrPortFrom(labnet.ReplAddr[peer].Addr(), 7405))
+		udp, err := UDPPath(netip.AddrPortFrom(lab.ReplAddr[name].Addr(), 7405), netip.AddrPortFrom(lab.ReplAddr[peer].Addr(), 7405))
 		if err != nil {
 			raw.Conn.Close()
 			return err
@@ -131,7 +132,7 @@ func (n *node) len() int {
 }
 
 func TestPairSeesEachOther(t *testing.T) {
-	p := labnet.NewT(t, labnet.Options{})
+	p := labtest.NewPair(t, lab.Options{})
 	const iv = 20 * time.Millisecond
 	a := startNode(t, p, "a", 1, iv)
 	b := startNode(t, p, "b", 2, iv)
@@ -157,7 +158,7 @@ func TestPairSeesEachOther(t *testing.T) {
 }
 
 func TestHeartbeatLinkDownIsDegradedNotLost(t *testing.T) {
-	p := labnet.NewT(t, labnet.Options{})
+	p := labtest.NewPair(t, lab.Options{})
 	const iv = 20 * time.Millisecond
 	a := startNode(t, p, "a", 1, iv)
 	b := startNode(t, p, "b", 2, iv)
@@ -201,13 +202,13 @@ func TestHeartbeatLinkDownIsDegradedNotLost(t *testing.T) {
 // segment: forged, truncated, replayed and from an old generation. Each is
 // counted under its reason and none changes what b reports.
 func TestThirdPartyFramesDropped(t *testing.T) {
-	p := labnet.NewT(t, labnet.Options{HeartbeatSwitch: true})
+	p := labtest.NewPair(t, lab.Options{HeartbeatSwitch: true})
 	const iv = 20 * time.Millisecond
 	b := startNode(t, p, "b", 2, iv)
 
 	var tap *packet.Conn
-	err := labnet.Do(p.Tap, func() error {
-		ifi, err := net.InterfaceByName(labnet.Heartbeat)
+	err := lab.Do(p.Tap, func() error {
+		ifi, err := net.InterfaceByName(lab.Heartbeat)
 		if err != nil {
 			return err
 		}
@@ -290,12 +291,12 @@ func waitStat(t *testing.T, ep *Endpoint, ok func(Stats) bool) {
 // Issue 14.7: the UDP path hears its peer's socket only; the kernel drops
 // datagrams from anywhere else before they cost a MAC check.
 func TestUDPPathHearsOnlyThePeer(t *testing.T) {
-	p := labnet.NewT(t, labnet.Options{})
+	p := labtest.NewPair(t, lab.Options{})
 	b := startNode(t, p, "b", 2, 20*time.Millisecond)
-	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(labnet.ReplAddr["b"].Addr(), 7405))
+	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(lab.ReplAddr["b"].Addr(), 7405))
 	send := func(from *net.UDPAddr) {
 		t.Helper()
-		err := labnet.Do(p.Node("a"), func() error {
+		err := lab.Do(p.Node("a"), func() error {
 			c, err := net.DialUDP("udp", from, to)
 			if err != nil {
 				return err
@@ -308,8 +309,8 @@ func TestUDPPathHearsOnlyThePeer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	send(&net.UDPAddr{IP: labnet.ReplAddr["a"].Addr().AsSlice(), Port: 7406}) // the peer's address, another port
-	send(net.UDPAddrFromAddrPort(netip.AddrPortFrom(labnet.ReplAddr["a"].Addr(), 7405)))
+	send(&net.UDPAddr{IP: lab.ReplAddr["a"].Addr().AsSlice(), Port: 7406}) // the peer's address, another port
+	send(net.UDPAddrFromAddrPort(netip.AddrPortFrom(lab.ReplAddr["a"].Addr(), 7405)))
 	waitStat(t, b.ep, func(st Stats) bool { return st.Drops["short"] >= 1 })
 	if st := b.ep.Stats(); st.Drops["short"] != 1 {
 		t.Errorf("short frames counted: %d, want only the one from the peer's socket", st.Drops["short"])

@@ -17,10 +17,10 @@ import (
 	"github.com/hapair/hapair/election"
 	"github.com/hapair/hapair/health"
 	"github.com/hapair/hapair/heartbeat"
-	"github.com/hapair/hapair/internal/agent"
 	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/internal/hooks"
 	"github.com/hapair/hapair/internal/metrics"
+	"github.com/hapair/hapair/node/agent"
 	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/vip"
 )

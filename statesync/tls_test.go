@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/hapair/hapair/internal/pki"
+	"github.com/hapair/hapair/lab/pki"
 )
 
 func makePKI(t *testing.T, dir, caName string, names ...string) {

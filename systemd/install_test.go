@@ -18,7 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/lab/labtest"
 )
 
 const rootfsCache = "/var/cache/hapair-test/rootfs-bookworm"
@@ -145,7 +146,7 @@ func leaderOf(nspawn int) (int, error) {
 // its config.
 type world struct {
 	deb    []byte
-	p      *labnet.Pair
+	p      *lab.Pair
 	config string // hapair.toml for the pair, key at /etc/hapair/hapair.key
 	key    []byte
 }
@@ -160,9 +161,9 @@ func newWorld(t *testing.T) *world {
 	if out, err := exec.Command("make", "-C", "..", "package", "VERSION=1.0.0", "DIST="+dist, "ARCHES=amd64").CombinedOutput(); err != nil {
 		t.Fatalf("make package: %v\n%s", err, tail(string(out)))
 	}
-	w := &world{p: labnet.NewT(t, labnet.Options{})}
+	w := &world{p: labtest.NewPair(t, lab.Options{})}
 	w.deb, _ = os.ReadFile(filepath.Join(dist, "hapair_1.0.0_amd64.deb"))
-	cfgPath, err := w.p.WriteConfig(t.TempDir(), labnet.ConfigOptions{Lease: "3s"})
+	cfgPath, err := w.p.WriteConfig(t.TempDir(), lab.ConfigOptions{Lease: "3s"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +243,7 @@ func TestInstallUnderSystemd(t *testing.T) {
 		return s["ActiveState"] == "active" && s["SubState"] == "running" && strings.HasPrefix(s["StatusText"], "role ")
 	})
 	// Alone, the preferred node becomes active after its start-up window.
-	c.waitFor("the VIP on node a", 10*time.Second, func() bool { return p.Holds("a", labnet.VIP.Addr()) })
+	c.waitFor("the VIP on node a", 10*time.Second, func() bool { return p.Holds("a", lab.VIP.Addr()) })
 	if out := c.must("hapairctl", "status"); !strings.Contains(out, "a: ACTIVE") {
 		t.Errorf("hapairctl status in the container:\n%s", out)
 	}
@@ -259,9 +260,9 @@ func TestInstallUnderSystemd(t *testing.T) {
 	}
 
 	// Stop: ExecStopPost's --cleanup leaves no VIP.
-	c.waitFor("the VIP back after the restart", 10*time.Second, func() bool { return p.Holds("a", labnet.VIP.Addr()) })
+	c.waitFor("the VIP back after the restart", 10*time.Second, func() bool { return p.Holds("a", lab.VIP.Addr()) })
 	c.must("systemctl", "stop", "hapaird")
-	if p.Holds("a", labnet.VIP.Addr()) {
+	if p.Holds("a", lab.VIP.Addr()) {
 		t.Error("VIP still on the node after systemctl stop")
 	}
 
@@ -292,9 +293,9 @@ func TestPairOfContainersFailsOver(t *testing.T) {
 	a := nodes["a"]
 	a.waitFor("a active with the VIP", 15*time.Second, func() bool {
 		out, _ := a.exec("hapairctl", "status")
-		return strings.Contains(out, "a: ACTIVE") && strings.Contains(out, "peer b: STANDBY") && w.p.Holds("a", labnet.VIP.Addr())
+		return strings.Contains(out, "a: ACTIVE") && strings.Contains(out, "peer b: STANDBY") && w.p.Holds("a", lab.VIP.Addr())
 	})
-	if err := labnet.Reach(w.p.Client, labnet.VIP.Addr(), 2*time.Second); err != nil {
+	if err := lab.Reach(w.p.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// Host loss: a's links cut and its whole system killed.
@@ -304,9 +305,9 @@ func TestPairOfContainersFailsOver(t *testing.T) {
 	lost := time.Now()
 	a.kill()
 	b := nodes["b"]
-	b.waitFor("b to take the VIP", 5*time.Second, func() bool { return w.p.Holds("b", labnet.VIP.Addr()) })
+	b.waitFor("b to take the VIP", 5*time.Second, func() bool { return w.p.Holds("b", lab.VIP.Addr()) })
 	t.Logf("VIP on b %v after a's host was lost", time.Since(lost))
-	if err := labnet.Reach(w.p.Client, labnet.VIP.Addr(), 2*time.Second); err != nil {
+	if err := lab.Reach(w.p.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if out := b.must("hapairctl", "status"); !strings.Contains(out, "b: ACTIVE") {

@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/lab/labtest"
 	"github.com/vishvananda/netlink"
 )
 
@@ -18,7 +19,7 @@ func manager(t testing.TB, ns string, lease time.Duration, addrs ...netip.Prefix
 	t.Helper()
 	var as []Addr
 	for _, p := range addrs {
-		as = append(as, Addr{Prefix: p, Interface: labnet.Public})
+		as = append(as, Addr{Prefix: p, Interface: lab.Public})
 	}
 	m, err := New(as, Options{NetNS: ns, Lease: lease})
 	if err != nil {
@@ -28,8 +29,8 @@ func manager(t testing.TB, ns string, lease time.Duration, addrs ...netip.Prefix
 	return m
 }
 
-func mac(t testing.TB, p *labnet.Pair, ns string) net.HardwareAddr {
-	l, err := p.Handle(ns).LinkByName(labnet.Public)
+func mac(t testing.TB, p *lab.Pair, ns string) net.HardwareAddr {
+	l, err := p.Handle(ns).LinkByName(lab.Public)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,9 +38,9 @@ func mac(t testing.TB, p *labnet.Pair, ns string) net.HardwareAddr {
 }
 
 // neighbour reads the client's neighbour entry for ip.
-func neighbour(t testing.TB, p *labnet.Pair, ip netip.Addr) net.HardwareAddr {
+func neighbour(t testing.TB, p *lab.Pair, ip netip.Addr) net.HardwareAddr {
 	h := p.Handle(p.Client)
-	br, err := h.LinkByName(labnet.Bridge)
+	br, err := h.LinkByName(lab.Bridge)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +60,7 @@ func neighbour(t testing.TB, p *labnet.Pair, ip netip.Addr) net.HardwareAddr {
 	return nil
 }
 
-func waitNeighbour(t testing.TB, p *labnet.Pair, ip netip.Addr, want net.HardwareAddr) {
+func waitNeighbour(t testing.TB, p *lab.Pair, ip netip.Addr, want net.HardwareAddr) {
 	t.Helper()
 	deadline := time.Now().Add(time.Second)
 	for {
@@ -75,15 +76,15 @@ func waitNeighbour(t testing.TB, p *labnet.Pair, ip netip.Addr, want net.Hardwar
 }
 
 func TestMoveUpdatesClientWithoutAsking(t *testing.T) {
-	for _, vip := range []netip.Prefix{labnet.VIP, labnet.VIP6} {
+	for _, vip := range []netip.Prefix{lab.VIP, lab.VIP6} {
 		t.Run(vip.Addr().String(), func(t *testing.T) {
-			p := labnet.NewT(t, labnet.Options{})
+			p := labtest.NewPair(t, lab.Options{})
 			a := manager(t, p.A, 0, vip)
 			b := manager(t, p.B, 0, vip)
 			if err := a.Claim(); err != nil {
 				t.Fatal(err)
 			}
-			if err := labnet.Reach(p.Client, vip.Addr(), 2*time.Second); err != nil {
+			if err := lab.Reach(p.Client, vip.Addr(), 2*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			waitNeighbour(t, p, vip.Addr(), mac(t, p, p.A))
@@ -97,7 +98,7 @@ func TestMoveUpdatesClientWithoutAsking(t *testing.T) {
 			// No traffic from the client in between: only the
 			// announcement can have moved its entry.
 			waitNeighbour(t, p, vip.Addr(), mac(t, p, p.B))
-			if err := labnet.Reach(p.Client, vip.Addr(), 2*time.Second); err != nil {
+			if err := lab.Reach(p.Client, vip.Addr(), 2*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			if present, _ := a.Present(); len(present) != 0 {
@@ -108,8 +109,8 @@ func TestMoveUpdatesClientWithoutAsking(t *testing.T) {
 }
 
 func TestLeaseExpiresWithoutRenewal(t *testing.T) {
-	p := labnet.NewT(t, labnet.Options{})
-	m := manager(t, p.A, 2*time.Second, labnet.VIP, labnet.VIP6)
+	p := labtest.NewPair(t, lab.Options{})
+	m := manager(t, p.A, 2*time.Second, lab.VIP, lab.VIP6)
 	start := time.Now()
 	if err := m.Claim(); err != nil {
 		t.Fatal(err)
@@ -143,13 +144,13 @@ func TestLeaseExpiresWithoutRenewal(t *testing.T) {
 }
 
 func TestCleanupReleaseAndForeign(t *testing.T) {
-	p := labnet.NewT(t, labnet.Options{})
-	crashed := manager(t, p.A, 0, labnet.VIP, labnet.VIP6)
+	p := labtest.NewPair(t, lab.Options{})
+	crashed := manager(t, p.A, 0, lab.VIP, lab.VIP6)
 	if err := crashed.Claim(); err != nil {
 		t.Fatal(err)
 	}
 	// A new manager (a restarted daemon) finds and removes the stale VIPs.
-	m := manager(t, p.A, 0, labnet.VIP, labnet.VIP6)
+	m := manager(t, p.A, 0, lab.VIP, lab.VIP6)
 	removed, err := m.Cleanup()
 	if err != nil || len(removed) != 2 {
 		t.Fatalf("cleanup removed %v, %v; want both", removed, err)
@@ -162,21 +163,21 @@ func TestCleanupReleaseAndForeign(t *testing.T) {
 	}
 	// An operator's permanent address is neither taken nor removed.
 	h := p.Handle(p.A)
-	l, _ := h.LinkByName(labnet.Public)
-	if err := h.AddrAdd(l, m.nlAddr(Addr{Prefix: labnet.VIP}, false)); err != nil {
+	l, _ := h.LinkByName(lab.Public)
+	if err := h.AddrAdd(l, m.nlAddr(Addr{Prefix: lab.VIP}, false)); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Claim(); !errors.Is(err, ErrForeign) {
 		t.Errorf("claim over a permanent address: %v, want ErrForeign", err)
 	}
-	if removed, _ := m.Cleanup(); len(removed) != 1 || removed[0].Prefix != labnet.VIP6 {
+	if removed, _ := m.Cleanup(); len(removed) != 1 || removed[0].Prefix != lab.VIP6 {
 		t.Errorf("cleanup removed %v, want only the IPv6 VIP", removed)
 	}
 	if present, _ := m.Present(); len(present) != 1 {
 		t.Errorf("the permanent address is gone: %v", present)
 	}
 	// Claiming twice is idempotent.
-	b := manager(t, p.B, 0, labnet.VIP)
+	b := manager(t, p.B, 0, lab.VIP)
 	if err := b.Claim(); err != nil {
 		t.Fatal(err)
 	}
@@ -186,8 +187,8 @@ func TestCleanupReleaseAndForeign(t *testing.T) {
 }
 
 func TestClaimMissingInterface(t *testing.T) {
-	p := labnet.NewT(t, labnet.Options{})
-	m, err := New([]Addr{{Prefix: labnet.VIP, Interface: "nosuch0"}}, Options{NetNS: p.A})
+	p := labtest.NewPair(t, lab.Options{})
+	m, err := New([]Addr{{Prefix: lab.VIP, Interface: "nosuch0"}}, Options{NetNS: p.A})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,8 +200,8 @@ func TestClaimMissingInterface(t *testing.T) {
 }
 
 func TestWatch(t *testing.T) {
-	p := labnet.NewT(t, labnet.Options{})
-	m := manager(t, p.A, 0, labnet.VIP)
+	p := labtest.NewPair(t, lab.Options{})
+	m := manager(t, p.A, 0, lab.VIP)
 	ctx, cancel := context.WithCancel(context.Background())
 	events := make(chan Event, 16)
 	done := make(chan error)
@@ -220,7 +221,7 @@ func TestWatch(t *testing.T) {
 	}
 	// Removed by hand.
 	h := p.Handle(p.A)
-	l, _ := h.LinkByName(labnet.Public)
+	l, _ := h.LinkByName(lab.Public)
 	if err := h.AddrDel(l, m.nlAddr(m.addrs[0], false)); err != nil {
 		t.Fatal(err)
 	}
@@ -257,12 +258,12 @@ func expect(t *testing.T, ch <-chan Event, kind EventKind) {
 }
 
 func BenchmarkClaim(b *testing.B) {
-	p, err := labnet.New(labnet.Options{})
+	p, err := lab.New(lab.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	m, err := New([]Addr{{Prefix: labnet.VIP, Interface: labnet.Public}}, Options{NetNS: p.A, Count: 1})
+	m, err := New([]Addr{{Prefix: lab.VIP, Interface: lab.Public}}, Options{NetNS: p.A, Count: 1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -282,8 +283,8 @@ func BenchmarkClaim(b *testing.B) {
 // back what it missed, instead of failing (which would stop the daemon: a
 // failover of its own).
 func TestWatchSurvivesALostSubscription(t *testing.T) {
-	p := labnet.NewT(t, labnet.Options{})
-	m := manager(t, p.A, 0, labnet.VIP)
+	p := labtest.NewPair(t, lab.Options{})
+	m := manager(t, p.A, 0, lab.VIP)
 	w, err := m.Subscribe()
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +293,7 @@ func TestWatchSurvivesALostSubscription(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := p.Handle(p.A)
-	l, _ := h.LinkByName(labnet.Public)
+	l, _ := h.LinkByName(lab.Public)
 	if err := h.AddrDel(l, m.nlAddr(m.addrs[0], false)); err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 )
 
 const labHelp = `keys (then Enter):
@@ -26,18 +26,18 @@ const labHelp = `keys (then Enter):
   q  quit (removes everything)
 `
 
-func lab(args []string, stdout, stderr io.Writer) int {
+func runLab(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hapairctl lab", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	profile := fs.String("profile", "default", "heartbeat profile: default or fast")
-	scenario := fs.String("scenario", "", "run one case and exit: "+strings.Join(labnet.Scenarios, ", "))
+	scenario := fs.String("scenario", "", "run one case and exit: "+strings.Join(lab.Scenarios, ", "))
 	runs := fs.Int("runs", 1, "with --scenario: how many times")
 	keep := fs.Bool("keep-logs", false, "keep the daemons' logs and config after the lab ends")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *scenario != "" && !slices.Contains(labnet.Scenarios, *scenario) {
-		fmt.Fprintf(stderr, "hapairctl lab: unknown scenario %q (have %s)\n", *scenario, strings.Join(labnet.Scenarios, ", "))
+	if *scenario != "" && !slices.Contains(lab.Scenarios, *scenario) {
+		fmt.Fprintf(stderr, "hapairctl lab: unknown scenario %q (have %s)\n", *scenario, strings.Join(lab.Scenarios, ", "))
 		return 2
 	}
 	if os.Geteuid() != 0 {
@@ -55,23 +55,23 @@ func lab(args []string, stdout, stderr io.Writer) int {
 		defer os.RemoveAll(dir)
 	}
 	fmt.Fprintln(stdout, "finding or building hapaird ...")
-	bin, err := labnet.FindDaemon(dir)
+	bin, err := lab.FindDaemon(dir)
 	if err != nil {
 		fmt.Fprintln(stderr, "hapairctl lab:", err)
 		return 1
 	}
-	p, err := labnet.New(labnet.Options{})
+	p, err := lab.New(lab.Options{})
 	if err != nil {
 		fmt.Fprintln(stderr, "hapairctl lab:", err)
 		return 1
 	}
 	defer p.Close()
-	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{Profile: *profile, Media: true})
+	c, err := p.NewCluster(bin, dir, lab.ConfigOptions{Profile: *profile, Media: true})
 	if err != nil {
 		fmt.Fprintln(stderr, "hapairctl lab:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "pair %s: client %s, node a %s, node b %s; VIP %s; profile %s\n", p.Tag, p.Client, p.A, p.B, labnet.VIP, *profile)
+	fmt.Fprintf(stdout, "pair %s: client %s, node a %s, node b %s; VIP %s; profile %s\n", p.Tag, p.Client, p.A, p.B, lab.VIP, *profile)
 	active, err := c.Settle(10 * time.Second)
 	if err != nil {
 		fmt.Fprintln(stderr, "hapairctl lab:", err)
@@ -95,19 +95,19 @@ func lab(args []string, stdout, stderr io.Writer) int {
 	return interactive(c, stdout, stderr)
 }
 
-func dumpLogs(c *labnet.Cluster, w io.Writer) {
+func dumpLogs(c *lab.Cluster, w io.Writer) {
 	for _, n := range []string{"a", "b"} {
 		b, _ := os.ReadFile(c.LogPath(n))
 		fmt.Fprintf(w, "--- log of %s\n%s", n, b)
 	}
 }
 
-func interactive(c *labnet.Cluster, stdout, stderr io.Writer) int {
+func interactive(c *lab.Cluster, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprint(stdout, labHelp)
 	// The client pings the VIP all along; the view reports what it sees.
-	probe, err := labnet.NewProber(c.Client, labnet.VIP.Addr())
+	probe, err := lab.NewProber(c.Client, lab.VIP.Addr())
 	if err != nil {
 		fmt.Fprintln(stderr, "hapairctl lab:", err)
 		return 1
@@ -187,7 +187,7 @@ func interactive(c *labnet.Cluster, stdout, stderr io.Writer) int {
 
 // liveView is one line: both roles, who holds the VIP, and what the
 // client sees. It changes only when the state does, so it prints only then.
-func liveView(c *labnet.Cluster, probe *labnet.Prober) string {
+func liveView(c *lab.Cluster, probe *lab.Prober) string {
 	var parts []string
 	for _, n := range []string{"a", "b"} {
 		s, err := c.Status(n)
@@ -206,11 +206,11 @@ func liveView(c *labnet.Cluster, probe *labnet.Prober) string {
 	}
 	holder := "nobody"
 	for _, n := range []string{"a", "b"} {
-		if c.Holds(n, labnet.VIP.Addr()) {
+		if c.Holds(n, lab.VIP.Addr()) {
 			holder = n
 		}
 	}
-	mac := c.ClientNeighbour(labnet.VIP.Addr()).String()
+	mac := c.ClientNeighbour(lab.VIP.Addr()).String()
 	via := "?"
 	for _, n := range []string{"a", "b"} {
 		if m := c.MAC(n); m != nil && m.String() == mac {

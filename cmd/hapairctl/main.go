@@ -113,7 +113,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "unlock":
 		return lock(rest, stdout, stderr, false)
 	case "lab":
-		return lab(rest, stdout, stderr)
+		return runLab(rest, stdout, stderr)
 	case "sessions":
 		return sessions(rest, stdout, stderr)
 	case "events":

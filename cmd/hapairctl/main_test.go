@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 )
 
 func TestLockUnlockWithoutDaemon(t *testing.T) {
@@ -52,7 +52,7 @@ func TestLabScenario(t *testing.T) {
 	if !strings.Contains(out.String(), "host-loss: VIP moved a -> b") {
 		t.Errorf("lab output:\n%s", out.String())
 	}
-	for _, ns := range labnet.Leftovers() {
+	for _, ns := range lab.Leftovers() {
 		if strings.Contains(out.String(), ns) {
 			t.Errorf("lab left namespace %s behind", ns)
 		}

@@ -14,7 +14,8 @@ import (
 	"time"
 
 	"github.com/hapair/hapair/config"
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/lab/labtest"
 )
 
 // End-to-end tests: the real hapaird, built with the race detector, in
@@ -31,7 +32,7 @@ func TestMain(m *testing.M) {
 				return 1
 			}
 			defer os.RemoveAll(dir)
-			daemonBin, err = labnet.BuildDaemon(dir, true)
+			daemonBin, err = lab.BuildDaemon(dir, true)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
@@ -47,16 +48,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func cluster(t *testing.T, o labnet.ConfigOptions) *labnet.Cluster {
+func cluster(t *testing.T, o lab.ConfigOptions) *lab.Cluster {
 	t.Helper()
 	if daemonBin == "" {
 		t.Skip("end-to-end tests need root for network namespaces")
 	}
-	return clusterOn(t, labnet.NewT(t, labnet.Options{}), o)
+	return clusterOn(t, labtest.NewPair(t, lab.Options{}), o)
 }
 
 // clusterOn runs a cluster on a pair the test built itself.
-func clusterOn(t *testing.T, p *labnet.Pair, o labnet.ConfigOptions) *labnet.Cluster {
+func clusterOn(t *testing.T, p *lab.Pair, o lab.ConfigOptions) *lab.Cluster {
 	t.Helper()
 	c, err := p.NewCluster(daemonBin, t.TempDir(), o)
 	if err != nil {
@@ -73,7 +74,7 @@ func clusterOn(t *testing.T, p *labnet.Pair, o labnet.ConfigOptions) *labnet.Clu
 	return c
 }
 
-func settle(t *testing.T, c *labnet.Cluster) string {
+func settle(t *testing.T, c *lab.Cluster) string {
 	t.Helper()
 	act, err := c.Settle(10 * time.Second)
 	if err != nil {
@@ -83,11 +84,11 @@ func settle(t *testing.T, c *labnet.Cluster) string {
 }
 
 func TestPairStartsWithPreferredActive(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	if act := settle(t, c); act != "a" {
 		t.Fatalf("%s is active, want the preferred node a", act)
 	}
-	if err := labnet.Reach(c.Client, labnet.VIP.Addr(), 2*time.Second); err != nil {
+	if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	s, err := c.Status("b")
@@ -109,7 +110,7 @@ func TestHostLoss(t *testing.T) {
 		dead time.Duration
 	}{{"default", 300 * time.Millisecond}, {"fast", 30 * time.Millisecond}} {
 		t.Run(prof.name, func(t *testing.T) {
-			c := cluster(t, labnet.ConfigOptions{Profile: prof.name})
+			c := cluster(t, lab.ConfigOptions{Profile: prof.name})
 			settle(t, c)
 			// Back and forth: the returning node must come back standby
 			// even though frames queued during its isolation arrive
@@ -132,10 +133,10 @@ func TestHostLoss(t *testing.T) {
 			if res.VIPAfter > prof.dead+time.Second {
 				t.Errorf("VIP on %s after %v, want within the dead interval %v + 1s", res.To, res.VIPAfter, prof.dead)
 			}
-			if got, want := c.ClientNeighbour(labnet.VIP.Addr()).String(), c.MAC(res.To).String(); got != want {
+			if got, want := c.ClientNeighbour(lab.VIP.Addr()).String(), c.MAC(res.To).String(); got != want {
 				t.Errorf("client's neighbour entry for the VIP: %s, want %s's %s", got, res.To, want)
 			}
-			if err := labnet.Reach(c.Client, labnet.VIP.Addr(), 2*time.Second); err != nil {
+			if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
 				t.Error(err)
 			}
 			// The old active comes back as STANDBY: no preemption.
@@ -150,7 +151,7 @@ func TestHostLoss(t *testing.T) {
 }
 
 func TestGracefulStopHandsOverWithoutGap(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	settle(t, c)
 	res, err := c.Run("graceful-stop", time.Millisecond)
 	if err != nil {
@@ -166,13 +167,13 @@ func TestGracefulStopHandsOverWithoutGap(t *testing.T) {
 	if c.Running(res.From) {
 		t.Errorf("%s still running after SIGTERM", res.From)
 	}
-	if c.Holds(res.From, labnet.VIP.Addr()) {
+	if c.Holds(res.From, lab.VIP.Addr()) {
 		t.Errorf("%s exited but still holds the VIP", res.From)
 	}
 }
 
 func TestSwitchover(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	settle(t, c)
 	res, err := c.Run("switchover", time.Millisecond)
 	if err != nil {
@@ -188,7 +189,7 @@ func TestSwitchover(t *testing.T) {
 }
 
 func TestHeartbeatLinkDownIsDegradedOnly(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	settle(t, c)
 	if err := c.CutHeartbeat(false); err != nil {
 		t.Fatal(err)
@@ -210,13 +211,13 @@ func TestHeartbeatLinkDownIsDegradedOnly(t *testing.T) {
 	}
 	// Many dead intervals later, still no failover.
 	time.Sleep(time.Second)
-	if !c.Holds("a", labnet.VIP.Addr()) || c.Holds("b", labnet.VIP.Addr()) {
+	if !c.Holds("a", lab.VIP.Addr()) || c.Holds("b", lab.VIP.Addr()) {
 		t.Fatal("the VIP moved on a single path failure")
 	}
 }
 
 func TestKilledPairLeavesNoVIP(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{Lease: "2s"})
+	c := cluster(t, lab.ConfigOptions{Lease: "2s"})
 	act := settle(t, c)
 	for _, n := range []string{"a", "b"} {
 		if err := c.Kill(n); err != nil {
@@ -224,7 +225,7 @@ func TestKilledPairLeavesNoVIP(t *testing.T) {
 		}
 	}
 	killed := time.Now()
-	for c.Holds(act, labnet.VIP.Addr()) {
+	for c.Holds(act, lab.VIP.Addr()) {
 		if time.Since(killed) > 2*time.Second+1500*time.Millisecond {
 			t.Fatalf("VIP still on %s %v after both daemons were killed (lease 2s)", act, time.Since(killed))
 		}
@@ -234,10 +235,10 @@ func TestKilledPairLeavesNoVIP(t *testing.T) {
 }
 
 func TestCleanupRemovesStaleVIP(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{Lease: "60s"})
+	c := cluster(t, lab.ConfigOptions{Lease: "60s"})
 	act := settle(t, c)
 	cleanup := func() ([]byte, error) {
-		return labnet.Command(c.Node(act), daemonBin, "--cleanup", "-c", c.Config, "--node", act, "--state-dir", c.StateDir(act), "--socket", c.Socket(act)).CombinedOutput()
+		return lab.Command(c.Node(act), daemonBin, "--cleanup", "-c", c.Config, "--node", act, "--state-dir", c.StateDir(act), "--socket", c.Socket(act)).CombinedOutput()
 	}
 	// While the node's daemon runs, --cleanup refuses to pull its VIP.
 	if out, err := cleanup(); err == nil || !strings.Contains(string(out), "another hapaird is running") {
@@ -250,18 +251,18 @@ func TestCleanupRemovesStaleVIP(t *testing.T) {
 	if err != nil {
 		t.Fatalf("--cleanup: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "removed "+labnet.VIP.String()) {
+	if !strings.Contains(string(out), "removed "+lab.VIP.String()) {
 		t.Errorf("--cleanup said %q", out)
 	}
-	if c.Holds(act, labnet.VIP.Addr()) {
+	if c.Holds(act, lab.VIP.Addr()) {
 		t.Error("VIP still there after --cleanup")
 	}
 }
 
 func TestSecondDaemonRefuses(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	settle(t, c)
-	out, err := labnet.Command(c.A, daemonBin, "-c", c.Config, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a")).CombinedOutput()
+	out, err := lab.Command(c.A, daemonBin, "-c", c.Config, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a")).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "another hapaird is running") {
 		t.Fatalf("second daemon: %v\n%s", err, out)
 	}
@@ -271,19 +272,19 @@ func TestSecondDaemonRefuses(t *testing.T) {
 }
 
 func TestBadStart(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	// A config error: named, non-zero exit.
 	bad := filepath.Join(c.Dir, "bad.toml")
 	src, _ := os.ReadFile(c.Config)
 	os.WriteFile(bad, []byte(strings.Replace(string(src), `profile = "default"`, `profile = "turbo"`, 1)), 0o644)
-	out, err := labnet.Command(c.A, daemonBin, "-c", bad, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a")).CombinedOutput()
+	out, err := lab.Command(c.A, daemonBin, "-c", bad, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a")).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `bad.toml:5: profile: "turbo" is neither`) {
 		t.Errorf("bad config: %v\n%s", err, out)
 	}
 	// A missing interface: refused, nothing claimed.
 	missing := filepath.Join(c.Dir, "missing.toml")
 	os.WriteFile(missing, []byte(strings.Replace(string(src), `heartbeat_interface = "hb0"`, `heartbeat_interface = "nosuch0"`, 1)), 0o644)
-	cmd := labnet.Command(c.A, daemonBin, "-c", missing, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a"))
+	cmd := lab.Command(c.A, daemonBin, "-c", missing, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a"))
 	done := make(chan error, 1)
 	var outb strings.Builder
 	cmd.Stdout, cmd.Stderr = &outb, &outb
@@ -300,14 +301,14 @@ func TestBadStart(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGKILL)
 		t.Fatal("daemon with a missing interface kept running")
 	}
-	if c.Holds("a", labnet.VIP.Addr()) {
+	if c.Holds("a", lab.VIP.Addr()) {
 		t.Error("VIP claimed by a daemon that refused to start")
 	}
 }
 
 // hapairctl runs the operator's tool against node's daemon, as an operator
 // on that node would.
-func hapairctl(t *testing.T, c *labnet.Cluster, node string, args ...string) string {
+func hapairctl(t *testing.T, c *lab.Cluster, node string, args ...string) string {
 	t.Helper()
 	args = append(args, "-c", c.Config, "--socket", c.Socket(node), "--state-dir", c.StateDir(node))
 	out, err := exec.Command(ctlBin, args...).CombinedOutput()
@@ -318,7 +319,7 @@ func hapairctl(t *testing.T, c *labnet.Cluster, node string, args ...string) str
 }
 
 func TestLockedStandbyDoesNotTakeOver(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	settle(t, c)
 	hapairctl(t, c, "b", "lock", "--reason", "maintenance")
 	// In force when the command returns: no waiting for the daemon.
@@ -336,7 +337,7 @@ func TestLockedStandbyDoesNotTakeOver(t *testing.T) {
 	if err := c.WaitRole("b", "STANDBY", time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if c.Holds("b", labnet.VIP.Addr()) {
+	if c.Holds("b", lab.VIP.Addr()) {
 		t.Fatal("locked standby took the VIP")
 	}
 	b, _ := os.ReadFile(c.LogPath("b"))
@@ -353,7 +354,7 @@ func TestLockedStandbyDoesNotTakeOver(t *testing.T) {
 // rounds the killed node comes back and the standby is unlocked, so the
 // roles alternate.
 func TestLockThenKillNeverTakesOver(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{Profile: "fast"})
+	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
 	lock := func(node string, on bool) error {
 		if on {
 			hapairctl(t, c, node, "lock", "--reason", "test")
@@ -376,7 +377,7 @@ func TestLockThenKillNeverTakesOver(t *testing.T) {
 // Issue 14.7: a client that connects to the socket and dawdles over its
 // request headers is cut off, not kept for ever.
 func TestControlSocketCutsOffDawdlers(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	settle(t, c)
 	conn, err := net.Dial("unix", c.Socket("a"))
 	if err != nil {
@@ -399,7 +400,7 @@ func TestControlSocketCutsOffDawdlers(t *testing.T) {
 // status on the application socket; switchover, lock and unlock are taken
 // only on the operator socket, which only root may use.
 func TestOperatorCommandsOnlyOnTheAdminSocket(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	settle(t, c)
 	ctx := context.Background()
 	if err := c.Ctl("b").Lock(ctx, true, "from an application"); err == nil {
@@ -429,7 +430,7 @@ func TestOperatorCommandsOnlyOnTheAdminSocket(t *testing.T) {
 // run on): the core's lease from the agent runs out, it tells the peer
 // FAULT and releases the VIPs; resumed, the agent comes back standby.
 func TestStoppedAgentIsFenced(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{Lease: "10s"})
+	c := cluster(t, lab.ConfigOptions{Lease: "10s"})
 	act := settle(t, c)
 	sb := other(act)
 	if err := c.WaitSynced(act, 10*time.Second); err != nil {
@@ -437,7 +438,7 @@ func TestStoppedAgentIsFenced(t *testing.T) {
 	}
 	holders := c.WatchHolders()
 	defer holders.Stop()
-	vip := labnet.VIP.Addr()
+	vip := lab.VIP.Addr()
 	stopped := time.Now()
 	if err := c.Signal(act, syscall.SIGSTOP, 0); err != nil {
 		t.Fatal(err)

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 )
 
 func TestCriticalProcessDeathHandsOver(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{Media: true})
+	c := cluster(t, lab.ConfigOptions{Media: true})
 	settle(t, c)
 	res, err := c.Run("process-death", time.Millisecond)
 	if err != nil {
@@ -39,7 +39,7 @@ func TestCriticalProcessDeathHandsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	if s, _ := c.Status(res.To); s.Role != "ACTIVE" || !c.Holds(res.To, labnet.VIP.Addr()) {
+	if s, _ := c.Status(res.To); s.Role != "ACTIVE" || !c.Holds(res.To, lab.VIP.Addr()) {
 		t.Errorf("%s after recovery: %s", res.To, s.Role)
 	}
 	log, _ := os.ReadFile(c.LogPath(res.To))
@@ -49,7 +49,7 @@ func TestCriticalProcessDeathHandsOver(t *testing.T) {
 }
 
 func TestPublicLinkLossFencesTheActive(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
 	port := map[string]string{"a": "pa", "b": "pb"}[act]
 	if err := c.SetLink(c.Client, port, false); err != nil { // the switch port goes dark
@@ -61,7 +61,7 @@ func TestPublicLinkLossFencesTheActive(t *testing.T) {
 	if err := c.WaitRole(other(act), "ACTIVE", 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if c.Holds(act, labnet.VIP.Addr()) {
+	if c.Holds(act, lab.VIP.Addr()) {
 		t.Error("fenced node still holds the VIP")
 	}
 	c.SetLink(c.Client, port, true)
@@ -83,7 +83,7 @@ on = ["active"]
 command = ["sh", "-c", "env | grep ^HAPAIR_ | sort > ` + filepath.Join(dir, "env") + `"]
 timeout = "5s"
 `
-	c := cluster(t, labnet.ConfigOptions{Extra: extra})
+	c := cluster(t, lab.ConfigOptions{Extra: extra})
 	settle(t, c)
 	res, err := c.Run("host-loss", time.Millisecond)
 	if err != nil {

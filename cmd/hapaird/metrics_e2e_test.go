@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 )
 
 // scrape fetches /metrics from inside ns: the socket is made on a thread
@@ -16,7 +16,7 @@ import (
 func scrape(t *testing.T, ns, addr string) string {
 	t.Helper()
 	var conn net.Conn
-	err := labnet.Do(ns, func() (err error) {
+	err := lab.Do(ns, func() (err error) {
 		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
 		return err
 	})
@@ -34,7 +34,7 @@ func scrape(t *testing.T, ns, addr string) string {
 }
 
 func TestMetricsScrape(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{Extra: "\n[metrics]\nlisten = \"127.0.0.1:9405\"\n"})
+	c := cluster(t, lab.ConfigOptions{Extra: "\n[metrics]\nlisten = \"127.0.0.1:9405\"\n"})
 	act := settle(t, c)
 	waitSynced(t, c, act)
 	body := scrape(t, c.Node(act), "127.0.0.1:9405")

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 )
 
 // dropHeartbeatsAt drops, at node's ingress, the heartbeat frames its peer
@@ -14,20 +14,20 @@ import (
 // NIC that lost its receive side or a switch filter would. An nftables
 // netdev ingress hook does it (tc's classifiers are not in every kernel).
 // The returned function heals it.
-func dropHeartbeatsAt(t *testing.T, c *labnet.Cluster, node string, udp bool) (heal func()) {
+func dropHeartbeatsAt(t *testing.T, c *lab.Cluster, node string, udp bool) (heal func()) {
 	t.Helper()
 	nft := func(rules string) {
 		t.Helper()
-		cmd := labnet.Command(c.Node(node), "nft", "-f", "-")
+		cmd := lab.Command(c.Node(node), "nft", "-f", "-")
 		cmd.Stdin = strings.NewReader(rules)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("nft: %v\n%s\n%s", err, rules, out)
 		}
 	}
 	rules := "table netdev hplab_oneway {\n" +
-		"  chain hb { type filter hook ingress device \"" + labnet.Heartbeat + "\" priority 0; ether type 0x88b5 drop; }\n"
+		"  chain hb { type filter hook ingress device \"" + lab.Heartbeat + "\" priority 0; ether type 0x88b5 drop; }\n"
 	if udp {
-		rules += "  chain rep { type filter hook ingress device \"" + labnet.Repl + "\" priority 0; udp dport 7405 drop; }\n"
+		rules += "  chain rep { type filter hook ingress device \"" + lab.Repl + "\" priority 0; udp dport 7405 drop; }\n"
 	}
 	nft(rules + "}\n")
 	healed := false
@@ -50,7 +50,7 @@ func dropHeartbeatsAt(t *testing.T, c *labnet.Cluster, node string, udp bool) (h
 func TestOneWayLossEndsWithOneActive(t *testing.T) {
 	for _, profile := range []string{"default", "fast"} {
 		t.Run(profile, func(t *testing.T) {
-			c := cluster(t, labnet.ConfigOptions{Profile: profile})
+			c := cluster(t, lab.ConfigOptions{Profile: profile})
 			act := settle(t, c)
 			sb := other(act)
 			if err := c.WaitSynced(act, 10*time.Second); err != nil {
@@ -59,7 +59,7 @@ func TestOneWayLossEndsWithOneActive(t *testing.T) {
 			s, _ := c.Status(act)
 			dead, _ := time.ParseDuration(s.Dead)
 			heal := dropHeartbeatsAt(t, c, sb, true)
-			vip := labnet.VIP.Addr()
+			vip := lab.VIP.Addr()
 			// The standby takes over...
 			for deadline := time.Now().Add(5 * time.Second); !c.Holds(sb, vip); time.Sleep(time.Millisecond) {
 				if time.Now().After(deadline) {
@@ -113,7 +113,7 @@ func TestOneWayLossEndsWithOneActive(t *testing.T) {
 // One-way loss on one path only: no transition at all, and the path shows
 // as one-way from the side that is not heard.
 func TestOneWayLossOnOnePathIsDegraded(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
 	sb := other(act)
 	before, err := c.Status(act)

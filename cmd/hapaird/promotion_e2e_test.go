@@ -7,7 +7,8 @@ import (
 	"time"
 
 	"github.com/hapair/hapair/heartbeat"
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/lab/labtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,8 +21,8 @@ func TestPromotionSaysActiveThenHolding(t *testing.T) {
 	if daemonBin == "" {
 		t.Skip("end-to-end tests need root for network namespaces")
 	}
-	p := labnet.NewT(t, labnet.Options{HeartbeatSwitch: true})
-	c := clusterOn(t, p, labnet.ConfigOptions{})
+	p := labtest.NewPair(t, lab.Options{HeartbeatSwitch: true})
+	c := clusterOn(t, p, lab.ConfigOptions{})
 	if act := settle(t, c); act != "a" {
 		t.Fatalf("%s active, want a", act)
 	}
@@ -31,7 +32,7 @@ func TestPromotionSaysActiveThenHolding(t *testing.T) {
 	// One socket for every interface of the switch: frames arriving from
 	// a and from b land in one queue, in the order the switch got them.
 	var fd int
-	err := labnet.Do(p.Tap, func() (err error) {
+	err := lab.Do(p.Tap, func() (err error) {
 		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
 		return err
 	})
@@ -45,8 +46,8 @@ func TestPromotionSaysActiveThenHolding(t *testing.T) {
 	}
 	macs := map[string]string{}
 	for _, node := range []string{"a", "b"} {
-		labnet.Do(p.Node(node), func() error {
-			ifi, err := net.InterfaceByName(labnet.Heartbeat)
+		lab.Do(p.Node(node), func() error {
+			ifi, err := net.InterfaceByName(lab.Heartbeat)
 			if err == nil {
 				macs[ifi.HardwareAddr.String()] = node
 			}

@@ -8,7 +8,8 @@ import (
 	"time"
 
 	"github.com/hapair/hapair/heartbeat"
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/lab/labtest"
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 )
@@ -22,8 +23,8 @@ func TestReplayedFramesDoNotHideTheActivesLoss(t *testing.T) {
 	if daemonBin == "" {
 		t.Skip("end-to-end tests need root for network namespaces")
 	}
-	p := labnet.NewT(t, labnet.Options{HeartbeatSwitch: true})
-	c := clusterOn(t, p, labnet.ConfigOptions{})
+	p := labtest.NewPair(t, lab.Options{HeartbeatSwitch: true})
+	c := clusterOn(t, p, lab.ConfigOptions{})
 	if act := settle(t, c); act != "a" {
 		t.Fatalf("%s active, want a", act)
 	}
@@ -31,7 +32,7 @@ func TestReplayedFramesDoNotHideTheActivesLoss(t *testing.T) {
 	// EtherType sees what a bridge port receives before the bridge takes
 	// it; one for 0x88B5 alone would not.
 	var rec, inj *packet.Conn
-	err := labnet.Do(p.Tap, func() error {
+	err := lab.Do(p.Tap, func() error {
 		ha, err := net.InterfaceByName("ha")
 		if err != nil {
 			return err
@@ -57,8 +58,8 @@ func TestReplayedFramesDoNotHideTheActivesLoss(t *testing.T) {
 	// pace, they would keep a dead a alive for four seconds, each frame
 	// new to a standby whose replay windows restarted empty.
 	var aMAC net.HardwareAddr
-	labnet.Do(p.A, func() error {
-		ifi, err := net.InterfaceByName(labnet.Heartbeat)
+	lab.Do(p.A, func() error {
+		ifi, err := net.InterfaceByName(lab.Heartbeat)
 		if err == nil {
 			aMAC = ifi.HardwareAddr
 		}

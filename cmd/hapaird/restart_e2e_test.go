@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 )
 
 // Issue 14.2 and design.md section 3: "A node that starts or restarts
@@ -18,10 +18,10 @@ import (
 func TestActiveCrashRestartLosesNoAcknowledgedWrite(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		o    labnet.ConfigOptions
+		o    lab.ConfigOptions
 	}{
-		{"restart faster than the dead interval", labnet.ConfigOptions{SyncMode: "sync", Interval: "100ms", Dead: "3s"}},
-		{"restart slower than the dead interval", labnet.ConfigOptions{SyncMode: "sync", Profile: "fast"}},
+		{"restart faster than the dead interval", lab.ConfigOptions{SyncMode: "sync", Interval: "100ms", Dead: "3s"}},
+		{"restart slower than the dead interval", lab.ConfigOptions{SyncMode: "sync", Profile: "fast"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := cluster(t, tc.o)

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 )
 
 // Issue 14.1: the rolling key rotation the documentation gives, done one
@@ -15,7 +15,7 @@ import (
 // one holder throughout (make-before-break handoffs aside), nobody loses
 // its peer, and every session written along the way reaches the standby.
 func TestRollingKeyRotation(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
 	if err := c.WaitSynced(act, 10*time.Second); err != nil {
 		t.Fatal(err)

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
-	"github.com/hapair/hapair/internal/pki"
+	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/lab/pki"
 	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/statesync/client"
 )
@@ -24,9 +24,9 @@ import (
 // node's unix socket (unix sockets live in the filesystem, so the test
 // reaches them from outside the namespaces).
 
-func api(c *labnet.Cluster, node string) *client.Client { return client.New(c.Socket(node)) }
+func api(c *lab.Cluster, node string) *client.Client { return client.New(c.Socket(node)) }
 
-func waitSynced(t *testing.T, c *labnet.Cluster, active string) {
+func waitSynced(t *testing.T, c *lab.Cluster, active string) {
 	t.Helper()
 	if err := c.WaitSynced(active, 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -48,7 +48,7 @@ type collector struct {
 	done   chan struct{}
 }
 
-func follow(c *labnet.Cluster, node string) *collector {
+func follow(c *lab.Cluster, node string) *collector {
 	ctx, cancel := context.WithCancel(context.Background())
 	col := &collector{cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -83,7 +83,7 @@ func (col *collector) wait(t *testing.T, typ string) statesync.Event {
 }
 
 func TestSessionsSurviveHostLoss(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
 	ctx := context.Background()
 	for i := 0; i < 50; i++ {
@@ -133,7 +133,7 @@ func TestSessionsSurviveHostLoss(t *testing.T) {
 // Sync mode: over repeated kill -9 failovers, not one acknowledged write
 // is missing on the new active.
 func TestSyncModeLosesNoAcknowledgedWrite(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{Profile: "fast", SyncMode: "sync"})
+	c := cluster(t, lab.ConfigOptions{Profile: "fast", SyncMode: "sync"})
 	rounds := 20
 	if testing.Short() {
 		rounds = 3
@@ -195,7 +195,7 @@ func TestSyncModeLosesNoAcknowledgedWrite(t *testing.T) {
 
 // Async mode: the verdict says how many writes the new active lacks.
 func TestAsyncVerdictCountsMissingWrites(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
 	waitSynced(t, c, act)
 	sb := other(act)
@@ -223,7 +223,7 @@ func TestAsyncVerdictCountsMissingWrites(t *testing.T) {
 }
 
 func TestReplicationResumeAndSnapshot(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
 	waitSynced(t, c, act)
 	before, _ := c.Status(act)
@@ -259,7 +259,7 @@ func TestReplicationResumeAndSnapshot(t *testing.T) {
 }
 
 func TestSwitchoverUnderLoadLosesNothing(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
 	waitSynced(t, c, act)
 	events := follow(c, other(act))
@@ -303,7 +303,7 @@ func TestSwitchoverUnderLoadLosesNothing(t *testing.T) {
 }
 
 func TestAPIBadInput(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (netConn, error) {
 		return dialUnix(ctx, c.Socket(act))
@@ -364,7 +364,7 @@ func TestReplicationOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	extra := fmt.Sprintf("\n[tls]\ncert = %q\nkey = %q\nca = %q\n", dir+"/{node}.crt", dir+"/{node}.key", dir+"/ca.crt")
-	c := cluster(t, labnet.ConfigOptions{Extra: extra})
+	c := cluster(t, lab.ConfigOptions{Extra: extra})
 	act := settle(t, c)
 	if _, err := api(c, act).Create(context.Background(), "over-tls", []byte("x")); err != nil {
 		t.Fatal(err)
@@ -404,7 +404,7 @@ func TestReplicationOverTLS(t *testing.T) {
 // heartbeats into a false failover, on one processor each.
 func TestLargeSnapshotCausesNoFalseFailover(t *testing.T) {
 	const sessions = 300_000
-	c := cluster(t, labnet.ConfigOptions{Profile: "fast"})
+	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
 	act := settle(t, c)
 	waitSynced(t, c, act)
 	st, err := api(c, act).Stream(context.Background())

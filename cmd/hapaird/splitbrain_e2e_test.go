@@ -6,13 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 )
 
 // isolateUntilBothActive cuts every path between the nodes (heartbeat link
 // and replication link; the public segment stays, as in a real isolation
 // of the pair) and waits until both are active.
-func isolateUntilBothActive(t *testing.T, c *labnet.Cluster) {
+func isolateUntilBothActive(t *testing.T, c *lab.Cluster) {
 	t.Helper()
 	if err := c.SeparatePair(false); err != nil {
 		t.Fatal(err)
@@ -26,7 +26,7 @@ func isolateUntilBothActive(t *testing.T, c *labnet.Cluster) {
 
 // heal restores the links and checks that, once a dead interval has
 // passed, exactly one node holds the VIP: winner.
-func heal(t *testing.T, c *labnet.Cluster, winner string) {
+func heal(t *testing.T, c *lab.Cluster, winner string) {
 	t.Helper()
 	if err := c.SeparatePair(true); err != nil {
 		t.Fatal(err)
@@ -39,21 +39,21 @@ func heal(t *testing.T, c *labnet.Cluster, winner string) {
 	if s, _ := c.Status(winner); s == nil || s.Role != "ACTIVE" {
 		t.Fatalf("winner %s is not active: %+v", winner, s)
 	}
-	if !c.Holds(winner, labnet.VIP.Addr()) || c.Holds(loser, labnet.VIP.Addr()) {
-		t.Fatalf("after the heal: %s holds %v, %s holds %v", winner, c.Holds(winner, labnet.VIP.Addr()), loser, c.Holds(loser, labnet.VIP.Addr()))
+	if !c.Holds(winner, lab.VIP.Addr()) || c.Holds(loser, lab.VIP.Addr()) {
+		t.Fatalf("after the heal: %s holds %v, %s holds %v", winner, c.Holds(winner, lab.VIP.Addr()), loser, c.Holds(loser, lab.VIP.Addr()))
 	}
 	// The client ends up talking to the winner.
 	deadline := time.Now().Add(2 * time.Second)
-	for c.ClientNeighbour(labnet.VIP.Addr()).String() != c.MAC(winner).String() {
-		labnet.Reach(c.Client, labnet.VIP.Addr(), 100*time.Millisecond)
+	for c.ClientNeighbour(lab.VIP.Addr()).String() != c.MAC(winner).String() {
+		lab.Reach(c.Client, lab.VIP.Addr(), 100*time.Millisecond)
 		if time.Now().After(deadline) {
-			t.Fatalf("client's neighbour entry %v, want %s's %v", c.ClientNeighbour(labnet.VIP.Addr()), winner, c.MAC(winner))
+			t.Fatalf("client's neighbour entry %v, want %s's %v", c.ClientNeighbour(lab.VIP.Addr()), winner, c.MAC(winner))
 		}
 	}
 }
 
 func TestSplitBrainNewestSessionWins(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	settle(t, c)
 	isolateUntilBothActive(t, c)
 	ctx := context.Background()
@@ -77,7 +77,7 @@ func TestSplitBrainNewestSessionWins(t *testing.T) {
 }
 
 func TestSplitBrainLongestActiveWins(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	if act := settle(t, c); act != "a" {
 		t.Fatalf("setup: %s active", act)
 	}
@@ -86,7 +86,7 @@ func TestSplitBrainLongestActiveWins(t *testing.T) {
 }
 
 func TestSplitBrainLockedNodeStays(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	settle(t, c)
 	lock(t, c, "a")
 	deadline := time.Now().Add(3 * time.Second)
@@ -107,13 +107,13 @@ func TestSplitBrainLockedNodeStays(t *testing.T) {
 	}
 }
 
-func lock(t *testing.T, c *labnet.Cluster, node string) {
+func lock(t *testing.T, c *lab.Cluster, node string) {
 	t.Helper()
 	hapairctl(t, c, node, "lock", "--reason", "test")
 }
 
 func TestLockSetWhileStoppedHonouredAtStart(t *testing.T) {
-	c := cluster(t, labnet.ConfigOptions{})
+	c := cluster(t, lab.ConfigOptions{})
 	lock(t, c, "a")
 	// Alone and preferred, an unlocked a would take the VIP after its
 	// start-up window; locked, it must not change role by itself.
@@ -128,7 +128,7 @@ func TestLockSetWhileStoppedHonouredAtStart(t *testing.T) {
 		t.Fatalf("a not locked at start: %+v %v", s, err)
 	}
 	time.Sleep(time.Second)
-	if c.Holds("a", labnet.VIP.Addr()) {
+	if c.Holds("a", lab.VIP.Addr()) {
 		t.Fatal("locked node took the VIP by itself")
 	}
 }

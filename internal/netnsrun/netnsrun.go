@@ -1,7 +1,7 @@
 // Package netnsrun runs a function on a thread inside another network
 // namespace, for sockets that must be opened there (a socket stays in the
 // namespace it was made in). The vip manager uses it when told to work in a
-// namespace, labnet for its tests and the lab.
+// namespace, package lab for its tests and the lab.
 package netnsrun
 
 import (

@@ -1,4 +1,4 @@
-package labnet
+package lab
 
 import (
 	"context"

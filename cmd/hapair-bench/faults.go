@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 )
 
 // The fault table: ordinary operations that must keep the promise of one
@@ -25,7 +25,7 @@ type faultFigures struct {
 
 func benchFaults(bin string, crash, rotations, locks int) faultFigures {
 	var f faultFigures
-	for _, o := range []labnet.ConfigOptions{
+	for _, o := range []lab.ConfigOptions{
 		{SyncMode: "sync", Interval: "100ms", Dead: "3s"}, // the restart beats the dead interval
 		{SyncMode: "sync", Profile: "fast"},               // it does not
 	} {
@@ -50,7 +50,7 @@ func benchFaults(bin string, crash, rotations, locks int) faultFigures {
 	}
 	fmt.Fprintf(os.Stderr, "   crash-restart: %d rounds, %d acknowledged writes missing, %d failed\n", f.crashRounds, f.crashMissing, f.crashFailed)
 
-	if c, _, done, err := startPair(bin, "rotate", labnet.ConfigOptions{}); err != nil {
+	if c, _, done, err := startPair(bin, "rotate", lab.ConfigOptions{}); err != nil {
 		f.rotationErr = err.Error()
 	} else {
 		h := c.WatchHolders()
@@ -73,7 +73,7 @@ func benchFaults(bin string, crash, rotations, locks int) faultFigures {
 	}
 	fmt.Fprintf(os.Stderr, "   rotations: %d, longest with no holder %v, with two %v\n", f.rotations, f.none, f.both)
 
-	if c, _, done, err := startPair(bin, "lock", labnet.ConfigOptions{Profile: "fast"}); err != nil {
+	if c, _, done, err := startPair(bin, "lock", lab.ConfigOptions{Profile: "fast"}); err != nil {
 		f.lockErr = err.Error()
 	} else {
 		lock := func(node string, on bool) error {

@@ -1,4 +1,4 @@
-// Package labnet builds the network-namespace worlds that hapair's tests,
+// Package lab builds the network-namespace worlds that hapair's tests,
 // benchmarks and `hapairctl lab` run in (design.md section 9).
 //
 // The standard pair:
@@ -14,7 +14,7 @@
 // link lives inside a namespace the pair made, so deleting the namespaces
 // removes everything. The package is for tests and the lab, never for the
 // daemon.
-package labnet
+package lab
 
 import (
 	"crypto/rand"
@@ -37,7 +37,7 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// Prefix starts every namespace name labnet makes, so leftovers are easy to
+// Prefix starts every namespace name package lab makes, so leftovers are easy to
 // find (CI fails when any remain).
 const Prefix = "hplab-"
 
@@ -125,7 +125,7 @@ func New(opt Options) (p *Pair, err error) {
 		}
 	}
 	if err := p.build(opt); err != nil {
-		return p, fmt.Errorf("labnet: %w", err)
+		return p, fmt.Errorf("lab: %w", err)
 	}
 	return p, nil
 }
@@ -144,16 +144,16 @@ func (p *Pair) addNS(name string) error {
 		// A thread stuck in a lab namespace must not go back to the
 		// pool; keep it locked so the runtime ends it.
 		runtime.LockOSThread()
-		return fmt.Errorf("labnet: restore namespace: %w", serr)
+		return fmt.Errorf("lab: restore namespace: %w", serr)
 	}
 	if err != nil {
-		return fmt.Errorf("labnet: add namespace %s: %w", name, err)
+		return fmt.Errorf("lab: add namespace %s: %w", name, err)
 	}
 	p.made = append(p.made, name)
 	h, err := netlink.NewHandleAt(ns)
 	ns.Close()
 	if err != nil {
-		return fmt.Errorf("labnet: netlink in %s: %w", name, err)
+		return fmt.Errorf("lab: netlink in %s: %w", name, err)
 	}
 	p.handles[name] = h
 	// Duplicate address detection would hold IPv6 addresses tentative for
@@ -321,7 +321,7 @@ func (p *Pair) SetLink(ns, link string, up bool) error {
 	h := p.handles[ns]
 	l, err := h.LinkByName(link)
 	if err != nil {
-		return fmt.Errorf("labnet: %s/%s: %w", ns, link, err)
+		return fmt.Errorf("lab: %s/%s: %w", ns, link, err)
 	}
 	if up {
 		err = h.LinkSetUp(l)
@@ -329,7 +329,7 @@ func (p *Pair) SetLink(ns, link string, up bool) error {
 		err = h.LinkSetDown(l)
 	}
 	if err != nil {
-		return fmt.Errorf("labnet: set %s/%s up=%v: %w", ns, link, up, err)
+		return fmt.Errorf("lab: set %s/%s up=%v: %w", ns, link, up, err)
 	}
 	return nil
 }
@@ -365,11 +365,11 @@ func (p *Pair) SeparatePair(up bool) error {
 func Do(ns string, f func() error) error {
 	target, err := netns.GetFromName(ns)
 	if err != nil {
-		return fmt.Errorf("labnet: namespace %s: %w", ns, err)
+		return fmt.Errorf("lab: namespace %s: %w", ns, err)
 	}
 	defer target.Close()
 	if err := netnsrun.In(target, f); err != nil {
-		return fmt.Errorf("labnet: in %s: %w", ns, err)
+		return fmt.Errorf("lab: in %s: %w", ns, err)
 	}
 	return nil
 }
@@ -439,14 +439,14 @@ func (p *Pair) Close() error {
 	var errs []error
 	for _, ns := range p.made {
 		if err := netns.DeleteNamed(ns); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("labnet: delete %s: %w", ns, err))
+			errs = append(errs, fmt.Errorf("lab: delete %s: %w", ns, err))
 		}
 	}
 	p.made = nil
 	return errors.Join(errs...)
 }
 
-// Leftovers lists namespaces with labnet's prefix that still exist.
+// Leftovers lists namespaces with the lab's prefix that still exist.
 func Leftovers() []string {
 	ents, _ := os.ReadDir("/var/run/netns")
 	var out []string

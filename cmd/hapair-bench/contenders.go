@@ -10,23 +10,23 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 )
 
 // hapair runs two real hapaird on a fresh pair.
 type hapair struct {
-	p   *labnet.Pair
-	c   *labnet.Cluster
+	p   *lab.Pair
+	c   *lab.Cluster
 	dir string
 }
 
 func newHapair(bin, profile string) (contender, error) {
-	p, err := labnet.New(labnet.Options{})
+	p, err := lab.New(lab.Options{})
 	if err != nil {
 		return nil, err
 	}
 	dir, _ := os.MkdirTemp("", "hapair-bench-pair-")
-	c, err := p.NewCluster(bin, dir, labnet.ConfigOptions{Profile: profile, Media: true})
+	c, err := p.NewCluster(bin, dir, lab.ConfigOptions{Profile: profile, Media: true})
 	if err != nil {
 		p.Close()
 		return nil, err
@@ -40,8 +40,8 @@ func newHapair(bin, profile string) (contender, error) {
 }
 
 func (h *hapair) name() string        { return "hapair" }
-func (h *hapair) scenarios() []string { return labnet.Scenarios }
-func (h *hapair) run(sc string) (labnet.Result, error) {
+func (h *hapair) scenarios() []string { return lab.Scenarios }
+func (h *hapair) run(sc string) (lab.Result, error) {
 	return h.c.Run(sc, time.Millisecond)
 }
 
@@ -98,7 +98,7 @@ func procCost(pid int) (int, float64, error) {
 
 // keepalived runs Debian's keepalived with one VRRP instance per node.
 type keepalived struct {
-	p      *labnet.Pair
+	p      *lab.Pair
 	dir    string
 	advert string
 	wait   map[string]func(time.Duration) (bool, error)
@@ -128,7 +128,7 @@ func newKeepalived(advert string) (contender, error) {
 	if err := ensureKeepalived(); err != nil {
 		return nil, err
 	}
-	p, err := labnet.New(labnet.Options{})
+	p, err := lab.New(lab.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +149,7 @@ func (k *keepalived) scenarios() []string {
 
 // startMedia runs the node's stand-in media server and writes its pidfile.
 func (k *keepalived) startMedia(node string) error {
-	cmd := labnet.Command(k.p.Node(node), "sleep", "3600")
+	cmd := lab.Command(k.p.Node(node), "sleep", "3600")
 	wait, err := k.p.Start(cmd)
 	if err != nil {
 		return err
@@ -190,7 +190,7 @@ vrrp_instance VI {
     media
   }
 }
-`, node, labnet.Public, prio, k.advert, labnet.VIP, filepath.Join(k.dir, "media-"+node+".pid"))
+`, node, lab.Public, prio, k.advert, lab.VIP, filepath.Join(k.dir, "media-"+node+".pid"))
 	path := filepath.Join(k.dir, node+".conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
@@ -200,7 +200,7 @@ vrrp_instance VI {
 		return err
 	}
 	defer log.Close()
-	cmd := labnet.Command(k.p.Node(node), "keepalived", "--dont-fork", "--log-console", "--vrrp",
+	cmd := lab.Command(k.p.Node(node), "keepalived", "--dont-fork", "--log-console", "--vrrp",
 		"-f", path, "-p", filepath.Join(k.dir, node+".pid"), "-r", filepath.Join(k.dir, node+".vrrp.pid"))
 	cmd.Stdout, cmd.Stderr = log, log
 	wait, err := k.p.Start(cmd)
@@ -212,7 +212,7 @@ vrrp_instance VI {
 }
 
 func (k *keepalived) holder() string {
-	a, b := k.p.Holds("a", labnet.VIP.Addr()), k.p.Holds("b", labnet.VIP.Addr())
+	a, b := k.p.Holds("a", lab.VIP.Addr()), k.p.Holds("b", lab.VIP.Addr())
 	switch {
 	case a && !b:
 		return "a"
@@ -282,9 +282,9 @@ func (k *keepalived) stop(node string, sig syscall.Signal) error {
 	return nil
 }
 
-func (k *keepalived) run(sc string) (labnet.Result, error) {
+func (k *keepalived) run(sc string) (lab.Result, error) {
 	if err := k.settle(); err != nil {
-		return labnet.Result{}, err
+		return lab.Result{}, err
 	}
 	from := k.holder()
 	to := map[string]string{"a": "b", "b": "a"}[from]
@@ -322,7 +322,7 @@ func (k *keepalived) run(sc string) (labnet.Result, error) {
 	if sc == "host-loss" {
 		// A killed keepalived leaves its VIP behind (no lease): remove
 		// it as an operator would before the node rejoins.
-		exec.Command("ip", "netns", "exec", k.p.Node(from), "ip", "addr", "del", labnet.VIP.String(), "dev", labnet.Public).Run()
+		exec.Command("ip", "netns", "exec", k.p.Node(from), "ip", "addr", "del", lab.VIP.String(), "dev", lab.Public).Run()
 	}
 	return res, err
 }

@@ -1,4 +1,4 @@
-package labnet
+package lab
 
 import (
 	"context"
@@ -43,7 +43,7 @@ func NewProber(ns string, addr netip.Addr) (*Prober, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("labnet: probe socket in %s: %w", ns, err)
+		return nil, fmt.Errorf("lab: probe socket in %s: %w", ns, err)
 	}
 	return p, nil
 }
@@ -169,7 +169,7 @@ func Reach(ns string, addr netip.Addr, timeout time.Duration) error {
 	}()
 	p.Run(ctx, 50*time.Millisecond)
 	if p.Replies() == 0 {
-		return errors.New("labnet: " + addr.String() + " did not answer from " + ns + " within " + timeout.String())
+		return errors.New("lab: " + addr.String() + " did not answer from " + ns + " within " + timeout.String())
 	}
 	return nil
 }

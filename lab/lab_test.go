@@ -1,4 +1,4 @@
-package labnet
+package lab
 
 import (
 	"net/netip"
@@ -74,7 +74,14 @@ func TestPairComesUpAndGoesAway(t *testing.T) {
 }
 
 func TestHeartbeatSwitchAndIsolate(t *testing.T) {
-	p := NewT(t, Options{HeartbeatSwitch: true})
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	p, err := New(Options{HeartbeatSwitch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
 	if p.Tap == "" {
 		t.Fatal("no tap namespace")
 	}

@@ -1,4 +1,4 @@
-package labnet
+package lab
 
 import (
 	"context"
@@ -34,7 +34,7 @@ func (c *Cluster) ActiveNode() (string, error) {
 		}
 	}
 	if len(found) != 1 {
-		return "", fmt.Errorf("labnet: %d active nodes", len(found))
+		return "", fmt.Errorf("lab: %d active nodes", len(found))
 	}
 	return found[0], nil
 }
@@ -73,7 +73,7 @@ func (c *Cluster) Settle(within time.Duration) (active string, err error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return "", fmt.Errorf("labnet: pair did not settle within %v", within)
+	return "", fmt.Errorf("lab: pair did not settle within %v", within)
 }
 
 // Run performs one scenario on a settled pair and measures it.
@@ -99,7 +99,7 @@ func (c *Cluster) Run(scenario string, probe time.Duration) (Result, error) {
 		fault = func() error { return c.Signal(from, syscall.SIGTERM, 0) }
 	case "process-death":
 		if !c.Media {
-			return Result{}, fmt.Errorf("labnet: process-death needs ConfigOptions.Media")
+			return Result{}, fmt.Errorf("lab: process-death needs ConfigOptions.Media")
 		}
 		fault = func() error { return c.KillMedia(from) }
 	case "switchover":
@@ -112,7 +112,7 @@ func (c *Cluster) Run(scenario string, probe time.Duration) (Result, error) {
 			return nil
 		}
 	default:
-		return Result{}, fmt.Errorf("labnet: unknown scenario %q (have %v)", scenario, Scenarios)
+		return Result{}, fmt.Errorf("lab: unknown scenario %q (have %v)", scenario, Scenarios)
 	}
 	res, err := c.Measure(scenario, from, to, probe, fault)
 	if err != nil {
@@ -121,7 +121,7 @@ func (c *Cluster) Run(scenario string, probe time.Duration) (Result, error) {
 	if scenario == "graceful-stop" {
 		// The stopped daemon exits by itself, and must exit cleanly.
 		if err := c.reap(from, 5*time.Second, false); err != nil {
-			return res, fmt.Errorf("labnet: %s after SIGTERM: %w", from, err)
+			return res, fmt.Errorf("lab: %s after SIGTERM: %w", from, err)
 		}
 	}
 	return res, nil
@@ -150,7 +150,7 @@ func (p *Pair) Measure(scenario, from, to string, probe time.Duration, fault fun
 	warm := time.Now().Add(2 * time.Second)
 	for pr.Replies() < 20 {
 		if time.Now().After(warm) {
-			return Result{}, fmt.Errorf("labnet: client does not reach the VIP before the fault")
+			return Result{}, fmt.Errorf("lab: client does not reach the VIP before the fault")
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -161,7 +161,7 @@ func (p *Pair) Measure(scenario, from, to string, probe time.Duration, fault fun
 	var vipAt time.Duration
 	for !p.Holds(to, VIP.Addr()) {
 		if time.Since(start) > 10*time.Second {
-			return Result{}, fmt.Errorf("labnet: %s: VIP not on %s after 10s", scenario, to)
+			return Result{}, fmt.Errorf("lab: %s: VIP not on %s after 10s", scenario, to)
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
@@ -170,7 +170,7 @@ func (p *Pair) Measure(scenario, from, to string, probe time.Duration, fault fun
 	// gap would show.
 	for pr.LastReply().Before(start.Add(vipAt)) {
 		if time.Since(start) > 10*time.Second {
-			return Result{}, fmt.Errorf("labnet: %s: client never reached the VIP on %s", scenario, to)
+			return Result{}, fmt.Errorf("lab: %s: client never reached the VIP on %s", scenario, to)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -188,7 +188,7 @@ func (c *Cluster) WaitSynced(active string, within time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("labnet: replication from %s not in sync after %v: %+v %v", active, within, s, err)
+			return fmt.Errorf("lab: replication from %s not in sync after %v: %+v %v", active, within, s, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -1,4 +1,4 @@
-package labnet
+package lab
 
 import (
 	"context"
@@ -42,7 +42,7 @@ func BuildDaemon(dir string, race bool) (string, error) {
 	}
 	cmd := exec.Command("go", append(args, "github.com/hapair/hapair/cmd/hapaird")...)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("labnet: go build hapaird: %v\n%s", err, b)
+		return "", fmt.Errorf("lab: go build hapaird: %v\n%s", err, b)
 	}
 	return out, nil
 }
@@ -144,7 +144,7 @@ func (c *Cluster) KillMedia(node string) error {
 	delete(c.media, node)
 	c.mu.Unlock()
 	if m == nil {
-		return fmt.Errorf("labnet: no media server on %s", node)
+		return fmt.Errorf("lab: no media server on %s", node)
 	}
 	m.cmd.Process.Kill()
 	m.wait(5 * time.Second)
@@ -171,7 +171,7 @@ func (c *Cluster) Signal(node string, sig syscall.Signal, wait time.Duration) er
 	d := c.procs[node]
 	c.mu.Unlock()
 	if d == nil {
-		return fmt.Errorf("labnet: %s is not running", node)
+		return fmt.Errorf("lab: %s is not running", node)
 	}
 	if err := d.cmd.Process.Signal(sig); err != nil {
 		return err
@@ -192,7 +192,7 @@ func (c *Cluster) reap(node string, within time.Duration, killed bool) error {
 	}
 	exited, err := d.wait(within)
 	if !exited {
-		return fmt.Errorf("labnet: %s did not exit within %v", node, within)
+		return fmt.Errorf("lab: %s did not exit within %v", node, within)
 	}
 	c.mu.Lock()
 	delete(c.procs, node)
@@ -247,7 +247,7 @@ func (c *Cluster) WaitRole(node, role string, within time.Duration) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return fmt.Errorf("labnet: %s is %s, not %s, after %v", node, last, role, within)
+	return fmt.Errorf("lab: %s is %s, not %s, after %v", node, last, role, within)
 }
 
 // Holds says whether node's ("a" or "b") public interface has addr.

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/statesync/client"
 )
@@ -39,7 +39,7 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 	f := syncFigures{name: "hapair (Go client stream)"}
 	// Async at the fast heartbeat profile: replication flat out must not
 	// cause a false failover.
-	c, act, done, err := startPair(bin, "sync", labnet.ConfigOptions{Profile: "fast"})
+	c, act, done, err := startPair(bin, "sync", lab.ConfigOptions{Profile: "fast"})
 	if err != nil {
 		return f, err
 	}
@@ -108,7 +108,7 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 
 	// Sync mode latency and memory, on a sync-mode pair.
 	done()
-	c2, act, done2, err := startPair(bin, "sync2", labnet.ConfigOptions{SyncMode: "sync"})
+	c2, act, done2, err := startPair(bin, "sync2", lab.ConfigOptions{SyncMode: "sync"})
 	if err != nil {
 		return f, err
 	}
@@ -138,8 +138,8 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 
 // startPair starts a pair of daemons with o in fresh namespaces and waits
 // until one is active and its standby in sync; done removes everything.
-func startPair(bin, name string, o labnet.ConfigOptions) (c *labnet.Cluster, act string, done func(), err error) {
-	p, err := labnet.New(labnet.Options{})
+func startPair(bin, name string, o lab.ConfigOptions) (c *lab.Cluster, act string, done func(), err error) {
+	p, err := lab.New(lab.Options{})
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -234,7 +234,7 @@ type resp struct {
 
 func dialRedis(ns, addr string) (*resp, error) {
 	var c net.Conn
-	err := labnet.Do(ns, func() (err error) {
+	err := lab.Do(ns, func() (err error) {
 		c, err = net.DialTimeout("tcp", addr, 2*time.Second)
 		return err
 	})
@@ -302,7 +302,7 @@ func benchRedis(writes, sessions int) (syncFigures, error) {
 	if err := ensureRedis(); err != nil {
 		return f, err
 	}
-	p, err := labnet.New(labnet.Options{})
+	p, err := lab.New(lab.Options{})
 	if err != nil {
 		return f, err
 	}
@@ -313,11 +313,11 @@ func benchRedis(writes, sessions int) (syncFigures, error) {
 		d := filepath.Join(dir, name)
 		os.MkdirAll(d, 0o755)
 		args := append([]string{"--port", "6379", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", d, "--daemonize", "no"}, extra...)
-		cmd := labnet.Command(ns, "redis-server", args...)
+		cmd := lab.Command(ns, "redis-server", args...)
 		_, err := p.Start(cmd)
 		return err
 	}
-	master, replica := labnet.ReplAddr["a"].Addr().String(), labnet.ReplAddr["b"].Addr().String()
+	master, replica := lab.ReplAddr["a"].Addr().String(), lab.ReplAddr["b"].Addr().String()
 	if err := start(p.A, "master", "--bind", "127.0.0.1", master); err != nil {
 		return f, err
 	}
@@ -342,7 +342,7 @@ func benchRedis(writes, sessions int) (syncFigures, error) {
 	// Pipelined SETs, as redis-benchmark -P 64 -d 256 runs them. Timed
 	// also end to end: until the replica has applied the last one.
 	t0 := time.Now()
-	out, err := labnet.Command(p.A, "redis-benchmark", "-h", "127.0.0.1", "-p", "6379", "-t", "set", "-d", "256", "-P", "64",
+	out, err := lab.Command(p.A, "redis-benchmark", "-h", "127.0.0.1", "-p", "6379", "-t", "set", "-d", "256", "-P", "64",
 		"-n", strconv.Itoa(writes), "-r", "10000", "-q").CombinedOutput()
 	if err != nil {
 		return f, fmt.Errorf("redis-benchmark: %v\n%s", err, out)
@@ -428,7 +428,7 @@ type zeroLoss struct {
 
 func benchZeroLoss(bin string, rounds int) (zeroLoss, error) {
 	z := zeroLoss{}
-	c, _, done, err := startPair(bin, "loss", labnet.ConfigOptions{Profile: "fast", SyncMode: "sync"})
+	c, _, done, err := startPair(bin, "loss", lab.ConfigOptions{Profile: "fast", SyncMode: "sync"})
 	if err != nil {
 		return z, err
 	}
@@ -518,7 +518,7 @@ func renderZeroLoss(z zeroLoss, rounds int, err error) string {
 // unix socket. The two alternate in rounds, so a noisy stretch of the
 // machine falls on both.
 func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error) {
-	c, act, done, err := startPair(bin, "lat", labnet.ConfigOptions{SyncMode: "sync"})
+	c, act, done, err := startPair(bin, "lat", lab.ConfigOptions{SyncMode: "sync"})
 	if err != nil {
 		return h, r, err
 	}
@@ -535,7 +535,7 @@ func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error
 
 	ns := map[string]string{"a": p.A, "b": p.B}
 	sb := map[string]string{"a": "b", "b": "a"}[act]
-	master, replica := labnet.ReplAddr[act].Addr().String(), labnet.ReplAddr[sb].Addr().String()
+	master, replica := lab.ReplAddr[act].Addr().String(), lab.ReplAddr[sb].Addr().String()
 	sock := filepath.Join(dir, "redis.sock")
 	for _, n := range []struct {
 		ns, bind string
@@ -546,7 +546,7 @@ func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error
 	} {
 		d, _ := os.MkdirTemp(dir, "redis-")
 		args := append([]string{"--port", "6380", "--bind", n.bind, "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", d, "--daemonize", "no"}, n.extra...)
-		if _, err := p.Start(labnet.Command(n.ns, "redis-server", args...)); err != nil {
+		if _, err := p.Start(lab.Command(n.ns, "redis-server", args...)); err != nil {
 			return h, r, err
 		}
 	}

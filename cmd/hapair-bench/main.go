@@ -2,8 +2,8 @@
 // in one run, on this machine, in network namespaces it builds, and prints
 // a table (also written to docs/benchmarks.md with --write). As root:
 //
-//	go run ./internal/bench            # 20 runs per cell
-//	go run ./internal/bench --quick    # 5 runs per cell
+//	go run ./cmd/hapair-bench            # 20 runs per cell
+//	go run ./cmd/hapair-bench --quick    # 5 runs per cell
 //
 // Each cell: a client in its own namespace pings the VIP every millisecond;
 // a fault is injected on the node holding the VIP; we record the time
@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hapair/hapair/internal/labnet"
+	"github.com/hapair/hapair/lab"
 )
 
 type cell struct {
@@ -35,7 +35,7 @@ type cell struct {
 type contender interface {
 	name() string
 	scenarios() []string
-	run(scenario string) (labnet.Result, error)
+	run(scenario string) (lab.Result, error)
 	idle() (rssKB int, cpuPct float64, err error)
 	close()
 }
@@ -59,7 +59,7 @@ func main() {
 		fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	bin, err := labnet.BuildDaemon(dir, false)
+	bin, err := lab.BuildDaemon(dir, false)
 	if err != nil {
 		fatal(err)
 	}
@@ -271,7 +271,7 @@ func render(cells []*cell, idle []string, runs int) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	kernel, _ := exec.Command("uname", "-r").Output()
-	fmt.Fprintf(&b, "# hapair benchmarks\n\nMeasured %s on %s (%d cores, kernel %s, %s), %d runs per cell, by `go run ./internal/bench`.\n\n",
+	fmt.Fprintf(&b, "# hapair benchmarks\n\nMeasured %s on %s (%d cores, kernel %s, %s), %d runs per cell, by `go run ./cmd/hapair-bench`.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(), runs)
 	fmt.Fprintf(&b, "Versions: %s.\n\n", versions())
 	fmt.Fprintf(&b, "Procedure: namespaces client, a and b on a bridge (veth), a dedicated heartbeat veth and a replication veth between a and b. The client pings the VIP every 1 ms. *VIP* is the time from the fault to the VIP being configured on the other node (polled via netlink every 100 µs); *outage* is the longest gap between two replies the client received. host-loss = the holder's links cut, then its agent killed -9; graceful-stop = SIGTERM to the holder's agent; switchover = `hapairctl switchover`; process-death = the holder's critical process (a stand-in media server) killed: hapair watches it with a pidfd; keepalived with a `vrrp_script` polled every second (its `track_process` needs the kernel's process connector, which exists only in the initial network namespace, so it cannot run in the lab). For process-death the service is already down at the fault, so the *VIP* column is the user's outage; the ping outage only shows the handover itself.\n\n")

@@ -1,0 +1,31 @@
+// Package labtest gives tests a lab world that is removed when the test
+// ends. It is apart from package lab so that the testing package stays out
+// of the binaries that use the lab (hapairctl lab, the bench).
+package labtest
+
+import (
+	"os"
+	"testing"
+
+	"github.com/hapair/hapair/lab"
+)
+
+// NewPair builds a pair for a test and removes it when the test ends,
+// failed or not. It skips only where namespaces really cannot be made: not
+// root.
+func NewPair(t testing.TB, opt lab.Options) *lab.Pair {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("lab: network namespaces need root")
+	}
+	p, err := lab.New(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return p
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -206,6 +207,37 @@ func (es Errors) Error() string {
 }
 
 // Load reads, decodes and validates the file at path.
+// fileKeysFolded are the keys of file as TOML paths ("check.name"), by
+// their lower case.
+var fileKeysFolded = func() map[string]string {
+	out := map[string]string{}
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			p := prefix + f.Tag.Get("toml")
+			out[strings.ToLower(p)] = p
+			ft := f.Type
+			if ft.Kind() == reflect.Slice {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				walk(ft, p+".")
+			}
+		}
+	}
+	walk(reflect.TypeFor[file](), "")
+	return out
+}()
+
+// or1 is paths, or p alone when there are none.
+func or1(paths []string, p string) []string {
+	if len(paths) == 0 {
+		return []string{p}
+	}
+	return paths
+}
+
 func Load(path string) (*Config, error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
@@ -235,12 +267,19 @@ func Parse(path string, src []byte) (*Config, error) {
 	}
 	v := &validator{path: path, lines: scanLines(string(src))}
 	for _, k := range md.Undecoded() {
-		paths := v.lines.plain[k.String()]
-		if len(paths) == 0 {
-			paths = []string{k.String()}
-		}
-		for _, p := range paths {
+		for _, p := range or1(v.lines.plain[k.String()], k.String()) {
 			v.errf(p, "unknown key")
+		}
+	}
+	// BurntSushi/toml matches keys to fields regardless of case: a
+	// "Lease" would set lease, and "lease" beside "LEASE" would silently
+	// pick one. Keys are what the documentation spells, exactly.
+	for _, k := range md.Keys() {
+		p := k.String()
+		if right, ok := fileKeysFolded[strings.ToLower(p)]; ok && right != p {
+			for _, path := range or1(v.lines.plain[p], p) {
+				v.errf(path, "unknown key: keys are case-sensitive; did you mean %q?", right[strings.LastIndex(right, ".")+1:])
+			}
 		}
 	}
 	cfg := v.build(&f)

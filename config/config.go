@@ -57,6 +57,7 @@ var Profiles = map[string]struct{ Interval, Dead time.Duration }{
 // the key material is loaded.
 type Config struct {
 	File      string
+	lines     keyLines // where each key is, for Errorf
 	Cluster   string
 	ClusterID uint32 // derived from Cluster, carried in every frame
 	KeyFiles  []string
@@ -287,7 +288,14 @@ func Parse(path string, src []byte) (*Config, error) {
 		sort.SliceStable(v.errs, func(i, j int) bool { return v.errs[i].Line < v.errs[j].Line })
 		return nil, v.errs
 	}
+	cfg.lines = v.lines
 	return cfg, nil
+}
+
+// Errorf is a problem with key found after the file was loaded (on this
+// machine, say), at the key's line like every other config error.
+func (c *Config) Errorf(key, format string, args ...any) *Error {
+	return &Error{File: c.File, Line: c.lines.line(key), Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 var reTypeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)

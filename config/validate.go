@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -506,8 +507,13 @@ func (v *validator) checks(f *file, c *Config) {
 		if fc.Kind == "process" && fc.Target != "" && !filepath.IsAbs(strings.ReplaceAll(fc.Target, "{node}", "x")) {
 			v.errf(k+".target", "%q is not an absolute path: the daemon's working directory is /", fc.Target)
 		}
-		if fc.Kind == "http" && fc.Target != "" && !strings.HasPrefix(fc.Target, "http://") && !strings.HasPrefix(fc.Target, "https://") {
-			v.errf(k+".target", "%q is not an http:// or https:// URL", fc.Target)
+		if fc.Kind == "http" && fc.Target != "" {
+			if u, err := url.Parse(strings.ReplaceAll(fc.Target, "{node}", "x")); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				v.errf(k+".target", "%q is not an http:// or https:// URL with a host", fc.Target)
+			}
+		}
+		if fc.Kind == "link" && fc.Target != "" {
+			v.ifname(k+".target", fc.Target, true)
 		}
 		c.Checks = append(c.Checks, ch)
 	}

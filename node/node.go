@@ -70,10 +70,8 @@ func New(cfg *config.Config, self *config.Node, opt Options) (*Node, error) {
 	peer := cfg.Peer(self)
 	log := opt.Log
 	log.Info("starting", "op", "start", "version", opt.Version, "config", cfg.File, "found_by", opt.FoundBy, "peer", peer.Name, "profile", cfg.Profile, "replication_tls", cfg.TLSCert != "")
-	for _, ifn := range Interfaces(cfg, self) {
-		if _, err := net.InterfaceByName(ifn); err != nil {
-			return nil, fmt.Errorf("interface %s (from %s): %w", ifn, cfg.File, err)
-		}
+	if errs := Preflight(cfg, self); len(errs) > 0 {
+		return nil, errs
 	}
 	n := &Node{cfg: cfg, self: self, log: log}
 	if err := n.open(peer, opt); err != nil {
@@ -315,22 +313,3 @@ func (n *Node) close() {
 // loop takes on a busy node (it waits on no disk and no store lock), short
 // against the systemd watchdog (5 s), which restarts a hung daemon.
 func coreLease(dead time.Duration) time.Duration { return max(2*time.Second, 10*dead) }
-
-// Interfaces are the network interfaces a node uses: heartbeat, public,
-// and those of its VIPs.
-func Interfaces(cfg *config.Config, self *config.Node) []string {
-	seen := map[string]bool{}
-	var out []string
-	add := func(s string) {
-		if !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	add(self.HeartbeatInterface)
-	add(self.PublicInterface)
-	for _, v := range cfg.VIPs {
-		add(v.VIPInterface(self))
-	}
-	return out
-}

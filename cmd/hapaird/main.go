@@ -36,6 +36,7 @@ type options struct {
 	stateDir string
 	socket   string
 	check    bool
+	fileOnly bool
 	cleanup  bool
 	version  bool
 }
@@ -46,7 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.config, "c", "/etc/hapair/hapair.toml", "configuration `file`")
 	fs.StringVar(&o.node, "node", "", "this node's `name` (default: by hostname, then by local addresses)")
-	fs.BoolVar(&o.check, "check", false, "validate the configuration, print what would run, and exit")
+	fs.BoolVar(&o.check, "check", false, "validate the configuration and what this machine has for it (interfaces, TLS files, programs), print what would run, and exit")
+	fs.BoolVar(&o.fileOnly, "file-only", false, "with --check: validate the file alone, as on a machine other than the node")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "release every VIP this node holds and exit (for ExecStopPost)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.StringVar(&o.stateDir, "state-dir", "", "override the config's state_dir (lock file, boot generation)")
@@ -84,7 +86,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case o.check:
-		summary(stdout, stderr, cfg, self, rule)
+		// The file is valid; what this machine lacks would stop the
+		// daemon all the same.
+		var errs config.Errors
+		if !o.fileOnly {
+			errs = node.Preflight(cfg, self)
+		}
+		summary(stdout, stderr, cfg, self, rule, len(errs) == 0)
+		if len(errs) > 0 {
+			fmt.Fprintln(stderr, errs)
+			fmt.Fprintf(stderr, "hapaird would not start on this machine as %s\n", self.Name)
+			return 1
+		}
 		return 0
 	case o.cleanup:
 		return cleanup(cfg, self, stdout, stderr)
@@ -110,11 +123,14 @@ func localAddrs() []netip.Addr {
 	return out
 }
 
-// summary is --check's one screen: what this node would do. Interfaces that
-// do not exist here are warnings, so a file can be checked anywhere.
-func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule string) {
+// summary is --check's one screen: what this node would do.
+func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule string, machineOK bool) {
 	peer := cfg.Peer(self)
-	fmt.Fprintf(w, "%s: ok\n", cfg.File)
+	if machineOK {
+		fmt.Fprintf(w, "%s: ok\n", cfg.File)
+	} else {
+		fmt.Fprintf(w, "%s: valid, but this machine lacks what it names (below)\n", cfg.File)
+	}
 	fmt.Fprintf(w, "this node:   %s (found by %s), peer %s; preferred active: %s\n", self.Name, rule, peer.Name, cfg.Primary)
 	fmt.Fprintf(w, "heartbeat:   raw Ethernet on %s and UDP %s:%d -> %s:%d, every %v, peer lost after %v (profile %s)\n",
 		self.HeartbeatInterface, self.ReplicationAddress, cfg.HeartbeatPort, peer.ReplicationAddress, cfg.HeartbeatPort, cfg.Interval, cfg.DeadInterval, cfg.Profile)
@@ -140,10 +156,5 @@ func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule stri
 	fmt.Fprintf(w, "state:       %s, socket %s\n", cfg.StateDir, cfg.Socket)
 	if len(cfg.Checks) > 0 {
 		fmt.Fprintf(w, "checks:      %d\n", len(cfg.Checks))
-	}
-	for _, ifn := range node.Interfaces(cfg, self) {
-		if _, err := net.InterfaceByName(ifn); err != nil {
-			fmt.Fprintf(warn, "warning: interface %s does not exist on this machine; hapaird will refuse to start here\n", ifn)
-		}
 	}
 }

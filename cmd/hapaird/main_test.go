@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,7 +33,7 @@ func exampleConfig(t *testing.T, prepend string) string {
 func TestCheckExample(t *testing.T) {
 	path := exampleConfig(t, "")
 	var out, errb bytes.Buffer
-	if rc := run([]string{"--check", "-c", path, "--node", "beta"}, &out, &errb); rc != 0 {
+	if rc := run([]string{"--check", "--file-only", "-c", path, "--node", "beta"}, &out, &errb); rc != 0 {
 		t.Fatalf("--check exit %d: %s", rc, errb.String())
 	}
 	for _, want := range []string{"ok", "beta (found by --node beta), peer alpha", "192.0.2.100/24 on eth0", "every 100ms"} {
@@ -74,5 +75,62 @@ func TestStrayArgumentsStartNothing(t *testing.T) {
 	var out, errb bytes.Buffer
 	if rc := run([]string{"--help"}, &out, &errb); rc != 0 {
 		t.Errorf("--help: exit %d", rc)
+	}
+}
+
+// Issue 15.1: --check finds what the daemon would fail on at start, also
+// when the file is valid: here, the example with its interfaces made
+// local (lo), a hook whose program is not there, an exec check whose
+// program is not there, and TLS files that do not exist. Each is named by
+// line and key; --file-only checks the file alone.
+func TestCheckFindsWhatThisMachineLacks(t *testing.T) {
+	path := exampleConfig(t, "")
+	src, _ := os.ReadFile(path)
+	src = bytes.ReplaceAll(bytes.ReplaceAll(src, []byte(`"eth1"`), []byte(`"lo"`)), []byte(`"eth0"`), []byte(`"lo"`))
+	var out, errb bytes.Buffer
+	os.WriteFile(path, src, 0o644)
+	if rc := run([]string{"--check", "-c", path, "--node", "beta"}, &out, &errb); rc != 0 {
+		t.Fatalf("the example on local interfaces: exit %d: %s", rc, errb.String())
+	}
+	dir := filepath.Dir(path)
+	lines := strings.Count(string(src), "\n")
+	src = append(src, []byte(`
+[tls]
+cert = "`+dir+`/{node}.crt"
+key = "`+dir+`/{node}.key"
+ca = "`+dir+`/ca.crt"
+
+[[check]]
+name = "probe"
+kind = "exec"
+target = "/nonexistent/probe --quick"
+
+[[hook]]
+on = ["active"]
+command = ["/nonexistent/notify-noc", "--now"]
+`)...)
+	os.WriteFile(path, src, 0o644)
+	out.Reset()
+	errb.Reset()
+	if rc := run([]string{"--check", "-c", path, "--node", "beta"}, &out, &errb); rc != 1 {
+		t.Fatalf("exit %d, want 1: %s", rc, errb.String())
+	}
+	for _, want := range []string{
+		fmt.Sprintf("%s:%d: tls.cert: ", path, lines+3),
+		"beta.crt",
+		fmt.Sprintf("%s:%d: check[1].target: ", path, lines+10),
+		"/nonexistent/probe",
+		fmt.Sprintf("%s:%d: hook[1].command: ", path, lines+14),
+		"/nonexistent/notify-noc",
+		"hapaird would not start on this machine as beta",
+	} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errb.String())
+		}
+	}
+	out.Reset()
+	errb.Reset()
+	if rc := run([]string{"--check", "--file-only", "-c", path, "--node", "beta"}, &out, &errb); rc != 0 {
+		t.Errorf("--file-only: exit %d: %s", rc, errb.String())
 	}
 }

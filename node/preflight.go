@@ -1,0 +1,88 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"sort"
+	"strings"
+
+	"github.com/hapair/hapair/config"
+	"github.com/hapair/hapair/statesync"
+)
+
+// Preflight finds what keeps a node from starting on this machine, though
+// the file itself is valid: an interface that is not here, TLS files that
+// do not load, a hook or exec check whose program is not here or not
+// executable. New refuses to start on any of them, and hapaird --check
+// runs it too, so --check finds everything the daemon would fail on at
+// start. Each problem names the file, line and key.
+func Preflight(cfg *config.Config, self *config.Node) config.Errors {
+	var errs config.Errors
+	nodeKey := fmt.Sprintf("node[%d]", self.ID)
+	seen := map[string]bool{}
+	iface := func(key, name string) {
+		if seen[name] {
+			return
+		}
+		seen[name] = true
+		if _, err := net.InterfaceByName(name); err != nil {
+			errs = append(errs, cfg.Errorf(key, "interface %s is not on this machine (%v)", name, err))
+		}
+	}
+	iface(nodeKey+".heartbeat_interface", self.HeartbeatInterface)
+	iface(nodeKey+".public_interface", self.PublicInterface)
+	for i, v := range cfg.VIPs {
+		iface(fmt.Sprintf("vip[%d].interface", i+1), v.VIPInterface(self))
+	}
+	if cfg.TLSCert != "" {
+		if _, _, err := statesync.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, cfg.Peer(self).Name); err != nil {
+			errs = append(errs, cfg.Errorf("tls.cert", "%v", err))
+		}
+	}
+	for i, h := range cfg.Hooks {
+		if msg := lookProgram(h.Command[0]); msg != "" {
+			errs = append(errs, cfg.Errorf(fmt.Sprintf("hook[%d].command", i+1), "%s", msg))
+		}
+	}
+	for i, c := range cfg.Checks {
+		if c.Kind != "exec" {
+			continue
+		}
+		// An exec check is a shell command: only its first word can be
+		// checked, and only when it is a program, not a shell builtin.
+		words := strings.Fields(c.TargetFor(self))
+		if len(words) == 0 || shellBuiltin[words[0]] || strings.ContainsAny(words[0], "=$`'\"(){};&|<>") {
+			continue
+		}
+		if msg := lookProgram(words[0]); msg != "" {
+			errs = append(errs, cfg.Errorf(fmt.Sprintf("check[%d].target", i+1), "%s", msg))
+		}
+	}
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
+	return errs
+}
+
+// lookProgram says what is wrong with a program to run, or "".
+func lookProgram(name string) string {
+	_, err := exec.LookPath(name)
+	var ee *exec.Error
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, exec.ErrNotFound) && !strings.Contains(name, "/"):
+		return fmt.Sprintf("program %s is not in PATH", name)
+	case errors.As(err, &ee):
+		return fmt.Sprintf("program %s: %v", name, ee.Err)
+	}
+	return err.Error()
+}
+
+// shellBuiltin are the POSIX shell's special and regular builtins that no
+// PATH holds.
+var shellBuiltin = map[string]bool{
+	":": true, ".": true, "!": true, "break": true, "cd": true, "command": true, "continue": true, "eval": true,
+	"exec": true, "exit": true, "export": true, "readonly": true, "return": true, "set": true, "shift": true,
+	"times": true, "trap": true, "unset": true, "if": true, "for": true, "while": true, "until": true, "case": true,
+}

@@ -51,6 +51,20 @@ type VIPs interface {
 	Stats() vip.Stats
 }
 
+// Checks is what the agent needs of the critical component checks
+// (health.Monitor).
+type Checks interface {
+	Run(ctx context.Context) error
+	Events() <-chan health.Event
+	States() []health.State
+}
+
+// Hooks is what the agent needs of the operator's transition hooks
+// (hooks.Runner).
+type Hooks interface {
+	Fire(hooks.Env)
+}
+
 // Sessions is what the agent needs of the session service
 // (statesync.Service).
 type Sessions interface {
@@ -110,9 +124,9 @@ type Options struct {
 	// STATUS=).
 	Notify func(role, reason string)
 	// Health runs the critical component checks (optional).
-	Health *health.Monitor
+	Health Checks
 	// Hooks runs the operator's commands on transitions (optional).
-	Hooks *hooks.Runner
+	Hooks Hooks
 	// Sync is the node's session service, replicated in SyncMode.
 	Sync     Sessions
 	SyncMode statesync.Mode
@@ -186,58 +200,55 @@ func New(opt Options) *Agent {
 	}
 }
 
+// edges are what the loop hears from the goroutines Run starts.
+type edges struct {
+	checks    <-chan health.Event
+	vipEvents chan vip.Event
+	hbErr     chan error
+	watchErr  chan error
+}
+
 // Run runs the node until ctx ends, then stops gracefully: an active node
 // hands its VIPs to the standby before Run returns (make-before-break). It
 // returns only after every goroutine it started has ended.
 func (a *Agent) Run(ctx context.Context) error {
+	defer close(a.loopDone)
 	// The edges get their own context: they must keep running through
 	// the handoff that follows ctx's end.
-	edges, stopEdges := context.WithCancel(context.Background())
-	defer close(a.loopDone)
+	edgeCtx, stopEdges := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	appStop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		a.app.run(appStop)
-	}()
 	defer func() {
 		close(appStop)
 		stopEdges()
 		wg.Wait()
 	}()
-	watcher := a.opt.VIPWatch
-	var checks <-chan health.Event
-	if a.opt.Health != nil {
-		checks = a.opt.Health.Events()
+	goes := func(f func()) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.opt.Health.Run(edges)
+			f()
 		}()
 	}
-	hbErr := make(chan error, 1)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		hbErr <- a.opt.Heartbeat.Run(edges)
-	}()
-	vipEvents := make(chan vip.Event, 16)
-	watchErr := make(chan error, 1)
-	go func() {
-		defer wg.Done()
-		watchErr <- watcher.Run(edges, vipEvents)
-	}()
+	e := edges{vipEvents: make(chan vip.Event, 16), hbErr: make(chan error, 1), watchErr: make(chan error, 1)}
+	goes(func() { a.app.run(appStop) })
+	if a.opt.Health != nil {
+		e.checks = a.opt.Health.Events()
+		goes(func() { a.opt.Health.Run(edgeCtx) })
+	}
+	goes(func() { e.hbErr <- a.opt.Heartbeat.Run(edgeCtx) })
+	goes(func() { e.watchErr <- a.opt.VIPWatch.Run(edgeCtx, e.vipEvents) })
+	goes(func() { a.watchLock(edgeCtx) })
+	return a.loop(ctx, e)
+}
 
+// loop is the one goroutine that owns the machine: every input comes in
+// here, one at a time.
+func (a *Agent) loop(ctx context.Context, e edges) error {
 	tick := time.NewTicker(max(a.opt.Interval/2, time.Millisecond))
 	defer tick.Stop()
 	renew := time.NewTicker(max(a.opt.Lease/3, 500*time.Millisecond))
 	defer renew.Stop()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		a.watchLock(edges)
-	}()
 	nag := time.NewTicker(redundancyNag)
 	defer nag.Stop()
 	dropLog := time.NewTicker(dropLogEvery)
@@ -255,39 +266,30 @@ func (a *Agent) Run(ctx context.Context) error {
 	done := ctx.Done()
 	var hardStop <-chan time.Time
 	for {
+		exit := false
 		select {
 		case <-done:
 			done = nil
 			a.log.Info("stopping", "op", "stop", "role", a.m.Role().String())
 			// Bound the handoff even if the machine never says Exit.
 			hardStop = time.After(2*a.opt.Dead + time.Second)
-			if a.step(election.Event{Kind: election.Stop, Now: time.Now()}) {
-				return nil
-			}
+			exit = a.step(election.Event{Kind: election.Stop, Now: time.Now()})
 		case <-hardStop:
 			a.log.Warn("handoff did not finish; releasing", "op", "stop")
 			a.release()
 			return nil
 		case ev := <-a.opt.Heartbeat.Events():
-			if a.heartbeat(ev) {
-				return nil
-			}
-		case ev := <-vipEvents:
-			if a.vipEvent(ev) {
-				return nil
-			}
-		case ev := <-checks:
-			if a.checkEvent(ev) {
-				return nil
-			}
+			exit = a.heartbeat(ev)
+		case ev := <-e.vipEvents:
+			exit = a.vipEvent(ev)
+		case ev := <-e.checks:
+			exit = a.checkEvent(ev)
 		case now := <-tick.C:
 			if a.opt.Watchdog != nil {
 				a.opt.Watchdog()
 			}
 			a.opt.Heartbeat.UpdateLocal(a.syncPosition)
-			if a.step(election.Event{Kind: election.Tick, Now: now}) {
-				return nil
-			}
+			exit = a.step(election.Event{Kind: election.Tick, Now: now})
 		case <-renew.C:
 			if a.holding {
 				if err := a.opt.VIPs.Renew(); err != nil {
@@ -305,28 +307,24 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-dropLog.C:
 			a.logDrops()
 		case lc := <-a.locks:
-			exit := a.applyLock(lc.state, time.Now())
+			exit = a.applyLock(lc.state, time.Now())
 			close(lc.applied)
-			if exit {
-				return nil
-			}
 		case <-a.newSession:
-			if a.step(election.Event{Kind: election.NewSession, Now: time.Now()}) {
-				return nil
-			}
+			exit = a.step(election.Event{Kind: election.NewSession, Now: time.Now()})
 		case c := <-a.cmds:
 			a.waiters = append(a.waiters, c.reply)
-			if a.step(election.Event{Kind: election.Switchover, Now: time.Now(), Force: c.force}) {
-				return nil
-			}
-		case err := <-hbErr:
+			exit = a.step(election.Event{Kind: election.Switchover, Now: time.Now(), Force: c.force})
+		case err := <-e.hbErr:
 			a.release()
 			return fmt.Errorf("heartbeat stopped: %w", err)
-		case err := <-watchErr:
+		case err := <-e.watchErr:
 			if err != nil {
 				a.release()
 				return err
 			}
+		}
+		if exit {
+			return nil
 		}
 	}
 }
@@ -365,7 +363,7 @@ func (a *Agent) step(ev election.Event) bool {
 		case election.SplitBrainStarted:
 			role := a.m.Role()
 			a.log.Warn("split brain: the peer is active too; arbitrating", "op", "split-brain", "role", role.String(), "peer", a.opt.Peer)
-			a.fireHook("split-brain", election.Action{From: role, To: role, Reason: "both nodes active"})
+			a.fireHook(hooks.SplitBrain, election.Action{From: role, To: role, Reason: "both nodes active"})
 			a.publish(statesync.Event{Type: "split-brain", Node: a.opt.Node, Role: role.String()})
 		case election.NotifyFailover:
 			a.notifyFailover(act, ev.Now)
@@ -419,7 +417,7 @@ func (a *Agent) NewSession(time.Time) {
 func (a *Agent) SyncDegraded(reason string) {
 	a.log.Warn("sync mode degraded to async", "op", "sync", "reason", reason)
 	if a.opt.Hooks != nil {
-		a.opt.Hooks.Fire(hooks.Env{Event: "sync-degraded", Reason: reason, Node: a.opt.Node, Peer: a.opt.Peer})
+		a.opt.Hooks.Fire(hooks.Env{Event: hooks.SyncDegraded, Reason: reason, Node: a.opt.Node, Peer: a.opt.Peer})
 	}
 }
 
@@ -453,11 +451,11 @@ func (a *Agent) transition(act election.Action) {
 	a.publish(statesync.Event{Type: "role", Role: act.To.String(), Previous: act.From.String(), Reason: act.Reason, Node: a.opt.Node})
 	switch act.To {
 	case election.Active:
-		a.fireHook("active", act)
+		a.fireHook(hooks.Active, act)
 	case election.Standby:
-		a.fireHook("standby", act)
+		a.fireHook(hooks.Standby, act)
 	case election.Fault:
-		a.fireHook("fault", act)
+		a.fireHook(hooks.Fault, act)
 	}
 	a.mu.Lock()
 	a.lastTrans = &control.Transition{From: act.From.String(), To: act.To.String(), Reason: act.Reason, At: time.Now()}
@@ -697,7 +695,7 @@ func (a *Agent) applyLock(st lockfile.State, now time.Time) bool {
 	info := strings.TrimSpace(st.Info)
 	a.log.Warn("lock changed", "op", "lock", "locked", st.Locked, "info", info)
 	role := a.m.Role()
-	a.fireHook("lock", election.Action{From: role, To: role, Reason: fmt.Sprintf("locked=%v %s", st.Locked, info)})
+	a.fireHook(hooks.Lock, election.Action{From: role, To: role, Reason: fmt.Sprintf("locked=%v %s", st.Locked, info)})
 	return a.step(election.Event{Kind: election.Lock, Now: now, Locked: st.Locked})
 }
 

@@ -94,7 +94,7 @@ type rig struct {
 	done   chan error
 }
 
-func newRig(t *testing.T, preferred bool, mon *health.Monitor) *rig {
+func newRig(t *testing.T, preferred bool, mon Checks) *rig {
 	t.Helper()
 	store := statesync.NewStore(statesync.Limits{})
 	svc := statesync.NewService(store, statesync.NewReplicator(store, statesync.ReplConfig{}), statesync.ServiceConfig{})

@@ -38,39 +38,33 @@ var scenarios = []scenario{
 		h.start(0)
 		h.start(1)
 		h.advance(time.Second)
-		h.linked = false
-		h.logf("link cut")
+		h.cut()
 		h.advance(2 * time.Second)
 		h.logf("b takes a new session")
 		h.step(1, Event{Kind: NewSession})
 		h.advance(500 * time.Millisecond)
-		h.linked = true
-		h.logf("link healed")
+		h.heal()
 		h.advance(time.Second)
 	}},
 	{"split-brain-longest-active-wins", func(h *harness) {
 		h.start(0)
 		h.start(1)
 		h.advance(time.Second)
-		h.linked = false
-		h.logf("link cut")
+		h.cut()
 		h.advance(2 * time.Second)
-		h.linked = true
-		h.logf("link healed")
+		h.heal()
 		h.advance(time.Second)
 	}},
 	{"split-brain-locked-b-stays", func(h *harness) {
 		h.start(0)
 		h.start(1)
 		h.advance(time.Second)
-		h.linked = false
-		h.logf("link cut")
+		h.cut()
 		h.advance(2 * time.Second)
 		h.logf("b locked")
 		h.step(1, Event{Kind: Lock, Locked: true})
 		h.step(0, Event{Kind: NewSession})
-		h.linked = true
-		h.logf("link healed")
+		h.heal()
 		h.advance(time.Second)
 	}},
 	{"locked-standby-does-not-take-over", func(h *harness) {
@@ -132,9 +126,9 @@ func TestRandomSchedules(t *testing.T) {
 		for op := 0; op < 12; op++ {
 			switch r.IntN(5) {
 			case 0:
-				h.linked = false
+				h.cut()
 			case 1:
-				h.linked = true
+				h.heal()
 			case 2:
 				if i := r.IntN(2); h.nodes[i].up && h.nodes[1-i].up {
 					h.crash(i)

@@ -65,6 +65,22 @@ func (h *harness) start(i int) {
 	}
 }
 
+// cut breaks the link between the nodes: no frame gets through, either
+// way; heal mends it.
+func (h *harness) cut() {
+	if h.linked {
+		h.linked = false
+		h.logf("link cut")
+	}
+}
+
+func (h *harness) heal() {
+	if !h.linked {
+		h.linked = true
+		h.logf("link healed")
+	}
+}
+
 // crash stops node i at once, as kill -9 would; its VIPs stay until the
 // lease would run out, which the harness treats as immediately.
 func (h *harness) crash(i int) {

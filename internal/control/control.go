@@ -5,7 +5,6 @@
 package control
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -142,42 +141,18 @@ func NewClient(socket string) *Client {
 var ErrDown = errors.New("hapaird is not running")
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
+	err := client.Call(ctx, c.http, method, path, body, out)
+	var op *net.OpError
+	var answer *client.Error
+	switch {
+	case errors.As(err, &op) && op.Op == "dial" && errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("permission denied on %s: operator commands need root, status and sessions membership of group hapair", c.Socket)
+	case errors.As(err, &op) && op.Op == "dial":
+		return fmt.Errorf("%w (no answer on %s)", ErrDown, c.Socket)
+	case errors.As(err, &answer):
+		return errors.New(answer.Message)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://hapaird"+path, rd)
-	if err != nil {
-		return err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			if errors.Is(err, syscall.EACCES) {
-				return fmt.Errorf("permission denied on %s: operator commands need root, status and sessions membership of group hapair", c.Socket)
-			}
-			return fmt.Errorf("%w (no answer on %s)", ErrDown, c.Socket)
-		}
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		var e Error
-		json.NewDecoder(resp.Body).Decode(&e)
-		if e.Error == "" {
-			e.Error = resp.Status
-		}
-		return errors.New(e.Error)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return err
 }
 
 // Status fetches the daemon's status.

@@ -51,6 +51,13 @@ type Error struct {
 func (e *Error) Error() string { return e.Message }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	return Call(ctx, c.http, method, path, body, out)
+}
+
+// Call sends one JSON request to the daemon over hc (an HTTPClient) and
+// decodes the answer into out, unless out is nil. An answer other than a
+// success is an *Error with the daemon's message.
+func Call(ctx context.Context, hc *http.Client, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -63,7 +70,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		return err
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
@@ -71,6 +78,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if resp.StatusCode >= 300 {
 		var e struct{ Error string }
 		json.NewDecoder(resp.Body).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
 		return &Error{Status: resp.StatusCode, Message: e.Error}
 	}
 	if out != nil {

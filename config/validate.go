@@ -8,9 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hapair/hapair/health"
+	"github.com/hapair/hapair/internal/hooks"
 )
 
 // file is the TOML as written. Durations and addresses stay strings here so
@@ -82,10 +86,8 @@ type file struct {
 }
 
 var (
-	reName    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
-	reIfname  = regexp.MustCompile(`^[^\s/:]{1,15}$`)
-	checkKind = map[string]bool{"process": true, "exec": true, "http": true, "tcp": true, "link": true}
-	hookOn    = map[string]bool{"active": true, "standby": true, "fault": true, "split-brain": true, "lock": true, "sync-degraded": true}
+	reName   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+	reIfname = regexp.MustCompile(`^[^\s/:]{1,15}$`)
 )
 
 func (v *validator) build(f *file) *Config {
@@ -459,8 +461,8 @@ func (v *validator) checks(f *file, c *Config) {
 			v.errf(k+".name", "%q is already the name of a check", fc.Name)
 		}
 		names[fc.Name] = true
-		if !checkKind[fc.Kind] {
-			v.errf(k+".kind", "%q is not a check kind (process, exec, http, tcp, link)", fc.Kind)
+		if !slices.Contains(health.Kinds, fc.Kind) {
+			v.errf(k+".kind", "%q is not a check kind (%s)", fc.Kind, strings.Join(health.Kinds, ", "))
 		}
 		if fc.Target == "" {
 			v.errf(k+".target", "missing: what the check watches")
@@ -484,7 +486,7 @@ func (v *validator) checks(f *file, c *Config) {
 			ch.Critical = *fc.Critical
 		}
 		if fc.ExpectStatus != "" || fc.ExpectBody != "" {
-			if fc.Kind != "http" {
+			if fc.Kind != health.HTTP {
 				v.errf(k+".expect_status", "only http checks have expect_status and expect_body")
 			}
 			ch.ExpectBody = fc.ExpectBody
@@ -497,22 +499,22 @@ func (v *validator) checks(f *file, c *Config) {
 			}
 			ch.StatusMin, ch.StatusMax = lo, hi
 		}
-		if fc.Kind == "tcp" && fc.Target != "" {
+		if fc.Kind == health.TCP && fc.Target != "" {
 			if _, port, err := net.SplitHostPort(fc.Target); err != nil {
 				v.errf(k+".target", "%q is not host:port", fc.Target)
 			} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 				v.errf(k+".target", "%q: port %s is not 1..65535", fc.Target, port)
 			}
 		}
-		if fc.Kind == "process" && fc.Target != "" && !filepath.IsAbs(strings.ReplaceAll(fc.Target, "{node}", "x")) {
+		if fc.Kind == health.Process && fc.Target != "" && !filepath.IsAbs(strings.ReplaceAll(fc.Target, "{node}", "x")) {
 			v.errf(k+".target", "%q is not an absolute path: the daemon's working directory is /", fc.Target)
 		}
-		if fc.Kind == "http" && fc.Target != "" {
+		if fc.Kind == health.HTTP && fc.Target != "" {
 			if u, err := url.Parse(strings.ReplaceAll(fc.Target, "{node}", "x")); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				v.errf(k+".target", "%q is not an http:// or https:// URL with a host", fc.Target)
 			}
 		}
-		if fc.Kind == "link" && fc.Target != "" {
+		if fc.Kind == health.Link && fc.Target != "" {
 			v.ifname(k+".target", fc.Target, true)
 		}
 		c.Checks = append(c.Checks, ch)
@@ -545,8 +547,8 @@ func (v *validator) hooks(f *file, c *Config) {
 			v.errf(k+".on", "missing: the transitions that run it")
 		}
 		for _, on := range fh.On {
-			if !hookOn[on] {
-				v.errf(k+".on", "%q is not a transition (active, standby, fault, split-brain, lock, sync-degraded)", on)
+			if !slices.Contains(hooks.Events, on) {
+				v.errf(k+".on", "%q is not a transition (%s)", on, strings.Join(hooks.Events, ", "))
 			}
 		}
 		if len(fh.Command) == 0 || fh.Command[0] == "" {

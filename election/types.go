@@ -16,16 +16,15 @@ const (
 	Fault
 )
 
+// Roles lists every role, in order; its String is the name status, logs,
+// metrics and the session service use.
+var Roles = []Role{Init, Standby, Active, Fault}
+
+var roleNames = [...]string{"INIT", "STANDBY", "ACTIVE", "FAULT"}
+
 func (r Role) String() string {
-	switch r {
-	case Init:
-		return "INIT"
-	case Standby:
-		return "STANDBY"
-	case Active:
-		return "ACTIVE"
-	case Fault:
-		return "FAULT"
+	if r >= 0 && int(r) < len(roleNames) {
+		return roleNames[r]
 	}
 	return fmt.Sprintf("Role(%d)", int(r))
 }

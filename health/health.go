@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,13 +71,23 @@ type check struct {
 	since   time.Time
 }
 
+// Kinds of check, the names config and status use.
+const (
+	Process = "process" // a pid file's process, watched by pidfd
+	Exec    = "exec"    // a shell command's exit status
+	HTTP    = "http"    // a URL's status and body
+	TCP     = "tcp"     // a connection to host:port
+	Link    = "link"    // an interface's carrier
+)
+
+// Kinds lists every kind, in the order messages give them.
+var Kinds = []string{Process, Exec, HTTP, TCP, Link}
+
 // New validates cfgs; it starts nothing.
 func New(cfgs []Config) (*Monitor, error) {
 	m := &Monitor{events: make(chan Event, 64)}
 	for _, c := range cfgs {
-		switch c.Kind {
-		case "process", "exec", "http", "tcp", "link":
-		default:
+		if !slices.Contains(Kinds, c.Kind) {
 			return nil, fmt.Errorf("health: check %s: unknown kind %q", c.Name, c.Kind)
 		}
 		if c.Interval <= 0 {
@@ -151,9 +162,9 @@ func (m *Monitor) sample(ctx context.Context, c *check, err error) {
 
 func (m *Monitor) run(ctx context.Context, c *check) {
 	switch c.cfg.Kind {
-	case "process":
+	case Process:
 		m.runProcess(ctx, c)
-	case "link":
+	case Link:
 		m.runLink(ctx, c)
 	default:
 		t := time.NewTicker(c.cfg.Interval)
@@ -171,7 +182,7 @@ func (m *Monitor) run(ctx context.Context, c *check) {
 
 func probe(ctx context.Context, cfg Config) error {
 	switch cfg.Kind {
-	case "exec":
+	case Exec:
 		out, err := command.Run(ctx, []string{"/bin/sh", "-c", cfg.Target}, nil, cfg.Timeout)
 		if err != nil {
 			if out = strings.TrimSpace(out); out != "" {
@@ -180,14 +191,14 @@ func probe(ctx context.Context, cfg Config) error {
 			return err
 		}
 		return nil
-	case "tcp":
+	case TCP:
 		d := net.Dialer{Timeout: cfg.Timeout}
 		c, err := d.DialContext(ctx, "tcp", cfg.Target)
 		if err != nil {
 			return err
 		}
 		return c.Close()
-	case "http":
+	case HTTP:
 		ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Target, nil)

@@ -40,16 +40,11 @@ const (
 	RoleFault
 )
 
+var roleNames = [...]string{"init", "standby", "active", "fault"}
+
 func (r Role) String() string {
-	switch r {
-	case RoleInit:
-		return "init"
-	case RoleStandby:
-		return "standby"
-	case RoleActive:
-		return "active"
-	case RoleFault:
-		return "fault"
+	if int(r) < len(roleNames) {
+		return roleNames[r]
 	}
 	return fmt.Sprintf("role(%d)", uint8(r))
 }

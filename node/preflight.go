@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/hapair/hapair/config"
+	"github.com/hapair/hapair/health"
 	"github.com/hapair/hapair/statesync"
 )
 
@@ -47,7 +48,7 @@ func Preflight(cfg *config.Config, self *config.Node) config.Errors {
 		}
 	}
 	for i, c := range cfg.Checks {
-		if c.Kind != "exec" {
+		if c.Kind != health.Exec {
 			continue
 		}
 		// An exec check is a shell command: only its first word can be

@@ -19,14 +19,11 @@ const (
 	OpDelete
 )
 
+var opNames = [...]string{OpCreate: "create", OpUpdate: "update", OpDelete: "delete"}
+
 func (k OpKind) String() string {
-	switch k {
-	case OpCreate:
-		return "create"
-	case OpUpdate:
-		return "update"
-	case OpDelete:
-		return "delete"
+	if k >= OpCreate && int(k) < len(opNames) {
+		return opNames[k]
 	}
 	return fmt.Sprintf("op(%d)", uint8(k))
 }

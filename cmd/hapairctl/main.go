@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hapair/hapair/config"
+	"github.com/hapair/hapair/election"
 	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/internal/lockfile"
 )
@@ -194,7 +195,7 @@ func role(args []string, stdout, stderr io.Writer) int {
 		return rc
 	}
 	fmt.Fprintln(stdout, s.Role)
-	if s.Role != "ACTIVE" {
+	if s.Role != election.Active.String() {
 		return 1
 	}
 	return 0

@@ -2,6 +2,7 @@ package control
 
 import (
 	"fmt"
+	"github.com/hapair/hapair/election"
 	"slices"
 	"strings"
 	"time"
@@ -60,7 +61,7 @@ func (s Status) Text() string {
 		syncDeg = " (DEGRADED to async)"
 	}
 	pos := fmt.Sprintf("applied up to write %d", s.Sync.Written)
-	if s.Role == "ACTIVE" {
+	if s.Role == election.Active.String() {
 		pos = fmt.Sprintf("written %d, standby applied %d", s.Sync.Written, s.Sync.Acked)
 	}
 	fmt.Fprintf(&b, "sessions: %d, replication %s, mode %s%s, %s\n", s.Sync.Sessions, conn, s.Sync.Mode, syncDeg, pos)

@@ -19,6 +19,20 @@ import (
 	"github.com/hapair/hapair/internal/command"
 )
 
+// Events a hook can be run on, the names config and hooks' environment
+// use.
+const (
+	Active       = "active"        // this node became active
+	Standby      = "standby"       // this node became standby
+	Fault        = "fault"         // this node went to fault
+	SplitBrain   = "split-brain"   // both nodes active: arbitrating
+	Lock         = "lock"          // this node was locked or unlocked
+	SyncDegraded = "sync-degraded" // sync replication fell back to async
+)
+
+// Events lists every event, in the order messages give them.
+var Events = []string{Active, Standby, Fault, SplitBrain, Lock, SyncDegraded}
+
 // Hook is one configured command.
 type Hook struct {
 	On      []string

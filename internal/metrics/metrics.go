@@ -7,13 +7,12 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/hapair/hapair/election"
 	"github.com/hapair/hapair/internal/control"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
-
-var roles = []string{"INIT", "STANDBY", "ACTIVE", "FAULT"}
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc("hapair_"+name, help, labels, nil)
@@ -69,8 +68,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	n := func(d *prometheus.Desc, v float64, l ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
 	}
-	for _, r := range roles {
-		g(dRole, b2f(s.Role == r), strings.ToLower(r))
+	for _, r := range election.Roles {
+		g(dRole, b2f(s.Role == r.String()), strings.ToLower(r.String()))
 	}
 	g(dPeerSeen, b2f(s.Peer.Seen))
 	for _, p := range s.Paths {
@@ -94,7 +93,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	g(dWritten, float64(s.Sync.Written))
 	g(dConnected, b2f(s.Sync.Connected))
 	g(dSyncDeg, b2f(s.Sync.Degraded))
-	if s.Role == "ACTIVE" {
+	if s.Role == election.Active.String() {
 		g(dAcked, float64(s.Sync.Acked))
 		g(dLag, float64(s.Sync.Written-min(s.Sync.Acked, s.Sync.Written)))
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hapair/hapair/election"
 	"github.com/hapair/hapair/internal/control"
 )
 
@@ -68,7 +69,7 @@ func redundancy(s control.Status) string {
 	switch {
 	case !s.Sync.Connected:
 		why = append(why, "replication not connected")
-	case s.Role == "ACTIVE" && s.Sync.Acked < s.Sync.Written:
+	case s.Role == election.Active.String() && s.Sync.Acked < s.Sync.Written:
 		why = append(why, fmt.Sprintf("standby %d writes behind", s.Sync.Written-s.Sync.Acked))
 	}
 	if len(why) == 0 {

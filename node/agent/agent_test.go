@@ -2,11 +2,11 @@ package agent
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,8 +84,28 @@ func (w fakeWatch) Run(ctx context.Context, out chan<- vip.Event) error {
 	}
 }
 
+// logBuf is the agent's log, for tests that wait for what it says.
+type logBuf struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *logBuf) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(string(l.b), s)
+}
+
 type rig struct {
 	a      *Agent
+	log    *logBuf
 	hb     *fakeHB
 	vips   *fakeVIPs
 	watch  fakeWatch
@@ -95,15 +115,19 @@ type rig struct {
 }
 
 func newRig(t *testing.T, preferred bool, mon Checks) *rig {
+	return newRigDead(t, preferred, mon, 30*time.Millisecond)
+}
+
+func newRigDead(t *testing.T, preferred bool, mon Checks, dead time.Duration) *rig {
 	t.Helper()
 	store := statesync.NewStore(statesync.Limits{})
 	svc := statesync.NewService(store, statesync.NewReplicator(store, statesync.ReplConfig{}), statesync.ServiceConfig{})
-	r := &rig{hb: &fakeHB{events: make(chan heartbeat.Event, 16)}, vips: &fakeVIPs{}, watch: fakeWatch{make(chan vip.Event, 4)}, lock: filepath.Join(t.TempDir(), "locked")}
+	r := &rig{log: &logBuf{}, hb: &fakeHB{events: make(chan heartbeat.Event, 16)}, vips: &fakeVIPs{}, watch: fakeWatch{make(chan vip.Event, 4)}, lock: filepath.Join(t.TempDir(), "locked")}
 	r.a = New(Options{
-		Election:  election.Config{Node: 1, Preferred: preferred, Dead: 30 * time.Millisecond},
+		Election:  election.Config{Node: 1, Preferred: preferred, Dead: dead},
 		Heartbeat: r.hb, VIPs: r.vips, VIPWatch: r.watch, Health: mon, Sync: svc,
-		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Interval: 10 * time.Millisecond, Dead: 30 * time.Millisecond, Lease: 2 * time.Second,
+		Log:      slog.New(slog.NewTextHandler(r.log, nil)),
+		Interval: dead / 3, Dead: dead, Lease: 2 * time.Second,
 		LockFile: r.lock, Node: "a", Peer: "b",
 	})
 	return r
@@ -184,7 +208,22 @@ func TestLockedStandbyReportsAndStays(t *testing.T) {
 		r.hb.events <- heartbeat.Event{Kind: heartbeat.PeerLost, At: time.Now()}
 		r.hb.events <- frame(heartbeat.RoleActive, heartbeat.FlagLeaving)
 	}
-	time.Sleep(50 * time.Millisecond)
+	// The loop has handled the first loss once it has said so; the
+	// same report within a few seconds is said once.
+	const report = "not taking over, this node is locked"
+	for deadline := time.Now().Add(2 * time.Second); r.log.count(report) == 0; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the locked standby never reported the lost peer")
+		}
+	}
+	for deadline := time.Now().Add(2 * time.Second); len(r.hb.events) > 0; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the loop does not take its events")
+		}
+	}
+	if n := r.log.count(report); n > 2 {
+		t.Errorf("reported %d times: the log is flooded", n)
+	}
 	s := r.a.Status()
 	if s.Role != "STANDBY" || !s.Locked || r.vips.isHeld() || s.Redundancy == "available" {
 		t.Fatalf("locked standby: %+v held %v", s, r.vips.isHeld())
@@ -195,7 +234,9 @@ func TestLockedStandbyReportsAndStays(t *testing.T) {
 }
 
 func TestGracefulStopWaitsForPeer(t *testing.T) {
-	r := newRig(t, true, nil)
+	// A handoff bound (two dead intervals) long against the test's steps,
+	// so only the peer's frames can end the handoff.
+	r := newRigDead(t, true, nil, 300*time.Millisecond)
 	r.run(t)
 	r.hb.events <- frame(heartbeat.RoleStandby, 0)
 	r.waitRole(t, "ACTIVE")
@@ -210,7 +251,10 @@ func TestGracefulStopWaitsForPeer(t *testing.T) {
 	if !r.vips.isHeld() {
 		t.Fatal("released before the peer took over")
 	}
+	// The peer says ACTIVE before it claims: keep the VIPs until it says
+	// it holds them.
 	r.hb.events <- frame(heartbeat.RoleActive, 0)
+	r.hb.events <- frame(heartbeat.RoleActive, heartbeat.FlagHolding)
 	select {
 	case <-r.done:
 	case <-time.After(time.Second):
@@ -220,12 +264,15 @@ func TestGracefulStopWaitsForPeer(t *testing.T) {
 	if r.vips.isHeld() {
 		t.Error("exited holding the VIPs")
 	}
+	if tr := r.a.Status().LastTransition; tr == nil || tr.Reason != "handoff: peer is active" {
+		t.Errorf("the handoff did not end on the peer's frames: %+v", tr)
+	}
 }
 
 func TestCriticalCheckFaults(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "ok")
 	os.WriteFile(flag, nil, 0o644)
-	mon, err := health.New([]health.Config{{Name: "media", Kind: "exec", Target: "test -e " + flag, Interval: 10 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 1, Fall: 1, Critical: true}})
+	mon, err := health.New([]health.Config{{Name: "media", Kind: "exec", Target: "test -e " + flag, Interval: 10 * time.Millisecond, Timeout: 5 * time.Second, Rise: 1, Fall: 1, Critical: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

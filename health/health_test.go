@@ -48,6 +48,24 @@ func expect(t *testing.T, m *Monitor, healthy bool, within time.Duration) Event 
 	return Event{}
 }
 
+// passing waits until every check of m has passed a sample: the state a
+// test then breaks is one the monitor has seen whole.
+func passing(t *testing.T, m *Monitor) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		ok := true
+		for _, st := range m.States() {
+			ok = ok && st.Detail == "ok"
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("checks never passed: %+v", m.States())
+		}
+	}
+}
+
 func TestProcessDeathSeenAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	pidfile := filepath.Join(dir, "media.pid")
@@ -63,7 +81,7 @@ func TestProcessDeathSeenAtOnce(t *testing.T) {
 	cmd := run()
 	// A long interval: only the pidfd can explain a quick report.
 	m := start(t, Config{Name: "media", Kind: "process", Target: pidfile, Interval: time.Second, Rise: 1, Fall: 1, Critical: true})
-	time.Sleep(100 * time.Millisecond)
+	passing(t, m)
 	killed := time.Now()
 	cmd.Process.Kill()
 	cmd.Wait()
@@ -83,7 +101,7 @@ func TestExecRiseFallAndTimeout(t *testing.T) {
 	// machine a 10 ms timeout failed the probe before the flag went.
 	// Timeouts are the hanging check's business below.
 	m := start(t, Config{Name: "probe", Kind: "exec", Target: "test -e " + flag, Interval: 20 * time.Millisecond, Timeout: 5 * time.Second, Rise: 3, Fall: 2})
-	time.Sleep(100 * time.Millisecond)
+	passing(t, m)
 	os.Remove(flag)
 	start := time.Now()
 	expect(t, m, false, time.Second)
@@ -110,8 +128,8 @@ func TestHTTPAndTCP(t *testing.T) {
 		w.Write([]byte("media: ready"))
 	}))
 	defer srv.Close()
-	m := start(t, Config{Name: "web", Kind: "http", Target: srv.URL, Interval: 20 * time.Millisecond, Timeout: 20 * time.Millisecond, Fall: 1, Rise: 1, Body: "ready"})
-	time.Sleep(60 * time.Millisecond)
+	m := start(t, Config{Name: "web", Kind: "http", Target: srv.URL, Interval: 20 * time.Millisecond, Timeout: 5 * time.Second, Fall: 1, Rise: 1, Body: "ready"})
+	passing(t, m)
 	status.Store(503)
 	ev := expect(t, m, false, time.Second)
 	if !strings.Contains(ev.Detail, "HTTP 503") {
@@ -125,8 +143,8 @@ func TestHTTPAndTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	tm := start(t, Config{Name: "db", Kind: "tcp", Target: addr, Interval: 20 * time.Millisecond, Timeout: 20 * time.Millisecond, Fall: 1, Rise: 1})
-	time.Sleep(60 * time.Millisecond)
+	tm := start(t, Config{Name: "db", Kind: "tcp", Target: addr, Interval: 20 * time.Millisecond, Timeout: 5 * time.Second, Fall: 1, Rise: 1})
+	passing(t, tm)
 	ln.Close()
 	expect(t, tm, false, time.Second)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hapair/hapair/internal/leaktest"
 	"github.com/hapair/hapair/lab"
 	"github.com/hapair/hapair/lab/labtest"
 	"github.com/mdlayher/packet"
@@ -29,7 +30,65 @@ type node struct {
 	notify chan struct{}
 }
 
-func startNode(t testing.TB, p *lab.Pair, name string, id uint8, interval time.Duration) *node {
+// world is where a pair of endpoints runs: in memory, or on veths between
+// namespaces. The pair tests run their bodies in both.
+type world struct {
+	paths func(t testing.TB, name string) []Path
+	// cut takes the link of a path ("raw", "udp") down or up.
+	cut func(t testing.TB, path string, up bool)
+}
+
+func memWorld() world {
+	links := map[string]*memLink{"raw": newMemLink("raw"), "udp": newMemLink("udp")}
+	return world{
+		paths: func(t testing.TB, name string) []Path {
+			var out []Path
+			for _, path := range []string{"raw", "udp"} {
+				l := links[path]
+				mine, theirs := l.a, l.b
+				if name == "b" {
+					mine, theirs = l.b, l.a
+				}
+				out = append(out, Path{Name: path, Conn: mine, Peer: theirs.local})
+			}
+			return out
+		},
+		cut: func(t testing.TB, path string, up bool) { links[path].down.Store(!up) },
+	}
+}
+
+func vethWorld(t testing.TB) world {
+	p := labtest.NewPair(t, lab.Options{})
+	return world{
+		paths: func(t testing.TB, name string) []Path { return labPaths(t, p, name) },
+		cut: func(t testing.TB, path string, up bool) {
+			cut := p.CutHeartbeat
+			if path == "udp" {
+				cut = p.CutReplication
+			}
+			if err := cut(up); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+}
+
+// inEachWorld runs body in memory (no root needed) and over veths, and
+// checks that it leaves no goroutine behind: the check comes first, so
+// that it looks once every endpoint has stopped.
+func inEachWorld(t *testing.T, body func(t *testing.T, w world)) {
+	t.Run("memory", func(t *testing.T) {
+		leaktest.Check(t)
+		body(t, memWorld())
+	})
+	t.Run("veth", func(t *testing.T) {
+		leaktest.Check(t)
+		body(t, vethWorld(t))
+	})
+}
+
+// labPaths opens node name's raw and UDP paths in the lab pair p.
+func labPaths(t testing.TB, p *lab.Pair, name string) []Path {
 	t.Helper()
 	peer := "b"
 	if name == "b" {
@@ -56,6 +115,17 @@ func startNode(t testing.TB, p *lab.Pair, name string, id uint8, interval time.D
 	if err != nil {
 		t.Fatal(err)
 	}
+	return paths
+}
+
+func startNode(t testing.TB, p *lab.Pair, name string, id uint8, interval time.Duration) *node {
+	t.Helper()
+	return startOn(t, labPaths(t, p, name), id, interval)
+}
+
+// startOn runs an endpoint on paths, its events collected.
+func startOn(t testing.TB, paths []Path, id uint8, interval time.Duration) *node {
+	t.Helper()
 	ep, err := New(Config{Cluster: testCluster, Node: id, Keys: [][]byte{testKey}, Interval: interval, Dead: 3 * interval, Generation: 1}, paths...)
 	if err != nil {
 		t.Fatal(err)
@@ -131,11 +201,12 @@ func (n *node) len() int {
 	return len(n.events)
 }
 
-func TestPairSeesEachOther(t *testing.T) {
-	p := labtest.NewPair(t, lab.Options{})
+func TestPairSeesEachOther(t *testing.T) { inEachWorld(t, pairSeesEachOther) }
+
+func pairSeesEachOther(t *testing.T, w world) {
 	const iv = 20 * time.Millisecond
-	a := startNode(t, p, "a", 1, iv)
-	b := startNode(t, p, "b", 2, iv)
+	a := startOn(t, w.paths(t, "a"), 1, iv)
+	b := startOn(t, w.paths(t, "b"), 2, iv)
 	a.ep.SetLocal(Local{Role: RoleActive, ActiveSince: time.Now()})
 	// Within an interval or two on an idle machine; the bound is loose
 	// for a loaded one (the race detector, other tests' namespaces).
@@ -152,16 +223,19 @@ func TestPairSeesEachOther(t *testing.T) {
 		t.Errorf("b sees %+v", ev.Frame)
 	}
 	// The raw path learned the peer's MAC and now sends unicast.
-	if addr := a.ep.PeerAddr(0).(*packet.Addr); addr.HardwareAddr[0] == 0xff {
+	if addr, ok := a.ep.PeerAddr(0).(*packet.Addr); ok && addr.HardwareAddr[0] == 0xff {
 		t.Errorf("a still broadcasts on the raw path: %v", addr)
 	}
 }
 
 func TestHeartbeatLinkDownIsDegradedNotLost(t *testing.T) {
-	p := labtest.NewPair(t, lab.Options{})
+	inEachWorld(t, linkDownIsDegradedNotLost)
+}
+
+func linkDownIsDegradedNotLost(t *testing.T, w world) {
 	const iv = 20 * time.Millisecond
-	a := startNode(t, p, "a", 1, iv)
-	b := startNode(t, p, "b", 2, iv)
+	a := startOn(t, w.paths(t, "a"), 1, iv)
+	b := startOn(t, w.paths(t, "b"), 2, iv)
 	for _, n := range []*node{a, b} {
 		n.waitFor(t, PathUp, "raw", 0, 2*time.Second)
 		n.waitFor(t, PathUp, "udp", 0, 2*time.Second)
@@ -170,9 +244,7 @@ func TestHeartbeatLinkDownIsDegradedNotLost(t *testing.T) {
 	// Bounds are generous: they catch a broken mechanism, the figures are
 	// in BenchmarkDetection. Netlink calls can stall behind other tests'
 	// namespace teardown, so the clock starts once the cut is done.
-	if err := p.CutHeartbeat(false); err != nil {
-		t.Fatal(err)
-	}
+	w.cut(t, "raw", false)
 	cut := time.Now()
 	ev, _ := b.waitFor(t, PathDown, "raw", mark, 3*iv+time.Second)
 	t.Logf("raw path down after %v", ev.At.Sub(cut))
@@ -185,16 +257,14 @@ func TestHeartbeatLinkDownIsDegradedNotLost(t *testing.T) {
 		t.Errorf("%d path-down events, want 1 (raw)", c)
 	}
 	// Replication link down too: now the peer is lost.
-	if err := p.CutReplication(false); err != nil {
-		t.Fatal(err)
-	}
+	w.cut(t, "udp", false)
 	cut = time.Now()
 	ev, _ = b.waitFor(t, PeerLost, "", mark, 3*iv+time.Second)
 	t.Logf("peer lost %v after the last path was cut", ev.At.Sub(cut))
 	// And back.
 	mark = b.len()
-	p.CutHeartbeat(true)
-	p.CutReplication(true)
+	w.cut(t, "raw", true)
+	w.cut(t, "udp", true)
 	b.waitFor(t, PeerAlive, "", mark, 2*time.Second)
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/hapair/hapair/election"
 	"github.com/hapair/hapair/health"
 	"github.com/hapair/hapair/heartbeat"
+	"github.com/hapair/hapair/internal/leaktest"
 	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/vip"
 )
@@ -134,6 +135,7 @@ func newRigDead(t *testing.T, preferred bool, mon Checks, dead time.Duration) *r
 }
 
 func (r *rig) run(t *testing.T) {
+	leaktest.Check(t) // first, so that it looks once the agent has stopped
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan error, 1)
 	go func() { r.done <- r.a.Run(ctx) }()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,6 +30,17 @@ type ackPump struct {
 	buf  []byte     // opened, not yet parsed
 	rbuf [4096]byte // read from the socket, not yet opened
 	dup  int        // a duplicate of the socket for pollers, -1 if none
+	// acked: the standby has acknowledged once, so it has loaded what
+	// the connection began with; until then it may be silent for long.
+	acked atomic.Bool
+}
+
+// allow is how long the standby may stay silent now.
+func (p *ackPump) allow() time.Duration {
+	if p.acked.Load() {
+		return deadAfter
+	}
+	return setupAllow
 }
 
 func newAckPump(c *sealedConn, br *bufio.Reader) *ackPump {
@@ -96,6 +108,7 @@ func (p *ackPump) parse(store *Store) error {
 		}
 		if m.typ == msgAck {
 			store.setAcked(m.seq)
+			p.acked.Store(true)
 		}
 		used += n
 	}
@@ -104,7 +117,7 @@ func (p *ackPump) parse(store *Store) error {
 }
 
 // run reads acknowledgements until the connection fails or stays silent
-// for deadAfter.
+// for deadAfter (setupAllow until the first).
 func (p *ackPump) run(store *Store) error {
 	p.mu.Lock()
 	err := p.parse(store) // what came with the hello
@@ -115,7 +128,7 @@ func (p *ackPump) run(store *Store) error {
 	if p.raw == nil {
 		tmp := make([]byte, 4096)
 		for {
-			p.c.SetReadDeadline(time.Now().Add(deadAfter))
+			p.c.SetReadDeadline(time.Now().Add(p.allow()))
 			n, err := p.c.Conn.Read(tmp)
 			if err != nil {
 				return err
@@ -129,7 +142,7 @@ func (p *ackPump) run(store *Store) error {
 		}
 	}
 	for {
-		p.c.SetReadDeadline(time.Now().Add(deadAfter))
+		p.c.SetReadDeadline(time.Now().Add(p.allow()))
 		var n int
 		var rerr error
 		err := p.raw.Read(func(fd uintptr) bool {

@@ -491,6 +491,7 @@ func (r *Replicator) follow(ctx context.Context) error {
 	var last uint64
 	sinceAck := 0
 	pend := make([]Op, 0, ackEvery)
+	started := false // a snapshot or resume began the stream
 	for {
 		// The read deadline is set only before a read that may block:
 		// setting it costs a clock read, and a buffered message needs
@@ -498,6 +499,9 @@ func (r *Replicator) follow(ctx context.Context) error {
 		// top of the usual allowance.
 		b, buffered, err := awaitFrames(br, &big, 1, maxMsg, func(n int) {
 			allow := deadAfter
+			if !started {
+				allow = setupAllow // the active may be copying its store
+			}
 			if n > br.Size() {
 				allow += time.Duration(n) * time.Microsecond
 			}
@@ -541,6 +545,7 @@ func (r *Replicator) follow(ctx context.Context) error {
 			}
 			switch m.typ {
 			case msgSnapshot:
+				started = true
 				snapHdr, snap = m, make([]Session, 0, min(m.count, 1<<20))
 				if m.count == 0 {
 					r.loadSnapshot(snapHdr, snap, now)
@@ -553,6 +558,7 @@ func (r *Replicator) follow(ctx context.Context) error {
 					snap, last = nil, snapHdr.seq
 				}
 			case msgResume:
+				started = true
 				r.store.SetFollowing(m.epoch)
 				_, last = r.store.Seq()
 			case msgPing:

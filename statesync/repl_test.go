@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -370,5 +371,29 @@ func TestOldActiveResumesAfterRoleChange(t *testing.T) {
 		if _, ok := ls.Get("only-on-the-old-active"); ok {
 			t.Error("a write the new active never had survived")
 		}
+	}
+}
+
+// A standby waits for a snapshot however long the active takes to copy its
+// store, rather than give up after deadAfter and dial again: on a loaded
+// node with 300,000 sessions every attempt timed out in the copy, and each
+// new one queued behind the last on the store lock, so the standby never
+// got a snapshot at all.
+func TestSlowSnapshotIsWaitedFor(t *testing.T) {
+	leader := startNode(t, NewStore(Limits{}), "", [][]byte{key}, true)
+	for i := 0; i < 10; i++ {
+		write(t, leader.store, OpCreate, fmt.Sprintf("s%d", i), "x")
+	}
+	// The copy takes longer than deadAfter: the store stays locked.
+	leader.store.mu.Lock()
+	var errs atomic.Int32
+	fstore := NewStore(Limits{})
+	startNodeCfg(t, fstore, ReplConfig{Keys: [][]byte{key}, Peer: leader.ln.Addr().String(), OnError: func(error) { errs.Add(1) }}, false)
+	time.Sleep(deadAfter + deadAfter/2) // the store's slow copy, not a wait for an event
+	leader.store.mu.Unlock()
+	waitFor(t, "the snapshot", func() bool { _, s := fstore.Seq(); return s == 10 })
+	waitFor(t, "the first acknowledgement", func() bool { return leader.store.Acked() == 10 })
+	if st := leader.repl.Stats(); st.Snapshots != 1 || errs.Load() != 0 {
+		t.Errorf("%d snapshots and %d standby errors, want one snapshot and none", st.Snapshots, errs.Load())
 	}
 }

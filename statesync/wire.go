@@ -24,9 +24,20 @@ const (
 // either end waits for traffic before it takes the connection for dead: a
 // cut link must break the connection so the standby reconnects (and
 // resumes) instead of waiting out TCP's own timers.
+//
+// setupAllow replaces deadAfter while a connection sets up, when each end
+// is silent by design for as long as the store takes: the standby waits
+// for the active to copy every session into a snapshot, and the active
+// for the standby to load it (its first acknowledgement). With deadAfter
+// there, a loaded node with 300,000 sessions never finished a snapshot:
+// each attempt timed out in the copy, the standby dialled again, and the
+// next copy queued behind the last on the store lock. A peer that dies
+// meanwhile closes its socket; only a link cut during set-up is noticed
+// this late, and a node that fails meanwhile is the heartbeats' business.
 const (
-	keepalive = 200 * time.Millisecond
-	deadAfter = time.Second
+	keepalive  = 200 * time.Millisecond
+	deadAfter  = time.Second
+	setupAllow = 30 * time.Second
 )
 
 // maxMsg bounds one message: the largest entry plus headers. A peer that

@@ -225,7 +225,7 @@ func (n *Node) sessions(peer *config.Node) error {
 // active removed.
 func (n *Node) sessionsDropped(ids []string) {
 	n.log.Warn("sessions dropped on resync from the active", "op", "resync", "count", len(ids))
-	n.svc.Hub().Publish(statesync.Event{Type: "sessions-dropped", Reason: "resynchronised from the active node", IDs: ids})
+	n.svc.Publish(statesync.Event{Type: "sessions-dropped", Reason: "resynchronised from the active node", IDs: ids})
 }
 
 func checks(cfg *config.Config, self *config.Node) []health.Config {

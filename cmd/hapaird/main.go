@@ -64,6 +64,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hapaird: unexpected argument %q: hapaird takes flags only (hapaird --help)\n", fs.Arg(0))
 		return 2
 	}
+	if o.fileOnly && !o.check {
+		fmt.Fprintln(stderr, "hapaird: --file-only goes with --check")
+		return 2
+	}
 	if o.version {
 		fmt.Fprintln(stdout, "hapaird", version)
 		return 0

@@ -133,4 +133,7 @@ command = ["/nonexistent/notify-noc", "--now"]
 	if rc := run([]string{"--check", "--file-only", "-c", path, "--node", "beta"}, &out, &errb); rc != 0 {
 		t.Errorf("--file-only: exit %d: %s", rc, errb.String())
 	}
+	if rc := run([]string{"--file-only", "-c", path, "--node", "beta"}, &out, &errb); rc != 2 {
+		t.Errorf("--file-only without --check: exit %d, want 2 (usage), not a daemon", rc)
+	}
 }

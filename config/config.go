@@ -292,6 +292,22 @@ func Parse(path string, src []byte) (*Config, error) {
 	return cfg, nil
 }
 
+// Paths reads only the socket and the state directory from the file at
+// path, defaults applied: what hapairctl needs, without the key files an
+// operator outside root may not read. An unreadable or malformed file is
+// an error: falling back to the defaults would put a lock where the
+// daemon never looks.
+func Paths(path string) (socket, stateDir string, err error) {
+	var f struct {
+		Socket   string `toml:"socket"`
+		StateDir string `toml:"state_dir"`
+	}
+	if _, err := toml.DecodeFile(path, &f); err != nil {
+		return "", "", fmt.Errorf("config: %w", err)
+	}
+	return or(f.Socket, DefaultSocket), or(f.StateDir, DefaultStateDir), nil
+}
+
 // Errorf is a problem with key found after the file was loaded (on this
 // machine, say), at the key's line like every other config error.
 func (c *Config) Errorf(key, format string, args ...any) *Error {

@@ -30,7 +30,7 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = `usage: hapairctl COMMAND [flags]
+const usage = `usage: hapairctl [-c FILE] COMMAND [flags]
 
 commands:
   status       this node's and its peer's state (--json for scripts)
@@ -43,50 +43,70 @@ commands:
   keygen       write a new shared key, mode 0600 (-o FILE, default /etc/hapair/hapair.key)
   lab          run a pair in network namespaces on this machine and show failovers
   version      print the version
+  help         this text; help COMMAND: the command's flags
 
-Common flags: -c FILE (config, default /etc/hapair/hapair.toml), --socket PATH,
---state-dir DIR (override the config's).
+Common flags, before or after the command: -c or --config FILE (default
+/etc/hapair/hapair.toml), --socket PATH, --state-dir DIR (override the
+config's; given them, no config is read).
 `
 
 // common are the flags every daemon-facing command takes.
 type common struct {
 	config, socket, stateDir string
+	// needState: the command writes the lock file when the daemon is
+	// down, so it needs the state directory too.
+	needState bool
 }
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.config, "c", "/etc/hapair/hapair.toml", "configuration `file`")
+	fs.StringVar(&c.config, "config", "/etc/hapair/hapair.toml", "configuration `file` (as -c)")
 	fs.StringVar(&c.socket, "socket", "", "daemon socket (default: the config's, else "+config.DefaultSocket+")")
 	fs.StringVar(&c.stateDir, "state-dir", "", "state directory (default: the config's, else "+config.DefaultStateDir+")")
 }
 
 // parseCommon parses a daemon-facing command's flags: the common ones and
-// whatever extra registers. ok is false on a usage error (exit 2).
-func parseCommon(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (c *common, ok bool) {
+// whatever extra registers. A nil c means the command ends with exit code
+// rc: 0 after --help, 2 on a usage error, 1 when the config cannot be read.
+func parseCommon(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (c *common, rc int) {
 	fs := flag.NewFlagSet("hapairctl "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	c = &common{}
+	c = &common{needState: name == "lock" || name == "unlock"}
 	c.register(fs)
 	if extra != nil {
 		extra(fs)
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, false
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, 0
+		}
+		return nil, 2
 	}
 	// Nothing is silently ignored: `lock "reason"` means --reason.
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "hapairctl %s: unexpected argument %q (hapairctl help)\n", name, fs.Arg(0))
-		return nil, false
+		fmt.Fprintf(stderr, "hapairctl %s: unexpected argument %q (hapairctl help %s)\n", name, fs.Arg(0), name)
+		return nil, 2
 	}
-	c.resolve()
-	return c, true
+	if err := c.resolve(); err != nil {
+		fmt.Fprintf(stderr, "hapairctl %s: %v\n", name, err)
+		return nil, 1
+	}
+	return c, 0
 }
 
-// resolve fills socket and state dir from the config when not given; the
-// config may be absent (a node being set up), then defaults apply.
-func (c *common) resolve() {
-	sock, state := config.DefaultSocket, config.DefaultStateDir
-	if cfg, err := config.Load(c.config); err == nil {
-		sock, state = cfg.Socket, cfg.StateDir
+// resolve fills the socket and the state dir from the config when not
+// given. A config that cannot be read is an error, not the defaults: a
+// lock written there would be one the daemon never reads.
+func (c *common) resolve() error {
+	if c.socket != "" && (c.stateDir != "" || !c.needState) {
+		return nil
+	}
+	sock, state, err := config.Paths(c.config)
+	switch {
+	case err != nil && c.needState:
+		return fmt.Errorf("%w (or give --socket and --state-dir)", err)
+	case err != nil:
+		return fmt.Errorf("%w (or give --socket)", err)
 	}
 	if c.socket == "" {
 		c.socket = sock
@@ -94,14 +114,44 @@ func (c *common) resolve() {
 	if c.stateDir == "" {
 		c.stateDir = state
 	}
+	return nil
 }
 
+// commonFlags take a value; globals splits them off the front of args
+// (hapairctl -c FILE status), to be given to the command.
+var commonFlags = map[string]bool{"-c": true, "--c": true, "-config": true, "--config": true, "-socket": true, "--socket": true, "-state-dir": true, "--state-dir": true}
+
+func globals(args []string) (flags, rest []string) {
+	for len(args) > 0 {
+		name, _, hasValue := strings.Cut(args[0], "=")
+		switch {
+		case !commonFlags[name]:
+			return flags, args
+		case hasValue:
+			flags, args = append(flags, args[0]), args[1:]
+		case len(args) > 1:
+			flags, args = append(flags, args[0], args[1]), args[2:]
+		default:
+			return flags, args // a flag without its value: the command says so
+		}
+	}
+	return flags, args
+}
+
+// daemonFacing are the commands that take the common flags.
+var daemonFacing = map[string]bool{"status": true, "role": true, "switchover": true, "lock": true, "unlock": true, "sessions": true, "events": true}
+
 func run(args []string, stdout, stderr io.Writer) int {
+	flags, args := globals(args)
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	cmd, rest := args[0], args[1:]
+	cmd, rest := args[0], append(flags, args[1:]...)
+	if len(flags) > 0 && !daemonFacing[cmd] {
+		fmt.Fprintf(stderr, "hapairctl: %s takes no %s\n", cmd, flags[0])
+		return 2
+	}
 	switch cmd {
 	case "status":
 		return status(rest, stdout, stderr)
@@ -125,6 +175,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "hapairctl", version)
 		return 0
 	case "help", "-h", "--help":
+		if len(rest) == 1 && rest[0] != "help" {
+			return run([]string{rest[0], "--help"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
@@ -134,9 +187,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func status(args []string, stdout, stderr io.Writer) int {
 	var asJSON bool
-	c, ok := parseCommon("status", args, stderr, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
-	if !ok {
-		return 2
+	c, rc := parseCommon("status", args, stderr, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
+	if c == nil {
+		return rc
 	}
 	s, rc := fetchStatus("status", c, stderr)
 	if s == nil {
@@ -186,9 +239,9 @@ func fetchStatus(name string, c *common, stderr io.Writer) (*control.Status, int
 // role answers "is this node active" by exit code, for scripts: 0 active,
 // 1 not active (the role is printed), 3 the daemon is not running.
 func role(args []string, stdout, stderr io.Writer) int {
-	c, ok := parseCommon("role", args, stderr, nil)
-	if !ok {
-		return 2
+	c, rc := parseCommon("role", args, stderr, nil)
+	if c == nil {
+		return rc
 	}
 	s, rc := fetchStatus("role", c, stderr)
 	if s == nil {
@@ -203,11 +256,11 @@ func role(args []string, stdout, stderr io.Writer) int {
 
 func switchover(args []string, stdout, stderr io.Writer) int {
 	var force bool
-	c, ok := parseCommon("switchover", args, stderr, func(fs *flag.FlagSet) {
+	c, rc := parseCommon("switchover", args, stderr, func(fs *flag.FlagSet) {
 		fs.BoolVar(&force, "force", false, "switch over even though this node is locked")
 	})
-	if !ok {
-		return 2
+	if c == nil {
+		return rc
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -229,9 +282,9 @@ func lock(args []string, stdout, stderr io.Writer, on bool) int {
 		name = "lock"
 	}
 	var reason string
-	c, ok := parseCommon(name, args, stderr, func(fs *flag.FlagSet) { fs.StringVar(&reason, "reason", "", "why (shown in status and logs)") })
-	if !ok {
-		return 2
+	c, rc := parseCommon(name, args, stderr, func(fs *flag.FlagSet) { fs.StringVar(&reason, "reason", "", "why (shown in status and logs)") })
+	if c == nil {
+		return rc
 	}
 	name = "hapairctl " + name
 	text := ""

@@ -13,7 +13,8 @@ import (
 func TestLockUnlockWithoutDaemon(t *testing.T) {
 	dir := t.TempDir()
 	var out, errb bytes.Buffer
-	if rc := run([]string{"lock", "-c", "/nonexistent.toml", "--state-dir", dir, "--reason", "fixing the switch"}, &out, &errb); rc != 0 {
+	sock := filepath.Join(dir, "none.sock")
+	if rc := run([]string{"lock", "-c", "/nonexistent.toml", "--socket", sock, "--state-dir", dir, "--reason", "fixing the switch"}, &out, &errb); rc != 0 {
 		t.Fatalf("lock: %d %s", rc, errb.String())
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "locked"))
@@ -24,7 +25,7 @@ func TestLockUnlockWithoutDaemon(t *testing.T) {
 		t.Errorf("lock did not warn: %s", out.String())
 	}
 	for i := 0; i < 2; i++ { // unlocking twice is fine
-		if rc := run([]string{"unlock", "-c", "/nonexistent.toml", "--state-dir", dir}, &out, &errb); rc != 0 {
+		if rc := run([]string{"unlock", "-c", "/nonexistent.toml", "--socket", sock, "--state-dir", dir}, &out, &errb); rc != 0 {
 			t.Fatalf("unlock: %d %s", rc, errb.String())
 		}
 	}
@@ -107,5 +108,39 @@ func TestExitCodes(t *testing.T) {
 		if rc != c.rc || !strings.Contains(errb.String(), c.want) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, rc, errb.String(), c.rc, c.want)
 		}
+	}
+}
+
+// Issue 15.6: common flags before or after the command, long forms, help
+// for a command, and a config that cannot be read is said, not replaced by
+// the default paths (a lock written there is one the daemon never reads).
+func TestCommonFlagsAnywhereAndConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "custom.sock")
+	cfg := filepath.Join(dir, "hapair.toml")
+	os.WriteFile(cfg, []byte("socket = \""+sock+"\"\nstate_dir = \""+dir+"\"\n"), 0o644)
+	for _, c := range []struct {
+		args []string
+		rc   int
+		want string
+	}{
+		{[]string{"-c", cfg, "status"}, 3, sock},
+		{[]string{"--config", cfg, "status"}, 3, sock},
+		{[]string{"--config=" + cfg, "role"}, 3, sock},
+		{[]string{"status", "--config", cfg}, 3, sock},
+		{[]string{"-c", cfg, "keygen"}, 2, "keygen takes no -c"},
+		{[]string{"help", "lock"}, 0, "-reason"},
+		{[]string{"lock", "--help"}, 0, "-reason"},
+		{[]string{"lock", "-c", filepath.Join(dir, "missing.toml"), "--state-dir", dir}, 1, "missing.toml"},
+		{[]string{"status", "-c", filepath.Join(dir, "missing.toml")}, 1, "or give --socket"},
+	} {
+		var out, errb bytes.Buffer
+		rc := run(c.args, &out, &errb)
+		if rc != c.rc || !strings.Contains(out.String()+errb.String(), c.want) {
+			t.Errorf("%v: exit %d, output %q %q; want %d and %q", c.args, rc, out.String(), errb.String(), c.rc, c.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "locked")); !os.IsNotExist(err) {
+		t.Errorf("a lock was written with the config unreadable: %v", err)
 	}
 }

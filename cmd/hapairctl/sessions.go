@@ -21,9 +21,9 @@ import (
 
 func sessions(args []string, stdout, stderr io.Writer) int {
 	var asJSON bool
-	c, ok := parseCommon("sessions", args, stderr, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
-	if !ok {
-		return 2
+	c, rc := parseCommon("sessions", args, stderr, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
+	if c == nil {
+		return rc
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -51,9 +51,9 @@ func sessions(args []string, stdout, stderr io.Writer) int {
 }
 
 func events(args []string, stdout, stderr io.Writer) int {
-	c, ok := parseCommon("events", args, stderr, nil)
-	if !ok {
-		return 2
+	c, rc := parseCommon("events", args, stderr, nil)
+	if c == nil {
+		return rc
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -46,6 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hapaird", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.config, "c", "/etc/hapair/hapair.toml", "configuration `file`")
+	fs.StringVar(&o.config, "config", "/etc/hapair/hapair.toml", "configuration `file` (as -c)")
 	fs.StringVar(&o.node, "node", "", "this node's `name` (default: by hostname, then by local addresses)")
 	fs.BoolVar(&o.check, "check", false, "validate the configuration and what this machine has for it (interfaces, TLS files, programs), print what would run, and exit")
 	fs.BoolVar(&o.fileOnly, "file-only", false, "with --check: validate the file alone, as on a machine other than the node")

@@ -34,7 +34,7 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 	runs := fs.Int("runs", 1, "with --scenario: how many times")
 	keep := fs.Bool("keep-logs", false, "keep the daemons' logs and config after the lab ends")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseRC(err)
 	}
 	if *scenario != "" && !slices.Contains(lab.Scenarios, *scenario) {
 		fmt.Fprintf(stderr, "hapairctl lab: unknown scenario %q (have %s)\n", *scenario, strings.Join(lab.Scenarios, ", "))

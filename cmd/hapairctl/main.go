@@ -77,10 +77,7 @@ func parseCommon(name string, args []string, stderr io.Writer, extra func(*flag.
 		extra(fs)
 	}
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, 0
-		}
-		return nil, 2
+		return nil, parseRC(err)
 	}
 	// Nothing is silently ignored: `lock "reason"` means --reason.
 	if fs.NArg() > 0 {
@@ -136,6 +133,15 @@ func globals(args []string) (flags, rest []string) {
 		}
 	}
 	return flags, args
+}
+
+// parseRC is the exit code of a flag parse that failed: 0 for --help,
+// which is not an error, 2 for a usage error.
+func parseRC(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }
 
 // daemonFacing are the commands that take the common flags.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -142,5 +143,30 @@ func TestCommonFlagsAnywhereAndConfigErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "locked")); !os.IsNotExist(err) {
 		t.Errorf("a lock was written with the config unreadable: %v", err)
+	}
+}
+
+// Issue 15.9: hapairctl(8) documents every command and every flag each
+// command takes, as the command's own --help lists them.
+func TestManPageListsEveryFlag(t *testing.T) {
+	b, err := os.ReadFile("../../docs/man/hapairctl.8.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	flagLine := regexp.MustCompile(`(?m)^\s+-([a-z][a-z-]*)`)
+	for _, cmd := range []string{"status", "role", "switchover", "lock", "unlock", "sessions", "events", "keygen", "lab"} {
+		if !strings.Contains(page, "**"+cmd+"**") {
+			t.Errorf("hapairctl(8) does not document the command %s", cmd)
+		}
+		var out, errb bytes.Buffer
+		if rc := run([]string{cmd, "--help"}, &out, &errb); rc != 0 {
+			t.Errorf("%s --help: exit %d", cmd, rc)
+		}
+		for _, m := range flagLine.FindAllStringSubmatch(out.String()+errb.String(), -1) {
+			if !strings.Contains(page, "**-"+m[1]+"**") && !strings.Contains(page, "**--"+m[1]+"**") {
+				t.Errorf("hapairctl(8) does not document %s's -%s", cmd, m[1])
+			}
+		}
 	}
 }

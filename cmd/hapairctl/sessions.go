@@ -73,7 +73,7 @@ func keygen(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("o", "/etc/hapair/hapair.key", "where to write the key")
 	force := fs.Bool("force", false, "replace an existing key file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseRC(err)
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {

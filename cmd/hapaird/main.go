@@ -43,17 +43,7 @@ type options struct {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	var o options
-	fs := flag.NewFlagSet("hapaird", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.config, "c", "/etc/hapair/hapair.toml", "configuration `file`")
-	fs.StringVar(&o.config, "config", "/etc/hapair/hapair.toml", "configuration `file` (as -c)")
-	fs.StringVar(&o.node, "node", "", "this node's `name` (default: by hostname, then by local addresses)")
-	fs.BoolVar(&o.check, "check", false, "validate the configuration and what this machine has for it (interfaces, TLS files, programs), print what would run, and exit")
-	fs.BoolVar(&o.fileOnly, "file-only", false, "with --check: validate the file alone, as on a machine other than the node")
-	fs.BoolVar(&o.cleanup, "cleanup", false, "release every VIP this node holds and exit (for ExecStopPost)")
-	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	fs.StringVar(&o.stateDir, "state-dir", "", "override the config's state_dir (lock file, boot generation)")
-	fs.StringVar(&o.socket, "socket", "", "override the config's socket")
+	fs := flags(&o, stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -108,6 +98,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cleanup(cfg, self, stdout, stderr)
 	}
 	return daemon(cfg, self, rule, stderr)
+}
+
+// flags are hapaird's flags, bound to o; the man page's test reads them
+// too.
+func flags(o *options, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("hapaird", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.config, "c", "/etc/hapair/hapair.toml", "configuration `file`")
+	fs.StringVar(&o.config, "config", "/etc/hapair/hapair.toml", "configuration `file` (as -c)")
+	fs.StringVar(&o.node, "node", "", "this node's `name` (default: by hostname, then by local addresses)")
+	fs.BoolVar(&o.check, "check", false, "validate the configuration and what this machine has for it (interfaces, TLS files, programs), print what would run, and exit")
+	fs.BoolVar(&o.fileOnly, "file-only", false, "with --check: validate the file alone, as on a machine other than the node")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "release every VIP this node holds and exit (for ExecStopPost)")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	fs.StringVar(&o.stateDir, "state-dir", "", "override the config's state_dir (lock file, boot generation)")
+	fs.StringVar(&o.socket, "socket", "", "override the config's socket")
+	return fs
 }
 
 func findSelf(cfg *config.Config, flagNode string) (*config.Node, string, error) {

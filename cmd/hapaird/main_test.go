@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,4 +138,18 @@ command = ["/nonexistent/notify-noc", "--now"]
 	if rc := run([]string{"--file-only", "-c", path, "--node", "beta"}, &out, &errb); rc != 2 {
 		t.Errorf("--file-only without --check: exit %d, want 2 (usage), not a daemon", rc)
 	}
+}
+
+// Issue 15.9: hapaird(8) documents every flag the daemon takes.
+func TestManPageListsEveryFlag(t *testing.T) {
+	b, err := os.ReadFile("../../docs/man/hapaird.8.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o options
+	flags(&o, io.Discard).VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(string(b), "**-"+f.Name+"**") && !strings.Contains(string(b), "**--"+f.Name+"**") {
+			t.Errorf("hapaird(8) does not document -%s (%s)", f.Name, f.Usage)
+		}
+	})
 }

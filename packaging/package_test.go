@@ -34,6 +34,13 @@ func TestPackages(t *testing.T) {
 			t.Errorf("missing %s", f)
 		}
 	}
+	// The changelog is the commit's, not the clock's: the same commit
+	// builds the same package.
+	epoch := strings.TrimSpace(run(t, "git", "-C", "..", "log", "-1", "--format=%ct"))
+	want := strings.TrimSpace(run(t, "date", "-u", "-R", "-d", "@"+epoch))
+	if cl := run(t, "sh", "-c", "gzip -dc "+filepath.Join(dist, "changelog.gz")); !strings.Contains(cl, "  "+want+"\n") {
+		t.Errorf("changelog not dated by the commit (%s):\n%s", want, cl)
+	}
 	deb := filepath.Join(dist, "hapair_1.2.3_amd64.deb")
 	info := run(t, "dpkg-deb", "-I", deb)
 	for _, want := range []string{"Package: hapair", "Version: 1.2.3", "Architecture: amd64", "Depends: iproute2"} {
@@ -79,6 +86,17 @@ func TestPackages(t *testing.T) {
 	run(t, "make", "-C", "..", "build", "VERSION=1.2.3", "DIST="+dist)
 	if out := run(t, filepath.Join(dist, "hapaird"), "--version"); strings.TrimSpace(out) != "hapaird 1.2.3" {
 		t.Errorf("hapaird --version: %q", out)
+	}
+}
+
+// Applications import statesync/client: the main module must not make them
+// inherit the packaging tools' dependencies (tools/go.mod has those).
+func TestToolsStayOutOfTheMainModule(t *testing.T) {
+	mods := run(t, "go", "list", "-m", "all")
+	for _, tool := range []string{"github.com/goreleaser/nfpm", "github.com/cpuguy83/go-md2man"} {
+		if strings.Contains(mods, tool) {
+			t.Errorf("the main module requires %s", tool)
+		}
 	}
 }
 

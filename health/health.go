@@ -256,11 +256,33 @@ func findProcess(target string) (int, error) {
 			continue
 		}
 		exe, err := os.Readlink("/proc/" + e.Name() + "/exe")
-		if err == nil && (exe == target || exe == want) {
+		switch {
+		case err == nil && (exe == target || exe == want):
+			return pid, nil
+		case errors.Is(err, os.ErrPermission) && runs(e.Name(), target, want):
 			return pid, nil
 		}
 	}
 	return 0, fmt.Errorf("no process runs %s", target)
+}
+
+// runs says whether process pid was started as program target (or want,
+// target with its links resolved), from its command line. It serves where
+// /proc/PID/exe is not ours to read: a service under a user of its own,
+// seen from hapaird's unit, which runs as root without CAP_SYS_PTRACE.
+// The command line is readable by all; its first word is the program as
+// it was started, a path or, through PATH, a bare name.
+func runs(pid, target, want string) bool {
+	b, err := os.ReadFile("/proc/" + pid + "/cmdline")
+	if err != nil || len(b) == 0 {
+		return false
+	}
+	argv0, _, _ := strings.Cut(string(b), "\x00")
+	if filepath.IsAbs(argv0) {
+		real, _ := filepath.EvalSymlinks(argv0)
+		return argv0 == target || argv0 == want || (real != "" && real == want)
+	}
+	return !strings.Contains(argv0, "/") && (argv0 == filepath.Base(target) || argv0 == filepath.Base(want))
 }
 
 // runProcess holds a pidfd on the process and polls it: the fd becomes

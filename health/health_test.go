@@ -154,3 +154,33 @@ func TestUnknownKind(t *testing.T) {
 		t.Fatal("accepted an unknown kind")
 	}
 }
+
+// runs matches a process by its command line where its exe link is not
+// readable (a service under another user, seen from the sandboxed unit;
+// that case runs for real in the systemd package test).
+func TestRunsMatchesTheCommandLine(t *testing.T) {
+	path, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep")
+	}
+	real, _ := filepath.EvalSymlinks(path)
+	for _, argv0 := range []string{"sleep", path} {
+		cmd := exec.Command(path, "60")
+		cmd.Args[0] = argv0
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pid := strconv.Itoa(cmd.Process.Pid)
+		// The command line is there once exec has happened.
+		for deadline := time.Now().Add(2 * time.Second); !runs(pid, path, real) && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		}
+		if !runs(pid, path, real) {
+			t.Errorf("started as %q: not matched to %s", argv0, path)
+		}
+		if runs(pid, "/usr/sbin/media-server", "/usr/sbin/media-server") {
+			t.Errorf("started as %q: matched to another program", argv0)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+}

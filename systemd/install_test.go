@@ -234,9 +234,32 @@ func TestInstallUnderSystemd(t *testing.T) {
 	}
 	c.must("getent", "group", "hapair")
 
+	// The service the pair protects runs under a user of its own, as
+	// most do. Issue 15.8: hapaird's sandbox (root without
+	// CAP_SYS_PTRACE or CAP_DAC_OVERRIDE) must still see it, by its pid
+	// file and by its program.
+	os.WriteFile(filepath.Join(root, "etc/systemd/system/media.service"), []byte(`[Service]
+User=nobody
+RuntimeDirectory=media
+ExecStart=/bin/sh -c 'echo $$$$ > /run/media/media.pid; exec sleep infinity'
+`), 0o644)
+	c.must("systemctl", "daemon-reload")
+	c.must("systemctl", "start", "media")
+	checks := `
+[[check]]
+name = "media-pid"
+kind = "process"
+target = "/run/media/media.pid"
+
+[[check]]
+name = "media-exe"
+kind = "process"
+target = "/usr/bin/sleep"
+`
+
 	// The operator's steps: a key, then the config, then start.
 	c.must("hapairctl", "keygen")
-	os.WriteFile(filepath.Join(root, "etc/hapair/hapair.toml"), []byte(w.config), 0o640)
+	os.WriteFile(filepath.Join(root, "etc/hapair/hapair.toml"), []byte(w.config+checks), 0o640)
 	c.must("systemctl", "start", "hapaird")
 	c.waitFor("READY", 15*time.Second, func() bool {
 		s := c.show("ActiveState,SubState,StatusText")
@@ -247,6 +270,16 @@ func TestInstallUnderSystemd(t *testing.T) {
 	if out := c.must("hapairctl", "status"); !strings.Contains(out, "a: ACTIVE") {
 		t.Errorf("hapairctl status in the container:\n%s", out)
 	}
+	var checked string
+	defer func() {
+		if t.Failed() {
+			t.Logf("checks as hapairctl status said last:\n%s", checked)
+		}
+	}()
+	c.waitFor("both checks of the service under its own user healthy", 10*time.Second, func() bool {
+		checked, _ = c.exec("hapairctl", "status")
+		return strings.Count(checked, "(process): ok") == 2
+	})
 
 	// A frozen daemon is killed and restarted by the watchdog.
 	before := c.show("MainPID,NRestarts")

@@ -253,18 +253,7 @@ func Parse(path string, src []byte) (*Config, error) {
 	var f file
 	md, err := toml.Decode(string(src), &f)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			key := pe.LastKey
-			return nil, Errors{{File: path, Line: pe.Position.Line, Key: key, Msg: firstLine(pe.Message)}}
-		}
-		// Type mismatches come as plain errors shaped
-		// `toml: line N (last key "k"): message`.
-		if m := reTypeErr.FindStringSubmatch(err.Error()); m != nil {
-			line, _ := strconv.Atoi(m[1])
-			return nil, Errors{{File: path, Line: line, Key: m[2], Msg: m[3]}}
-		}
-		return nil, Errors{{File: path, Line: 1, Msg: strings.TrimPrefix(err.Error(), "toml: ")}}
+		return nil, Errors{decodeError(path, string(src), err)}
 	}
 	v := &validator{path: path, lines: scanLines(string(src))}
 	for _, k := range md.Undecoded() {
@@ -312,6 +301,82 @@ func Paths(path string) (socket, stateDir string, err error) {
 // machine, say), at the key's line like every other config error.
 func (c *Config) Errorf(key, format string, args ...any) *Error {
 	return &Error{File: c.File, Line: c.lines.line(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// decodeError is a decoder error as an operator reads it: at the key, with
+// its index in an array of tables, in TOML's words rather than Go's.
+func decodeError(path, src string, err error) *Error {
+	kl := scanLines(src)
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		// The library names the last key it finished, often the
+		// table; the key written on the line is the one at fault.
+		line := pe.Position.Line
+		key := kl.at(line, pe.LastKey)
+		msg := firstLine(pe.Message)
+		lines := strings.Split(src, "\n")
+		if line >= 1 && line <= len(lines) {
+			if m := reKey.FindStringSubmatch(lines[line-1]); m != nil {
+				msg = unquotedHint(strings.TrimSpace(lines[line-1][len(m[0]):]), msg)
+			}
+		}
+		return &Error{File: path, Line: line, Key: key, Msg: msg}
+	}
+	// Type mismatches come as plain errors shaped
+	// `toml: line N (last key "k"): message`.
+	if m := reTypeErr.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &Error{File: path, Line: line, Key: kl.at(line, m[2]), Msg: typeWords(m[3])}
+	}
+	return &Error{File: path, Line: 1, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+}
+
+var (
+	reDuration = regexp.MustCompile(`^[0-9.]+\s*(ns|us|µs|ms|s|m|h)\b`)
+	reBareWord = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.:/-]*\s*(#.*)?$`)
+	reTypes    = regexp.MustCompile(`^incompatible types: TOML value has type (.+); destination has type (.+)$`)
+)
+
+// unquotedHint says what an unquoted value on a key's line should be.
+func unquotedHint(value, msg string) string {
+	switch {
+	case reDuration.MatchString(value):
+		return fmt.Sprintf("durations are strings: write it in quotes, like \"%s\"", strings.Fields(value)[0])
+	case reBareWord.MatchString(value) && value != "true" && value != "false":
+		return fmt.Sprintf("strings are written in quotes, like \"%s\"", strings.Fields(value)[0])
+	}
+	return msg
+}
+
+// typeWords turns the decoder's Go types into what the file holds and
+// what the key wants.
+func typeWords(msg string) string {
+	m := reTypes.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	words := func(t string) string {
+		switch {
+		case t == "string":
+			return "a string"
+		case t == "integer" || strings.HasPrefix(t, "int") || strings.HasPrefix(t, "uint"):
+			return "a whole number"
+		case t == "float" || strings.HasPrefix(t, "float"):
+			return "a number with a fraction"
+		case t == "boolean" || t == "bool":
+			return "true or false"
+		case strings.HasPrefix(t, "map["):
+			return "a table"
+		case t == "[]string":
+			return "a list of strings"
+		case strings.HasPrefix(t, "[]") || t == "slice" || t == "array":
+			return "a list"
+		case strings.Contains(t, "time") || strings.Contains(t, "date"):
+			return "a date"
+		}
+		return t
+	}
+	return fmt.Sprintf("is %s; it must be %s", words(m[1]), words(m[2]))
 }
 
 var reTypeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)

@@ -77,6 +77,43 @@ func (kl keyLines) add(path, plain string, n int) {
 	}
 }
 
+// at is the path, as messages print it (indices included), of the key
+// written on line whose path without indices is plain: decoder errors give
+// a line and a plain key. It falls back to plain.
+func (kl keyLines) at(line int, plain string) string {
+	best, bestLine := plain, 0
+	for _, p := range kl.plain[plain] {
+		if n := kl.lines[p]; n <= line && n > bestLine {
+			best, bestLine = p, n
+		}
+	}
+	if bestLine == line {
+		return best
+	}
+	// The decoder named the table, or a key before the line: the key
+	// written on the line, the longest path there (a header line holds
+	// both "check" and "check[1]"), within that table if one is.
+	on, within := "", ""
+	for p, n := range kl.lines {
+		if n != line {
+			continue
+		}
+		if len(p) > len(on) || (len(p) == len(on) && p > on) {
+			on = p
+		}
+		if strings.HasPrefix(p, best) && (len(p) > len(within) || (len(p) == len(within) && p > within)) {
+			within = p
+		}
+	}
+	switch {
+	case within != "":
+		return within
+	case on != "":
+		return on
+	}
+	return best
+}
+
 // line finds the line of path, falling back to its enclosing table and then
 // to line 1, so every message has a line even for a key that was left out.
 func (kl keyLines) line(path string) int {

@@ -129,7 +129,12 @@ func (v *validator) build(f *file) *Config {
 		c.ReplicationPort = v.port("replication_port", *f.ReplicationPort)
 	}
 	if c.HeartbeatPort == c.ReplicationPort && c.HeartbeatPort != 0 {
-		v.errf("replication_port", "%d is also the heartbeat_port", c.ReplicationPort)
+		// At the key the file sets: the other may be a default.
+		if f.ReplicationPort == nil {
+			v.errf("heartbeat_port", "%d is also the replication_port (default %d)", c.HeartbeatPort, c.ReplicationPort)
+		} else {
+			v.errf("replication_port", "%d is also the heartbeat_port", c.ReplicationPort)
+		}
 	}
 	if f.Metrics.Listen != "" {
 		if _, port, err := net.SplitHostPort(f.Metrics.Listen); err != nil {
@@ -259,6 +264,9 @@ func (v *validator) keys(f *file, c *Config) {
 		c.KeyFiles = []string{f.KeyFile}
 	case len(f.KeyFiles) > 0:
 		c.KeyFiles = f.KeyFiles
+	case f.KeyFiles != nil:
+		v.errf("key_files", "empty: list at least one key file, the newest first")
+		return
 	default:
 		v.errf("key_file", "missing: the shared secret that authenticates the pair (hapairctl keygen writes one)")
 		return

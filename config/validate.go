@@ -328,6 +328,7 @@ func errUnwrapPath(err error) error {
 
 func (v *validator) timers(f *file, c *Config) {
 	c.Profile = or(f.Profile, "default")
+	profile := c.Profile
 	p, ok := Profiles[c.Profile]
 	if !ok {
 		v.errf("profile", "%q is neither \"default\" nor \"fast\"", f.Profile)
@@ -342,10 +343,16 @@ func (v *validator) timers(f *file, c *Config) {
 		c.DeadInterval = v.duration("dead_interval", f.DeadInterval, time.Millisecond)
 		c.Profile = "custom"
 	}
+	// Reported at the key the file sets: a dead interval taken from the
+	// profile is not on any line.
+	deadKey, dead, from := "dead_interval", "", ""
+	if f.DeadInterval == "" {
+		deadKey, dead, from = "interval", "the dead interval ", fmt.Sprintf(" (profile %s's; set dead_interval too)", profile)
+	}
 	if c.Interval > 0 && c.DeadInterval > 0 && c.DeadInterval <= c.Interval {
-		v.errf("dead_interval", "%v must be above interval (%v): use at least 3 intervals", c.DeadInterval, c.Interval)
+		v.errf(deadKey, "%s%v must be above interval (%v): use at least 3 intervals%s", dead, c.DeadInterval, c.Interval, from)
 	} else if c.Interval > 0 && c.DeadInterval > 0 && c.DeadInterval < 3*c.Interval {
-		v.errf("dead_interval", "%v is less than 3 intervals (%v): one or two frames lost would be a failover", c.DeadInterval, 3*c.Interval)
+		v.errf(deadKey, "%s%v is less than 3 intervals (%v): one or two frames lost would be a failover%s", dead, c.DeadInterval, 3*c.Interval, from)
 	}
 	if f.Lease != "" {
 		c.Lease = v.duration("lease", f.Lease, time.Second)

@@ -302,7 +302,9 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			}
 		case <-nag.C:
 			if st := a.Status(); st.Redundancy != "available" {
-				a.log.Warn("redundancy "+st.Redundancy, "op", "redundancy", "role", st.Role, "locked", st.Locked)
+				// One message to search the journal for; the reason
+				// is an attribute.
+				a.log.Warn("redundancy unavailable", "op", "redundancy", "reason", strings.TrimPrefix(st.Redundancy, "unavailable: "), "role", st.Role, "locked", st.Locked)
 			}
 		case <-dropLog.C:
 			a.logDrops()

@@ -57,7 +57,7 @@ func TestOneWayLossEndsWithOneActive(t *testing.T) {
 				t.Fatal(err)
 			}
 			s, _ := c.Status(act)
-			dead, _ := time.ParseDuration(s.Dead)
+			dead := time.Duration(s.DeadMs * float64(time.Millisecond))
 			heal := dropHeartbeatsAt(t, c, sb, true)
 			vip := lab.VIP.Addr()
 			// The standby takes over...

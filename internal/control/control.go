@@ -29,15 +29,17 @@ type Status struct {
 	Lock     string `json:"lock,omitempty"` // who, when, why
 	Profile  string `json:"profile"`
 
-	Interval string `json:"interval"`
-	Dead     string `json:"dead_interval"`
+	// Durations and ages are milliseconds, as numbers, their keys ending
+	// in _ms; times are RFC 3339; lists are [] when empty, never null.
+	IntervalMs float64 `json:"interval_ms"`
+	DeadMs     float64 `json:"dead_interval_ms"`
 
 	Peer       PeerStatus `json:"peer"`
 	Paths      []Path     `json:"paths"`
 	Core       Core       `json:"heartbeat_core"`
 	Degraded   bool       `json:"degraded"`
 	SplitBrain bool       `json:"split_brain"`
-	Faults     []string   `json:"faults,omitempty"`
+	Faults     []string   `json:"faults"`
 
 	VIPs    []string `json:"vips"`
 	Holding []string `json:"holding"` // VIPs present on this node now
@@ -47,11 +49,11 @@ type Status struct {
 
 	Frames Frames  `json:"frames"`
 	Sync   Sync    `json:"sync"`
-	Checks []Check `json:"checks,omitempty"`
+	Checks []Check `json:"checks"`
 	// Announcements counts gratuitous ARP / NA rounds sent, and failed.
 	Announcements, AnnounceErrors uint64
 	// Failovers counts transitions to ACTIVE by the reason's first words.
-	Failovers map[string]uint64 `json:"transitions_to_active,omitempty"`
+	Failovers map[string]uint64 `json:"transitions_to_active"`
 }
 
 // Check is one critical component check.
@@ -81,9 +83,9 @@ type Sync struct {
 // PeerStatus is what the peer's last frame said.
 type PeerStatus struct {
 	Seen         bool    `json:"seen"`
-	Role         string  `json:"role,omitempty"`
-	Locked       bool    `json:"locked,omitempty"`
-	Fault        bool    `json:"fault,omitempty"`
+	Role         string  `json:"role"`
+	Locked       bool    `json:"locked"`
+	Fault        bool    `json:"fault"`
 	LastFrameAge float64 `json:"last_frame_age_ms"`
 }
 

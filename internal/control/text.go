@@ -43,7 +43,7 @@ func (s Status) Text() string {
 	if s.Degraded {
 		deg = " (degraded)"
 	}
-	fmt.Fprintf(&b, "heartbeat: %s%s; every %s, dead after %s (%s)\n", strings.Join(paths, ", "), deg, s.Interval, s.Dead, s.Profile)
+	fmt.Fprintf(&b, "heartbeat: %s%s; every %v, dead after %v (%s)\n", strings.Join(paths, ", "), deg, ms(s.IntervalMs), ms(s.DeadMs), s.Profile)
 	if !s.Core.RealTime || !s.Core.MemoryLocked {
 		fmt.Fprintf(&b, "heartbeat core WITHOUT real-time scheduling or locked memory: a loaded node may miss heartbeats (%s)\n", strings.Join(s.Core.Problems, "; "))
 	}
@@ -103,3 +103,6 @@ func (s Status) Text() string {
 	fmt.Fprintln(&b)
 	return b.String()
 }
+
+// ms is a JSON millisecond figure as a duration.
+func ms(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }

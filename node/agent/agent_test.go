@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -289,4 +290,29 @@ func TestCriticalCheckFaults(t *testing.T) {
 	}
 	os.WriteFile(flag, nil, 0o644)
 	r.waitRole(t, "STANDBY")
+}
+
+// Issue 15.7: status as JSON has one shape: lists are [] when empty (never
+// null), durations are numbers of milliseconds under keys ending in _ms.
+func TestStatusJSONShape(t *testing.T) {
+	r := newRig(t, true, nil)
+	r.run(t)
+	r.waitRole(t, "ACTIVE")
+	b, err := json.Marshal(r.a.Status())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "null") {
+		t.Errorf("null in status: %s", b)
+	}
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	if m["interval_ms"] != 10.0 || m["dead_interval_ms"] != 30.0 {
+		t.Errorf("interval_ms %v, dead_interval_ms %v: want 10 and 30", m["interval_ms"], m["dead_interval_ms"])
+	}
+	for _, list := range []string{"faults", "checks", "paths", "vips", "holding"} {
+		if _, ok := m[list].([]any); !ok {
+			t.Errorf("%s is %T, want a list", list, m[list])
+		}
+	}
 }

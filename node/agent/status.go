@@ -18,7 +18,8 @@ func (a *Agent) updateStatus() {
 	s := control.Status{
 		Version: a.opt.Version, Cluster: a.opt.Cluster, Node: a.opt.Node, PeerName: a.opt.Peer,
 		Role: a.m.Role().String(), Locked: a.m.Locked(), Profile: a.opt.Profile,
-		Interval: a.opt.Interval.String(), Dead: a.opt.Dead.String(),
+		IntervalMs: msOf(a.opt.Interval), DeadMs: msOf(a.opt.Dead),
+		Faults: []string{}, VIPs: []string{}, Holding: []string{}, Checks: []control.Check{},
 		Peer:       control.PeerStatus{Seen: seen},
 		Degraded:   seen && (len(a.m.Degraded()) > 0 || a.oneWay()),
 		SplitBrain: a.m.SplitBrain(),
@@ -45,6 +46,9 @@ func (a *Agent) updateStatus() {
 	s.Redundancy = redundancy(s)
 	a.status = s
 }
+
+// msOf is d in milliseconds, the unit of every duration in status.
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func redundancy(s control.Status) string {
 	var why []string
@@ -102,6 +106,9 @@ func (a *Agent) Status() control.Status {
 	}
 	st := a.opt.Heartbeat.Stats()
 	s.Frames = control.Frames{Sent: st.Sent, Received: st.Received, Dropped: st.Drops}
+	if s.Frames.Dropped == nil {
+		s.Frames.Dropped = map[string]uint64{} // {} in JSON, never null
+	}
 	s.Sync = a.syncStatus()
 	s.Redundancy = redundancy(s)
 	vs := a.opt.VIPs.Stats()

@@ -56,3 +56,25 @@ func isTable(key string) bool {
 	}
 	return false
 }
+
+// Every key has its type in VALUE TYPES, by its full name (table.key).
+func TestManPageGivesEveryKeysType(t *testing.T) {
+	b, err := os.ReadFile("../docs/man/hapair.toml.5.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	start, end := strings.Index(page, "# VALUE TYPES"), strings.Index(page, "# TOP-LEVEL KEYS")
+	if start < 0 || end < start {
+		t.Fatal("hapair.toml(5) has no VALUE TYPES section before TOP-LEVEL KEYS")
+	}
+	types := regexp.MustCompile(`[a-z_]+(\.[a-z_]+)?`).FindAllString(page[start:end], -1)
+	for _, path := range fileKeysFolded {
+		if isTable(path) {
+			continue
+		}
+		if !slices.Contains(types, path) {
+			t.Errorf("hapair.toml(5) gives no type for %s", path)
+		}
+	}
+}

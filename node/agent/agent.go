@@ -140,6 +140,9 @@ type Agent struct {
 
 	cmds       chan command
 	newSession chan struct{}
+	// statusReq asks the loop to build the status snapshot: built on
+	// demand, not after every step, so an idle node spends nothing on it.
+	statusReq chan chan struct{}
 	// locks carries lock states to the loop; lockMu orders them: a lock
 	// command's write and apply, and the watcher's read and apply, never
 	// interleave, so a stale read cannot undo a lock just set.
@@ -187,6 +190,7 @@ func New(opt Options) *Agent {
 		m:           election.New(opt.Election),
 		log:         opt.Log,
 		cmds:        make(chan command),
+		statusReq:   make(chan chan struct{}),
 		locks:       make(chan lockChange),
 		loopDone:    make(chan struct{}),
 		newSession:  make(chan struct{}, 1),
@@ -239,7 +243,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	goes(func() { e.hbErr <- a.opt.Heartbeat.Run(edgeCtx) })
 	goes(func() { e.watchErr <- a.opt.VIPWatch.Run(edgeCtx, e.vipEvents) })
 	goes(func() { a.watchLock(edgeCtx) })
-	return a.loop(ctx, e)
+	err := a.loop(ctx, e)
+	// What Status serves once the loop is gone: how it ended.
+	a.updateStatus()
+	return err
 }
 
 // loop is the one goroutine that owns the machine: every input comes in
@@ -300,8 +307,12 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			if a.holding {
 				a.opt.VIPs.Announce()
 			}
+		case reply := <-a.statusReq:
+			a.updateStatus()
+			close(reply)
 		case <-nag.C:
-			if st := a.Status(); st.Redundancy != "available" {
+			a.updateStatus()
+			if st := a.snapshot(); st.Redundancy != "available" {
 				// One message to search the journal for; the reason
 				// is an attribute.
 				a.log.Warn("redundancy unavailable", "op", "redundancy", "reason", strings.TrimPrefix(st.Redundancy, "unavailable: "), "role", st.Role, "locked", st.Locked)
@@ -371,7 +382,6 @@ func (a *Agent) step(ev election.Event) bool {
 			a.notifyFailover(act, ev.Now)
 		}
 	}
-	a.updateStatus()
 	return exit
 }
 
@@ -570,7 +580,6 @@ func (a *Agent) checkEvent(ev health.Event) bool {
 	}
 	a.publish(statesync.Event{Type: "check", Node: a.opt.Node, Reason: ev.Name + " " + state + ": " + ev.Detail})
 	if !ev.Critical {
-		a.updateStatus()
 		return false
 	}
 	reason := ""
@@ -691,7 +700,6 @@ func (a *Agent) applyLock(st lockfile.State, now time.Time) bool {
 		a.lockErr = st.Err.Error()
 	}
 	if st.Locked == a.m.Locked() {
-		a.updateStatus()
 		return false
 	}
 	info := strings.TrimSpace(st.Info)
@@ -705,10 +713,7 @@ func (a *Agent) applyLock(st lockfile.State, now time.Time) bool {
 // pause first and the standby must have applied all of them, so the new
 // active continues every session: zero loss by construction.
 func (a *Agent) Switchover(ctx context.Context, force bool) error {
-	a.mu.Lock()
-	role := a.status.Role
-	a.mu.Unlock()
-	if role != election.Active.String() {
+	if role := a.Status().Role; role != election.Active.String() {
 		return fmt.Errorf("switchover: this node is %s, not active", role)
 	}
 	a.opt.Sync.Pause()

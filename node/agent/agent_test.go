@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,9 +26,14 @@ import (
 
 type fakeHB struct {
 	events chan heartbeat.Event
-	mu     sync.Mutex
-	local  heartbeat.Local
-	sets   int
+	// While hang is set, UpdateLocal (called by the loop every tick)
+	// blocks until release is closed: a hung loop.
+	hang    atomic.Bool
+	hung    chan struct{} // the loop is stuck now
+	release chan struct{}
+	mu      sync.Mutex
+	local   heartbeat.Local
+	sets    int
 }
 
 func (f *fakeHB) Run(ctx context.Context) error {
@@ -35,11 +41,22 @@ func (f *fakeHB) Run(ctx context.Context) error {
 	<-ctx.Done()
 	return nil
 }
-func (f *fakeHB) Events() <-chan heartbeat.Event       { return f.events }
-func (f *fakeHB) Unfence()                             {}
-func (f *fakeHB) Isolation() heartbeat.CoreHello       { return heartbeat.CoreHello{} }
-func (f *fakeHB) Stats() heartbeat.Stats               { return heartbeat.Stats{} }
-func (f *fakeHB) UpdateLocal(u func(*heartbeat.Local)) { f.mu.Lock(); u(&f.local); f.mu.Unlock() }
+func (f *fakeHB) Events() <-chan heartbeat.Event { return f.events }
+func (f *fakeHB) Unfence()                       {}
+func (f *fakeHB) Isolation() heartbeat.CoreHello { return heartbeat.CoreHello{} }
+func (f *fakeHB) Stats() heartbeat.Stats         { return heartbeat.Stats{} }
+func (f *fakeHB) UpdateLocal(u func(*heartbeat.Local)) {
+	if f.hang.Load() {
+		select {
+		case f.hung <- struct{}{}:
+		default:
+		}
+		<-f.release
+	}
+	f.mu.Lock()
+	u(&f.local)
+	f.mu.Unlock()
+}
 func (f *fakeHB) SetLocal(l heartbeat.Local) {
 	f.mu.Lock()
 	f.local = l
@@ -124,7 +141,7 @@ func newRigDead(t *testing.T, preferred bool, mon Checks, dead time.Duration) *r
 	t.Helper()
 	store := statesync.NewStore(statesync.Limits{})
 	svc := statesync.NewService(store, statesync.NewReplicator(store, statesync.ReplConfig{}), statesync.ServiceConfig{})
-	r := &rig{log: &logBuf{}, hb: &fakeHB{events: make(chan heartbeat.Event, 16)}, vips: &fakeVIPs{}, watch: fakeWatch{make(chan vip.Event, 4)}, lock: filepath.Join(t.TempDir(), "locked")}
+	r := &rig{log: &logBuf{}, hb: &fakeHB{events: make(chan heartbeat.Event, 16), hung: make(chan struct{}, 1), release: make(chan struct{})}, vips: &fakeVIPs{}, watch: fakeWatch{make(chan vip.Event, 4)}, lock: filepath.Join(t.TempDir(), "locked")}
 	r.a = New(Options{
 		Election:  election.Config{Node: 1, Preferred: preferred, Dead: dead},
 		Heartbeat: r.hb, VIPs: r.vips, VIPWatch: r.watch, Health: mon, Sync: svc,
@@ -314,5 +331,32 @@ func TestStatusJSONShape(t *testing.T) {
 		if _, ok := m[list].([]any); !ok {
 			t.Errorf("%s is %T, want a list", list, m[list])
 		}
+	}
+}
+
+// Status is built by the loop when asked (issue 16.2), not after every
+// step; a loop that does not answer still gets an answer, the last
+// snapshot, saying so.
+func TestStatusOfAHungLoop(t *testing.T) {
+	r := newRig(t, true, nil)
+	r.run(t)
+	r.waitRole(t, "ACTIVE")
+	r.hb.hang.Store(true)
+	defer func() {
+		r.hb.hang.Store(false)
+		close(r.hb.release)
+	}()
+	select {
+	case <-r.hb.hung:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the loop never ticked")
+	}
+	start := time.Now()
+	s := r.a.Status()
+	if s.Role != "ACTIVE" || s.Redundancy != "unavailable: the agent's loop does not answer" {
+		t.Errorf("hung loop: role %s, redundancy %q", s.Role, s.Redundancy)
+	}
+	if d := time.Since(start); d > 3*statusWait {
+		t.Errorf("status took %v with the loop hung", d)
 	}
 }

@@ -11,8 +11,8 @@ import (
 	"github.com/hapair/hapair/internal/control"
 )
 
-// updateStatus refreshes the snapshot Status serves; it runs in the loop
-// after every step, so readers never touch the machine.
+// updateStatus refreshes the snapshot Status serves; it runs in the loop,
+// when a reader asks, so readers never touch the machine.
 func (a *Agent) updateStatus() {
 	peer, seen := a.m.Peer()
 	s := control.Status{
@@ -82,8 +82,42 @@ func redundancy(s control.Status) string {
 	return "unavailable: " + strings.Join(why, ", ")
 }
 
-// Status is a snapshot for the control socket, with live counters.
+// statusWait bounds how long Status waits for the loop to build a
+// snapshot; past it (a hung loop) Status says so on the last one.
+const statusWait = time.Second
+
+// Status is a snapshot for the control socket, with live counters. The
+// loop builds it on demand; a loop that does not answer gets the last
+// snapshot, marked.
 func (a *Agent) Status() control.Status {
+	reply := make(chan struct{})
+	answered := false
+	timeout := time.NewTimer(statusWait)
+	defer timeout.Stop()
+	select {
+	case a.statusReq <- reply:
+		select {
+		case <-reply:
+			answered = true
+		case <-a.loopDone:
+		case <-timeout.C:
+		}
+	case <-a.loopDone:
+	case <-timeout.C:
+	}
+	s := a.snapshot()
+	select {
+	case <-a.loopDone:
+	default:
+		if !answered {
+			s.Redundancy = "unavailable: the agent's loop does not answer"
+		}
+	}
+	return s
+}
+
+// snapshot is the last status the loop built, with live counters.
+func (a *Agent) snapshot() control.Status {
 	a.mu.Lock()
 	s := a.status
 	paths := make([]control.Path, 0, len(a.paths))

@@ -222,9 +222,8 @@ func failed(stderr io.Writer, name, socket string, err error) int {
 		fmt.Fprintf(stderr, "hapairctl %s: hapaird is not running (no answer on %s)\n", name, socket)
 		return exitDown
 	}
-	if errors.Is(err, syscall.EACCES) {
-		fmt.Fprintf(stderr, "hapairctl %s: permission denied on %s: status and sessions need group hapair, operator commands root\n", name, socket)
-		return 1
+	if errors.Is(err, syscall.EACCES) && !errors.Is(err, control.ErrDenied) {
+		err = control.Denied(socket)
 	}
 	fmt.Fprintf(stderr, "hapairctl %s: %v\n", name, err)
 	return 1

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/hapair/hapair/lab"
@@ -167,6 +171,41 @@ func TestManPageListsEveryFlag(t *testing.T) {
 			if !strings.Contains(page, "**-"+m[1]+"**") && !strings.Contains(page, "**--"+m[1]+"**") {
 				t.Errorf("hapairctl(8) does not document %s's -%s", cmd, m[1])
 			}
+		}
+	}
+}
+
+// Issue 15.4: a user who may not use the socket is told so, and what to
+// do, not that hapaird is not running. Run as nobody against a socket of
+// root's (mode 0660), since root itself is never refused.
+func TestPermissionDeniedSaysWhy(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the tool as another user")
+	}
+	dir, err := os.MkdirTemp("", "hapairctl-perm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	sock := filepath.Join(dir, "hapair.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	os.Chmod(sock, 0o660)
+	bin := filepath.Join(dir, "hapairctl")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"status"}, {"sessions"}, {"events"}} {
+		cmd := exec.Command(bin, append(args, "--socket", sock)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "permission denied on "+sock+": add yourself to group hapair") || strings.Count(string(out), "\n") != 1 {
+			t.Errorf("%v as nobody: %v, %q; want exit 1 and one line saying to join group hapair", args, err, out)
 		}
 	}
 }

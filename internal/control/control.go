@@ -142,13 +142,21 @@ func NewClient(socket string) *Client {
 // ErrDown means nothing answers on the socket: the daemon is not running.
 var ErrDown = errors.New("hapaird is not running")
 
+// ErrDenied means the socket is there but not ours to use.
+var ErrDenied = errors.New("permission denied")
+
+// Denied says who may use socket, for a caller refused there.
+func Denied(socket string) error {
+	return fmt.Errorf("%w on %s: add yourself to group hapair (status, sessions, events), or run as root (switchover, lock, unlock)", ErrDenied, socket)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	err := client.Call(ctx, c.http, method, path, body, out)
 	var op *net.OpError
 	var answer *client.Error
 	switch {
 	case errors.As(err, &op) && op.Op == "dial" && errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("permission denied on %s: operator commands need root, status and sessions membership of group hapair", c.Socket)
+		return Denied(c.Socket)
 	case errors.As(err, &op) && op.Op == "dial":
 		return fmt.Errorf("%w (no answer on %s)", ErrDown, c.Socket)
 	case errors.As(err, &answer):

@@ -171,6 +171,13 @@ type Agent struct {
 	app     *queue
 	roleGen uint64       // numbers the role changes for the session service
 	waiters []chan error // switchovers waiting for the peer to take over
+	// readying is a switchover whose writes are paused while the standby
+	// applies every one of them (off the loop; the result comes on
+	// synced); paused says writes are held until the switchover is
+	// answered.
+	readying *command
+	synced   chan bool
+	paused   bool
 }
 
 type command struct {
@@ -190,6 +197,7 @@ func New(opt Options) *Agent {
 		m:           election.New(opt.Election),
 		log:         opt.Log,
 		cmds:        make(chan command),
+		synced:      make(chan bool, 1),
 		statusReq:   make(chan chan struct{}),
 		locks:       make(chan lockChange),
 		loopDone:    make(chan struct{}),
@@ -244,7 +252,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	goes(func() { e.watchErr <- a.opt.VIPWatch.Run(edgeCtx, e.vipEvents) })
 	goes(func() { a.watchLock(edgeCtx) })
 	err := a.loop(ctx, e)
-	// What Status serves once the loop is gone: how it ended.
+	// Nothing is left waiting or paused, and Status serves how it ended.
+	a.answer(errors.New("switchover: hapaird is stopping"))
 	a.updateStatus()
 	return err
 }
@@ -325,8 +334,9 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 		case <-a.newSession:
 			exit = a.step(election.Event{Kind: election.NewSession, Now: time.Now()})
 		case c := <-a.cmds:
-			a.waiters = append(a.waiters, c.reply)
-			exit = a.step(election.Event{Kind: election.Switchover, Now: time.Now(), Force: c.force})
+			a.switchover(c)
+		case ok := <-a.synced:
+			exit = a.handOver(ok)
 		case err := <-e.hbErr:
 			a.release()
 			return fmt.Errorf("heartbeat stopped: %w", err)
@@ -504,12 +514,50 @@ func (a *Agent) notifyFailover(act election.Action, now time.Time) {
 	})
 }
 
-// answer completes pending switchover requests.
+// switchover readies an operator's switchover: writes pause, and the
+// machine is asked once the standby has applied all of them, so the new
+// active continues every session (zero loss by construction). The wait
+// runs off the loop.
+func (a *Agent) switchover(c command) {
+	switch {
+	case a.m.Role() != election.Active:
+		c.reply <- fmt.Errorf("switchover: this node is %v, not active", a.m.Role())
+	case a.readying != nil || len(a.waiters) > 0:
+		// One is under way: this request gets its answer.
+		a.waiters = append(a.waiters, c.reply)
+	default:
+		a.readying = &c
+		a.opt.Sync.Pause()
+		a.paused = true
+		bound := 2 * a.opt.Dead
+		go func() { a.synced <- a.opt.Sync.WaitSynced(bound) }()
+	}
+}
+
+// handOver asks the machine to hand over once the standby has every write
+// (ok), or answers why not; true means exit now.
+func (a *Agent) handOver(ok bool) bool {
+	c := a.readying
+	a.readying = nil
+	a.waiters = append(a.waiters, c.reply)
+	if !ok {
+		a.answer(fmt.Errorf("switchover: the standby has not applied every write within %v; not handing over", 2*a.opt.Dead))
+		return false
+	}
+	return a.step(election.Event{Kind: election.Switchover, Now: time.Now(), Force: c.force})
+}
+
+// answer completes pending switchover requests, and lets the writes they
+// held go on: they then see the role of that moment.
 func (a *Agent) answer(err error) {
 	for _, w := range a.waiters {
 		w <- err
 	}
 	a.waiters = nil
+	if a.paused {
+		a.paused = false
+		a.opt.Sync.Resume()
+	}
 }
 
 func (a *Agent) heartbeat(ev heartbeat.Event) bool {
@@ -709,29 +757,24 @@ func (a *Agent) applyLock(st lockfile.State, now time.Time) bool {
 	return a.step(election.Event{Kind: election.Lock, Now: now, Locked: st.Locked})
 }
 
-// Switchover asks the loop to hand over and waits for the outcome. Writes
-// pause first and the standby must have applied all of them, so the new
-// active continues every session: zero loss by construction.
+// Switchover asks the loop to hand over and waits for the outcome: the
+// peer active, or why not.
 func (a *Agent) Switchover(ctx context.Context, force bool) error {
-	if role := a.Status().Role; role != election.Active.String() {
-		return fmt.Errorf("switchover: this node is %s, not active", role)
-	}
-	a.opt.Sync.Pause()
-	defer a.opt.Sync.Resume()
-	if !a.opt.Sync.WaitSynced(2 * a.opt.Dead) {
-		return fmt.Errorf("switchover: the standby has not applied every write within %v; not handing over", 2*a.opt.Dead)
-	}
 	reply := make(chan error, 1)
 	select {
 	case a.cmds <- command{force: force, reply: reply}:
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-a.loopDone:
+		return errors.New("switchover: hapaird is stopping")
 	}
 	select {
 	case err := <-reply:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-a.loopDone:
+		return errors.New("switchover: hapaird is stopping")
 	}
 }
 

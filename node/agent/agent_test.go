@@ -360,3 +360,37 @@ func TestStatusOfAHungLoop(t *testing.T) {
 		t.Errorf("status took %v with the loop hung", d)
 	}
 }
+
+// The switchover is coordinated in the loop (issue 16.2): a node that is
+// not active answers at once, from the machine's role; an active one with
+// no eligible standby refuses, and its writes are not left paused.
+func TestSwitchoverInTheLoop(t *testing.T) {
+	r := newRig(t, false, nil)
+	r.run(t)
+	r.hb.events <- frame(heartbeat.RoleActive, 0)
+	r.waitRole(t, "STANDBY")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.a.Switchover(ctx, false); err == nil || !strings.Contains(err.Error(), "this node is STANDBY, not active") {
+		t.Errorf("switchover on a standby: %v", err)
+	}
+	r.hb.events <- heartbeat.Event{Kind: heartbeat.PeerLost, At: time.Now()}
+	r.waitRole(t, "ACTIVE")
+	if err := r.a.Switchover(ctx, false); err == nil || !strings.Contains(err.Error(), "no eligible standby") {
+		t.Errorf("switchover without a standby: %v", err)
+	}
+	// A write goes through: the refused switchover left nothing paused.
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := r.a.opt.Sync.(*statesync.Service).Write(statesync.OpCreate, "after-refusal", []byte("x"))
+		wrote <- err
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Errorf("write after the refused switchover: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("writes still paused after the refused switchover")
+	}
+}

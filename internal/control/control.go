@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hapair/hapair/health"
 	"github.com/hapair/hapair/statesync/client"
 )
 
@@ -56,15 +57,9 @@ type Status struct {
 	Failovers map[string]uint64 `json:"transitions_to_active"`
 }
 
-// Check is one critical component check.
-type Check struct {
-	Name     string    `json:"name"`
-	Kind     string    `json:"kind"`
-	Critical bool      `json:"critical"`
-	Healthy  bool      `json:"healthy"`
-	Detail   string    `json:"detail"`
-	Since    time.Time `json:"since"`
-}
+// Check is one critical component check, as the health package reports
+// it (one owner for its fields and their JSON names).
+type Check = health.State
 
 // Sync is the session replication state.
 type Sync struct {

@@ -148,9 +148,7 @@ func (a *Agent) snapshot() control.Status {
 	vs := a.opt.VIPs.Stats()
 	s.Announcements, s.AnnounceErrors = vs.Announcements, vs.AnnounceErrors
 	if a.opt.Health != nil {
-		for _, c := range a.opt.Health.States() {
-			s.Checks = append(s.Checks, control.Check{Name: c.Name, Kind: c.Kind, Critical: c.Critical, Healthy: c.Healthy, Detail: c.Detail, Since: c.Since})
-		}
+		s.Checks = append(s.Checks, a.opt.Health.States()...)
 	}
 	return s
 }

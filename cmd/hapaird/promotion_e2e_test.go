@@ -8,7 +8,6 @@ import (
 
 	"github.com/hapair/hapair/heartbeat"
 	"github.com/hapair/hapair/lab"
-	"github.com/hapair/hapair/lab/labtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,14 +17,7 @@ import (
 // never leaves the VIP without a holder. Judged on the wire, from a port
 // of the heartbeat switch, and by the kernel's addresses.
 func TestPromotionSaysActiveThenHolding(t *testing.T) {
-	if daemonBin == "" {
-		t.Skip("end-to-end tests need root for network namespaces")
-	}
-	p := labtest.NewPair(t, lab.Options{HeartbeatSwitch: true})
-	c := clusterOn(t, p, lab.ConfigOptions{})
-	if act := settle(t, c); act != "a" {
-		t.Fatalf("%s active, want a", act)
-	}
+	p, c := clusterOnSwitch(t)
 	if err := c.WaitSynced("a", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

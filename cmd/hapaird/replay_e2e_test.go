@@ -20,14 +20,7 @@ import (
 // active is killed and the recording is played to the standby: it must
 // still see the active gone and take over within the bound.
 func TestReplayedFramesDoNotHideTheActivesLoss(t *testing.T) {
-	if daemonBin == "" {
-		t.Skip("end-to-end tests need root for network namespaces")
-	}
-	p := labtest.NewPair(t, lab.Options{HeartbeatSwitch: true})
-	c := clusterOn(t, p, lab.ConfigOptions{})
-	if act := settle(t, c); act != "a" {
-		t.Fatalf("%s active, want a", act)
-	}
+	p, c := clusterOnSwitch(t)
 	// The tap's ends of a's and b's heartbeat veths. A socket for every
 	// EtherType sees what a bridge port receives before the bridge takes
 	// it; one for 0x88B5 alone would not.
@@ -127,4 +120,20 @@ func TestReplayedFramesDoNotHideTheActivesLoss(t *testing.T) {
 	if s.Frames.Dropped["stale"] == 0 {
 		t.Errorf("no replayed frame counted as stale: %v", s.Frames.Dropped)
 	}
+}
+
+// clusterOnSwitch runs a pair whose heartbeat link goes through a switch
+// (the pair's tap namespace) that the test can listen and send on, with
+// a active.
+func clusterOnSwitch(t *testing.T) (*lab.Pair, *lab.Cluster) {
+	t.Helper()
+	if daemonBin == "" {
+		t.Skip("end-to-end tests need root for network namespaces")
+	}
+	p := labtest.NewPair(t, lab.Options{HeartbeatSwitch: true})
+	c := clusterOn(t, p, lab.ConfigOptions{})
+	if act := settle(t, c); act != "a" {
+		t.Fatalf("%s active, want a", act)
+	}
+	return p, c
 }

@@ -99,59 +99,24 @@ func errCode(err error) int {
 //	GET    /v1/events                                     NDJSON event stream
 //	POST   /v1/stream                                     upgrade to the binary stream
 func (s *Service) Register(mux *http.ServeMux) {
-	maxBody := int64(s.store.lim.MaxData*4/3 + s.store.lim.MaxIDLen + 1024)
-	decode := func(w http.ResponseWriter, r *http.Request, j *SessionJSON) ([]byte, bool) {
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(j); err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				writeJSON(w, http.StatusRequestEntityTooLarge, apiError{fmt.Sprintf("body over %d bytes: session data is limited to %d bytes", maxBody, s.store.lim.MaxData)})
-				return nil, false
-			}
-			writeJSON(w, http.StatusBadRequest, apiError{"malformed JSON: " + err.Error()})
-			return nil, false
-		}
-		b, err := j.bytes()
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
-			return nil, false
-		}
-		return b, true
-	}
-	write := func(w http.ResponseWriter, kind OpKind, id string, data []byte, code int) {
-		seq, err := s.Write(kind, id, data)
-		if err != nil {
-			writeJSON(w, errCode(err), apiError{err.Error()})
-			return
-		}
-		if kind == OpDelete {
-			writeJSON(w, code, SessionJSON{ID: id, Seq: seq})
-			return
-		}
-		v, _ := s.store.Get(id)
-		j := toJSON(v, time.Now())
-		j.Seq = seq
-		writeJSON(w, code, j)
-	}
 	mux.HandleFunc("POST /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 		var j SessionJSON
-		if b, ok := decode(w, r, &j); ok {
-			write(w, OpCreate, j.ID, b, http.StatusCreated)
+		if b, ok := s.decode(w, r, &j); ok {
+			s.writeAnswer(w, OpCreate, j.ID, b, http.StatusCreated)
 		}
 	})
 	mux.HandleFunc("PUT /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		var j SessionJSON
-		if b, ok := decode(w, r, &j); ok {
+		if b, ok := s.decode(w, r, &j); ok {
 			if j.ID != "" && j.ID != r.PathValue("id") {
 				writeJSON(w, http.StatusBadRequest, apiError{"id in the body differs from the path"})
 				return
 			}
-			write(w, OpUpdate, r.PathValue("id"), b, http.StatusOK)
+			s.writeAnswer(w, OpUpdate, r.PathValue("id"), b, http.StatusOK)
 		}
 	})
 	mux.HandleFunc("DELETE /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-		write(w, OpDelete, r.PathValue("id"), nil, http.StatusOK)
+		s.writeAnswer(w, OpDelete, r.PathValue("id"), nil, http.StatusOK)
 	})
 	mux.HandleFunc("GET /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		v, ok := s.store.Get(r.PathValue("id"))
@@ -170,53 +135,100 @@ func (s *Service) Register(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
-	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
-		ch := s.hub.Subscribe()
-		defer s.hub.Unsubscribe(ch)
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		w.WriteHeader(http.StatusOK)
-		fl, _ := w.(http.Flusher)
-		if fl != nil {
-			fl.Flush()
+	mux.HandleFunc("GET /v1/events", s.serveEvents)
+	mux.HandleFunc("POST /v1/stream", s.upgradeStream)
+}
+
+// decode reads a session's JSON body into j and returns its data; on a
+// bad body it has answered and returns false.
+func (s *Service) decode(w http.ResponseWriter, r *http.Request, j *SessionJSON) ([]byte, bool) {
+	maxBody := int64(s.store.lim.MaxData*4/3 + s.store.lim.MaxIDLen + 1024)
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(j); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, apiError{fmt.Sprintf("body over %d bytes: session data is limited to %d bytes", maxBody, s.store.lim.MaxData)})
+			return nil, false
 		}
-		enc := json.NewEncoder(w)
-		for {
-			select {
-			case ev, ok := <-ch:
-				if !ok {
-					return // cut off: the reader fell behind
-				}
-				if err := enc.Encode(ev); err != nil {
-					return
-				}
-				if fl != nil {
-					fl.Flush()
-				}
-			case <-r.Context().Done():
+		writeJSON(w, http.StatusBadRequest, apiError{"malformed JSON: " + err.Error()})
+		return nil, false
+	}
+	b, err := j.bytes()
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+		return nil, false
+	}
+	return b, true
+}
+
+// writeAnswer makes one write and answers with the session as it now is
+// (with the write's sequence), or why it failed.
+func (s *Service) writeAnswer(w http.ResponseWriter, kind OpKind, id string, data []byte, code int) {
+	seq, err := s.Write(kind, id, data)
+	if err != nil {
+		writeJSON(w, errCode(err), apiError{err.Error()})
+		return
+	}
+	if kind == OpDelete {
+		writeJSON(w, code, SessionJSON{ID: id, Seq: seq})
+		return
+	}
+	v, _ := s.store.Get(id)
+	j := toJSON(v, time.Now())
+	j.Seq = seq
+	writeJSON(w, code, j)
+}
+
+// serveEvents streams the event hub as NDJSON until the client goes or
+// falls behind.
+func (s *Service) serveEvents(w http.ResponseWriter, r *http.Request) {
+	ch := s.hub.Subscribe()
+	defer s.hub.Unsubscribe(ch)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	fl, _ := w.(http.Flusher)
+	if fl != nil {
+		fl.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				return // cut off: the reader fell behind
+			}
+			if err := enc.Encode(ev); err != nil {
 				return
 			}
-		}
-	})
-	mux.HandleFunc("POST /v1/stream", func(w http.ResponseWriter, r *http.Request) {
-		hj, ok := w.(http.Hijacker)
-		if !ok {
-			writeJSON(w, http.StatusInternalServerError, apiError{"stream needs HTTP/1.1"})
+			if fl != nil {
+				fl.Flush()
+			}
+		case <-r.Context().Done():
 			return
 		}
-		c, brw, err := hj.Hijack()
-		if err != nil {
-			return
-		}
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: hapair-stream\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		// The server's reader is 4 KiB: a 64 KiB one takes a whole
-		// pipelined batch per read. It starts with what the old one
-		// already holds.
-		c.SetDeadline(time.Time{})
-		pre, _ := brw.Reader.Peek(brw.Reader.Buffered())
-		br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(pre)), c), 64<<10)
-		s.serveStream(c, br)
-	})
+	}
+}
+
+// upgradeStream turns the HTTP connection into the binary stream.
+func (s *Service) upgradeStream(w http.ResponseWriter, r *http.Request) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		writeJSON(w, http.StatusInternalServerError, apiError{"stream needs HTTP/1.1"})
+		return
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: hapair-stream\r\nConnection: Upgrade\r\n\r\n")
+	brw.Flush()
+	// The server's reader is 4 KiB: a 64 KiB one takes a whole pipelined
+	// batch per read. It starts with what the old one already holds.
+	c.SetDeadline(time.Time{})
+	pre, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(pre)), c), 64<<10)
+	s.serveStream(c, br)
 }
 
 // The binary stream, for applications writing at high rates: requests

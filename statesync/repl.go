@@ -473,121 +473,149 @@ func (r *Replicator) follow(ctx context.Context) error {
 			in = &pollReader{raw: raw, poll: r.cfg.Poll}
 		}
 	}
-	br := bufio.NewReaderSize(sc.reader(in), 64<<10)
-	bw := bufio.NewWriterSize(sc, 4096)
+	f := &follower{r: r, c: c, br: bufio.NewReaderSize(sc.reader(in), 64<<10), bw: bufio.NewWriterSize(sc, 4096), pend: make([]Op, 0, ackEvery)}
 	epoch, seq := r.store.Seq()
-	out := appendMsg(nil, &msg{typ: msgHello, epoch: epoch, seq: seq})
-	if _, err := bw.Write(out); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
+	if err := f.send(&msg{typ: msgHello, epoch: epoch, seq: seq}); err != nil {
 		return err
 	}
 	r.connected.Store(true)
-	var m msg
-	var big []byte
-	var snap []Session
-	var snapHdr msg
-	var last uint64
-	sinceAck := 0
-	pend := make([]Op, 0, ackEvery)
-	started := false // a snapshot or resume began the stream
+	return f.run()
+}
+
+// follower is the standby's end of one replication connection: it applies
+// what the active sends, in order, and acknowledges it.
+type follower struct {
+	r      *Replicator
+	c      net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	out    []byte // an encoded message, reused
+	big    []byte // a message larger than br's buffer
+	m      msg
+	pend   []Op // ops read and not yet applied
+	snap   []Session
+	hdr    msg // the snapshot being received
+	last   uint64
+	unAck  int  // ops applied since the last acknowledgement
+	begun  bool // a snapshot or resume began the stream
+	pinged bool
+}
+
+func (f *follower) send(m *msg) error {
+	f.out = appendMsg(f.out[:0], m)
+	if _, err := f.bw.Write(f.out); err != nil {
+		return err
+	}
+	return f.bw.Flush()
+}
+
+func (f *follower) run() error {
 	for {
 		// The read deadline is set only before a read that may block:
 		// setting it costs a clock read, and a buffered message needs
 		// none. A message larger than the buffer gets at least 1 MB/s on
 		// top of the usual allowance.
-		b, buffered, err := awaitFrames(br, &big, 1, maxMsg, func(n int) {
+		b, buffered, err := awaitFrames(f.br, &f.big, 1, maxMsg, func(n int) {
 			allow := deadAfter
-			if !started {
+			if !f.begun {
 				allow = setupAllow // the active may be copying its store
 			}
-			if n > br.Size() {
+			if n > f.br.Size() {
 				allow += time.Duration(n) * time.Microsecond
 			}
-			c.SetReadDeadline(time.Now().Add(allow))
+			f.c.SetReadDeadline(time.Now().Add(allow))
 		})
 		if err != nil {
 			return err
 		}
-		// Every whole message buffered is handled in one go; runs of ops
-		// are applied under one lock, straight from the read buffer.
-		now := time.Now()
-		applyPend := func() error {
-			if len(pend) == 0 {
-				return nil
-			}
-			if err := r.store.Apply(now, pend...); err != nil {
-				return err
-			}
-			last = pend[len(pend)-1].Seq
-			sinceAck += len(pend)
-			pend = pend[:0]
-			return nil
-		}
-		used, ping := 0, false
-		for len(b)-used >= 4 && len(pend) < cap(pend) {
-			n := 4 + int(binary.BigEndian.Uint32(b[used:]))
-			if len(b)-used < n {
-				break
-			}
-			if err := decodeMsg(b[used+4:used+n], &m); err != nil {
-				return err
-			}
-			used += n
-			if m.typ == msgOp {
-				pend = append(pend, Op{Seq: m.seq, Kind: m.kind, ID: m.id, Data: m.data})
-				continue
-			}
-			// Anything else is ordered after the ops before it.
-			if err := applyPend(); err != nil {
-				return err
-			}
-			switch m.typ {
-			case msgSnapshot:
-				started = true
-				snapHdr, snap = m, make([]Session, 0, min(m.count, 1<<20))
-				if m.count == 0 {
-					r.loadSnapshot(snapHdr, snap, now)
-					last = snapHdr.seq
-				}
-			case msgEntry:
-				snap = append(snap, Session{ID: string(m.id), Data: bytes.Clone(m.data), Version: m.version})
-				if uint64(len(snap)) == snapHdr.count {
-					r.loadSnapshot(snapHdr, snap, now)
-					snap, last = nil, snapHdr.seq
-				}
-			case msgResume:
-				started = true
-				r.store.SetFollowing(m.epoch)
-				_, last = r.store.Seq()
-			case msgPing:
-				ping = true
-			default:
-				return fmt.Errorf("statesync: unexpected message %d from the active", m.typ)
-			}
-		}
-		if err := applyPend(); err != nil {
+		used, err := f.handle(b, time.Now())
+		if err != nil {
 			return err
 		}
 		if buffered {
-			br.Discard(used)
+			f.br.Discard(used)
 		}
 		// Acknowledge cumulatively once what arrived together is applied
 		// (one ack per batch, not per op), and at least every ackEvery ops
 		// while the stream runs flat out, so the active's view of the
 		// standby, and sync writers, never wait on a burst.
-		if (br.Buffered() == 0 || sinceAck >= ackEvery) && (last > 0 || ping) {
-			sinceAck = 0
-			out = appendMsg(out[:0], &msg{typ: msgAck, seq: last})
-			if _, err := bw.Write(out); err != nil {
-				return err
-			}
-			if err := bw.Flush(); err != nil {
+		if (f.br.Buffered() == 0 || f.unAck >= ackEvery) && (f.last > 0 || f.pinged) {
+			f.unAck, f.pinged = 0, false
+			if err := f.send(&msg{typ: msgAck, seq: f.last}); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// handle applies every whole message in b, runs of ops under one lock,
+// straight from the read buffer, and returns how much of b it used.
+func (f *follower) handle(b []byte, now time.Time) (used int, err error) {
+	for len(b)-used >= 4 && len(f.pend) < cap(f.pend) {
+		n := 4 + int(binary.BigEndian.Uint32(b[used:]))
+		if len(b)-used < n {
+			break
+		}
+		if err := decodeMsg(b[used+4:used+n], &f.m); err != nil {
+			return used, err
+		}
+		used += n
+		if f.m.typ == msgOp {
+			f.pend = append(f.pend, Op{Seq: f.m.seq, Kind: f.m.kind, ID: f.m.id, Data: f.m.data})
+			continue
+		}
+		// Anything else is ordered after the ops before it.
+		if err := f.apply(now); err != nil {
+			return used, err
+		}
+		if err := f.control(now); err != nil {
+			return used, err
+		}
+	}
+	return used, f.apply(now)
+}
+
+// apply applies the pending ops.
+func (f *follower) apply(now time.Time) error {
+	if len(f.pend) == 0 {
+		return nil
+	}
+	if err := f.r.store.Apply(now, f.pend...); err != nil {
+		return err
+	}
+	f.last = f.pend[len(f.pend)-1].Seq
+	f.unAck += len(f.pend)
+	f.pend = f.pend[:0]
+	return nil
+}
+
+// control handles a message other than an op.
+func (f *follower) control(now time.Time) error {
+	m := &f.m
+	switch m.typ {
+	case msgSnapshot:
+		f.begun = true
+		f.hdr, f.snap = *m, make([]Session, 0, min(m.count, 1<<20))
+		if m.count == 0 {
+			f.r.loadSnapshot(f.hdr, f.snap, now)
+			f.last = f.hdr.seq
+		}
+	case msgEntry:
+		f.snap = append(f.snap, Session{ID: string(m.id), Data: bytes.Clone(m.data), Version: m.version})
+		if uint64(len(f.snap)) == f.hdr.count {
+			f.r.loadSnapshot(f.hdr, f.snap, now)
+			f.snap, f.last = nil, f.hdr.seq
+		}
+	case msgResume:
+		f.begun = true
+		f.r.store.SetFollowing(m.epoch)
+		_, f.last = f.r.store.Seq()
+	case msgPing:
+		f.pinged = true
+	default:
+		return fmt.Errorf("statesync: unexpected message %d from the active", m.typ)
+	}
+	return nil
 }
 
 func (r *Replicator) loadSnapshot(hdr msg, sessions []Session, now time.Time) {

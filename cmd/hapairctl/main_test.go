@@ -104,6 +104,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"status", "--socket", sock}, 3, "hapaird is not running"},
 		{[]string{"role", "--socket", sock}, 3, "hapaird is not running"},
 		{[]string{"sessions", "--socket", sock}, 3, "hapaird is not running"},
+		{[]string{"events", "--socket", sock}, 3, "hapaird is not running"},
 		{[]string{"switchover", "--socket", sock}, 3, "hapaird is not running"},
 		{[]string{"status", "foo", "--json", "--socket", sock}, 2, `unexpected argument "foo"`},
 		{[]string{"lock", "maintenance", "--socket", sock}, 2, `unexpected argument "maintenance"`},

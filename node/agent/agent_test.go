@@ -272,8 +272,23 @@ func TestGracefulStopWaitsForPeer(t *testing.T) {
 		t.Fatal("released before the peer took over")
 	}
 	// The peer says ACTIVE before it claims: keep the VIPs until it says
-	// it holds them.
+	// it holds them. Once the loop has taken the frame, a status round
+	// trip (built by the loop) ends only after it has handled it.
 	r.hb.events <- frame(heartbeat.RoleActive, 0)
+	for deadline := time.Now().Add(2 * time.Second); len(r.hb.events) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the loop does not take its events")
+		}
+	}
+	r.a.Status()
+	select {
+	case <-r.done:
+		t.Fatal("exited on an ACTIVE frame that did not say Holding")
+	default:
+	}
+	if !r.vips.isHeld() {
+		t.Fatal("released on an ACTIVE frame that did not say Holding")
+	}
 	r.hb.events <- frame(heartbeat.RoleActive, heartbeat.FlagHolding)
 	select {
 	case <-r.done:

@@ -29,7 +29,7 @@ func Preflight(cfg *config.Config, self *config.Node) config.Errors {
 		}
 		seen[name] = true
 		if _, err := net.InterfaceByName(name); err != nil {
-			errs = append(errs, cfg.Errorf(key, "interface %s is not on this machine (%v)", name, err))
+			errs = append(errs, cfg.Errorf(key, "interface %s is not on this machine", name))
 		}
 	}
 	iface(nodeKey+".heartbeat_interface", self.HeartbeatInterface)

@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/statesync/client"
+	"github.com/hapair/hapair/statesync/store"
 )
 
 // Ordinary operations that must keep an HA agent's first promise (one
@@ -53,9 +53,9 @@ func (c *Cluster) CrashRestart(round int, acked map[string]int, bound time.Durat
 	go func() {
 		defer close(done)
 		for i := 0; ; i++ {
-			id, kind := fmt.Sprintf("r%d-s%d", round, i%16), statesync.OpUpdate
+			id, kind := fmt.Sprintf("r%d-s%d", round, i%16), store.OpUpdate
 			if i < 16 {
-				kind = statesync.OpCreate
+				kind = store.OpCreate
 			}
 			if _, err := st.Do(kind, id, []byte(strconv.Itoa(i))); err != nil {
 				return // the node died: this write was never acknowledged

@@ -22,6 +22,8 @@ import (
 	"github.com/hapair/hapair/internal/metrics"
 	"github.com/hapair/hapair/node/agent"
 	"github.com/hapair/hapair/statesync"
+	"github.com/hapair/hapair/statesync/repl"
+	"github.com/hapair/hapair/statesync/store"
 	"github.com/hapair/hapair/vip"
 )
 
@@ -51,7 +53,7 @@ type Node struct {
 
 	lock    *os.File
 	vips    *vip.Manager
-	repl    *statesync.Replicator
+	repl    *repl.Replicator
 	replLn  net.Listener
 	svc     *statesync.Service
 	agent   *agent.Agent
@@ -191,19 +193,19 @@ func (n *Node) sessions(peer *config.Node) error {
 	n.handedOver = append(n.handedOver, n.replLn.Close)
 	var tlsServer, tlsClient *tls.Config
 	if cfg.TLSCert != "" {
-		tlsServer, tlsClient, err = statesync.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, peer.Name)
+		tlsServer, tlsClient, err = repl.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, peer.Name)
 		if err != nil {
 			return err
 		}
 	}
-	store := statesync.NewStore(statesync.Limits{MaxSessions: cfg.MaxSessions, MaxData: cfg.MaxData, MaxMemory: cfg.MaxMemory})
+	st := store.New(store.Limits{MaxSessions: cfg.MaxSessions, MaxData: cfg.MaxData, MaxMemory: cfg.MaxMemory})
 	// The standby polls for the next operation as long as the active
 	// polls for its acknowledgement: in sync mode only.
 	var poll time.Duration
 	if cfg.SyncMode == "sync" {
 		poll = cfg.SyncPoll
 	}
-	n.repl = statesync.NewReplicator(store, statesync.ReplConfig{
+	n.repl = repl.New(st, repl.Config{
 		Keys:      cfg.Keys,
 		Peer:      netip.AddrPortFrom(peer.ReplicationAddress, uint16(cfg.ReplicationPort)).String(),
 		OnDropped: n.sessionsDropped,
@@ -211,7 +213,7 @@ func (n *Node) sessions(peer *config.Node) error {
 		TLSServer: tlsServer, TLSClient: tlsClient,
 		Poll: poll,
 	})
-	n.svc = statesync.NewService(store, n.repl, statesync.ServiceConfig{
+	n.svc = statesync.NewService(st, n.repl, statesync.ServiceConfig{
 		Mode: statesync.Mode(cfg.SyncMode), SyncTimeout: cfg.SyncTimeout, SyncPoll: cfg.SyncPoll,
 		// The agent is made after the service it uses: these reach
 		// it through the node, and run only once Run has started.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/health"
-	"github.com/hapair/hapair/statesync"
+	"github.com/hapair/hapair/statesync/repl"
 )
 
 // Preflight finds what keeps a node from starting on this machine, though
@@ -38,7 +38,7 @@ func Preflight(cfg *config.Config, self *config.Node) config.Errors {
 		iface(fmt.Sprintf("vip[%d].interface", i+1), v.VIPInterface(self))
 	}
 	if cfg.TLSCert != "" {
-		if _, _, err := statesync.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, cfg.Peer(self).Name); err != nil {
+		if _, _, err := repl.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, cfg.Peer(self).Name); err != nil {
 			errs = append(errs, cfg.Errorf("tls.cert", "%v", err))
 		}
 	}

@@ -15,6 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/hapair/hapair/statesync/store"
+	"github.com/hapair/hapair/statesync/wire"
 )
 
 // SessionJSON is a session as the HTTP API shows it. Data is UTF-8 text in
@@ -44,7 +47,7 @@ func (j *SessionJSON) bytes() ([]byte, error) {
 	return []byte{}, nil
 }
 
-func toJSON(v Session, now time.Time) SessionJSON {
+func toJSON(v store.Session, now time.Time) SessionJSON {
 	d := base64.StdEncoding.EncodeToString(v.Data)
 	j := SessionJSON{ID: v.ID, Version: v.Version, DataBase64: &d, AgeMs: float64(v.Age(now).Microseconds()) / 1000}
 	if utf8.Valid(v.Data) && isText(v.Data) {
@@ -77,13 +80,13 @@ func errCode(err error) int {
 	switch {
 	case errors.Is(err, ErrNotActive):
 		return http.StatusConflict
-	case errors.Is(err, ErrExists):
+	case errors.Is(err, store.ErrExists):
 		return http.StatusConflict
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, ErrTooLarge):
+	case errors.Is(err, store.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrFull):
+	case errors.Is(err, store.ErrFull):
 		return http.StatusInsufficientStorage
 	}
 	return http.StatusBadRequest
@@ -102,7 +105,7 @@ func (s *Service) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 		var j SessionJSON
 		if b, ok := s.decode(w, r, &j); ok {
-			s.writeAnswer(w, OpCreate, j.ID, b, http.StatusCreated)
+			s.writeAnswer(w, store.OpCreate, j.ID, b, http.StatusCreated)
 		}
 	})
 	mux.HandleFunc("PUT /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -112,16 +115,16 @@ func (s *Service) Register(mux *http.ServeMux) {
 				writeJSON(w, http.StatusBadRequest, apiError{"id in the body differs from the path"})
 				return
 			}
-			s.writeAnswer(w, OpUpdate, r.PathValue("id"), b, http.StatusOK)
+			s.writeAnswer(w, store.OpUpdate, r.PathValue("id"), b, http.StatusOK)
 		}
 	})
 	mux.HandleFunc("DELETE /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-		s.writeAnswer(w, OpDelete, r.PathValue("id"), nil, http.StatusOK)
+		s.writeAnswer(w, store.OpDelete, r.PathValue("id"), nil, http.StatusOK)
 	})
 	mux.HandleFunc("GET /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		v, ok := s.store.Get(r.PathValue("id"))
 		if !ok {
-			writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("%v: %s", ErrNotFound, r.PathValue("id"))})
+			writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("%v: %s", store.ErrNotFound, r.PathValue("id"))})
 			return
 		}
 		writeJSON(w, http.StatusOK, toJSON(v, time.Now()))
@@ -142,13 +145,13 @@ func (s *Service) Register(mux *http.ServeMux) {
 // decode reads a session's JSON body into j and returns its data; on a
 // bad body it has answered and returns false.
 func (s *Service) decode(w http.ResponseWriter, r *http.Request, j *SessionJSON) ([]byte, bool) {
-	maxBody := int64(s.store.lim.MaxData*4/3 + s.store.lim.MaxIDLen + 1024)
+	maxBody := int64(s.store.Limits().MaxData*4/3 + s.store.Limits().MaxIDLen + 1024)
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(j); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeJSON(w, http.StatusRequestEntityTooLarge, apiError{fmt.Sprintf("body over %d bytes: session data is limited to %d bytes", maxBody, s.store.lim.MaxData)})
+			writeJSON(w, http.StatusRequestEntityTooLarge, apiError{fmt.Sprintf("body over %d bytes: session data is limited to %d bytes", maxBody, s.store.Limits().MaxData)})
 			return nil, false
 		}
 		writeJSON(w, http.StatusBadRequest, apiError{"malformed JSON: " + err.Error()})
@@ -164,13 +167,13 @@ func (s *Service) decode(w http.ResponseWriter, r *http.Request, j *SessionJSON)
 
 // writeAnswer makes one write and answers with the session as it now is
 // (with the write's sequence), or why it failed.
-func (s *Service) writeAnswer(w http.ResponseWriter, kind OpKind, id string, data []byte, code int) {
+func (s *Service) writeAnswer(w http.ResponseWriter, kind store.OpKind, id string, data []byte, code int) {
 	seq, err := s.Write(kind, id, data)
 	if err != nil {
 		writeJSON(w, errCode(err), apiError{err.Error()})
 		return
 	}
-	if kind == OpDelete {
+	if kind == store.OpDelete {
 		writeJSON(w, code, SessionJSON{ID: id, Seq: seq})
 		return
 	}
@@ -280,10 +283,10 @@ func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 		close(queue)
 		<-done
 	}()
-	batch := make([]Write, 0, maxBatch)
+	batch := make([]store.Write, 0, maxBatch)
 	var big, out []byte
 	for {
-		b, buffered, err := awaitFrames(br, &big, 3, maxStreamMsg, nil)
+		b, buffered, err := wire.AwaitFrames(br, &big, 3, maxStreamMsg, nil)
 		if err != nil {
 			return
 		}
@@ -348,14 +351,14 @@ func appendAnswer(dst []byte, seq uint64, err error) []byte {
 }
 
 // parseRequest parses one request body; ID and Data alias b.
-func parseRequest(b []byte) Write {
-	kind := OpKind(b[0])
+func parseRequest(b []byte) store.Write {
+	kind := store.OpKind(b[0])
 	idLen := int(binary.BigEndian.Uint16(b[1:3]))
-	if 3+idLen > len(b) || kind < OpCreate || kind > OpDelete {
-		return Write{Kind: kind, Err: errors.New("malformed request")}
+	if 3+idLen > len(b) || kind < store.OpCreate || kind > store.OpDelete {
+		return store.Write{Kind: kind, Err: errors.New("malformed request")}
 	}
-	w := Write{Kind: kind, ID: b[3 : 3+idLen]}
-	if kind != OpDelete {
+	w := store.Write{Kind: kind, ID: b[3 : 3+idLen]}
+	if kind != store.OpDelete {
 		w.Data = b[3+idLen:]
 	}
 	return w

@@ -6,6 +6,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hapair/hapair/statesync/repl"
+	"github.com/hapair/hapair/statesync/store"
 )
 
 // Mode says when a write returns.
@@ -39,12 +42,14 @@ type ServiceConfig struct {
 // ErrNotActive is returned for writes on a node that is not active.
 var ErrNotActive = errors.New("this node is not active")
 
-// Service is the node's session service: the store, its replication, the
-// application API and the event stream.
+// Service is the node's session service: the write path from the
+// application API (api.go) to the store and its replication, with the
+// role gate, sync mode's wait for the standby and async mode's
+// backpressure, and the event stream.
 type Service struct {
 	cfg   ServiceConfig
-	store *Store
-	repl  *Replicator
+	store *store.Store
+	repl  *repl.Replicator
 	hub   *Hub
 
 	mu       sync.RWMutex
@@ -59,21 +64,15 @@ type Service struct {
 }
 
 // NewService wires a store and its replicator.
-func NewService(store *Store, repl *Replicator, cfg ServiceConfig) *Service {
+func NewService(st *store.Store, r *repl.Replicator, cfg ServiceConfig) *Service {
 	if cfg.SyncTimeout == 0 {
 		cfg.SyncTimeout = time.Second
 	}
 	if cfg.Mode == "" {
 		cfg.Mode = Async
 	}
-	return &Service{cfg: cfg, store: store, repl: repl, hub: NewHub(), role: "INIT"}
+	return &Service{cfg: cfg, store: st, repl: r, hub: NewHub(), role: "INIT"}
 }
-
-// Store is the service's store.
-func (s *Service) Store() *Store { return s.store }
-
-// Replicator is the service's replicator.
-func (s *Service) Replicator() *Replicator { return s.repl }
 
 // Hub is the service's event stream.
 func (s *Service) Hub() *Hub { return s.hub }
@@ -83,7 +82,7 @@ func (s *Service) Publish(ev Event) { s.hub.Publish(ev) }
 
 // Position is what the store has written (active) or applied (standby),
 // and what the standby acknowledged; it never waits for the store.
-func (s *Service) Position() (written, acked uint64) { return s.store.Written(), s.store.Acked() }
+func (s *Service) Position() (written, acked uint64) { return s.store.Written(), s.repl.Acked() }
 
 // Stats are the service's figures for status.
 type Stats struct {
@@ -98,7 +97,7 @@ type Stats struct {
 func (s *Service) Stats() Stats {
 	rs := s.repl.Stats()
 	return Stats{
-		Sessions: s.store.Len(), Written: s.store.Written(), Acked: s.store.Acked(),
+		Sessions: s.store.Len(), Written: s.store.Written(), Acked: s.repl.Acked(),
 		Connected: s.repl.Connected(), Degraded: s.Degraded(),
 		Snapshots: rs.Snapshots, Resumes: rs.Resumes, Writes: s.Writes(), CutOff: s.hub.CutOff(),
 	}
@@ -119,7 +118,7 @@ func (s *Service) SetRole(gen uint64, role string, active bool, activeNode strin
 		if stale {
 			return
 		}
-		s.store.SetEpoch(epoch)
+		s.repl.NewEpoch(epoch)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -155,7 +154,7 @@ func (s *Service) Resume() {
 // WaitSynced waits until the standby has applied every write, or timeout.
 func (s *Service) WaitSynced(timeout time.Duration) bool {
 	_, seq := s.store.Seq()
-	return s.store.WaitAcked(seq, timeout)
+	return s.repl.WaitAcked(seq, timeout)
 }
 
 // Degraded says whether sync mode currently runs as async.
@@ -184,14 +183,14 @@ func (s *Service) gate() error {
 }
 
 // apply performs a write without waiting for the standby.
-func (s *Service) apply(kind OpKind, id string, data []byte) (uint64, error) {
-	w := []Write{{Kind: kind, ID: []byte(id), Data: data}}
+func (s *Service) apply(kind store.OpKind, id string, data []byte) (uint64, error) {
+	w := []store.Write{{Kind: kind, ID: []byte(id), Data: data}}
 	s.applyBatch(w)
 	return w[0].Seq, w[0].Err
 }
 
 // applyBatch performs writes that arrived together, in order.
-func (s *Service) applyBatch(ws []Write) {
+func (s *Service) applyBatch(ws []store.Write) {
 	if err := s.gate(); err != nil {
 		for i := range ws {
 			if ws[i].Err == nil {
@@ -201,11 +200,11 @@ func (s *Service) applyBatch(ws []Write) {
 		return
 	}
 	now := time.Now()
-	if s.store.writeBatch(ws, now) {
+	if s.store.WriteBatch(ws, now) {
 		if s.cfg.Mode == Sync {
 			s.repl.Push() // the writer waits for the standby: no hand-off
 		} else {
-			s.store.signal()
+			s.store.Wake()
 		}
 	}
 	var last uint64
@@ -214,7 +213,7 @@ func (s *Service) applyBatch(ws []Write) {
 		if w.Err == nil {
 			s.writes.Add(1)
 			last = w.Seq
-			created = created || w.Kind == OpCreate
+			created = created || w.Kind == store.OpCreate
 		}
 	}
 	if created && s.cfg.OnNewSession != nil {
@@ -234,12 +233,12 @@ const maxLag = 4096
 func (s *Service) backpressure(seq uint64) {
 	// Not while the standby loads a snapshot: it acknowledges nothing
 	// until it has, and writes must not wait for that.
-	if seq <= maxLag || seq-s.store.Acked() <= maxLag || !s.repl.Following() {
+	if seq <= maxLag || seq-s.repl.Acked() <= maxLag || !s.repl.Following() {
 		return
 	}
 	// Bounded: a stalled standby is the sync timeout's business, not
 	// the writer's.
-	s.store.WaitAcked(seq-maxLag, 50*time.Millisecond)
+	s.repl.WaitAcked(seq-maxLag, 50*time.Millisecond)
 }
 
 // settle waits, in sync mode, until the standby applied seq. A standby
@@ -250,17 +249,17 @@ func (s *Service) settle(seq uint64) {
 		return
 	}
 	if s.degraded.Load() {
-		if s.store.Acked() >= seq-1 && s.repl.Connected() {
+		if s.repl.Acked() >= seq-1 && s.repl.Connected() {
 			s.degraded.Store(false)
 			s.hub.Publish(Event{Type: "sync-restored"})
 		} else {
 			return
 		}
 	}
-	if p := s.repl.pump.Load(); p != nil && s.cfg.SyncPoll > 0 && p.Spin(s.store, seq, s.cfg.SyncPoll) {
+	if s.cfg.SyncPoll > 0 && s.repl.SpinAcked(seq, s.cfg.SyncPoll) {
 		return
 	}
-	if !s.store.WaitAcked(seq, s.cfg.SyncTimeout) {
+	if !s.repl.WaitAcked(seq, s.cfg.SyncTimeout) {
 		if !s.degraded.Swap(true) {
 			reason := fmt.Sprintf("standby did not apply a write within %v; writes now return without waiting for it", s.cfg.SyncTimeout)
 			s.hub.Publish(Event{Type: "sync-degraded", Reason: reason})
@@ -272,7 +271,7 @@ func (s *Service) settle(seq uint64) {
 }
 
 // Write performs one write as the mode says.
-func (s *Service) Write(kind OpKind, id string, data []byte) (uint64, error) {
+func (s *Service) Write(kind store.OpKind, id string, data []byte) (uint64, error) {
 	seq, err := s.apply(kind, id, data)
 	if err != nil {
 		return 0, err

@@ -12,14 +12,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hapair/hapair/statesync/repl"
+	"github.com/hapair/hapair/statesync/store"
 )
 
 // streamConn starts an active node's API on a unix socket and opens the
 // binary stream on it by hand, so a test can send any bytes.
-func streamConn(t *testing.T, lim Limits) (*Store, net.Conn, *bufio.Reader) {
+func streamConn(t *testing.T, lim store.Limits) (*store.Store, net.Conn, *bufio.Reader) {
 	t.Helper()
-	store := NewStore(lim)
-	svc := NewService(store, NewReplicator(store, ReplConfig{}), ServiceConfig{})
+	st := store.New(lim)
+	svc := NewService(st, repl.New(st, repl.Config{}), ServiceConfig{})
 	svc.SetRole(1, "ACTIVE", true, "a", 1)
 	mux := http.NewServeMux()
 	svc.Register(mux)
@@ -42,10 +45,10 @@ func streamConn(t *testing.T, lim Limits) (*Store, net.Conn, *bufio.Reader) {
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade: %v %v", resp, err)
 	}
-	return store, c, br
+	return st, c, br
 }
 
-func request(kind OpKind, id string, data []byte) []byte {
+func request(kind store.OpKind, id string, data []byte) []byte {
 	b := binary.BigEndian.AppendUint32(nil, uint32(3+len(id)+len(data)))
 	b = append(b, byte(kind))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(id)))
@@ -73,14 +76,14 @@ func answer(t *testing.T, br *bufio.Reader) (seq uint64, errText string) {
 // does not disturb its neighbours, and a request larger than the read
 // buffer goes through whole.
 func TestStreamBatchAnswersInOrder(t *testing.T) {
-	store, c, br := streamConn(t, Limits{MaxData: 200 << 10})
+	st, c, br := streamConn(t, store.Limits{MaxData: 200 << 10})
 	big := bytes.Repeat([]byte{7}, 150<<10)
 	var out []byte
-	out = append(out, request(OpCreate, "one", []byte("1"))...)
+	out = append(out, request(store.OpCreate, "one", []byte("1"))...)
 	out = append(out, request(9, "bad-kind", nil)...)
-	out = append(out, request(OpUpdate, "nobody", []byte("x"))...)
-	out = append(out, request(OpCreate, "big", big)...)
-	out = append(out, request(OpUpdate, "one", []byte("2"))...)
+	out = append(out, request(store.OpUpdate, "nobody", []byte("x"))...)
+	out = append(out, request(store.OpCreate, "big", big)...)
+	out = append(out, request(store.OpUpdate, "one", []byte("2"))...)
 	if _, err := c.Write(out); err != nil {
 		t.Fatal(err)
 	}
@@ -98,10 +101,10 @@ func TestStreamBatchAnswersInOrder(t *testing.T) {
 	if fmt.Sprint(seqs) != "[1 2 3]" {
 		t.Errorf("sequences %v, want [1 2 3]", seqs)
 	}
-	if v, _ := store.Get("one"); string(v.Data) != "2" || v.Version != 2 {
+	if v, _ := st.Get("one"); string(v.Data) != "2" || v.Version != 2 {
 		t.Errorf("one = %q v%d", v.Data, v.Version)
 	}
-	if v, _ := store.Get("big"); !bytes.Equal(v.Data, big) {
+	if v, _ := st.Get("big"); !bytes.Equal(v.Data, big) {
 		t.Errorf("big session has %d bytes, want %d", len(v.Data), len(big))
 	}
 	// A length no request can have ends the stream.
@@ -115,9 +118,9 @@ func TestStreamBatchAnswersInOrder(t *testing.T) {
 // does (the store is busy: a snapshot load, a listing of every session)
 // is overtaken by a later demotion, which returns at once and wins.
 func TestDemotionOvertakesABlockedPromotion(t *testing.T) {
-	store := NewStore(Limits{})
-	svc := NewService(store, NewReplicator(store, ReplConfig{Keys: [][]byte{key}}), ServiceConfig{})
-	store.mu.Lock() // the store is busy
+	st := store.New(store.Limits{})
+	busy := &busyStore{Store: st, done: make(chan struct{})} // the store is busy
+	svc := NewService(st, repl.New(busy, repl.Config{Keys: [][]byte{key}}), ServiceConfig{})
 	promoted := make(chan struct{})
 	go func() {
 		defer close(promoted)
@@ -133,7 +136,7 @@ func TestDemotionOvertakesABlockedPromotion(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("the demotion waited for the store")
 	}
-	store.mu.Unlock()
+	close(busy.done)
 	<-promoted
 	svc.mu.RLock()
 	role, active := svc.role, svc.active
@@ -141,7 +144,21 @@ func TestDemotionOvertakesABlockedPromotion(t *testing.T) {
 	if role != "STANDBY" || active {
 		t.Fatalf("after both: %s active=%v, want the later STANDBY", role, active)
 	}
-	if _, on := svc.repl.role(); on {
+	if svc.repl.Active() {
 		t.Fatal("the replicator leads after the demotion")
 	}
 }
+
+// busyStore's SetEpoch waits for done: a store held by a snapshot load or
+// a listing of every session.
+type busyStore struct {
+	*store.Store
+	done chan struct{}
+}
+
+func (s *busyStore) SetEpoch(e uint64) {
+	<-s.done
+	s.Store.SetEpoch(e)
+}
+
+var key = bytes.Repeat([]byte{3}, 32)

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/hapair/hapair/lab"
-	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/statesync/client"
+	"github.com/hapair/hapair/statesync/store"
 )
 
 // Session replication, hapair against Redis with a replica, over the same
@@ -52,7 +52,7 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 	}
 	defer st.Close()
 	const ids = 10000
-	if _, err := pipeline(st, ids, func(i int) (statesync.OpKind, string) { return statesync.OpCreate, "s" + strconv.Itoa(i) }); err != nil {
+	if _, err := pipeline(st, ids, func(i int) (store.OpKind, string) { return store.OpCreate, "s" + strconv.Itoa(i) }); err != nil {
 		return f, err
 	}
 	if err := c.WaitSynced(act, 10*time.Second); err != nil {
@@ -77,7 +77,7 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 		}
 	}()
 	start := time.Now()
-	last, err := pipeline(st, writes, func(i int) (statesync.OpKind, string) { return statesync.OpUpdate, "s" + strconv.Itoa(i%ids) })
+	last, err := pipeline(st, writes, func(i int) (store.OpKind, string) { return store.OpUpdate, "s" + strconv.Itoa(i%ids) })
 	if err != nil {
 		close(stop)
 		<-lags
@@ -124,8 +124,8 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 	var rss [2]int
 	for half := range rss {
 		base := half * sessions / 2
-		if _, err := pipeline(st2, sessions/2, func(i int) (statesync.OpKind, string) {
-			return statesync.OpCreate, fmt.Sprintf("mem-%08d", base+i)
+		if _, err := pipeline(st2, sessions/2, func(i int) (store.OpKind, string) {
+			return store.OpCreate, fmt.Sprintf("mem-%08d", base+i)
 		}); err != nil {
 			return f, err
 		}
@@ -161,7 +161,7 @@ func startPair(bin, name string, o lab.ConfigOptions) (c *lab.Cluster, act strin
 }
 
 // pipeline sends n writes of payload on st and returns the last sequence.
-func pipeline(st *client.Stream, n int, op func(int) (statesync.OpKind, string)) (uint64, error) {
+func pipeline(st *client.Stream, n int, op func(int) (store.OpKind, string)) (uint64, error) {
 	errc := make(chan error, 1)
 	go func() {
 		for i := 0; i < n; i++ {
@@ -459,9 +459,9 @@ func benchZeroLoss(bin string, rounds int) (zeroLoss, error) {
 					return
 				default:
 				}
-				id, kind := fmt.Sprintf("r%d-s%d", round, i%64), statesync.OpUpdate
+				id, kind := fmt.Sprintf("r%d-s%d", round, i%64), store.OpUpdate
 				if i < 64 {
-					kind = statesync.OpCreate
+					kind = store.OpCreate
 				}
 				if _, err := st.Do(kind, id, []byte(strconv.Itoa(i))); err != nil {
 					return // the node died: unacknowledged
@@ -529,7 +529,7 @@ func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error
 		return h, r, err
 	}
 	defer st.Close()
-	if _, err := st.Do(statesync.OpCreate, "lat", payload); err != nil {
+	if _, err := st.Do(store.OpCreate, "lat", payload); err != nil {
 		return h, r, err
 	}
 
@@ -576,7 +576,7 @@ func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error
 		cool()
 		for i := 0; i < samples/rounds; i++ {
 			t0 := time.Now()
-			if _, err := st.Do(statesync.OpUpdate, "lat", payload); err != nil {
+			if _, err := st.Do(store.OpUpdate, "lat", payload); err != nil {
 				return h, r, err
 			}
 			hl = append(hl, time.Since(t0))

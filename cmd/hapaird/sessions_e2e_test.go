@@ -18,6 +18,7 @@ import (
 	"github.com/hapair/hapair/lab/pki"
 	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/statesync/client"
+	"github.com/hapair/hapair/statesync/store"
 )
 
 // Session tests run applications the way they run on a node: through the
@@ -158,9 +159,9 @@ func TestSyncModeLosesNoAcknowledgedWrite(t *testing.T) {
 				default:
 				}
 				id, val := fmt.Sprintf("r%d-s%d", round, i%64), fmt.Sprint(i)
-				kind := statesync.OpUpdate
+				kind := store.OpUpdate
 				if i < 64 {
-					kind = statesync.OpCreate
+					kind = store.OpCreate
 				}
 				if _, err := st.Do(kind, id, []byte(val)); err != nil {
 					return // the node died or stepped down: unacknowledged
@@ -275,9 +276,9 @@ func TestSwitchoverUnderLoadLosesNothing(t *testing.T) {
 		defer close(done)
 		for i := 0; i < 100000; i++ {
 			id := fmt.Sprintf("s%d", i%32)
-			kind := statesync.OpUpdate
+			kind := store.OpUpdate
 			if i < 32 {
-				kind = statesync.OpCreate
+				kind = store.OpCreate
 			}
 			if _, err := st.Do(kind, id, []byte(fmt.Sprint(i))); err != nil {
 				return // stepped down: later writes go to the new active
@@ -416,7 +417,7 @@ func TestLargeSnapshotCausesNoFalseFailover(t *testing.T) {
 	sent := make(chan error, 1)
 	go func() {
 		for i := 0; i < sessions; i++ {
-			if err := st.Send(statesync.OpCreate, fmt.Sprintf("call-%07d", i), data); err != nil {
+			if err := st.Send(store.OpCreate, fmt.Sprintf("call-%07d", i), data); err != nil {
 				sent <- err
 				return
 			}

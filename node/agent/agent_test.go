@@ -18,6 +18,8 @@ import (
 	"github.com/hapair/hapair/heartbeat"
 	"github.com/hapair/hapair/internal/leaktest"
 	"github.com/hapair/hapair/statesync"
+	"github.com/hapair/hapair/statesync/repl"
+	"github.com/hapair/hapair/statesync/store"
 	"github.com/hapair/hapair/vip"
 )
 
@@ -139,8 +141,8 @@ func newRig(t *testing.T, preferred bool, mon Checks) *rig {
 
 func newRigDead(t *testing.T, preferred bool, mon Checks, dead time.Duration) *rig {
 	t.Helper()
-	store := statesync.NewStore(statesync.Limits{})
-	svc := statesync.NewService(store, statesync.NewReplicator(store, statesync.ReplConfig{}), statesync.ServiceConfig{})
+	st := store.New(store.Limits{})
+	svc := statesync.NewService(st, repl.New(st, repl.Config{}), statesync.ServiceConfig{})
 	r := &rig{log: &logBuf{}, hb: &fakeHB{events: make(chan heartbeat.Event, 16), hung: make(chan struct{}, 1), release: make(chan struct{})}, vips: &fakeVIPs{}, watch: fakeWatch{make(chan vip.Event, 4)}, lock: filepath.Join(t.TempDir(), "locked")}
 	r.a = New(Options{
 		Election:  election.Config{Node: 1, Preferred: preferred, Dead: dead},
@@ -397,7 +399,7 @@ func TestSwitchoverInTheLoop(t *testing.T) {
 	// A write goes through: the refused switchover left nothing paused.
 	wrote := make(chan error, 1)
 	go func() {
-		_, err := r.a.opt.Sync.(*statesync.Service).Write(statesync.OpCreate, "after-refusal", []byte("x"))
+		_, err := r.a.opt.Sync.(*statesync.Service).Write(store.OpCreate, "after-refusal", []byte("x"))
 		wrote <- err
 	}()
 	select {

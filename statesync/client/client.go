@@ -18,6 +18,7 @@ import (
 	"net/url"
 
 	"github.com/hapair/hapair/statesync"
+	"github.com/hapair/hapair/statesync/store"
 )
 
 // Client talks to one daemon.
@@ -227,7 +228,7 @@ func (s *Stream) Recv() (Result, error) {
 }
 
 // Send queues one write; Flush sends what is queued.
-func (s *Stream) Send(kind statesync.OpKind, id string, data []byte) error {
+func (s *Stream) Send(kind store.OpKind, id string, data []byte) error {
 	n := 4 + 1 + 2 + len(id) + len(data)
 	if s.bw.Available() < n && s.bw.Buffered() > 0 {
 		if err := s.bw.Flush(); err != nil {
@@ -250,7 +251,7 @@ func (s *Stream) Flush() error { return s.bw.Flush() }
 
 // Do sends one write and waits for its answer; use it only when no other
 // Send is outstanding.
-func (s *Stream) Do(kind statesync.OpKind, id string, data []byte) (uint64, error) {
+func (s *Stream) Do(kind store.OpKind, id string, data []byte) (uint64, error) {
 	if err := s.Send(kind, id, data); err != nil {
 		return 0, err
 	}

@@ -1,4 +1,4 @@
-package statesync
+package repl
 
 import (
 	"bufio"
@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hapair/hapair/statesync/wire"
 )
 
 // ackPump reads the standby's acknowledgements. Its goroutine (run) parks
 // until they arrive, like any reader; a sync writer may instead poll the
-// socket for its own acknowledgement for a short while (Spin). On a machine
+// socket for its own acknowledgement for a short while (spin). On a machine
 // whose idle CPUs halt (most virtual machines) the wake-ups of a parked
 // reader and of the writer waiting for it cost more than the round trip to
 // the standby itself.
@@ -76,38 +78,38 @@ func (p *ackPump) close() {
 
 // take reads what fd holds, opens it and applies the acknowledgements in
 // it. Called with mu held.
-func (p *ackPump) take(fd int, store *Store) (n int, err error) {
+func (p *ackPump) take(fd int, acks *acks) (n int, err error) {
 	if n, err = readOnce(fd, p.rbuf[:]); n <= 0 {
 		return n, err
 	}
-	return n, p.add(p.rbuf[:n], store)
+	return n, p.add(p.rbuf[:n], acks)
 }
 
 // add opens bytes read from the socket and applies what they complete.
-func (p *ackPump) add(b []byte, store *Store) error {
+func (p *ackPump) add(b []byte, acks *acks) error {
 	if err := p.c.open.feed(b); err != nil {
 		return err
 	}
 	p.buf = p.c.open.take(p.buf)
-	return p.parse(store)
+	return p.parse(acks)
 }
 
-func (p *ackPump) parse(store *Store) error {
-	var m msg
+func (p *ackPump) parse(acks *acks) error {
+	var m wire.Msg
 	used := 0
 	for len(p.buf)-used >= 4 {
 		n := 4 + int(binary.BigEndian.Uint32(p.buf[used:]))
-		if n < 5 || n-4 > maxMsg {
-			return fmt.Errorf("%w: %d bytes", errMsg, n-4)
+		if n < 5 || n-4 > wire.MaxMsg {
+			return fmt.Errorf("%w: %d bytes", wire.ErrMalformed, n-4)
 		}
 		if len(p.buf)-used < n {
 			break
 		}
-		if err := decodeMsg(p.buf[used+4:used+n], &m); err != nil {
+		if err := wire.Decode(p.buf[used+4:used+n], &m); err != nil {
 			return err
 		}
-		if m.typ == msgAck {
-			store.setAcked(m.seq)
+		if m.Type == wire.Ack {
+			acks.set(m.Seq)
 			p.acked.Store(true)
 		}
 		used += n
@@ -118,9 +120,9 @@ func (p *ackPump) parse(store *Store) error {
 
 // run reads acknowledgements until the connection fails or stays silent
 // for deadAfter (setupAllow until the first).
-func (p *ackPump) run(store *Store) error {
+func (p *ackPump) run(acks *acks) error {
 	p.mu.Lock()
-	err := p.parse(store) // what came with the hello
+	err := p.parse(acks) // what came with the hello
 	p.mu.Unlock()
 	if err != nil {
 		return err
@@ -134,7 +136,7 @@ func (p *ackPump) run(store *Store) error {
 				return err
 			}
 			p.mu.Lock()
-			err = p.add(tmp[:n], store)
+			err = p.add(tmp[:n], acks)
 			p.mu.Unlock()
 			if err != nil {
 				return err
@@ -147,7 +149,7 @@ func (p *ackPump) run(store *Store) error {
 		var rerr error
 		err := p.raw.Read(func(fd uintptr) bool {
 			p.mu.Lock()
-			n, rerr = p.take(int(fd), store)
+			n, rerr = p.take(int(fd), acks)
 			p.mu.Unlock()
 			// Nothing there (a poller may have taken it): park again.
 			return !errors.Is(rerr, syscall.EAGAIN)
@@ -163,20 +165,20 @@ func (p *ackPump) run(store *Store) error {
 	}
 }
 
-// Spin polls the socket until seq is acknowledged or d has passed, and
+// spin polls the socket until seq is acknowledged or d has passed, and
 // says whether it was.
-func (p *ackPump) Spin(store *Store, seq uint64, d time.Duration) bool {
+func (p *ackPump) spin(acks *acks, seq uint64, d time.Duration) bool {
 	if p.raw == nil {
-		return store.Acked() >= seq // over TLS only run reads the socket
+		return acks.load() >= seq // over TLS only run reads the socket
 	}
 	start := time.Now()
-	for store.Acked() < seq {
+	for acks.load() < seq {
 		if time.Since(start) > d {
 			return false
 		}
 		if p.mu.TryLock() {
 			if p.dup >= 0 {
-				p.take(p.dup, store) // errors are run's to report
+				p.take(p.dup, acks) // errors are run's to report
 			}
 			p.mu.Unlock()
 		}

@@ -1,4 +1,4 @@
-package statesync
+package repl
 
 import (
 	"bytes"

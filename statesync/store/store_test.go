@@ -1,11 +1,15 @@
-package statesync
+package store
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/hapair/hapair/statesync/wire"
 )
 
 // The ring is checked against a model (every op ever logged) over many
@@ -17,7 +21,7 @@ func TestOpLogAgainstModel(t *testing.T) {
 	var all [][]byte
 	for seq := uint64(1); seq <= 2000; seq++ {
 		data := bytes.Repeat([]byte{byte(seq)}, rng.IntN(200))
-		f := appendMsg(nil, &msg{typ: msgOp, seq: seq, kind: OpUpdate, id: []byte("id"), data: data})
+		f := wire.Append(nil, &wire.Msg{Type: wire.Op, Seq: seq, Kind: uint8(OpUpdate), ID: []byte("id"), Data: data})
 		l.append(f)
 		all = append(all, f)
 		if l.end-l.start > int64(len(l.ring)) {
@@ -57,7 +61,7 @@ func TestOpLogAgainstModel(t *testing.T) {
 // stream applies them: the only allocation should be the session's new
 // data, which the store keeps.
 func BenchmarkWriteBatch(b *testing.B) {
-	s := NewStore(Limits{})
+	s := New(Limits{})
 	data := bytes.Repeat([]byte{'x'}, 256)
 	ids := make([][]byte, 10000)
 	for i := range ids {
@@ -82,7 +86,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 
 // The standby's side: applying a batch of replicated updates.
 func BenchmarkApply(b *testing.B) {
-	s := NewStore(Limits{})
+	s := New(Limits{})
 	data, id := bytes.Repeat([]byte{'x'}, 256), []byte("call")
 	ops := make([]Op, 256)
 	var seq uint64
@@ -100,4 +104,63 @@ func BenchmarkApply(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestStoreLimits(t *testing.T) {
+	s := New(Limits{MaxSessions: 2, MaxData: 8})
+	write(t, s, OpCreate, "a", "x")
+	write(t, s, OpCreate, "b", "x")
+	for _, c := range []struct {
+		kind     OpKind
+		id, data string
+		want     error
+	}{
+		{OpCreate, "c", "x", ErrFull},
+		{OpCreate, "a", "x", ErrExists},
+		{OpUpdate, "zz", "x", ErrNotFound},
+		{OpUpdate, "a", "123456789", ErrTooLarge},
+		{OpCreate, "", "x", ErrBadID},
+		{OpCreate, string(make([]byte, 257)), "x", ErrBadID},
+	} {
+		if _, err := s.Write(c.kind, c.id, []byte(c.data), time.Now()); !errors.Is(err, c.want) {
+			t.Errorf("%v %q: %v, want %v", c.kind, c.id, err, c.want)
+		}
+	}
+}
+
+// Issue 14.7: what all sessions hold is bounded (sessions.max_memory), with
+// a clear error past it; a delete gives the room back.
+func TestStoreMemoryLimit(t *testing.T) {
+	s := New(Limits{MaxMemory: 10 * sessionCost(6, 1000)})
+	data := bytes.Repeat([]byte{'x'}, 1000)
+	for i := range 10 {
+		if _, err := s.Write(OpCreate, fmt.Sprintf("call-%d", i), data, time.Now()); err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+	}
+	_, err := s.Write(OpCreate, "call-x", data, time.Now())
+	if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "sessions.max_memory") {
+		t.Fatalf("past the limit: %v", err)
+	}
+	if _, err := s.Write(OpUpdate, "call-1", append(data, 'y'), time.Now()); !errors.Is(err, ErrFull) {
+		t.Fatalf("an update past the limit: %v", err)
+	}
+	if _, err := s.Write(OpUpdate, "call-1", data[:10], time.Now()); err != nil {
+		t.Fatalf("an update that shrinks: %v", err)
+	}
+	if _, err := s.Write(OpDelete, "call-2", nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(OpCreate, "call-x", data, time.Now()); err != nil {
+		t.Fatalf("after a delete: %v", err)
+	}
+}
+
+func write(t *testing.T, s *Store, kind OpKind, id, data string) uint64 {
+	t.Helper()
+	seq, err := s.Write(kind, id, []byte(data), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
 }

@@ -1,4 +1,4 @@
-package statesync
+package repl
 
 import (
 	"bytes"
@@ -8,6 +8,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hapair/hapair/statesync/store"
+	"github.com/hapair/hapair/statesync/wire"
 )
 
 // relay sits on the path between a follower and its leader (issue 14.4):
@@ -85,15 +88,15 @@ func TestTamperedReplicationIsRejected(t *testing.T) {
 		// An operation in the clear before the leader's first record,
 		// as the stream was before it was sealed.
 		{"injected", func(b []byte) []byte {
-			op := appendMsg(nil, &msg{typ: msgOp, seq: 1, kind: OpCreate, id: []byte("evil"), data: []byte("x")})
+			op := wire.Append(nil, &wire.Msg{Type: wire.Op, Seq: 1, Kind: wire.KindCreate, ID: []byte("evil"), Data: []byte("x")})
 			return append(op, b...)
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			leader := startNode(t, NewStore(Limits{}), "", [][]byte{key}, true)
-			write(t, leader.store, OpCreate, "call-1", "digits=42")
+			leader := startNode(t, store.New(store.Limits{}), "", [][]byte{key}, true)
+			write(t, leader.store, store.OpCreate, "call-1", "digits=42")
 			r := startRelay(t, leader.ln.Addr().String(), c.tamper)
-			follower := startNode(t, NewStore(Limits{}), r.ln.Addr().String(), [][]byte{key}, false)
+			follower := startNode(t, store.New(store.Limits{}), r.ln.Addr().String(), [][]byte{key}, false)
 			// The tampered connection ends and is counted; the next one,
 			// untouched, brings the real session.
 			waitFor(t, "the tampered connection to be rejected", func() bool { return follower.repl.Stats().Rejected == 1 })
@@ -124,7 +127,7 @@ func TestForgedAckIsRejected(t *testing.T) {
 	lead.open.onReject = func() { rejected++ }
 	// The path writes an ack in the clear where the follower's sealed
 	// records would come.
-	b.Write(appendMsg(nil, &msg{typ: msgAck, seq: 99}))
+	b.Write(wire.Append(nil, &wire.Msg{Type: wire.Ack, Seq: 99}))
 	lead.SetReadDeadline(time.Now().Add(time.Second))
 	buf := make([]byte, 64)
 	if _, err := lead.Read(buf); err != ErrSealed || rejected != 1 {
@@ -135,10 +138,10 @@ func TestForgedAckIsRejected(t *testing.T) {
 	a2, b2 := socketPair(t)
 	lead, _ = newSealedConn(a2, keyA, keyB, nil)
 	fol.Conn = b2
-	fol.Write(appendMsg(nil, &msg{typ: msgAck, seq: 5}))
+	fol.Write(wire.Append(nil, &wire.Msg{Type: wire.Ack, Seq: 5}))
 	n, err := lead.Read(buf)
-	var m msg
-	if err != nil || decodeMsg(buf[4:n], &m) != nil || m.typ != msgAck || m.seq != 5 {
+	var m wire.Msg
+	if err != nil || wire.Decode(buf[4:n], &m) != nil || m.Type != wire.Ack || m.Seq != 5 {
 		t.Fatalf("genuine ack: %v %+v", err, m)
 	}
 }
@@ -153,7 +156,7 @@ func BenchmarkSealOpen(b *testing.B) {
 	k1, k2 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
 	s, _ := newSealedConn(a, k1, k2, nil)
 	o, _ := newSealedConn(c, k2, k1, nil)
-	op := appendMsg(nil, &msg{typ: msgOp, seq: 1, kind: OpUpdate, id: []byte("call-0000001"), data: bytes.Repeat([]byte{'s'}, 256)})
+	op := wire.Append(nil, &wire.Msg{Type: wire.Op, Seq: 1, Kind: wire.KindUpdate, ID: []byte("call-0000001"), Data: bytes.Repeat([]byte{'s'}, 256)})
 	var hdr [4]byte
 	b.SetBytes(int64(len(op)))
 	b.ReportAllocs()
@@ -171,7 +174,7 @@ func BenchmarkSealOpen(b *testing.B) {
 // Issue 14.7: the active's listener hears only its peer, and only a few
 // connections at a time before they prove the key.
 func TestListenerRefusesStrangersAndFloods(t *testing.T) {
-	leader := startNodeCfg(t, NewStore(Limits{}), ReplConfig{Keys: [][]byte{key}, Peer: "127.0.0.1:9"}, true)
+	leader := startNodeCfg(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}, Peer: "127.0.0.1:9"}, true)
 	stranger := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
 	c, err := stranger.Dial("tcp", leader.ln.Addr().String())
 	if err != nil {

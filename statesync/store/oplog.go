@@ -1,4 +1,4 @@
-package statesync
+package store
 
 import "encoding/binary"
 

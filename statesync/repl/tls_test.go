@@ -1,4 +1,4 @@
-package statesync
+package repl
 
 import (
 	"fmt"
@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/hapair/hapair/lab/pki"
+
+	"github.com/hapair/hapair/statesync/store"
 )
 
 func makePKI(t *testing.T, dir, caName string, names ...string) {
@@ -22,7 +24,7 @@ func tlsNode(t *testing.T, dir, self, peer, peerAddr string, active bool) *node 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startNodeCfg(t, NewStore(Limits{}), ReplConfig{Keys: [][]byte{key}, Peer: peerAddr, TLSServer: srv, TLSClient: cli}, active)
+	return startNodeCfg(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}, Peer: peerAddr, TLSServer: srv, TLSClient: cli}, active)
 }
 
 func TestReplicationOverTLS(t *testing.T) {
@@ -31,7 +33,7 @@ func TestReplicationOverTLS(t *testing.T) {
 	leader := tlsNode(t, dir, "a", "b", "", true)
 	follower := tlsNode(t, dir, "b", "a", leader.ln.Addr().String(), false)
 	for i := 0; i < 100; i++ {
-		write(t, leader.store, OpCreate, fmt.Sprint(i), "x")
+		write(t, leader.store, store.OpCreate, fmt.Sprint(i), "x")
 	}
 	waitFor(t, "replication over TLS", func() bool { _, s := follower.store.Seq(); return s == 100 })
 
@@ -46,7 +48,7 @@ func TestReplicationOverTLS(t *testing.T) {
 		t.Error("a follower with a foreign certificate got data")
 	}
 	// ... and cannot push the real standby off the link.
-	write(t, leader.store, OpCreate, "after", "x")
+	write(t, leader.store, store.OpCreate, "after", "x")
 	waitFor(t, "the real standby to keep following", func() bool { _, ok := follower.store.Get("after"); return ok })
 }
 

@@ -1,4 +1,13 @@
-package statesync
+// Package store holds the application sessions of one node and the
+// positions that order them: the sequence of every write, the epoch (the
+// active's term) it belongs to, and a bounded log of recent operations from
+// which a standby resumes. It knows nothing of connections or roles; the
+// replication protocol (package repl) reads its log and snapshots and
+// applies what the active sends.
+//
+// The log holds operations encoded as they travel (package wire), so the
+// active sends it to the standby as it is.
+package store
 
 import (
 	"errors"
@@ -7,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/hapair/hapair/statesync/wire"
 )
 
 // OpKind is what an operation does.
@@ -14,9 +25,9 @@ type OpKind uint8
 
 // Operation kinds.
 const (
-	OpCreate OpKind = 1 + iota
-	OpUpdate
-	OpDelete
+	OpCreate OpKind = wire.KindCreate
+	OpUpdate OpKind = wire.KindUpdate
+	OpDelete OpKind = wire.KindDelete
 )
 
 var opNames = [...]string{OpCreate: "create", OpUpdate: "update", OpDelete: "delete"}
@@ -108,7 +119,7 @@ func (l *Limits) defaults() {
 	if l.LogBytes == 0 {
 		l.LogBytes = 16 << 20
 	}
-	l.LogBytes = max(l.LogBytes, 2*opSize(l.MaxIDLen, l.MaxData))
+	l.LogBytes = max(l.LogBytes, 2*wire.OpSize(l.MaxIDLen, l.MaxData))
 }
 
 // Errors callers branch on.
@@ -148,16 +159,12 @@ type Store struct {
 	written atomic.Uint64
 	count   atomic.Int64
 	mem     int64 // what the sessions hold (sessionCost), under mu
-
-	acked  atomic.Uint64 // read on every write (backpressure): no lock
-	ackMu  sync.Mutex
-	ackSig chan struct{}
 }
 
-// NewStore makes an empty store.
-func NewStore(lim Limits) *Store {
+// New makes an empty store.
+func New(lim Limits) *Store {
 	lim.defaults()
-	s := &Store{lim: lim, sessions: map[string]*entry{}, notify: make(chan struct{}, 1), ackSig: make(chan struct{})}
+	s := &Store{lim: lim, sessions: map[string]*entry{}, notify: make(chan struct{}, 1)}
 	// Pages of the ring become resident only as the log fills.
 	s.log = opLog{ring: make([]byte, lim.LogBytes), first: 1}
 	return s
@@ -176,7 +183,9 @@ func (s *Store) check(id, data []byte) error {
 // Write applies a local write with the next sequence number and logs it.
 func (s *Store) Write(kind OpKind, id string, data []byte, now time.Time) (uint64, error) {
 	w := []Write{{Kind: kind, ID: []byte(id), Data: data}}
-	s.WriteBatch(w, now)
+	if s.WriteBatch(w, now) {
+		s.Wake()
+	}
 	return w[0].Seq, w[0].Err
 }
 
@@ -192,17 +201,10 @@ type Write struct {
 }
 
 // WriteBatch applies writes in order under one lock: a pipelining client's
-// writes that arrived together cost one lock and one wake-up of the
-// replication sender, not one each.
-func (s *Store) WriteBatch(ws []Write, now time.Time) {
-	if s.writeBatch(ws, now) {
-		s.signal()
-	}
-}
-
-// writeBatch is WriteBatch without waking the leader: the caller sends,
-// or wakes it.
-func (s *Store) writeBatch(ws []Write, now time.Time) (wrote bool) {
+// writes that arrived together cost one lock, and one wake-up of the
+// replication sender, not one each. It says whether anything was written;
+// the caller then wakes the sender (Wake), or sends itself.
+func (s *Store) WriteBatch(ws []Write, now time.Time) (wrote bool) {
 	for i := range ws {
 		if ws[i].Err == nil {
 			ws[i].Err = s.check(ws[i].ID, ws[i].Data)
@@ -240,7 +242,7 @@ func (s *Store) writeBatch(ws []Write, now time.Time) (wrote bool) {
 		w.Seq = s.seq + 1
 		op := Op{Seq: w.Seq, Kind: w.Kind, ID: w.ID, Data: w.Data}
 		s.applyLocked(cur, &op, now)
-		s.frame = appendMsg(s.frame[:0], &msg{typ: msgOp, seq: op.Seq, kind: op.Kind, id: op.ID, data: op.Data})
+		s.frame = wire.Append(s.frame[:0], &wire.Msg{Type: wire.Op, Seq: op.Seq, Kind: uint8(op.Kind), ID: op.ID, Data: op.Data})
 		s.log.append(s.frame)
 		wrote = true
 	}
@@ -270,7 +272,7 @@ func (s *Store) Apply(now time.Time, ops ...Op) error {
 	s.log.reset(s.seq)
 	s.publish()
 	if len(ops) > 0 {
-		s.signal()
+		s.Wake()
 	}
 	return nil
 }
@@ -298,7 +300,8 @@ func (s *Store) applyLocked(cur *entry, op *Op, now time.Time) {
 	s.seq = op.Seq
 }
 
-func (s *Store) signal() {
+// Wake tells the reader of Changed that there is more to read.
+func (s *Store) Wake() {
 	select {
 	case s.notify <- struct{}{}:
 	default:
@@ -322,7 +325,6 @@ func (s *Store) SetEpoch(e uint64) {
 	s.prevEpoch, s.prevSeq = s.epoch, s.seq
 	s.epoch = e
 	s.mu.Unlock()
-	s.setAcked(0)
 }
 
 // Resume returns the log position from which a standby that holds the
@@ -393,7 +395,7 @@ func (s *Store) Load(epoch, seq uint64, sessions []Session, now time.Time) (drop
 	s.sessions, s.epoch, s.seq, s.mem = next, epoch, seq, mem
 	s.publish()
 	s.log.reset(seq)
-	s.signal()
+	s.Wake()
 	return dropped
 }
 
@@ -421,39 +423,12 @@ func (s *Store) List() []Session {
 	return l
 }
 
+// Limits are the store's bounds, defaults filled in.
+func (s *Store) Limits() Limits { return s.lim }
+
 // Len is the number of sessions. It does not wait for the store.
 func (s *Store) Len() int { return int(s.count.Load()) }
 
 // Written is the last sequence written (active) or applied (standby). It
 // does not wait for the store.
 func (s *Store) Written() uint64 { return s.written.Load() }
-
-// Acked is the highest sequence the standby acknowledged in this epoch.
-func (s *Store) Acked() uint64 { return s.acked.Load() }
-
-func (s *Store) setAcked(seq uint64) {
-	s.ackMu.Lock()
-	s.acked.Store(seq)
-	close(s.ackSig)
-	s.ackSig = make(chan struct{})
-	s.ackMu.Unlock()
-}
-
-// WaitAcked waits until the standby acknowledged seq, or until timeout.
-func (s *Store) WaitAcked(seq uint64, timeout time.Duration) bool {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		s.ackMu.Lock()
-		acked, sig := s.acked.Load(), s.ackSig
-		s.ackMu.Unlock()
-		if acked >= seq {
-			return true
-		}
-		select {
-		case <-sig:
-		case <-deadline.C:
-			return false
-		}
-	}
-}

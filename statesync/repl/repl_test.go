@@ -1,0 +1,407 @@
+package repl
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/statesync/store"
+)
+
+var key = bytes.Repeat([]byte{3}, 32)
+
+type node struct {
+	store  *store.Store
+	repl   *Replicator
+	ln     net.Listener
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	dropped []string
+}
+
+// startNode runs a replicator on loopback (replication has no link-layer
+// part, so loopback is the real thing here; the daemon's tests run it
+// across namespaces).
+func startNode(t *testing.T, st *store.Store, peer string, keys [][]byte, active bool) *node {
+	t.Helper()
+	return startNodeCfg(t, st, Config{Keys: keys, Peer: peer}, active)
+}
+
+// startNodeCfg runs a replicator with cfg (OnDropped is the node's own).
+func startNodeCfg(t *testing.T, st *store.Store, cfg Config, active bool) *node {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runNode(t, st, cfg, ln, active)
+}
+
+// runNode runs a replicator with cfg on ln: the active accepts on it.
+func runNode(t *testing.T, st *store.Store, cfg Config, ln net.Listener, active bool) *node {
+	t.Helper()
+	n := &node{store: st, ln: ln, done: make(chan struct{})}
+	cfg.OnDropped = func(ids []string) {
+		n.mu.Lock()
+		n.dropped = append(n.dropped, ids...)
+		n.mu.Unlock()
+	}
+	n.repl = New(st, cfg)
+	if active {
+		n.repl.SetActive(true, 1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	go func() {
+		defer close(n.done)
+		n.repl.Run(ctx, ln)
+	}()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *node) stop() {
+	n.cancel()
+	<-n.done
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func write(t *testing.T, s *store.Store, kind store.OpKind, id, data string) uint64 {
+	t.Helper()
+	seq, err := s.Write(kind, id, []byte(data), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+func TestReplicationStreamsAndAcks(t *testing.T) {
+	leader := startNode(t, store.New(store.Limits{}), "", [][]byte{key}, true)
+	follower := startNode(t, store.New(store.Limits{}), leader.ln.Addr().String(), [][]byte{key}, false)
+	for i := 0; i < 1000; i++ {
+		write(t, leader.store, store.OpCreate, fmt.Sprintf("call-%d", i), "digits=")
+	}
+	write(t, leader.store, store.OpUpdate, "call-7", "digits=123")
+	last := write(t, leader.store, store.OpDelete, "call-9", "")
+	waitFor(t, "follower to apply", func() bool { _, s := follower.store.Seq(); return s == last })
+	waitFor(t, "leader to see the ack", func() bool { return leader.repl.Acked() == last })
+	if v, ok := follower.store.Get("call-7"); !ok || string(v.Data) != "digits=123" || v.Version != 2 {
+		t.Errorf("call-7 on the follower: %+v %v", v, ok)
+	}
+	if _, ok := follower.store.Get("call-9"); ok {
+		t.Error("deleted session still on the follower")
+	}
+	if follower.store.Len() != 999 {
+		t.Errorf("follower holds %d sessions, want 999", follower.store.Len())
+	}
+	if !leader.repl.WaitAcked(last, time.Second) {
+		t.Error("WaitAcked on an acknowledged sequence timed out")
+	}
+}
+
+func TestResumeAndSnapshot(t *testing.T) {
+	leader := startNode(t, store.New(store.Limits{LogBytes: 4096, MaxData: 256}), "", [][]byte{key}, true)
+	fstore := store.New(store.Limits{})
+	f := startNode(t, fstore, leader.ln.Addr().String(), [][]byte{key}, false)
+	for i := 0; i < 10; i++ {
+		write(t, leader.store, store.OpCreate, fmt.Sprintf("s%d", i), "x")
+	}
+	waitFor(t, "first sync", func() bool { _, s := fstore.Seq(); return s == 10 })
+	snaps := leader.repl.Stats().Snapshots
+
+	// A short outage: the follower reconnects and resumes from its seq.
+	f.stop()
+	for i := 10; i < 20; i++ {
+		write(t, leader.store, store.OpCreate, fmt.Sprintf("s%d", i), "x")
+	}
+	f = startNode(t, fstore, leader.ln.Addr().String(), [][]byte{key}, false)
+	waitFor(t, "resume", func() bool { _, s := fstore.Seq(); return s == 20 })
+	if st := leader.repl.Stats(); st.Resumes != 1 || st.Snapshots != snaps {
+		t.Errorf("short outage: %+v, want one resume and no new snapshot", st)
+	}
+
+	// A long outage: the log (4 KiB) no longer reaches back: snapshot.
+	f.stop()
+	for i := 0; i < 300; i++ {
+		write(t, leader.store, store.OpUpdate, "s1", fmt.Sprint(i))
+	}
+	startNode(t, fstore, leader.ln.Addr().String(), [][]byte{key}, false)
+	waitFor(t, "snapshot", func() bool { _, s := fstore.Seq(); return s == 320 })
+	// At least one: the leader may also have tried to resync the old,
+	// closing connection before it noticed it was gone.
+	if st := leader.repl.Stats(); st.Snapshots < snaps+1 {
+		t.Errorf("long outage: %+v, want a new snapshot", st)
+	}
+	if v, _ := fstore.Get("s1"); string(v.Data) != "299" {
+		t.Errorf("s1 = %q after snapshot", v.Data)
+	}
+}
+
+func TestSnapshotReportsDroppedSessions(t *testing.T) {
+	leader := startNode(t, store.New(store.Limits{}), "", [][]byte{key}, true)
+	write(t, leader.store, store.OpCreate, "kept", "1")
+	// The follower was active alone during an isolation and took calls of
+	// its own: they are not on the winner and will be dropped.
+	fstore := store.New(store.Limits{})
+	fstore.SetEpoch(99)
+	write(t, fstore, store.OpCreate, "isolated-call", "1")
+	f := startNode(t, fstore, leader.ln.Addr().String(), [][]byte{key}, false)
+	waitFor(t, "resync", func() bool { _, ok := fstore.Get("kept"); return ok })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.dropped) != 1 || f.dropped[0] != "isolated-call" {
+		t.Errorf("dropped %v, want [isolated-call]", f.dropped)
+	}
+}
+
+func TestWrongKeyRejected(t *testing.T) {
+	leader := startNode(t, store.New(store.Limits{}), "", [][]byte{key}, true)
+	fstore := store.New(store.Limits{})
+	startNode(t, fstore, leader.ln.Addr().String(), [][]byte{bytes.Repeat([]byte{4}, 32)}, false)
+	write(t, leader.store, store.OpCreate, "secret", "x")
+	waitFor(t, "auth failures", func() bool { return leader.repl.Stats().AuthErrors > 0 })
+	if fstore.Len() != 0 {
+		t.Error("a follower with the wrong key got data")
+	}
+}
+
+// A polling reader still sleeps past its poll, honours the read deadline
+// (the standby's dead-link detection) and reports the peer's close.
+func TestPollReader(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	raw, _ := c.(*net.TCPConn).SyscallConn()
+	r := &pollReader{raw: raw, poll: 100 * time.Microsecond}
+	buf := make([]byte, 16)
+	go func() {
+		time.Sleep(20 * time.Millisecond) // long past the poll: the read sleeps
+		peer.Write([]byte("op"))
+	}()
+	if n, err := r.Read(buf); err != nil || string(buf[:n]) != "op" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if _, err := r.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("past the deadline: %v, want a timeout", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	peer.Close()
+	if _, err := r.Read(buf); err != io.EOF {
+		t.Fatalf("after the peer closed: %v, want EOF", err)
+	}
+}
+
+// Issue 14.6: after a switchover the old active, holding exactly what the
+// new active held when it took over, resumes rather than reloading every
+// session; one that holds writes the new active never had takes a
+// snapshot (and learns which sessions it drops).
+func TestOldActiveResumesAfterRoleChange(t *testing.T) {
+	for _, extra := range []bool{false, true} {
+		ls, fs := store.New(store.Limits{}), store.New(store.Limits{})
+		l := startNode(t, ls, "", [][]byte{key}, true)
+		f := startNode(t, fs, l.ln.Addr().String(), [][]byte{key}, false)
+		for i := range 10 {
+			write(t, ls, store.OpCreate, fmt.Sprintf("s%d", i), "x")
+		}
+		waitFor(t, "sync", func() bool { return l.repl.Acked() == 10 })
+		f.stop()
+		if extra {
+			write(t, ls, store.OpCreate, "only-on-the-old-active", "x")
+		}
+		l.stop()
+		// The roles change: the standby leads a new stream, the old
+		// active follows it.
+		nl := startNode(t, fs, "", [][]byte{key}, false)
+		nl.repl.SetActive(true, 2)
+		startNode(t, ls, nl.ln.Addr().String(), [][]byte{key}, false)
+		write(t, fs, store.OpCreate, "after", "x")
+		waitFor(t, "the old active to follow", func() bool { _, ok := ls.Get("after"); return ok })
+		st := nl.repl.Stats()
+		if !extra && (st.Resumes != 1 || st.Snapshots != 0) {
+			t.Errorf("old active with a prefix: %+v, want a resume", st)
+		}
+		if extra && st.Snapshots == 0 {
+			t.Errorf("old active with writes of its own: %+v, want a snapshot", st)
+		}
+		if _, ok := ls.Get("only-on-the-old-active"); ok {
+			t.Error("a write the new active never had survived")
+		}
+	}
+}
+
+// A standby waits for a snapshot however long the active takes to copy its
+// store, rather than give up after deadAfter and dial again: on a loaded
+// node with 300,000 sessions every attempt timed out in the copy, and each
+// new one queued behind the last on the store lock, so the standby never
+// got a snapshot at all.
+func TestSlowSnapshotIsWaitedFor(t *testing.T) {
+	st := &slowStore{Store: store.New(store.Limits{}), gate: make(chan struct{})}
+	for i := 0; i < 10; i++ {
+		write(t, st.Store, store.OpCreate, fmt.Sprintf("s%d", i), "x")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := New(st, Config{Keys: [][]byte{key}})
+	leader.SetActive(true, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		leader.Run(ctx, ln)
+	}()
+	defer func() { cancel(); <-done }()
+	var errs atomic.Int32
+	fstore := store.New(store.Limits{})
+	startNodeCfg(t, fstore, Config{Keys: [][]byte{key}, Peer: ln.Addr().String(), OnError: func(error) { errs.Add(1) }}, false)
+	// The copy takes longer than deadAfter.
+	time.Sleep(deadAfter + deadAfter/2) // the store's slow copy, not a wait for an event
+	close(st.gate)
+	waitFor(t, "the snapshot", func() bool { _, s := fstore.Seq(); return s == 10 })
+	waitFor(t, "the first acknowledgement", func() bool { return leader.Acked() == 10 })
+	if st := leader.Stats(); st.Snapshots != 1 || errs.Load() != 0 {
+		t.Errorf("%d snapshots and %d standby errors, want one snapshot and none", st.Snapshots, errs.Load())
+	}
+}
+
+// slowStore's snapshots wait for gate: a store that takes long to copy.
+type slowStore struct {
+	*store.Store
+	gate chan struct{}
+}
+
+func (s *slowStore) Snapshot() (epoch, seq uint64, pos int64, sessions []store.Session) {
+	<-s.gate
+	return s.Store.Snapshot()
+}
+
+func TestWaitAckedTimesOutWithoutStandby(t *testing.T) {
+	st := store.New(store.Limits{})
+	r := New(st, Config{})
+	r.SetActive(true, 1)
+	seq := write(t, st, store.OpCreate, "a", "x")
+	start := time.Now()
+	if r.WaitAcked(seq, 50*time.Millisecond) {
+		t.Fatal("acked without a standby")
+	}
+	if time.Since(start) < 50*time.Millisecond {
+		t.Error("returned before the timeout")
+	}
+}
+
+// The protocol needs no TCP: with an injected dialer the two ends speak
+// over any stream connection (here a unix socket pair, no network).
+func TestReplicationOverAnInjectedConn(t *testing.T) {
+	ln := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	leader := runNode(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}}, ln, true)
+	dial := func(ctx context.Context) (net.Conn, error) {
+		a, b := socketPair(t)
+		select {
+		case ln.conns <- a:
+			return b, nil
+		case <-ctx.Done():
+			a.Close()
+			b.Close()
+			return nil, ctx.Err()
+		}
+	}
+	fstore := store.New(store.Limits{})
+	runNode(t, fstore, Config{Keys: [][]byte{key}, Dial: dial}, &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}, false)
+	var last uint64
+	for i := range 100 {
+		last = write(t, leader.store, store.OpCreate, fmt.Sprintf("s%d", i), "x")
+	}
+	waitFor(t, "the follower to apply", func() bool { _, s := fstore.Seq(); return s == last })
+	waitFor(t, "the acknowledgement", func() bool { return leader.repl.Acked() == last })
+}
+
+// pipeListener hands out connections a test made.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+func (l *pipeListener) Addr() net.Addr { return &net.UnixAddr{Name: "pipe", Net: "unix"} }
+
+// A sync writer polls the socket for its acknowledgement (SpinAcked) while
+// the acknowledgement reader parks on it: neither loses an ack, and the
+// writer's wait ends only once the standby applied the write. The pollers'
+// duplicate of the socket must not leak into hooks and checks the daemon
+// starts.
+func TestSpinAckedSharesTheSocket(t *testing.T) {
+	for _, poll := range []time.Duration{0, 100 * time.Microsecond, 5 * time.Millisecond} {
+		t.Run(fmt.Sprint(poll), func(t *testing.T) {
+			leader := startNode(t, store.New(store.Limits{}), "", [][]byte{key}, true)
+			follower := startNodeCfg(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}, Peer: leader.ln.Addr().String(), Poll: poll}, false)
+			waitFor(t, "standby attached", func() bool { return leader.repl.Following() && leader.repl.pump.Load() != nil })
+			info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", leader.repl.pump.Load().dup))
+			var flags int
+			if err == nil {
+				fmt.Sscanf(strings.SplitN(string(info), "flags:", 2)[1], "%o", &flags)
+			}
+			if flags&syscall.O_CLOEXEC == 0 {
+				t.Errorf("duplicate socket without close-on-exec (%v): %q", err, info)
+			}
+			for i := 0; i < 300; i++ {
+				ws := []store.Write{{Kind: store.OpCreate, ID: []byte(fmt.Sprint("call-", i)), Data: []byte("x")}}
+				if !leader.store.WriteBatch(ws, time.Now()) {
+					t.Fatal(ws[0].Err)
+				}
+				leader.repl.Push()
+				seq := ws[0].Seq
+				if !leader.repl.SpinAcked(seq, poll) && !leader.repl.WaitAcked(seq, 5*time.Second) {
+					t.Fatalf("write %d not acknowledged", seq)
+				}
+				if _, applied := follower.store.Seq(); applied < seq {
+					t.Fatalf("write %d acknowledged with the standby at %d", seq, applied)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,389 @@
+// Package repl is the replication protocol between the two nodes' session
+// stores: the active leads (it streams its store's log, or a snapshot, to
+// the standby) and the standby follows (it applies what comes, in order,
+// and acknowledges it). It decides no roles: the service tells it whether
+// this node is active (SetActive).
+//
+// A connection: the standby dials (Config.Dial, TCP to the peer by
+// default), both ends prove they hold a shared key (auth.go), everything
+// after travels sealed (seal.go), optionally inside TLS (tls.go). The
+// standby says what it holds (hello); the active resumes it from its log
+// when it can, or sends a snapshot, then streams operations; the standby
+// acknowledges cumulatively (leader.go, follower.go). The latency
+// machinery, polling for acknowledgements and for the next operation, is
+// in transport.go. Message formats are package wire's.
+//
+// Sequence numbers order every write. A standby resumes from its last
+// applied sequence when the active still holds that part of its log and
+// the stream is the same (same epoch: the active's term); otherwise it gets
+// a consistent snapshot, then the stream. A standby that falls behind the
+// log's bound is resynced by snapshot, so a slow standby never makes the
+// active's memory grow without bound.
+package repl
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hapair/hapair/statesync/store"
+)
+
+// keepalive is how often an idle leader pings, and deadAfter how long
+// either end waits for traffic before it takes the connection for dead: a
+// cut link must break the connection so the standby reconnects (and
+// resumes) instead of waiting out TCP's own timers.
+//
+// setupAllow replaces deadAfter while a connection sets up, when each end
+// is silent by design for as long as the store takes: the standby waits
+// for the active to copy every session into a snapshot, and the active
+// for the standby to load it (its first acknowledgement). With deadAfter
+// there, a loaded node with 300,000 sessions never finished a snapshot:
+// each attempt timed out in the copy, the standby dialled again, and the
+// next copy queued behind the last on the store lock. A peer that dies
+// meanwhile closes its socket; only a link cut during set-up is noticed
+// this late, and a node that fails meanwhile is the heartbeats' business.
+const (
+	keepalive  = 200 * time.Millisecond
+	deadAfter  = time.Second
+	setupAllow = 30 * time.Second
+)
+
+// Store is what replication needs of the session store (*store.Store): its
+// positions, its log and snapshots on the active, applying and loading on
+// the standby.
+type Store interface {
+	Seq() (epoch, seq uint64)
+	SetEpoch(e uint64)
+	Resume(epoch, seq uint64) (pos int64, ok bool)
+	Changed() <-chan struct{}
+	Wake()
+	ReadLog(dst []byte, pos int64, max int) ([]byte, int64, bool)
+	Snapshot() (epoch, seq uint64, pos int64, sessions []store.Session)
+	Apply(now time.Time, ops ...store.Op) error
+	Load(epoch, seq uint64, sessions []store.Session, now time.Time) (dropped []string)
+	SetFollowing(epoch uint64)
+}
+
+// Config sets up a Replicator.
+type Config struct {
+	Keys [][]byte
+	// Peer is the other node's replication address, dialled while this
+	// node is standby; the active hears only connections from its
+	// address.
+	Peer string
+	// Dial, if set, opens a connection to the active in place of a TCP
+	// dial to Peer (tests hand over one end of a socket pair).
+	Dial func(ctx context.Context) (net.Conn, error)
+	// OnDropped, if set, is told which local sessions a snapshot from the
+	// active is about to replace or remove (after a split brain, the
+	// loser's sessions from the isolation).
+	OnDropped func(ids []string)
+	// OnError, if set, hears connection errors (for rate-limited logs).
+	OnError func(error)
+	// Poll, if set, is how long a standby polls the link for the next
+	// operation before its reader sleeps (sync mode: the writer waits for
+	// this standby, and the standby's wake-up is part of its wait). Not
+	// over TLS.
+	Poll time.Duration
+	// TLSServer and TLSClient, when set, wrap the replication link in TLS
+	// (mutual: each side presents a certificate the other verifies). The
+	// key-based challenge-response still runs inside it.
+	TLSServer, TLSClient *tls.Config
+}
+
+// Replicator streams the store to the standby while this node is active,
+// and follows the active while it is standby.
+type Replicator struct {
+	cfg   Config
+	store Store
+	acks  acks // what the attached standby acknowledged, in this epoch
+
+	mu       sync.Mutex
+	active   bool
+	roleCtx  context.Context
+	roleStop context.CancelFunc
+	changed  chan struct{}
+	current  context.CancelFunc // the attached standby's connection
+
+	sending    atomic.Pointer[sender]  // the attached standby's, while active
+	pump       atomic.Pointer[ackPump] // likewise
+	loaded     atomic.Uint64           // the standby streams once it acknowledged this: its snapshot or resume point
+	connected  atomic.Bool             // following the active
+	leading    atomic.Int32            // standby connections being served
+	snapshots  atomic.Uint64
+	resumes    atomic.Uint64
+	authErrors atomic.Uint64
+	rejected   atomic.Uint64 // records that failed to open: tampering
+	refused    atomic.Uint64 // connections not from the peer, or too many unproven
+	unproven   chan struct{} // a slot per connection still authenticating
+}
+
+// New makes a replicator for st; it starts as standby.
+func New(st Store, cfg Config) *Replicator {
+	if cfg.Dial == nil {
+		d := net.Dialer{Timeout: time.Second, KeepAlive: time.Second}
+		cfg.Dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", cfg.Peer) }
+	}
+	r := &Replicator{cfg: cfg, store: st, changed: make(chan struct{}, 1), unproven: make(chan struct{}, maxUnproven)}
+	r.acks.sig = make(chan struct{})
+	r.roleCtx, r.roleStop = context.WithCancel(context.Background())
+	return r
+}
+
+// SetActive switches between leading and following. A node that becomes
+// active starts a new epoch (epoch; 0 when the caller has set it in the
+// store already), so standbys of the old stream take a snapshot, or resume
+// (Store.Resume).
+func (r *Replicator) SetActive(active bool, epoch uint64) {
+	if active && epoch != 0 {
+		r.NewEpoch(epoch)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if active == r.active && r.roleCtx.Err() == nil {
+		return
+	}
+	r.active = active
+	r.roleStop()
+	r.roleCtx, r.roleStop = context.WithCancel(context.Background())
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// NewEpoch starts a new stream in the store (store.SetEpoch), before this
+// node leads: it waits for the store (a snapshot being loaded or copied),
+// so the caller may make it off its loop. Acknowledgements of the old
+// stream no longer count.
+func (r *Replicator) NewEpoch(epoch uint64) {
+	r.store.SetEpoch(epoch)
+	r.acks.set(0)
+}
+
+// Acked is the highest sequence the standby acknowledged in this epoch.
+func (r *Replicator) Acked() uint64 { return r.acks.load() }
+
+// WaitAcked waits until the standby acknowledged seq, or until timeout.
+func (r *Replicator) WaitAcked(seq uint64, timeout time.Duration) bool {
+	return r.acks.wait(seq, timeout)
+}
+
+// SpinAcked polls the attached standby's connection for the
+// acknowledgement of seq for up to d (transport.go), and says whether it
+// came; false at once without a standby, or over TLS.
+func (r *Replicator) SpinAcked(seq uint64, d time.Duration) bool {
+	p := r.pump.Load()
+	return p != nil && p.spin(&r.acks, seq, d)
+}
+
+// Active says whether this node leads (SetActive).
+func (r *Replicator) Active() bool {
+	_, active := r.role()
+	return active
+}
+
+func (r *Replicator) role() (context.Context, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.roleCtx, r.active
+}
+
+// Connected says whether a standby is attached (active) or this node is
+// attached to the active (standby).
+func (r *Replicator) Connected() bool { return r.connected.Load() || r.leading.Load() > 0 }
+
+// Following says whether an attached standby has loaded its snapshot (or
+// resumed) and now applies the stream.
+func (r *Replicator) Following() bool {
+	return r.leading.Load() > 0 && r.acks.load() >= r.loaded.Load()
+}
+
+// Stats counts the replicator's events.
+type Stats struct {
+	Snapshots, Resumes, AuthErrors uint64
+	// Rejected counts connections ended by a record that failed to
+	// open: altered or injected on the way.
+	Rejected uint64
+	// Refused counts connections closed unheard: not from the peer's
+	// address, or beyond maxUnproven authenticating at once.
+	Refused uint64
+}
+
+// maxUnproven bounds the connections authenticating at once.
+const maxUnproven = 4
+
+// Stats reads the counters.
+func (r *Replicator) Stats() Stats {
+	return Stats{Snapshots: r.snapshots.Load(), Resumes: r.resumes.Load(), AuthErrors: r.authErrors.Load(), Rejected: r.rejected.Load(), Refused: r.refused.Load()}
+}
+
+// Run accepts standbys on ln while active and follows the peer while
+// standby, until ctx ends; it closes ln and returns when all its
+// goroutines have ended.
+func (r *Replicator) Run(ctx context.Context, ln net.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.accept(ctx, ln, &wg)
+	}()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+		r.mu.Lock()
+		r.roleStop()
+		r.mu.Unlock()
+	}()
+	for ctx.Err() == nil {
+		rc, active := r.role()
+		if active {
+			select {
+			case <-rc.Done():
+			case <-ctx.Done():
+			}
+			continue
+		}
+		err := r.follow(rc)
+		r.connected.Store(false)
+		if err != nil && rc.Err() == nil && r.cfg.OnError != nil {
+			r.cfg.OnError(err)
+		}
+		select { // back off before dialling again
+		case <-time.After(50 * time.Millisecond):
+		case <-rc.Done():
+		case <-ctx.Done():
+		}
+	}
+	return nil
+}
+
+func (r *Replicator) accept(ctx context.Context, ln net.Listener, wg *sync.WaitGroup) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		rc, active := r.role()
+		if !active {
+			c.Close()
+			continue
+		}
+		// Only the peer may connect, and only a few connections may be
+		// proving themselves at once: a stranger cannot hold the
+		// listener busy, nor make the active spend on handshakes.
+		if !r.fromPeer(c) {
+			r.refused.Add(1)
+			c.Close()
+			continue
+		}
+		select {
+		case r.unproven <- struct{}{}:
+		default:
+			r.refused.Add(1)
+			c.Close()
+			continue
+		}
+		lc, cancel := context.WithCancel(rc)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cancel()
+			err := r.lead(lc, cancel, c)
+			if err != nil && lc.Err() == nil && r.cfg.OnError != nil {
+				r.cfg.OnError(err)
+			}
+		}()
+	}
+}
+
+// fromPeer says whether c comes from the peer's address (any port).
+func (r *Replicator) fromPeer(c net.Conn) bool {
+	peer, err := netip.ParseAddrPort(r.cfg.Peer)
+	if err != nil {
+		return true // a name, not an address: the handshake decides
+	}
+	from, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	return err == nil && from.Addr().Unmap() == peer.Addr().Unmap()
+}
+
+func handshake(ctx context.Context, c *tls.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := c.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("statesync: tls: %w", err)
+	}
+	return nil
+}
+
+// ackEvery bounds how many applied ops go unacknowledged while data keeps
+// arriving.
+const ackEvery = 256
+
+// closeOnDone closes c when ctx ends, unblocking its reads and writes.
+func closeOnDone(ctx context.Context, c net.Conn) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-done:
+		}
+		c.Close()
+	}()
+	return func() { close(done) }
+}
+
+// takeOver makes cancel the standby connection's, ending the previous one:
+// one standby at a time, and only an authenticated one replaces it.
+func (r *Replicator) takeOver(cancel context.CancelFunc) {
+	r.mu.Lock()
+	prev := r.current
+	r.current = cancel
+	r.mu.Unlock()
+	if prev != nil {
+		prev()
+	}
+}
+
+// secure readies a fresh replication connection, as the active (server)
+// or the standby: TLS if configured, then the key's challenge-response
+// both ways. Failures to prove identity are counted.
+func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (*sealedConn, error) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	var tc *tls.Conn
+	switch {
+	case server && r.cfg.TLSServer != nil:
+		tc = tls.Server(c, r.cfg.TLSServer)
+	case !server && r.cfg.TLSClient != nil:
+		tc = tls.Client(c, r.cfg.TLSClient)
+	}
+	if tc != nil {
+		if err := handshake(ctx, tc); err != nil {
+			r.authErrors.Add(1)
+			return nil, err
+		}
+		c = tc
+	}
+	send, recv, err := authenticate(c, r.cfg.Keys, server, 2*time.Second)
+	if err != nil {
+		if errors.Is(err, ErrAuth) {
+			r.authErrors.Add(1)
+		}
+		return nil, err
+	}
+	return newSealedConn(c, send, recv, func() { r.rejected.Add(1) })
+}

@@ -1,0 +1,73 @@
+package statesync
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/statesync/repl"
+	"github.com/hapair/hapair/statesync/store"
+)
+
+// replicate runs a replicator for st on loopback, active or following
+// peer, until the test ends.
+func replicate(t *testing.T, st *store.Store, cfg repl.Config, active bool) (*repl.Replicator, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := repl.New(st, cfg)
+	if active {
+		r.SetActive(true, 1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx, ln)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return r, ln.Addr().String()
+}
+
+// A sync write returns only once the standby applied it, whether it polls
+// the socket for its acknowledgement or sleeps until the reader hands it
+// over, and a polling standby applies what comes.
+func TestSyncWriteWaitsForTheStandby(t *testing.T) {
+	for _, poll := range []time.Duration{0, 100 * time.Microsecond, 5 * time.Millisecond} {
+		t.Run(fmt.Sprint(poll), func(t *testing.T) {
+			ls, fs := store.New(store.Limits{}), store.New(store.Limits{})
+			lr, addr := replicate(t, ls, repl.Config{Keys: [][]byte{key}}, true)
+			replicate(t, fs, repl.Config{Keys: [][]byte{key}, Peer: addr, Poll: poll}, false)
+			svc := NewService(ls, lr, ServiceConfig{Mode: Sync, SyncPoll: poll, SyncTimeout: 5 * time.Second})
+			svc.SetRole(1, "ACTIVE", true, "a", 1)
+			deadline := time.Now().Add(5 * time.Second)
+			for !lr.Following() {
+				if time.Now().After(deadline) {
+					t.Fatal("the standby did not attach")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			for i := 0; i < 300; i++ {
+				id := fmt.Sprintf("call-%d", i%10)
+				kind := store.OpUpdate
+				if i < 10 {
+					kind = store.OpCreate
+				}
+				seq, err := svc.Write(kind, id, []byte(fmt.Sprint(i)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, applied := fs.Seq(); applied < seq {
+					t.Fatalf("write %d returned with the standby at %d", seq, applied)
+				}
+			}
+			if svc.Degraded() {
+				t.Error("sync mode degraded with a healthy standby")
+			}
+		})
+	}
+}

@@ -117,11 +117,25 @@ func (v *validator) build(f *file) *Config {
 	v.keys(f, c)
 	v.timers(f, c)
 
-	switch c.SyncMode {
-	case "async", "sync":
-	default:
-		v.errf("sync_mode", "%q is neither \"async\" nor \"sync\"", f.SyncMode)
+	v.ports(f, c)
+	v.sessions(f, c)
+	c.TLSCert, c.TLSKey, c.TLSCA = f.TLS.Cert, f.TLS.Key, f.TLS.CA
+	if set := (c.TLSCert != "") || (c.TLSKey != "") || (c.TLSCA != ""); set {
+		for _, k := range []struct{ key, val string }{{"tls.cert", c.TLSCert}, {"tls.key", c.TLSKey}, {"tls.ca", c.TLSCA}} {
+			if k.val == "" {
+				v.errf(k.key, "missing: cert, key and ca go together")
+			}
+		}
 	}
+	v.vips(f, c)
+	v.checks(f, c)
+	v.hooks(f, c)
+	return c
+}
+
+// ports checks the ports and the metrics listener, which must not share
+// the pair's own ports.
+func (v *validator) ports(f *file, c *Config) {
 	if f.HeartbeatPort != nil {
 		c.HeartbeatPort = v.port("heartbeat_port", *f.HeartbeatPort)
 	}
@@ -144,6 +158,15 @@ func (v *validator) build(f *file) *Config {
 		} else if n == c.ReplicationPort || n == c.HeartbeatPort {
 			v.errf("metrics.listen", "%q: port %d is the pair's own (replication_port %d, heartbeat_port %d)", f.Metrics.Listen, n, c.ReplicationPort, c.HeartbeatPort)
 		}
+	}
+}
+
+// sessions checks the session store's limits and sync mode's settings.
+func (v *validator) sessions(f *file, c *Config) {
+	switch c.SyncMode {
+	case "async", "sync":
+	default:
+		v.errf("sync_mode", "%q is neither \"async\" nor \"sync\"", f.SyncMode)
 	}
 	c.MaxSessions, c.MaxData, c.SyncTimeout = 1_000_000, 64<<10, time.Second
 	if f.Sessions.MaxSessions != nil {
@@ -174,18 +197,6 @@ func (v *validator) build(f *file) *Config {
 			v.errf("sessions.sync_poll", "%v is too long (at most 10ms: past the round trip to the standby polling only burns CPU)", c.SyncPoll)
 		}
 	}
-	c.TLSCert, c.TLSKey, c.TLSCA = f.TLS.Cert, f.TLS.Key, f.TLS.CA
-	if set := (c.TLSCert != "") || (c.TLSKey != "") || (c.TLSCA != ""); set {
-		for _, k := range []struct{ key, val string }{{"tls.cert", c.TLSCert}, {"tls.key", c.TLSKey}, {"tls.ca", c.TLSCA}} {
-			if k.val == "" {
-				v.errf(k.key, "missing: cert, key and ca go together")
-			}
-		}
-	}
-	v.vips(f, c)
-	v.checks(f, c)
-	v.hooks(f, c)
-	return c
 }
 
 func (v *validator) nodes(f *file, c *Config) {

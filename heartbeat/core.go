@@ -154,53 +154,24 @@ func pathIndex(name string) byte {
 // when the agent's lease runs out.
 func ServeCore(conn net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreConfig)) error {
 	buf := make([]byte, 64<<10)
-	n, err := conn.Read(buf)
+	cfg, err := readCoreConfig(conn, buf)
 	if err != nil {
-		return fmt.Errorf("heartbeat core: reading config: %w", err)
+		return err
 	}
-	if n == 0 || buf[0] != msgInit {
-		return errors.New("heartbeat core: first message is not a config")
-	}
-	var cfg CoreConfig
-	if err := json.Unmarshal(buf[1:n], &cfg); err != nil {
-		return fmt.Errorf("heartbeat core: config: %w", err)
-	}
-	hello := isolate(cfg)
-	hb, _ := json.Marshal(hello)
+	hb, _ := json.Marshal(isolate(cfg))
 	if _, err := conn.Write(append([]byte{msgHello}, hb...)); err != nil {
 		return err
 	}
-	ifi, err := net.InterfaceByName(cfg.RawInterface)
+	ep, err := openCore(cfg)
 	if err != nil {
-		return fmt.Errorf("heartbeat core: %w", err)
-	}
-	var mac net.HardwareAddr
-	if cfg.RawPeerMAC != "" {
-		if mac, err = net.ParseMAC(cfg.RawPeerMAC); err != nil {
-			return fmt.Errorf("heartbeat core: %w", err)
-		}
-	}
-	raw, err := RawPath(ifi, mac)
-	if err != nil {
-		return err
-	}
-	udp, err := UDPPath(cfg.UDPLocal, cfg.UDPPeer)
-	if err != nil {
-		raw.Conn.Close()
-		return err
-	}
-	ep, err := New(cfg.Endpoint, raw, udp)
-	if err != nil {
-		raw.Conn.Close()
-		udp.Conn.Close()
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	runErr := make(chan error, 1)
-	wg.Add(2)
+	runErr, readErr := make(chan error, 1), make(chan error, 1)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		runErr <- ep.Run(ctx)
@@ -209,8 +180,6 @@ func ServeCore(conn net.Conn, isolate func(CoreConfig) CoreHello, fence func(Cor
 		defer wg.Done()
 		forwardEvents(ctx, conn, ep)
 	}()
-	readErr := make(chan error, 1)
-	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		readErr <- readParent(ctx, conn, ep, buf)
@@ -233,32 +202,13 @@ func ServeCore(conn net.Conn, isolate func(CoreConfig) CoreHello, fence func(Cor
 		case <-ep.unfence:
 			ep.setFenced(false)
 		case <-lease.C:
-			// A locked node never changes role by itself, not even
-			// hung: the operator has said no failover now.
-			ep.mu.Lock()
-			locked := ep.local.Flags&FlagLocked != 0
-			ep.mu.Unlock()
-			if ep.fenced.Load() || locked {
+			if !ep.leaseExpired() {
 				continue
 			}
-			ep.setFenced(true)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				// Make before break: the VIPs go once the peer says it
-				// holds them (it takes them at our first FAULT frame), or after
-				// two dead intervals whatever it says: a hung node must
-				// not keep them.
-				tick := time.NewTicker(max(ep.cfg.Interval/4, time.Millisecond))
-				defer tick.Stop()
-				for deadline := time.Now().Add(2 * ep.cfg.Dead); !ep.peerHolds.Load() && time.Now().Before(deadline); {
-					select {
-					case <-ctx.Done():
-						return
-					case <-tick.C:
-					}
-				}
-				fence(cfg)
+				ep.releaseWhenTaken(ctx, func() { fence(cfg) })
 			}()
 			select {
 			case ep.events <- Event{Kind: Fenced, At: time.Now()}:
@@ -266,6 +216,84 @@ func ServeCore(conn net.Conn, isolate func(CoreConfig) CoreHello, fence func(Cor
 			}
 		}
 	}
+}
+
+// readCoreConfig reads the parent's first message: the core's config.
+func readCoreConfig(conn net.Conn, buf []byte) (CoreConfig, error) {
+	var cfg CoreConfig
+	n, err := conn.Read(buf)
+	if err != nil {
+		return cfg, fmt.Errorf("heartbeat core: reading config: %w", err)
+	}
+	if n == 0 || buf[0] != msgInit {
+		return cfg, errors.New("heartbeat core: first message is not a config")
+	}
+	if err := json.Unmarshal(buf[1:n], &cfg); err != nil {
+		return cfg, fmt.Errorf("heartbeat core: config: %w", err)
+	}
+	return cfg, nil
+}
+
+// openCore opens the core's two paths and its endpoint.
+func openCore(cfg CoreConfig) (*Endpoint, error) {
+	ifi, err := net.InterfaceByName(cfg.RawInterface)
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat core: %w", err)
+	}
+	var mac net.HardwareAddr
+	if cfg.RawPeerMAC != "" {
+		if mac, err = net.ParseMAC(cfg.RawPeerMAC); err != nil {
+			return nil, fmt.Errorf("heartbeat core: %w", err)
+		}
+	}
+	raw, err := RawPath(ifi, mac)
+	if err != nil {
+		return nil, err
+	}
+	udp, err := UDPPath(cfg.UDPLocal, cfg.UDPPeer)
+	if err != nil {
+		raw.Conn.Close()
+		return nil, err
+	}
+	ep, err := New(cfg.Endpoint, raw, udp)
+	if err != nil {
+		raw.Conn.Close()
+		udp.Conn.Close()
+		return nil, err
+	}
+	return ep, nil
+}
+
+// leaseExpired fences the node when the agent let its lease run out, and
+// says whether it did: its frames say FAULT from now on, so the peer takes
+// over at once. A locked node never changes role by itself, not even hung:
+// the operator has said no failover now.
+func (ep *Endpoint) leaseExpired() bool {
+	ep.mu.Lock()
+	locked := ep.local.Flags&FlagLocked != 0
+	ep.mu.Unlock()
+	if ep.fenced.Load() || locked {
+		return false
+	}
+	ep.setFenced(true)
+	return true
+}
+
+// releaseWhenTaken calls release (the VIPs go) once the peer says it holds
+// them (it takes them at our first FAULT frame), or after two dead
+// intervals whatever it says: make before break, but a hung node must not
+// keep them.
+func (ep *Endpoint) releaseWhenTaken(ctx context.Context, release func()) {
+	tick := time.NewTicker(max(ep.cfg.Interval/4, time.Millisecond))
+	defer tick.Stop()
+	for deadline := time.Now().Add(2 * ep.cfg.Dead); !ep.peerHolds.Load() && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+	release()
 }
 
 func forwardEvents(ctx context.Context, conn net.Conn, ep *Endpoint) {

@@ -340,17 +340,8 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			}
 		}
 		lastRun = now
-		// What the readers already took off the sockets is heard before
-		// anything is declared silent.
-		for pending := true; pending; {
-			select {
-			case r := <-e.rx:
-				if !e.receive(ctx, &r, &peerAlive) {
-					return nil
-				}
-			default:
-				pending = false
-			}
+		if !e.receiveQueued(ctx, &peerAlive) {
+			return nil
 		}
 		recheck, ok := e.expire(ctx, now, &peerAlive)
 		if !ok {
@@ -361,6 +352,21 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			next = min(next, e.cfg.Interval/4)
 		}
 		live.Reset(next)
+	}
+}
+
+// receiveQueued handles what the readers already took off the sockets, so
+// it is heard before anything is declared silent; false when ctx ended.
+func (e *Endpoint) receiveQueued(ctx context.Context, peerAlive *bool) bool {
+	for {
+		select {
+		case r := <-e.rx:
+			if !e.receive(ctx, &r, peerAlive) {
+				return false
+			}
+		default:
+			return true
+		}
 	}
 }
 

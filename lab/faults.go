@@ -46,39 +46,12 @@ func (c *Cluster) CrashRestart(round int, acked map[string]int, bound time.Durat
 	if err != nil {
 		return 0, err
 	}
-	var mu sync.Mutex
-	mine := map[string]int{}
-	n := 0
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; ; i++ {
-			id, kind := fmt.Sprintf("r%d-s%d", round, i%16), store.OpUpdate
-			if i < 16 {
-				kind = store.OpCreate
-			}
-			if _, err := st.Do(kind, id, []byte(strconv.Itoa(i))); err != nil {
-				return // the node died: this write was never acknowledged
-			}
-			mu.Lock()
-			mine[id] = i
-			n++
-			mu.Unlock()
-		}
-	}()
+	w := StartWrites(st, round, 16)
 	// Under load: at least 50 acknowledged writes before the crash.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		mu.Lock()
-		enough := n >= 50
-		mu.Unlock()
-		if enough {
-			break
-		}
-		if time.Now().After(deadline) {
-			st.Close()
-			<-done
-			return 0, fmt.Errorf("fewer than 50 writes in 10s")
-		}
+	if err := w.WaitCount(50, 10*time.Second); err != nil {
+		st.Close()
+		w.Wait()
+		return 0, err
 	}
 	if err := c.Kill(act); err != nil {
 		return 0, err
@@ -87,8 +60,7 @@ func (c *Cluster) CrashRestart(round int, acked map[string]int, bound time.Durat
 		return 0, err
 	}
 	st.Close()
-	<-done
-	for id, v := range mine {
+	for id, v := range w.Wait() {
 		acked[id] = v
 	}
 	// Until the restarted daemon has removed it, the killed one's VIP is
@@ -107,8 +79,13 @@ func (c *Cluster) CrashRestart(round int, acked map[string]int, bound time.Durat
 	if c.Holds(act, VIP.Addr()) {
 		return 0, fmt.Errorf("both nodes hold the VIP")
 	}
+	return c.Missing(sb, acked), nil
+}
+
+// Missing counts the writes in acked that node lacks (or holds older).
+func (c *Cluster) Missing(node string, acked map[string]int) (missing int) {
 	for id, want := range acked {
-		got, err := client.New(c.Socket(sb)).Get(context.Background(), id)
+		got, err := client.New(c.Socket(node)).Get(context.Background(), id)
 		if err != nil || got.Data == nil {
 			missing++
 			continue
@@ -117,7 +94,65 @@ func (c *Cluster) CrashRestart(round int, acked map[string]int, bound time.Durat
 			missing++
 		}
 	}
-	return missing, nil
+	return missing
+}
+
+// Writes is a write load on a stream: sessions r<round>-s<0..n-1> are
+// written the numbers 0, 1, 2... in turn, and the highest acknowledged per
+// session is kept (values only grow, so a later write whose answer a dying
+// node never sent may be found too).
+type Writes struct {
+	mu    sync.Mutex
+	acked map[string]int
+	n     int
+	done  chan struct{}
+}
+
+// StartWrites writes to sessions sessions on st until a write fails (the
+// node died, or st was closed).
+func StartWrites(st *client.Stream, round, sessions int) *Writes {
+	w := &Writes{acked: map[string]int{}, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for i := 0; ; i++ {
+			id, kind := fmt.Sprintf("r%d-s%d", round, i%sessions), store.OpUpdate
+			if i < sessions {
+				kind = store.OpCreate
+			}
+			if _, err := st.Do(kind, id, []byte(strconv.Itoa(i))); err != nil {
+				return // the node died: this write was never acknowledged
+			}
+			w.mu.Lock()
+			w.acked[id] = i
+			w.n++
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+// Count is how many writes were acknowledged so far.
+func (w *Writes) Count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n
+}
+
+// WaitCount waits until n writes were acknowledged, at most within.
+func (w *Writes) WaitCount(n int, within time.Duration) error {
+	for deadline := time.Now().Add(within); w.Count() < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("fewer than %d writes acknowledged in %v", n, within)
+		}
+	}
+	return nil
+}
+
+// Wait waits for the writer to end and returns the highest value
+// acknowledged per session.
+func (w *Writes) Wait() map[string]int {
+	<-w.done
+	return w.acked
 }
 
 // LockThenKill locks the standby (lock runs the operator's lock command)

@@ -251,37 +251,11 @@ const maxBatch = 256
 // one reads on.
 func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 	defer c.Close()
-	bw := bufio.NewWriterSize(c, 64<<10)
-	var wmu sync.Mutex        // bw's owner: either goroutine
-	var inflight atomic.Int64 // batches handed over and not yet answered
-	type answers struct {
-		b    []byte
-		last uint64
-	}
-	queue := make(chan answers, 64)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		broken := false
-		for a := range queue {
-			if !broken && a.last > 0 {
-				s.settle(a.last)
-			}
-			wmu.Lock()
-			if !broken {
-				_, err := bw.Write(a.b)
-				if err == nil && len(queue) == 0 {
-					err = bw.Flush()
-				}
-				broken = err != nil
-			}
-			wmu.Unlock()
-			inflight.Add(-1)
-		}
-	}()
+	st := &stream{s: s, bw: bufio.NewWriterSize(c, 64<<10), queue: make(chan answers, 64), done: make(chan struct{})}
+	go st.answerQueued()
 	defer func() {
-		close(queue)
-		<-done
+		close(st.queue)
+		<-st.done
 	}()
 	batch := make([]store.Write, 0, maxBatch)
 	var big, out []byte
@@ -290,18 +264,8 @@ func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 		if err != nil {
 			return
 		}
-		batch = batch[:0]
-		used := 0
-		for len(batch) < maxBatch && len(b)-used >= 4 {
-			// A bad length further on ends the stream at the next
-			// awaitFrames, once the requests before it are answered.
-			n := 4 + int(binary.BigEndian.Uint32(b[used:]))
-			if n < 4+3 || len(b)-used < n {
-				break
-			}
-			batch = append(batch, parseRequest(b[used+4:used+n]))
-			used += n
-		}
+		var used int
+		batch, used = parseBatch(batch[:0], b)
 		s.applyBatch(batch) // copies what the store keeps
 		if buffered {
 			br.Discard(used)
@@ -314,28 +278,90 @@ func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 				last = w.Seq
 			}
 		}
-		// Answered here when nothing needs waiting for, or when a lone
-		// sync write has nothing queued behind or ahead of it (a hand-off
-		// to the other goroutine would add to its latency); in order
-		// either way.
-		more := wholeRequestBuffered(br)
-		if inflight.Load() == 0 && (last == 0 || s.cfg.Mode != Sync || !more) {
-			if last > 0 {
-				s.settle(last)
-			}
-			wmu.Lock()
-			_, err := bw.Write(out)
-			if err == nil && !more {
-				err = bw.Flush()
-			}
-			wmu.Unlock()
-			if err != nil {
-				return
-			}
-			continue
+		if st.answer(out, last, wholeRequestBuffered(br)) != nil {
+			return
 		}
-		inflight.Add(1)
-		queue <- answers{b: bytes.Clone(out), last: last}
+	}
+}
+
+// stream is the answering side of one binary stream: answers go out in
+// the order of the requests, either from the reading goroutine or, while
+// sync writes wait for the standby, from answerQueued's.
+type stream struct {
+	s        *Service
+	bw       *bufio.Writer
+	wmu      sync.Mutex   // bw's owner: either goroutine
+	inflight atomic.Int64 // batches handed over and not yet answered
+	queue    chan answers
+	done     chan struct{}
+}
+
+// answers are a batch's encoded answers, and the last sequence written in
+// it (0: none) for sync mode to wait for.
+type answers struct {
+	b    []byte
+	last uint64
+}
+
+// parseBatch appends the whole requests at the start of b (at most
+// maxBatch) and says how many bytes they took. A bad length further on
+// ends the stream at the next AwaitFrames, once the requests before it
+// are answered.
+func parseBatch(batch []store.Write, b []byte) ([]store.Write, int) {
+	used := 0
+	for len(batch) < maxBatch && len(b)-used >= 4 {
+		n := 4 + int(binary.BigEndian.Uint32(b[used:]))
+		if n < 4+3 || len(b)-used < n {
+			break
+		}
+		batch = append(batch, parseRequest(b[used+4:used+n]))
+		used += n
+	}
+	return batch, used
+}
+
+// answer sends out, after the standby applied last in sync mode. It is
+// answered here when nothing needs waiting for, or when a lone sync write
+// has nothing queued behind or ahead of it (a hand-off to the other
+// goroutine would add to its latency); otherwise queued. more says
+// another request is already buffered.
+func (st *stream) answer(out []byte, last uint64, more bool) error {
+	if st.inflight.Load() != 0 || (last != 0 && st.s.cfg.Mode == Sync && more) {
+		st.inflight.Add(1)
+		st.queue <- answers{b: bytes.Clone(out), last: last}
+		return nil
+	}
+	if last > 0 {
+		st.s.settle(last)
+	}
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	_, err := st.bw.Write(out)
+	if err == nil && !more {
+		err = st.bw.Flush()
+	}
+	return err
+}
+
+// answerQueued answers queued batches in order until the queue closes;
+// after a write fails it only drains.
+func (st *stream) answerQueued() {
+	defer close(st.done)
+	broken := false
+	for a := range st.queue {
+		if !broken && a.last > 0 {
+			st.s.settle(a.last)
+		}
+		st.wmu.Lock()
+		if !broken {
+			_, err := st.bw.Write(a.b)
+			if err == nil && len(st.queue) == 0 {
+				err = st.bw.Flush()
+			}
+			broken = err != nil
+		}
+		st.wmu.Unlock()
+		st.inflight.Add(-1)
 	}
 }
 

@@ -97,81 +97,31 @@ func (w *Watcher) Close() error {
 // failover of its own.
 func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 	defer func() { close(w.done) }()
-	m := w.m
-	ifaces := map[string]bool{}
-	for _, a := range m.addrs {
-		ifaces[a.Interface] = true
+	v := &view{m: w.m, ctx: ctx, out: out, ifaces: map[string]bool{}, carrier: map[string]bool{}}
+	for _, a := range w.m.addrs {
+		v.ifaces[a.Interface] = true
 	}
-	carrier := map[string]bool{}
-	for name := range ifaces {
-		if l, err := m.nl.LinkByName(name); err == nil {
-			carrier[name] = l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
+	for name := range v.ifaces {
+		if l, err := w.m.nl.LinkByName(name); err == nil {
+			v.carrier[name] = l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
 		}
-	}
-	emit := func(ev Event) bool {
-		select {
-		case out <- ev:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-	setCarrier := func(name string, up bool) bool {
-		if up == carrier[name] {
-			return true
-		}
-		carrier[name] = up
-		kind := CarrierDown
-		if up {
-			kind = CarrierUp
-		}
-		return emit(Event{Kind: kind, Interface: name})
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-w.errCh:
-			if !w.reopen(ctx) {
+			if !w.reopen(ctx) || !v.readBack() {
 				return nil
-			}
-			// Read back what the lost notifications would have said.
-			for name := range ifaces {
-				if l, err := m.nl.LinkByName(name); err == nil && !setCarrier(name, l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0) {
-					return nil
-				}
-			}
-			m.mu.Lock()
-			held := m.held
-			m.mu.Unlock()
-			if present, err := m.Present(); held && err == nil {
-				for _, a := range m.addrs {
-					if !slices.Contains(present, a) && !emit(Event{Kind: Removed, Addr: a, Interface: a.Interface}) {
-						return nil
-					}
-				}
 			}
 		case u, ok := <-w.addrCh:
 			if !ok {
 				w.lost()
 				continue
 			}
-			if u.NewAddr {
-				continue
-			}
 			ip, _ := netip.AddrFromSlice(u.LinkAddress.IP)
-			m.mu.Lock()
-			held := m.held
-			m.mu.Unlock()
-			if !held {
-				continue
-			}
-			for _, a := range m.addrs {
-				if a.Prefix.Addr() == ip.Unmap() {
-					if !emit(Event{Kind: Removed, Addr: a, Interface: a.Interface}) {
-						return nil
-					}
-				}
+			if !u.NewAddr && !v.removed(ip.Unmap()) {
+				return nil
 			}
 		case u, ok := <-w.linkCh:
 			if !ok {
@@ -179,14 +129,82 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 				continue
 			}
 			name := u.Attrs().Name
-			if !ifaces[name] {
-				continue
-			}
-			if !setCarrier(name, u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0) {
+			if v.ifaces[name] && !v.setCarrier(name, u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0) {
 				return nil
 			}
 		}
 	}
+}
+
+// view is what a Watcher knows of the kernel: the VIPs' interfaces and
+// their carrier. Its methods return false once ctx ended.
+type view struct {
+	m       *Manager
+	ctx     context.Context
+	out     chan<- Event
+	ifaces  map[string]bool
+	carrier map[string]bool
+}
+
+func (v *view) emit(ev Event) bool {
+	select {
+	case v.out <- ev:
+		return true
+	case <-v.ctx.Done():
+		return false
+	}
+}
+
+// setCarrier records an interface's carrier and reports a change.
+func (v *view) setCarrier(name string, up bool) bool {
+	if up == v.carrier[name] {
+		return true
+	}
+	v.carrier[name] = up
+	kind := CarrierDown
+	if up {
+		kind = CarrierUp
+	}
+	return v.emit(Event{Kind: kind, Interface: name})
+}
+
+func (v *view) held() bool {
+	v.m.mu.Lock()
+	defer v.m.mu.Unlock()
+	return v.m.held
+}
+
+// removed reports the held VIPs at ip as removed.
+func (v *view) removed(ip netip.Addr) bool {
+	if !v.held() {
+		return true
+	}
+	for _, a := range v.m.addrs {
+		if a.Prefix.Addr() == ip && !v.emit(Event{Kind: Removed, Addr: a, Interface: a.Interface}) {
+			return false
+		}
+	}
+	return true
+}
+
+// readBack reads from the kernel what notifications lost on a resubscribe
+// would have said: carriers, and held VIPs no longer present.
+func (v *view) readBack() bool {
+	for name := range v.ifaces {
+		if l, err := v.m.nl.LinkByName(name); err == nil && !v.setCarrier(name, l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0) {
+			return false
+		}
+	}
+	present, err := v.m.Present()
+	if !v.held() || err != nil {
+		return true
+	}
+	for _, a := range v.m.addrs {
+		if !slices.Contains(present, a) && !v.emit(Event{Kind: Removed, Addr: a, Interface: a.Interface}) {
+			return false
+		}
+	}
+	return true
 }
 
 // lost turns a closed subscription channel into a resubscription: the

@@ -63,49 +63,7 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	makers := []struct {
-		name string
-		make func() (contender, error)
-	}{
-		{"hapair default (100ms/300ms)", func() (contender, error) { return newHapair(bin, "default") }},
-		{"hapair fast (10ms/30ms)", func() (contender, error) { return newHapair(bin, "fast") }},
-		{"keepalived advert 1s", func() (contender, error) { return newKeepalived("1") }},
-		{"keepalived advert 0.1s", func() (contender, error) { return newKeepalived("0.1") }},
-		{"keepalived advert 0.01s", func() (contender, error) { return newKeepalived("0.01") }},
-	}
-	var cells []*cell
-	var idle []string
-	for _, mk := range makers {
-		if *only != "" && !containsAny(mk.name, strings.Split(*only, ",")) {
-			continue
-		}
-		fmt.Fprintf(os.Stderr, "== %s\n", mk.name)
-		c, err := mk.make()
-		if err != nil {
-			cells = append(cells, &cell{contender: mk.name, scenario: "-", err: err})
-			fmt.Fprintln(os.Stderr, "  ", err)
-			continue
-		}
-		if rss, cpu, err := c.idle(); err == nil {
-			idle = append(idle, fmt.Sprintf("| %s | %d KiB | %.2f%% |", mk.name, rss, cpu))
-		}
-		for _, sc := range c.scenarios() {
-			ce := &cell{contender: mk.name, scenario: sc}
-			cells = append(cells, ce)
-			for i := 0; i < *runs; i++ {
-				r, err := c.run(sc)
-				if err != nil {
-					ce.err = err
-					fmt.Fprintf(os.Stderr, "   %s run %d: %v\n", sc, i+1, err)
-					break
-				}
-				fmt.Fprintf(os.Stderr, "   %s\n", r)
-				ce.vip = append(ce.vip, r.VIPAfter)
-				ce.outage = append(ce.outage, r.Outage)
-			}
-		}
-		c.close()
-	}
+	cells, idle := benchFailovers(bin, *only, *runs)
 	report := ""
 	if *only != "faults" {
 		report = render(cells, idle, *runs)
@@ -130,43 +88,7 @@ func main() {
 		return
 	}
 	if *only == "" || containsAny("sessions", strings.Split(*only, ",")) {
-		writes, sessions := *nwrites, 200_000
-		if *quick && *nwrites == 1_000_000 {
-			writes = 200_000
-		}
-		var figs []syncFigures
-		for _, b := range []struct {
-			name string
-			run  func(bin string, writes, sessions int) (syncFigures, error)
-		}{
-			{"hapair", benchHapairSync},
-			{"Redis", func(_ string, w, s int) (syncFigures, error) { return benchRedis(w, s) }},
-		} {
-			fmt.Fprintln(os.Stderr, "== session replication:", b.name)
-			f, err := b.run(bin, writes, sessions)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "  ", err)
-				f.note = "failed: " + err.Error()
-			}
-			figs = append(figs, f)
-		}
-		fmt.Fprintln(os.Stderr, "== sync write latency: hapair and Redis, alternating")
-		if h, r, err := benchSyncLatency(bin, writes/20); err != nil {
-			fmt.Fprintln(os.Stderr, "  ", err)
-		} else {
-			figs[0].syncP50, figs[0].syncP99 = h[0], h[1]
-			figs[1].syncP50, figs[1].syncP99 = r[0], r[1]
-		}
-		rounds := 100
-		if *quick {
-			rounds = 20
-		}
-		fmt.Fprintf(os.Stderr, "== sync mode: %d kill -9 failovers under writes\n", rounds)
-		z, err := benchZeroLoss(bin, rounds)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "  ", err)
-		}
-		report += renderSync(figs) + renderZeroLoss(z, rounds, err)
+		report += benchSessions(bin, *nwrites, *quick)
 	}
 	fmt.Print(report)
 	if *write != "" {
@@ -174,6 +96,95 @@ func main() {
 			fatal(err)
 		}
 	}
+}
+
+// benchFailovers runs every contender's failover scenarios runs times, and
+// measures each one idle.
+func benchFailovers(bin, only string, runs int) (cells []*cell, idle []string) {
+	makers := []struct {
+		name string
+		make func() (contender, error)
+	}{
+		{"hapair default (100ms/300ms)", func() (contender, error) { return newHapair(bin, "default") }},
+		{"hapair fast (10ms/30ms)", func() (contender, error) { return newHapair(bin, "fast") }},
+		{"keepalived advert 1s", func() (contender, error) { return newKeepalived("1") }},
+		{"keepalived advert 0.1s", func() (contender, error) { return newKeepalived("0.1") }},
+		{"keepalived advert 0.01s", func() (contender, error) { return newKeepalived("0.01") }},
+	}
+	for _, mk := range makers {
+		if only != "" && !containsAny(mk.name, strings.Split(only, ",")) {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "== %s\n", mk.name)
+		c, err := mk.make()
+		if err != nil {
+			cells = append(cells, &cell{contender: mk.name, scenario: "-", err: err})
+			fmt.Fprintln(os.Stderr, "  ", err)
+			continue
+		}
+		if rss, cpu, err := c.idle(); err == nil {
+			idle = append(idle, fmt.Sprintf("| %s | %d KiB | %.2f%% |", mk.name, rss, cpu))
+		}
+		for _, sc := range c.scenarios() {
+			ce := &cell{contender: mk.name, scenario: sc}
+			cells = append(cells, ce)
+			for i := 0; i < runs; i++ {
+				r, err := c.run(sc)
+				if err != nil {
+					ce.err = err
+					fmt.Fprintf(os.Stderr, "   %s run %d: %v\n", sc, i+1, err)
+					break
+				}
+				fmt.Fprintf(os.Stderr, "   %s\n", r)
+				ce.vip = append(ce.vip, r.VIPAfter)
+				ce.outage = append(ce.outage, r.Outage)
+			}
+		}
+		c.close()
+	}
+	return cells, idle
+}
+
+// benchSessions measures session replication against Redis: throughput,
+// sync write latency, and writes lost over kill -9 failovers in sync mode.
+func benchSessions(bin string, nwrites int, quick bool) string {
+	writes, sessions := nwrites, 200_000
+	if quick && nwrites == 1_000_000 {
+		writes = 200_000
+	}
+	var figs []syncFigures
+	for _, b := range []struct {
+		name string
+		run  func(bin string, writes, sessions int) (syncFigures, error)
+	}{
+		{"hapair", benchHapairSync},
+		{"Redis", func(_ string, w, s int) (syncFigures, error) { return benchRedis(w, s) }},
+	} {
+		fmt.Fprintln(os.Stderr, "== session replication:", b.name)
+		f, err := b.run(bin, writes, sessions)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "  ", err)
+			f.note = "failed: " + err.Error()
+		}
+		figs = append(figs, f)
+	}
+	fmt.Fprintln(os.Stderr, "== sync write latency: hapair and Redis, alternating")
+	if h, r, err := benchSyncLatency(bin, writes/20); err != nil {
+		fmt.Fprintln(os.Stderr, "  ", err)
+	} else {
+		figs[0].syncP50, figs[0].syncP99 = h[0], h[1]
+		figs[1].syncP50, figs[1].syncP99 = r[0], r[1]
+	}
+	rounds := 100
+	if quick {
+		rounds = 20
+	}
+	fmt.Fprintf(os.Stderr, "== sync mode: %d kill -9 failovers under writes\n", rounds)
+	z, err := benchZeroLoss(bin, rounds)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "  ", err)
+	}
+	return renderSync(figs) + renderZeroLoss(z, rounds, err)
 }
 
 func containsAny(s string, subs []string) bool {

@@ -58,15 +58,51 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 	if err := c.WaitSynced(act, 10*time.Second); err != nil {
 		return f, err
 	}
-	stop := make(chan struct{})
+	lagsOf := sampleLag(c, act)
+	start := time.Now()
+	last, err := pipeline(st, writes, func(i int) (store.OpKind, string) { return store.OpUpdate, "s" + strconv.Itoa(i%ids) })
+	if err != nil {
+		lagsOf()
+		return f, err
+	}
+	for {
+		s, err := c.Status(sb)
+		if err == nil && s.Sync.Written >= last {
+			break
+		}
+		if time.Since(start) > 2*time.Minute {
+			lagsOf()
+			return f, errors.New("standby never caught up")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	f.rate = float64(writes) / time.Since(start).Seconds()
+	f.lagP99 = pctF(lagsOf(), 99)
+	after, _ := c.Status(act)
+	if after.Role != "ACTIVE" || (after.LastTransition != nil && before.LastTransition != nil && after.LastTransition.At != before.LastTransition.At) {
+		f.note = "FALSE FAILOVER during the run"
+	} else {
+		f.note = "no false failover at the fast profile (10ms/30ms) during the run"
+	}
+	st.Close()
+
+	done()
+	f.memPerSession, err = hapairMemPerSession(bin, sessions)
+	return f, err
+}
+
+// sampleLag samples the standby's distance behind the active every 5 ms
+// until the returned func is called; it returns the samples.
+func sampleLag(c *lab.Cluster, act string) (stop func() []float64) {
+	quit := make(chan struct{})
 	lags := make(chan []float64)
-	go func() { // sample the standby's distance behind the active
+	go func() {
 		var l []float64
 		t := time.NewTicker(5 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
-			case <-stop:
+			case <-quit:
 				lags <- l
 				return
 			case <-t.C:
@@ -76,46 +112,23 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 			}
 		}
 	}()
-	start := time.Now()
-	last, err := pipeline(st, writes, func(i int) (store.OpKind, string) { return store.OpUpdate, "s" + strconv.Itoa(i%ids) })
-	if err != nil {
-		close(stop)
-		<-lags
-		return f, err
+	return func() []float64 {
+		close(quit)
+		return <-lags
 	}
-	for {
-		s, err := c.Status(sb)
-		if err == nil && s.Sync.Written >= last {
-			break
-		}
-		if time.Since(start) > 2*time.Minute {
-			close(stop)
-			<-lags
-			return f, errors.New("standby never caught up")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	f.rate = float64(writes) / time.Since(start).Seconds()
-	close(stop)
-	f.lagP99 = pctF(<-lags, 99)
-	after, _ := c.Status(act)
-	if after.Role != "ACTIVE" || (after.LastTransition != nil && before.LastTransition != nil && after.LastTransition.At != before.LastTransition.At) {
-		f.note = "FALSE FAILOVER during the run"
-	} else {
-		f.note = "no false failover at the fast profile (10ms/30ms) during the run"
-	}
-	st.Close()
+}
 
-	// Sync mode latency and memory, on a sync-mode pair.
-	done()
+// hapairMemPerSession measures the bytes of RSS a 256-byte session costs
+// on a sync-mode pair's active.
+func hapairMemPerSession(bin string, sessions int) (float64, error) {
 	c2, act, done2, err := startPair(bin, "sync2", lab.ConfigOptions{SyncMode: "sync"})
 	if err != nil {
-		return f, err
+		return 0, err
 	}
 	defer done2()
 	st2, err := client.New(c2.Socket(act)).Stream(context.Background())
 	if err != nil {
-		return f, err
+		return 0, err
 	}
 	defer st2.Close()
 	// Per session: the growth from sessions/2 to sessions, so fixed costs
@@ -127,13 +140,12 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 		if _, err := pipeline(st2, sessions/2, func(i int) (store.OpKind, string) {
 			return store.OpCreate, fmt.Sprintf("mem-%08d", base+i)
 		}); err != nil {
-			return f, err
+			return 0, err
 		}
 		time.Sleep(200 * time.Millisecond)
 		rss[half] = rssOf(c2.Pid(act)) * 1024
 	}
-	f.memPerSession = float64(rss[1]-rss[0]) / float64(sessions/2)
-	return f, nil
+	return float64(rss[1]-rss[0]) / float64(sessions/2), nil
 }
 
 // startPair starts a pair of daemons with o in fresh namespaces and waits
@@ -352,20 +364,35 @@ func benchRedis(writes, sessions int) (syncFigures, error) {
 	}
 	// The flood may have pushed the replica into a full resync: wait until
 	// it is online and caught up (also before timing WAIT).
-	deadline = time.Now().Add(time.Minute)
+	if err := redisCaughtUp(r, time.Minute); err != nil {
+		return f, err
+	}
+	e2e := float64(writes) / time.Since(t0).Seconds()
+	f.note = fmt.Sprintf("redis-benchmark -P 64 (50 clients): rate acknowledged by the master; end to end until the replica applied the last SET (process start included): %.0f/s", e2e)
+	f.memPerSession, err = redisMemPerSession(r, sessions)
+	return f, err
+}
+
+// redisCaughtUp waits until the replica is online and at the master's
+// offset.
+func redisCaughtUp(r *resp, within time.Duration) error {
+	deadline := time.Now().Add(within)
 	for {
 		off := info(r, "replication", "master_repl_offset")
 		s := info(r, "replication", "slave0")
 		if strings.Contains(s, "state=online") && strings.Contains(s, "offset="+off+",") {
-			break
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return f, errors.New("redis replica did not catch up after the flood")
+			return errors.New("redis replica did not catch up after the flood")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	e2e := float64(writes) / time.Since(t0).Seconds()
-	f.note = fmt.Sprintf("redis-benchmark -P 64 (50 clients): rate acknowledged by the master; end to end until the replica applied the last SET (process start included): %.0f/s", e2e)
+}
+
+// redisMemPerSession measures the bytes of RSS a 256-byte SET costs the
+// master, as hapairMemPerSession does for hapair.
+func redisMemPerSession(r *resp, sessions int) (float64, error) {
 	var rss [2]int
 	for half := range rss {
 		for i := half * sessions / 2; i < (half+1)*sessions/2; i++ {
@@ -374,7 +401,7 @@ func benchRedis(writes, sessions int) (syncFigures, error) {
 				r.bw.Flush()
 				for j := 0; j < 1000; j++ {
 					if _, err := r.reply(); err != nil {
-						return f, err
+						return 0, err
 					}
 				}
 			}
@@ -382,8 +409,7 @@ func benchRedis(writes, sessions int) (syncFigures, error) {
 		time.Sleep(200 * time.Millisecond)
 		rss[half], _ = strconv.Atoi(info(r, "memory", "used_memory_rss"))
 	}
-	f.memPerSession = float64(rss[1]-rss[0]) / float64(sessions/2)
-	return f, nil
+	return float64(rss[1]-rss[0]) / float64(sessions/2), nil
 }
 
 func renderSync(figs []syncFigures) string {
@@ -447,54 +473,25 @@ func benchZeroLoss(bin string, rounds int) (zeroLoss, error) {
 		if err != nil {
 			return z, err
 		}
-		stop := make(chan struct{})
-		wrote := make(chan map[string]int)
-		n := 0
-		go func() {
-			mine := map[string]int{}
-			defer func() { wrote <- mine }()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				id, kind := fmt.Sprintf("r%d-s%d", round, i%64), store.OpUpdate
-				if i < 64 {
-					kind = store.OpCreate
-				}
-				if _, err := st.Do(kind, id, []byte(strconv.Itoa(i))); err != nil {
-					return // the node died: unacknowledged
-				}
-				mine[id] = i
-				n++
-			}
-		}()
-		time.Sleep(50 * time.Millisecond)
+		w := lab.StartWrites(st, round, 64)
+		// The node dies with writes flowing.
+		if err := w.WaitCount(50, 10*time.Second); err != nil {
+			return z, err
+		}
 		if err := c.Isolate(act, false); err != nil {
 			return z, err
 		}
 		c.Kill(act)
 		st.Close()
-		close(stop)
-		for id, v := range <-wrote {
+		for id, v := range w.Wait() {
 			acked[id] = v
 		}
-		z.acked += n
+		z.acked += w.Count()
 		if err := c.WaitRole(other[act], "ACTIVE", 5*time.Second); err != nil {
 			return z, fmt.Errorf("round %d: %w", round, err)
 		}
-		for id, want := range acked {
-			z.checked++
-			got, err := client.New(c.Socket(other[act])).Get(context.Background(), id)
-			if err != nil || got.Data == nil {
-				z.missing++
-				continue
-			}
-			if v, _ := strconv.Atoi(*got.Data); v < want {
-				z.missing++
-			}
-		}
+		z.checked += len(acked)
+		z.missing += c.Missing(other[act], acked)
 		z.rounds++
 	}
 	return z, nil

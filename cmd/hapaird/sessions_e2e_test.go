@@ -139,7 +139,7 @@ func TestSyncModeLosesNoAcknowledgedWrite(t *testing.T) {
 	if testing.Short() {
 		rounds = 3
 	}
-	acked := map[string]string{}
+	acked := map[string]int{}
 	for round := 0; round < rounds; round++ {
 		act := settle(t, c)
 		waitSynced(t, c, act)
@@ -147,36 +147,17 @@ func TestSyncModeLosesNoAcknowledgedWrite(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		stopW := make(chan struct{})
-		wrote := make(chan map[string]string)
-		go func() {
-			mine := map[string]string{}
-			defer func() { wrote <- mine }()
-			for i := 0; ; i++ {
-				select {
-				case <-stopW:
-					return
-				default:
-				}
-				id, val := fmt.Sprintf("r%d-s%d", round, i%64), fmt.Sprint(i)
-				kind := store.OpUpdate
-				if i < 64 {
-					kind = store.OpCreate
-				}
-				if _, err := st.Do(kind, id, []byte(val)); err != nil {
-					return // the node died or stepped down: unacknowledged
-				}
-				mine[id] = val
-			}
-		}()
-		time.Sleep(50 * time.Millisecond)
+		w := lab.StartWrites(st, round, 64)
+		// The node dies with writes flowing.
+		if err := w.WaitCount(50, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
 		if err := c.Isolate(act, false); err != nil {
 			t.Fatal(err)
 		}
 		c.Kill(act)
 		st.Close()
-		close(stopW)
-		for id, v := range <-wrote {
+		for id, v := range w.Wait() {
 			acked[id] = v
 		}
 		if err := c.WaitRole(other(act), "ACTIVE", 2*time.Second); err != nil {
@@ -186,8 +167,8 @@ func TestSyncModeLosesNoAcknowledgedWrite(t *testing.T) {
 		// the dying node never sent may be there too (values grow).
 		for id, want := range acked {
 			got, err := api(c, other(act)).Get(context.Background(), id)
-			if err != nil || atoi(*got.Data) < atoi(want) {
-				t.Fatalf("round %d: acknowledged %s=%s, new active has %v (%v)", round, id, want, got, err)
+			if err != nil || atoi(*got.Data) < want {
+				t.Fatalf("round %d: acknowledged %s=%d, new active has %v (%v)", round, id, want, got, err)
 			}
 		}
 	}

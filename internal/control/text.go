@@ -11,23 +11,51 @@ import (
 // Text renders a status for people, as hapairctl status prints it.
 func (s Status) Text() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s", s.Node, s.Role)
-	if s.Locked {
-		fmt.Fprint(&b, " (LOCKED)")
+	s.writeRoles(&b)
+	s.writeHeartbeat(&b)
+	holding := "none"
+	if len(s.Holding) > 0 {
+		holding = strings.Join(s.Holding, ", ")
 	}
-	fmt.Fprintf(&b, "    peer %s: ", s.PeerName)
+	fmt.Fprintf(&b, "VIPs held here: %s\n", holding)
+	s.writeSessions(&b)
+	if s.Lock != "" {
+		fmt.Fprintf(&b, "lock: %s\n", s.Lock)
+	}
+	for _, f := range s.Faults {
+		fmt.Fprintf(&b, "fault: %s\n", f)
+	}
+	s.writeChecks(&b)
+	if t := s.LastTransition; t != nil {
+		fmt.Fprintf(&b, "last transition: %s -> %s at %s: %s\n", t.From, t.To, t.At.Format(time.RFC3339Nano), t.Reason)
+	}
+	s.writeFrames(&b)
+	return b.String()
+}
+
+// writeRoles writes this node's and the peer's roles, and redundancy.
+func (s Status) writeRoles(b *strings.Builder) {
+	fmt.Fprintf(b, "%s: %s", s.Node, s.Role)
+	if s.Locked {
+		fmt.Fprint(b, " (LOCKED)")
+	}
+	fmt.Fprintf(b, "    peer %s: ", s.PeerName)
 	if s.Peer.Seen {
-		fmt.Fprintf(&b, "%s, last frame %.1fms ago", s.Peer.Role, s.Peer.LastFrameAge)
+		fmt.Fprintf(b, "%s, last frame %.1fms ago", s.Peer.Role, s.Peer.LastFrameAge)
 		if s.Peer.Locked {
-			fmt.Fprint(&b, " (LOCKED)")
+			fmt.Fprint(b, " (LOCKED)")
 		}
 	} else {
-		fmt.Fprint(&b, "not heard")
+		fmt.Fprint(b, "not heard")
 	}
-	fmt.Fprintf(&b, "\nredundancy: %s\n", s.Redundancy)
+	fmt.Fprintf(b, "\nredundancy: %s\n", s.Redundancy)
 	if s.SplitBrain {
-		fmt.Fprintln(&b, "SPLIT BRAIN: both nodes active")
+		fmt.Fprintln(b, "SPLIT BRAIN: both nodes active")
 	}
+}
+
+// writeHeartbeat writes the paths, the timers and the core's rights.
+func (s Status) writeHeartbeat(b *strings.Builder) {
 	var paths []string
 	for _, p := range s.Paths {
 		st := "up"
@@ -43,15 +71,14 @@ func (s Status) Text() string {
 	if s.Degraded {
 		deg = " (degraded)"
 	}
-	fmt.Fprintf(&b, "heartbeat: %s%s; every %v, dead after %v (%s)\n", strings.Join(paths, ", "), deg, ms(s.IntervalMs), ms(s.DeadMs), s.Profile)
+	fmt.Fprintf(b, "heartbeat: %s%s; every %v, dead after %v (%s)\n", strings.Join(paths, ", "), deg, ms(s.IntervalMs), ms(s.DeadMs), s.Profile)
 	if !s.Core.RealTime || !s.Core.MemoryLocked {
-		fmt.Fprintf(&b, "heartbeat core WITHOUT real-time scheduling or locked memory: a loaded node may miss heartbeats (%s)\n", strings.Join(s.Core.Problems, "; "))
+		fmt.Fprintf(b, "heartbeat core WITHOUT real-time scheduling or locked memory: a loaded node may miss heartbeats (%s)\n", strings.Join(s.Core.Problems, "; "))
 	}
-	holding := "none"
-	if len(s.Holding) > 0 {
-		holding = strings.Join(s.Holding, ", ")
-	}
-	fmt.Fprintf(&b, "VIPs held here: %s\n", holding)
+}
+
+// writeSessions writes the session store's replication.
+func (s Status) writeSessions(b *strings.Builder) {
 	conn := "connected"
 	if !s.Sync.Connected {
 		conn = "NOT connected"
@@ -64,31 +91,25 @@ func (s Status) Text() string {
 	if s.Role == election.Active.String() {
 		pos = fmt.Sprintf("written %d, standby applied %d", s.Sync.Written, s.Sync.Acked)
 	}
-	fmt.Fprintf(&b, "sessions: %d, replication %s, mode %s%s, %s\n", s.Sync.Sessions, conn, s.Sync.Mode, syncDeg, pos)
-	if s.Lock != "" {
-		fmt.Fprintf(&b, "lock: %s\n", s.Lock)
-	}
-	for _, f := range s.Faults {
-		fmt.Fprintf(&b, "fault: %s\n", f)
-	}
+	fmt.Fprintf(b, "sessions: %d, replication %s, mode %s%s, %s\n", s.Sync.Sessions, conn, s.Sync.Mode, syncDeg, pos)
+}
+
+// writeChecks writes one line per health check.
+func (s Status) writeChecks(b *strings.Builder) {
 	for _, c := range s.Checks {
-		st := "ok"
+		st, crit, detail := "ok", "", ""
 		if !c.Healthy {
-			st = "FAILING"
+			st, detail = "FAILING", ": "+c.Detail
 		}
-		crit := ""
 		if !c.Critical {
 			crit = " (not critical)"
 		}
-		detail := ""
-		if !c.Healthy {
-			detail = ": " + c.Detail
-		}
-		fmt.Fprintf(&b, "check %s (%s)%s: %s since %s%s\n", c.Name, c.Kind, crit, st, c.Since.Format(time.RFC3339), detail)
+		fmt.Fprintf(b, "check %s (%s)%s: %s since %s%s\n", c.Name, c.Kind, crit, st, c.Since.Format(time.RFC3339), detail)
 	}
-	if t := s.LastTransition; t != nil {
-		fmt.Fprintf(&b, "last transition: %s -> %s at %s: %s\n", t.From, t.To, t.At.Format(time.RFC3339Nano), t.Reason)
-	}
+}
+
+// writeFrames writes the frame counters, drops by reason.
+func (s Status) writeFrames(b *strings.Builder) {
 	var drops []string
 	for k, v := range s.Frames.Dropped {
 		if v > 0 {
@@ -96,12 +117,11 @@ func (s Status) Text() string {
 		}
 	}
 	slices.Sort(drops)
-	fmt.Fprintf(&b, "frames: %d sent, %d received", s.Frames.Sent, s.Frames.Received)
+	fmt.Fprintf(b, "frames: %d sent, %d received", s.Frames.Sent, s.Frames.Received)
 	if len(drops) > 0 {
-		fmt.Fprintf(&b, ", dropped: %s", strings.Join(drops, ", "))
+		fmt.Fprintf(b, ", dropped: %s", strings.Join(drops, ", "))
 	}
-	fmt.Fprintln(&b)
-	return b.String()
+	fmt.Fprintln(b)
 }
 
 // ms is a JSON millisecond figure as a duration.

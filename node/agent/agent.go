@@ -286,10 +286,9 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 		select {
 		case <-done:
 			done = nil
-			a.log.Info("stopping", "op", "stop", "role", a.m.Role().String())
 			// Bound the handoff even if the machine never says Exit.
 			hardStop = time.After(2*a.opt.Dead + time.Second)
-			exit = a.step(election.Event{Kind: election.Stop, Now: time.Now()})
+			exit = a.stop()
 		case <-hardStop:
 			a.log.Warn("handoff did not finish; releasing", "op", "stop")
 			a.release()
@@ -301,17 +300,9 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 		case ev := <-e.checks:
 			exit = a.checkEvent(ev)
 		case now := <-tick.C:
-			if a.opt.Watchdog != nil {
-				a.opt.Watchdog()
-			}
-			a.opt.Heartbeat.UpdateLocal(a.syncPosition)
-			exit = a.step(election.Event{Kind: election.Tick, Now: now})
+			exit = a.tick(now)
 		case <-renew.C:
-			if a.holding {
-				if err := a.opt.VIPs.Renew(); err != nil {
-					a.log.Error("renewing VIPs", "op", "renew", "err", err)
-				}
-			}
+			a.renewVIPs()
 		case <-refresh:
 			if a.holding {
 				a.opt.VIPs.Announce()
@@ -320,12 +311,7 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			a.updateStatus()
 			close(reply)
 		case <-nag.C:
-			a.updateStatus()
-			if st := a.snapshot(); st.Redundancy != "available" {
-				// One message to search the journal for; the reason
-				// is an attribute.
-				a.log.Warn("redundancy unavailable", "op", "redundancy", "reason", strings.TrimPrefix(st.Redundancy, "unavailable: "), "role", st.Role, "locked", st.Locked)
-			}
+			a.nagRedundancy()
 		case <-dropLog.C:
 			a.logDrops()
 		case lc := <-a.locks:
@@ -349,6 +335,43 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 		if exit {
 			return nil
 		}
+	}
+}
+
+// stop asks the machine to stop (it hands over first when active); true
+// means exit now.
+func (a *Agent) stop() bool {
+	a.log.Info("stopping", "op", "stop", "role", a.m.Role().String())
+	return a.step(election.Event{Kind: election.Stop, Now: time.Now()})
+}
+
+// tick proves the agent alive (the watchdog, and the heartbeat core's
+// lease with every frame update), then steps the machine's clock.
+func (a *Agent) tick(now time.Time) bool {
+	if a.opt.Watchdog != nil {
+		a.opt.Watchdog()
+	}
+	a.opt.Heartbeat.UpdateLocal(a.syncPosition)
+	return a.step(election.Event{Kind: election.Tick, Now: now})
+}
+
+// renewVIPs renews the held VIPs' kernel lease.
+func (a *Agent) renewVIPs() {
+	if !a.holding {
+		return
+	}
+	if err := a.opt.VIPs.Renew(); err != nil {
+		a.log.Error("renewing VIPs", "op", "renew", "err", err)
+	}
+}
+
+// nagRedundancy logs, now and then, that the pair cannot fail over.
+func (a *Agent) nagRedundancy() {
+	a.updateStatus()
+	if st := a.snapshot(); st.Redundancy != "available" {
+		// One message to search the journal for; the reason is an
+		// attribute.
+		a.log.Warn("redundancy unavailable", "op", "redundancy", "reason", strings.TrimPrefix(st.Redundancy, "unavailable: "), "role", st.Role, "locked", st.Locked)
 	}
 }
 

@@ -220,11 +220,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Removed by hand.
-	h := p.Handle(p.A)
-	l, _ := h.LinkByName(lab.Public)
-	if err := h.AddrDel(l, m.nlAddr(m.addrs[0], false)); err != nil {
-		t.Fatal(err)
-	}
+	removeByHand(t, p, m)
 	expect(t, events, Removed)
 	// The switch port goes dark: carrier lost, then back.
 	if err := p.SetLink(p.Client, "pa", false); err != nil {
@@ -242,6 +238,17 @@ func TestWatch(t *testing.T) {
 	case ev := <-events:
 		t.Errorf("unexpected %v after our own release", ev.Kind)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// removeByHand deletes m's first VIP from node A's interface, as an
+// operator or another program would.
+func removeByHand(t *testing.T, p *lab.Pair, m *Manager) {
+	t.Helper()
+	h := p.Handle(p.A)
+	l, _ := h.LinkByName(lab.Public)
+	if err := h.AddrDel(l, m.nlAddr(m.addrs[0], false)); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -292,11 +299,7 @@ func TestWatchSurvivesALostSubscription(t *testing.T) {
 	if err := m.Claim(); err != nil {
 		t.Fatal(err)
 	}
-	h := p.Handle(p.A)
-	l, _ := h.LinkByName(lab.Public)
-	if err := h.AddrDel(l, m.nlAddr(m.addrs[0], false)); err != nil {
-		t.Fatal(err)
-	}
+	removeByHand(t, p, m)
 	// The notification of that removal is lost with the subscription.
 	deadline := time.After(2 * time.Second)
 	for lost := false; !lost; {

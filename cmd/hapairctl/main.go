@@ -147,6 +147,20 @@ func parseRC(err error) int {
 // daemonFacing are the commands that take the common flags.
 var daemonFacing = map[string]bool{"status": true, "role": true, "switchover": true, "lock": true, "unlock": true, "sessions": true, "events": true}
 
+// commands are the commands that take arguments and write to stdout and
+// stderr; version and help are run's own.
+var commands = map[string]func(args []string, stdout, stderr io.Writer) int{
+	"status":     status,
+	"role":       role,
+	"switchover": switchover,
+	"lock":       func(a []string, o, e io.Writer) int { return lock(a, o, e, true) },
+	"unlock":     func(a []string, o, e io.Writer) int { return lock(a, o, e, false) },
+	"lab":        runLab,
+	"sessions":   sessions,
+	"events":     events,
+	"keygen":     keygen,
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
 	flags, args := globals(args)
 	if len(args) == 0 {
@@ -158,25 +172,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hapairctl: %s takes no %s\n", cmd, flags[0])
 		return 2
 	}
+	if f := commands[cmd]; f != nil {
+		return f(rest, stdout, stderr)
+	}
 	switch cmd {
-	case "status":
-		return status(rest, stdout, stderr)
-	case "role":
-		return role(rest, stdout, stderr)
-	case "switchover":
-		return switchover(rest, stdout, stderr)
-	case "lock":
-		return lock(rest, stdout, stderr, true)
-	case "unlock":
-		return lock(rest, stdout, stderr, false)
-	case "lab":
-		return runLab(rest, stdout, stderr)
-	case "sessions":
-		return sessions(rest, stdout, stderr)
-	case "events":
-		return events(rest, stdout, stderr)
-	case "keygen":
-		return keygen(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "hapairctl", version)
 		return 0

@@ -375,6 +375,14 @@ func (a *Agent) nagRedundancy() {
 	}
 }
 
+// setPath records a path's state in m (paths or heardBack), which status
+// reads under mu.
+func (a *Agent) setPath(m map[string]bool, path string, v bool) {
+	a.mu.Lock()
+	m[path] = v
+	a.mu.Unlock()
+}
+
 // step feeds the machine and performs its actions; true means exit now.
 func (a *Agent) step(ev election.Event) bool {
 	ev.Written, _ = a.opt.Sync.Position()
@@ -604,9 +612,7 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		return a.step(election.Event{Kind: election.PeerLost, Now: ev.At})
 	case heartbeat.PathUp, heartbeat.PathDown:
 		up := ev.Kind == heartbeat.PathUp
-		a.mu.Lock()
-		a.paths[ev.Path] = up
-		a.mu.Unlock()
+		a.setPath(a.paths, ev.Path, up)
 		if up {
 			a.log.Info("heartbeat path up", "op", "path", "path", ev.Path)
 			return a.step(election.Event{Kind: election.PathUp, Now: ev.At, Path: ev.Path})
@@ -615,9 +621,7 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		return a.step(election.Event{Kind: election.PathDown, Now: ev.At, Path: ev.Path})
 	case heartbeat.PathHeard, heartbeat.PathUnheard:
 		heard := ev.Kind == heartbeat.PathHeard
-		a.mu.Lock()
-		a.heardBack[ev.Path] = heard
-		a.mu.Unlock()
+		a.setPath(a.heardBack, ev.Path, heard)
 		if heard {
 			a.log.Info("the peer hears this node", "op", "path", "path", ev.Path)
 		} else {

@@ -28,6 +28,7 @@ const (
 	// addresses from a periodic worker, so a lease shorter than 2 s would
 	// risk the VIP vanishing between renewals on a busy host.
 	DefaultLease       = 10 * time.Second
+	DefaultHoldDown    = 2 * time.Second
 	MinLease           = 2 * time.Second
 	DefaultGARPCount   = 3
 	DefaultGARPSpacing = 20 * time.Millisecond
@@ -90,7 +91,11 @@ type Config struct {
 	SyncTimeout time.Duration
 	SyncPoll    time.Duration
 
-	Lease       time.Duration
+	Lease time.Duration
+	// HoldDown damps a flapping link: a standby whose peer comes back
+	// from a loss and is lost again within it takes over only after
+	// that long a silence (0: off).
+	HoldDown    time.Duration
 	GARPCount   int
 	GARPSpacing time.Duration
 	GARPRefresh time.Duration // 0: no periodic refresh

@@ -119,6 +119,29 @@ func TestDefaultsAndProfiles(t *testing.T) {
 	}
 }
 
+// hold_down defaults to five dead intervals, at least 2s; "0s" turns it
+// off.
+func TestHoldDown(t *testing.T) {
+	min, _ := os.ReadFile("testdata/good/minimal.toml")
+	for _, c := range []struct {
+		set  string
+		want time.Duration
+	}{
+		{"", DefaultHoldDown},
+		{"dead_interval = \"1s\"\ninterval = \"200ms\"\n", 5 * time.Second},
+		{"hold_down = \"0s\"\n", 0},
+		{"hold_down = \"10s\"\n", 10 * time.Second},
+	} {
+		cfg, err := parseIn(t, keyDir(t), append([]byte(c.set), min...))
+		if err != nil {
+			t.Fatalf("%q: %v", c.set, err)
+		}
+		if cfg.HoldDown != c.want {
+			t.Errorf("%q: hold_down %v, want %v", c.set, cfg.HoldDown, c.want)
+		}
+	}
+}
+
 func TestSyntaxErrorIsPositioned(t *testing.T) {
 	src := []byte("cluster = \"pbx\"\nkey_file = \"hapair.key\"\nprofile = \"fast\n")
 	_, err := parseIn(t, keyDir(t), src)

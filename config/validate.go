@@ -34,6 +34,7 @@ type file struct {
 	HeartbeatPort   *int     `toml:"heartbeat_port"`
 	ReplicationPort *int     `toml:"replication_port"`
 	Lease           string   `toml:"lease"`
+	HoldDown        *string  `toml:"hold_down"`
 	Announce        struct {
 		Count   *int   `toml:"count"`
 		Spacing string `toml:"spacing"`
@@ -364,6 +365,15 @@ func (v *validator) timers(f *file, c *Config) {
 		v.errf(deadKey, "%s%v must be above interval (%v): use at least 3 intervals%s", dead, c.DeadInterval, c.Interval, from)
 	} else if c.Interval > 0 && c.DeadInterval > 0 && c.DeadInterval < 3*c.Interval {
 		v.errf(deadKey, "%s%v is less than 3 intervals (%v): one or two frames lost would be a failover%s", dead, c.DeadInterval, 3*c.Interval, from)
+	}
+	// Five dead intervals, at least DefaultHoldDown: far enough above
+	// the dead interval to tell a flapping link from a failure.
+	c.HoldDown = max(DefaultHoldDown, 5*c.DeadInterval)
+	if f.HoldDown != nil {
+		c.HoldDown = v.duration("hold_down", *f.HoldDown, 0)
+		if c.HoldDown > 0 && c.DeadInterval > 0 && c.HoldDown <= c.DeadInterval {
+			v.errf("hold_down", "%v is not above the dead interval (%v): it would damp nothing; \"0s\" turns the hold-down off", c.HoldDown, c.DeadInterval)
+		}
 	}
 	if f.Lease != "" {
 		c.Lease = v.duration("lease", f.Lease, time.Second)

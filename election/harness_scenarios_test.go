@@ -17,6 +17,22 @@ type scenario struct {
 }
 
 var scenarios = []scenario{
+	{"flapping-link-held-down", func(h *harness) {
+		h.holdDown = 2 * time.Second
+		h.start(0)
+		h.start(1)
+		h.advance(time.Second)
+		for range 6 { // down and up every 400 ms
+			h.cut()
+			h.advance(400 * time.Millisecond)
+			h.heal()
+			h.advance(400 * time.Millisecond)
+		}
+		// Then the link stays down: b takes over once a has been silent
+		// for the hold-down.
+		h.cut()
+		h.advance(3 * time.Second)
+	}},
 	{"startup-crash-return", func(h *harness) {
 		h.start(0)
 		h.start(1)
@@ -176,5 +192,48 @@ func TestRandomSchedules(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// A link that goes down and up every 400 ms for a minute: without a
+// hold-down every flap is a takeover and an arbitration; with one, the
+// first flap fails over (the pair cannot tell it from a failure) and the
+// rest change nothing, while a failure after a quiet spell still fails
+// over within the dead interval.
+func TestHoldDownBoundsTransitionsOnAFlappingLink(t *testing.T) {
+	flap := func(holdDown time.Duration) (transitions int, h *harness) {
+		h = newHarness()
+		h.holdDown = holdDown
+		h.start(0)
+		h.start(1)
+		h.advance(time.Second)
+		before := strings.Count(strings.Join(h.log, "\n"), "transition")
+		for range 75 {
+			h.cut()
+			h.advance(400 * time.Millisecond)
+			h.heal()
+			h.advance(400 * time.Millisecond)
+		}
+		h.advance(time.Second)
+		return strings.Count(strings.Join(h.log, "\n"), "transition") - before, h
+	}
+	undamped, _ := flap(0)
+	damped, h := flap(2 * time.Second)
+	if undamped < 75 {
+		t.Errorf("without a hold-down %d transitions in 75 flaps: the test does not flap", undamped)
+	}
+	if damped > 2 || h.roles() != "a=ACTIVE+vip b=STANDBY" {
+		t.Fatalf("with a hold-down: %d transitions, %s\n%s", damped, h.roles(), strings.Join(h.log, "\n"))
+	}
+	if f, _ := h.nodes[1].m.Flaps(); f < 75 {
+		t.Errorf("b counted %d returns of its peer, want 75 or more", f)
+	}
+	// Quiet for longer than the hold-down, then a real failure: the
+	// standby takes over within the dead interval, undamped.
+	h.advance(3 * time.Second)
+	h.crash(0)
+	h.advance(hDead + 2*hInterval)
+	if h.nodes[1].m.Role() != Active {
+		t.Fatalf("after a quiet spell b did not take over within the dead interval: %s\n%s", h.roles(), strings.Join(h.log, "\n"))
 	}
 }

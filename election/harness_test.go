@@ -36,10 +36,11 @@ type hnode struct {
 }
 
 type harness struct {
-	now    time.Time
-	nodes  [2]*hnode
-	linked bool
-	log    []string
+	now      time.Time
+	nodes    [2]*hnode
+	linked   bool
+	holdDown time.Duration // Config.HoldDown of machines started from now
+	log      []string
 }
 
 func newHarness() *harness {
@@ -56,7 +57,7 @@ func (h *harness) logf(format string, args ...any) {
 
 func (h *harness) start(i int) {
 	n := h.nodes[i]
-	n.m = New(Config{Node: n.id, Preferred: i == 0, Dead: hDead})
+	n.m = New(Config{Node: n.id, Preferred: i == 0, Dead: hDead, HoldDown: h.holdDown})
 	n.up, n.exited, n.alive, n.holds = true, false, false, false
 	n.nextSend = h.now
 	h.step(i, Event{Kind: Start})

@@ -17,6 +17,13 @@ type Config struct {
 	// say it is active before it releases anyway (default 2 dead
 	// intervals).
 	HandoffBound time.Duration
+	// HoldDown damps a flapping link (0: off). A standby that lost its
+	// peer within HoldDown of the peer's last return from a loss takes
+	// over only once the peer has been silent for HoldDown, not for the
+	// dead interval: a link going down and up faster than that makes no
+	// role change per flap, while a failure that follows a quiet spell
+	// still fails over at once.
+	HoldDown time.Duration
 }
 
 // Machine is one node's role state machine. The zero value is not usable;
@@ -44,6 +51,13 @@ type Machine struct {
 	// position the peer advertised while active.
 	written           uint64
 	peerActiveWritten uint64
+
+	// The hold-down (Config.HoldDown): lostAt is when the peer was last
+	// lost, returnedAt when it was last heard again after a loss (flaps
+	// counts those returns), holdUntil when a held-down takeover is due
+	// (zero: none pending).
+	lostAt, returnedAt, holdUntil time.Time
+	flaps                         uint64
 
 	holding       bool // the VIPs are claimed (ClaimVIPs until ReleaseVIPs)
 	leaving       bool
@@ -87,6 +101,10 @@ func (m *Machine) Degraded() []string {
 	}
 	return out
 }
+
+// Flaps is how often the peer came back after being lost, and until when
+// a takeover is held down (zero: none pending).
+func (m *Machine) Flaps() (flaps uint64, holdUntil time.Time) { return m.flaps, m.holdUntil }
 
 // SplitBrain says whether this node is arbitrating with an active peer.
 func (m *Machine) SplitBrain() bool { return m.frozen != nil }
@@ -256,6 +274,9 @@ func (m *Machine) peerEligible() bool {
 
 func (m *Machine) tick(now time.Time) {
 	switch {
+	case m.role == Standby && !m.holdUntil.IsZero() && !now.Before(m.holdUntil):
+		m.holdUntil = time.Time{}
+		m.takeOver(now, fmt.Sprintf("peer lost: silent for %v, past the hold-down of a flapping link (%d flaps)", now.Sub(m.lostAt)+m.cfg.Dead, m.flaps))
 	case m.role == Init && m.peerSeen && m.peer.Role == Active && !m.peer.Leaving:
 		m.become(Standby, now, "start-up: peer is active")
 	case m.role == Init && m.peerSeen && m.cfg.Preferred && m.eligible() && m.peer.Role != Active && !m.peerNewer():
@@ -306,6 +327,11 @@ func (m *Machine) peerFrame(ev Event) {
 	prev, prevSeen := m.peer, m.peerSeen
 	m.peer, m.peerSeen = ev.Peer, true
 	p := ev.Peer
+	if !prevSeen && !m.lostAt.IsZero() {
+		// Back after a loss: one flap of the link (or a restart).
+		m.returnedAt, m.lostAt, m.holdUntil = ev.Now, time.Time{}, time.Time{}
+		m.flaps++
+	}
 	if p.Role == Active {
 		m.peerActiveWritten = p.Written
 	}
@@ -386,8 +412,14 @@ func (m *Machine) peerLost(now time.Time) {
 	for p := range m.heard {
 		delete(m.heard, p)
 	}
+	m.lostAt = now
 	why := fmt.Sprintf("peer lost: all paths silent for %v", m.cfg.Dead)
 	switch {
+	case m.role == Standby && m.heldDown(now):
+		m.holdUntil = now.Add(m.cfg.HoldDown - m.cfg.Dead)
+		// The same words every time (the count is in status): the
+		// agent says a repeated report once.
+		m.emit(Action{Kind: Report, Reason: fmt.Sprintf("%s again within %v of coming back: a flapping link; taking over only if it stays silent for %v (hold_down)", why, m.cfg.HoldDown, m.cfg.HoldDown)})
 	case m.role == Standby:
 		m.takeOver(now, why)
 	case m.role == Active && m.leaving:
@@ -396,6 +428,12 @@ func (m *Machine) peerLost(now time.Time) {
 		m.frozen = nil
 		m.advertise()
 	}
+}
+
+// heldDown says whether a takeover on a peer lost now waits for the
+// hold-down: the peer came back from a loss within HoldDown.
+func (m *Machine) heldDown(now time.Time) bool {
+	return m.cfg.HoldDown > m.cfg.Dead && !m.returnedAt.IsZero() && now.Sub(m.returnedAt) < m.cfg.HoldDown
 }
 
 func (m *Machine) lock(ev Event) {

@@ -132,7 +132,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 	n.handedOver = append(n.handedOver, watch.Close)
 	n.agent = agent.New(agent.Options{
 		Health: monitor, Hooks: n.hooks,
-		Election:  election.Config{Node: self.ID, Preferred: cfg.Primary == self.Name, Dead: cfg.DeadInterval, StartupWindow: cfg.StartupWindow()},
+		Election:  election.Config{Node: self.ID, Preferred: cfg.Primary == self.Name, Dead: cfg.DeadInterval, StartupWindow: cfg.StartupWindow(), HoldDown: cfg.HoldDown},
 		Heartbeat: hb, VIPs: n.vips, VIPWatch: watch, Log: log, Sync: n.svc, SyncMode: statesync.Mode(cfg.SyncMode),
 		Interval: cfg.Interval, Dead: cfg.DeadInterval, Lease: cfg.Lease, Refresh: cfg.GARPRefresh,
 		LockFile: filepath.Join(cfg.StateDir, "locked"),

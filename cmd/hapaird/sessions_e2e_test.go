@@ -49,16 +49,28 @@ type collector struct {
 	done   chan struct{}
 }
 
-func follow(c *lab.Cluster, node string) *collector {
+// follow collects node's events; it returns once the daemon subscribed it.
+func follow(t *testing.T, c *lab.Cluster, node string) *collector {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	sub, err := api(c, node).Subscribe(ctx)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
 	col := &collector{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(col.done)
-		api(c, node).Events(ctx, func(ev statesync.Event) {
+		defer sub.Close()
+		for {
+			ev, err := sub.Next()
+			if err != nil {
+				return
+			}
 			col.mu.Lock()
 			col.events = append(col.events, ev)
 			col.mu.Unlock()
-		})
+		}
 	}()
 	return col
 }
@@ -106,9 +118,8 @@ func TestSessionsSurviveHostLoss(t *testing.T) {
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, "write to the active node, "+act) {
 		t.Fatalf("write on the standby: %v", err)
 	}
-	events := follow(c, sb)
+	events := follow(t, c, sb)
 	defer events.stop()
-	time.Sleep(100 * time.Millisecond) // subscribed before the fault
 
 	res, err := c.Run("host-loss", time.Millisecond)
 	if err != nil {
@@ -126,7 +137,7 @@ func TestSessionsSurviveHostLoss(t *testing.T) {
 		t.Errorf("write on the new active: %v", err)
 	}
 	// An application connecting later still gets the failover event.
-	late := follow(c, res.To)
+	late := follow(t, c, res.To)
 	defer late.stop()
 	late.wait(t, "failover")
 }
@@ -181,7 +192,7 @@ func TestAsyncVerdictCountsMissingWrites(t *testing.T) {
 	act := settle(t, c)
 	waitSynced(t, c, act)
 	sb := other(act)
-	events := follow(c, sb)
+	events := follow(t, c, sb)
 	defer events.stop()
 	// Replication link down (the raw heartbeat path keeps the pair
 	// together): writes stay on the active.
@@ -207,12 +218,24 @@ func TestAsyncVerdictCountsMissingWrites(t *testing.T) {
 func TestReplicationResumeAndSnapshot(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
+	// One write acknowledged: the connection is past its set-up, when
+	// the active allows a long silence.
+	if _, err := api(c, act).Create(context.Background(), "first", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
 	waitSynced(t, c, act)
 	before, _ := c.Status(act)
-	// A short cut, long enough to break the connection (1s without
-	// traffic): the standby reconnects and resumes from the log.
+	// A cut long enough to break the connection (1s without traffic):
+	// the standby reconnects and resumes from the log.
 	c.CutReplication(false)
-	time.Sleep(1500 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if s, err := c.Status(act); err == nil && !s.Sync.Connected {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cut did not break the replication connection")
+		}
+	}
 	for i := 0; i < 10; i++ {
 		api(c, act).Create(context.Background(), fmt.Sprintf("k%d", i), []byte("v"))
 	}
@@ -235,8 +258,8 @@ func TestReplicationResumeAndSnapshot(t *testing.T) {
 	if final.Sync.Snapshots <= after.Sync.Snapshots {
 		t.Errorf("restarted standby: snapshots %d->%d", after.Sync.Snapshots, final.Sync.Snapshots)
 	}
-	if list, _ := api(c, sb).List(context.Background()); len(list) != 10 {
-		t.Errorf("restarted standby holds %d sessions, want 10", len(list))
+	if list, _ := api(c, sb).List(context.Background()); len(list) != 11 {
+		t.Errorf("restarted standby holds %d sessions, want 11", len(list))
 	}
 }
 
@@ -244,7 +267,7 @@ func TestSwitchoverUnderLoadLosesNothing(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
 	waitSynced(t, c, act)
-	events := follow(c, other(act))
+	events := follow(t, c, other(act))
 	defer events.stop()
 	st, err := api(c, act).Stream(context.Background())
 	if err != nil {

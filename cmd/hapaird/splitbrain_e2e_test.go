@@ -57,7 +57,7 @@ func TestSplitBrainNewestSessionWins(t *testing.T) {
 	settle(t, c)
 	isolateUntilBothActive(t, c)
 	ctx := context.Background()
-	events := follow(c, "a")
+	events := follow(t, c, "a")
 	defer events.stop()
 	if _, err := api(c, "a").Create(ctx, "a-during-split", []byte("x")); err != nil {
 		t.Fatal(err)

@@ -40,6 +40,7 @@ type Status struct {
 	Core       Core       `json:"heartbeat_core"`
 	Degraded   bool       `json:"degraded"`
 	SplitBrain bool       `json:"split_brain"`
+	HoldDown   HoldDown   `json:"hold_down"`
 	Faults     []string   `json:"faults"`
 
 	VIPs    []string `json:"vips"`
@@ -73,6 +74,17 @@ type Sync struct {
 	Resumes   uint64 `json:"resumes"`             // reconnects resumed from the log (active)
 	Writes    uint64 `json:"writes"`              // session writes accepted here
 	CutOff    uint64 `json:"subscribers_cut_off"` // event subscribers dropped for not reading
+}
+
+// HoldDown is the damping of a flapping link (hapair.toml's hold_down).
+type HoldDown struct {
+	// Ms is the configured hold-down (0: off).
+	Ms float64 `json:"hold_down_ms"`
+	// Flaps counts the peer's returns after being lost.
+	Flaps uint64 `json:"flaps"`
+	// TakeoverInMs, while a takeover is held down, is how long until it
+	// happens if the peer stays silent (0: none held down).
+	TakeoverInMs float64 `json:"takeover_in_ms"`
 }
 
 // PeerStatus is what the peer's last frame said.

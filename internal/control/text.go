@@ -52,6 +52,11 @@ func (s Status) writeRoles(b *strings.Builder) {
 	if s.SplitBrain {
 		fmt.Fprintln(b, "SPLIT BRAIN: both nodes active")
 	}
+	if h := s.HoldDown; h.TakeoverInMs > 0 {
+		fmt.Fprintf(b, "FLAPPING LINK: peer lost soon after it came back; taking over in %v if it stays silent (hold_down %v, %d flaps)\n", ms(h.TakeoverInMs).Round(time.Millisecond), ms(h.Ms), h.Flaps)
+	} else if h.Flaps > 0 {
+		fmt.Fprintf(b, "peer flaps: %d (returns after being lost; hold_down %v)\n", h.Flaps, ms(h.Ms))
+	}
 }
 
 // writeHeartbeat writes the paths, the timers and the core's rights.

@@ -31,6 +31,8 @@ var (
 	dPeerLocked = desc("peer_locked", "1 while the peer says it is locked.")
 	dRedundant  = desc("redundancy_available", "1 when both nodes are unlocked, the peer is seen and sync is complete.")
 	dSplit      = desc("split_brain", "1 while both nodes are active.")
+	dFlaps      = desc("peer_flaps_total", "Times the peer was heard again after being lost: flaps of the link (or restarts of the peer).")
+	dHeldDown   = desc("takeover_held_down", "1 while a takeover waits out the hold-down of a flapping link.")
 	dVIPs       = desc("vips_held", "VIPs this node holds.")
 	dSessions   = desc("sessions", "Sessions held by this node.")
 	dWritten    = desc("replication_written_seq", "Last session write sequence written or applied here.")
@@ -48,7 +50,7 @@ var (
 type collector struct{ status func() control.Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr} {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr} {
 		ch <- d
 	}
 }
@@ -88,6 +90,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	g(dPeerLocked, b2f(s.Peer.Locked))
 	g(dRedundant, b2f(s.Redundancy == "available"))
 	g(dSplit, b2f(s.SplitBrain))
+	n(dFlaps, float64(s.HoldDown.Flaps))
+	g(dHeldDown, b2f(s.HoldDown.TakeoverInMs > 0))
 	g(dVIPs, float64(len(s.Holding)))
 	g(dSessions, float64(s.Sync.Sessions))
 	g(dWritten, float64(s.Sync.Written))

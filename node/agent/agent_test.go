@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -397,10 +398,19 @@ func TestSwitchoverInTheLoop(t *testing.T) {
 		t.Errorf("switchover without a standby: %v", err)
 	}
 	// A write goes through: the refused switchover left nothing paused.
+	// The service learns of the promotion off the loop, after the
+	// machine's status says ACTIVE (applications learn of it from the
+	// role event, which follows): until then a write is refused, not
+	// held.
 	wrote := make(chan error, 1)
 	go func() {
-		_, err := r.a.opt.Sync.(*statesync.Service).Write(store.OpCreate, "after-refusal", []byte("x"))
-		wrote <- err
+		for deadline := time.Now().Add(time.Second); ; time.Sleep(time.Millisecond) {
+			_, err := r.a.opt.Sync.(*statesync.Service).Write(store.OpCreate, "after-refusal", []byte("x"))
+			if !errors.Is(err, statesync.ErrNotActive) || time.Now().After(deadline) {
+				wrote <- err
+				return
+			}
+		}
 	}()
 	select {
 	case err := <-wrote:

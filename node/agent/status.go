@@ -27,6 +27,11 @@ func (a *Agent) updateStatus() {
 	if seen {
 		s.Peer.Role, s.Peer.Locked, s.Peer.Fault = peer.Role.String(), peer.Locked, peer.Fault
 	}
+	flaps, until := a.m.Flaps()
+	s.HoldDown = control.HoldDown{Ms: msOf(a.opt.Election.HoldDown), Flaps: flaps}
+	if !until.IsZero() {
+		s.HoldDown.TakeoverInMs = max(msOf(time.Until(until)), 0.001)
+	}
 	s.Sync = a.syncStatus()
 	for _, v := range a.opt.VIPs.Addrs() {
 		s.VIPs = append(s.VIPs, v.String())

@@ -131,19 +131,14 @@ func (c *Client) List(ctx context.Context) ([]statesync.SessionJSON, error) {
 // Events follows the event stream until ctx ends or the daemon closes it;
 // f is called for each event.
 func (c *Client) Events(ctx context.Context, f func(statesync.Event)) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://hapaird/v1/events", nil)
+	sub, err := c.Subscribe(ctx)
 	if err != nil {
 		return err
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
+	defer sub.Close()
 	for {
-		var ev statesync.Event
-		if err := dec.Decode(&ev); err != nil {
+		ev, err := sub.Next()
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -152,6 +147,43 @@ func (c *Client) Events(ctx context.Context, f func(statesync.Event)) error {
 		f(ev)
 	}
 }
+
+// Subscribe subscribes to the event stream and returns once the daemon
+// has: no event published after it returns is missed.
+func (c *Client) Subscribe(ctx context.Context) (*Subscription, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://hapaird/v1/events", nil)
+	if err != nil {
+		return nil, err
+	}
+	// The daemon answers once it has subscribed this request.
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("events: %s", resp.Status)
+	}
+	return &Subscription{body: resp.Body, dec: json.NewDecoder(resp.Body)}, nil
+}
+
+// Subscription is a subscription to the event stream.
+type Subscription struct {
+	body io.Closer
+	dec  *json.Decoder
+}
+
+// Next waits for the next event; it fails once the subscription's context
+// ends or the daemon closes the stream (a reader that fell behind is cut
+// off).
+func (s *Subscription) Next() (statesync.Event, error) {
+	var ev statesync.Event
+	err := s.dec.Decode(&ev)
+	return ev, err
+}
+
+// Close ends the subscription.
+func (s *Subscription) Close() error { return s.body.Close() }
 
 // Stream is a pipelined binary connection: Send queues writes, Flush sends
 // them, Recv reads the answers in order. Answers are read on the caller's

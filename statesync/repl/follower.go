@@ -58,7 +58,7 @@ type follower struct {
 	last   uint64
 	unAck  int  // ops applied since the last acknowledgement
 	begun  bool // a snapshot or resume began the stream
-	pinged bool
+	owed   bool // an acknowledgement is owed even at sequence 0: a ping, or a load
 }
 
 func (f *follower) send(m *wire.Msg) error {
@@ -99,8 +99,8 @@ func (f *follower) run() error {
 		// (one ack per batch, not per op), and at least every ackEvery ops
 		// while the stream runs flat out, so the active's view of the
 		// standby, and sync writers, never wait on a burst.
-		if (f.br.Buffered() == 0 || f.unAck >= ackEvery) && (f.last > 0 || f.pinged) {
-			f.unAck, f.pinged = 0, false
+		if (f.br.Buffered() == 0 || f.unAck >= ackEvery) && (f.last > 0 || f.owed) {
+			f.unAck, f.owed = 0, false
 			if err := f.send(&wire.Msg{Type: wire.Ack, Seq: f.last}); err != nil {
 				return err
 			}
@@ -158,20 +158,25 @@ func (f *follower) control(now time.Time) error {
 		f.hdr, f.snap = *m, make([]store.Session, 0, min(m.Count, 1<<20))
 		if m.Count == 0 {
 			f.r.loadSnapshot(f.hdr, f.snap, now)
-			f.last = f.hdr.Seq
+			f.last, f.owed = f.hdr.Seq, true
 		}
 	case wire.Entry:
 		f.snap = append(f.snap, store.Session{ID: string(m.ID), Data: bytes.Clone(m.Data), Version: m.Version})
 		if uint64(len(f.snap)) == f.hdr.Count {
 			f.r.loadSnapshot(f.hdr, f.snap, now)
-			f.snap, f.last = nil, f.hdr.Seq
+			// Acknowledged at once, even an empty store's sequence 0:
+			// the active allows a long silence until the first
+			// acknowledgement (setupAllow), and a link cut after it
+			// is noticed within deadAfter.
+			f.snap, f.last, f.owed = nil, f.hdr.Seq, true
 		}
 	case wire.Resume:
 		f.begun = true
 		f.r.store.SetFollowing(m.Epoch)
 		_, f.last = f.r.store.Seq()
+		f.owed = true
 	case wire.Ping:
-		f.pinged = true
+		f.owed = true
 	default:
 		return fmt.Errorf("statesync: unexpected message %d from the active", m.Type)
 	}

@@ -405,3 +405,68 @@ func TestSpinAckedSharesTheSocket(t *testing.T) {
 		})
 	}
 }
+
+// A standby that goes silent without closing (a cut link: no FIN, no
+// RST) is taken for gone after deadAfter, so status stops saying
+// "connected" and redundancy says why.
+func TestLeaderNoticesASilentStandby(t *testing.T) {
+	for _, network := range []string{"unix", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			var cut atomic.Bool
+			var leader *node
+			var dial func(ctx context.Context) (net.Conn, error)
+			if network == "tcp" {
+				// The ack pump polls a TCP socket through its raw
+				// descriptor: a path of its own.
+				leader = startNode(t, store.New(store.Limits{}), "", [][]byte{key}, true)
+				dial = func(ctx context.Context) (net.Conn, error) {
+					c, err := (&net.Dialer{}).DialContext(ctx, "tcp", leader.ln.Addr().String())
+					if err != nil {
+						return nil, err
+					}
+					return &cuttable{Conn: c, cut: &cut}, nil
+				}
+			} else {
+				ln := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+				leader = runNode(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}}, ln, true)
+				dial = func(ctx context.Context) (net.Conn, error) {
+					a, b := socketPair(t)
+					select {
+					case ln.conns <- a:
+						return &cuttable{Conn: b, cut: &cut}, nil
+					case <-ctx.Done():
+						a.Close()
+						b.Close()
+						return nil, ctx.Err()
+					}
+				}
+			}
+			runNode(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}, Dial: dial}, &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}, false)
+			// Set up: the standby acknowledges its (empty) snapshot at
+			// once, and the active's set-up allowance is over.
+			waitFor(t, "the standby's first acknowledgement", func() bool { p := leader.repl.pump.Load(); return p != nil && p.acked.Load() })
+			cut.Store(true)
+			start := time.Now()
+			for leader.repl.Connected() {
+				if time.Since(start) > 5*deadAfter {
+					t.Fatalf("the leader still says connected %v after its standby went silent", time.Since(start))
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			t.Logf("noticed after %v", time.Since(start))
+		})
+	}
+}
+
+// cuttable drops what the standby writes once cut: a link that died.
+type cuttable struct {
+	net.Conn
+	cut *atomic.Bool
+}
+
+func (c *cuttable) Write(p []byte) (int, error) {
+	if c.cut.Load() {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}

@@ -45,20 +45,20 @@ func (r *Replicator) follow(ctx context.Context) error {
 // follower is the standby's end of one replication connection: it applies
 // what the active sends, in order, and acknowledges it.
 type follower struct {
-	r      *Replicator
-	c      net.Conn
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	out    []byte // an encoded message, reused
-	big    []byte // a message larger than br's buffer
-	m      wire.Msg
-	pend   []store.Op // ops read and not yet applied
-	snap   []store.Session
-	hdr    wire.Msg // the snapshot being received
-	last   uint64
-	unAck  int  // ops applied since the last acknowledgement
-	begun  bool // a snapshot or resume began the stream
-	owed   bool // an acknowledgement is owed even at sequence 0: a ping, or a load
+	r     *Replicator
+	c     net.Conn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	out   []byte // an encoded message, reused
+	big   []byte // a message larger than br's buffer
+	m     wire.Msg
+	pend  []store.Op // ops read and not yet applied
+	snap  []store.Session
+	hdr   wire.Msg // the snapshot being received
+	last  uint64
+	unAck int  // ops applied since the last acknowledgement
+	begun bool // a snapshot or resume began the stream
+	owed  bool // an acknowledgement is owed even at sequence 0: a ping, or a load
 }
 
 func (f *follower) send(m *wire.Msg) error {

@@ -13,8 +13,9 @@ type ConfigOptions struct {
 	SyncMode string // empty: async
 	Extra    string // appended verbatim: checks, hooks, more VIPs
 	Lease    string // empty: "4s"
-	// Interval and Dead, when set, replace the profile's timers.
-	Interval, Dead string
+	// Interval and Dead, when set, replace the profile's timers;
+	// HoldDown, when set, is hold_down.
+	Interval, Dead, HoldDown string
 	// Media adds a critical process check on a stand-in media server per
 	// node (a sleep the Cluster starts), for process-death scenarios.
 	Media bool
@@ -56,6 +57,9 @@ fall = 1
 	}
 	if o.Dead != "" {
 		timers += fmt.Sprintf("dead_interval = %q\n", o.Dead)
+	}
+	if o.HoldDown != "" {
+		timers += fmt.Sprintf("hold_down = %q\n", o.HoldDown)
 	}
 	src := fmt.Sprintf(`# hapair lab pair %[1]s
 cluster = "lab-%[1]s"

@@ -44,7 +44,7 @@ func main() {
 	runs := flag.Int("runs", 20, "runs per cell")
 	quick := flag.Bool("quick", false, "5 runs per cell")
 	write := flag.String("write", "", "also write the report to this markdown file")
-	only := flag.String("only", "", "comma-separated contenders to run (default all); \"sessions\": session replication only; \"sync-latency\": only the sync write latency against Redis; \"faults\": only the fault table")
+	only := flag.String("only", "", "comma-separated contenders to run (default all); \"sessions\": session replication only; \"sync-latency\": only the sync write latency against Redis; \"faults\": only the fault table; \"links\": only one-way and flapping heartbeats")
 	nwrites := flag.Int("writes", 1_000_000, "session writes per throughput run (200,000 with --quick)")
 	flag.Parse()
 	if *quick {
@@ -63,10 +63,13 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	cells, idle := benchFailovers(bin, *only, *runs)
 	report := ""
-	if *only != "faults" {
+	if *only != "faults" && *only != "links" {
+		cells, idle := benchFailovers(bin, *only, *runs)
 		report = render(cells, idle, *runs)
+	}
+	if *only == "" || *only == "links" {
+		report += benchLinksAll(bin, *quick)
 	}
 	if *only == "" || *only == "faults" {
 		crash, rotations, locks := 100, 20, 20
@@ -98,20 +101,28 @@ func main() {
 	}
 }
 
-// benchFailovers runs every contender's failover scenarios runs times, and
-// measures each one idle.
-func benchFailovers(bin, only string, runs int) (cells []*cell, idle []string) {
-	makers := []struct {
-		name string
-		make func() (contender, error)
-	}{
+// maker starts one contender on a fresh pair.
+type maker struct {
+	name string
+	make func() (contender, error)
+}
+
+// makers are the contenders, hapair at each profile and keepalived at
+// three advert intervals.
+func makers(bin string) []maker {
+	return []maker{
 		{"hapair default (100ms/300ms)", func() (contender, error) { return newHapair(bin, "default") }},
 		{"hapair fast (10ms/30ms)", func() (contender, error) { return newHapair(bin, "fast") }},
 		{"keepalived advert 1s", func() (contender, error) { return newKeepalived("1") }},
 		{"keepalived advert 0.1s", func() (contender, error) { return newKeepalived("0.1") }},
 		{"keepalived advert 0.01s", func() (contender, error) { return newKeepalived("0.01") }},
 	}
-	for _, mk := range makers {
+}
+
+// benchFailovers runs every contender's failover scenarios runs times, and
+// measures each one idle.
+func benchFailovers(bin, only string, runs int) (cells []*cell, idle []string) {
+	for _, mk := range makers(bin) {
 		if only != "" && !containsAny(mk.name, strings.Split(only, ",")) {
 			continue
 		}

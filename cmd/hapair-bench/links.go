@@ -1,0 +1,188 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hapair/hapair/lab"
+)
+
+// Links (issue 17): one-way loss and flapping heartbeats, every contender
+// given the same fault on its own heartbeat channel by a filter at a
+// node's ingress, as a switch or a NIC that lost its receive side would:
+// hapair's raw frames and UDP path, keepalived's VRRP adverts.
+//
+//   - one-way: the holder's heartbeats are dropped at the other node for
+//     oneWayFor; how long both hold the VIP in all, and whether one
+//     holder is left at the end;
+//   - flapping: all heartbeats between the two are dropped and let
+//     through again every 400 ms for flapFor; how often the VIP changes
+//     hands (each claim or release on either node counts one).
+type linkFigures struct {
+	name       string
+	oneWayBoth time.Duration // both held the VIP, in all, during the fault
+	oneWayEnd  int           // holders when the fault ended
+	flaps      int
+	moves      int // claims and releases during the flapping
+	err        error
+}
+
+// linker is what the links bench needs of a contender.
+type linker interface {
+	links() (p *lab.Pair, drops []lab.Drop, settle func() error)
+}
+
+func (h *hapair) links() (*lab.Pair, []lab.Drop, func() error) {
+	return h.p, lab.HeartbeatDrops, func() error { _, err := h.c.Settle(10 * time.Second); return err }
+}
+
+func (k *keepalived) links() (*lab.Pair, []lab.Drop, func() error) {
+	return k.p, lab.VRRPDrops, k.settle
+}
+
+// holderWatch samples both nodes' VIP every millisecond: the time both
+// hold it, and how often either node's holding changes.
+type holderWatch struct {
+	stop  chan struct{}
+	done  chan struct{}
+	mu    sync.Mutex
+	both  time.Duration
+	moves int
+	last  int // holders at the last sample
+}
+
+func watchHolders(p *lab.Pair) *holderWatch {
+	w := &holderWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		prev := [2]bool{p.Holds("a", lab.VIP.Addr()), p.Holds("b", lab.VIP.Addr())}
+		at := time.Now()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			cur := [2]bool{p.Holds("a", lab.VIP.Addr()), p.Holds("b", lab.VIP.Addr())}
+			now := time.Now()
+			w.mu.Lock()
+			if prev[0] && prev[1] {
+				w.both += now.Sub(at)
+			}
+			for i := range cur {
+				if cur[i] != prev[i] {
+					w.moves++
+				}
+			}
+			w.last = b2i(cur[0]) + b2i(cur[1])
+			w.mu.Unlock()
+			prev, at = cur, now
+		}
+	}()
+	return w
+}
+
+func (w *holderWatch) end() (both time.Duration, moves, holders int) {
+	close(w.stop)
+	<-w.done
+	return w.both, w.moves, w.last
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// benchLinks measures one contender.
+func benchLinks(name string, c contender, oneWayFor, flapFor time.Duration) linkFigures {
+	f := linkFigures{name: name}
+	l, ok := c.(linker)
+	if !ok {
+		f.err = fmt.Errorf("no links bench for %s", c.name())
+		return f
+	}
+	p, drops, settle := l.links()
+	if f.err = settle(); f.err != nil {
+		return f
+	}
+	holder := "a"
+	if p.Holds("b", lab.VIP.Addr()) {
+		holder = "b"
+	}
+	heal, err := p.DropAt(map[string]string{"a": "b", "b": "a"}[holder], drops)
+	if err != nil {
+		f.err = err
+		return f
+	}
+	w := watchHolders(p)
+	time.Sleep(oneWayFor) // the fault's length
+	f.oneWayBoth, _, f.oneWayEnd = w.end()
+	if f.err = heal(); f.err != nil {
+		return f
+	}
+	if f.err = settle(); f.err != nil {
+		return f
+	}
+	w = watchHolders(p)
+	for start := time.Now(); time.Since(start) < flapFor; f.flaps++ {
+		var heals []func() error
+		for _, n := range []string{"a", "b"} {
+			h, err := p.DropAt(n, drops)
+			if err != nil {
+				f.err = err
+				break
+			}
+			heals = append(heals, h)
+		}
+		time.Sleep(400 * time.Millisecond) // down
+		for _, h := range heals {
+			h()
+		}
+		time.Sleep(400 * time.Millisecond) // up
+	}
+	time.Sleep(2 * time.Second) // what the last flap leads to
+	_, f.moves, _ = w.end()
+	return f
+}
+
+func renderLinks(figs []linkFigures, oneWayFor, flapFor time.Duration) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n## One-way and flapping heartbeats (issue 17)\n\n")
+	fmt.Fprintf(&b, "Each contender's own heartbeats (hapair: raw frames and the UDP path; keepalived: VRRP adverts) dropped by a filter at a node's ingress, nothing else. One-way: the holder's heartbeats dropped at the other node for %v. Flapping: all heartbeats between the two dropped and let through again every 400 ms for %v. A VIP move is one claim or release on either node, sampled every millisecond.\n\n", oneWayFor, flapFor)
+	fmt.Fprintf(&b, "| contender | one-way: both hold the VIP, in all | one-way: holders at the end | flapping: flaps | flapping: VIP moves |\n|---|---|---|---|---|\n")
+	for _, f := range figs {
+		if f.err != nil {
+			fmt.Fprintf(&b, "| %s | failed: %v | | | |\n", f.name, strings.ReplaceAll(f.err.Error(), "\n", " "))
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %v | %d | %d | %d |\n", f.name, f.oneWayBoth.Round(time.Millisecond), f.oneWayEnd, f.flaps, f.moves)
+	}
+	return b.String()
+}
+
+// benchLinksAll runs the links bench for every contender selected.
+func benchLinksAll(bin string, quick bool) string {
+	oneWayFor, flapFor := 15*time.Second, 60*time.Second
+	if quick {
+		oneWayFor, flapFor = 5*time.Second, 20*time.Second
+	}
+	var figs []linkFigures
+	for _, mk := range makers(bin) {
+		fmt.Fprintf(os.Stderr, "== links: %s\n", mk.name)
+		c, err := mk.make()
+		if err != nil {
+			figs = append(figs, linkFigures{name: mk.name, err: err})
+			continue
+		}
+		f := benchLinks(mk.name, c, oneWayFor, flapFor)
+		fmt.Fprintf(os.Stderr, "   one-way: both %v, %d holders at the end; flapping: %d flaps, %d VIP moves (%v)\n", f.oneWayBoth, f.oneWayEnd, f.flaps, f.moves, f.err)
+		figs = append(figs, f)
+		c.close()
+	}
+	return renderLinks(figs, oneWayFor, flapFor)
+}

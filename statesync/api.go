@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,6 +81,8 @@ func errCode(err error) int {
 	switch {
 	case errors.Is(err, ErrNotActive):
 		return http.StatusConflict
+	case errors.Is(err, ErrNotReplicated):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, store.ErrExists):
 		return http.StatusConflict
 	case errors.Is(err, store.ErrNotFound):
@@ -258,7 +261,8 @@ func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 		<-st.done
 	}()
 	batch := make([]store.Write, 0, maxBatch)
-	var big, out []byte
+	var big []byte
+	var res []result
 	for {
 		b, buffered, err := wire.AwaitFrames(br, &big, 3, maxStreamMsg, nil)
 		if err != nil {
@@ -266,19 +270,20 @@ func (s *Service) serveStream(c net.Conn, br *bufio.Reader) {
 		}
 		var used int
 		batch, used = parseBatch(batch[:0], b)
-		s.applyBatch(batch) // copies what the store keeps
+		term := s.applyBatch(batch) // copies what the store keeps
 		if buffered {
 			br.Discard(used)
 		}
-		var last uint64
-		out = out[:0]
+		a := answers{term: term}
+		res = res[:0]
 		for _, w := range batch {
-			out = appendAnswer(out, w.Seq, w.Err)
+			res = append(res, result{seq: w.Seq, err: w.Err})
 			if w.Err == nil {
-				last = w.Seq
+				a.last = w.Seq
 			}
 		}
-		if st.answer(out, last, wholeRequestBuffered(br)) != nil {
+		a.res = res
+		if st.answer(a, wholeRequestBuffered(br)) != nil {
 			return
 		}
 	}
@@ -294,13 +299,20 @@ type stream struct {
 	inflight atomic.Int64 // batches handed over and not yet answered
 	queue    chan answers
 	done     chan struct{}
+	out      []byte // the reading goroutine's encoded answers
 }
 
-// answers are a batch's encoded answers, and the last sequence written in
-// it (0: none) for sync mode to wait for.
+// answers are a batch's outcomes, the last sequence written in it (0:
+// none) for sync mode to wait for, and the active term it was written in.
 type answers struct {
-	b    []byte
+	res  []result
 	last uint64
+	term <-chan struct{}
+}
+
+type result struct {
+	seq uint64
+	err error
 }
 
 // parseBatch appends the whole requests at the start of b (at most
@@ -320,23 +332,42 @@ func parseBatch(batch []store.Write, b []byte) ([]store.Write, int) {
 	return batch, used
 }
 
-// answer sends out, after the standby applied last in sync mode. It is
-// answered here when nothing needs waiting for, or when a lone sync write
-// has nothing queued behind or ahead of it (a hand-off to the other
-// goroutine would add to its latency); otherwise queued. more says
-// another request is already buffered.
-func (st *stream) answer(out []byte, last uint64, more bool) error {
-	if st.inflight.Load() != 0 || (last != 0 && st.s.cfg.Mode == Sync && more) {
+// settle waits as sync mode says and encodes a's answers after dst: the
+// writes the standby did not apply before this node stopped being active
+// fail with ErrNotReplicated.
+func (st *stream) settle(dst []byte, a answers) []byte {
+	var failed error
+	var acked uint64
+	if a.last > 0 {
+		if failed = st.s.settle(a.last, a.term); failed != nil {
+			acked = st.s.repl.Acked()
+		}
+	}
+	for _, r := range a.res {
+		err := r.err
+		if err == nil && failed != nil && r.seq > acked {
+			err = failed
+		}
+		dst = appendAnswer(dst, r.seq, err)
+	}
+	return dst
+}
+
+// answer answers a. It is answered here when nothing needs waiting for,
+// or when a lone sync write has nothing queued behind or ahead of it (a
+// hand-off to the other goroutine would add to its latency); otherwise
+// queued. more says another request is already buffered.
+func (st *stream) answer(a answers, more bool) error {
+	if st.inflight.Load() != 0 || (a.last != 0 && st.s.cfg.Mode == Sync && more) {
 		st.inflight.Add(1)
-		st.queue <- answers{b: bytes.Clone(out), last: last}
+		a.res = slices.Clone(a.res)
+		st.queue <- a
 		return nil
 	}
-	if last > 0 {
-		st.s.settle(last)
-	}
+	st.out = st.settle(st.out[:0], a)
 	st.wmu.Lock()
 	defer st.wmu.Unlock()
-	_, err := st.bw.Write(out)
+	_, err := st.bw.Write(st.out)
 	if err == nil && !more {
 		err = st.bw.Flush()
 	}
@@ -348,13 +379,14 @@ func (st *stream) answer(out []byte, last uint64, more bool) error {
 func (st *stream) answerQueued() {
 	defer close(st.done)
 	broken := false
+	var out []byte
 	for a := range st.queue {
-		if !broken && a.last > 0 {
-			st.s.settle(a.last)
+		if !broken {
+			out = st.settle(out[:0], a)
 		}
 		st.wmu.Lock()
 		if !broken {
-			_, err := st.bw.Write(a.b)
+			_, err := st.bw.Write(out)
 			if err == nil && len(st.queue) == 0 {
 				err = st.bw.Flush()
 			}

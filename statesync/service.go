@@ -42,6 +42,14 @@ type ServiceConfig struct {
 // ErrNotActive is returned for writes on a node that is not active.
 var ErrNotActive = errors.New("this node is not active")
 
+// ErrNotReplicated is returned, in sync mode, for a write this node
+// applied but stopped being active before the standby applied it: the new
+// active may not hold it, so it is not acknowledged.
+var ErrNotReplicated = errors.New("this node stopped being active before the standby applied the write; it may be lost: write it again to the active node")
+
+// closed is a closed channel: the term of a node that is not active.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // Service is the node's session service: the write path from the
 // application API (api.go) to the store and its replication, with the
 // role gate, sync mode's wait for the standby and async mode's
@@ -58,6 +66,10 @@ type Service struct {
 	active   bool
 	activeAt string // the active node's name, for errors on a standby
 	paused   chan struct{}
+	// term closes when this node stops being active: a sync write
+	// applied in it and not yet acknowledged then fails instead of
+	// waiting out the sync timeout and returning as if replicated.
+	term chan struct{}
 
 	degraded atomic.Bool
 	writes   atomic.Uint64
@@ -71,7 +83,7 @@ func NewService(st *store.Store, r *repl.Replicator, cfg ServiceConfig) *Service
 	if cfg.Mode == "" {
 		cfg.Mode = Async
 	}
-	return &Service{cfg: cfg, store: st, repl: r, hub: NewHub(), role: "INIT"}
+	return &Service{cfg: cfg, store: st, repl: r, hub: NewHub(), role: "INIT", term: closed}
 }
 
 // Hub is the service's event stream.
@@ -126,6 +138,13 @@ func (s *Service) SetRole(gen uint64, role string, active bool, activeNode strin
 		return
 	}
 	s.roleGen = gen
+	switch {
+	case active && !s.active:
+		s.term = make(chan struct{})
+	case !active && s.active:
+		close(s.term)
+		s.term = closed
+	}
 	s.role, s.active, s.activeAt = role, active, activeNode
 	// Under the lock: a demotion and an overtaken promotion must not
 	// reach the replicator in the wrong order.
@@ -163,10 +182,12 @@ func (s *Service) Degraded() bool { return s.degraded.Load() }
 // Writes counts writes accepted.
 func (s *Service) Writes() uint64 { return s.writes.Load() }
 
-func (s *Service) gate() error {
+// gate waits out a pause and refuses writes on a node that is not active;
+// it returns the active term the write belongs to.
+func (s *Service) gate() (term <-chan struct{}, err error) {
 	for {
 		s.mu.RLock()
-		paused, active, role, at := s.paused, s.active, s.role, s.activeAt
+		paused, active, role, at, term := s.paused, s.active, s.role, s.activeAt, s.term
 		s.mu.RUnlock()
 		if paused != nil {
 			<-paused
@@ -174,30 +195,25 @@ func (s *Service) gate() error {
 		}
 		if !active {
 			if at == "" {
-				return fmt.Errorf("%w (it is %s; no active node known)", ErrNotActive, role)
+				return nil, fmt.Errorf("%w (it is %s; no active node known)", ErrNotActive, role)
 			}
-			return fmt.Errorf("%w (it is %s): write to the active node, %s", ErrNotActive, role, at)
+			return nil, fmt.Errorf("%w (it is %s): write to the active node, %s", ErrNotActive, role, at)
 		}
-		return nil
+		return term, nil
 	}
 }
 
-// apply performs a write without waiting for the standby.
-func (s *Service) apply(kind store.OpKind, id string, data []byte) (uint64, error) {
-	w := []store.Write{{Kind: kind, ID: []byte(id), Data: data}}
-	s.applyBatch(w)
-	return w[0].Seq, w[0].Err
-}
-
-// applyBatch performs writes that arrived together, in order.
-func (s *Service) applyBatch(ws []store.Write) {
-	if err := s.gate(); err != nil {
+// applyBatch performs writes that arrived together, in order, and returns
+// the active term they were written in (settle's to watch).
+func (s *Service) applyBatch(ws []store.Write) (term <-chan struct{}) {
+	term, err := s.gate()
+	if err != nil {
 		for i := range ws {
 			if ws[i].Err == nil {
 				ws[i].Err = err
 			}
 		}
-		return
+		return closed
 	}
 	now := time.Now()
 	if s.store.WriteBatch(ws, now) {
@@ -222,6 +238,7 @@ func (s *Service) applyBatch(ws []store.Write) {
 	if last > 0 {
 		s.backpressure(last)
 	}
+	return term
 }
 
 // maxLag bounds how far an attached standby may fall behind in async mode:
@@ -241,41 +258,53 @@ func (s *Service) backpressure(seq uint64) {
 	s.repl.WaitAcked(seq-maxLag, 50*time.Millisecond)
 }
 
-// settle waits, in sync mode, until the standby applied seq. A standby
-// that does not answer within SyncTimeout turns sync into async (the
-// write still stands) until it has caught up again.
-func (s *Service) settle(seq uint64) {
+// settle waits, in sync mode, until the standby applied seq, written in
+// term. A standby that does not answer within SyncTimeout turns sync into
+// async (the write still stands) until it has caught up again. A node
+// that stops being active first (a split brain lost, a one-way link
+// yielded) does not acknowledge the write: ErrNotReplicated.
+func (s *Service) settle(seq uint64, term <-chan struct{}) error {
 	if s.cfg.Mode != Sync {
-		return
+		return nil
 	}
 	if s.degraded.Load() {
 		if s.repl.Acked() >= seq-1 && s.repl.Connected() {
 			s.degraded.Store(false)
 			s.hub.Publish(Event{Type: "sync-restored"})
 		} else {
-			return
+			return nil
 		}
 	}
 	if s.cfg.SyncPoll > 0 && s.repl.SpinAcked(seq, s.cfg.SyncPoll) {
-		return
+		return nil
 	}
-	if !s.repl.WaitAcked(seq, s.cfg.SyncTimeout) {
-		if !s.degraded.Swap(true) {
-			reason := fmt.Sprintf("standby did not apply a write within %v; writes now return without waiting for it", s.cfg.SyncTimeout)
-			s.hub.Publish(Event{Type: "sync-degraded", Reason: reason})
-			if s.cfg.OnDegraded != nil {
-				s.cfg.OnDegraded(reason)
-			}
+	if s.repl.WaitAckedOr(seq, s.cfg.SyncTimeout, term) {
+		return nil
+	}
+	select {
+	case <-term:
+		return ErrNotReplicated
+	default:
+	}
+	if !s.degraded.Swap(true) {
+		reason := fmt.Sprintf("standby did not apply a write within %v; writes now return without waiting for it", s.cfg.SyncTimeout)
+		s.hub.Publish(Event{Type: "sync-degraded", Reason: reason})
+		if s.cfg.OnDegraded != nil {
+			s.cfg.OnDegraded(reason)
 		}
 	}
+	return nil
 }
 
 // Write performs one write as the mode says.
 func (s *Service) Write(kind store.OpKind, id string, data []byte) (uint64, error) {
-	seq, err := s.apply(kind, id, data)
-	if err != nil {
+	w := []store.Write{{Kind: kind, ID: []byte(id), Data: data}}
+	term := s.applyBatch(w)
+	if w[0].Err != nil {
+		return 0, w[0].Err
+	}
+	if err := s.settle(w[0].Seq, term); err != nil {
 		return 0, err
 	}
-	s.settle(seq)
-	return seq, nil
+	return w[0].Seq, nil
 }

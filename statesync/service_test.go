@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,6 +68,56 @@ func TestSyncWriteWaitsForTheStandby(t *testing.T) {
 			}
 			if svc.Degraded() {
 				t.Error("sync mode degraded with a healthy standby")
+			}
+		})
+	}
+}
+
+// Sync mode: a write that this node applied, and that no standby applied
+// before this node stopped being active (a split brain lost, a one-way
+// link yielded), is not acknowledged: the new active may not hold it.
+// Without this it returned as written once the sync timeout passed.
+func TestDemotionFailsPendingSyncWrites(t *testing.T) {
+	for _, via := range []string{"call", "stream"} {
+		t.Run(via, func(t *testing.T) {
+			st := store.New(store.Limits{})
+			svc := NewService(st, repl.New(st, repl.Config{}), ServiceConfig{Mode: Sync, SyncTimeout: time.Minute})
+			wrote := make(chan string, 1)
+			if via == "call" {
+				svc.SetRole(1, "ACTIVE", true, "a", 1)
+				go func() {
+					_, err := svc.Write(store.OpCreate, "pending", []byte("x"))
+					wrote <- fmt.Sprint(err)
+				}()
+			} else {
+				c, br := openStream(t, svc)
+				if _, err := c.Write(request(store.OpCreate, "pending", []byte("x"))); err != nil {
+					t.Fatal(err)
+				}
+				go func() {
+					_, text := answer(t, br)
+					wrote <- text
+				}()
+			}
+			// No standby acknowledges it; wait until it is written.
+			for deadline := time.Now().Add(5 * time.Second); st.Len() == 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the write never reached the store")
+				}
+			}
+			select {
+			case err := <-wrote:
+				t.Fatalf("returned without a standby: %s", err)
+			default:
+			}
+			svc.SetRole(2, "STANDBY", false, "b", 0)
+			select {
+			case err := <-wrote:
+				if !strings.Contains(err, ErrNotReplicated.Error()) {
+					t.Fatalf("after the demotion: %q, want %q", err, ErrNotReplicated)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the pending write waited out its sync timeout after the demotion")
 			}
 		})
 	}

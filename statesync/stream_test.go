@@ -23,6 +23,13 @@ func streamConn(t *testing.T, lim store.Limits) (*store.Store, net.Conn, *bufio.
 	t.Helper()
 	st := store.New(lim)
 	svc := NewService(st, repl.New(st, repl.Config{}), ServiceConfig{})
+	c, br := openStream(t, svc)
+	return st, c, br
+}
+
+// openStream makes svc active and opens the binary stream on its API.
+func openStream(t *testing.T, svc *Service) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	svc.SetRole(1, "ACTIVE", true, "a", 1)
 	mux := http.NewServeMux()
 	svc.Register(mux)
@@ -45,7 +52,7 @@ func streamConn(t *testing.T, lim store.Limits) (*store.Store, net.Conn, *bufio.
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade: %v %v", resp, err)
 	}
-	return st, c, br
+	return c, br
 }
 
 func request(kind store.OpKind, id string, data []byte) []byte {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func TestOneWayLossEndsWithOneActive(t *testing.T) {
 	for _, profile := range []string{"default", "fast"} {
 		t.Run(profile, func(t *testing.T) {
 			t.Parallel()
-			c := cluster(t, lab.ConfigOptions{Profile: profile})
+			c := cluster(t, lab.ConfigOptions{Profile: profile, SyncMode: "sync"})
 			act := settle(t, c)
 			sb := other(act)
 			if err := c.WaitSynced(act, 10*time.Second); err != nil {
@@ -47,6 +48,16 @@ func TestOneWayLossEndsWithOneActive(t *testing.T) {
 			}
 			s, _ := c.Status(act)
 			dead := time.Duration(s.DeadMs * float64(time.Millisecond))
+			// Sync writes on the active while it yields: the one it
+			// applied and no standby did must not be acknowledged.
+			st, err := api(c, act).Stream(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := lab.StartWrites(st, 0, 64)
+			if err := w.WaitCount(50, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
 			heal := dropHeartbeatsAt(t, c, sb, true)
 			vip := lab.VIP.Addr()
 			// The standby takes over...
@@ -94,6 +105,11 @@ func TestOneWayLossEndsWithOneActive(t *testing.T) {
 			}
 			if !c.Holds(sb, vip) || c.Holds(act, vip) {
 				t.Fatalf("after healing: %s holds the VIP %v, %s %v", sb, c.Holds(sb, vip), act, c.Holds(act, vip))
+			}
+			st.Close()
+			acked := w.Wait()
+			if m := c.Missing(sb, acked); m > 0 {
+				t.Errorf("%d of %d acknowledged writes missing on the new active", m, w.Count())
 			}
 		})
 	}

@@ -25,8 +25,9 @@ func (a *acks) set(seq uint64) {
 	a.mu.Unlock()
 }
 
-// wait waits until seq is acknowledged, or until timeout.
-func (a *acks) wait(seq uint64, timeout time.Duration) bool {
+// wait waits until seq is acknowledged, until timeout, or until stop
+// closes (nil: never).
+func (a *acks) wait(seq uint64, timeout time.Duration, stop <-chan struct{}) bool {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
@@ -40,6 +41,8 @@ func (a *acks) wait(seq uint64, timeout time.Duration) bool {
 		case <-sig:
 		case <-deadline.C:
 			return false
+		case <-stop:
+			return a.v.Load() >= seq
 		}
 	}
 }

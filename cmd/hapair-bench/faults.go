@@ -25,6 +25,15 @@ type faultFigures struct {
 
 func benchFaults(bin string, crash, rotations, locks int) faultFigures {
 	var f faultFigures
+	f.crashRestarts(bin, crash)
+	f.rotate(bin, rotations)
+	f.lockThenKill(bin, locks)
+	return f
+}
+
+// crashRestarts kills -9 and restarts the active, half the rounds with a
+// dead interval the restart beats, half at the fast profile.
+func (f *faultFigures) crashRestarts(bin string, crash int) {
 	for _, o := range []lab.ConfigOptions{
 		{SyncMode: "sync", Interval: "100ms", Dead: "3s"}, // the restart beats the dead interval
 		{SyncMode: "sync", Profile: "fast"},               // it does not
@@ -49,7 +58,11 @@ func benchFaults(bin string, crash, rotations, locks int) faultFigures {
 		done()
 	}
 	fmt.Fprintf(os.Stderr, "   crash-restart: %d rounds, %d acknowledged writes missing, %d failed\n", f.crashRounds, f.crashMissing, f.crashFailed)
+}
 
+// rotate runs the documented rolling key rotation, watching the VIP's
+// holders throughout.
+func (f *faultFigures) rotate(bin string, rotations int) {
 	if c, _, done, err := startPair(bin, "rotate", lab.ConfigOptions{}); err != nil {
 		f.rotationErr = err.Error()
 	} else {
@@ -72,7 +85,10 @@ func benchFaults(bin string, crash, rotations, locks int) faultFigures {
 		done()
 	}
 	fmt.Fprintf(os.Stderr, "   rotations: %d, longest with no holder %v, with two %v\n", f.rotations, f.none, f.both)
+}
 
+// lockThenKill locks the standby and kills the active at once.
+func (f *faultFigures) lockThenKill(bin string, locks int) {
 	if c, _, done, err := startPair(bin, "lock", lab.ConfigOptions{Profile: "fast"}); err != nil {
 		f.lockErr = err.Error()
 	} else {
@@ -101,7 +117,6 @@ func benchFaults(bin string, crash, rotations, locks int) faultFigures {
 		done()
 	}
 	fmt.Fprintf(os.Stderr, "   lock-then-kill: %d rounds, %d takeovers\n", f.lockRounds, f.takeovers)
-	return f
 }
 
 func renderFaults(f faultFigures) string {

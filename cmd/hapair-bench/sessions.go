@@ -509,27 +509,12 @@ func renderZeroLoss(z zeroLoss, rounds int, err error) string {
 	return b.String()
 }
 
-// benchSyncLatency measures one write at a time that returns only once the
-// standby applied it: hapair in sync mode, and Redis's SET + WAIT 1 with
-// its master and replica in the same two namespaces, both reached over a
-// unix socket. The two alternate in rounds, so a noisy stretch of the
-// machine falls on both.
-func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error) {
-	c, act, done, err := startPair(bin, "lat", lab.ConfigOptions{SyncMode: "sync"})
-	if err != nil {
-		return h, r, err
-	}
-	defer done()
+// startRedisBeside starts a Redis master beside c's active and a replica
+// beside its standby, on port 6380 of the replication addresses, and
+// returns a connection to the master's unix socket once the replica is
+// online.
+func startRedisBeside(c *lab.Cluster, act string) (*resp, error) {
 	p, dir := c.Pair, c.Dir
-	st, err := client.New(c.Socket(act)).Stream(context.Background())
-	if err != nil {
-		return h, r, err
-	}
-	defer st.Close()
-	if _, err := st.Do(store.OpCreate, "lat", payload); err != nil {
-		return h, r, err
-	}
-
 	ns := map[string]string{"a": p.A, "b": p.B}
 	sb := map[string]string{"a": "b", "b": "a"}[act]
 	master, replica := lab.ReplAddr[act].Addr().String(), lab.ReplAddr[sb].Addr().String()
@@ -544,7 +529,7 @@ func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error
 		d, _ := os.MkdirTemp(dir, "redis-")
 		args := append([]string{"--port", "6380", "--bind", n.bind, "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", d, "--daemonize", "no"}, n.extra...)
 		if _, err := p.Start(lab.Command(n.ns, "redis-server", args...)); err != nil {
-			return h, r, err
+			return nil, err
 		}
 	}
 	var rc *resp
@@ -558,8 +543,35 @@ func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error
 			break
 		}
 		if time.Now().After(deadline) {
-			return h, r, errors.New("redis replica did not attach")
+			return nil, errors.New("redis replica did not attach")
 		}
+	}
+	return rc, nil
+}
+
+// benchSyncLatency measures one write at a time that returns only once the
+// standby applied it: hapair in sync mode, and Redis's SET + WAIT 1 with
+// its master and replica in the same two namespaces, both reached over a
+// unix socket. The two alternate in rounds, so a noisy stretch of the
+// machine falls on both.
+func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error) {
+	c, act, done, err := startPair(bin, "lat", lab.ConfigOptions{SyncMode: "sync"})
+	if err != nil {
+		return h, r, err
+	}
+	defer done()
+	st, err := client.New(c.Socket(act)).Stream(context.Background())
+	if err != nil {
+		return h, r, err
+	}
+	defer st.Close()
+	if _, err := st.Do(store.OpCreate, "lat", payload); err != nil {
+		return h, r, err
+	}
+
+	rc, err := startRedisBeside(c, act)
+	if err != nil {
+		return h, r, err
 	}
 	defer rc.c.Close()
 

@@ -150,39 +150,48 @@ func interactive(c *lab.Cluster, stdout, stderr io.Writer) int {
 				lines = nil
 				continue
 			}
-			switch l {
-			case "q":
-				fmt.Fprintln(stdout, "removing the lab ...")
+			if quit := command(c, l, &hbCut, stdout, stderr); quit {
 				return 0
-			case "k", "t", "s", "p":
-				name := map[string]string{"k": "host-loss", "t": "graceful-stop", "s": "switchover", "p": "process-death"}[l]
-				fmt.Fprintf(stdout, "running %s ...\n", name)
-				res, err := c.Run(name, time.Millisecond)
-				if err != nil {
-					fmt.Fprintln(stderr, err)
-					continue
-				}
-				fmt.Fprintln(stdout, res)
-				if name == "host-loss" || name == "graceful-stop" {
-					fmt.Fprintf(stdout, "(press r to bring %s back: it returns as STANDBY)\n", res.From)
-				}
-			case "h":
-				hbCut = !hbCut
-				if err := c.CutHeartbeat(!hbCut); err != nil {
-					fmt.Fprintln(stderr, err)
-				}
-				fmt.Fprintf(stdout, "heartbeat link cut: %v\n", hbCut)
-			case "r":
-				hbCut = false
-				if _, err := c.Settle(10 * time.Second); err != nil {
-					fmt.Fprintln(stderr, err)
-				}
-			case "":
-			default:
-				fmt.Fprint(stdout, labHelp)
 			}
 		}
 	}
+}
+
+// command carries out one line the operator typed in the lab; true means
+// quit. hbCut is whether the heartbeat link is cut.
+func command(c *lab.Cluster, l string, hbCut *bool, stdout, stderr io.Writer) (quit bool) {
+	switch l {
+	case "q":
+		fmt.Fprintln(stdout, "removing the lab ...")
+		return true
+	case "k", "t", "s", "p":
+		name := map[string]string{"k": "host-loss", "t": "graceful-stop", "s": "switchover", "p": "process-death"}[l]
+		fmt.Fprintf(stdout, "running %s ...\n", name)
+		res, err := c.Run(name, time.Millisecond)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return false
+		}
+		fmt.Fprintln(stdout, res)
+		if name == "host-loss" || name == "graceful-stop" {
+			fmt.Fprintf(stdout, "(press r to bring %s back: it returns as STANDBY)\n", res.From)
+		}
+	case "h":
+		*hbCut = !*hbCut
+		if err := c.CutHeartbeat(!*hbCut); err != nil {
+			fmt.Fprintln(stderr, err)
+		}
+		fmt.Fprintf(stdout, "heartbeat link cut: %v\n", *hbCut)
+	case "r":
+		*hbCut = false
+		if _, err := c.Settle(10 * time.Second); err != nil {
+			fmt.Fprintln(stderr, err)
+		}
+	case "":
+	default:
+		fmt.Fprint(stdout, labHelp)
+	}
+	return false
 }
 
 // liveView is one line: both roles, who holds the VIP, and what the

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"strings"
 	"testing"
@@ -34,14 +33,7 @@ func TestFlappingLinksChangeRolesOnceAndLoseNothing(t *testing.T) {
 			act := settle(t, c)
 			waitSynced(t, c, act)
 			before := transitions(t, c, "a") + transitions(t, c, "b")
-			st, err := api(c, act).Stream(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			w := lab.StartWrites(st, 0, 64)
-			if err := w.WaitCount(50, 10*time.Second); err != nil {
-				t.Fatal(err)
-			}
+			w, stop := writeLoad(t, c, act, 0)
 			const flaps = 75
 			for range flaps { // the fault's own rhythm: down 400 ms, up 400 ms
 				if err := c.SeparatePair(false); err != nil {
@@ -61,8 +53,7 @@ func TestFlappingLinksChangeRolesOnceAndLoseNothing(t *testing.T) {
 			if err := c.WaitSynced(final, 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			st.Close()
-			acked := w.Wait()
+			acked := stop()
 			sb := other(final)
 			s, _ := c.Status(sb)
 			t.Logf("%s: %d flaps of both links, %d role changes, %d acknowledged writes, %s counted %d flaps", profile, flaps, changes, w.Count(), sb, s.HoldDown.Flaps)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -50,14 +49,7 @@ func TestOneWayLossEndsWithOneActive(t *testing.T) {
 			dead := time.Duration(s.DeadMs * float64(time.Millisecond))
 			// Sync writes on the active while it yields: the one it
 			// applied and no standby did must not be acknowledged.
-			st, err := api(c, act).Stream(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			w := lab.StartWrites(st, 0, 64)
-			if err := w.WaitCount(50, 10*time.Second); err != nil {
-				t.Fatal(err)
-			}
+			w, stop := writeLoad(t, c, act, 0)
 			heal := dropHeartbeatsAt(t, c, sb, true)
 			vip := lab.VIP.Addr()
 			// The standby takes over...
@@ -106,8 +98,7 @@ func TestOneWayLossEndsWithOneActive(t *testing.T) {
 			if !c.Holds(sb, vip) || c.Holds(act, vip) {
 				t.Fatalf("after healing: %s holds the VIP %v, %s %v", sb, c.Holds(sb, vip), act, c.Holds(act, vip))
 			}
-			st.Close()
-			acked := w.Wait()
+			acked := stop()
 			if m := c.Missing(sb, acked); m > 0 {
 				t.Errorf("%d of %d acknowledged writes missing on the new active", m, w.Count())
 			}
@@ -162,8 +153,14 @@ func TestOneWayLossTowardsTheActiveChangesNothing(t *testing.T) {
 			if err := c.WaitSynced(act, 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			if s, err := c.Status(act); err != nil || s.Role != "ACTIVE" || !s.Peer.Seen {
-				t.Fatalf("after healing: %+v %v", s, err)
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				s, err := c.Status(act)
+				if err == nil && s.Role == "ACTIVE" && s.Peer.Seen {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after healing: %+v %v", s, err)
+				}
 			}
 		})
 	}

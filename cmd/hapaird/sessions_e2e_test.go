@@ -34,6 +34,27 @@ func waitSynced(t *testing.T, c *lab.Cluster, active string) {
 	}
 }
 
+// writeLoad writes to node's sessions r<round>-s<0..63> one at a time
+// over a stream (lab.StartWrites) and returns once 50 writes are
+// acknowledged; stop closes the stream and returns the highest value
+// acknowledged per session.
+func writeLoad(t *testing.T, c *lab.Cluster, node string, round int) (w *lab.Writes, stop func() map[string]int) {
+	t.Helper()
+	st, err := api(c, node).Stream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w = lab.StartWrites(st, round, 64)
+	if err := w.WaitCount(50, 10*time.Second); err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	return w, func() map[string]int {
+		st.Close()
+		return w.Wait()
+	}
+}
+
 func other(n string) string {
 	if n == "a" {
 		return "b"
@@ -154,21 +175,13 @@ func TestSyncModeLosesNoAcknowledgedWrite(t *testing.T) {
 	for round := 0; round < rounds; round++ {
 		act := settle(t, c)
 		waitSynced(t, c, act)
-		st, err := api(c, act).Stream(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := lab.StartWrites(st, round, 64)
 		// The node dies with writes flowing.
-		if err := w.WaitCount(50, 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		_, stop := writeLoad(t, c, act, round)
 		if err := c.Isolate(act, false); err != nil {
 			t.Fatal(err)
 		}
 		c.Kill(act)
-		st.Close()
-		for id, v := range w.Wait() {
+		for id, v := range stop() {
 			acked[id] = v
 		}
 		if err := c.WaitRole(other(act), "ACTIVE", 2*time.Second); err != nil {

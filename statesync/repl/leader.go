@@ -27,13 +27,18 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 		return fmt.Errorf("statesync: expected hello: %v", err)
 	}
 	r.takeOver(cancel)
-	// Counted, not flagged: the replaced connection ends after this one
-	// started.
+	l := &leader{r: r, bw: bufio.NewWriterSize(sc, 64<<10), ackErr: make(chan error, 1)}
+	pump := newAckPump(sc, br)
+	pump.current = func(p *ackPump) bool { return r.pump.Load() == p }
+	defer l.pumpAcks(c, pump)()
+	// What this standby holds is unknown until begin: status must not
+	// show the replaced standby's acknowledgements for it (a restarted
+	// standby holds nothing), so they are dropped before it counts as
+	// attached. Counted, not flagged: the replaced connection ends after
+	// this one started.
+	r.acks.set(0)
 	r.leading.Add(1)
 	defer r.leading.Add(-1)
-
-	l := &leader{r: r, bw: bufio.NewWriterSize(sc, 64<<10), ackErr: make(chan error, 1)}
-	defer l.pumpAcks(c, newAckPump(sc, br))()
 	snd, err := l.begin(hello)
 	if err != nil {
 		return err

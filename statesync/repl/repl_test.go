@@ -470,3 +470,71 @@ func (c *cuttable) Write(p []byte) (int, error) {
 	}
 	return c.Conn.Write(p)
 }
+
+// A standby that reconnects is attached with nothing acknowledged until
+// it says what it holds: the acknowledgements of the connection it
+// replaces (a standby that restarted with an empty store) must not show
+// the pair in sync while its snapshot is still to come.
+func TestNewStandbyStartsWithNothingAcknowledged(t *testing.T) {
+	st := &gatedStore{Store: store.New(store.Limits{})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := New(st, Config{Keys: [][]byte{key}})
+	leader.SetActive(true, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		leader.Run(ctx, ln)
+	}()
+	defer func() { cancel(); <-done }()
+	for i := range 10 {
+		write(t, st.Store, store.OpCreate, fmt.Sprint(i), "x")
+	}
+	first := startNode(t, store.New(store.Limits{}), ln.Addr().String(), [][]byte{key}, false)
+	waitFor(t, "the first standby's acknowledgement", func() bool { return leader.Acked() == 10 })
+	first.stop()
+	waitFor(t, "the first standby to be gone", func() bool { return !leader.Connected() })
+	st.hold()
+	second := startNode(t, store.New(store.Limits{}), ln.Addr().String(), [][]byte{key}, false)
+	waitFor(t, "the second standby to attach", leader.Connected)
+	if a := leader.Acked(); a != 0 {
+		t.Errorf("a standby that has said nothing yet counts as having applied %d writes", a)
+	}
+	st.release()
+	waitFor(t, "the second standby's acknowledgement", func() bool { return leader.Acked() == 10 })
+	second.stop()
+}
+
+// gatedStore's Resume waits while held: a store busy when a standby
+// attaches.
+type gatedStore struct {
+	*store.Store
+	mu   sync.Mutex
+	gate chan struct{}
+}
+
+func (s *gatedStore) hold() {
+	s.mu.Lock()
+	s.gate = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *gatedStore) release() {
+	s.mu.Lock()
+	close(s.gate)
+	s.gate = nil
+	s.mu.Unlock()
+}
+
+func (s *gatedStore) Resume(epoch, seq uint64) (int64, bool) {
+	s.mu.Lock()
+	g := s.gate
+	s.mu.Unlock()
+	if g != nil {
+		<-g
+	}
+	return s.Store.Resume(epoch, seq)
+}

@@ -35,6 +35,10 @@ type ackPump struct {
 	// acked: the standby has acknowledged once, so it has loaded what
 	// the connection began with; until then it may be silent for long.
 	acked atomic.Bool
+	// current says whether this pump's connection is still the attached
+	// standby's: a replaced connection's late acknowledgements must not
+	// count for the new standby, which may hold nothing.
+	current func(*ackPump) bool
 }
 
 // allow is how long the standby may stay silent now.
@@ -109,7 +113,9 @@ func (p *ackPump) parse(acks *acks) error {
 			return err
 		}
 		if m.Type == wire.Ack {
-			acks.set(m.Seq)
+			if p.current == nil || p.current(p) {
+				acks.set(m.Seq)
+			}
 			p.acked.Store(true)
 		}
 		used += n

@@ -555,6 +555,9 @@ func startRedisBeside(c *lab.Cluster, act string) (*resp, error) {
 // unix socket. The two alternate in rounds, so a noisy stretch of the
 // machine falls on both.
 func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error) {
+	if err := ensureRedis(); err != nil {
+		return h, r, err
+	}
 	c, act, done, err := startPair(bin, "lat", lab.ConfigOptions{SyncMode: "sync"})
 	if err != nil {
 		return h, r, err

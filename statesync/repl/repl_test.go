@@ -72,6 +72,26 @@ func runNode(t *testing.T, st *store.Store, cfg Config, ln net.Listener, active 
 	return n
 }
 
+// lead runs an active replicator on rs (a store a test wraps), on a fresh
+// loopback listener, until the test ends.
+func lead(t *testing.T, rs Store) (*Replicator, net.Listener) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(rs, Config{Keys: [][]byte{key}})
+	r.SetActive(true, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx, ln)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return r, ln
+}
+
 func (n *node) stop() {
 	n.cancel()
 	<-n.done
@@ -273,19 +293,7 @@ func TestSlowSnapshotIsWaitedFor(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		write(t, st.Store, store.OpCreate, fmt.Sprintf("s%d", i), "x")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leader := New(st, Config{Keys: [][]byte{key}})
-	leader.SetActive(true, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		leader.Run(ctx, ln)
-	}()
-	defer func() { cancel(); <-done }()
+	leader, ln := lead(t, st)
 	var errs atomic.Int32
 	fstore := store.New(store.Limits{})
 	startNodeCfg(t, fstore, Config{Keys: [][]byte{key}, Peer: ln.Addr().String(), OnError: func(error) { errs.Add(1) }}, false)
@@ -477,19 +485,7 @@ func (c *cuttable) Write(p []byte) (int, error) {
 // the pair in sync while its snapshot is still to come.
 func TestNewStandbyStartsWithNothingAcknowledged(t *testing.T) {
 	st := &gatedStore{Store: store.New(store.Limits{})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leader := New(st, Config{Keys: [][]byte{key}})
-	leader.SetActive(true, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		leader.Run(ctx, ln)
-	}()
-	defer func() { cancel(); <-done }()
+	leader, ln := lead(t, st)
 	for i := range 10 {
 		write(t, st.Store, store.OpCreate, fmt.Sprint(i), "x")
 	}

@@ -106,6 +106,20 @@ func (m *Machine) Degraded() []string {
 // a takeover is held down (zero: none pending).
 func (m *Machine) Flaps() (flaps uint64, holdUntil time.Time) { return m.flaps, m.holdUntil }
 
+// Quiet says that no rule of the machine's clock can fire before some
+// other event comes: not starting, not handing over, no takeover held
+// down, no active peer while active (a split, or a one-way link counting
+// its dead interval). A quiet machine may be ticked seldom.
+func (m *Machine) Quiet() bool {
+	switch {
+	case m.role == Init, m.leaving, !m.holdUntil.IsZero(), m.frozen != nil:
+		return false
+	case m.role == Active && m.peerSeen && m.peer.Role == Active:
+		return false
+	}
+	return true
+}
+
 // SplitBrain says whether this node is arbitrating with an active peer.
 func (m *Machine) SplitBrain() bool { return m.frozen != nil }
 

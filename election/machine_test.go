@@ -460,3 +460,39 @@ func TestSplitBrainStartedOnce(t *testing.T) {
 		t.Errorf("split brain started %d times (want 1), arbitrating %v", count, m.SplitBrain())
 	}
 }
+
+// Quiet (the agent's cue to tick seldom) is false whenever a rule of the
+// clock may fire: starting, handing over, a split, a held-down takeover.
+func TestQuiet(t *testing.T) {
+	m := started(true)
+	if m.Quiet() {
+		t.Error("quiet while starting")
+	}
+	m = activeMachine(t)
+	if !m.Quiet() {
+		t.Error("an active node with a standby peer is not quiet")
+	}
+	m.Step(Event{Kind: PeerFrame, Now: at(2000), Peer: Peer{Role: Active}})
+	if m.Quiet() {
+		t.Error("quiet with an active peer (a split)")
+	}
+	m = activeMachine(t)
+	m.Step(Event{Kind: Switchover, Now: at(2000)})
+	if m.Quiet() {
+		t.Error("quiet while handing over")
+	}
+	h := New(Config{Node: 2, Dead: dead, HoldDown: 10 * dead})
+	h.Step(Event{Kind: Start, Now: at(0)})
+	h.Step(Event{Kind: PeerFrame, Now: at(10), Peer: Peer{Role: Active}})
+	h.Step(Event{Kind: Tick, Now: at(20)})
+	h.Step(Event{Kind: PeerLost, Now: at(1000)}) // takes over
+	// The peer is back, active for longer: this node yields.
+	h.Step(Event{Kind: PeerFrame, Now: at(1100), Peer: Peer{Role: Active, SplitBrain: true, Facts: Facts{Node: 1, ActiveFor: time.Hour, LastNewSession: -1}}})
+	if h.Role() != Standby || !h.Quiet() {
+		t.Fatalf("after yielding: %v, quiet %v", h.Role(), h.Quiet())
+	}
+	h.Step(Event{Kind: PeerLost, Now: at(1500)})
+	if _, until := h.Flaps(); until.IsZero() || h.Quiet() {
+		t.Errorf("a held-down takeover: until %v, quiet %v", until, h.Quiet())
+	}
+}

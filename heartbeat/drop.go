@@ -1,6 +1,9 @@
 package heartbeat
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // DropReason says why a received frame was ignored.
 type DropReason int
@@ -37,8 +40,12 @@ func (r DropReason) String() string {
 // Counters are an endpoint's frame counts, safe to read at any time.
 type Counters struct {
 	drops [numDropReasons]atomic.Uint64
-	sent  atomic.Uint64
-	recv  atomic.Uint64
+	// lastFrame is when the newest new peer frame arrived, Unix
+	// nanoseconds (0: none): a wall-clock instant, as it crosses from
+	// the heartbeat core to the agent.
+	lastFrame atomic.Int64
+	sent      atomic.Uint64
+	recv      atomic.Uint64
 	// sendErrors counts frames a path failed to send (link down, say).
 	sendErrors atomic.Uint64
 	// stale counts authentic frames that kept a path alive but were not
@@ -57,10 +64,16 @@ type Stats struct {
 	Sent, Received, SendErrors, Stale uint64
 	Pauses, QueuedAtExpiry            uint64
 	Drops                             map[string]uint64
+	// LastFrame is when the peer's newest authentic frame arrived (zero:
+	// none yet).
+	LastFrame time.Time
 }
 
 func (c *Counters) snapshot() Stats {
 	s := Stats{Sent: c.sent.Load(), Received: c.recv.Load(), SendErrors: c.sendErrors.Load(), Stale: c.stale.Load(), Pauses: c.pauses.Load(), QueuedAtExpiry: c.queuedAtExpiry.Load(), Drops: map[string]uint64{}}
+	if ns := c.lastFrame.Load(); ns != 0 {
+		s.LastFrame = time.Unix(0, ns)
+	}
 	for i := range c.drops {
 		s.Drops[DropReason(i).String()] = c.drops[i].Load()
 	}

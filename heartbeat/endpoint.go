@@ -38,6 +38,13 @@ type Config struct {
 	// StateDir, when set, keeps the highest generation seen from the peer
 	// across this node's restarts.
 	StateDir string
+	// Refresh, when set, reports a peer frame that says nothing new to
+	// the agent (the same role, flags, generation and position; ages
+	// only when frozen) at most this often, instead of every frame: at
+	// idle the agent, a process of its own behind the heartbeat core,
+	// need not wake for every frame. Liveness is judged here either way,
+	// and Stats says when the last frame came.
+	Refresh time.Duration
 }
 
 // Local is what this node says about itself in every frame.
@@ -115,6 +122,10 @@ type Endpoint struct {
 	// few frames whichever of ours it holds, and learn which we hold.
 	peerHeld  [HeldKeys]uint32
 	peerKnown bool
+	// reportedView and reportedAt are what the last PeerFrame reported
+	// said to the agent (agentView), and when (Config.Refresh).
+	reportedView Frame
+	reportedAt   time.Time
 	// sent remembers when recent frames left, by sequence, so an echo
 	// tells how fresh the peer's hearing of us is.
 	sent [sentRing]struct {
@@ -476,7 +487,26 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	e.repGen, e.reported = f.Generation, f.Seq
 	e.peerHeld, e.peerKnown = f.Held, true
 	e.peerHolds.Store(f.Role == RoleActive && f.Flags&FlagHolding != 0)
+	e.stats.lastFrame.Store(r.at.UnixNano())
+	v := agentView(f)
+	if e.cfg.Refresh > 0 && v == e.reportedView && r.at.Sub(e.reportedAt) < e.cfg.Refresh {
+		return true
+	}
+	e.reportedView, e.reportedAt = v, r.at
 	return e.emit(ctx, Event{Kind: PeerFrame, Path: p.Name, Frame: f, At: r.at})
+}
+
+// agentView is what of a peer frame the agent acts on: the frame without
+// its sequence, path, keys, echo and signature, and with its ages reduced
+// to "none" or "some" unless frozen (a split brain arbitrates on frozen
+// ages; live ones change with every frame and are used for nothing else).
+func agentView(f Frame) Frame {
+	f.Path, f.Key, f.Held, f.Seq, f.MAC = 0, 0, [HeldKeys]uint32{}, 0, [32]byte{}
+	f.EchoGeneration, f.EchoSeq, f.SyncAcked = 0, 0, 0
+	if f.Flags&FlagSplitBrain == 0 {
+		f.ActiveFor, f.LastNewSession = min(f.ActiveFor, 0), min(f.LastNewSession, 0)
+	}
+	return f
 }
 
 // expire reports paths silent for the dead interval, and the peer once all
@@ -504,6 +534,8 @@ func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) (
 	}
 	if *peerAlive && !anyUp {
 		*peerAlive = false
+		// The peer's next frame, whatever it says, is news.
+		e.reportedView, e.reportedAt = Frame{}, time.Time{}
 		return false, e.emit(ctx, Event{Kind: PeerLost, At: now})
 	}
 	return recheck, true

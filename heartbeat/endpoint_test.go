@@ -124,9 +124,13 @@ func startNode(t testing.TB, p *lab.Pair, name string, id uint8, interval time.D
 }
 
 // startOn runs an endpoint on paths, its events collected.
-func startOn(t testing.TB, paths []Path, id uint8, interval time.Duration) *node {
+func startOn(t testing.TB, paths []Path, id uint8, interval time.Duration, opts ...func(*Config)) *node {
 	t.Helper()
-	ep, err := New(Config{Cluster: testCluster, Node: id, Keys: [][]byte{testKey}, Interval: interval, Dead: 3 * interval, Generation: 1}, paths...)
+	cfg := Config{Cluster: testCluster, Node: id, Keys: [][]byte{testKey}, Interval: interval, Dead: 3 * interval, Generation: 1}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ep, err := New(cfg, paths...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,4 +389,42 @@ func TestUDPPathHearsOnlyThePeer(t *testing.T) {
 	if st := b.ep.Stats(); st.Drops["short"] != 1 {
 		t.Errorf("short frames counted: %d, want only the one from the peer's socket", st.Drops["short"])
 	}
+}
+
+// With Refresh, a frame that says nothing new reaches the agent once a
+// Refresh, not every interval (an idle agent need not wake for each); a
+// change, and the first frame after a loss, reach it at once, and Stats
+// knows when the last frame came.
+func TestUnchangedFramesWaitForRefresh(t *testing.T) {
+	leaktest.Check(t)
+	w := memWorld()
+	const iv = 10 * time.Millisecond
+	a := startOn(t, w.paths(t, "a"), 1, iv)
+	b := startOn(t, w.paths(t, "b"), 2, iv, func(c *Config) { c.Refresh = time.Hour })
+	b.waitFor(t, PeerFrame, "", 0, 2*time.Second)
+	got := b.ep.Stats().Received
+	for deadline := time.Now().Add(5 * time.Second); b.ep.Stats().Received < got+20; time.Sleep(iv) {
+		if time.Now().After(deadline) {
+			t.Fatal("frames stopped")
+		}
+	}
+	if n := b.count(PeerFrame, 0); n != 1 {
+		t.Errorf("%d frames that said the same were reported, want the first only", n)
+	}
+	if last := b.ep.Stats().LastFrame; time.Since(last) > time.Second {
+		t.Errorf("stats say the last frame came at %v", last)
+	}
+	from := b.len()
+	a.ep.SetLocal(Local{Role: RoleActive, ActiveSince: time.Now()})
+	if ev, _ := b.waitFor(t, PeerFrame, "", from, 2*time.Second); ev.Frame.Role != RoleActive {
+		t.Errorf("the change reported as %v", ev.Frame.Role)
+	}
+	for _, p := range []string{"raw", "udp"} {
+		w.cut(t, p, false)
+	}
+	_, lost := b.waitFor(t, PeerLost, "", from, 2*time.Second)
+	for _, p := range []string{"raw", "udp"} {
+		w.cut(t, p, true)
+	}
+	b.waitFor(t, PeerFrame, "", lost, 2*time.Second)
 }

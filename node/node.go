@@ -153,6 +153,9 @@ func (n *Node) heartbeatCore(peer *config.Node, start func() (net.Conn, func() e
 		Endpoint: heartbeat.Config{
 			Cluster: cfg.ClusterID, Node: self.ID, Keys: cfg.Keys,
 			Interval: cfg.Interval, Dead: cfg.DeadInterval, Generation: gen, StateDir: cfg.StateDir,
+			// The agent hears of a frame that says nothing new once a
+			// second, not every interval: at idle it need not wake.
+			Refresh: time.Second,
 		},
 		RawInterface: self.HeartbeatInterface,
 		UDPLocal:     netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.HeartbeatPort)),
@@ -219,6 +222,7 @@ func (n *Node) sessions(peer *config.Node) error {
 		// it through the node, and run only once Run has started.
 		OnNewSession: func(t time.Time) { n.agent.NewSession(t) },
 		OnDegraded:   func(reason string) { n.agent.SyncDegraded(reason) },
+		OnWrite:      func() { n.agent.Wrote() },
 	})
 	return nil
 }

@@ -37,7 +37,14 @@ type ServiceConfig struct {
 	OnNewSession func(time.Time)
 	// OnDegraded, if set, learns when sync mode degrades to async.
 	OnDegraded func(reason string)
+	// OnWrite, if set, learns that writes were applied here, at most
+	// once per writeNotice: the agent then advertises the new position
+	// in its frames without ticking for it.
+	OnWrite func()
 }
+
+// writeNotice bounds how often OnWrite is called under a write load.
+const writeNotice = 10 * time.Millisecond
 
 // ErrNotActive is returned for writes on a node that is not active.
 var ErrNotActive = errors.New("this node is not active")
@@ -73,6 +80,7 @@ type Service struct {
 
 	degraded atomic.Bool
 	writes   atomic.Uint64
+	noticed  atomic.Int64 // when OnWrite was last called, Unix nanoseconds
 }
 
 // NewService wires a store and its replicator.
@@ -234,6 +242,10 @@ func (s *Service) applyBatch(ws []store.Write) (term <-chan struct{}) {
 	}
 	if created && s.cfg.OnNewSession != nil {
 		s.cfg.OnNewSession(now)
+	}
+	if n := now.UnixNano(); last > 0 && s.cfg.OnWrite != nil && n-s.noticed.Load() >= int64(writeNotice) {
+		s.noticed.Store(n)
+		s.cfg.OnWrite()
 	}
 	if last > 0 {
 		s.backpressure(last)

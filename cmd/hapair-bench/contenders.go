@@ -53,25 +53,47 @@ func (h *hapair) idle() (int, float64, error) {
 	return procCost(h.c.Pid(act))
 }
 
+// children lists pid's child processes (hapaird's heartbeat core), from
+// every thread: a Go program forks from whichever thread runs.
+func children(pid int) []int {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var out []int
+	for _, t := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
 func (h *hapair) close() {
 	h.p.Close()
 	os.RemoveAll(h.dir)
 }
 
-// procCost reads a process's RSS and its CPU use over 5 s.
+// procCost reads the RSS and CPU use over 5 s of a process and its
+// children (hapaird's heartbeat core is one): the daemon's whole cost.
 func procCost(pid int) (int, float64, error) {
 	if pid == 0 {
 		return 0, 0, fmt.Errorf("no process")
 	}
+	pids := append([]int{pid}, children(pid)...)
 	ticks := func() (float64, error) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return 0, err
+		sum := 0.0
+		for _, p := range pids {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+			if err != nil {
+				return 0, err
+			}
+			f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+			u, _ := strconv.ParseFloat(f[11], 64)
+			s, _ := strconv.ParseFloat(f[12], 64)
+			sum += u + s
 		}
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-		u, _ := strconv.ParseFloat(f[11], 64)
-		s, _ := strconv.ParseFloat(f[12], 64)
-		return u + s, nil
+		return sum, nil
 	}
 	t0, err := ticks()
 	if err != nil {
@@ -82,15 +104,13 @@ func procCost(pid int) (int, float64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
 	rss := 0
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			rss, _ = strconv.Atoi(strings.Fields(v)[0])
+	for _, p := range pids {
+		r, _, err := procCost0(p)
+		if err != nil {
+			return 0, 0, err
 		}
+		rss += r
 	}
 	// USER_HZ is 100 on Linux.
 	return rss, (t1 - t0) / 100 / 5 * 100, nil

@@ -140,6 +140,7 @@ type Agent struct {
 
 	cmds       chan command
 	newSession chan struct{}
+	wrote      chan struct{} // writes were applied (Wrote)
 	// statusReq asks the loop to build the status snapshot: built on
 	// demand, not after every step, so an idle node spends nothing on it.
 	statusReq chan chan struct{}
@@ -158,8 +159,11 @@ type Agent struct {
 	heardBack map[string]bool // the peer hears us, per path
 	faults    map[string]string
 	peerAt    time.Time
-	lockInfo  string
-	lastTrans *control.Transition
+	// wroteAt is when writes last came (Wrote, NewSession), pushedAt
+	// when the position last went to the frames.
+	wroteAt, pushedAt time.Time
+	lockInfo          string
+	lastTrans         *control.Transition
 
 	holding     bool
 	ready       bool
@@ -202,6 +206,7 @@ func New(opt Options) *Agent {
 		locks:       make(chan lockChange),
 		loopDone:    make(chan struct{}),
 		newSession:  make(chan struct{}, 1),
+		wrote:       make(chan struct{}, 1),
 		paths:       map[string]bool{},
 		heardBack:   map[string]bool{},
 		faults:      map[string]string{},
@@ -261,8 +266,8 @@ func (a *Agent) Run(ctx context.Context) error {
 // loop is the one goroutine that owns the machine: every input comes in
 // here, one at a time.
 func (a *Agent) loop(ctx context.Context, e edges) error {
-	tick := time.NewTicker(max(a.opt.Interval/2, time.Millisecond))
-	defer tick.Stop()
+	tick := newTicker(a.opt.Interval)
+	defer tick.t.Stop()
 	renew := time.NewTicker(max(a.opt.Lease/3, 500*time.Millisecond))
 	defer renew.Stop()
 	nag := time.NewTicker(redundancyNag)
@@ -299,8 +304,12 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			exit = a.vipEvent(ev)
 		case ev := <-e.checks:
 			exit = a.checkEvent(ev)
-		case now := <-tick.C:
+		case now := <-tick.t.C:
+			tick.fired(now)
 			exit = a.tick(now)
+		case <-a.wrote:
+			a.wroteAt = time.Now()
+			a.advertisePosition(a.wroteAt)
 		case <-renew.C:
 			a.renewVIPs()
 		case <-refresh:
@@ -318,7 +327,8 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			exit = a.applyLock(lc.state, time.Now())
 			close(lc.applied)
 		case <-a.newSession:
-			exit = a.step(election.Event{Kind: election.NewSession, Now: time.Now()})
+			a.wroteAt = time.Now()
+			exit = a.step(election.Event{Kind: election.NewSession, Now: a.wroteAt})
 		case c := <-a.cmds:
 			a.switchover(c)
 		case ok := <-a.synced:
@@ -335,6 +345,7 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 		if exit {
 			return nil
 		}
+		tick.next(a.quiet(time.Now()))
 	}
 }
 
@@ -352,7 +363,23 @@ func (a *Agent) tick(now time.Time) bool {
 		a.opt.Watchdog()
 	}
 	a.opt.Heartbeat.UpdateLocal(a.syncPosition)
+	a.pushedAt = now
 	return a.step(election.Event{Kind: election.Tick, Now: now})
+}
+
+// advertisePosition puts the store's position in the frames, unless a
+// tick did within half an interval.
+func (a *Agent) advertisePosition(now time.Time) {
+	if now.Sub(a.pushedAt) >= a.opt.Interval/2 {
+		a.opt.Heartbeat.UpdateLocal(a.syncPosition)
+		a.pushedAt = now
+	}
+}
+
+// quiet says the loop may tick at its idle rate: the machine's clock has
+// nothing due and no writes came lately.
+func (a *Agent) quiet(now time.Time) bool {
+	return a.m.Quiet() && now.Sub(a.wroteAt) > 2*a.opt.Interval
 }
 
 // renewVIPs renews the held VIPs' kernel lease.
@@ -454,6 +481,16 @@ func (a *Agent) logDrops() {
 	if len(parts) > 0 {
 		slices.Sort(parts)
 		a.log.Warn("heartbeat frames dropped", "op", "drops", "since", dropLogEvery, "counts", strings.Join(parts, " "))
+	}
+}
+
+// Wrote is called by the session service when writes were applied here
+// (at most every few milliseconds): the frames should carry the new
+// position soon, and the loop ticks at its full rate for a while.
+func (a *Agent) Wrote() {
+	select {
+	case a.wrote <- struct{}{}:
+	default:
 	}
 }
 

@@ -133,9 +133,7 @@ func (a *Agent) snapshot() control.Status {
 	a.mu.Unlock()
 	slices.SortFunc(paths, func(x, y control.Path) int { return strings.Compare(x.Name, y.Name) })
 	s.Paths = paths
-	if !peerAt.IsZero() {
-		s.Peer.LastFrameAge = float64(time.Since(peerAt).Microseconds()) / 1000
-	}
+
 	iso := a.opt.Heartbeat.Isolation()
 	s.Core = control.Core{RealTime: iso.RealTime, MemoryLocked: iso.Locked, Problems: []string{}}
 	for _, e := range []string{iso.RTError, iso.LockError} {
@@ -145,6 +143,14 @@ func (a *Agent) snapshot() control.Status {
 	}
 	st := a.opt.Heartbeat.Stats()
 	s.Frames = control.Frames{Sent: st.Sent, Received: st.Received, Dropped: st.Drops}
+	// The heartbeat core reports a frame that says nothing new only now
+	// and then (heartbeat.Config.Refresh); it knows when the last came.
+	if st.LastFrame.After(peerAt) {
+		peerAt = st.LastFrame
+	}
+	if !peerAt.IsZero() {
+		s.Peer.LastFrameAge = float64(time.Since(peerAt).Microseconds()) / 1000
+	}
 	if s.Frames.Dropped == nil {
 		s.Frames.Dropped = map[string]uint64{} // {} in JSON, never null
 	}

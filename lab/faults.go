@@ -192,33 +192,34 @@ func (c *Cluster) LockThenKill(watch time.Duration, lock func(node string, on bo
 }
 
 // Holders samples which nodes hold the VIP, about every millisecond, until
-// Stop; None and Both are the longest stretches with no holder and with
-// two.
+// Stop: the longest stretches with no holder and with two, and (Summary)
+// the time with two in all, how often either node's holding changed, and
+// the holders at the last sample.
 type Holders struct {
 	stop, done chan struct{}
 	mu         sync.Mutex
 	none, both time.Duration
+	bothTotal  time.Duration
+	moves      int
+	last       int
 }
 
 // WatchHolders starts sampling.
-func (c *Cluster) WatchHolders() *Holders {
+func (p *Pair) WatchHolders() *Holders {
 	h := &Holders{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(h.done)
 		var since time.Time
-		last := 1
+		prev := [2]bool{p.Holds("a", VIP.Addr()), p.Holds("b", VIP.Addr())}
+		last, at := 1, time.Now()
 		for {
 			select {
 			case <-h.stop:
 				return
 			default:
 			}
-			n := 0
-			for _, node := range []string{"a", "b"} {
-				if c.Holds(node, VIP.Addr()) {
-					n++
-				}
-			}
+			cur := [2]bool{p.Holds("a", VIP.Addr()), p.Holds("b", VIP.Addr())}
+			n := b2i(cur[0]) + b2i(cur[1])
 			// A stretch counts from its first sample to its last, so
 			// a single sample (the instant between checking one node
 			// and the other) is none.
@@ -233,11 +234,24 @@ func (c *Cluster) WatchHolders() *Holders {
 			case 2:
 				h.both = max(h.both, now.Sub(since))
 			}
+			if prev[0] && prev[1] {
+				h.bothTotal += now.Sub(at)
+			}
+			h.moves += b2i(cur[0] != prev[0]) + b2i(cur[1] != prev[1])
+			h.last = n
 			h.mu.Unlock()
+			prev, at = cur, now
 			time.Sleep(time.Millisecond)
 		}
 	}()
 	return h
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Stop ends the sampling and returns the longest stretches.
@@ -249,6 +263,14 @@ func (h *Holders) Stop() (none, both time.Duration) {
 	}
 	<-h.done
 	return h.none, h.both
+}
+
+// Summary, after Stop, is the time two nodes held the VIP in all, how
+// often either node claimed or released it, and the holders at the end.
+func (h *Holders) Summary() (both time.Duration, moves, holders int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.bothTotal, h.moves, h.last
 }
 
 // RotateKeys runs the documented rolling key rotation with both nodes

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hapair/hapair/lab"
@@ -43,61 +42,6 @@ func (k *keepalived) links() (*lab.Pair, []lab.Drop, func() error) {
 	return k.p, lab.VRRPDrops, k.settle
 }
 
-// holderWatch samples both nodes' VIP every millisecond: the time both
-// hold it, and how often either node's holding changes.
-type holderWatch struct {
-	stop  chan struct{}
-	done  chan struct{}
-	mu    sync.Mutex
-	both  time.Duration
-	moves int
-	last  int // holders at the last sample
-}
-
-func watchHolders(p *lab.Pair) *holderWatch {
-	w := &holderWatch{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		prev := [2]bool{p.Holds("a", lab.VIP.Addr()), p.Holds("b", lab.VIP.Addr())}
-		at := time.Now()
-		for {
-			select {
-			case <-w.stop:
-				return
-			case <-time.After(time.Millisecond):
-			}
-			cur := [2]bool{p.Holds("a", lab.VIP.Addr()), p.Holds("b", lab.VIP.Addr())}
-			now := time.Now()
-			w.mu.Lock()
-			if prev[0] && prev[1] {
-				w.both += now.Sub(at)
-			}
-			for i := range cur {
-				if cur[i] != prev[i] {
-					w.moves++
-				}
-			}
-			w.last = b2i(cur[0]) + b2i(cur[1])
-			w.mu.Unlock()
-			prev, at = cur, now
-		}
-	}()
-	return w
-}
-
-func (w *holderWatch) end() (both time.Duration, moves, holders int) {
-	close(w.stop)
-	<-w.done
-	return w.both, w.moves, w.last
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 // benchLinks measures one contender.
 func benchLinks(name string, c contender, oneWayFor, flapFor time.Duration) linkFigures {
 	f := linkFigures{name: name}
@@ -119,16 +63,17 @@ func benchLinks(name string, c contender, oneWayFor, flapFor time.Duration) link
 		f.err = err
 		return f
 	}
-	w := watchHolders(p)
+	w := p.WatchHolders()
 	time.Sleep(oneWayFor) // the fault's length
-	f.oneWayBoth, _, f.oneWayEnd = w.end()
+	w.Stop()
+	f.oneWayBoth, _, f.oneWayEnd = w.Summary()
 	if f.err = heal(); f.err != nil {
 		return f
 	}
 	if f.err = settle(); f.err != nil {
 		return f
 	}
-	w = watchHolders(p)
+	w = p.WatchHolders()
 	for start := time.Now(); time.Since(start) < flapFor; f.flaps++ {
 		var heals []func() error
 		for _, n := range []string{"a", "b"} {
@@ -146,7 +91,8 @@ func benchLinks(name string, c contender, oneWayFor, flapFor time.Duration) link
 		time.Sleep(400 * time.Millisecond) // up
 	}
 	time.Sleep(2 * time.Second) // what the last flap leads to
-	_, f.moves, _ = w.end()
+	w.Stop()
+	_, f.moves, _ = w.Summary()
 	return f
 }
 

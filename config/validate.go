@@ -343,7 +343,7 @@ func (v *validator) timers(f *file, c *Config) {
 	profile := c.Profile
 	p, ok := Profiles[c.Profile]
 	if !ok {
-		v.errf("profile", "%q is neither \"default\" nor \"fast\"", f.Profile)
+		v.errf("profile", "%q is none of \"default\", \"fast\" and \"turbo\"", f.Profile)
 		p = Profiles["default"]
 	}
 	c.Interval, c.DeadInterval = p.Interval, p.Dead

@@ -9,7 +9,7 @@ import (
 
 // ConfigOptions shape the hapair.toml WriteConfig makes for a pair.
 type ConfigOptions struct {
-	Profile  string // "default" or "fast"; empty: default
+	Profile  string // "default", "fast" or "turbo"; empty: default
 	SyncMode string // empty: async
 	Extra    string // appended verbatim: checks, hooks, more VIPs
 	Lease    string // empty: "4s"

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -294,4 +296,34 @@ func (c *Cluster) ClientNeighbour(ip netip.Addr) net.HardwareAddr {
 		}
 	}
 	return nil
+}
+
+// Freeze stops pid and its children (hapaird's heartbeat core, keepalived's
+// VRRP child) with SIGSTOP: a host lost at once, as far as its frames go.
+func Freeze(pid int) error {
+	if pid <= 0 {
+		return fmt.Errorf("lab: freeze: no process")
+	}
+	for _, p := range append([]int{pid}, Children(pid)...) {
+		if err := syscall.Kill(p, syscall.SIGSTOP); err != nil {
+			return fmt.Errorf("lab: freeze %d: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// Children lists pid's child processes, from every thread: a Go program
+// forks from whichever thread runs.
+func Children(pid int) []int {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var out []int
+	for _, t := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }

@@ -7,7 +7,7 @@ import (
 )
 
 // Drop is traffic a filter drops at a node's ingress: on Device, what
-// Match (an nftables expression) selects.
+// Match (an nftables expression) selects; empty, everything.
 type Drop struct{ Device, Match string }
 
 // HeartbeatDrops select hapair's heartbeats: raw frames on the heartbeat

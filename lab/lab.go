@@ -340,11 +340,13 @@ func (p *Pair) CutHeartbeat(up bool) error { return p.SetLink(p.A, Heartbeat, up
 // CutReplication takes the replication link down (up restores it).
 func (p *Pair) CutReplication(up bool) error { return p.SetLink(p.A, Repl, up) }
 
-// Isolate cuts every link of node ("a" or "b"): heartbeat, replication and
-// public. up restores them.
+// Isolate cuts every link of node ("a" or "b"): public, heartbeat and
+// replication. up restores them. The public link goes first, so a client
+// stops reaching a frozen node (whose kernel still answers) as early as
+// the host loss it stands for.
 func (p *Pair) Isolate(node string, up bool) error {
 	ns := p.Node(node)
-	for _, l := range []string{Heartbeat, Repl, Public} {
+	for _, l := range []string{Public, Heartbeat, Repl} {
 		if err := p.SetLink(ns, l, up); err != nil {
 			return err
 		}

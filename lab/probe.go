@@ -134,14 +134,30 @@ func (p *Prober) LastReply() time.Time {
 // LongestGap is the longest time between two consecutive replies received
 // at or after since.
 func (p *Prober) LongestGap(since time.Time) time.Duration {
+	return p.gap(since, false)
+}
+
+// GapAfter is the longest gap between replies after at, with at counted as
+// a reply: the outage of a fault at at+probe that cut the client off
+// at once, whatever filter cut it a little earlier.
+func (p *Prober) GapAfter(at time.Time) time.Duration {
+	return p.gap(at, true)
+}
+
+func (p *Prober) gap(since time.Time, sinceAnswered bool) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var gap time.Duration
 	var prev time.Time
 	for _, r := range p.replies {
 		if r.Before(since) {
-			prev = r
+			if !sinceAnswered {
+				prev = r
+			}
 			continue
+		}
+		if prev.IsZero() && sinceAnswered {
+			prev = since
 		}
 		if !prev.IsZero() && r.Sub(prev) > gap {
 			gap = r.Sub(prev)

@@ -53,22 +53,6 @@ func (h *hapair) idle() (int, float64, error) {
 	return procCost(h.c.Pid(act))
 }
 
-// children lists pid's child processes (hapaird's heartbeat core), from
-// every thread: a Go program forks from whichever thread runs.
-func children(pid int) []int {
-	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	var out []int
-	for _, t := range tasks {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
-		for _, f := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(f); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
-}
-
 func (h *hapair) close() {
 	h.p.Close()
 	os.RemoveAll(h.dir)
@@ -80,7 +64,7 @@ func procCost(pid int) (int, float64, error) {
 	if pid == 0 {
 		return 0, 0, fmt.Errorf("no process")
 	}
-	pids := append([]int{pid}, children(pid)...)
+	pids := append([]int{pid}, lab.Children(pid)...)
 	ticks := func() (float64, error) {
 		sum := 0.0
 		for _, p := range pids {
@@ -308,29 +292,24 @@ func (k *keepalived) run(sc string) (lab.Result, error) {
 	}
 	from := k.holder()
 	to := map[string]string{"a": "b", "b": "a"}[from]
-	var fault func() error
+	var res lab.Result
+	var err error
 	switch sc {
 	case "host-loss":
-		fault = func() error {
-			if err := k.p.Isolate(from, false); err != nil {
-				return err
-			}
-			return k.stop(from, syscall.SIGKILL)
-		}
+		res, err = k.p.MeasureHostLoss(from, to, time.Millisecond, k.cmds[from].Process.Pid, func() error { return k.stop(from, syscall.SIGKILL) })
 	case "graceful-stop":
-		fault = func() error {
+		res, err = k.p.Measure(sc, from, to, time.Millisecond, func() error {
 			go k.stop(from, syscall.SIGTERM)
 			return nil
-		}
+		})
 	case "process-death":
-		fault = func() error {
+		res, err = k.p.Measure(sc, from, to, time.Millisecond, func() error {
 			k.media[from].Process.Kill()
 			k.mwait[from](5 * time.Second)
 			delete(k.media, from)
 			return nil
-		}
+		})
 	}
-	res, err := k.p.Measure(sc, from, to, time.Millisecond, fault)
 	if err != nil {
 		b, _ := os.ReadFile(filepath.Join(k.dir, to+".log"))
 		err = fmt.Errorf("%w\nlog of keepalived on %s:\n%s", err, to, lastLines(string(b), 15))

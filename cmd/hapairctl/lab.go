@@ -29,7 +29,7 @@ const labHelp = `keys (then Enter):
 func runLab(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hapairctl lab", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	profile := fs.String("profile", "default", "heartbeat profile: default or fast")
+	profile := fs.String("profile", "default", "heartbeat profile: default, fast or turbo")
 	scenario := fs.String("scenario", "", "run one case and exit: "+strings.Join(lab.Scenarios, ", "))
 	runs := fs.Int("runs", 1, "with --scenario: how many times")
 	keep := fs.Bool("keep-logs", false, "keep the daemons' logs and config after the lab ends")

@@ -108,7 +108,7 @@ func TestHostLoss(t *testing.T) {
 	for _, prof := range []struct {
 		name string
 		dead time.Duration
-	}{{"default", 300 * time.Millisecond}, {"fast", 30 * time.Millisecond}} {
+	}{{"default", 300 * time.Millisecond}, {"fast", 30 * time.Millisecond}, {"turbo", 5 * time.Millisecond}} {
 		t.Run(prof.name, func(t *testing.T) {
 			c := cluster(t, lab.ConfigOptions{Profile: prof.name})
 			settle(t, c)

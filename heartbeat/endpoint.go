@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,6 +26,9 @@ type Path struct {
 	// Learn replaces Peer with the source of the first authentic frame, so
 	// the raw path turns from broadcast to unicast by itself.
 	Learn bool
+	// ifindex is a packet socket's interface (RawPath), which its sends
+	// name.
+	ifindex int
 }
 
 // Config sets up an Endpoint. Zero durations mean the default profile.
@@ -151,8 +155,15 @@ type Endpoint struct {
 
 type pathState struct {
 	Path
-	up     bool
-	lastRx time.Time
+	// io reads and writes the socket without allocating, with kernel
+	// receive times; nil for a conn that is no socket.
+	io *sockIO
+	// learned is the peer's MAC the raw path sends to, once Learn found
+	// it.
+	learned    [6]byte
+	hasLearned bool
+	up         bool
+	lastRx     time.Time
 	// rearmed is when this node last found itself paused: the dead
 	// interval counts from the later of it and lastRx, since a node that
 	// did not run could not have heard anything.
@@ -177,8 +188,12 @@ type rxFrame struct {
 	path int
 	n    int
 	buf  [FrameLen + 1]byte // one spare byte tells an over-long frame
-	from net.Addr
-	at   time.Time
+	// from is the sender, read from a conn that is no socket; a packet
+	// socket gives mac instead, without allocating.
+	from   net.Addr
+	mac    [6]byte
+	hasMAC bool
+	at     time.Time
 }
 
 // sentRing is how many recent sends the endpoint remembers (at the fastest
@@ -222,7 +237,11 @@ func New(cfg Config, paths ...Path) (*Endpoint, error) {
 	}
 	e.recv = newReceiver(cfg.Cluster, cfg.Node, s, len(paths), cfg.Generation, gen)
 	for _, p := range paths {
-		e.paths = append(e.paths, pathState{Path: p})
+		ps := pathState{Path: p, io: newSockIO(p.Conn, p.ifindex, EtherType)}
+		if pa, ok := p.Peer.(*packet.Addr); ok && ps.io != nil && ps.io.link {
+			ps.io.setPeer(pa.HardwareAddr)
+		}
+		e.paths = append(e.paths, ps)
 		e.peers = append(e.peers, p.Peer)
 	}
 	return e, nil
@@ -314,10 +333,18 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 
-	tick := time.NewTicker(e.cfg.Interval)
-	defer tick.Stop()
-	live := time.NewTimer(e.cfg.Dead)
-	defer live.Stop()
+	tick, err := newFDTimer()
+	if err != nil {
+		return err
+	}
+	defer tick.Close()
+	tick.Reset(e.cfg.Interval, e.cfg.Interval)
+	live, err := newFDTimer()
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	live.Reset(e.cfg.Dead, 0)
 	peerAlive := false
 	out := make([]byte, 0, FrameLen)
 	if !e.emit(ctx, Event{Kind: Running, At: time.Now()}) {
@@ -362,7 +389,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		if recheck {
 			next = min(next, e.cfg.Interval/4)
 		}
-		live.Reset(next)
+		live.Reset(next, 0)
 	}
 }
 
@@ -396,10 +423,17 @@ func (e *Endpoint) persistPeer(ctx context.Context) {
 }
 
 func (e *Endpoint) read(ctx context.Context, i int) {
-	conn := e.paths[i].Conn
+	conn, io := e.paths[i].Conn, e.paths[i].io
 	for {
 		var r rxFrame
-		n, from, err := conn.ReadFrom(r.buf[:])
+		var err error
+		if io != nil {
+			r.n, r.at, r.mac, err = io.read(r.buf[:])
+			r.hasMAC = io.link
+		} else {
+			r.n, r.from, err = conn.ReadFrom(r.buf[:])
+			r.at = time.Now()
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -408,7 +442,7 @@ func (e *Endpoint) read(ctx context.Context, i int) {
 			time.Sleep(e.cfg.Interval / 4)
 			continue
 		}
-		r.path, r.n, r.from, r.at = i, n, from, time.Now()
+		r.path = i
 		select {
 		case e.rx <- r:
 		case <-ctx.Done():
@@ -447,9 +481,7 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	}
 	p := &e.paths[r.path]
 	if p.Learn {
-		e.mu.Lock()
-		e.peers[r.path] = r.from
-		e.mu.Unlock()
+		e.learn(p, r)
 	}
 	p.lastRx = r.at
 	if !p.up {
@@ -494,6 +526,26 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	}
 	e.reportedView, e.reportedAt = v, r.at
 	return e.emit(ctx, Event{Kind: PeerFrame, Path: p.Name, Frame: f, At: r.at})
+}
+
+// learn makes the sender of r, an authentic frame, the path's destination
+// (the raw path turns unicast); a new address is made only when it
+// changes.
+func (e *Endpoint) learn(p *pathState, r *rxFrame) {
+	var to net.Addr
+	switch {
+	case r.hasMAC && (!p.hasLearned || p.learned != r.mac):
+		p.learned, p.hasLearned = r.mac, true
+		p.io.setPeer(r.mac[:])
+		to = &packet.Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), r.mac[:]...))}
+	case r.from != nil:
+		to = r.from
+	default:
+		return
+	}
+	e.mu.Lock()
+	e.peers[r.path] = to
+	e.mu.Unlock()
 }
 
 // agentView is what of a peer frame the agent acts on: the frame without
@@ -550,6 +602,19 @@ func (e *Endpoint) echoFresh(f *Frame, at time.Time) bool {
 	}
 	s := e.sent[f.EchoSeq%sentRing]
 	return s.seq == f.EchoSeq && at.Sub(s.at) <= e.cfg.Dead
+}
+
+// write sends b on path i: a packet socket through its sockIO, which
+// names the peer without allocating; anything else through WriteTo.
+func (e *Endpoint) write(p *pathState, i int, b []byte) error {
+	if p.io != nil && p.io.link {
+		return p.io.writeTo(b)
+	}
+	e.mu.Lock()
+	dst := e.peers[i]
+	e.mu.Unlock()
+	_, err := p.Conn.WriteTo(b, dst)
+	return err
 }
 
 // queued tells whether a socket holds a frame not yet read (SIOCINQ).
@@ -627,10 +692,7 @@ func (e *Endpoint) sendAll(buf []byte) {
 			f.EchoSeq = p.peerSeq
 		}
 		b := e.signer.AppendFrame(buf[:0], &f, key)
-		e.mu.Lock()
-		dst := e.peers[i]
-		e.mu.Unlock()
-		if _, err := p.Conn.WriteTo(b, dst); err != nil {
+		if err := e.write(p, i, b); err != nil {
 			e.stats.sendErrors.Add(1)
 			continue
 		}

@@ -298,13 +298,11 @@ func (c *Cluster) ClientNeighbour(ip netip.Addr) net.HardwareAddr {
 	return nil
 }
 
-// Freeze stops pid and its children (hapaird's heartbeat core, keepalived's
-// VRRP child) with SIGSTOP: a host lost at once, as far as its frames go.
-func Freeze(pid int) error {
-	if pid <= 0 {
-		return fmt.Errorf("lab: freeze: no process")
-	}
-	for _, p := range append([]int{pid}, Children(pid)...) {
+// Freeze stops pids with SIGSTOP: a host lost at once, as far as its
+// frames go. The caller lists them beforehand (Children reads /proc, which
+// takes long enough for a child to send several turbo frames).
+func Freeze(pids []int) error {
+	for _, p := range pids {
 		if err := syscall.Kill(p, syscall.SIGSTOP); err != nil {
 			return fmt.Errorf("lab: freeze %d: %w", p, err)
 		}

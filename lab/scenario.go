@@ -150,7 +150,13 @@ func (p *Pair) MeasureHostLoss(from, to string, probe time.Duration, pid int, ki
 		heal, err = p.DropAt(from, []Drop{{Device: Public}})
 		return err
 	}
-	res, err := p.measure("host-loss", from, to, probe, cut, func() error { return Freeze(pid) })
+	if pid <= 0 {
+		return Result{}, fmt.Errorf("lab: host-loss: %s runs no agent", from)
+	}
+	// The children (hapaird's heartbeat core, keepalived's VRRP
+	// process) send the frames: they stop first.
+	procs := append(Children(pid), pid)
+	res, err := p.measure("host-loss", from, to, probe, cut, func() error { return Freeze(procs) })
 	if ierr := p.Isolate(from, false); err == nil {
 		err = ierr
 	}

@@ -49,8 +49,11 @@ type Manager struct {
 	nl    *netlink.Handle
 	ns    netns.NsHandle
 
-	mu      sync.Mutex
-	held    bool
+	mu   sync.Mutex
+	held bool
+	// links are the interfaces a claim last found, by name: looking one
+	// up by name costs 0.3-1 ms, a fifth of a turbo failover.
+	links   map[string]netlink.Link
 	ann     map[string]*announcer // by interface
 	burst   context.CancelFunc
 	burstWG sync.WaitGroup
@@ -189,10 +192,30 @@ func (m *Manager) Claim() error {
 }
 
 func (m *Manager) add(a Addr) error {
+	m.mu.Lock()
+	l := m.links[a.Interface]
+	m.mu.Unlock()
+	if l != nil {
+		if err := m.addOn(l, a); err == nil || errors.Is(err, ErrForeign) {
+			return err
+		}
+		// The interface may have been replaced since: look again.
+	}
 	l, err := m.link(a.Interface)
 	if err != nil {
 		return err
 	}
+	m.mu.Lock()
+	if m.links == nil {
+		m.links = map[string]netlink.Link{}
+	}
+	m.links[a.Interface] = l
+	m.mu.Unlock()
+	return m.addOn(l, a)
+}
+
+// addOn claims a on l, unless it is the operator's (permanent).
+func (m *Manager) addOn(l netlink.Link, a Addr) error {
 	_, permanent, err := m.find(l, a)
 	if err != nil {
 		return err

@@ -1,0 +1,214 @@
+package heartbeat
+
+import (
+	"net"
+	"os"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// sockIO reads a path's socket with recvmsg, and writes the raw path's
+// with sendto, on buffers set up once: nothing on the hot path allocates
+// (net.PacketConn's ReadFrom and the packet library's WriteTo make an
+// address per frame), and every frame read carries the time the kernel
+// received it (SO_TIMESTAMPNS). That time, not the moment a reader got
+// to run, is what liveness counts from: frames that waited in the socket
+// while the core was held up prove the peer was alive when they came.
+type sockIO struct {
+	raw syscall.RawConn
+	// link: a packet socket, whose sender address (the peer's MAC) is
+	// read, and whose sends name the peer.
+	link bool
+
+	msg    unix.Msghdr
+	iov    unix.Iovec
+	name   unix.RawSockaddrLinklayer
+	oob    [128]byte
+	buf    [FrameLen + 1]byte // one spare byte tells an over-long frame
+	n      int
+	stamp  int64 // kernel receive time, Unix ns; 0: none
+	rerr   error
+	recvFn func(uintptr) bool
+
+	dst    unix.RawSockaddrLinklayer
+	out    []byte
+	werr   error
+	sendFn func(uintptr) bool
+}
+
+// newSockIO sets up c's socket, or returns nil for a connection that is no
+// socket (the tests' in-memory links), which is then read and written
+// through its own methods. ifindex and etherType describe a packet
+// socket's link (0 for others).
+func newSockIO(c net.PacketConn, ifindex int, etherType uint16) *sockIO {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	s := &sockIO{raw: raw, link: ifindex > 0}
+	// Without the option frames still arrive, timed when read.
+	raw.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	})
+	s.recvFn, s.sendFn = s.recv, s.send
+	s.dst = unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Protocol: htons(etherType), Ifindex: int32(ifindex), Halen: 6}
+	return s
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// read waits for the next frame, copies it into b and returns its length,
+// the kernel's receive time (now if the kernel gave none) and, on a packet
+// socket, the sender's MAC.
+func (s *sockIO) read(b []byte) (n int, at time.Time, mac [6]byte, err error) {
+	if err := s.raw.Read(s.recvFn); err != nil {
+		return 0, time.Time{}, mac, err
+	}
+	if s.rerr != nil {
+		return 0, time.Time{}, mac, s.rerr
+	}
+	n = copy(b, s.buf[:s.n])
+	copy(mac[:], s.name.Addr[:6])
+	return n, kernelTime(time.Now(), s.stamp), mac, nil
+}
+
+// recv is one non-blocking recvmsg; false asks the poller to wait.
+func (s *sockIO) recv(fd uintptr) bool {
+	s.iov.Base = &s.buf[0]
+	s.iov.SetLen(len(s.buf))
+	s.msg.Iov = &s.iov
+	s.msg.SetIovlen(1)
+	s.msg.Control = &s.oob[0]
+	s.msg.SetControllen(len(s.oob))
+	s.msg.Name, s.msg.Namelen = nil, 0
+	if s.link {
+		s.msg.Name = (*byte)(unsafe.Pointer(&s.name))
+		s.msg.Namelen = uint32(unsafe.Sizeof(s.name))
+	}
+	n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&s.msg)), unix.MSG_DONTWAIT)
+	switch errno {
+	case unix.EAGAIN:
+		return false
+	case unix.EINTR:
+		return s.recv(fd)
+	case 0:
+		s.n, s.rerr = int(n), nil
+		s.stamp = rxStamp(s.oob[:s.msg.Controllen])
+	default:
+		s.n, s.rerr = 0, os.NewSyscallError("recvmsg", errno)
+	}
+	return true
+}
+
+// rxStamp finds SCM_TIMESTAMPNS among control messages; 0 if absent.
+func rxStamp(oob []byte) int64 {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			return 0
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && l >= unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))) {
+			return (*unix.Timespec)(unsafe.Pointer(&oob[unix.CmsgLen(0)])).Nano()
+		}
+		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
+	}
+	return 0
+}
+
+// kernelTime turns a kernel receive time (wall clock) into a monotonic
+// instant: now less the frame's age. An age that makes no sense (the wall
+// clock stepped between receipt and now) falls back to now.
+func kernelTime(now time.Time, stamp int64) time.Time {
+	if stamp == 0 {
+		return now
+	}
+	age := time.Duration(now.UnixNano() - stamp)
+	if age < 0 || age > 10*time.Second {
+		return now
+	}
+	return now.Add(-age)
+}
+
+// setPeer names the raw path's destination: mac on the link.
+func (s *sockIO) setPeer(mac net.HardwareAddr) {
+	copy(s.dst.Addr[:], mac)
+}
+
+// writeTo sends b to the peer set by setPeer.
+func (s *sockIO) writeTo(b []byte) error {
+	s.out = b
+	if err := s.raw.Write(s.sendFn); err != nil {
+		return err
+	}
+	return s.werr
+}
+
+func (s *sockIO) send(fd uintptr) bool {
+	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&s.out[0])), uintptr(len(s.out)), 0,
+		uintptr(unsafe.Pointer(&s.dst)), unsafe.Sizeof(s.dst))
+	switch errno {
+	case unix.EAGAIN:
+		return false
+	case unix.EINTR:
+		return s.send(fd)
+	case 0:
+		s.werr = nil
+	default:
+		s.werr = os.NewSyscallError("sendto", errno)
+	}
+	return true
+}
+
+// fdTimer is a kernel timer (timerfd, CLOCK_MONOTONIC) waited on through
+// the runtime's poller. Go's own timers sleep in epoll_wait, whose timeout
+// is in milliseconds (rounded down, then 1 ms for what is left), so a
+// 5 ms dead interval fired up to a millisecond late and a 1 ms ticker
+// ticked every one to two; a timerfd wakes the poller when it expires.
+type fdTimer struct {
+	fd int
+	f  *os.File
+	C  chan struct{}
+}
+
+func newFDTimer() (*fdTimer, error) {
+	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("timerfd_create", err)
+	}
+	t := &fdTimer{fd: fd, f: os.NewFile(uintptr(fd), "timerfd"), C: make(chan struct{}, 1)}
+	go t.run()
+	return t, nil
+}
+
+// run delivers expiries to C, several at once as one: a receiver acts on
+// the present, not on each expiry it missed.
+func (t *fdTimer) run() {
+	var b [8]byte
+	for {
+		if _, err := t.f.Read(b[:]); err != nil {
+			return
+		}
+		select {
+		case t.C <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Reset arms the timer d from now, then every period (0: once). An expiry
+// of the old setting may still be in C; receivers recheck what is due.
+func (t *fdTimer) Reset(d, period time.Duration) {
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(max(d, time.Nanosecond))), Interval: unix.NsecToTimespec(int64(period))}
+	unix.TimerfdSettime(t.fd, 0, &spec, nil)
+}
+
+// Close stops the timer and its reader.
+func (t *fdTimer) Close() { t.f.Close() }

@@ -105,10 +105,13 @@ type keepalived struct {
 	p      *lab.Pair
 	dir    string
 	advert string
-	wait   map[string]func(time.Duration) (bool, error)
-	cmds   map[string]*exec.Cmd
-	media  map[string]*exec.Cmd
-	mwait  map[string]func(time.Duration) (bool, error)
+	// rt runs VRRP at real-time priority with its memory locked
+	// (vrrp_rt_priority, vrrp_no_swap).
+	rt    bool
+	wait  map[string]func(time.Duration) (bool, error)
+	cmds  map[string]*exec.Cmd
+	media map[string]*exec.Cmd
+	mwait map[string]func(time.Duration) (bool, error)
 }
 
 func ensureKeepalived() error {
@@ -128,7 +131,9 @@ func ensureKeepalived() error {
 	return nil
 }
 
-func newKeepalived(advert string) (contender, error) {
+func newKeepalived(advert string) (contender, error) { return startKeepalived(advert, false) }
+
+func startKeepalived(advert string, rt bool) (*keepalived, error) {
 	if err := ensureKeepalived(); err != nil {
 		return nil, err
 	}
@@ -137,7 +142,7 @@ func newKeepalived(advert string) (contender, error) {
 		return nil, err
 	}
 	dir, _ := os.MkdirTemp("", "hapair-bench-keepalived-")
-	k := &keepalived{p: p, dir: dir, advert: advert, wait: map[string]func(time.Duration) (bool, error){}, cmds: map[string]*exec.Cmd{},
+	k := &keepalived{p: p, dir: dir, advert: advert, rt: rt, wait: map[string]func(time.Duration) (bool, error){}, cmds: map[string]*exec.Cmd{},
 		media: map[string]*exec.Cmd{}, mwait: map[string]func(time.Duration) (bool, error){}}
 	if err := k.settle(); err != nil {
 		k.close()
@@ -164,8 +169,12 @@ func (k *keepalived) startMedia(node string) error {
 
 func (k *keepalived) start(node string) error {
 	prio := map[string]int{"a": 150, "b": 100}[node]
+	rt := ""
+	if k.rt {
+		rt = "\n  vrrp_rt_priority 10\n  vrrp_no_swap"
+	}
 	conf := fmt.Sprintf(`global_defs {
-  router_id bench-%[1]s
+  router_id bench-%[1]s%[7]s
   vrrp_version 3
   vrrp_garp_master_delay 0
   vrrp_garp_master_repeat 3
@@ -194,7 +203,7 @@ vrrp_instance VI {
     media
   }
 }
-`, node, lab.Public, prio, k.advert, lab.VIP, filepath.Join(k.dir, "media-"+node+".pid"))
+`, node, lab.Public, prio, k.advert, lab.VIP, filepath.Join(k.dir, "media-"+node+".pid"), rt)
 	path := filepath.Join(k.dir, node+".conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err

@@ -44,11 +44,13 @@ func main() {
 	runs := flag.Int("runs", 20, "runs per cell")
 	quick := flag.Bool("quick", false, "5 runs per cell")
 	write := flag.String("write", "", "also write the report to this markdown file")
-	only := flag.String("only", "", "comma-separated contenders to run (default all); \"sessions\": session replication only; \"sync-latency\": only the sync write latency against Redis; \"faults\": only the fault table; \"links\": only one-way and flapping heartbeats")
+	only := flag.String("only", "", "comma-separated contenders to run (default all); \"sessions\": session replication only; \"sync-latency\": only the sync write latency against Redis; \"faults\": only the fault table; \"links\": only one-way and flapping heartbeats; \"load\": only the load campaign")
 	nwrites := flag.Int("writes", 1_000_000, "session writes per throughput run (200,000 with --quick)")
+	loadFor := flag.Duration("load-for", 3*time.Minute, "how long each contender runs under the load campaign (30s with --quick)")
 	flag.Parse()
 	if *quick {
 		*runs = 5
+		*loadFor = 30 * time.Second
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces)")
@@ -64,9 +66,12 @@ func main() {
 		fatal(err)
 	}
 	report := ""
-	if *only != "faults" && *only != "links" {
+	if *only != "faults" && *only != "links" && *only != "load" {
 		cells, idle := benchFailovers(bin, *only, *runs)
 		report = render(cells, idle, *runs)
+	}
+	if *only == "" || *only == "load" {
+		report += benchLoad(bin, *loadFor)
 	}
 	if *only == "" || *only == "links" {
 		report += benchLinksAll(bin, *quick)
@@ -113,6 +118,7 @@ func makers(bin string) []maker {
 	return []maker{
 		{"hapair default (100ms/300ms)", func() (contender, error) { return newHapair(bin, "default") }},
 		{"hapair fast (10ms/30ms)", func() (contender, error) { return newHapair(bin, "fast") }},
+		{"hapair turbo (1ms/5ms)", func() (contender, error) { return newHapair(bin, "turbo") }},
 		{"keepalived advert 1s", func() (contender, error) { return newKeepalived("1") }},
 		{"keepalived advert 0.1s", func() (contender, error) { return newKeepalived("0.1") }},
 		{"keepalived advert 0.01s", func() (contender, error) { return newKeepalived("0.01") }},
@@ -275,7 +281,14 @@ func targets(cells []*cell) string {
 		row("hapair fast beats keepalived 0.01 s on VIP p50", pct(hf.vip, 50) < pct(k001.vip, 50), ms(pct(hf.vip, 50))+" vs "+ms(pct(k001.vip, 50))+" ms")
 		row("hapair fast beats keepalived 0.01 s on client outage p50", pct(hf.outage, 50) < pct(k001.outage, 50), ms(pct(hf.outage, 50))+" vs "+ms(pct(k001.outage, 50))+" ms")
 	}
-	for _, prof := range []string{"hapair default", "hapair fast"} {
+	if ht := get("hapair turbo", "host-loss"); ht != nil {
+		row("hapair turbo host loss: VIP p50 < 8 ms, p99 < 12 ms", pct(ht.vip, 50) < 8*time.Millisecond && pct(ht.vip, 99) < 12*time.Millisecond, ms(pct(ht.vip, 50))+" / "+ms(pct(ht.vip, 99))+" ms")
+		row("hapair turbo host loss: client outage p50 < 10 ms", pct(ht.outage, 50) < 10*time.Millisecond, ms(pct(ht.outage, 50))+" ms")
+	}
+	if hf != nil {
+		row("hapair fast host loss: VIP p50 < 25 ms", pct(hf.vip, 50) < 25*time.Millisecond, ms(pct(hf.vip, 50))+" ms")
+	}
+	for _, prof := range []string{"hapair default", "hapair fast", "hapair turbo"} {
 		if g := get(prof, "graceful-stop"); g != nil {
 			row(prof+" graceful stop: VIP p50 < 5 ms, client gap p50 < 2 ms", pct(g.vip, 50) < 5*time.Millisecond && pct(g.outage, 50) < 2*time.Millisecond, ms(pct(g.vip, 50))+" / "+ms(pct(g.outage, 50))+" ms")
 		}
@@ -296,7 +309,7 @@ func render(cells []*cell, idle []string, runs int) string {
 	fmt.Fprintf(&b, "# hapair benchmarks\n\nMeasured %s on %s (%d cores, kernel %s, %s), %d runs per cell, by `go run ./cmd/hapair-bench`.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(), runs)
 	fmt.Fprintf(&b, "Versions: %s.\n\n", versions())
-	fmt.Fprintf(&b, "Procedure: namespaces client, a and b on a bridge (veth), a dedicated heartbeat veth and a replication veth between a and b. The client pings the VIP every 1 ms. *VIP* is the time from the fault to the VIP being configured on the other node (polled via netlink every 100 µs); *outage* is the longest gap between two replies the client received. host-loss = the holder's links cut, then its agent killed -9; graceful-stop = SIGTERM to the holder's agent; switchover = `hapairctl switchover`; process-death = the holder's critical process (a stand-in media server) killed: hapair watches it with a pidfd; keepalived with a `vrrp_script` polled every second (its `track_process` needs the kernel's process connector, which exists only in the initial network namespace, so it cannot run in the lab). For process-death the service is already down at the fault, so the *VIP* column is the user's outage; the ping outage only shows the handover itself.\n\n")
+	fmt.Fprintf(&b, "Procedure: namespaces client, a and b on a bridge (veth), a dedicated heartbeat veth and a replication veth between a and b. The client pings the VIP every 1 ms. *VIP* is the time from the fault to the VIP being configured on the other node (polled via netlink every 100 µs); *outage* is the longest gap between two replies the client received. host-loss = the holder's agent frozen (SIGSTOP, its children first: hapaird's heartbeat core, keepalived's VRRP process), the client cut off from it just before by a filter at its public ingress (the outage counts from one probe before the freeze), its links cut once the VIP moved, then its agent killed -9 (cutting links first held the shared kernel's rtnl lock for 10-30 ms, which the survivor's address claim waited for); graceful-stop = SIGTERM to the holder's agent; switchover = `hapairctl switchover`; process-death = the holder's critical process (a stand-in media server) killed: hapair watches it with a pidfd; keepalived with a `vrrp_script` polled every second (its `track_process` needs the kernel's process connector, which exists only in the initial network namespace, so it cannot run in the lab). For process-death the service is already down at the fault, so the *VIP* column is the user's outage; the ping outage only shows the handover itself.\n\n")
 	fmt.Fprintln(&b, "| contender | scenario | VIP p50 | VIP p99 | VIP max | outage p50 | outage p99 | outage max | runs |")
 	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, c := range cells {

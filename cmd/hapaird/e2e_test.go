@@ -276,10 +276,26 @@ func TestBadStart(t *testing.T) {
 	// A config error: named, non-zero exit.
 	bad := filepath.Join(c.Dir, "bad.toml")
 	src, _ := os.ReadFile(c.Config)
-	os.WriteFile(bad, []byte(strings.Replace(string(src), `profile = "default"`, `profile = "turbo"`, 1)), 0o644)
-	out, err := lab.Command(c.A, daemonBin, "-c", bad, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a")).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), `bad.toml:5: profile: "turbo" is neither`) {
-		t.Errorf("bad config: %v\n%s", err, out)
+	os.WriteFile(bad, []byte(strings.Replace(string(src), `profile = "default"`, `profile = "ludicrous"`, 1)), 0o644)
+	// Bounded: a config that starts by mistake must fail the test, not
+	// hang it (a profile named here became a real one once).
+	badCmd := lab.Command(c.A, daemonBin, "-c", bad, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a"))
+	var badOut strings.Builder
+	badCmd.Stdout, badCmd.Stderr = &badOut, &badOut
+	if err := badCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	badDone := make(chan error, 1)
+	go func() { badDone <- badCmd.Wait() }()
+	select {
+	case err := <-badDone:
+		if err == nil || !strings.Contains(badOut.String(), `bad.toml:5: profile: "ludicrous" is none of`) {
+			t.Errorf("bad config: %v\n%s", err, badOut.String())
+		}
+	case <-time.After(10 * time.Second):
+		badCmd.Process.Kill()
+		<-badDone
+		t.Fatal("daemon with a bad config kept running")
 	}
 	// A missing interface: refused, nothing claimed.
 	missing := filepath.Join(c.Dir, "missing.toml")

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/statesync/client"
+	"github.com/hapair/hapair/statesync/store"
+)
+
+// The load campaign (issue 18): a pair that nothing fails on, under the
+// load a busy media server or gateway carries, for several minutes; every
+// VIP move is a false failover, and every moment with two holders a split
+// brain. Every contender runs beside the same host load: two CPU hogs at
+// normal priority in each node and a disk flood (dd with O_SYNC, over and
+// over). hapair also carries its own work at the same time: a flat-out
+// replication stream over 300,000 sessions, a standby restarted every
+// restartEvery (it loads the 300,000-session snapshot), and the whole
+// session table listed over and over (GET /v1/sessions).
+type loadFigures struct {
+	name     string
+	moves    int           // VIP changes of hands: false failovers
+	both     time.Duration // two holders, in all
+	splits   int           // hapair: split brains the daemons saw
+	writes   int           // hapair: writes acknowledged
+	restarts int           // hapair: standby restarts, each a snapshot load
+	lists    int           // hapair: full session listings served
+	err      error
+}
+
+const (
+	loadSessions = 300_000
+	restartEvery = 30 * time.Second
+)
+
+// hostLoad runs the CPU hogs and the disk flood until stop. They are this
+// bench's processes, ended by PID.
+func hostLoad(p *lab.Pair, dir string) (stop func(), err error) {
+	var cmds []*exec.Cmd
+	var waits []func(time.Duration) (bool, error)
+	stop = func() {
+		for i, c := range cmds {
+			c.Process.Kill()
+			waits[i](5 * time.Second)
+		}
+	}
+	flood := fmt.Sprintf("while :; do dd if=/dev/zero of=%s bs=1M count=64 oflag=sync status=none; done", filepath.Join(dir, "flood"))
+	for _, n := range []string{"a", "b"} {
+		for _, script := range []string{"while :; do :; done", "while :; do :; done", flood} {
+			cmd := lab.Command(p.Node(n), "sh", "-c", script)
+			wait, err := p.Start(cmd)
+			if err != nil {
+				stop()
+				return nil, err
+			}
+			cmds, waits = append(cmds, cmd), append(waits, wait)
+		}
+	}
+	return stop, nil
+}
+
+// benchLoadHapair runs the campaign on a hapair pair at profile.
+func benchLoadHapair(bin, profile string, d time.Duration) loadFigures {
+	f := loadFigures{name: "hapair " + profile}
+	c, act, done, err := startPair(bin, "load-"+profile, lab.ConfigOptions{Profile: profile})
+	if err != nil {
+		f.err = err
+		return f
+	}
+	defer done()
+	st, err := client.New(c.Socket(act)).Stream(context.Background())
+	if err != nil {
+		f.err = err
+		return f
+	}
+	defer st.Close()
+	if _, f.err = pipeline(st, loadSessions, func(i int) (store.OpKind, string) {
+		return store.OpCreate, fmt.Sprintf("load-%07d", i)
+	}); f.err != nil {
+		return f
+	}
+	if f.err = c.WaitSynced(act, time.Minute); f.err != nil {
+		return f
+	}
+	stop, err := hostLoad(c.Pair, c.Dir)
+	if err != nil {
+		f.err = err
+		return f
+	}
+	defer stop()
+	w := c.WatchHolders()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	writes := make(chan int, 1)
+	go func() { writes <- streamFlatOut(ctx, st) }()
+	lists := make(chan int, 1)
+	go func() { lists <- listOver(ctx, client.New(c.Socket(act))) }()
+	f.restarts, f.err = restartStandby(ctx, c, act)
+	<-ctx.Done()
+	f.writes, f.lists = <-writes, <-lists
+	w.Stop()
+	f.both, f.moves, _ = w.Summary()
+	for _, n := range []string{"a", "b"} {
+		// Each node logs every split brain it enters.
+		b, _ := os.ReadFile(c.LogPath(n))
+		f.splits += strings.Count(string(b), "split brain: the peer is active too")
+	}
+	return f
+}
+
+// streamFlatOut updates the sessions as fast as the active acknowledges,
+// a window of writes in flight, until ctx ends; it returns how many were
+// acknowledged.
+func streamFlatOut(ctx context.Context, st *client.Stream) int {
+	const window = 256
+	acked, sent := 0, 0
+	for ctx.Err() == nil {
+		for ; sent-acked < window; sent++ {
+			if err := st.Send(store.OpUpdate, fmt.Sprintf("load-%07d", sent%loadSessions), payload); err != nil {
+				return acked
+			}
+		}
+		if err := st.Flush(); err != nil {
+			return acked
+		}
+		for ; acked < sent; acked++ {
+			if r, err := st.Recv(); err != nil || r.Err != nil {
+				return acked
+			}
+		}
+	}
+	return acked
+}
+
+// listOver lists every session, again and again, until ctx ends.
+func listOver(ctx context.Context, cl *client.Client) int {
+	n := 0
+	for ctx.Err() == nil {
+		if _, err := cl.List(ctx); err != nil {
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+// restartStandby kills the standby and starts it again every restartEvery,
+// each time waiting until it has loaded the snapshot, until ctx ends.
+func restartStandby(ctx context.Context, c *lab.Cluster, act string) (int, error) {
+	sb := map[string]string{"a": "b", "b": "a"}[act]
+	n := 0
+	t := time.NewTicker(restartEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return n, nil
+		case <-t.C:
+		}
+		if err := c.Kill(sb); err != nil {
+			return n, err
+		}
+		if err := c.Start(sb); err != nil {
+			return n, err
+		}
+		n++
+		// The snapshot load and its catching up are the load; the
+		// restart counts once the standby says STANDBY again.
+		if err := c.WaitRole(sb, "STANDBY", time.Minute); err != nil {
+			return n, err
+		}
+	}
+}
+
+// benchLoadKeepalived runs the host load under a keepalived pair.
+func benchLoadKeepalived(advert string, rt bool, d time.Duration) loadFigures {
+	f := loadFigures{name: "keepalived advert " + advert + "s"}
+	if rt {
+		f.name += ", vrrp_rt_priority"
+	}
+	k, err := startKeepalived(advert, rt)
+	if err != nil {
+		f.err = err
+		return f
+	}
+	defer k.close()
+	stop, err := hostLoad(k.p, k.dir)
+	if err != nil {
+		f.err = err
+		return f
+	}
+	defer stop()
+	w := k.p.WatchHolders()
+	time.Sleep(d) // the campaign's length
+	w.Stop()
+	f.both, f.moves, _ = w.Summary()
+	return f
+}
+
+// benchLoad runs the campaign on every contender, d each.
+func benchLoad(bin string, d time.Duration) string {
+	var figs []loadFigures
+	for _, profile := range []string{"default", "fast", "turbo"} {
+		fmt.Fprintf(os.Stderr, "== load: hapair %s, %v\n", profile, d)
+		figs = append(figs, benchLoadHapair(bin, profile, d))
+	}
+	for _, rt := range []bool{false, true} {
+		fmt.Fprintf(os.Stderr, "== load: keepalived 0.01, rt %v, %v\n", rt, d)
+		figs = append(figs, benchLoadKeepalived("0.01", rt, d))
+	}
+	return renderLoad(figs, d)
+}
+
+func renderLoad(figs []loadFigures, d time.Duration) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n## Load campaign\n\nMeasured %s by `go run ./cmd/hapair-bench --only load` (%v per contender); %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), d, versions())
+	fmt.Fprintf(&b, "Nothing fails: every VIP move is a false failover, every moment with two holders a split brain. Every contender beside the same host load: two CPU hogs at normal priority in each node (four on this machine's %d cores) and a disk flood in each (`dd oflag=sync` of 64 MiB, over and over). hapair also carries, at the same time: a replication stream flat out (256-byte updates over %d sessions, 256 in flight), the standby killed and restarted every %v (it loads the %d-session snapshot each time), and the whole session table listed over and over (GET /v1/sessions). keepalived has no sessions to carry.\n\n", runtime.NumCPU(), loadSessions, restartEvery, loadSessions)
+	b.WriteString("| contender | false failovers (VIP moves) | two holders, in all | split brains seen | writes acknowledged | standby restarts | full listings |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, f := range figs {
+		if f.err != nil {
+			fmt.Fprintf(&b, "| %s | error: %v | | | | | |\n", f.name, strings.ReplaceAll(f.err.Error(), "\n", " "))
+			continue
+		}
+		if strings.HasPrefix(f.name, "keepalived") {
+			fmt.Fprintf(&b, "| %s | %d | %v | | | | |\n", f.name, f.moves, f.both.Round(time.Millisecond))
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %d | %v | %d | %d | %d | %d |\n", f.name, f.moves, f.both.Round(time.Millisecond), f.splits, f.writes, f.restarts, f.lists)
+	}
+	return b.String()
+}

@@ -76,7 +76,7 @@ const (
 
 	localLen  = 1 + 1 + 1 + 2 + 8 + 8 + 1 + 8 + 8 + 8 + 8
 	eventLen  = 1 + 1 + 1 + 8 + FrameLen
-	numCounts = 7 + int(numDropReasons)
+	numCounts = 8 + int(numDropReasons)
 )
 
 // pathNames are the core's paths, in order.
@@ -359,23 +359,23 @@ func readParent(ctx context.Context, conn net.Conn, ep *Endpoint, buf []byte) er
 }
 
 func putCounts(b []byte, c *Counters) {
-	vals := [7]uint64{c.sent.Load(), c.recv.Load(), c.sendErrors.Load(), c.stale.Load(), c.pauses.Load(), c.queuedAtExpiry.Load(), uint64(c.lastFrame.Load())}
+	vals := [8]uint64{c.sent.Load(), c.recv.Load(), c.sendErrors.Load(), c.stale.Load(), c.pauses.Load(), c.queuedAtExpiry.Load(), uint64(c.lastFrame.Load()), c.agentBehind.Load()}
 	for i, v := range vals {
 		binary.BigEndian.PutUint64(b[8*i:], v)
 	}
 	for i := range c.drops {
-		binary.BigEndian.PutUint64(b[8*(7+i):], c.drops[i].Load())
+		binary.BigEndian.PutUint64(b[8*(len(vals)+i):], c.drops[i].Load())
 	}
 }
 
 func getCounts(b []byte) Stats {
 	u := func(i int) uint64 { return binary.BigEndian.Uint64(b[8*i:]) }
-	s := Stats{Sent: u(0), Received: u(1), SendErrors: u(2), Stale: u(3), Pauses: u(4), QueuedAtExpiry: u(5), Drops: map[string]uint64{}}
+	s := Stats{Sent: u(0), Received: u(1), SendErrors: u(2), Stale: u(3), Pauses: u(4), QueuedAtExpiry: u(5), AgentBehind: u(7), Drops: map[string]uint64{}}
 	if ns := int64(u(6)); ns != 0 {
 		s.LastFrame = time.Unix(0, ns)
 	}
 	for i := range int(numDropReasons) {
-		s.Drops[DropReason(i).String()] = u(7 + i)
+		s.Drops[DropReason(i).String()] = u(8 + i)
 	}
 	return s
 }

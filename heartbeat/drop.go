@@ -57,20 +57,23 @@ type Counters struct {
 	// queuedAtExpiry counts the times a path was due to go down while its
 	// socket still held unread frames.
 	queuedAtExpiry atomic.Uint64
+	// agentBehind counts peer frames not reported because the agent
+	// had not read what came before.
+	agentBehind atomic.Uint64
 }
 
 // Stats is a snapshot of Counters.
 type Stats struct {
-	Sent, Received, SendErrors, Stale uint64
-	Pauses, QueuedAtExpiry            uint64
-	Drops                             map[string]uint64
+	Sent, Received, SendErrors, Stale   uint64
+	Pauses, QueuedAtExpiry, AgentBehind uint64
+	Drops                               map[string]uint64
 	// LastFrame is when the peer's newest authentic frame arrived (zero:
 	// none yet).
 	LastFrame time.Time
 }
 
 func (c *Counters) snapshot() Stats {
-	s := Stats{Sent: c.sent.Load(), Received: c.recv.Load(), SendErrors: c.sendErrors.Load(), Stale: c.stale.Load(), Pauses: c.pauses.Load(), QueuedAtExpiry: c.queuedAtExpiry.Load(), Drops: map[string]uint64{}}
+	s := Stats{Sent: c.sent.Load(), Received: c.recv.Load(), SendErrors: c.sendErrors.Load(), Stale: c.stale.Load(), Pauses: c.pauses.Load(), QueuedAtExpiry: c.queuedAtExpiry.Load(), AgentBehind: c.agentBehind.Load(), Drops: map[string]uint64{}}
 	if ns := c.lastFrame.Load(); ns != 0 {
 		s.LastFrame = time.Unix(0, ns)
 	}

@@ -247,9 +247,10 @@ func New(cfg Config, paths ...Path) (*Endpoint, error) {
 	return e, nil
 }
 
-// Events is where the endpoint reports. The agent must keep reading it: a
-// reader that stops stalls the endpoint, and then its heartbeats, as a hung
-// node should.
+// Events is where the endpoint reports. Peer frames the reader has no room
+// for are skipped (counted); other events wait for room, so a reader that
+// stops for long stalls the endpoint (the heartbeat core's lease fences a
+// hung agent first).
 func (e *Endpoint) Events() <-chan Event { return e.events }
 
 // Stats reads the counters.
@@ -522,6 +523,16 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	e.stats.lastFrame.Store(r.at.UnixNano())
 	v := agentView(f)
 	if e.cfg.Refresh > 0 && v == e.reportedView && r.at.Sub(e.reportedAt) < e.cfg.Refresh {
+		return true
+	}
+	// A peer frame is a whole state: when the agent is behind, a frame it
+	// has no room for is skipped (the next one says as much), so a slow
+	// agent never holds up the core's frames and judgement; the lease
+	// covers an agent that stopped. Half the queue stays for what happens
+	// once (a path down, the peer lost), which waits for room.
+	if len(e.events) >= cap(e.events)/2 {
+		e.stats.agentBehind.Add(1)
+		e.reportedView = Frame{}
 		return true
 	}
 	e.reportedView, e.reportedAt = v, r.at

@@ -132,17 +132,34 @@ func (s *Service) Register(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, toJSON(v, time.Now()))
 	})
-	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
-		now := time.Now()
-		list := s.store.List()
-		out := make([]SessionJSON, 0, len(list))
-		for _, v := range list {
-			out = append(out, toJSON(v, now))
-		}
-		writeJSON(w, http.StatusOK, out)
-	})
+	mux.HandleFunc("GET /v1/sessions", s.serveList)
 	mux.HandleFunc("GET /v1/events", s.serveEvents)
 	mux.HandleFunc("POST /v1/stream", s.upgradeStream)
+}
+
+// serveList answers with every session, as a JSON array written session by
+// session. Reason: encoded whole, 300,000 sessions made some 300 MB of
+// garbage per listing; listed over and over on a loaded node, the garbage
+// collector's assists held the agent's loop (same process) past its lease
+// in the load campaign, a false failover.
+func (s *Service) serveList(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	list := s.store.List()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	bw.WriteByte('[')
+	for i, v := range list {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		if err := enc.Encode(toJSON(v, now)); err != nil {
+			return
+		}
+	}
+	bw.WriteString("]\n")
+	bw.Flush()
 }
 
 // decode reads a session's JSON body into j and returns its data; on a

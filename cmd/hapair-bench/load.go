@@ -111,6 +111,12 @@ func benchLoadHapair(bin, profile string, d time.Duration) loadFigures {
 		// Each node logs every split brain it enters.
 		b, _ := os.ReadFile(c.LogPath(n))
 		f.splits += strings.Count(string(b), "split brain: the peer is active too")
+		// What changed role, and why, for whoever reads the run.
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "op=transition") || strings.Contains(l, "op=split-brain") {
+				fmt.Fprintf(os.Stderr, "   %s: %s\n", n, l)
+			}
+		}
 	}
 	return f
 }

@@ -362,9 +362,37 @@ func (a *Agent) tick(now time.Time) bool {
 	if a.opt.Watchdog != nil {
 		a.opt.Watchdog()
 	}
+	if !a.m.Quiet() {
+		// A rule of the clock may fire: the start-up window ends ("peer
+		// silent"), a held-down takeover. First hear all the heartbeat
+		// core heard: on a loaded node this process may run late, with
+		// frames that the real-time core received in time still unread,
+		// and its own lateness is not the peer's silence.
+		if a.catchUp() {
+			return true
+		}
+		now = time.Now()
+	}
 	a.opt.Heartbeat.UpdateLocal(a.syncPosition)
 	a.pushedAt = now
 	return a.step(election.Event{Kind: election.Tick, Now: now})
+}
+
+// catchUp handles every event the heartbeat core sent before now. The core
+// answers a stats request after every event it sent before it, on the same
+// ordered socket, so once Stats returns they all wait in Events.
+func (a *Agent) catchUp() (exit bool) {
+	a.opt.Heartbeat.Stats()
+	for {
+		select {
+		case ev := <-a.opt.Heartbeat.Events():
+			if a.heartbeat(ev) {
+				return true
+			}
+		default:
+			return false
+		}
+	}
 }
 
 // advertisePosition puts the store's position in the frames, unless a

@@ -111,6 +111,10 @@ func benchLoadHapair(bin, profile string, d time.Duration) loadFigures {
 		// Each node logs every split brain it enters.
 		b, _ := os.ReadFile(c.LogPath(n))
 		f.splits += strings.Count(string(b), "split brain: the peer is active too")
+		if s, err := c.Status(n); err == nil {
+			fmt.Fprintf(os.Stderr, "   %s: heartbeat core pauses %d, paths due down with frames queued %d, frames not reported to a busy agent %d\n",
+				n, s.Frames.CorePauses, s.Frames.QueuedAtExpiry, s.Frames.NotReported)
+		}
 		// What changed role, and why, for whoever reads the run.
 		for _, l := range strings.Split(string(b), "\n") {
 			if strings.Contains(l, "op=transition") || strings.Contains(l, "op=split-brain") {
@@ -210,14 +214,22 @@ func benchLoadKeepalived(advert string, rt bool, d time.Duration) loadFigures {
 	return f
 }
 
-// benchLoad runs the campaign on every contender, d each.
-func benchLoad(bin string, d time.Duration) string {
+// benchLoad runs the campaign on every contender (or those whose names
+// contain one of the comma-separated words of only), d each.
+func benchLoad(bin string, d time.Duration, only string) string {
 	var figs []loadFigures
+	want := func(name string) bool { return only == "" || containsAny(name, strings.Split(only, ",")) }
 	for _, profile := range []string{"default", "fast", "turbo"} {
+		if !want("hapair " + profile) {
+			continue
+		}
 		fmt.Fprintf(os.Stderr, "== load: hapair %s, %v\n", profile, d)
 		figs = append(figs, benchLoadHapair(bin, profile, d))
 	}
 	for _, rt := range []bool{false, true} {
+		if !want("keepalived") {
+			continue
+		}
 		fmt.Fprintf(os.Stderr, "== load: keepalived 0.01, rt %v, %v\n", rt, d)
 		figs = append(figs, benchLoadKeepalived("0.01", rt, d))
 	}

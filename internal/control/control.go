@@ -126,6 +126,15 @@ type Frames struct {
 	Sent     uint64            `json:"sent"`
 	Received uint64            `json:"received"`
 	Dropped  map[string]uint64 `json:"dropped"`
+	// CorePauses counts the heartbeat core finding it had not run for
+	// half a dead interval (it restarted the dead interval instead of
+	// declaring the peer lost); QueuedAtExpiry a path due to go down with
+	// frames still unread in its socket; NotReported peer frames not
+	// passed to an agent that was behind. None should grow on a healthy
+	// node; each says the node is too loaded for its profile.
+	CorePauses     uint64 `json:"core_pauses"`
+	QueuedAtExpiry uint64 `json:"queued_at_expiry"`
+	NotReported    uint64 `json:"not_reported"`
 }
 
 // Error is the body of every failed request.

@@ -26,6 +26,9 @@ var (
 	dSent       = desc("heartbeat_frames_sent_total", "Heartbeat frames sent.")
 	dRecv       = desc("heartbeat_frames_received_total", "Authentic heartbeat frames received.")
 	dDropped    = desc("heartbeat_frames_dropped_total", "Heartbeat frames dropped, by reason.", "reason")
+	dPauses     = desc("heartbeat_core_pauses_total", "Times the heartbeat core found it had not run for half a dead interval (the node is too loaded for its profile).")
+	dQueued     = desc("heartbeat_queued_at_expiry_total", "Times a heartbeat path was due to go down with frames unread in its socket.")
+	dBehind     = desc("heartbeat_frames_not_reported_total", "Peer frames the heartbeat core did not pass to an agent that was behind.")
 	dFailovers  = desc("transitions_to_active_total", "Times this node became active, by reason.", "reason")
 	dLocked     = desc("locked", "1 while this node is locked.")
 	dPeerLocked = desc("peer_locked", "1 while the peer says it is locked.")
@@ -50,7 +53,7 @@ var (
 type collector struct{ status func() control.Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr} {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dQueued, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr} {
 		ch <- d
 	}
 }
@@ -80,6 +83,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	n(dSent, float64(s.Frames.Sent))
 	n(dRecv, float64(s.Frames.Received))
+	n(dPauses, float64(s.Frames.CorePauses))
+	n(dQueued, float64(s.Frames.QueuedAtExpiry))
+	n(dBehind, float64(s.Frames.NotReported))
 	for reason, v := range s.Frames.Dropped {
 		n(dDropped, float64(v), reason)
 	}

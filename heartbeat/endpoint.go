@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -436,7 +437,8 @@ func (e *Endpoint) read(ctx context.Context, i int) {
 			r.at = time.Now()
 		}
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			// A socket read through its RawConn says os.ErrClosed.
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return
 			}
 			// A veth going down makes reads fail briefly; keep reading.

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/mdlayher/packet"
@@ -585,7 +584,7 @@ func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) (
 	for i := range e.paths {
 		p := &e.paths[i]
 		if silent := now.Sub(p.silentSince()); p.up && silent >= e.cfg.Dead {
-			if silent < 2*e.cfg.Dead && queued(p.Conn) {
+			if silent < 2*e.cfg.Dead && p.queued() {
 				e.stats.queuedAtExpiry.Add(1)
 				recheck = true
 			} else {
@@ -630,19 +629,14 @@ func (e *Endpoint) write(p *pathState, i int, b []byte) error {
 	return err
 }
 
-// queued tells whether a socket holds a frame not yet read (SIOCINQ).
-// Connections that are not sockets (test pipes) never do.
-func queued(c net.PacketConn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
+// queued tells whether the path's socket holds a frame not yet read
+// (SIOCINQ). Connections that are not sockets (test pipes) never do.
+func (p *pathState) queued() bool {
+	if p.io == nil {
 		return false
 	}
 	n := 0
-	raw.Control(func(fd uintptr) {
+	p.io.raw.Control(func(fd uintptr) {
 		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
 	})
 	return n > 0

@@ -37,6 +37,10 @@ type fakeHB struct {
 	mu      sync.Mutex
 	local   heartbeat.Local
 	sets    int
+	// onStats, if set, runs at each Stats request: the core answers
+	// after every event it sent before, so what it puts in events is
+	// what a starved agent had not read yet.
+	onStats func()
 }
 
 func (f *fakeHB) Run(ctx context.Context) error {
@@ -47,7 +51,12 @@ func (f *fakeHB) Run(ctx context.Context) error {
 func (f *fakeHB) Events() <-chan heartbeat.Event { return f.events }
 func (f *fakeHB) Unfence()                       {}
 func (f *fakeHB) Isolation() heartbeat.CoreHello { return heartbeat.CoreHello{} }
-func (f *fakeHB) Stats() heartbeat.Stats         { return heartbeat.Stats{} }
+func (f *fakeHB) Stats() heartbeat.Stats {
+	if f.onStats != nil {
+		f.onStats()
+	}
+	return heartbeat.Stats{}
+}
 func (f *fakeHB) UpdateLocal(u func(*heartbeat.Local)) {
 	if f.hang.Load() {
 		select {
@@ -191,6 +200,32 @@ func TestAloneTakesVIPAfterStartupWindow(t *testing.T) {
 	r.waitRole(t, "ACTIVE")
 	if !r.vips.isHeld() || r.hb.get().Role != heartbeat.RoleActive || r.hb.get().ActiveSince.IsZero() {
 		t.Fatalf("active without VIPs or advert: held %v, local %+v", r.vips.isHeld(), r.hb.get())
+	}
+}
+
+// A starting agent that ran late still hears, before its start-up window
+// ends on its own clock, the active peer's frames the heartbeat core
+// received in time: here they reach the agent only once it asks the core
+// (as from a socket its starved reader had not yet read).
+func TestLateAgentHearsQueuedFramesBeforeTakingOver(t *testing.T) {
+	r := newRig(t, false, nil)
+	var once sync.Once
+	r.hb.onStats = func() {
+		once.Do(func() { r.hb.events <- frame(heartbeat.RoleActive, heartbeat.FlagHolding) })
+	}
+	r.run(t)
+	// Watched by the log, not status: a status request asks the core
+	// for its counters too.
+	for deadline := time.Now().Add(2 * time.Second); r.log.count("op=transition") == 0; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no transition from INIT")
+		}
+	}
+	r.vips.mu.Lock()
+	claims := r.vips.claims
+	r.vips.mu.Unlock()
+	if n := r.log.count("to=ACTIVE"); claims != 0 || n != 0 {
+		t.Fatalf("became active %d times (%d claims) while the peer's frames said it was", n, claims)
 	}
 }
 

@@ -188,7 +188,14 @@ func TestSnapshotReportsDroppedSessions(t *testing.T) {
 	fstore.SetEpoch(99)
 	write(t, fstore, store.OpCreate, "isolated-call", "1")
 	f := startNode(t, fstore, leader.ln.Addr().String(), [][]byte{key}, false)
-	waitFor(t, "resync", func() bool { _, ok := fstore.Get("kept"); return ok })
+	// The snapshot lands in the store before OnDropped is called, so wait
+	// for the report itself, not only for the winner's session.
+	waitFor(t, "resync and its report", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		_, ok := fstore.Get("kept")
+		return ok && len(f.dropped) > 0
+	})
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.dropped) != 1 || f.dropped[0] != "isolated-call" {

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -152,7 +154,18 @@ func pathIndex(name string) byte {
 // and memory locking as cfg asks and says what it got; it runs after the
 // config is read and before any path is opened. fence releases cfg.VIPs
 // when the agent's lease runs out.
-func ServeCore(conn net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreConfig)) error {
+func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreConfig)) error {
+	// The socket is read and written with raw system calls (sysRaw), as
+	// the paths are: every frame the agent hears crosses it.
+	var conn io.ReadWriteCloser = nc
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := newRawConn(struct {
+			syscall.Conn
+			io.Closer
+		}{sc, nc}); err == nil {
+			conn = rc
+		}
+	}
 	buf := make([]byte, 64<<10)
 	cfg, err := readCoreConfig(conn, buf)
 	if err != nil {
@@ -219,7 +232,7 @@ func ServeCore(conn net.Conn, isolate func(CoreConfig) CoreHello, fence func(Cor
 }
 
 // readCoreConfig reads the parent's first message: the core's config.
-func readCoreConfig(conn net.Conn, buf []byte) (CoreConfig, error) {
+func readCoreConfig(conn io.Reader, buf []byte) (CoreConfig, error) {
 	var cfg CoreConfig
 	n, err := conn.Read(buf)
 	if err != nil {
@@ -296,7 +309,7 @@ func (ep *Endpoint) releaseWhenTaken(ctx context.Context, release func()) {
 	release()
 }
 
-func forwardEvents(ctx context.Context, conn net.Conn, ep *Endpoint) {
+func forwardEvents(ctx context.Context, conn io.Writer, ep *Endpoint) {
 	var b [eventLen]byte
 	b[0] = msgEvent
 	for {
@@ -315,7 +328,7 @@ func forwardEvents(ctx context.Context, conn net.Conn, ep *Endpoint) {
 	}
 }
 
-func readParent(ctx context.Context, conn net.Conn, ep *Endpoint, buf []byte) error {
+func readParent(ctx context.Context, conn io.ReadWriter, ep *Endpoint, buf []byte) error {
 	var l Local
 	var frozen FrozenAges
 	var out [1 + 8*numCounts]byte

@@ -616,10 +616,10 @@ func (e *Endpoint) echoFresh(f *Frame, at time.Time) bool {
 	return s.seq == f.EchoSeq && at.Sub(s.at) <= e.cfg.Dead
 }
 
-// write sends b on path i: a packet socket through its sockIO, which
-// names the peer without allocating; anything else through WriteTo.
+// write sends b on path i: a socket through its sockIO, which names the
+// peer without allocating; anything else through WriteTo.
 func (e *Endpoint) write(p *pathState, i int, b []byte) error {
-	if p.io != nil && p.io.link {
+	if p.io != nil && p.io.direct {
 		return p.io.writeTo(b)
 	}
 	e.mu.Lock()

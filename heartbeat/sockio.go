@@ -1,8 +1,10 @@
 package heartbeat
 
 import (
+	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -22,6 +24,10 @@ type sockIO struct {
 	// link: a packet socket, whose sender address (the peer's MAC) is
 	// read, and whose sends name the peer.
 	link bool
+	// direct: writeTo can send, for a packet socket or a socket
+	// connected to the peer (the UDP path); others are written through
+	// their conn, which names the destination.
+	direct bool
 
 	msg    unix.Msghdr
 	iov    unix.Iovec
@@ -56,6 +62,8 @@ func newSockIO(c net.PacketConn, ifindex int, etherType uint16) *sockIO {
 	// Without the option frames still arrive, timed when read.
 	raw.Control(func(fd uintptr) {
 		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+		_, err := unix.Getpeername(int(fd))
+		s.direct = s.link || err == nil
 	})
 	s.recvFn, s.sendFn = s.recv, s.send
 	s.dst = unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Protocol: htons(etherType), Ifindex: int32(ifindex), Halen: 6}
@@ -92,19 +100,42 @@ func (s *sockIO) recv(fd uintptr) bool {
 		s.msg.Name = (*byte)(unsafe.Pointer(&s.name))
 		s.msg.Namelen = uint32(unsafe.Sizeof(s.name))
 	}
-	n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&s.msg)), unix.MSG_DONTWAIT)
-	switch errno {
-	case unix.EAGAIN:
+	n, errno := sysRaw(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&s.msg)), unix.MSG_DONTWAIT, 0, 0, 0)
+	if errno == unix.EAGAIN {
 		return false
-	case unix.EINTR:
-		return s.recv(fd)
-	case 0:
-		s.n, s.rerr = int(n), nil
+	}
+	s.n, s.rerr, s.stamp = int(n), sysErr("recvmsg", errno), 0
+	if errno == 0 {
 		s.stamp = rxStamp(s.oob[:s.msg.Controllen])
-	default:
-		s.n, s.rerr = 0, os.NewSyscallError("recvmsg", errno)
 	}
 	return true
+}
+
+// sysRaw makes a system call that cannot block (its descriptor is
+// non-blocking, or it says MSG_DONTWAIT) as a raw one, again on EINTR.
+//
+// Why raw: a call made through syscall.Syscall tells the runtime it may
+// block, and when the runtime's monitor thread (sysmon) is in its deep
+// sleep, as it is whenever the process was idle, that call wakes it; it
+// then polls every 20 µs until the process is idle again. The heartbeat
+// core wakes up to three thousand times a second at turbo and made a few
+// calls at each: perf found a fifth of its time in the monitor's
+// wake-ups, on a VM where a context switch is dear.
+func sysRaw(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, unix.Errno) {
+	for {
+		r, _, errno := unix.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
+		if errno != unix.EINTR {
+			return r, errno
+		}
+	}
+}
+
+// sysErr is errno as an error naming the call; nil for none.
+func sysErr(call string, errno unix.Errno) error {
+	if errno == 0 {
+		return nil
+	}
+	return os.NewSyscallError(call, errno)
 }
 
 // rxStamp finds SCM_TIMESTAMPNS among control messages; 0 if absent.
@@ -142,7 +173,8 @@ func (s *sockIO) setPeer(mac net.HardwareAddr) {
 	copy(s.dst.Addr[:], mac)
 }
 
-// writeTo sends b to the peer set by setPeer.
+// writeTo sends b to the peer: the one set by setPeer on a packet socket,
+// the connected one otherwise.
 func (s *sockIO) writeTo(b []byte) error {
 	s.out = b
 	if err := s.raw.Write(s.sendFn); err != nil {
@@ -151,19 +183,18 @@ func (s *sockIO) writeTo(b []byte) error {
 	return s.werr
 }
 
+// send is one non-blocking sendto: to the peer's MAC on a packet socket,
+// to the connected peer on the UDP path.
 func (s *sockIO) send(fd uintptr) bool {
-	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&s.out[0])), uintptr(len(s.out)), 0,
-		uintptr(unsafe.Pointer(&s.dst)), unsafe.Sizeof(s.dst))
-	switch errno {
-	case unix.EAGAIN:
-		return false
-	case unix.EINTR:
-		return s.send(fd)
-	case 0:
-		s.werr = nil
-	default:
-		s.werr = os.NewSyscallError("sendto", errno)
+	var to, toLen uintptr
+	if s.link {
+		to, toLen = uintptr(unsafe.Pointer(&s.dst)), unsafe.Sizeof(s.dst)
 	}
+	_, errno := sysRaw(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&s.out[0])), uintptr(len(s.out)), unix.MSG_DONTWAIT, to, toLen)
+	if errno == unix.EAGAIN {
+		return false
+	}
+	s.werr = sysErr("sendto", errno)
 	return true
 }
 
@@ -174,7 +205,7 @@ func (s *sockIO) send(fd uintptr) bool {
 // ticked every one to two; a timerfd wakes the poller when it expires.
 type fdTimer struct {
 	fd int
-	f  *os.File
+	rc *rawConn
 	C  chan struct{}
 }
 
@@ -183,7 +214,12 @@ func newFDTimer() (*fdTimer, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("timerfd_create", err)
 	}
-	t := &fdTimer{fd: fd, f: os.NewFile(uintptr(fd), "timerfd"), C: make(chan struct{}, 1)}
+	rc, err := newRawConn(os.NewFile(uintptr(fd), "timerfd"))
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	t := &fdTimer{fd: fd, rc: rc, C: make(chan struct{}, 1)}
 	go t.run()
 	return t, nil
 }
@@ -193,7 +229,7 @@ func newFDTimer() (*fdTimer, error) {
 func (t *fdTimer) run() {
 	var b [8]byte
 	for {
-		if _, err := t.f.Read(b[:]); err != nil {
+		if _, err := t.rc.Read(b[:]); err != nil {
 			return
 		}
 		select {
@@ -207,8 +243,81 @@ func (t *fdTimer) run() {
 // of the old setting may still be in C; receivers recheck what is due.
 func (t *fdTimer) Reset(d, period time.Duration) {
 	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(max(d, time.Nanosecond))), Interval: unix.NsecToTimespec(int64(period))}
-	unix.TimerfdSettime(t.fd, 0, &spec, nil)
+	sysRaw(unix.SYS_TIMERFD_SETTIME, uintptr(t.fd), 0, uintptr(unsafe.Pointer(&spec)), 0, 0, 0)
 }
 
 // Close stops the timer and its reader.
-func (t *fdTimer) Close() { t.f.Close() }
+func (t *fdTimer) Close() { t.rc.Close() }
+
+// rawConn reads and writes a non-blocking descriptor (the core's socket to
+// its agent, a timerfd) through the runtime's poller with raw system calls
+// (sysRaw), without allocating. A read of 0 bytes is the end (the peer
+// closed a SEQPACKET socket). Writes may come from several goroutines.
+type rawConn struct {
+	c  io.Closer
+	rc syscall.RawConn
+
+	rb     []byte
+	rn     int
+	rerr   unix.Errno
+	readFn func(uintptr) bool
+
+	wmu     sync.Mutex
+	wb      []byte
+	werr    unix.Errno
+	writeFn func(uintptr) bool
+}
+
+func newRawConn(c interface {
+	syscall.Conn
+	io.Closer
+}) (*rawConn, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	r := &rawConn{c: c, rc: rc}
+	r.readFn, r.writeFn = r.read, r.write
+	return r, nil
+}
+
+func (r *rawConn) read(fd uintptr) bool {
+	n, errno := sysRaw(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.rb))), uintptr(len(r.rb)), 0, 0, 0)
+	r.rn, r.rerr = int(n), errno
+	return errno != unix.EAGAIN
+}
+
+func (r *rawConn) write(fd uintptr) bool {
+	_, errno := sysRaw(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.wb))), uintptr(len(r.wb)), 0, 0, 0)
+	r.werr = errno
+	return errno != unix.EAGAIN
+}
+
+// Read reads one message (a datagram, a timer's count) into b.
+func (r *rawConn) Read(b []byte) (int, error) {
+	r.rb = b
+	if err := r.rc.Read(r.readFn); err != nil {
+		return 0, err
+	}
+	if r.rerr != 0 {
+		return 0, sysErr("read", r.rerr)
+	}
+	return r.rn, nil
+}
+
+// Write sends b as one message.
+func (r *rawConn) Write(b []byte) (int, error) {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.wb = b
+	if err := r.rc.Write(r.writeFn); err != nil {
+		return 0, err
+	}
+	if r.werr != 0 {
+		return 0, sysErr("write", r.werr)
+	}
+	return len(b), nil
+}
+
+// Close closes the descriptor; a Read or Write waiting on it returns.
+func (r *rawConn) Close() error { return r.c.Close() }

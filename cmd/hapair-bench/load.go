@@ -2,17 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/hapair/hapair/lab"
 	"github.com/hapair/hapair/statesync/client"
 	"github.com/hapair/hapair/statesync/store"
+	"golang.org/x/sys/unix"
 )
 
 // The load campaign (issue 18): a pair that nothing fails on, under the
@@ -214,6 +217,81 @@ func benchLoadKeepalived(advert string, rt bool, d time.Duration) loadFigures {
 	return f
 }
 
+// rtLate are the lateness thresholds the probe counts: half the dead
+// interval at turbo and at fast, past which a heartbeat core that woke
+// that late re-arms its dead interval (and one that a peer waits on
+// that long is taken for lost).
+var rtLate = []time.Duration{2500 * time.Microsecond, 15 * time.Millisecond}
+
+// probeFigures are how late a plain real-time thread woke beside the host
+// load.
+type probeFigures struct {
+	wakes    int
+	p50, p99 time.Duration
+	max      time.Duration
+	over     []int // wake-ups later than each of rtLate
+	err      error
+}
+
+// benchLoadProbe runs the host load with no HA agent at all, and beside it
+// a thread that asks what the heartbeat core asks (SCHED_RR 10) and only
+// sleeps 1 ms at a time: how late it wakes is what this machine gives any
+// real-time thread under this load, the floor under every contender.
+func benchLoadProbe(d time.Duration) probeFigures {
+	var f probeFigures
+	p, err := lab.New(lab.Options{})
+	if err != nil {
+		f.err = err
+		return f
+	}
+	defer p.Close()
+	dir, _ := os.MkdirTemp("", "hapair-bench-probe-")
+	defer os.RemoveAll(dir)
+	stop, err := hostLoad(p, dir)
+	if err != nil {
+		f.err = err
+		return f
+	}
+	defer stop()
+	late := make(chan []time.Duration, 1)
+	errc := make(chan error, 1)
+	go func() {
+		// The thread ends with the goroutine, its scheduling with it.
+		runtime.LockOSThread()
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_RR, Priority: 10}
+		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+			errc <- err
+			return
+		}
+		var l []time.Duration
+		ts := unix.Timespec{Nsec: int64(time.Millisecond)}
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			t := time.Now()
+			unix.Nanosleep(&ts, nil)
+			l = append(l, time.Since(t)-time.Millisecond)
+		}
+		late <- l
+	}()
+	var l []time.Duration
+	select {
+	case f.err = <-errc:
+		return f
+	case l = <-late:
+	}
+	slices.Sort(l)
+	f.wakes = len(l)
+	if f.wakes == 0 {
+		f.err = errors.New("the probe never woke")
+		return f
+	}
+	f.p50, f.p99, f.max = l[len(l)/2], l[len(l)*99/100], l[len(l)-1]
+	for _, t := range rtLate {
+		i, _ := slices.BinarySearch(l, t+1)
+		f.over = append(f.over, len(l)-i)
+	}
+	return f
+}
+
 // benchLoad runs the campaign on every contender (or those whose names
 // contain one of the comma-separated words of only), d each.
 func benchLoad(bin string, d time.Duration, only string) string {
@@ -233,10 +311,16 @@ func benchLoad(bin string, d time.Duration, only string) string {
 		fmt.Fprintf(os.Stderr, "== load: keepalived 0.01, rt %v, %v\n", rt, d)
 		figs = append(figs, benchLoadKeepalived("0.01", rt, d))
 	}
-	return renderLoad(figs, d)
+	var probe *probeFigures
+	if want("probe") {
+		fmt.Fprintf(os.Stderr, "== load: a real-time probe alone, %v\n", d)
+		f := benchLoadProbe(d)
+		probe = &f
+	}
+	return renderLoad(figs, probe, d)
 }
 
-func renderLoad(figs []loadFigures, d time.Duration) string {
+func renderLoad(figs []loadFigures, probe *probeFigures, d time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## Load campaign\n\nMeasured %s by `go run ./cmd/hapair-bench --only load` (%v per contender); %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), d, versions())
 	fmt.Fprintf(&b, "Nothing fails: every VIP move is a false failover, every moment with two holders a split brain. Every contender beside the same host load: two CPU hogs at normal priority in each node (four on this machine's %d cores) and a disk flood in each (`dd oflag=sync` of 64 MiB, over and over). hapair also carries, at the same time: a replication stream flat out (256-byte updates over %d sessions, 256 in flight), the standby killed and restarted every %v (it loads the %d-session snapshot each time), and the whole session table listed over and over (GET /v1/sessions). keepalived has no sessions to carry.\n\n", runtime.NumCPU(), loadSessions, restartEvery, loadSessions)
@@ -251,6 +335,23 @@ func renderLoad(figs []loadFigures, d time.Duration) string {
 			continue
 		}
 		fmt.Fprintf(&b, "| %s | %d | %v | %d | %d | %d | %d |\n", f.name, f.moves, f.both.Round(time.Millisecond), f.splits, f.writes, f.restarts, f.lists)
+	}
+	if probe != nil {
+		b.WriteString("\nThe floor under all of them: the same host load with no HA agent, and a thread at the heartbeat core's scheduling (SCHED_RR 10) that only sleeps 1 ms at a time. How late it wakes is what this machine gives any real-time thread under this load; a core woken later than half its dead interval re-arms it, and a peer's frames held up that long are taken for silence.\n\n")
+		if probe.err != nil {
+			fmt.Fprintf(&b, "The probe failed: %v\n", probe.err)
+			return b.String()
+		}
+		b.WriteString("| wake-ups | late p50 | late p99 | late max |")
+		for _, t := range rtLate {
+			fmt.Fprintf(&b, " later than %v |", t)
+		}
+		b.WriteString("\n|---:|---:|---:|---:|" + strings.Repeat("---:|", len(rtLate)) + "\n")
+		fmt.Fprintf(&b, "| %d | %v | %v | %v |", probe.wakes, probe.p50.Round(time.Microsecond), probe.p99.Round(time.Microsecond), probe.max.Round(time.Microsecond))
+		for _, n := range probe.over {
+			fmt.Fprintf(&b, " %d |", n)
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }

@@ -448,13 +448,15 @@ func (c *Core) SetLocal(l Local) {
 // UpdateLocal changes what this node says at the next tick; it also renews
 // the agent's lease, so the agent calls it every tick.
 //
-// What did not change is not sent again until a quarter of the lease has
-// passed: an idle pair should not wake the core at every tick.
+// What did not change is not sent again until an eighth of the lease has
+// passed: a busy agent ticks every half interval, and need not wake the
+// core each time; an idle one ticks every quarter of the lease, and
+// renews it with each tick.
 func (c *Core) UpdateLocal(f func(*Local)) {
 	c.mu.Lock()
 	before := c.local
 	f(&c.local)
-	same := c.local == before && time.Since(c.sentAt) < c.cfg.Lease/4
+	same := c.local == before && time.Since(c.sentAt) < c.cfg.Lease/8
 	c.mu.Unlock()
 	if !same {
 		c.send(false)

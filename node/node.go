@@ -43,6 +43,9 @@ type Options struct {
 	Ready    func(role string)
 	Notify   func(role, reason string)
 	Watchdog func()
+	// WatchdogPeriod is systemd's watchdog period (0: none); the agent's
+	// idle tick stays within a quarter of it.
+	WatchdogPeriod time.Duration
 }
 
 // Node is one running hapair node. Create with New, then Run once.
@@ -135,6 +138,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 		Election:  election.Config{Node: self.ID, Preferred: cfg.Primary == self.Name, Dead: cfg.DeadInterval, StartupWindow: cfg.StartupWindow(), HoldDown: cfg.HoldDown},
 		Heartbeat: hb, VIPs: n.vips, VIPWatch: watch, Log: log, Sync: n.svc, SyncMode: statesync.Mode(cfg.SyncMode),
 		Interval: cfg.Interval, Dead: cfg.DeadInterval, Lease: cfg.Lease, Refresh: cfg.GARPRefresh,
+		IdleTick: idleTick(cfg.DeadInterval, opt.WatchdogPeriod),
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version,
 		Ready: opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog,
@@ -319,3 +323,15 @@ func (n *Node) close() {
 // loop takes on a busy node (it waits on no disk and no store lock), short
 // against the systemd watchdog (5 s), which restarts a hung daemon.
 func coreLease(dead time.Duration) time.Duration { return max(2*time.Second, 10*dead) }
+
+// idleTick is how often an idle agent ticks: every tick renews the core's
+// lease (a quarter of it leaves three ticks of slack) and pings systemd's
+// watchdog (which wants one every half period). It was a fixed 250 ms,
+// four wake-ups a second for a lease of 3 s.
+func idleTick(dead, watchdog time.Duration) time.Duration {
+	t := coreLease(dead) / 4
+	if watchdog > 0 {
+		t = min(t, watchdog/4)
+	}
+	return t
+}

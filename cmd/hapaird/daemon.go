@@ -41,7 +41,7 @@ func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer
 		Notify: func(role, reason string) {
 			sdnotify.SdNotify(false, "STATUS=role "+role+": "+reason)
 		},
-		Watchdog: watchdog(),
+		Watchdog: watchdog(), WatchdogPeriod: watchdogPeriod(),
 	})
 	if err != nil {
 		log.Error(err.Error())
@@ -60,12 +60,21 @@ func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer
 	return 0
 }
 
+// watchdogPeriod is the watchdog period systemd asked for, 0 for none.
+func watchdogPeriod() time.Duration {
+	period, err := sdnotify.SdWatchdogEnabled(false)
+	if err != nil {
+		return 0
+	}
+	return period
+}
+
 // watchdog returns the agent's watchdog ping when systemd asked for one:
 // the loop calls it every tick, and it pings at half the watchdog period,
 // so a hung loop (not only a dead process) trips the watchdog.
 func watchdog() func() {
-	period, err := sdnotify.SdWatchdogEnabled(false)
-	if err != nil || period == 0 {
+	period := watchdogPeriod()
+	if period == 0 {
 		return nil
 	}
 	var last time.Time

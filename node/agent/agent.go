@@ -105,6 +105,11 @@ type Options struct {
 	// Interval is the heartbeat interval; the agent ticks the machine at
 	// half of it.
 	Interval time.Duration
+	// IdleTick is how often the loop ticks while quiet (default 250ms):
+	// each tick renews the heartbeat core's lease and pings the watchdog,
+	// so it must be well inside both; beyond that, every idle tick is a
+	// wake-up for nothing.
+	IdleTick time.Duration
 	// Lease is the VIP lease; held VIPs are renewed every third of it.
 	Lease time.Duration
 	// Refresh re-announces held VIPs this often (optional).
@@ -266,7 +271,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // loop is the one goroutine that owns the machine: every input comes in
 // here, one at a time.
 func (a *Agent) loop(ctx context.Context, e edges) error {
-	tick := newTicker(a.opt.Interval)
+	tick := newTicker(a.opt.Interval, a.opt.IdleTick)
 	defer tick.t.Stop()
 	renew := time.NewTicker(max(a.opt.Lease/3, 500*time.Millisecond))
 	defer renew.Stop()

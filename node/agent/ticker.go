@@ -2,14 +2,12 @@ package agent
 
 import "time"
 
-// idleTick is how often the loop ticks while quiet: often enough for the
-// watchdog (half its period, 2.5 s in the unit) and the heartbeat core's
-// lease (renewed at a quarter of at least 2 s), seldom enough that an idle
-// node does not wake for nothing.
-const idleTick = 250 * time.Millisecond
+// defaultIdleTick is how often the loop ticks while quiet when Options do
+// not say (node sets a quarter of the core's lease).
+const defaultIdleTick = 250 * time.Millisecond
 
 // ticker is the loop's clock: every half interval while the machine has
-// something due or writes come, every idleTick otherwise. Each period
+// something due or writes come, every idle period otherwise. Each period
 // counts from the last tick.
 type ticker struct {
 	t          *time.Timer
@@ -17,10 +15,13 @@ type ticker struct {
 	last, due  time.Time // the last tick, and when the timer fires
 }
 
-func newTicker(interval time.Duration) *ticker {
+func newTicker(interval, idle time.Duration) *ticker {
 	busy := max(interval/2, time.Millisecond)
+	if idle <= 0 {
+		idle = defaultIdleTick
+	}
 	now := time.Now()
-	return &ticker{t: time.NewTimer(busy), busy: busy, idle: max(idleTick, busy), last: now, due: now.Add(busy)}
+	return &ticker{t: time.NewTimer(busy), busy: busy, idle: max(idle, busy), last: now, due: now.Add(busy)}
 }
 
 // fired records a tick.

@@ -238,10 +238,10 @@ func TestReplicationResumeAndSnapshot(t *testing.T) {
 	}
 	waitSynced(t, c, act)
 	before, _ := c.Status(act)
-	// A cut long enough to break the connection (1s without traffic):
+	// A cut long enough to break the connection (3 s without traffic):
 	// the standby reconnects and resumes from the log.
 	c.CutReplication(false)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if s, err := c.Status(act); err == nil && !s.Sync.Connected {
 			break
 		}

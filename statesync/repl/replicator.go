@@ -38,7 +38,12 @@ import (
 // keepalive is how often an idle leader pings, and deadAfter how long
 // either end waits for traffic before it takes the connection for dead: a
 // cut link must break the connection so the standby reconnects (and
-// resumes) instead of waiting out TCP's own timers.
+// resumes) instead of waiting out TCP's own timers. Each ping wakes both
+// daemons twice (the ping, its acknowledgement), so an idle pair paid ten
+// wake-ups a second each at 200 ms; at 1 s, three missed pings (as
+// heartbeats count) break the connection. Liveness is the heartbeats'
+// business, not this: what waits on deadAfter is only a reconnection,
+// and a cut shorter than it now heals without one.
 //
 // setupAllow replaces deadAfter while a connection sets up, when each end
 // is silent by design for as long as the store takes: the standby waits
@@ -50,8 +55,8 @@ import (
 // meanwhile closes its socket; only a link cut during set-up is noticed
 // this late, and a node that fails meanwhile is the heartbeats' business.
 const (
-	keepalive  = 200 * time.Millisecond
-	deadAfter  = time.Second
+	keepalive  = time.Second
+	deadAfter  = 3 * time.Second
 	setupAllow = 30 * time.Second
 )
 

@@ -45,10 +45,10 @@ func (h *hapair) run(sc string) (lab.Result, error) {
 	return h.c.Run(sc, time.Millisecond)
 }
 
-func (h *hapair) idle() (int, float64, error) {
+func (h *hapair) idle() (idleCost, error) {
 	act, err := h.c.Settle(10 * time.Second)
 	if err != nil {
-		return 0, 0, err
+		return idleCost{}, err
 	}
 	return procCost(h.c.Pid(act))
 }
@@ -58,46 +58,82 @@ func (h *hapair) close() {
 	os.RemoveAll(h.dir)
 }
 
-// procCost reads the RSS and CPU use over 5 s of a process and its
-// children (hapaird's heartbeat core is one): the daemon's whole cost.
-func procCost(pid int) (int, float64, error) {
+// idleCost is what a contender costs its host at idle.
+type idleCost struct {
+	rssKB int
+	cpu   float64 // per cent of a CPU
+	// wakes are context switches a second, every thread counted: each is
+	// the kernel putting a thread to sleep or taking it off a CPU, and
+	// unlike the CPU share they do not depend on how busy the machine
+	// (or the host under this VM) is.
+	wakes float64
+}
+
+// idleWindow is how long the idle cost is averaged over: one clock tick
+// (10 ms) in it is 0.1 % of a CPU.
+const idleWindow = 10 * time.Second
+
+// procCost reads the RSS, and the CPU use and context switches over
+// idleWindow, of a process and its children (hapaird's heartbeat core is
+// one): the daemon's whole cost.
+func procCost(pid int) (idleCost, error) {
 	if pid == 0 {
-		return 0, 0, fmt.Errorf("no process")
+		return idleCost{}, fmt.Errorf("no process")
 	}
 	pids := append([]int{pid}, lab.Children(pid)...)
-	ticks := func() (float64, error) {
-		sum := 0.0
+	sample := func() (ticks float64, switches int, err error) {
 		for _, p := range pids {
 			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
 			if err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
 			u, _ := strconv.ParseFloat(f[11], 64)
 			s, _ := strconv.ParseFloat(f[12], 64)
-			sum += u + s
+			ticks += u + s
+			switches += threadSwitches(p)
 		}
-		return sum, nil
+		return ticks, switches, nil
 	}
-	t0, err := ticks()
+	t0, w0, err := sample()
 	if err != nil {
-		return 0, 0, err
+		return idleCost{}, err
 	}
-	time.Sleep(5 * time.Second)
-	t1, err := ticks()
+	time.Sleep(idleWindow)
+	t1, w1, err := sample()
 	if err != nil {
-		return 0, 0, err
+		return idleCost{}, err
 	}
-	rss := 0
+	c := idleCost{wakes: float64(w1-w0) / idleWindow.Seconds()}
 	for _, p := range pids {
-		r, _, err := procCost0(p)
+		r, err := procRSS(p)
 		if err != nil {
-			return 0, 0, err
+			return idleCost{}, err
 		}
-		rss += r
+		c.rssKB += r
 	}
 	// USER_HZ is 100 on Linux.
-	return rss, (t1 - t0) / 100 / 5 * 100, nil
+	c.cpu = (t1 - t0) / 100 / idleWindow.Seconds() * 100
+	return c, nil
+}
+
+// threadSwitches is every context switch of every thread of pid so far.
+func threadSwitches(pid int) int {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	n := 0
+	for _, t := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "voluntary_ctxt_switches:"); ok {
+				k, _ := strconv.Atoi(strings.TrimSpace(v))
+				n += k
+			} else if v, ok := strings.CutPrefix(l, "nonvoluntary_ctxt_switches:"); ok {
+				k, _ := strconv.Atoi(strings.TrimSpace(v))
+				n += k
+			}
+		}
+	}
+	return n
 }
 
 // keepalived runs Debian's keepalived with one VRRP instance per node.
@@ -335,38 +371,39 @@ func (k *keepalived) run(sc string) (lab.Result, error) {
 	return res, err
 }
 
-func (k *keepalived) idle() (int, float64, error) {
+func (k *keepalived) idle() (idleCost, error) {
 	h := k.holder()
 	if h == "" || k.cmds[h] == nil {
-		return 0, 0, fmt.Errorf("no holder")
+		return idleCost{}, fmt.Errorf("no holder")
 	}
 	// The VRRP child does the work; its pid is in the vrrp pid file.
 	b, err := os.ReadFile(filepath.Join(k.dir, h+".vrrp.pid"))
 	if err != nil {
-		return 0, 0, err
+		return idleCost{}, err
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	rssChild, cpuChild, err := procCost(pid)
+	c, err := procCost(pid)
 	if err != nil {
-		return 0, 0, err
+		return idleCost{}, err
 	}
-	rssParent, _, _ := procCost0(k.cmds[h].Process.Pid)
-	return rssChild + rssParent, cpuChild, nil
+	parent, _ := procRSS(k.cmds[h].Process.Pid)
+	c.rssKB += parent
+	return c, nil
 }
 
-// procCost0 reads RSS only.
-func procCost0(pid int) (int, float64, error) {
+// procRSS reads a process's RSS in KiB.
+func procRSS(pid int) (int, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
 			n, _ := strconv.Atoi(strings.Fields(v)[0])
-			return n, 0, nil
+			return n, nil
 		}
 	}
-	return 0, 0, nil
+	return 0, nil
 }
 
 func (k *keepalived) close() {

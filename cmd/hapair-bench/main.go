@@ -36,7 +36,7 @@ type contender interface {
 	name() string
 	scenarios() []string
 	run(scenario string) (lab.Result, error)
-	idle() (rssKB int, cpuPct float64, err error)
+	idle() (idleCost, error)
 	close()
 }
 
@@ -139,8 +139,8 @@ func benchFailovers(bin, only string, runs int) (cells []*cell, idle []string) {
 			fmt.Fprintln(os.Stderr, "  ", err)
 			continue
 		}
-		if rss, cpu, err := c.idle(); err == nil {
-			idle = append(idle, fmt.Sprintf("| %s | %d KiB | %.2f%% |", mk.name, rss, cpu))
+		if ic, err := c.idle(); err == nil {
+			idle = append(idle, fmt.Sprintf("| %s | %d KiB | %.2f%% | %.0f |", mk.name, ic.rssKB, ic.cpu, ic.wakes))
 		}
 		for _, sc := range c.scenarios() {
 			ce := &cell{contender: mk.name, scenario: sc}
@@ -322,8 +322,8 @@ func render(cells []*cell, idle []string, runs int) string {
 	}
 	b.WriteString(targets(cells))
 	if len(idle) > 0 {
-		fmt.Fprintln(&b, "\nIdle cost of the agent on the active node (RSS; CPU averaged over 5 s):")
-		fmt.Fprintln(&b, "\n| contender | RSS | CPU |\n|---|---:|---:|")
+		fmt.Fprintf(&b, "\nIdle cost of the agent on the active node, all its processes (hapaird and its heartbeat core; keepalived's VRRP child, and its parent's RSS): RSS, CPU averaged over %v, and context switches a second of all their threads (each a thread put to sleep or taken off a CPU; unlike the CPU share, they do not change with how busy the machine is):\n", idleWindow)
+		fmt.Fprintln(&b, "\n| contender | RSS | CPU | context switches/s |\n|---|---:|---:|---:|")
 		for _, l := range idle {
 			fmt.Fprintln(&b, l)
 		}

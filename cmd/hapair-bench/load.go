@@ -105,7 +105,7 @@ func benchLoadHapair(bin, profile string, d time.Duration) loadFigures {
 	go func() { writes <- streamFlatOut(ctx, st) }()
 	lists := make(chan int, 1)
 	go func() { lists <- listOver(ctx, client.New(c.Socket(act))) }()
-	f.restarts, f.err = restartStandby(ctx, c, act)
+	f.restarts, f.err = restartStandby(ctx, c)
 	<-ctx.Done()
 	f.writes, f.lists = <-writes, <-lists
 	w.Stop()
@@ -165,9 +165,12 @@ func listOver(ctx context.Context, cl *client.Client) int {
 }
 
 // restartStandby kills the standby and starts it again every restartEvery,
-// each time waiting until it has loaded the snapshot, until ctx ends.
-func restartStandby(ctx context.Context, c *lab.Cluster, act string) (int, error) {
-	sb := map[string]string{"a": "b", "b": "a"}[act]
+// each time waiting until it has loaded the snapshot, until ctx ends. The
+// standby is whichever node says STANDBY then: after a false failover it
+// is no longer the one that started as standby, and killing the active
+// would be a failover of the bench's making. With no standby (a split
+// brain being settled), that round is skipped.
+func restartStandby(ctx context.Context, c *lab.Cluster) (int, error) {
 	n := 0
 	t := time.NewTicker(restartEvery)
 	defer t.Stop()
@@ -176,6 +179,15 @@ func restartStandby(ctx context.Context, c *lab.Cluster, act string) (int, error
 		case <-ctx.Done():
 			return n, nil
 		case <-t.C:
+		}
+		sb := ""
+		for _, node := range []string{"a", "b"} {
+			if s, err := c.Status(node); err == nil && s.Role == "STANDBY" {
+				sb = node
+			}
+		}
+		if sb == "" {
+			continue
 		}
 		if err := c.Kill(sb); err != nil {
 			return n, err

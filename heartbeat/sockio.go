@@ -104,9 +104,9 @@ func (s *sockIO) recv(fd uintptr) bool {
 	if errno == unix.EAGAIN {
 		return false
 	}
-	s.n, s.rerr, s.stamp = int(n), sysErr("recvmsg", errno), 0
+	s.n, s.rerr, s.stamp = 0, sysErr("recvmsg", errno), 0
 	if errno == 0 {
-		s.stamp = rxStamp(s.oob[:s.msg.Controllen])
+		s.n, s.stamp = int(n), rxStamp(s.oob[:s.msg.Controllen])
 	}
 	return true
 }
@@ -283,7 +283,10 @@ func newRawConn(c interface {
 
 func (r *rawConn) read(fd uintptr) bool {
 	n, errno := sysRaw(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.rb))), uintptr(len(r.rb)), 0, 0, 0)
-	r.rn, r.rerr = int(n), errno
+	r.rn, r.rerr = 0, errno
+	if errno == 0 {
+		r.rn = int(n)
+	}
 	return errno != unix.EAGAIN
 }
 

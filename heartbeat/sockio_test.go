@@ -2,8 +2,12 @@ package heartbeat
 
 import (
 	"context"
+	"encoding/binary"
+	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hapair/hapair/lab"
 	"github.com/hapair/hapair/lab/labtest"
@@ -110,5 +114,60 @@ func closePaths(sets ...[]Path) {
 		for _, p := range s {
 			p.Conn.Close()
 		}
+	}
+}
+
+// The core's socket to its agent, read and written with raw system calls:
+// whole messages each way, a full socket waited on rather than dropped, the
+// end of the peer read as 0 bytes, and nothing allocated per message.
+func TestRawConnCarriesMessages(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newRawConn(os.NewFile(uintptr(fds[0]), "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newRawConn(os.NewFile(uintptr(fds[1]), "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// Far more than the socket holds: the writer must wait for the
+	// reader, not lose messages.
+	const n = 20000
+	done := make(chan error, 1)
+	go func() {
+		var m [eventLen]byte
+		for i := range n {
+			binary.BigEndian.PutUint32(m[:], uint32(i))
+			if _, err := a.Write(m[:]); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	var buf [1024]byte
+	for i := range n {
+		k, err := b.Read(buf[:])
+		if err != nil || k != eventLen || binary.BigEndian.Uint32(buf[:]) != uint32(i) {
+			t.Fatalf("message %d: %d bytes, %v, says %d", i, k, err, binary.BigEndian.Uint32(buf[:]))
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var m [eventLen]byte
+	if allocs := testing.AllocsPerRun(100, func() {
+		a.Write(m[:])
+		b.Read(buf[:])
+	}); allocs != 0 {
+		t.Errorf("a message written and read allocates %v times", allocs)
+	}
+	a.Close()
+	if k, err := b.Read(buf[:]); k != 0 || err != nil {
+		t.Errorf("after the peer closed: %d bytes, %v; want 0, nil", k, err)
 	}
 }

@@ -177,6 +177,9 @@ func (n *Node) heartbeatCore(peer *config.Node, start func() (net.Conn, func() e
 	if err != nil {
 		return nil, err
 	}
+	if msg := PreemptionWarning(cfg); msg != "" {
+		n.log.Warn(msg, "op", "core")
+	}
 	hb.OnHello = func(h heartbeat.CoreHello) {
 		if h.RealTime && h.Locked {
 			n.log.Info("heartbeat core running", "op", "core", "realtime", true, "memory_locked", true)

@@ -165,6 +165,9 @@ func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule stri
 	if err := node.CanRealTime(); err != nil && cfg.DeadInterval < config.Profiles["default"].Dead {
 		fmt.Fprintf(warn, "warning: profile %s (dead interval %v) without real-time scheduling for the heartbeat core (%v): a loaded node may take its own stall for the peer's silence\n", cfg.Profile, cfg.DeadInterval, err)
 	}
+	if msg := node.PreemptionWarning(cfg); msg != "" {
+		fmt.Fprintf(warn, "warning: %s\n", msg)
+	}
 	fmt.Fprintf(w, "state:       %s, socket %s\n", cfg.StateDir, cfg.Socket)
 	if len(cfg.Checks) > 0 {
 		fmt.Fprintf(w, "checks:      %d\n", len(cfg.Checks))

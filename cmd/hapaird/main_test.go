@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hapair/hapair/node"
 )
 
 // exampleConfig copies packaging/hapair.toml next to a fresh key so the
@@ -41,6 +43,27 @@ func TestCheckExample(t *testing.T) {
 	for _, want := range []string{"ok", "beta (found by --node beta), peer alpha", "192.0.2.100/24 on eth0", "every 100ms"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// turbo on a kernel that does not preempt is warned about, with where
+// that was read; default is not, whatever the kernel.
+func TestCheckWarnsOfTurboOnAKernelThatDoesNotPreempt(t *testing.T) {
+	model, _ := node.KernelPreemption()
+	preempts := model != "none" && model != "voluntary" && model != "none or voluntary"
+	t.Logf("this kernel: %q", model)
+	for _, profile := range []string{"default", "turbo"} {
+		path := exampleConfig(t, "")
+		b, _ := os.ReadFile(path)
+		os.WriteFile(path, bytes.Replace(b, []byte(`profile = "default"`), []byte(`profile = "`+profile+`"`), 1), 0o644)
+		var out, errb bytes.Buffer
+		if rc := run([]string{"--check", "--file-only", "-c", path, "--node", "beta"}, &out, &errb); rc != 0 {
+			t.Fatalf("--check exit %d: %s", rc, errb.String())
+		}
+		warned := strings.Contains(errb.String(), "on a kernel that does not preempt ("+model+", from ")
+		if want := profile == "turbo" && !preempts && model != ""; warned != want {
+			t.Errorf("profile %s on a kernel that preempts %q: warned %v, want %v; stderr:\n%s", profile, model, warned, want, errb.String())
 		}
 	}
 }

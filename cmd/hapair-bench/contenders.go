@@ -343,10 +343,20 @@ func (k *keepalived) run(sc string) (lab.Result, error) {
 	case "host-loss":
 		res, err = k.p.MeasureHostLoss(from, to, time.Millisecond, k.cmds[from].Process.Pid, func() error { return k.stop(from, syscall.SIGKILL) })
 	case "graceful-stop":
+		// The stop runs beside the measurement; it alone then removes the
+		// node's command (k.cmds), once keepalived has exited, and is
+		// waited for before anything else touches it.
+		var stopped chan error
 		res, err = k.p.Measure(sc, from, to, time.Millisecond, func() error {
-			go k.stop(from, syscall.SIGTERM)
+			stopped = make(chan error, 1)
+			go func() { stopped <- k.stop(from, syscall.SIGTERM) }()
 			return nil
 		})
+		if stopped != nil {
+			if serr := <-stopped; err == nil {
+				err = serr
+			}
+		}
 	case "process-death":
 		res, err = k.p.Measure(sc, from, to, time.Millisecond, func() error {
 			k.media[from].Process.Kill()
@@ -358,10 +368,6 @@ func (k *keepalived) run(sc string) (lab.Result, error) {
 	if err != nil {
 		b, _ := os.ReadFile(filepath.Join(k.dir, to+".log"))
 		err = fmt.Errorf("%w\nlog of keepalived on %s:\n%s", err, to, lastLines(string(b), 15))
-	}
-	if sc == "graceful-stop" {
-		k.wait[from](5 * time.Second)
-		delete(k.cmds, from)
 	}
 	if sc == "host-loss" {
 		// A killed keepalived leaves its VIP behind (no lease): remove

@@ -296,40 +296,63 @@ func (m *Monitor) runProcess(ctx context.Context, c *check) {
 			sleep(ctx, c.cfg.Interval)
 			continue
 		}
-		fd, err := unix.PidfdOpen(pid, 0)
+		fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 		if err != nil {
 			m.sample(ctx, c, fmt.Errorf("pidfd_open %d: %w", pid, err))
 			sleep(ctx, c.cfg.Interval)
 			continue
 		}
 		m.sample(ctx, c, nil)
-		died := waitExit(ctx, fd, c, m)
-		unix.Close(fd)
-		if died {
+		if waitExit(ctx, os.NewFile(uintptr(fd), "pidfd"), c, m) {
 			m.sample(ctx, c, fmt.Errorf("process %d (%s) exited", pid, c.cfg.Target))
-			sleep(ctx, c.cfg.Interval)
 		}
+		// After an exit, or a pidfd the poller could not wait on: look
+		// again an interval later, not at once.
+		sleep(ctx, c.cfg.Interval)
 	}
 }
 
-// waitExit polls fd until the process exits (true) or ctx ends (false),
-// counting a good sample every interval while it lives, so rise counts
-// progress after a restart.
-func waitExit(ctx context.Context, fd int, c *check, m *Monitor) bool {
-	ms := int(min(c.cfg.Interval, 100*time.Millisecond) / time.Millisecond)
-	next := time.Now().Add(c.cfg.Interval)
+// waitExit waits on the pidfd f, through the runtime's poller, until the
+// process exits (true) or ctx ends (false), and closes f. Until the check
+// has risen it counts a good sample every interval, so rise counts
+// progress after a restart; once healthy it only waits, so a watched
+// process costs no wake-up while it lives (it polled every 100 ms, each
+// poll a blocking system call that woke the runtime's monitor thread).
+func waitExit(ctx context.Context, f *os.File, c *check, m *Monitor) bool {
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	stop := context.AfterFunc(ctx, func() { f.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	exited := false
+	gone := func(fd uintptr) bool {
+		n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+		exited = n > 0
+		return exited
+	}
 	for ctx.Err() == nil {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, ms)
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		c.mu.Lock()
+		rising := !c.healthy
+		c.mu.Unlock()
+		deadline := time.Time{}
+		if rising {
+			deadline = time.Now().Add(c.cfg.Interval)
+		}
+		// Set, then look at ctx again: a cancellation between the two
+		// set its own deadline first, which this one would undo.
+		if err := f.SetReadDeadline(deadline); err != nil || ctx.Err() != nil {
 			return false
 		}
-		if n > 0 {
+		err := rc.Read(gone)
+		switch {
+		case exited:
 			return true
-		}
-		if time.Now().After(next) {
+		case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil:
 			m.sample(ctx, c, nil)
-			next = time.Now().Add(c.cfg.Interval)
+		case err != nil:
+			return false
 		}
 	}
 	return false

@@ -184,3 +184,44 @@ func TestRunsMatchesTheCommandLine(t *testing.T) {
 		cmd.Wait()
 	}
 }
+
+// A watched process that lives costs nothing while its check is healthy:
+// no sample, so no wake-up, until it exits. After a restart, samples come
+// every interval until rise is reached again.
+func TestProcessCheckIdlesWhileHealthy(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "media.pid")
+	run := func() *exec.Cmd {
+		cmd := exec.Command("sleep", "60")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		os.WriteFile(pidfile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+		return cmd
+	}
+	samples := func(m *Monitor) int {
+		c := m.checks[0]
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.good
+	}
+	idle := func(m *Monitor) {
+		t.Helper()
+		before := samples(m)
+		// What is tested is that nothing happens for ten intervals.
+		time.Sleep(200 * time.Millisecond)
+		if n := samples(m) - before; n != 0 {
+			t.Errorf("%d samples of a healthy, living process in 200 ms at a 20 ms interval; want none", n)
+		}
+	}
+	cmd := run()
+	m := start(t, Config{Name: "media", Kind: "process", Target: pidfile, Interval: 20 * time.Millisecond, Rise: 3, Fall: 1, Critical: true})
+	passing(t, m)
+	idle(m)
+	cmd.Process.Kill()
+	cmd.Wait()
+	expect(t, m, false, time.Second)
+	run()
+	expect(t, m, true, 2*time.Second) // three samples, 20 ms apart
+	idle(m)
+}

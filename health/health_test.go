@@ -66,18 +66,23 @@ func passing(t *testing.T, m *Monitor) {
 	}
 }
 
+// runWatched starts a stand-in media server (it only sleeps) with its pid
+// in pidfile, ended when the test ends.
+func runWatched(t *testing.T, pidfile string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	os.WriteFile(pidfile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+	return cmd
+}
+
 func TestProcessDeathSeenAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	pidfile := filepath.Join(dir, "media.pid")
-	run := func() *exec.Cmd {
-		cmd := exec.Command("sleep", "60")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		os.WriteFile(pidfile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
-		return cmd
-	}
+	run := func() *exec.Cmd { return runWatched(t, pidfile) }
 	cmd := run()
 	// A long interval: only the pidfd can explain a quick report.
 	m := start(t, Config{Name: "media", Kind: "process", Target: pidfile, Interval: time.Second, Rise: 1, Fall: 1, Critical: true})
@@ -190,15 +195,7 @@ func TestRunsMatchesTheCommandLine(t *testing.T) {
 // every interval until rise is reached again.
 func TestProcessCheckIdlesWhileHealthy(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "media.pid")
-	run := func() *exec.Cmd {
-		cmd := exec.Command("sleep", "60")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		os.WriteFile(pidfile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
-		return cmd
-	}
+	run := func() *exec.Cmd { return runWatched(t, pidfile) }
 	samples := func(m *Monitor) int {
 		c := m.checks[0]
 		c.mu.Lock()

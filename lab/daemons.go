@@ -300,10 +300,11 @@ func (c *Cluster) ClientNeighbour(ip netip.Addr) net.HardwareAddr {
 
 // Freeze stops pids with SIGSTOP: a host lost at once, as far as its
 // frames go. The caller lists them beforehand (Children reads /proc, which
-// takes long enough for a child to send several turbo frames).
+// takes long enough for a child to send several turbo frames), so one may
+// have ended since (a hook that ran and exited): it needs no stopping.
 func Freeze(pids []int) error {
 	for _, p := range pids {
-		if err := syscall.Kill(p, syscall.SIGSTOP); err != nil {
+		if err := syscall.Kill(p, syscall.SIGSTOP); err != nil && err != syscall.ESRCH {
 			return fmt.Errorf("lab: freeze %d: %w", p, err)
 		}
 	}

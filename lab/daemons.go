@@ -37,12 +37,26 @@ func FindDaemon(dir string) (string, error) {
 // BuildDaemon builds hapaird from the module this code belongs to; tests
 // build it with the race detector.
 func BuildDaemon(dir string, race bool) (string, error) {
-	out := filepath.Join(dir, "hapaird")
-	args := []string{"build", "-o", out}
+	args := []string{}
 	if race {
 		args = append(args, "-race")
 	}
+	return buildDaemon(dir, nil, args)
+}
+
+// BuildShipped builds hapaird as the deb and rpm packages ship it (the
+// Makefile's package target): static, without cgo, stripped. What the
+// bench measures, memory above all, is then what an operator runs: a cgo
+// build maps the C library and its name-service modules too.
+func BuildShipped(dir string) (string, error) {
+	return buildDaemon(dir, []string{"CGO_ENABLED=0"}, []string{"-trimpath", "-ldflags", "-s -w"})
+}
+
+func buildDaemon(dir string, env, flags []string) (string, error) {
+	out := filepath.Join(dir, "hapaird")
+	args := append([]string{"build", "-o", out}, flags...)
 	cmd := exec.Command("go", append(args, "github.com/hapair/hapair/cmd/hapaird")...)
+	cmd.Env = append(os.Environ(), env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("lab: go build hapaird: %v\n%s", err, b)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -60,8 +61,15 @@ func (h *hapair) close() {
 
 // idleCost is what a contender costs its host at idle.
 type idleCost struct {
+	// rssKB adds up its processes' RSS, counting a page that two of them
+	// map (hapaird's core and agent are one executable) once for each.
 	rssKB int
-	cpu   float64 // per cent of a CPU
+	// memKB counts every page resident in any of its processes once: what
+	// the daemon holds in memory. anonKB is the part that is its own
+	// (heap, stacks, written data); the rest is file pages (its
+	// executable, libraries) that the page cache keeps for any process.
+	memKB, anonKB int
+	cpu           float64 // per cent of a CPU
 	// wakes are context switches a second, every thread counted: each is
 	// the kernel putting a thread to sleep or taking it off a CPU, and
 	// unlike the CPU share they do not depend on how busy the machine
@@ -105,12 +113,8 @@ func procCost(pid int) (idleCost, error) {
 		return idleCost{}, err
 	}
 	c := idleCost{wakes: float64(w1-w0) / idleWindow.Seconds()}
-	for _, p := range pids {
-		r, err := procRSS(p)
-		if err != nil {
-			return idleCost{}, err
-		}
-		c.rssKB += r
+	if c.rssKB, c.memKB, c.anonKB, err = memory(pids); err != nil {
+		return idleCost{}, err
 	}
 	// USER_HZ is 100 on Linux.
 	c.cpu = (t1 - t0) / 100 / idleWindow.Seconds() * 100
@@ -392,24 +396,69 @@ func (k *keepalived) idle() (idleCost, error) {
 	if err != nil {
 		return idleCost{}, err
 	}
-	parent, _ := procRSS(k.cmds[h].Process.Pid)
-	c.rssKB += parent
-	return c, nil
+	// The memory is both processes' (the parent's CPU is nothing at idle).
+	c.rssKB, c.memKB, c.anonKB, err = memory([]int{k.cmds[h].Process.Pid, pid})
+	return c, err
 }
 
-// procRSS reads a process's RSS in KiB.
-func procRSS(pid int) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
+// memory measures pids' memory in KiB: the sum of their RSS, and, read
+// from their page tables (/proc/PID/pagemap, whose frame numbers only
+// root sees), the pages resident in any of them, each counted once, and
+// of those the anonymous ones.
+func memory(pids []int) (rssKB, memKB, anonKB int, err error) {
+	const (
+		present  = 1 << 63
+		filePage = 1 << 61 // or shared anonymous
+		pfnMask  = 1<<55 - 1
+	)
+	page := os.Getpagesize()
+	frames := map[uint64]bool{} // frame -> anonymous
+	for _, pid := range pids {
+		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		var buf []byte
+		for _, l := range strings.Split(strings.TrimSpace(string(maps)), "\n") {
+			f := strings.Fields(l)
+			var lo, hi uint64
+			if _, err := fmt.Sscanf(f[0], "%x-%x", &lo, &hi); err != nil || f[1] == "---p" || strings.HasSuffix(l, "[vsyscall]") {
+				continue // unreadable, or reserved and never resident
+			}
+			n := int(hi-lo) / page * 8
+			if cap(buf) < n {
+				buf = make([]byte, n)
+			}
+			if _, err := pm.ReadAt(buf[:n], int64(lo)/int64(page)*8); err != nil {
+				pm.Close()
+				return 0, 0, 0, err
+			}
+			for i := 0; i < n; i += 8 {
+				e := binary.LittleEndian.Uint64(buf[i:])
+				if e&present == 0 {
+					continue
+				}
+				if e&pfnMask == 0 {
+					pm.Close()
+					return 0, 0, 0, fmt.Errorf("pagemap of %d gives no frame numbers (not root?)", pid)
+				}
+				rssKB += page / 1024
+				frames[e&pfnMask] = e&filePage == 0
+			}
+		}
+		pm.Close()
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.Fields(v)[0])
-			return n, nil
+	for _, anon := range frames {
+		memKB += page / 1024
+		if anon {
+			anonKB += page / 1024
 		}
 	}
-	return 0, nil
+	return rssKB, memKB, anonKB, nil
 }
 
 func (k *keepalived) close() {

@@ -61,7 +61,7 @@ func main() {
 		fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	bin, err := lab.BuildDaemon(dir, false)
+	bin, err := lab.BuildShipped(dir)
 	if err != nil {
 		fatal(err)
 	}
@@ -140,7 +140,7 @@ func benchFailovers(bin, only string, runs int) (cells []*cell, idle []string) {
 			continue
 		}
 		if ic, err := c.idle(); err == nil {
-			idle = append(idle, fmt.Sprintf("| %s | %d KiB | %.2f%% | %.0f |", mk.name, ic.rssKB, ic.cpu, ic.wakes))
+			idle = append(idle, fmt.Sprintf("| %s | %.1f MiB | %.1f MiB | %.1f MiB | %.2f%% | %.0f |", mk.name, mib(ic.memKB), mib(ic.anonKB), mib(ic.rssKB), ic.cpu, ic.wakes))
 		}
 		for _, sc := range c.scenarios() {
 			ce := &cell{contender: mk.name, scenario: sc}
@@ -322,13 +322,15 @@ func render(cells []*cell, idle []string, runs int) string {
 	}
 	b.WriteString(targets(cells))
 	if len(idle) > 0 {
-		fmt.Fprintf(&b, "\nIdle cost of the agent on the active node, all its processes (hapaird and its heartbeat core; keepalived's VRRP child, and its parent's RSS): RSS, CPU averaged over %v, and context switches a second of all their threads (each a thread put to sleep or taken off a CPU; unlike the CPU share, they do not change with how busy the machine is):\n", idleWindow)
-		fmt.Fprintln(&b, "\n| contender | RSS | CPU | context switches/s |\n|---|---:|---:|---:|")
+		fmt.Fprintf(&b, "\nIdle cost of the agent on the active node, all its processes (hapaird, built as the packages ship it, and its heartbeat core; keepalived's parent and VRRP child; CPU and context switches of keepalived's VRRP child only). *Memory*: the pages resident in any of them, each counted once (read from their page tables); *own*: of those, the anonymous ones (heap, stacks), which no other process shares; *RSS summed*: their RSS added up, which counts a page twice when two of them map it (hapaird's core and agent are one executable). CPU is averaged over %v; context switches a second are of all their threads (each a thread put to sleep or taken off a CPU; unlike the CPU share, they do not change with how busy the machine is):\n", idleWindow)
+		fmt.Fprintln(&b, "\n| contender | memory | own | RSS summed | CPU | context switches/s |\n|---|---:|---:|---:|---:|---:|")
 		for _, l := range idle {
 			fmt.Fprintln(&b, l)
 		}
 	}
 	return b.String()
 }
+
+func mib(kb int) float64 { return float64(kb) / 1024 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }

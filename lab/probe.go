@@ -10,25 +10,32 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 // Prober sends ICMP echo requests to one address from inside a namespace at
-// a fixed rate and records when replies come back. It measures what a
-// client of the VIP sees: the longest gap between two replies is the
-// client-observed outage.
+// a fixed rate and records when each was sent and when its reply came back.
+// It measures what a client of the VIP sees: the outage (see gap).
 type Prober struct {
-	conn *icmp.PacketConn
+	conn *net.IPConn
 	dst  net.Addr
 	v6   bool
 	id   int
 
 	mu       sync.Mutex
-	replies  []time.Time
+	sent     []time.Time   // by sequence number
+	replies  []reply       // in the order they came
 	answered chan struct{} // closed at the first reply
+}
+
+type reply struct {
+	seq int
+	at  time.Time
 }
 
 // NewProber opens an ICMP socket in namespace ns aimed at addr.
@@ -38,8 +45,24 @@ func NewProber(ns string, addr netip.Addr) (*Prober, error) {
 	if p.v6 {
 		network, laddr = "ip6:ipv6-icmp", "::"
 	}
-	err := Do(ns, func() (err error) {
-		p.conn, err = icmp.ListenPacket(network, laddr)
+	err := Do(ns, func() error {
+		c, err := net.ListenPacket(network, laddr)
+		if err != nil {
+			return err
+		}
+		p.conn = c.(*net.IPConn)
+		// Replies are timed by the kernel as they arrive: the time
+		// this process reads them at is late whenever its CPU is busy
+		// (with both nodes of the lab, during a failover above all).
+		rc, err := p.conn.SyscallConn()
+		if err == nil {
+			rc.Control(func(fd uintptr) {
+				err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+			})
+		}
+		if err != nil {
+			p.conn.Close()
+		}
 		return err
 	})
 	if err != nil {
@@ -56,8 +79,12 @@ func (p *Prober) send(seq int) error {
 	if p.v6 {
 		typ = ipv6.ICMPTypeEchoRequest
 	}
+	now := time.Now()
+	p.mu.Lock()
+	p.sent = append(p.sent, now)
+	p.mu.Unlock()
 	body := make([]byte, 8)
-	binary.BigEndian.PutUint64(body, uint64(time.Now().UnixNano()))
+	binary.BigEndian.PutUint64(body, uint64(now.UnixNano()))
 	b, err := (&icmp.Message{Type: typ, Body: &icmp.Echo{ID: p.id, Seq: seq & 0xffff, Data: body}}).Marshal(nil)
 	if err != nil {
 		return err
@@ -92,14 +119,19 @@ func (p *Prober) read() {
 	if p.v6 {
 		proto = 58
 	}
-	buf := make([]byte, 1500)
+	buf, oob := make([]byte, 1500), make([]byte, 128)
 	for {
-		n, _, err := p.conn.ReadFrom(buf)
+		n, oobn, _, _, err := p.conn.ReadMsgIP(buf, oob)
 		if err != nil {
 			return
 		}
-		now := time.Now()
-		m, err := icmp.ParseMessage(proto, buf[:n])
+		now := arrival(oob[:oobn])
+		msg := buf[:n]
+		if !p.v6 && n >= 20 {
+			// A raw IPv4 socket reads the IP header too.
+			msg = buf[int(buf[0]&0x0f)*4 : n]
+		}
+		m, err := icmp.ParseMessage(proto, msg)
 		if err != nil {
 			continue
 		}
@@ -108,10 +140,26 @@ func (p *Prober) read() {
 			if len(p.replies) == 0 {
 				close(p.answered)
 			}
-			p.replies = append(p.replies, now)
+			// The wire carries 16 bits of the sequence: the reply is
+			// to the newest probe that has them.
+			last := len(p.sent) - 1
+			p.replies = append(p.replies, reply{seq: last - (last-e.Seq)&0xffff, at: now})
 			p.mu.Unlock()
 		}
 	}
+}
+
+// arrival is the kernel's receive time in a message's control data, or now
+// if it has none.
+func arrival(oob []byte) time.Time {
+	msgs, _ := unix.ParseSocketControlMessage(oob)
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+			return time.Unix(ts.Unix())
+		}
+	}
+	return time.Now()
 }
 
 // Replies is how many replies came back so far.
@@ -128,43 +176,75 @@ func (p *Prober) LastReply() time.Time {
 	if len(p.replies) == 0 {
 		return time.Time{}
 	}
-	return p.replies[len(p.replies)-1]
+	return p.replies[len(p.replies)-1].at
 }
 
-// LongestGap is the longest time between two consecutive replies received
-// at or after since.
+// LongestGap is the outage seen at or after since (see gap).
 func (p *Prober) LongestGap(since time.Time) time.Duration {
 	return p.gap(since, false)
 }
 
-// GapAfter is the longest gap between replies after at, with at counted as
-// a reply: the outage of a fault at at+probe that cut the client off
-// at once, whatever filter cut it a little earlier.
+// GapAfter is the outage after at, with at counted as the reply to the
+// last probe sent before it: the outage of a fault at at+probe that cut
+// the client off at once, whatever filter cut it a little earlier.
 func (p *Prober) GapAfter(at time.Time) time.Duration {
 	return p.gap(at, true)
 }
 
+// gap is the client's longest outage among the replies at or after since.
+// Between two consecutive replies with a probe between them that was never
+// answered, it is the time between the two replies: the service was gone
+// for at most that. Between two with none lost, it is only the second
+// probe's round trip: every probe was answered, and a gap that is there
+// because this prober sent late (its timer or its CPU, busy with both
+// nodes in one lab) is not the service's. Replies to the 1 ms probes of a
+// graceful stop came 2-3 ms apart with no probe lost, which the time
+// between replies alone read as an outage.
 func (p *Prober) gap(since time.Time, sinceAnswered bool) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var gap time.Duration
-	var prev time.Time
+	answered := make(map[int]bool, len(p.replies))
 	for _, r := range p.replies {
-		if r.Before(since) {
+		answered[r.seq] = true
+	}
+	var gap time.Duration
+	prev := reply{seq: -1}
+	if sinceAnswered {
+		prev = reply{seq: -1, at: since}
+		for seq, at := range p.sent {
+			if at.Before(since) {
+				prev.seq = seq
+			}
+		}
+	}
+	for _, r := range p.replies {
+		if r.at.Before(since) {
 			if !sinceAnswered {
 				prev = r
 			}
 			continue
 		}
-		if prev.IsZero() && sinceAnswered {
-			prev = since
-		}
-		if !prev.IsZero() && r.Sub(prev) > gap {
-			gap = r.Sub(prev)
+		if !prev.at.IsZero() {
+			g := r.at.Sub(prev.at)
+			if !lostBetween(answered, prev.seq, r.seq) {
+				g = r.at.Sub(p.sent[r.seq])
+			}
+			gap = max(gap, g)
 		}
 		prev = r
 	}
 	return gap
+}
+
+// lostBetween says whether a probe sent between probes a and b was never
+// answered.
+func lostBetween(answered map[int]bool, a, b int) bool {
+	for s := min(a, b) + 1; s < max(a, b); s++ {
+		if !answered[s] {
+			return true
+		}
+	}
+	return false
 }
 
 // Reach reports whether addr answers an echo from inside ns within timeout.

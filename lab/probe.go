@@ -179,15 +179,16 @@ func (p *Prober) LastReply() time.Time {
 	return p.replies[len(p.replies)-1].at
 }
 
-// LongestGap is the outage seen at or after since (see gap).
-func (p *Prober) LongestGap(since time.Time) time.Duration {
+// LongestGap is the outage seen at or after since, and how many probes
+// went unanswered in it (see gap).
+func (p *Prober) LongestGap(since time.Time) (time.Duration, int) {
 	return p.gap(since, false)
 }
 
 // GapAfter is the outage after at, with at counted as the reply to the
 // last probe sent before it: the outage of a fault at at+probe that cut
 // the client off at once, whatever filter cut it a little earlier.
-func (p *Prober) GapAfter(at time.Time) time.Duration {
+func (p *Prober) GapAfter(at time.Time) (time.Duration, int) {
 	return p.gap(at, true)
 }
 
@@ -199,15 +200,15 @@ func (p *Prober) GapAfter(at time.Time) time.Duration {
 // because this prober sent late (its timer or its CPU, busy with both
 // nodes in one lab) is not the service's. Replies to the 1 ms probes of a
 // graceful stop came 2-3 ms apart with no probe lost, which the time
-// between replies alone read as an outage.
-func (p *Prober) gap(since time.Time, sinceAnswered bool) time.Duration {
+// between replies alone read as an outage. lost counts the probes never
+// answered between the replies it looked at.
+func (p *Prober) gap(since time.Time, sinceAnswered bool) (gap time.Duration, lost int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	answered := make(map[int]bool, len(p.replies))
 	for _, r := range p.replies {
 		answered[r.seq] = true
 	}
-	var gap time.Duration
 	prev := reply{seq: -1}
 	if sinceAnswered {
 		prev = reply{seq: -1, at: since}
@@ -226,25 +227,27 @@ func (p *Prober) gap(since time.Time, sinceAnswered bool) time.Duration {
 		}
 		if !prev.at.IsZero() {
 			g := r.at.Sub(prev.at)
-			if !lostBetween(answered, prev.seq, r.seq) {
+			n := lostBetween(answered, prev.seq, r.seq)
+			if n == 0 {
 				g = r.at.Sub(p.sent[r.seq])
 			}
-			gap = max(gap, g)
+			gap, lost = max(gap, g), lost+n
 		}
 		prev = r
 	}
-	return gap
+	return gap, lost
 }
 
-// lostBetween says whether a probe sent between probes a and b was never
-// answered.
-func lostBetween(answered map[int]bool, a, b int) bool {
-	for s := min(a, b) + 1; s < max(a, b); s++ {
+// lostBetween counts the probes sent after probe a and before probe b that
+// were never answered (none if b came before a).
+func lostBetween(answered map[int]bool, a, b int) int {
+	n := 0
+	for s := a + 1; s < b; s++ {
 		if !answered[s] {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // Reach reports whether addr answers an echo from inside ns within timeout.

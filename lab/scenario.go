@@ -12,13 +12,18 @@ type Result struct {
 	Scenario  string
 	From, To  string        // the node that held the VIP, and the one that took it
 	VIPAfter  time.Duration // fault to VIP configured on the new holder
-	Outage    time.Duration // longest gap between the client's probe replies
+	Outage    time.Duration // the client's longest outage (Prober.LongestGap)
+	Lost      int           // probes the client sent that were never answered
 	ProbeRate time.Duration
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%s: VIP moved %s -> %s in %v; client outage %v (probe every %v)",
-		r.Scenario, r.From, r.To, r.VIPAfter.Round(10*time.Microsecond), r.Outage.Round(10*time.Microsecond), r.ProbeRate)
+	lost := "no probe lost"
+	if r.Lost > 0 {
+		lost = fmt.Sprintf("%d lost", r.Lost)
+	}
+	return fmt.Sprintf("%s: VIP moved %s -> %s in %v; client outage %v (probe every %v, %s)",
+		r.Scenario, r.From, r.To, r.VIPAfter.Round(10*time.Microsecond), r.Outage.Round(10*time.Microsecond), r.ProbeRate, lost)
 }
 
 // Scenarios a Cluster can run; each starts from a settled pair and leaves
@@ -230,13 +235,13 @@ func (p *Pair) measure(scenario, from, to string, probe time.Duration, prepare, 
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond)
-	outage := pr.LongestGap(start.Add(-probe))
+	outage, lost := pr.LongestGap(start.Add(-probe))
 	if prepare != nil {
 		// The client was cut off before the clock started; as if by
 		// the fault itself, right after an answer.
-		outage = pr.GapAfter(start.Add(-probe))
+		outage, lost = pr.GapAfter(start.Add(-probe))
 	}
-	return Result{Scenario: scenario, From: from, To: to, VIPAfter: vipAt, Outage: outage, ProbeRate: probe}, nil
+	return Result{Scenario: scenario, From: from, To: to, VIPAfter: vipAt, Outage: outage, Lost: lost, ProbeRate: probe}, nil
 }
 
 // WaitSynced waits until active's standby is attached and has applied

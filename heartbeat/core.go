@@ -155,17 +155,7 @@ func pathIndex(name string) byte {
 // config is read and before any path is opened. fence releases cfg.VIPs
 // when the agent's lease runs out.
 func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreConfig)) error {
-	// The socket is read and written with raw system calls (sysRaw), as
-	// the paths are: every frame the agent hears crosses it.
-	var conn io.ReadWriteCloser = nc
-	if sc, ok := nc.(syscall.Conn); ok {
-		if rc, err := newRawConn(struct {
-			syscall.Conn
-			io.Closer
-		}{sc, nc}); err == nil {
-			conn = rc
-		}
-	}
+	conn := raw(nc)
 	buf := make([]byte, 64<<10)
 	cfg, err := readCoreConfig(conn, buf)
 	if err != nil {
@@ -232,6 +222,23 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 }
 
 // readCoreConfig reads the parent's first message: the core's config.
+// raw reads and writes the socket between agent and core with raw system
+// calls (sysRaw), as the paths are: every frame the agent hears crosses
+// it, and at idle its messages are most of what wakes the agent, each of
+// which would otherwise wake the runtime's monitor thread too. A
+// connection that is no socket (a test's pipe) is used as it is.
+func raw(nc net.Conn) io.ReadWriteCloser {
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := newRawConn(struct {
+			syscall.Conn
+			io.Closer
+		}{sc, nc}); err == nil {
+			return rc
+		}
+	}
+	return nc
+}
+
 func readCoreConfig(conn io.Reader, buf []byte) (CoreConfig, error) {
 	var cfg CoreConfig
 	n, err := conn.Read(buf)
@@ -407,7 +414,7 @@ type Core struct {
 	stats  chan Stats
 
 	mu     sync.Mutex
-	conn   net.Conn
+	conn   io.ReadWriteCloser
 	local  Local
 	last   Stats
 	hello  CoreHello
@@ -514,11 +521,12 @@ func (c *Core) Stats() Stats {
 
 // Run starts the child and relays until ctx ends or the child fails.
 func (c *Core) Run(ctx context.Context) error {
-	conn, stop, err := c.start()
+	nc, stop, err := c.start()
 	if err != nil {
 		return fmt.Errorf("heartbeat core: %w", err)
 	}
 	defer stop()
+	conn := raw(nc)
 	init, _ := json.Marshal(c.cfg)
 	if _, err := conn.Write(append([]byte{msgInit}, init...)); err != nil {
 		conn.Close()

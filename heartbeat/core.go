@@ -221,7 +221,6 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 	}
 }
 
-// readCoreConfig reads the parent's first message: the core's config.
 // raw reads and writes the socket between agent and core with raw system
 // calls (sysRaw), as the paths are: every frame the agent hears crosses
 // it, and at idle its messages are most of what wakes the agent, each of
@@ -239,6 +238,7 @@ func raw(nc net.Conn) io.ReadWriteCloser {
 	return nc
 }
 
+// readCoreConfig reads the parent's first message: the core's config.
 func readCoreConfig(conn io.Reader, buf []byte) (CoreConfig, error) {
 	var cfg CoreConfig
 	n, err := conn.Read(buf)

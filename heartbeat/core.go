@@ -76,9 +76,12 @@ const (
 	msgEvent   = 'E'
 	msgCounts  = 'T'
 
-	localLen  = 1 + 1 + 1 + 2 + 8 + 8 + 1 + 8 + 8 + 8 + 8
-	eventLen  = 1 + 1 + 1 + 8 + FrameLen
-	numCounts = 8 + int(numDropReasons)
+	localLen = 1 + 1 + 1 + 2 + 8 + 8 + 1 + 8 + 8 + 8 + 8
+	eventLen = 1 + 1 + 1 + 8 + FrameLen
+	// fixedCounts are the counters a counts message carries before one
+	// per drop reason (putCounts).
+	fixedCounts = 10
+	numCounts   = fixedCounts + int(numDropReasons)
 )
 
 // pathNames are the core's paths, in order.
@@ -379,7 +382,7 @@ func readParent(ctx context.Context, conn io.ReadWriter, ep *Endpoint, buf []byt
 }
 
 func putCounts(b []byte, c *Counters) {
-	vals := [8]uint64{c.sent.Load(), c.recv.Load(), c.sendErrors.Load(), c.stale.Load(), c.pauses.Load(), c.queuedAtExpiry.Load(), uint64(c.lastFrame.Load()), c.agentBehind.Load()}
+	vals := [fixedCounts]uint64{c.sent.Load(), c.recv.Load(), c.sendErrors.Load(), c.stale.Load(), c.pauses.Load(), c.queuedAtExpiry.Load(), uint64(c.lastFrame.Load()), c.agentBehind.Load(), c.stalls.Load(), uint64(c.longestGap.Load())}
 	for i, v := range vals {
 		binary.BigEndian.PutUint64(b[8*i:], v)
 	}
@@ -390,12 +393,13 @@ func putCounts(b []byte, c *Counters) {
 
 func getCounts(b []byte) Stats {
 	u := func(i int) uint64 { return binary.BigEndian.Uint64(b[8*i:]) }
-	s := Stats{Sent: u(0), Received: u(1), SendErrors: u(2), Stale: u(3), Pauses: u(4), QueuedAtExpiry: u(5), AgentBehind: u(7), Drops: map[string]uint64{}}
+	s := Stats{Sent: u(0), Received: u(1), SendErrors: u(2), Stale: u(3), Pauses: u(4), QueuedAtExpiry: u(5), AgentBehind: u(7),
+		Stalls: u(8), LongestSendGap: time.Duration(u(9)), Drops: map[string]uint64{}}
 	if ns := int64(u(6)); ns != 0 {
 		s.LastFrame = time.Unix(0, ns)
 	}
 	for i := range int(numDropReasons) {
-		s.Drops[DropReason(i).String()] = u(8 + i)
+		s.Drops[DropReason(i).String()] = u(fixedCounts + i)
 	}
 	return s
 }

@@ -40,11 +40,13 @@ func TestCoreCountsRoundTrip(t *testing.T) {
 	var c Counters
 	c.sent.Store(7)
 	c.pauses.Store(2)
+	c.sendGap(40*time.Millisecond, 30*time.Millisecond)
+	c.sendGap(20*time.Millisecond, 30*time.Millisecond)
 	c.drops[DropMAC].Store(5)
 	var b [8 * numCounts]byte
 	putCounts(b[:], &c)
 	s := getCounts(b[:])
-	if s.Sent != 7 || s.Pauses != 2 || s.Drops["bad_mac"] != 5 || s.Drops["replayed"] != 0 {
+	if s.Sent != 7 || s.Pauses != 2 || s.Stalls != 1 || s.LongestSendGap != 40*time.Millisecond || s.Drops["bad_mac"] != 5 || s.Drops["replayed"] != 0 {
 		t.Errorf("counts: %+v", s)
 	}
 }

@@ -54,6 +54,14 @@ type Counters struct {
 	// pauses counts the times the endpoint found that it had not run for
 	// half a dead interval, and restarted the dead interval.
 	pauses atomic.Uint64
+	// stalls counts the times this node sent no frame for a whole dead
+	// interval or more, as long as its peer waits: the peer rightly took
+	// it for lost. longestGap is the longest time between two sends, in
+	// ns. A pause of two thirds of a dead interval is enough, coming an
+	// interval after the last frame. They tell a false failover that the
+	// host caused (it kept the core off its CPU) from one the daemon did.
+	stalls     atomic.Uint64
+	longestGap atomic.Int64
 	// queuedAtExpiry counts the times a path was due to go down while its
 	// socket still held unread frames.
 	queuedAtExpiry atomic.Uint64
@@ -66,6 +74,8 @@ type Counters struct {
 type Stats struct {
 	Sent, Received, SendErrors, Stale   uint64
 	Pauses, QueuedAtExpiry, AgentBehind uint64
+	Stalls                              uint64
+	LongestSendGap                      time.Duration
 	Drops                               map[string]uint64
 	// LastFrame is when the peer's newest authentic frame arrived (zero:
 	// none yet).
@@ -73,7 +83,8 @@ type Stats struct {
 }
 
 func (c *Counters) snapshot() Stats {
-	s := Stats{Sent: c.sent.Load(), Received: c.recv.Load(), SendErrors: c.sendErrors.Load(), Stale: c.stale.Load(), Pauses: c.pauses.Load(), QueuedAtExpiry: c.queuedAtExpiry.Load(), AgentBehind: c.agentBehind.Load(), Drops: map[string]uint64{}}
+	s := Stats{Sent: c.sent.Load(), Received: c.recv.Load(), SendErrors: c.sendErrors.Load(), Stale: c.stale.Load(), Pauses: c.pauses.Load(), QueuedAtExpiry: c.queuedAtExpiry.Load(), AgentBehind: c.agentBehind.Load(),
+		Stalls: c.stalls.Load(), LongestSendGap: time.Duration(c.longestGap.Load()), Drops: map[string]uint64{}}
 	if ns := c.lastFrame.Load(); ns != 0 {
 		s.LastFrame = time.Unix(0, ns)
 	}
@@ -81,4 +92,17 @@ func (c *Counters) snapshot() Stats {
 		s.Drops[DropReason(i).String()] = c.drops[i].Load()
 	}
 	return s
+}
+
+// sendGap records d between two of this node's sends.
+func (c *Counters) sendGap(d, dead time.Duration) {
+	if d >= dead {
+		c.stalls.Add(1)
+	}
+	for {
+		l := c.longestGap.Load()
+		if int64(d) <= l || c.longestGap.CompareAndSwap(l, int64(d)) {
+			return
+		}
+	}
 }

@@ -680,6 +680,9 @@ func (e *Endpoint) sendAll(buf []byte) {
 	if l.Frozen != nil {
 		f.ActiveFor, f.LastNewSession = frozen.ActiveFor, frozen.LastNewSession
 	}
+	if e.seq > 0 {
+		e.stats.sendGap(now.Sub(e.sent[e.seq%sentRing].at), e.cfg.Dead)
+	}
 	e.seq++
 	f.Seq = e.seq
 	e.sent[e.seq%sentRing].seq, e.sent[e.seq%sentRing].at = e.seq, now

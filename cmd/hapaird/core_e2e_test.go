@@ -6,7 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
 	"golang.org/x/sys/unix"
 )
@@ -65,5 +67,63 @@ func TestHeartbeatCoreIsIsolated(t *testing.T) {
 	// locks all it maps.
 	if rss := kb("VmRSS"); rss > 48<<10 {
 		t.Errorf("heartbeat core RSS %d KiB, want well under 48 MiB", rss)
+	}
+}
+
+// A node that sends no frame for a whole dead interval counts a stall and
+// says how long its longest gap was: what tells a failover the host caused
+// (it kept the heartbeat core off its CPU) from one the daemon did. The
+// standby's core is stopped until the active has lost it, then let go.
+func TestStalledCoreIsCounted(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
+	act := settle(t, c)
+	sb := other(act)
+	kids := lab.Children(c.Pid(sb))
+	if len(kids) != 1 {
+		t.Fatalf("daemon has children %v, want the heartbeat core alone", kids)
+	}
+	if err := unix.Kill(kids[0], unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			unix.Kill(kids[0], unix.SIGCONT)
+		}
+	}
+	defer resume()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if s, err := c.Status(act); err == nil && !s.Peer.Seen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the active still hears a standby whose heartbeat core is stopped")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	resume()
+	var s *control.Status
+	for {
+		var err error
+		if s, err = c.Status(sb); err == nil && s.Frames.CoreStalls > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stopped standby counted no stall: %+v", s)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s.Frames.LongestSendGapMs < s.DeadMs {
+		t.Errorf("longest send gap %.1f ms, want at least the dead interval (%g ms)", s.Frames.LongestSendGapMs, s.DeadMs)
+	}
+	if a, err := c.Status(act); err != nil || a.Frames.CoreStalls != 0 {
+		t.Errorf("the active, never stopped, counted stalls: %+v %v", a, err)
+	}
+	// A stopped core's own lateness is never the peer's silence: the
+	// standby stays standby.
+	if s.Role != "STANDBY" {
+		t.Errorf("the standby became %s after its core was stopped", s.Role)
 	}
 }

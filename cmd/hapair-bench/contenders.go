@@ -81,10 +81,11 @@ type idleCost struct {
 // (10 ms) in it is 0.1 % of a CPU.
 const idleWindow = 10 * time.Second
 
-// procCost reads the RSS, and the CPU use and context switches over
+// procCost reads the memory, and the CPU use and context switches over
 // idleWindow, of a process and its children (hapaird's heartbeat core is
-// one): the daemon's whole cost.
-func procCost(pid int) (idleCost, error) {
+// one): the daemon's whole cost. Its memory counts the processes in also
+// (keepalived's parent, which does nothing at idle).
+func procCost(pid int, also ...int) (idleCost, error) {
 	if pid == 0 {
 		return idleCost{}, fmt.Errorf("no process")
 	}
@@ -113,7 +114,7 @@ func procCost(pid int) (idleCost, error) {
 		return idleCost{}, err
 	}
 	c := idleCost{wakes: float64(w1-w0) / idleWindow.Seconds()}
-	if c.rssKB, c.memKB, c.anonKB, err = memory(pids); err != nil {
+	if c.rssKB, c.memKB, c.anonKB, err = memory(append(also, pids...)); err != nil {
 		return idleCost{}, err
 	}
 	// USER_HZ is 100 on Linux.
@@ -392,13 +393,7 @@ func (k *keepalived) idle() (idleCost, error) {
 		return idleCost{}, err
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	c, err := procCost(pid)
-	if err != nil {
-		return idleCost{}, err
-	}
-	// The memory is both processes' (the parent's CPU is nothing at idle).
-	c.rssKB, c.memKB, c.anonKB, err = memory([]int{k.cmds[h].Process.Pid, pid})
-	return c, err
+	return procCost(pid, k.cmds[h].Process.Pid)
 }
 
 // memory measures pids' memory in KiB: the sum of their RSS, and, read

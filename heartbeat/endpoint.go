@@ -425,8 +425,12 @@ func (e *Endpoint) persistPeer(ctx context.Context) {
 
 func (e *Endpoint) read(ctx context.Context, i int) {
 	conn, io := e.paths[i].Conn, e.paths[i].io
+	// One frame, reused: a conn that is no socket takes its buffer
+	// through an interface, which puts it on the heap, so one made per
+	// frame would be an allocation per frame. What goes to e.rx is a copy.
+	var r rxFrame
 	for {
-		var r rxFrame
+		r = rxFrame{}
 		var err error
 		if io != nil {
 			r.n, r.at, r.mac, err = io.read(r.buf[:])

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // TestMemoryCountsSharedPagesOnce runs a second copy of this test binary
@@ -49,4 +50,31 @@ func TestMemoryCountsSharedPagesOnce(t *testing.T) {
 		t.Fatalf("two processes of one executable: memory %d KiB, RSS summed %d KiB; want the shared pages counted once", mem, rss)
 	}
 	t.Logf("one process %d KiB (%d own); two: RSS summed %d KiB, memory %d KiB", oneMem, oneAnon, rss, mem)
+}
+
+// A silence is a gap between wake-ups longer than turbo's dead interval,
+// counted once however long it is.
+func TestSilences(t *testing.T) {
+	ms := func(v ...float64) []time.Duration {
+		var d []time.Duration
+		for _, x := range v {
+			d = append(d, time.Duration(x*float64(time.Millisecond)))
+		}
+		return d
+	}
+	for _, c := range []struct {
+		at      []time.Duration
+		n       int
+		longest time.Duration
+	}{
+		{nil, 0, 0},
+		{ms(1), 0, 0},
+		{ms(1, 2, 3, 4), 0, time.Millisecond},
+		{ms(1, 2, 7, 8), 0, 5 * time.Millisecond}, // exactly the dead interval is no silence
+		{ms(1, 2, 8, 9, 30), 2, 21 * time.Millisecond},
+	} {
+		if n, longest := silences(c.at); n != c.n || longest != c.longest {
+			t.Errorf("silences(%v) = %d, %v; want %d, %v", c.at, n, longest, c.n, c.longest)
+		}
+	}
 }

@@ -259,13 +259,24 @@ type probeFigures struct {
 	p50, p99 time.Duration
 	max      time.Duration
 	over     []int // wake-ups later than each of rtLate
-	err      error
+	// silent are, for each CPU's thread and then for all of them
+	// together, the times no wake-up came for longer than turbo's dead
+	// interval, and the longest such time.
+	silent  []int
+	longest []time.Duration
+	err     error
 }
 
+// probeSilence is the gap between wake-ups that the probe counts: turbo's
+// dead interval.
+const probeSilence = 5 * time.Millisecond
+
 // benchLoadProbe runs the host load with no HA agent at all, and beside it
-// a thread that asks what the heartbeat core asks (SCHED_RR 10) and only
-// sleeps 1 ms at a time: how late it wakes is what this machine gives any
-// real-time thread under this load, the floor under every contender.
+// a thread on each CPU that asks what the heartbeat core asks (SCHED_RR 10)
+// and only sleeps 1 ms at a time: how late they wake is what this machine
+// gives any real-time thread under this load, the floor under every
+// contender. The threads together say whether a stall is one CPU's (a
+// second sender on another CPU would cover it) or every CPU's at once.
 func benchLoadProbe(d time.Duration) probeFigures {
 	var f probeFigures
 	p, err := lab.New(lab.Options{})
@@ -282,43 +293,82 @@ func benchLoadProbe(d time.Duration) probeFigures {
 		return f
 	}
 	defer stop()
-	late := make(chan []time.Duration, 1)
-	errc := make(chan error, 1)
-	go func() {
-		// The thread ends with the goroutine, its scheduling with it.
-		runtime.LockOSThread()
-		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_RR, Priority: 10}
-		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
-			errc <- err
-			return
-		}
-		var l []time.Duration
-		ts := unix.Timespec{Nsec: int64(time.Millisecond)}
-		for end := time.Now().Add(d); time.Now().Before(end); {
-			t := time.Now()
-			unix.Nanosleep(&ts, nil)
-			l = append(l, time.Since(t)-time.Millisecond)
-		}
-		late <- l
-	}()
-	var l []time.Duration
-	select {
-	case f.err = <-errc:
-		return f
-	case l = <-late:
+	type woke struct {
+		late, at []time.Duration // lateness, and time since start, of each wake-up
+		err      error
 	}
-	slices.Sort(l)
-	f.wakes = len(l)
+	cpus := runtime.NumCPU()
+	res := make(chan woke, cpus)
+	start := time.Now()
+	for cpu := range cpus {
+		go func() {
+			// The thread ends with the goroutine, its scheduling with it.
+			runtime.LockOSThread()
+			var set unix.CPUSet
+			set.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				res <- woke{err: err}
+				return
+			}
+			attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_RR, Priority: 10}
+			if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+				res <- woke{err: err}
+				return
+			}
+			var w woke
+			ts := unix.Timespec{Nsec: int64(time.Millisecond)}
+			for end := start.Add(d); time.Now().Before(end); {
+				t := time.Now()
+				unix.Nanosleep(&ts, nil)
+				now := time.Now()
+				w.late = append(w.late, now.Sub(t)-time.Millisecond)
+				w.at = append(w.at, now.Sub(start))
+			}
+			res <- w
+		}()
+	}
+	var late, all []time.Duration
+	for range cpus {
+		w := <-res
+		if w.err != nil {
+			f.err = w.err
+		}
+		late = append(late, w.late...)
+		all = append(all, w.at...)
+		n, longest := silences(w.at)
+		f.silent, f.longest = append(f.silent, n), append(f.longest, longest)
+	}
+	if f.err != nil {
+		return f
+	}
+	slices.Sort(all)
+	n, longest := silences(all)
+	f.silent, f.longest = append(f.silent, n), append(f.longest, longest)
+	slices.Sort(late)
+	f.wakes = len(late)
 	if f.wakes == 0 {
 		f.err = errors.New("the probe never woke")
 		return f
 	}
-	f.p50, f.p99, f.max = l[len(l)/2], l[len(l)*99/100], l[len(l)-1]
+	f.p50, f.p99, f.max = late[len(late)/2], late[len(late)*99/100], late[len(late)-1]
 	for _, t := range rtLate {
-		i, _ := slices.BinarySearch(l, t+1)
-		f.over = append(f.over, len(l)-i)
+		i, _ := slices.BinarySearch(late, t+1)
+		f.over = append(f.over, len(late)-i)
 	}
 	return f
+}
+
+// silences counts the gaps longer than probeSilence between the sorted
+// wake-up times at, and finds the longest gap.
+func silences(at []time.Duration) (n int, longest time.Duration) {
+	for i := 1; i < len(at); i++ {
+		g := at[i] - at[i-1]
+		if g > probeSilence {
+			n++
+		}
+		longest = max(longest, g)
+	}
+	return n, longest
 }
 
 // benchLoad runs the campaign on every contender (or those whose names
@@ -366,7 +416,7 @@ func renderLoad(figs []loadFigures, probe *probeFigures, d time.Duration) string
 		fmt.Fprintf(&b, "| %s | %d | %v | %d | %d, %.1f ms | %d | %d | %d |\n", f.name, f.moves, f.both.Round(time.Millisecond), f.splits, f.stalls, f.longestGap, f.writes, f.restarts, f.lists)
 	}
 	if probe != nil {
-		b.WriteString("\nThe floor under all of them: the same host load with no HA agent, and a thread at the heartbeat core's scheduling (SCHED_RR 10) that only sleeps 1 ms at a time. How late it wakes is what this machine gives any real-time thread under this load; a core woken later than half its dead interval re-arms it, and a peer's frames held up that long are taken for silence.\n\n")
+		fmt.Fprintf(&b, "\nThe floor under all of them: the same host load with no HA agent, and on each of the %d CPUs a thread at the heartbeat core's scheduling (SCHED_RR 10, pinned to its CPU) that only sleeps 1 ms at a time. How late they wake is what this machine gives any real-time thread under this load; a core woken later than half its dead interval re-arms it, and a peer's frames held up that long are taken for silence.\n\n", len(probe.silent)-1)
 		if probe.err != nil {
 			fmt.Fprintf(&b, "The probe failed: %v\n", probe.err)
 			return b.String()
@@ -379,6 +429,14 @@ func renderLoad(figs []loadFigures, probe *probeFigures, d time.Duration) string
 		fmt.Fprintf(&b, "| %d | %v | %v | %v |", probe.wakes, probe.p50.Round(time.Microsecond), probe.p99.Round(time.Microsecond), probe.max.Round(time.Microsecond))
 		for _, n := range probe.over {
 			fmt.Fprintf(&b, " %d |", n)
+		}
+		fmt.Fprintf(&b, "\n\nTimes no probe thread woke for more than %v (turbo's dead interval), and the longest such time: a stall of one CPU that the others would cover shows as fewer times in the last column.\n\n|", probeSilence)
+		for i := range len(probe.silent) - 1 {
+			fmt.Fprintf(&b, " CPU %d's thread |", i)
+		}
+		b.WriteString(" any thread |\n|" + strings.Repeat("---:|", len(probe.silent)) + "\n|")
+		for i, n := range probe.silent {
+			fmt.Fprintf(&b, " %d, %v |", n, probe.longest[i].Round(time.Microsecond))
 		}
 		b.WriteString("\n")
 	}

@@ -174,6 +174,7 @@ func TestRunningEndpointsAllocateNothing(t *testing.T) {
 	waitFrames(from + 2000)
 	runtime.ReadMemStats(&after)
 	frames, allocs := received()-from, after.Mallocs-before.Mallocs
+	t.Logf("%d allocations while the endpoints received %d frames", allocs, frames)
 	if allocs*100 > frames {
 		t.Errorf("%d allocations in this process while the endpoints received %d frames; want less than one per 100", allocs, frames)
 	}

@@ -259,9 +259,10 @@ type probeFigures struct {
 	p50, p99 time.Duration
 	max      time.Duration
 	over     []int // wake-ups later than each of rtLate
-	// silent are, for each CPU's thread and then for all of them
-	// together, the times no wake-up came for longer than turbo's dead
-	// interval, and the longest such time.
+	// silent are, for each CPU's thread (cpus names the CPUs) and then
+	// for all of them together, the times no wake-up came for longer than
+	// turbo's dead interval, and the longest such time.
+	cpus    []int
 	silent  []int
 	longest []time.Duration
 	err     error
@@ -297,10 +298,22 @@ func benchLoadProbe(d time.Duration) probeFigures {
 		late, at []time.Duration // lateness, and time since start, of each wake-up
 		err      error
 	}
-	cpus := runtime.NumCPU()
-	res := make(chan woke, cpus)
+	// The CPUs this process may use, by number: not always 0 to n-1.
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		f.err = err
+		return f
+	}
+	var cpus []int
+	for cpu := range len(allowed) * 64 {
+		if allowed.IsSet(cpu) {
+			cpus = append(cpus, cpu)
+		}
+	}
+	f.cpus = cpus
+	res := make(chan woke, len(cpus))
 	start := time.Now()
-	for cpu := range cpus {
+	for _, cpu := range cpus {
 		go func() {
 			// The thread ends with the goroutine, its scheduling with it.
 			runtime.LockOSThread()
@@ -416,7 +429,7 @@ func renderLoad(figs []loadFigures, probe *probeFigures, d time.Duration) string
 		fmt.Fprintf(&b, "| %s | %d | %v | %d | %d, %.1f ms | %d | %d | %d |\n", f.name, f.moves, f.both.Round(time.Millisecond), f.splits, f.stalls, f.longestGap, f.writes, f.restarts, f.lists)
 	}
 	if probe != nil {
-		fmt.Fprintf(&b, "\nThe floor under all of them: the same host load with no HA agent, and on each of the %d CPUs a thread at the heartbeat core's scheduling (SCHED_RR 10, pinned to its CPU) that only sleeps 1 ms at a time. How late they wake is what this machine gives any real-time thread under this load; a core woken later than half its dead interval re-arms it, and a peer's frames held up that long are taken for silence.\n\n", len(probe.silent)-1)
+		fmt.Fprintf(&b, "\nThe floor under all of them: the same host load with no HA agent, and on each of the %d CPUs a thread at the heartbeat core's scheduling (SCHED_RR 10, pinned to its CPU) that only sleeps 1 ms at a time. How late they wake is what this machine gives any real-time thread under this load; a core woken later than half its dead interval re-arms it, and a peer's frames held up that long are taken for silence.\n\n", len(probe.cpus))
 		if probe.err != nil {
 			fmt.Fprintf(&b, "The probe failed: %v\n", probe.err)
 			return b.String()
@@ -431,8 +444,8 @@ func renderLoad(figs []loadFigures, probe *probeFigures, d time.Duration) string
 			fmt.Fprintf(&b, " %d |", n)
 		}
 		fmt.Fprintf(&b, "\n\nTimes no probe thread woke for more than %v (turbo's dead interval), and the longest such time: a stall of one CPU that the others would cover shows as fewer times in the last column.\n\n|", probeSilence)
-		for i := range len(probe.silent) - 1 {
-			fmt.Fprintf(&b, " CPU %d's thread |", i)
+		for _, cpu := range probe.cpus {
+			fmt.Fprintf(&b, " CPU %d's thread |", cpu)
 		}
 		b.WriteString(" any thread |\n|" + strings.Repeat("---:|", len(probe.silent)) + "\n|")
 		for i, n := range probe.silent {

@@ -65,20 +65,7 @@ func TestReadGivesKernelReceiveTime(t *testing.T) {
 // nothing: the heartbeat core runs with locked memory at real-time
 // priority, where a garbage collection is a pause it cannot afford.
 func TestHotPathAllocatesNothing(t *testing.T) {
-	p := labtest.NewPair(t, lab.Options{})
-	pa, pb := labPaths(t, p, "a"), labPaths(t, p, "b")
-	cfg := func(node uint8, gen uint64) Config {
-		return Config{Cluster: testCluster, Node: node, Keys: [][]byte{testKey}, Interval: 10 * time.Millisecond, Dead: 30 * time.Millisecond, Generation: gen, Refresh: time.Hour}
-	}
-	a, err := New(cfg(1, 11), pa...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := New(cfg(2, 22), pb...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closePaths(pa, pb)
+	a, b := labEndpoints(t, 10*time.Millisecond, 30*time.Millisecond)
 	ctx := context.Background()
 	out := make([]byte, 0, FrameLen)
 	alive := false
@@ -117,22 +104,9 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 // by the test above; its heap grew by about 85 KB a second at fast, and a
 // turbo core collected garbage every few seconds.
 func TestRunningEndpointsAllocateNothing(t *testing.T) {
-	p := labtest.NewPair(t, lab.Options{})
-	pa, pb := labPaths(t, p, "a"), labPaths(t, p, "b")
-	defer closePaths(pa, pb)
 	// A dead interval far above the interval: a test box too busy for
 	// 1 ms heartbeats must not make paths come and go here.
-	cfg := func(node uint8, gen uint64) Config {
-		return Config{Cluster: testCluster, Node: node, Keys: [][]byte{testKey}, Interval: time.Millisecond, Dead: time.Second, Generation: gen, Refresh: time.Hour}
-	}
-	a, err := New(cfg(1, 11), pa...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := New(cfg(2, 22), pb...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := labEndpoints(t, time.Millisecond, time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() {
@@ -178,6 +152,27 @@ func TestRunningEndpointsAllocateNothing(t *testing.T) {
 	if allocs*100 > frames {
 		t.Errorf("%d allocations in this process while the endpoints received %d frames; want less than one per 100", allocs, frames)
 	}
+}
+
+// labEndpoints makes endpoints a and b on a new lab pair's paths, which the
+// test's cleanup closes.
+func labEndpoints(t *testing.T, interval, dead time.Duration) (a, b *Endpoint) {
+	t.Helper()
+	p := labtest.NewPair(t, lab.Options{})
+	pa, pb := labPaths(t, p, "a"), labPaths(t, p, "b")
+	t.Cleanup(func() { closePaths(pa, pb) })
+	cfg := func(node uint8, gen uint64) Config {
+		return Config{Cluster: testCluster, Node: node, Keys: [][]byte{testKey}, Interval: interval, Dead: dead, Generation: gen, Refresh: time.Hour}
+	}
+	a, err := New(cfg(1, 11), pa...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = New(cfg(2, 22), pb...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b
 }
 
 func closePaths(sets ...[]Path) {

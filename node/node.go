@@ -157,9 +157,14 @@ func (n *Node) heartbeatCore(peer *config.Node, start func() (net.Conn, func() e
 		Endpoint: heartbeat.Config{
 			Cluster: cfg.ClusterID, Node: self.ID, Keys: cfg.Keys,
 			Interval: cfg.Interval, Dead: cfg.DeadInterval, Generation: gen, StateDir: cfg.StateDir,
-			// The agent hears of a frame that says nothing new once a
-			// second, not every interval: at idle it need not wake.
-			Refresh: time.Second,
+			// The agent hears of a frame that says nothing new every
+			// few seconds, not every interval: at idle it need not wake.
+			// Nothing in it waits on them (status has the last frame's
+			// time from the core); the one use is the agent repeating,
+			// every reportEvery, a condition that lasts (a split brain
+			// between two locked nodes), so they come as often. At 1 s,
+			// they were one of the agent's four wake-ups a second.
+			Refresh: 5 * time.Second,
 		},
 		RawInterface: self.HeartbeatInterface,
 		UDPLocal:     netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.HeartbeatPort)),

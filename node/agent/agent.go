@@ -110,7 +110,8 @@ type Options struct {
 	// so it must be well inside both; beyond that, every idle tick is a
 	// wake-up for nothing.
 	IdleTick time.Duration
-	// Lease is the VIP lease; held VIPs are renewed every third of it.
+	// Lease is the VIP lease; held VIPs are renewed every third of it,
+	// on the loop's ticks.
 	Lease time.Duration
 	// Refresh re-announces held VIPs this often (optional).
 	Refresh time.Duration
@@ -171,6 +172,7 @@ type Agent struct {
 	lastTrans         *control.Transition
 
 	holding     bool
+	renewedAt   time.Time // when the held VIPs' lease last started
 	ready       bool
 	failovers   map[string]uint64
 	dropsLogged map[string]uint64
@@ -271,10 +273,13 @@ func (a *Agent) Run(ctx context.Context) error {
 // loop is the one goroutine that owns the machine: every input comes in
 // here, one at a time.
 func (a *Agent) loop(ctx context.Context, e edges) error {
-	tick := newTicker(a.opt.Interval, a.opt.IdleTick)
+	// Held VIPs are renewed on ticks, so ticks come at least that often.
+	idle := a.opt.IdleTick
+	if idle <= 0 {
+		idle = defaultIdleTick
+	}
+	tick := newTicker(a.opt.Interval, min(idle, renewEvery(a.opt.Lease)))
 	defer tick.t.Stop()
-	renew := time.NewTicker(max(a.opt.Lease/3, 500*time.Millisecond))
-	defer renew.Stop()
 	nag := time.NewTicker(redundancyNag)
 	defer nag.Stop()
 	dropLog := time.NewTicker(dropLogEvery)
@@ -311,12 +316,12 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			exit = a.checkEvent(ev)
 		case now := <-tick.t.C:
 			tick.fired(now)
-			exit = a.tick(now)
+			if exit = a.tick(now); !exit {
+				a.renewIfDue(now, tick.idle)
+			}
 		case <-a.wrote:
 			a.wroteAt = time.Now()
 			a.advertisePosition(a.wroteAt)
-		case <-renew.C:
-			a.renewVIPs()
 		case <-refresh:
 			if a.holding {
 				a.opt.VIPs.Announce()
@@ -415,11 +420,29 @@ func (a *Agent) quiet(now time.Time) bool {
 	return a.m.Quiet() && now.Sub(a.wroteAt) > 2*a.opt.Interval
 }
 
+// renewIfDue renews the held VIPs' kernel lease on a tick when a renewal
+// falls due before the next idle tick could come (slack): renewals come
+// between slack and none early, every third of the lease, so two may be
+// missed before it runs out. They ride on the tick because the agent is a
+// Go process: a timer of their own woke it once more, and every wake costs
+// it several context switches (its poller thread, and the runtime's
+// monitor, which sleeps until the next timer and polls for a while after).
+func (a *Agent) renewIfDue(now time.Time, slack time.Duration) {
+	if a.holding && now.Add(slack).Sub(a.renewedAt) >= renewEvery(a.opt.Lease) {
+		a.renewVIPs()
+	}
+}
+
+// renewEvery is how often held VIPs' kernel lease is restarted: every
+// third of it.
+func renewEvery(lease time.Duration) time.Duration { return max(lease/3, 500*time.Millisecond) }
+
 // renewVIPs renews the held VIPs' kernel lease.
 func (a *Agent) renewVIPs() {
 	if !a.holding {
 		return
 	}
+	a.renewedAt = time.Now()
 	if err := a.opt.VIPs.Renew(); err != nil {
 		a.log.Error("renewing VIPs", "op", "renew", "err", err)
 	}
@@ -450,6 +473,7 @@ func (a *Agent) step(ev election.Event) bool {
 	for _, act := range a.m.Step(ev) {
 		switch act.Kind {
 		case election.ClaimVIPs:
+			a.renewedAt = time.Now() // a claim starts the lease
 			if err := a.opt.VIPs.Claim(); err != nil {
 				a.log.Error("claiming VIPs", "op", "claim", "err", err)
 			}

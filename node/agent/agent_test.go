@@ -81,9 +81,17 @@ type fakeVIPs struct {
 	mu               sync.Mutex
 	claims, releases int
 	held             bool
+	claimedAt        time.Time
+	renewed          []time.Time
 }
 
-func (f *fakeVIPs) Claim() error { f.mu.Lock(); f.claims++; f.held = true; f.mu.Unlock(); return nil }
+func (f *fakeVIPs) Claim() error {
+	f.mu.Lock()
+	f.claims++
+	f.held, f.claimedAt, f.renewed = true, time.Now(), nil
+	f.mu.Unlock()
+	return nil
+}
 func (f *fakeVIPs) Release() error {
 	f.mu.Lock()
 	f.releases++
@@ -91,7 +99,13 @@ func (f *fakeVIPs) Release() error {
 	f.mu.Unlock()
 	return nil
 }
-func (f *fakeVIPs) Renew() error { return nil }
+func (f *fakeVIPs) Renew() error {
+	f.mu.Lock()
+	f.renewed = append(f.renewed, time.Now())
+	f.mu.Unlock()
+	return nil
+}
+func (f *fakeVIPs) renewals() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.renewed) }
 func (f *fakeVIPs) Announce() error {
 	return nil
 }
@@ -454,5 +468,34 @@ func TestSwitchoverInTheLoop(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Error("writes still paused after the refused switchover")
+	}
+}
+
+// An active agent restarts its VIPs' kernel lease on its ticks, never so
+// late that the kernel would drop them: with a lease of 2 s, no lease runs
+// for more than a third of it (plus a generous bound for a late tick), and
+// none is restarted on every tick.
+func TestHeldVIPsAreRenewedOnTicks(t *testing.T) {
+	r := newRig(t, true, nil)
+	r.run(t)
+	r.waitRole(t, "ACTIVE")
+	deadline := time.Now().Add(10 * time.Second)
+	for r.vips.renewals() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d renewals in 10 s with a 2 s lease", r.vips.renewals())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.vips.mu.Lock()
+	starts := append([]time.Time{r.vips.claimedAt}, r.vips.renewed...)
+	r.vips.mu.Unlock()
+	for i := 1; i < len(starts); i++ {
+		gap := starts[i].Sub(starts[i-1])
+		if gap > time.Second {
+			t.Errorf("lease %d ran %v of 2 s before it was restarted", i, gap)
+		}
+		if gap < 300*time.Millisecond {
+			t.Errorf("lease %d restarted after %v: on every tick, not every third of the lease", i, gap)
+		}
 	}
 }

@@ -80,7 +80,7 @@ const (
 	eventLen = 1 + 1 + 1 + 8 + FrameLen
 	// fixedCounts are the counters a counts message carries before one
 	// per drop reason (putCounts).
-	fixedCounts = 10
+	fixedCounts = 11
 	numCounts   = fixedCounts + int(numDropReasons)
 )
 
@@ -382,7 +382,7 @@ func readParent(ctx context.Context, conn io.ReadWriter, ep *Endpoint, buf []byt
 }
 
 func putCounts(b []byte, c *Counters) {
-	vals := [fixedCounts]uint64{c.sent.Load(), c.recv.Load(), c.sendErrors.Load(), c.stale.Load(), c.pauses.Load(), c.queuedAtExpiry.Load(), uint64(c.lastFrame.Load()), c.agentBehind.Load(), c.stalls.Load(), uint64(c.longestGap.Load())}
+	vals := [fixedCounts]uint64{c.sent.Load(), c.recv.Load(), c.sendErrors.Load(), c.stale.Load(), c.pauses.Load(), c.queuedAtExpiry.Load(), uint64(c.lastFrame.Load()), c.agentBehind.Load(), c.stalls.Load(), uint64(c.longestGap.Load()), c.polled.Load()}
 	for i, v := range vals {
 		binary.BigEndian.PutUint64(b[8*i:], v)
 	}
@@ -394,7 +394,7 @@ func putCounts(b []byte, c *Counters) {
 func getCounts(b []byte) Stats {
 	u := func(i int) uint64 { return binary.BigEndian.Uint64(b[8*i:]) }
 	s := Stats{Sent: u(0), Received: u(1), SendErrors: u(2), Stale: u(3), Pauses: u(4), QueuedAtExpiry: u(5), AgentBehind: u(7),
-		Stalls: u(8), LongestSendGap: time.Duration(u(9)), Drops: map[string]uint64{}}
+		Stalls: u(8), LongestSendGap: time.Duration(u(9)), Polled: u(10), Drops: map[string]uint64{}}
 	if ns := int64(u(6)); ns != 0 {
 		s.LastFrame = time.Unix(0, ns)
 	}

@@ -68,6 +68,9 @@ type Counters struct {
 	// agentBehind counts peer frames not reported because the agent
 	// had not read what came before.
 	agentBehind atomic.Uint64
+	// polled counts frames the loop read itself, at its own wake-ups
+	// (Endpoint.poll), rather than woken by a reader.
+	polled atomic.Uint64
 }
 
 // Stats is a snapshot of Counters.
@@ -76,7 +79,10 @@ type Stats struct {
 	Pauses, QueuedAtExpiry, AgentBehind uint64
 	Stalls                              uint64
 	LongestSendGap                      time.Duration
-	Drops                               map[string]uint64
+	// Polled counts the frames (of any kind) the loop read itself, at its
+	// own wake-ups, rather than when they came: an active node's.
+	Polled uint64
+	Drops  map[string]uint64
 	// LastFrame is when the peer's newest authentic frame arrived (zero:
 	// none yet).
 	LastFrame time.Time
@@ -84,7 +90,7 @@ type Stats struct {
 
 func (c *Counters) snapshot() Stats {
 	s := Stats{Sent: c.sent.Load(), Received: c.recv.Load(), SendErrors: c.sendErrors.Load(), Stale: c.stale.Load(), Pauses: c.pauses.Load(), QueuedAtExpiry: c.queuedAtExpiry.Load(), AgentBehind: c.agentBehind.Load(),
-		Stalls: c.stalls.Load(), LongestSendGap: time.Duration(c.longestGap.Load()), Drops: map[string]uint64{}}
+		Stalls: c.stalls.Load(), LongestSendGap: time.Duration(c.longestGap.Load()), Polled: c.polled.Load(), Drops: map[string]uint64{}}
 	if ns := c.lastFrame.Load(); ns != 0 {
 		s.LastFrame = time.Unix(0, ns)
 	}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
-	"golang.org/x/sys/unix"
 )
 
 // Path is one way to the peer. The endpoint owns Conn from New on and
@@ -147,6 +146,14 @@ type Endpoint struct {
 	unfence   chan struct{}
 	persist   chan uint64 // the peer's generation, to write to StateDir
 
+	// canPoll: every path's socket is owned (sockIO), so the loop can
+	// read them itself instead of waking for each frame; peerRole is the
+	// role the peer's newest reported frame says; polled is the frame
+	// the loop reads into.
+	canPoll  bool
+	peerRole Role
+	polled   rxFrame
+
 	mu     sync.Mutex
 	local  Local
 	frozen FrozenAges // local.Frozen's storage, for setLocal
@@ -164,6 +171,9 @@ type pathState struct {
 	hasLearned bool
 	up         bool
 	lastRx     time.Time
+	// reading is closed when the path's reader ends (nil: none runs);
+	// closing stop tells it to.
+	reading, stop chan struct{}
 	// rearmed is when this node last found itself paused: the dead
 	// interval counts from the later of it and lastRx, since a node that
 	// did not run could not have heard anything.
@@ -236,11 +246,13 @@ func New(cfg Config, paths ...Path) (*Endpoint, error) {
 		return nil, err
 	}
 	e.recv = newReceiver(cfg.Cluster, cfg.Node, s, len(paths), cfg.Generation, gen)
+	e.canPoll = true
 	for _, p := range paths {
 		ps := pathState{Path: p, io: newSockIO(p.Conn, p.ifindex, EtherType)}
 		if pa, ok := p.Peer.(*packet.Addr); ok && ps.io != nil && ps.io.link {
 			ps.io.setPeer(pa.HardwareAddr)
 		}
+		e.canPoll = e.canPoll && ps.io != nil && ps.io.owned()
 		e.paths = append(e.paths, ps)
 		e.peers = append(e.peers, p.Peer)
 	}
@@ -315,24 +327,29 @@ func (e *Endpoint) PeerAddr(i int) net.Addr {
 // returns once every goroutine it started has ended.
 func (e *Endpoint) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for i := range e.paths {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.read(ctx, i)
-		}()
-	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		e.persistPeer(ctx)
 	}()
 	defer func() {
-		for _, p := range e.paths {
+		e.endReaders()
+		for i := range e.paths {
+			p := &e.paths[i]
 			p.Conn.Close()
+			if p.reading != nil {
+				<-p.reading
+			}
+			if p.io != nil {
+				p.io.close()
+			}
 		}
 		wg.Wait()
 	}()
+	if err := e.startReaders(ctx); err != nil {
+		return err
+	}
+	polling := false
 
 	tick, err := newFDTimer()
 	if err != nil {
@@ -379,6 +396,9 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			}
 		}
 		lastRun = now
+		if polling && !e.poll(ctx, &peerAlive) {
+			return nil
+		}
 		if !e.receiveQueued(ctx, &peerAlive) {
 			return nil
 		}
@@ -386,12 +406,128 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		if !ok {
 			return nil
 		}
+		if want := e.wantPoll(); want != polling {
+			if want {
+				if !e.stopReaders(ctx, &peerAlive) {
+					return nil
+				}
+			} else if err := e.startReaders(ctx); err != nil {
+				return err
+			}
+			polling = want
+		}
 		next := e.nextDeadline(now)
 		if recheck {
 			next = min(next, e.cfg.Interval/4)
 		}
 		live.Reset(next, 0)
 	}
+}
+
+// wantPoll says the loop should read the sockets itself, at its own wake-ups
+// (the send ticks, and the deadlines it keeps), rather than have readers
+// wake it for each frame: when this node is active in the steady state,
+// with a standby peer. Each frame then costs no wake-up of its own, the
+// active's part of keepalived's (whose master only sends). Liveness is
+// judged as before, from the kernel's receive times, and the sockets are
+// read before any path is declared silent; what waits up to an interval
+// is only the active's answer to what the standby says, and in the steady
+// state it has nothing to answer. Anything else reads at once: a handover
+// (the active waits for the standby's Holding to release), a split brain,
+// a fenced core, a peer that is not a standby.
+func (e *Endpoint) wantPoll() bool {
+	if !e.canPoll || e.fenced.Load() || e.peerRole != RoleStandby {
+		return false
+	}
+	e.mu.Lock()
+	role, flags := e.local.Role, e.local.Flags
+	e.mu.Unlock()
+	return role == RoleActive && flags&(FlagLeaving|FlagSplitBrain|FlagFault) == 0
+}
+
+// pollBatch bounds the frames one poll reads from a path: a flood (forged
+// frames are read to be dropped) waits for the next wake-up rather than
+// hold up the send tick.
+const pollBatch = 64
+
+// poll reads and handles what every path's socket holds; false when ctx
+// ended.
+func (e *Endpoint) poll(ctx context.Context, peerAlive *bool) bool {
+	r := &e.polled
+	for i := range e.paths {
+		io := e.paths[i].io
+		for range pollBatch {
+			*r = rxFrame{path: i, hasMAC: io.link}
+			ok, n, at, mac, err := io.poll(r.buf[:])
+			if !ok || err != nil {
+				// An error (a veth going down) is read again at
+				// the next wake-up, as a reader would.
+				break
+			}
+			r.n, r.at, r.mac = n, at, mac
+			e.stats.polled.Add(1)
+			if !e.receive(ctx, r, peerAlive) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// startReaders starts a reader on every path, each waiting on its socket.
+func (e *Endpoint) startReaders(ctx context.Context) error {
+	for i := range e.paths {
+		p := &e.paths[i]
+		if p.io != nil {
+			if err := p.io.watch(); err != nil {
+				return fmt.Errorf("heartbeat: %s: %w", p.Name, err)
+			}
+		}
+		reading, stop := make(chan struct{}), make(chan struct{})
+		p.reading, p.stop = reading, stop
+		go func() {
+			defer close(reading)
+			e.read(ctx, i, stop)
+		}()
+	}
+	return nil
+}
+
+// endReaders tells every path's reader to end, and takes owned sockets out
+// of the poller, which wakes a reader waiting on one.
+func (e *Endpoint) endReaders() {
+	for i := range e.paths {
+		p := &e.paths[i]
+		if p.stop != nil {
+			close(p.stop)
+			p.stop = nil
+		}
+		if p.io != nil {
+			p.io.unwatch()
+		}
+	}
+}
+
+// stopReaders ends every path's reader (only owned sockets, canPoll), and
+// handles the frames they took meanwhile; false when ctx ended.
+func (e *Endpoint) stopReaders(ctx context.Context, peerAlive *bool) bool {
+	e.endReaders()
+	for i := range e.paths {
+		p := &e.paths[i]
+		for p.reading != nil {
+			select {
+			case <-p.reading:
+				p.reading = nil
+			case r := <-e.rx:
+				if !e.receive(ctx, &r, peerAlive) {
+					return false
+				}
+			case <-ctx.Done():
+				return false
+			}
+		}
+	}
+	return e.receiveQueued(ctx, peerAlive)
 }
 
 // receiveQueued handles what the readers already took off the sockets, so
@@ -423,7 +559,9 @@ func (e *Endpoint) persistPeer(ctx context.Context) {
 	}
 }
 
-func (e *Endpoint) read(ctx context.Context, i int) {
+// read is path i's reader: it takes each frame off the socket as it comes
+// and hands it to the loop, until ctx ends or stop is closed.
+func (e *Endpoint) read(ctx context.Context, i int, stop <-chan struct{}) {
 	conn, io := e.paths[i].Conn, e.paths[i].io
 	// One frame, reused: a conn that is no socket takes its buffer
 	// through an interface, which puts it on the heap, so one made per
@@ -440,7 +578,13 @@ func (e *Endpoint) read(ctx context.Context, i int) {
 			r.at = time.Now()
 		}
 		if err != nil {
-			// A socket read through its RawConn says os.ErrClosed.
+			// A socket read through its RawConn says os.ErrClosed;
+			// a duplicate unwatched (an os.File), that it is closing.
+			select {
+			case <-stop:
+				return
+			default:
+			}
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return
 			}
@@ -452,6 +596,8 @@ func (e *Endpoint) read(ctx context.Context, i int) {
 		select {
 		case e.rx <- r:
 		case <-ctx.Done():
+			return
+		case <-stop:
 			return
 		}
 	}
@@ -524,6 +670,7 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	}
 	e.repGen, e.reported = f.Generation, f.Seq
 	e.peerHeld, e.peerKnown = f.Held, true
+	e.peerRole = f.Role
 	e.peerHolds.Store(f.Role == RoleActive && f.Flags&FlagHolding != 0)
 	e.stats.lastFrame.Store(r.at.UnixNano())
 	v := agentView(f)
@@ -636,14 +783,7 @@ func (e *Endpoint) write(p *pathState, i int, b []byte) error {
 // queued tells whether the path's socket holds a frame not yet read
 // (SIOCINQ). Connections that are not sockets (test pipes) never do.
 func (p *pathState) queued() bool {
-	if p.io == nil {
-		return false
-	}
-	n := 0
-	p.io.raw.Control(func(fd uintptr) {
-		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-	})
-	return n > 0
+	return p.io != nil && p.io.inQueue() > 0
 }
 
 func (e *Endpoint) nextDeadline(now time.Time) time.Duration {

@@ -19,7 +19,18 @@ import (
 // received it (SO_TIMESTAMPNS). That time, not the moment a reader got
 // to run, is what liveness counts from: frames that waited in the socket
 // while the core was held up prove the peer was alive when they came.
+//
+// A direct socket (see below) is taken from its conn: sockIO owns it as fd,
+// which is never itself in the runtime's poller. The poller sees
+// descriptors edge-triggered, so a datagram wakes its thread whether or
+// not any goroutine waits to read, and a socket in it costs a wake-up per
+// frame. To wait for frames, watch puts a duplicate in the poller for a
+// reader; unwatch closes the duplicate, after which frames wait in the
+// socket, unnoticed, until poll reads them.
 type sockIO struct {
+	fd int // the socket, owned; -1: not taken (raw is the conn's)
+	// f is the watched duplicate of fd, raw its (or the conn's) RawConn.
+	f   *os.File
 	raw syscall.RawConn
 	// link: a packet socket, whose sender address (the peer's MAC) is
 	// read, and whose sends name the peer.
@@ -58,16 +69,97 @@ func newSockIO(c net.PacketConn, ifindex int, etherType uint16) *sockIO {
 	if err != nil {
 		return nil
 	}
-	s := &sockIO{raw: raw, link: ifindex > 0}
+	s := &sockIO{fd: -1, raw: raw, link: ifindex > 0}
 	// Without the option frames still arrive, timed when read.
+	var dupErr error
 	raw.Control(func(fd uintptr) {
 		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
 		_, err := unix.Getpeername(int(fd))
 		s.direct = s.link || err == nil
+		if s.direct {
+			s.fd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+		}
 	})
+	if dupErr != nil {
+		s.fd = -1
+	} else if s.fd >= 0 {
+		// Closing the conn takes its descriptor out of the poller; the
+		// socket lives on as fd.
+		c.Close()
+		s.raw = nil
+	}
 	s.recvFn, s.sendFn = s.recv, s.send
 	s.dst = unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Protocol: htons(etherType), Ifindex: int32(ifindex), Halen: 6}
 	return s
+}
+
+// owned says the socket was taken from its conn: it can be polled.
+func (s *sockIO) owned() bool { return s.fd >= 0 }
+
+// watch puts a duplicate of the socket in the runtime's poller for a
+// reader to wait on (read); a socket not taken stays watched as it was.
+func (s *sockIO) watch() error {
+	if s.fd < 0 || s.f != nil {
+		return nil
+	}
+	d, err := unix.FcntlInt(uintptr(s.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("fcntl", err)
+	}
+	// Non-blocking, as fd is: os.NewFile puts it in the poller.
+	f := os.NewFile(uintptr(d), "heartbeat socket")
+	raw, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	s.f, s.raw = f, raw
+	return nil
+}
+
+// unwatch takes the socket out of the poller: a reader waiting on it gets
+// os.ErrClosed. The caller waits for the reader to end before it polls.
+func (s *sockIO) unwatch() {
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
+}
+
+// close closes the socket, once it is no longer watched or polled.
+func (s *sockIO) close() {
+	s.unwatch()
+	if s.fd >= 0 {
+		unix.Close(s.fd)
+		s.fd = -1
+	}
+}
+
+// poll reads one frame the socket holds into b, as read does, without
+// waiting: ok is false when it holds none.
+func (s *sockIO) poll(b []byte) (ok bool, n int, at time.Time, mac [6]byte, err error) {
+	if !s.recv(uintptr(s.fd)) {
+		return false, 0, time.Time{}, mac, nil
+	}
+	if s.rerr != nil {
+		return true, 0, time.Time{}, mac, s.rerr
+	}
+	n = copy(b, s.buf[:s.n])
+	copy(mac[:], s.name.Addr[:6])
+	return true, n, kernelTime(time.Now(), s.stamp), mac, nil
+}
+
+// inQueue is how many bytes the socket holds unread (SIOCINQ).
+func (s *sockIO) inQueue() int {
+	n := 0
+	if s.fd >= 0 {
+		n, _ = unix.IoctlGetInt(s.fd, unix.SIOCINQ)
+		return n
+	}
+	s.raw.Control(func(fd uintptr) {
+		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	})
+	return n
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -175,8 +267,18 @@ func (s *sockIO) setPeer(mac net.HardwareAddr) {
 
 // writeTo sends b to the peer: the one set by setPeer on a packet socket,
 // the connected one otherwise.
+//
+// An owned socket is written directly, never waited on: a send buffer
+// full of heartbeats means a link that does not drain, and the loop that
+// judges liveness must not wait for it (the frame is counted as not sent).
 func (s *sockIO) writeTo(b []byte) error {
 	s.out = b
+	if s.fd >= 0 {
+		if !s.send(uintptr(s.fd)) {
+			return os.NewSyscallError("sendto", unix.EAGAIN)
+		}
+		return s.werr
+	}
 	if err := s.raw.Write(s.sendFn); err != nil {
 		return err
 	}

@@ -18,47 +18,70 @@ import (
 // A frame that waited in the socket while its reader did not run counts
 // from when the kernel received it: a stalled core must not take the
 // peer's frames for late ones (nor, at a dead interval's end, for none).
+// The same holds for a frame an active node's loop polls at its send tick.
 func TestReadGivesKernelReceiveTime(t *testing.T) {
 	p := labtest.NewPair(t, lab.Options{})
 	a, b := labPaths(t, p, "a"), labPaths(t, p, "b")
 	defer closePaths(a, b)
 	for i, path := range b {
-		t.Run(path.Name, func(t *testing.T) {
-			io := newSockIO(path.Conn, path.ifindex, EtherType)
-			if io == nil {
-				t.Fatal("no socket I/O for a socket")
-			}
-			// The kernel stamps received frames only once some socket
-			// asked for it, and switches that on from a work queue:
-			// the first frames after the first socket may come
-			// unstamped (stamped when read). So: until one is stamped,
-			// within a deadline.
-			var age time.Duration
-			for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
-				sent := time.Now()
-				if _, err := a[i].Conn.WriteTo([]byte("hapair-test-frame"), a[i].Peer); err != nil {
-					t.Fatal(err)
-				}
-				// The reader is late: 50 ms after the frame came.
-				time.Sleep(50 * time.Millisecond)
-				var buf [FrameLen + 1]byte
-				n, at, _, err := io.read(buf[:])
-				if err != nil {
-					t.Fatal(err)
-				}
-				if string(buf[:n]) != "hapair-test-frame" {
-					t.Fatalf("read %q", buf[:n])
-				}
-				if at.Before(sent) {
-					t.Fatalf("receive time %v before sending", sent.Sub(at))
-				}
-				if age = time.Since(at); age >= 40*time.Millisecond {
-					return
-				}
-			}
-			t.Errorf("frames read 50 ms after they came are %v old; want the kernel's receive time", age)
-		})
+		io := newSockIO(path.Conn, path.ifindex, EtherType)
+		if io == nil || !io.owned() {
+			t.Fatal("no socket I/O of its own for a socket")
+		}
+		defer io.close()
+		for _, how := range []string{"read", "poll"} {
+			t.Run(path.Name+"/"+how, func(t *testing.T) {
+				testKernelReceiveTime(t, a[i], io, how == "poll")
+			})
+		}
 	}
+}
+
+func testKernelReceiveTime(t *testing.T, from Path, io *sockIO, poll bool) {
+	if poll {
+		io.unwatch()
+	} else if err := io.watch(); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel stamps received frames only once some socket
+	// asked for it, and switches that on from a work queue:
+	// the first frames after the first socket may come
+	// unstamped (stamped when read). So: until one is stamped,
+	// within a deadline.
+	var age time.Duration
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		sent := time.Now()
+		if _, err := from.Conn.WriteTo([]byte("hapair-test-frame"), from.Peer); err != nil {
+			t.Fatal(err)
+		}
+		// The reader is late: 50 ms after the frame came.
+		time.Sleep(50 * time.Millisecond)
+		var buf [FrameLen + 1]byte
+		var n int
+		var at time.Time
+		var err error
+		if poll {
+			var ok bool
+			if ok, n, at, _, err = io.poll(buf[:]); !ok {
+				t.Fatal("nothing to poll 50 ms after a frame was sent")
+			}
+		} else {
+			n, at, _, err = io.read(buf[:])
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(buf[:n]) != "hapair-test-frame" {
+			t.Fatalf("read %q", buf[:n])
+		}
+		if at.Before(sent) {
+			t.Fatalf("receive time %v before sending", sent.Sub(at))
+		}
+		if age = time.Since(at); age >= 40*time.Millisecond {
+			return
+		}
+	}
+	t.Errorf("frames read 50 ms after they came are %v old; want the kernel's receive time", age)
 }
 
 // Sending a frame on both paths, reading it and judging it allocate
@@ -70,6 +93,11 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	out := make([]byte, 0, FrameLen)
 	alive := false
 	var r rxFrame
+	for _, p := range b.paths {
+		if err := p.io.watch(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	round := func() {
 		a.sendAll(out)
 		for i, path := range b.paths {
@@ -95,6 +123,26 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	}
 	if got := b.Stats().Received; got < 400 {
 		t.Errorf("b judged %d frames authentic, want every one of over 400", got)
+	}
+	// An active node's loop polls its sockets instead: the same.
+	for _, p := range b.paths {
+		p.io.unwatch()
+	}
+	polls := func() {
+		want := b.stats.polled.Load() + uint64(len(b.paths))
+		a.sendAll(out)
+		for deadline := time.Now().Add(time.Second); b.stats.polled.Load() < want; {
+			if time.Now().After(deadline) {
+				t.Fatal("frames sent were not polled within a second")
+			}
+			b.poll(ctx, &alive)
+		}
+	}
+	if allocs := testing.AllocsPerRun(200, polls); allocs != 0 {
+		t.Errorf("%v allocations per frame sent, polled and judged; want 0", allocs)
+	}
+	if got := b.Stats().Received; got < 800 {
+		t.Errorf("b judged %d frames authentic, want every one of over 800", got)
 	}
 }
 
@@ -235,5 +283,131 @@ func TestRawConnCarriesMessages(t *testing.T) {
 	a.Close()
 	if k, err := b.Read(buf[:]); k != 0 || err != nil {
 		t.Errorf("after the peer closed: %d bytes, %v; want 0, nil", k, err)
+	}
+}
+
+// An active node with a standby peer reads the standby's frames at its own
+// wake-ups (each frame costs it no wake-up of its own); everything else
+// reads at once: a handover, a peer that is not a standby. Liveness is
+// judged either way: a standby that stops is declared lost.
+func TestActiveReadsAStandbyAtItsOwnWakeUps(t *testing.T) {
+	// Intervals long enough that a frame read at once (well inside
+	// 100 ms) is told from one read at the next tick (up to 400 ms).
+	const interval, dead = 400 * time.Millisecond, 1200 * time.Millisecond
+	a, b := labEndpoints(t, interval, dead)
+	ctx, cancel := context.WithCancel(context.Background())
+	bctx, bstop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	// a's events as the test sees them: a peer frame's delay is from the
+	// kernel's receipt to a's report.
+	type seen struct {
+		ev    Event
+		delay time.Duration
+	}
+	aEvents := make(chan seen, 1024)
+	for _, e := range []*Endpoint{a, b} {
+		ectx := ctx
+		if e == b {
+			ectx = bctx
+		}
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			e.Run(ectx)
+		}()
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case ev := <-e.Events():
+					if e == a {
+						aEvents <- seen{ev, time.Since(ev.At)}
+					}
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	a.SetLocal(Local{Role: RoleActive, Flags: FlagHolding})
+	b.SetLocal(Local{Role: RoleStandby})
+	// Each step changes what b says, so a reports b's next frame: wait
+	// for that report and say how late a read it.
+	nextFrame := func(want Role) seen {
+		t.Helper()
+		for deadline := time.After(5 * time.Second); ; {
+			select {
+			case s := <-aEvents:
+				if s.ev.Kind == PeerFrame && s.ev.Frame.Role == want {
+					return s
+				}
+			case <-deadline:
+				t.Fatalf("no frame from b as %v in 5 s", want)
+			}
+		}
+	}
+	// polledBy waits until a polls (a frame polled), or does not (none
+	// over a whole interval, which has a tick in it).
+	polledBy := func(want bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			from := a.Stats().Polled
+			time.Sleep(interval + interval/4)
+			if polled := a.Stats().Polled > from; polled == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a still polls, or does not, after 5 s; polling wanted: %v", want)
+			}
+		}
+	}
+	nextFrame(RoleStandby)
+	polledBy(true)
+	if p := b.Stats().Polled; p != 0 {
+		t.Errorf("the standby polled %d frames; it reads them as they come", p)
+	}
+
+	// A handover: a says it is leaving and must hear b's answer at once.
+	a.SetLocal(Local{Role: RoleActive, Flags: FlagHolding | FlagLeaving})
+	polledBy(false)
+	for i := range 5 {
+		// b's next frame, read before a's tick could come.
+		before := a.Stats().Polled
+		b.SetLocal(Local{Role: RoleStandby, SyncWritten: uint64(i + 1)})
+		if s := nextFrame(RoleStandby); s.delay > interval/4 {
+			t.Errorf("leaving, a read the standby's frame %v after it came; want it at once", s.delay)
+		}
+		if p := a.Stats().Polled; p != before {
+			t.Errorf("leaving, a polled %d frames", p-before)
+		}
+	}
+
+	// Back to the steady state, then a peer that is active too: a reads
+	// it at once from then on.
+	a.SetLocal(Local{Role: RoleActive, Flags: FlagHolding})
+	polledBy(true)
+	b.SetLocal(Local{Role: RoleActive})
+	nextFrame(RoleActive)
+	polledBy(false)
+	b.SetLocal(Local{Role: RoleStandby})
+	nextFrame(RoleStandby)
+	polledBy(true)
+
+	// A standby that stops is lost, polled or not.
+	bstop()
+	for deadline := time.After(10 * dead); ; {
+		select {
+		case s := <-aEvents:
+			if s.ev.Kind != PeerLost {
+				continue
+			}
+			return
+		case <-deadline:
+			t.Fatalf("a polling did not declare b lost in %v", 10*dead)
+		}
 	}
 }

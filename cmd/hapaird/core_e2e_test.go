@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -124,4 +125,56 @@ func TestStalledCoreIsCounted(t *testing.T) {
 		skipIfHostStalled(t, c, act, nil)
 		t.Errorf("the standby became %s after its core was stopped", s.Role)
 	}
+}
+
+// The active's heartbeat core reads its standby's frames when it wakes to
+// send (a wake-up less per frame); the standby's reads them as they come,
+// since the active's FAULT or leaving frame is what its claim waits on. A
+// switchover swaps them, seen from outside in each daemon's status.
+func TestActiveCorePollsItsStandby(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
+	act := settle(t, c)
+	stb := map[string]string{"a": "b", "b": "a"}[act]
+	frames := func(n string) control.Frames {
+		t.Helper()
+		s, err := c.Status(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Frames
+	}
+	waitPolling := func(n string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); frames(n).Polled == 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s, active, polled no frame in 5 s", n)
+			}
+		}
+	}
+	// notPolling says n polled nothing while it received 100 frames.
+	notPolling := func(n string) {
+		t.Helper()
+		f := frames(n)
+		for deadline := time.Now().Add(5 * time.Second); frames(n).Received < f.Received+100; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s received %d frames in 5 s", n, frames(n).Received-f.Received)
+			}
+		}
+		if p := frames(n).Polled; p != f.Polled {
+			t.Errorf("%s, standby, polled %d of its peer's frames; want each read as it comes", n, p-f.Polled)
+		}
+	}
+	waitPolling(act)
+	notPolling(stb)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Admin(act).Switchover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitPolling(stb)
+	notPolling(act)
 }

@@ -143,6 +143,10 @@ type Frames struct {
 	// off its CPU), not the daemon's.
 	CoreStalls       uint64  `json:"core_stalls"`
 	LongestSendGapMs float64 `json:"longest_send_gap_ms"`
+	// Polled counts the peer's frames the heartbeat core read at its own
+	// wake-ups rather than when they came: an active node with a standby
+	// peer does (a wake-up less per frame); a standby never does.
+	Polled uint64 `json:"polled"`
 }
 
 // Error is the body of every failed request.

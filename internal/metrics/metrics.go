@@ -30,6 +30,7 @@ var (
 	dStalls     = desc("heartbeat_core_stalls_total", "Times no heartbeat frame left this node for a whole dead interval, as long as the peer waits (a failover then was the host's doing: it kept the heartbeat core off its CPU).")
 	dLongest    = desc("heartbeat_longest_send_gap_seconds", "The longest time between two heartbeat frames this node sent.")
 	dQueued     = desc("heartbeat_queued_at_expiry_total", "Times a heartbeat path was due to go down with frames unread in its socket.")
+	dPolled     = desc("heartbeat_polled_total", "Peer frames the heartbeat core read at its own wake-ups (an active node with a standby peer) rather than when they came.")
 	dBehind     = desc("heartbeat_frames_not_reported_total", "Peer frames the heartbeat core did not pass to an agent that was behind.")
 	dFailovers  = desc("transitions_to_active_total", "Times this node became active, by reason.", "reason")
 	dLocked     = desc("locked", "1 while this node is locked.")
@@ -55,7 +56,7 @@ var (
 type collector struct{ status func() control.Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dStalls, dLongest, dQueued, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr} {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dStalls, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr} {
 		ch <- d
 	}
 }
@@ -89,6 +90,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	n(dStalls, float64(s.Frames.CoreStalls))
 	g(dLongest, s.Frames.LongestSendGapMs/1000)
 	n(dQueued, float64(s.Frames.QueuedAtExpiry))
+	n(dPolled, float64(s.Frames.Polled))
 	n(dBehind, float64(s.Frames.NotReported))
 	for reason, v := range s.Frames.Dropped {
 		n(dDropped, float64(v), reason)

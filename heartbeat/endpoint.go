@@ -333,13 +333,13 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		e.persistPeer(ctx)
 	}()
 	defer func() {
-		e.endReaders()
-		for i := range e.paths {
-			p := &e.paths[i]
+		// Closing a conn that is no socket ends its reader; what the
+		// readers took meanwhile is dropped: the endpoint is done.
+		for _, p := range e.paths {
 			p.Conn.Close()
-			if p.reading != nil {
-				<-p.reading
-			}
+		}
+		e.stopReaders(func(*rxFrame) bool { return true })
+		for _, p := range e.paths {
 			if p.io != nil {
 				p.io.close()
 			}
@@ -408,7 +408,8 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		}
 		if want := e.wantPoll(); want != polling {
 			if want {
-				if !e.stopReaders(ctx, &peerAlive) {
+				handle := func(r *rxFrame) bool { return e.receive(ctx, r, &peerAlive) }
+				if !e.stopReaders(handle) || !e.receiveQueued(ctx, &peerAlive) {
 					return nil
 				}
 			} else if err := e.startReaders(ctx); err != nil {
@@ -508,9 +509,10 @@ func (e *Endpoint) endReaders() {
 	}
 }
 
-// stopReaders ends every path's reader (only owned sockets, canPoll), and
-// handles the frames they took meanwhile; false when ctx ended.
-func (e *Endpoint) stopReaders(ctx context.Context, peerAlive *bool) bool {
+// stopReaders ends every path's reader and waits for them, passing each
+// frame one took meanwhile to handle (a reader that has a frame hands it
+// over before it ends); false when handle said so.
+func (e *Endpoint) stopReaders(handle func(*rxFrame) bool) bool {
 	e.endReaders()
 	for i := range e.paths {
 		p := &e.paths[i]
@@ -519,15 +521,13 @@ func (e *Endpoint) stopReaders(ctx context.Context, peerAlive *bool) bool {
 			case <-p.reading:
 				p.reading = nil
 			case r := <-e.rx:
-				if !e.receive(ctx, &r, peerAlive) {
+				if !handle(&r) {
 					return false
 				}
-			case <-ctx.Done():
-				return false
 			}
 		}
 	}
-	return e.receiveQueued(ctx, peerAlive)
+	return true
 }
 
 // receiveQueued handles what the readers already took off the sockets, so
@@ -596,8 +596,6 @@ func (e *Endpoint) read(ctx context.Context, i int, stop <-chan struct{}) {
 		select {
 		case e.rx <- r:
 		case <-ctx.Done():
-			return
-		case <-stop:
 			return
 		}
 	}

@@ -162,21 +162,7 @@ func TestRunningEndpointsAllocateNothing(t *testing.T) {
 		wg.Wait()
 	}()
 	for _, e := range []*Endpoint{a, b} {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			e.Run(ctx)
-		}()
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-e.Events():
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
+		runEndpoint(&wg, ctx, ctx, e, nil)
 	}
 	received := func() uint64 { return a.stats.recv.Load() + b.stats.recv.Load() }
 	// Counted after each has heard the other: what is said once (path
@@ -221,6 +207,29 @@ func labEndpoints(t *testing.T, interval, dead time.Duration) (a, b *Endpoint) {
 		t.Fatal(err)
 	}
 	return a, b
+}
+
+// runEndpoint runs e until runCtx ends, and reads its events (passing
+// each to seen, if set) until ctx does; wg waits for both.
+func runEndpoint(wg *sync.WaitGroup, ctx, runCtx context.Context, e *Endpoint, seen func(Event)) {
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		e.Run(runCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case ev := <-e.Events():
+				if seen != nil {
+					seen(ev)
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 }
 
 func closePaths(sets ...[]Path) {
@@ -309,30 +318,8 @@ func TestActiveReadsAStandbyAtItsOwnWakeUps(t *testing.T) {
 		delay time.Duration
 	}
 	aEvents := make(chan seen, 1024)
-	for _, e := range []*Endpoint{a, b} {
-		ectx := ctx
-		if e == b {
-			ectx = bctx
-		}
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			e.Run(ectx)
-		}()
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case ev := <-e.Events():
-					if e == a {
-						aEvents <- seen{ev, time.Since(ev.At)}
-					}
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
-	}
+	runEndpoint(&wg, ctx, ctx, a, func(ev Event) { aEvents <- seen{ev, time.Since(ev.At)} })
+	runEndpoint(&wg, ctx, bctx, b, nil)
 	a.SetLocal(Local{Role: RoleActive, Flags: FlagHolding})
 	b.SetLocal(Local{Role: RoleStandby})
 	// Each step changes what b says, so a reports b's next frame: wait

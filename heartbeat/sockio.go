@@ -118,7 +118,9 @@ func (s *sockIO) watch() error {
 }
 
 // unwatch takes the socket out of the poller: a reader waiting on it gets
-// os.ErrClosed. The caller waits for the reader to end before it polls.
+// an error (the duplicate is closing, which os.File's RawConn does not
+// say as os.ErrClosed, hence Endpoint's stop). The caller waits for the
+// reader to end before it polls.
 func (s *sockIO) unwatch() {
 	if s.f != nil {
 		s.f.Close()

@@ -337,14 +337,18 @@ func TestActiveReadsAStandbyAtItsOwnWakeUps(t *testing.T) {
 			}
 		}
 	}
-	// polledBy waits until a polls (a frame polled), or does not (none
-	// over a whole interval, which has a tick in it).
+	// polledBy waits until a polls (of the next three frames it
+	// receives, some polled), or does not (none of them).
 	polledBy := func(want bool) {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); ; {
-			from := a.Stats().Polled
-			time.Sleep(interval + interval/4)
-			if polled := a.Stats().Polled > from; polled == want {
+			from := a.Stats()
+			for window := time.Now().Add(5 * interval); a.Stats().Received < from.Received+3; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(window) {
+					t.Fatalf("a received %d frames in %v", a.Stats().Received-from.Received, 5*interval)
+				}
+			}
+			if polled := a.Stats().Polled > from.Polled; polled == want {
 				return
 			}
 			if time.Now().After(deadline) {

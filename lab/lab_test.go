@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -123,5 +124,23 @@ func TestProcessesEndWithThePair(t *testing.T) {
 	}
 	if exited, err := wait(time.Second); !exited || err == nil {
 		t.Errorf("process still running or exited cleanly after Close: %v %v", exited, err)
+	}
+}
+
+// A machine without the lab's tools is told which and how to install them,
+// before any pair is built.
+func TestCheckToolsNamesWhatIsMissing(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	err := CheckTools()
+	if err == nil {
+		t.Fatal("no tools on PATH, and CheckTools found nothing missing")
+	}
+	for _, want := range []string{"ip and nft not found", "apt-get install iproute2 nftables"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckTools: %q, want it to say %q", err, want)
+		}
+	}
+	if got := MissingPackages(); len(got) != 2 {
+		t.Errorf("MissingPackages: %v, want iproute2 and nftables", got)
 	}
 }

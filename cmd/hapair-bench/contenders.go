@@ -170,16 +170,22 @@ func ensureKeepalived() error {
 	if _, err := exec.LookPath("keepalived"); err == nil {
 		return nil
 	}
-	fmt.Fprintln(os.Stderr, "   installing keepalived (Debian package) ...")
-	for _, args := range [][]string{{"update", "-qq"}, {"install", "-y", "-qq", "keepalived"}} {
+	// The package starts a service where systemd runs; not here, and
+	// not wanted: the bench runs its own instances.
+	return aptInstall("keepalived")
+}
+
+// aptInstall installs Debian packages: the bench installs what it
+// compares with and what the lab needs, as .ci/run does for the suite.
+func aptInstall(pkgs ...string) error {
+	fmt.Fprintf(os.Stderr, "   installing %s (Debian packages) ...\n", strings.Join(pkgs, ", "))
+	for _, args := range [][]string{{"update", "-qq"}, append([]string{"install", "-y", "-qq"}, pkgs...)} {
 		cmd := exec.Command("apt-get", args...)
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("apt-get %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	// The package starts a service where systemd runs; not here, and
-	// not wanted: the bench runs its own instances.
 	return nil
 }
 

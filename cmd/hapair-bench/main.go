@@ -56,6 +56,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces)")
 		os.Exit(1)
 	}
+	if pkgs := lab.MissingPackages(); len(pkgs) > 0 {
+		if err := aptInstall(pkgs...); err != nil {
+			fatal(err)
+		}
+	}
 	dir, err := os.MkdirTemp("", "hapair-bench-")
 	if err != nil {
 		fatal(err)

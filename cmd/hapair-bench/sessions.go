@@ -227,15 +227,7 @@ func ensureRedis() error {
 	if _, err := exec.LookPath("redis-server"); err == nil {
 		return nil
 	}
-	fmt.Fprintln(os.Stderr, "   installing redis-server (Debian package) ...")
-	for _, args := range [][]string{{"update", "-qq"}, {"install", "-y", "-qq", "redis-server", "redis-tools"}} {
-		cmd := exec.Command("apt-get", args...)
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("apt-get %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	return nil
+	return aptInstall("redis-server", "redis-tools")
 }
 
 type resp struct {

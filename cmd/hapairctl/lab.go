@@ -44,6 +44,10 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hapairctl lab: needs root (it builds network namespaces)")
 		return 1
 	}
+	if err := lab.CheckTools(); err != nil {
+		fmt.Fprintln(stderr, "hapairctl", err)
+		return 1
+	}
 	dir, err := os.MkdirTemp("", "hapair-lab-")
 	if err != nil {
 		fmt.Fprintln(stderr, "hapairctl lab:", err)

@@ -65,6 +65,24 @@ func TestLabScenario(t *testing.T) {
 	}
 }
 
+// On a machine without the lab's tools, the demo says which and how to
+// install them, in one line, before it builds anything (without nft it
+// used to come up and fail at the first host loss).
+func TestLabSaysWhatToInstall(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the lab checks its tools once it runs as root")
+	}
+	t.Setenv("PATH", t.TempDir())
+	var out, errb bytes.Buffer
+	rc := run([]string{"lab", "--scenario", "host-loss"}, &out, &errb)
+	if rc != 1 || !strings.Contains(errb.String(), "apt-get install iproute2 nftables") || strings.Count(errb.String(), "\n") != 1 {
+		t.Fatalf("rc %d, stderr %q: want one line saying what to install", rc, errb.String())
+	}
+	if out.Len() != 0 {
+		t.Errorf("the lab started anyway:\n%s", out.String())
+	}
+}
+
 func TestUnknownCommand(t *testing.T) {
 	var out, errb bytes.Buffer
 	if rc := run([]string{"frobnicate"}, &out, &errb); rc != 2 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) {

@@ -18,6 +18,11 @@ func NewPair(t testing.TB, opt lab.Options) *lab.Pair {
 	if os.Geteuid() != 0 {
 		t.Skip("lab: network namespaces need root")
 	}
+	// A missing tool fails the test, with what to install: skipping would
+	// hide what the suite did not run.
+	if err := lab.CheckTools(); err != nil {
+		t.Fatal(err)
+	}
 	p, err := lab.New(opt)
 	if err != nil {
 		t.Fatal(err)

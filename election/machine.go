@@ -31,6 +31,10 @@ type Config struct {
 type Machine struct {
 	cfg Config
 
+	// now is the machine's clock: the latest event's time. It does not
+	// run back for an event stamped earlier than one already handled.
+	now time.Time
+
 	role           Role
 	locked         bool
 	healthy        bool
@@ -164,6 +168,18 @@ func (m *Machine) release() {
 func (m *Machine) Step(ev Event) []Action {
 	m.acts = nil
 	m.written = ev.Written
+	// Events come in the order the agent handles them, and a peer frame's
+	// carries the kernel's receive time: one the heartbeat core read late
+	// (an active node's core reads its standby at its own send tick) can
+	// be stamped before an event already handled, a new session say. Its
+	// rules then apply as of the machine's time, never before: a session
+	// handled first is this node's newest fact when a split is frozen (an
+	// age below zero was taken for no session, and the node that had the
+	// newest one yielded).
+	if ev.Now.Before(m.now) {
+		ev.Now = m.now
+	}
+	m.now = ev.Now
 	switch ev.Kind {
 	case Start:
 		m.startedAt = ev.Now

@@ -496,3 +496,23 @@ func TestQuiet(t *testing.T) {
 		t.Errorf("a held-down takeover: until %v, quiet %v", until, h.Quiet())
 	}
 }
+
+// Events come in the order the agent handles them, and a frame's carries
+// the kernel's receive time: one the heartbeat core read late (an active
+// core reads its standby at its send tick) is stamped before a new session
+// handled just ahead of it. The machine's clock does not run back for it:
+// the session is this node's newest fact when the split is frozen (it was
+// taken for none, an age below zero, and the node with the newer session
+// yielded).
+func TestSplitFrozenAfterANewSessionCountsIt(t *testing.T) {
+	m := activeMachine(t)
+	m.Step(Event{Kind: NewSession, Now: at(1000)})
+	peer := Peer{Role: Active, SplitBrain: true, Facts: Facts{Node: 2, ActiveFor: 500 * time.Millisecond, LastNewSession: 50 * time.Millisecond}}
+	m.Step(Event{Kind: PeerFrame, Now: at(990), Peer: peer})
+	if m.Role() != Active {
+		t.Fatalf("this node processed the newest session, and became %v", m.Role())
+	}
+	if f := m.Advert().Frozen; f == nil || f.LastNewSession != 0 {
+		t.Errorf("frozen facts %+v, want this node's last new session at age 0", f)
+	}
+}

@@ -337,8 +337,7 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			exit = a.applyLock(lc.state, time.Now())
 			close(lc.applied)
 		case <-a.newSession:
-			a.wroteAt = time.Now()
-			exit = a.step(election.Event{Kind: election.NewSession, Now: a.wroteAt})
+			exit = a.stepNewSession()
 		case c := <-a.cmds:
 			a.switchover(c)
 		case ok := <-a.synced:
@@ -685,7 +684,26 @@ func (a *Agent) answer(err error) {
 	}
 }
 
+// stepNewSession tells the machine of a new session (the arbitration fact
+// "last new session").
+func (a *Agent) stepNewSession() bool {
+	a.wroteAt = time.Now()
+	return a.step(election.Event{Kind: election.NewSession, Now: a.wroteAt})
+}
+
 func (a *Agent) heartbeat(ev heartbeat.Event) bool {
+	// A new session taken before this frame was handled goes to the
+	// machine first: the loop's select picks among ready inputs at
+	// random, and a frame that starts a split freezes this node's facts,
+	// which must hold its newest session (the rule "the last to process a
+	// new session stays"). Without this, half the time it did not.
+	select {
+	case <-a.newSession:
+		if a.stepNewSession() {
+			return true
+		}
+	default:
+	}
 	switch ev.Kind {
 	case heartbeat.Running:
 		// The start-up window begins once the heartbeats flow: a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -497,5 +498,42 @@ func TestHeldVIPsAreRenewedOnTicks(t *testing.T) {
 		if gap < 300*time.Millisecond {
 			t.Errorf("lease %d restarted after %v: on every tick, not every third of the lease", i, gap)
 		}
+	}
+}
+
+// A node that took a new session just before it saw the split counts it,
+// whichever of the two its loop's select would pick first: the session is
+// its newest fact in the frozen snapshot, and it stays active against a
+// peer whose last new session is older. Both reach a held-up loop at once,
+// twenty times over; with the loop's choice left to chance, about half the
+// runs yielded.
+func TestNewSessionJustBeforeASplitCounts(t *testing.T) {
+	split := frame(heartbeat.RoleActive, heartbeat.FlagSplitBrain)
+	split.Frame.ActiveFor, split.Frame.LastNewSession = 500*time.Millisecond, time.Millisecond
+	for i := range 20 {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			r := newRig(t, true, nil)
+			r.run(t)
+			r.waitRole(t, "ACTIVE")
+			r.hb.hang.Store(true)
+			select {
+			case <-r.hb.hung:
+			case <-time.After(2 * time.Second):
+				t.Fatal("the loop never ticked")
+			}
+			r.a.NewSession(time.Now())
+			split.At = time.Now()
+			r.hb.events <- split
+			r.hb.hang.Store(false)
+			close(r.hb.release)
+			for deadline := time.Now().Add(2 * time.Second); r.log.count("arbitrating") == 0; time.Sleep(2 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("no split brain seen")
+				}
+			}
+			if role := r.a.Status().Role; role != "ACTIVE" {
+				t.Fatalf("the node with the newest session became %s", role)
+			}
+		})
 	}
 }

@@ -31,10 +31,6 @@ type Config struct {
 type Machine struct {
 	cfg Config
 
-	// now is the machine's clock: the latest event's time. It does not
-	// run back for an event stamped earlier than one already handled.
-	now time.Time
-
 	role           Role
 	locked         bool
 	healthy        bool
@@ -137,13 +133,23 @@ func (m *Machine) Advert() Advert {
 }
 
 // facts are this node's arbitration facts at now.
+//
+// Events come in the order the agent handles them, each stamped when it
+// happened: a peer frame with the kernel's receive time, a new session
+// with the time the store took it. So a frame handled after a new session
+// may be stamped before it (the heartbeat core read the frame late: an
+// active node's core reads its standby at its send tick), and the split it
+// starts is frozen at an instant before the session. The session was still
+// handled first, so it is this node's newest fact: its age is 0, not below
+// zero, which arbitration reads as none (the node with the newest session
+// yielded). The same holds for becoming active.
 func (m *Machine) facts(now time.Time) Facts {
 	f := Facts{Node: m.cfg.Node, Locked: m.locked, Preferred: m.cfg.Preferred, ActiveFor: -1, LastNewSession: -1}
 	if !m.activeSince.IsZero() {
-		f.ActiveFor = now.Sub(m.activeSince)
+		f.ActiveFor = max(now.Sub(m.activeSince), 0)
 	}
 	if !m.lastNewSession.IsZero() {
-		f.LastNewSession = now.Sub(m.lastNewSession)
+		f.LastNewSession = max(now.Sub(m.lastNewSession), 0)
 	}
 	return f
 }
@@ -168,18 +174,6 @@ func (m *Machine) release() {
 func (m *Machine) Step(ev Event) []Action {
 	m.acts = nil
 	m.written = ev.Written
-	// Events come in the order the agent handles them, and a peer frame's
-	// carries the kernel's receive time: one the heartbeat core read late
-	// (an active node's core reads its standby at its own send tick) can
-	// be stamped before an event already handled, a new session say. Its
-	// rules then apply as of the machine's time, never before: a session
-	// handled first is this node's newest fact when a split is frozen (an
-	// age below zero was taken for no session, and the node that had the
-	// newest one yielded).
-	if ev.Now.Before(m.now) {
-		ev.Now = m.now
-	}
-	m.now = ev.Now
 	switch ev.Kind {
 	case Start:
 		m.startedAt = ev.Now

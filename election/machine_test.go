@@ -500,10 +500,9 @@ func TestQuiet(t *testing.T) {
 // Events come in the order the agent handles them, and a frame's carries
 // the kernel's receive time: one the heartbeat core read late (an active
 // core reads its standby at its send tick) is stamped before a new session
-// handled just ahead of it. The machine's clock does not run back for it:
-// the session is this node's newest fact when the split is frozen (it was
-// taken for none, an age below zero, and the node with the newer session
-// yielded).
+// handled just ahead of it. The session is still this node's newest fact
+// when the split is frozen, at age 0 (it was taken for none, an age below
+// zero, and the node with the newer session yielded).
 func TestSplitFrozenAfterANewSessionCountsIt(t *testing.T) {
 	m := activeMachine(t)
 	m.Step(Event{Kind: NewSession, Now: at(1000)})

@@ -171,6 +171,10 @@ type Agent struct {
 	lockInfo          string
 	lastTrans         *control.Transition
 
+	// sessAt is when the store took the newest session (NewSession).
+	sessMu sync.Mutex
+	sessAt time.Time
+
 	holding     bool
 	renewedAt   time.Time // when the held VIPs' lease last started
 	ready       bool
@@ -551,8 +555,17 @@ func (a *Agent) Wrote() {
 }
 
 // NewSession is called by the session service when an application
-// creates a session: the arbitration fact "last new session".
-func (a *Agent) NewSession(time.Time) {
+// creates a session, at the time the store took it: the arbitration fact
+// "last new session". That time, not when the loop gets to it, is the
+// fact: a loop held up on a busy node made an older session look newer
+// than the peer's (seen under two CPU hogs: the node with the newest
+// session yielded).
+func (a *Agent) NewSession(at time.Time) {
+	a.sessMu.Lock()
+	if at.After(a.sessAt) {
+		a.sessAt = at
+	}
+	a.sessMu.Unlock()
 	select {
 	case a.newSession <- struct{}{}:
 	default:
@@ -684,11 +697,17 @@ func (a *Agent) answer(err error) {
 	}
 }
 
-// stepNewSession tells the machine of a new session (the arbitration fact
-// "last new session").
+// stepNewSession tells the machine of the newest session, at the time the
+// store took it (NewSession).
 func (a *Agent) stepNewSession() bool {
 	a.wroteAt = time.Now()
-	return a.step(election.Event{Kind: election.NewSession, Now: a.wroteAt})
+	a.sessMu.Lock()
+	at := a.sessAt
+	a.sessMu.Unlock()
+	if at.IsZero() {
+		at = a.wroteAt
+	}
+	return a.step(election.Event{Kind: election.NewSession, Now: at})
 }
 
 func (a *Agent) heartbeat(ev heartbeat.Event) bool {

@@ -406,7 +406,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		if !ok {
 			return nil
 		}
-		if want := e.wantPoll(); want != polling {
+		if want := e.wantPoll(peerAlive); want != polling {
 			if want {
 				handle := func(r *rxFrame) bool { return e.receive(ctx, r, &peerAlive) }
 				if !e.stopReaders(handle) || !e.receiveQueued(ctx, &peerAlive) {
@@ -435,9 +435,15 @@ func (e *Endpoint) Run(ctx context.Context) error {
 // is only the active's answer to what the standby says, and in the steady
 // state it has nothing to answer. Anything else reads at once: a handover
 // (the active waits for the standby's Holding to release), a split brain,
-// a fenced core, a peer that is not a standby.
-func (e *Endpoint) wantPoll() bool {
-	if !e.canPoll || e.fenced.Load() || e.peerRole != RoleStandby {
+// a fenced core, a peer that is not a standby, and a peer lost: when it
+// comes back it may be active too (both were, during an isolation), and
+// the split's arbitration compares each node's facts frozen when it first
+// hears the other; an active that read the returning peer only at its next
+// tick froze up to an interval before the peer did (the peer freezes on
+// the frame this node sends once it has seen the split), and a newer
+// session could lose to an older one by that skew.
+func (e *Endpoint) wantPoll(peerAlive bool) bool {
+	if !e.canPoll || !peerAlive || e.fenced.Load() || e.peerRole != RoleStandby {
 		return false
 	}
 	e.mu.Lock()

@@ -229,6 +229,65 @@ func TestAsyncVerdictCountsMissingWrites(t *testing.T) {
 	}
 }
 
+// A replication link that silently drops everything (a switch that died,
+// a firewall: no FIN, no RST, the interfaces stay up) breaks an idle
+// connection at both ends within a few seconds, though neither end sends
+// anything on it while idle: the kernels' keepalive probes go unanswered.
+// The heartbeats' path on that link stays, so nothing fails over; the
+// standby resumes once the link heals.
+func TestIdleReplicationNoticesASilentCut(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	// Past set-up (the standby has acknowledged), and idle.
+	if _, err := api(c, act).Create(context.Background(), "first", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, act)
+	before, err := c.Status(act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var heals []func() error
+	for _, n := range []string{act, sb} {
+		heal, err := c.DropAt(n, []lab.Drop{{Device: lab.Repl, Match: "meta l4proto tcp"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer heal()
+		heals = append(heals, heal)
+	}
+	start := time.Now()
+	for _, n := range []string{act, sb} {
+		for {
+			if s, err := c.Status(n); err == nil && !s.Sync.Connected {
+				break
+			}
+			if time.Since(start) > 20*time.Second {
+				t.Fatalf("%s still says connected %v into a silent cut", n, time.Since(start))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	t.Logf("both ends noticed within %v", time.Since(start))
+	if s, err := c.Status(sb); err != nil || s.Role != "STANDBY" {
+		t.Fatalf("the standby's status after a cut of replication alone: %+v, %v", s, err)
+	}
+	for _, heal := range heals {
+		if err := heal(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitSynced(t, c, act)
+	after, err := c.Status(act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Sync.Resumes <= before.Sync.Resumes || after.Sync.Snapshots != before.Sync.Snapshots {
+		t.Errorf("after the cut healed: resumes %d->%d, snapshots %d->%d; want a resume and no snapshot", before.Sync.Resumes, after.Sync.Resumes, before.Sync.Snapshots, after.Sync.Snapshots)
+	}
+}
+
 func TestReplicationResumeAndSnapshot(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)

@@ -33,9 +33,15 @@ func (r *Replicator) follow(ctx context.Context) error {
 			in = &pollReader{raw: raw, poll: r.cfg.Poll}
 		}
 	}
-	f := &follower{r: r, c: c, br: bufio.NewReaderSize(sc.reader(in), 64<<10), bw: bufio.NewWriterSize(sc, 4096), pend: make([]store.Op, 0, ackEvery)}
+	f := &follower{r: r, c: c, kept: sc.tcp != nil, br: bufio.NewReaderSize(sc.reader(in), 64<<10), bw: bufio.NewWriterSize(sc, 4096), pend: make([]store.Op, 0, ackEvery)}
 	epoch, seq := r.store.Seq()
-	if err := f.send(&wire.Msg{Type: wire.Hello, Epoch: epoch, Seq: seq}); err != nil {
+	f.out = wire.Append(f.out[:0], &wire.Msg{Type: wire.Hello, Epoch: epoch, Seq: seq})
+	if f.kept {
+		// This end needs no pings (keepalive); an older active
+		// ignores what is not an acknowledgement.
+		f.out = wire.Append(f.out, &wire.Msg{Type: wire.Ping})
+	}
+	if err := f.flush(); err != nil {
 		return err
 	}
 	r.connected.Store(true)
@@ -59,10 +65,18 @@ type follower struct {
 	unAck int  // ops applied since the last acknowledgement
 	begun bool // a snapshot or resume began the stream
 	owed  bool // an acknowledgement is owed even at sequence 0: a ping, or a load
+	// kept: the kernel watches the link (keepAlive), so once the stream
+	// has begun reads wait without a deadline; unbounded: they do now.
+	kept, unbounded bool
 }
 
 func (f *follower) send(m *wire.Msg) error {
 	f.out = wire.Append(f.out[:0], m)
+	return f.flush()
+}
+
+// flush sends what f.out holds.
+func (f *follower) flush() error {
 	if _, err := f.bw.Write(f.out); err != nil {
 		return err
 	}
@@ -74,8 +88,17 @@ func (f *follower) run() error {
 		// The read deadline is set only before a read that may block:
 		// setting it costs a clock read, and a buffered message needs
 		// none. A message larger than the buffer gets at least 1 MB/s on
-		// top of the usual allowance.
+		// top of the usual allowance. Once the stream has begun on a
+		// link the kernel watches, a read waits as long as the
+		// connection lives: an idle active sends nothing.
 		b, buffered, err := wire.AwaitFrames(f.br, &f.big, 1, wire.MaxMsg, func(n int) {
+			if f.begun && f.kept {
+				if !f.unbounded {
+					f.c.SetReadDeadline(time.Time{})
+					f.unbounded = true
+				}
+				return
+			}
 			allow := deadAfter
 			if !f.begun {
 				allow = setupAllow // the active may be copying its store

@@ -29,6 +29,7 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 	r.takeOver(cancel)
 	l := &leader{r: r, bw: bufio.NewWriterSize(sc, 64<<10), ackErr: make(chan error, 1)}
 	pump := newAckPump(sc, br)
+	l.pump = pump
 	pump.current = func(p *ackPump) bool { return r.pump.Load() == p }
 	defer l.pumpAcks(c, pump)()
 	// What this standby holds is unknown until begin: status must not
@@ -55,6 +56,7 @@ type leader struct {
 	r      *Replicator
 	bw     *bufio.Writer
 	ackErr chan error // the acknowledgement reader's end
+	pump   *ackPump
 }
 
 // pumpAcks reads the standby's acknowledgements on their own goroutine
@@ -103,7 +105,8 @@ func (l *leader) begin(hello wire.Msg) (*sender, error) {
 }
 
 // stream sends the log as it grows, and a ping when there is nothing to
-// send for keepalive, until the connection fails or ctx ends.
+// send for keepalive unless the standby needs none, until the connection
+// fails or ctx ends.
 func (l *leader) stream(ctx context.Context, snd *sender) error {
 	idle := time.NewTimer(keepalive)
 	defer idle.Stop()
@@ -114,13 +117,25 @@ func (l *leader) stream(ctx context.Context, snd *sender) error {
 		if err != nil {
 			return err
 		}
-		idle.Reset(keepalive)
+		// The standby's ping comes with its hello, so it is
+		// usually read before the first wait.
+		var ping <-chan time.Time
+		if l.pump.pingless.Load() {
+			idle.Stop()
+		} else {
+			idle.Reset(keepalive)
+			ping = idle.C
+		}
 		select {
 		case <-l.r.store.Changed():
-		case <-idle.C:
+		case <-ping:
+			if l.pump.pingless.Load() {
+				continue
+			}
 			if err := snd.ping(); err != nil {
 				return err
 			}
+			l.r.pings.Add(1)
 		case err := <-l.ackErr:
 			return err
 		case <-ctx.Done():

@@ -32,18 +32,28 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hapair/hapair/statesync/store"
 )
 
-// keepalive is how often an idle leader pings, and deadAfter how long
-// either end waits for traffic before it takes the connection for dead: a
-// cut link must break the connection so the standby reconnects (and
-// resumes) instead of waiting out TCP's own timers. Each ping wakes both
-// daemons twice (the ping, its acknowledgement), so an idle pair paid ten
-// wake-ups a second each at 200 ms; at 1 s, three missed pings (as
-// heartbeats count) break the connection. Liveness is the heartbeats'
-// business, not this: what waits on deadAfter is only a reconnection,
-// and a cut shorter than it now heals without one.
+// keepalive and deadAfter bound how long a cut link goes unnoticed: a cut
+// must break the connection so the standby reconnects (and resumes)
+// instead of waiting out TCP's own timers (retransmissions give up after
+// about 15 minutes). Liveness is the heartbeats' business, not this: what
+// waits on deadAfter is only a reconnection, and a cut shorter than it
+// heals without one.
+//
+// The kernel watches the link (keepAlive): after keepalive without
+// traffic it probes every keepalive, and a connection whose probes, or
+// whose data, go unacknowledged for deadAfter fails. Its timers wake
+// neither daemon. A standby whose kernel does so says it once, with a
+// ping after its hello; until one does (a test's socket pair, an older
+// standby that still times its reads), an idle leader pings every
+// keepalive and each end takes deadAfter without traffic for a dead link.
+// Those pings woke both daemons twice a second (the ping, its
+// acknowledgement): at the default profile, a quarter of an idle pair's
+// context switches.
 //
 // setupAllow replaces deadAfter while a connection sets up, when each end
 // is silent by design for as long as the store takes: the standby waits
@@ -54,6 +64,9 @@ import (
 // next copy queued behind the last on the store lock. A peer that dies
 // meanwhile closes its socket; only a link cut during set-up is noticed
 // this late, and a node that fails meanwhile is the heartbeats' business.
+// For the same reason the active's kernel bounds unacknowledged data only
+// once set-up is over: a standby loading a snapshot reads nothing, and
+// the stream that follows fills its window.
 const (
 	keepalive  = time.Second
 	deadAfter  = 3 * time.Second
@@ -127,6 +140,7 @@ type Replicator struct {
 	authErrors atomic.Uint64
 	rejected   atomic.Uint64 // records that failed to open: tampering
 	refused    atomic.Uint64 // connections not from the peer, or too many unproven
+	pings      atomic.Uint64
 	unproven   chan struct{} // a slot per connection still authenticating
 }
 
@@ -225,6 +239,8 @@ type Stats struct {
 	// Refused counts connections closed unheard: not from the peer's
 	// address, or beyond maxUnproven authenticating at once.
 	Refused uint64
+	// Pings counts the pings sent to idle standbys that asked for them.
+	Pings uint64
 }
 
 // maxUnproven bounds the connections authenticating at once.
@@ -232,7 +248,7 @@ const maxUnproven = 4
 
 // Stats reads the counters.
 func (r *Replicator) Stats() Stats {
-	return Stats{Snapshots: r.snapshots.Load(), Resumes: r.resumes.Load(), AuthErrors: r.authErrors.Load(), Rejected: r.rejected.Load(), Refused: r.refused.Load()}
+	return Stats{Snapshots: r.snapshots.Load(), Resumes: r.resumes.Load(), AuthErrors: r.authErrors.Load(), Rejected: r.rejected.Load(), Refused: r.refused.Load(), Pings: r.pings.Load()}
 }
 
 // Run accepts standbys on ln while active and follows the peer while
@@ -371,8 +387,12 @@ func (r *Replicator) takeOver(cancel context.CancelFunc) {
 // or the standby: TLS if configured, then the key's challenge-response
 // both ways. Failures to prove identity are counted.
 func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (*sealedConn, error) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
+	tcp, _ := c.(*net.TCPConn)
+	if tcp != nil {
+		tcp.SetNoDelay(true)
+		if !keepAlive(tcp, !server) {
+			tcp = nil
+		}
 	}
 	var tc *tls.Conn
 	switch {
@@ -395,5 +415,38 @@ func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (*seal
 		}
 		return nil, err
 	}
-	return newSealedConn(c, send, recv, func() { r.rejected.Add(1) })
+	sc, err := newSealedConn(c, send, recv, func() { r.rejected.Add(1) })
+	if err != nil {
+		return nil, err
+	}
+	sc.tcp = tcp
+	return sc, nil
+}
+
+// keepAlive hands a TCP connection's liveness to the kernel (see
+// keepalive), and says whether it took it. bounded also makes data that
+// stays unacknowledged for deadAfter fail the connection, which the
+// active may ask for only once its standby has loaded what it was sent
+// (boundUnacked).
+func keepAlive(c *net.TCPConn, bounded bool) bool {
+	err := c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: keepalive, Interval: keepalive, Count: int(deadAfter / keepalive)})
+	if err == nil && bounded {
+		err = boundUnacked(c)
+	}
+	return err == nil
+}
+
+// boundUnacked fails c when data or keepalive probes go unacknowledged
+// for deadAfter, or the peer's window stays closed that long
+// (TCP_USER_TIMEOUT); keepalive probes alone fail it only after their
+// count and interval, a keepalive later.
+func boundUnacked(c *net.TCPConn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	cerr := raw.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(deadAfter/time.Millisecond))
+	})
+	return errors.Join(cerr, err)
 }

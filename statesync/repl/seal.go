@@ -56,6 +56,9 @@ type sealedConn struct {
 	wbuf []byte
 	open *opener
 	rd   *openReader // for Read, over the transport
+	// tcp is the connection under it when the kernel keeps it alive
+	// (keepAlive), else nil.
+	tcp *net.TCPConn
 }
 
 func newSealedConn(c net.Conn, send, recv []byte, onReject func()) (*sealedConn, error) {

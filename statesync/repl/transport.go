@@ -35,22 +35,32 @@ type ackPump struct {
 	// acked: the standby has acknowledged once, so it has loaded what
 	// the connection began with; until then it may be silent for long.
 	acked atomic.Bool
+	// tcp: the kernel watches this connection (keepAlive), nil if not.
+	// pingless: so does the standby's, which said so with a ping; an
+	// idle connection then carries nothing, and reads wait without a
+	// deadline.
+	tcp      *net.TCPConn
+	pingless atomic.Bool
 	// current says whether this pump's connection is still the attached
 	// standby's: a replaced connection's late acknowledgements must not
 	// count for the new standby, which may hold nothing.
 	current func(*ackPump) bool
 }
 
-// allow is how long the standby may stay silent now.
-func (p *ackPump) allow() time.Duration {
-	if p.acked.Load() {
-		return deadAfter
+// deadline is how long the standby may stay silent from now, or none
+// (zero) while both kernels watch an established connection.
+func (p *ackPump) deadline() time.Time {
+	switch {
+	case !p.acked.Load():
+		return time.Now().Add(setupAllow)
+	case p.pingless.Load():
+		return time.Time{}
 	}
-	return setupAllow
+	return time.Now().Add(deadAfter)
 }
 
 func newAckPump(c *sealedConn, br *bufio.Reader) *ackPump {
-	p := &ackPump{c: c, buf: make([]byte, 0, 4096), dup: -1}
+	p := &ackPump{c: c, tcp: c.tcp, buf: make([]byte, 0, 4096), dup: -1}
 	pre, _ := br.Peek(br.Buffered()) // anything read past the hello
 	p.buf = append(p.buf, pre...)
 	p.buf = c.open.take(p.buf) // and opened, not yet read
@@ -112,11 +122,24 @@ func (p *ackPump) parse(acks *acks) error {
 		if err := wire.Decode(p.buf[used+4:used+n], &m); err != nil {
 			return err
 		}
-		if m.Type == wire.Ack {
+		switch {
+		case m.Type == wire.Ack:
 			if p.current == nil || p.current(p) {
 				acks.set(m.Seq)
 			}
-			p.acked.Store(true)
+			if !p.acked.Swap(true) && p.tcp != nil {
+				// Set up: from now on data the standby's
+				// kernel does not take fails the connection
+				// within deadAfter (see setupAllow). A socket
+				// that refuses keeps the acknowledgement
+				// deadline.
+				if boundUnacked(p.tcp) != nil {
+					p.tcp = nil
+					p.pingless.Store(false)
+				}
+			}
+		case m.Type == wire.Ping && p.tcp != nil:
+			p.pingless.Store(true)
 		}
 		used += n
 	}
@@ -125,7 +148,8 @@ func (p *ackPump) parse(acks *acks) error {
 }
 
 // run reads acknowledgements until the connection fails or stays silent
-// for deadAfter (setupAllow until the first).
+// for deadAfter (setupAllow until the first; while pingless, until the
+// kernel fails it).
 func (p *ackPump) run(acks *acks) error {
 	p.mu.Lock()
 	err := p.parse(acks) // what came with the hello
@@ -136,7 +160,7 @@ func (p *ackPump) run(acks *acks) error {
 	if p.raw == nil {
 		tmp := make([]byte, 4096)
 		for {
-			p.c.SetReadDeadline(time.Now().Add(p.allow()))
+			p.c.SetReadDeadline(p.deadline())
 			n, err := p.c.Conn.Read(tmp)
 			if err != nil {
 				return err
@@ -150,7 +174,7 @@ func (p *ackPump) run(acks *acks) error {
 		}
 	}
 	for {
-		p.c.SetReadDeadline(time.Now().Add(p.allow()))
+		p.c.SetReadDeadline(p.deadline())
 		var n int
 		var rerr error
 		err := p.raw.Read(func(fd uintptr) bool {

@@ -16,6 +16,9 @@
 //	op        active->standby  seq u64, kind u8, id (u16 + bytes), data (u32 + bytes)
 //	ack       standby->active  seq u64, cumulative
 //	ping      active->standby  (empty) when idle; answered with an ack
+//	ping      standby->active  (empty) after the hello: the standby's kernel
+//	                           keeps the connection alive, so it needs no
+//	                           pings (an older active reads it and ignores it)
 package wire
 
 import (

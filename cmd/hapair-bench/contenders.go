@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/lab"
 )
 
@@ -27,7 +28,9 @@ func newHapair(bin, profile string) (contender, error) {
 		return nil, err
 	}
 	dir, _ := os.MkdirTemp("", "hapair-bench-pair-")
-	c, err := p.NewCluster(bin, dir, lab.ConfigOptions{Profile: profile, Media: true})
+	// The shipped VIP lease, not the lab's shorter one (tests wait out
+	// leases): the lease sets how often an idle active renews its VIPs.
+	c, err := p.NewCluster(bin, dir, lab.ConfigOptions{Profile: profile, Media: true, Lease: config.DefaultLease.String()})
 	if err != nil {
 		p.Close()
 		return nil, err

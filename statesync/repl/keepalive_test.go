@@ -116,3 +116,26 @@ func TestStandbyThatTimesItsReadsIsPinged(t *testing.T) {
 		t.Fatalf("the idle connection broke: %d dials, connected %v", n, leader.repl.Connected())
 	}
 }
+
+// Over TLS the kernel keeps the TCP connection under it alike, and the
+// standby's ping travels inside TLS: an idle connection carries nothing
+// there either.
+func TestIdleTLSConnectionCarriesNoPings(t *testing.T) {
+	dir := t.TempDir()
+	makePKI(t, dir, "pair-ca", "a", "b")
+	leader := tlsNode(t, dir, "a", "b", "", true)
+	tlsNode(t, dir, "b", "a", leader.ln.Addr().String(), false)
+	waitFor(t, "the standby's first acknowledgement", func() bool { p := leader.repl.pump.Load(); return p != nil && p.acked.Load() })
+	if !leader.repl.pump.Load().pingless.Load() {
+		t.Fatal("the active did not hear, over TLS, that the standby's kernel keeps the connection")
+	}
+	before := leader.repl.Stats()
+	time.Sleep(deadAfter + keepalive) // a silence, as above
+	after := leader.repl.Stats()
+	if after.Pings != 0 {
+		t.Errorf("%d pings on an idle TLS connection both kernels keep", after.Pings)
+	}
+	if after.Resumes != before.Resumes || after.Snapshots != before.Snapshots || !leader.repl.Connected() {
+		t.Fatalf("the idle TLS connection broke: resumes %d->%d, snapshots %d->%d, connected %v", before.Resumes, after.Resumes, before.Snapshots, after.Snapshots, leader.repl.Connected())
+	}
+}

@@ -55,6 +55,7 @@ func sockopt(t *testing.T, c *net.TCPConn, level, opt int) int {
 // kernels' probes answer for it). The kernels bound a dead link as the
 // pings did: probes after keepalive, a failure after deadAfter.
 func TestIdleConnectionCarriesNoPings(t *testing.T) {
+	t.Parallel() // each waits out a silence of its own
 	leader, standby, dials := idlePair(t, func(c net.Conn) net.Conn { return c })
 	p := leader.repl.pump.Load()
 	if !p.pingless.Load() {
@@ -104,6 +105,7 @@ type opaque struct{ net.Conn }
 // release, which also times its reads) is pinged while idle, and its
 // connection outlives deadAfter of idleness.
 func TestStandbyThatTimesItsReadsIsPinged(t *testing.T) {
+	t.Parallel() // each waits out a silence of its own
 	leader, _, dials := idlePair(t, func(c net.Conn) net.Conn { return opaque{c} })
 	if leader.repl.pump.Load().pingless.Load() {
 		t.Fatal("the active heard that a standby without the kernel's keepalive needs no pings")
@@ -121,6 +123,7 @@ func TestStandbyThatTimesItsReadsIsPinged(t *testing.T) {
 // standby's ping travels inside TLS: an idle connection carries nothing
 // there either.
 func TestIdleTLSConnectionCarriesNoPings(t *testing.T) {
+	t.Parallel() // each waits out a silence of its own
 	dir := t.TempDir()
 	makePKI(t, dir, "pair-ca", "a", "b")
 	leader := tlsNode(t, dir, "a", "b", "", true)

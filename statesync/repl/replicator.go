@@ -239,7 +239,8 @@ type Stats struct {
 	// Refused counts connections closed unheard: not from the peer's
 	// address, or beyond maxUnproven authenticating at once.
 	Refused uint64
-	// Pings counts the pings sent to idle standbys that asked for them.
+	// Pings counts the pings sent to idle standbys that did not say
+	// their kernel keeps the connection (an older release).
 	Pings uint64
 }
 

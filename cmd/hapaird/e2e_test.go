@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hapair/hapair/config"
+	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
 	"github.com/hapair/hapair/lab/labtest"
 )
@@ -437,6 +438,55 @@ func TestOperatorCommandsOnlyOnTheAdminSocket(t *testing.T) {
 	}
 	if s, _ := c.Status("b"); !s.Locked {
 		t.Fatal("the admin socket's lock is not in force")
+	}
+}
+
+// A standby whose daemon hangs (SIGSTOP; its heartbeat core, host and
+// links run on) is reported on the active within the core's lease: the
+// standby's core says FAULT, so redundancy reads unavailable, though the
+// idle replication connection, which the kernels keep, may stay up.
+// Nothing fails over, and once the standby resumes the pair is whole again
+// and replicates.
+func TestHungStandbyIsReported(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	waitSynced(t, c, act)
+	stopped := time.Now()
+	if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Signal(sb, syscall.SIGCONT, 0)
+	redundancy := func(want func(string) bool, within time.Duration, what string) *control.Status {
+		t.Helper()
+		start := time.Now()
+		for {
+			s, err := c.Status(act)
+			if err == nil && want(s.Redundancy) {
+				return s
+			}
+			if time.Since(start) > within {
+				t.Fatalf("%s: the active's status after %v: %+v, %v", what, time.Since(start), s, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// The core's lease is 3 s at the default profile.
+	s := redundancy(func(r string) bool { return r != "available" }, 10*time.Second, "the hung standby is not reported")
+	t.Logf("reported %v after SIGSTOP: %q; replication connected %v", time.Since(stopped).Round(time.Millisecond), s.Redundancy, s.Sync.Connected)
+	if s.Role != "ACTIVE" {
+		t.Fatalf("the active is %s while its standby hangs", s.Role)
+	}
+	if err := c.Signal(sb, syscall.SIGCONT, 0); err != nil {
+		t.Fatal(err)
+	}
+	redundancy(func(r string) bool { return r == "available" }, 10*time.Second, "the resumed standby is not back")
+	if _, err := api(c, act).Create(context.Background(), "after-the-hang", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, act)
+	if r, err := c.Status(sb); err != nil || r.Role != "STANDBY" {
+		t.Fatalf("the resumed standby: %+v, %v", r, err)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hapair/hapair/internal/control"
+
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -50,8 +52,10 @@ func (c *Cluster) ActiveNode() (string, error) {
 }
 
 // Settle starts what is not running, restores every link and waits until
-// one node is ACTIVE with the VIP, the other STANDBY, and the standby is
-// attached to the active's session replication.
+// one node is ACTIVE with the VIP, the other STANDBY, the standby is
+// attached to the active's session replication, and both nodes hear each
+// other on every heartbeat path (paths come up one by one, and a test
+// that reads the pair's state at once must not see one still coming).
 func (c *Cluster) Settle(within time.Duration) (active string, err error) {
 	for _, n := range []string{"a", "b"} {
 		if err := c.Isolate(n, true); err != nil {
@@ -77,13 +81,25 @@ func (c *Cluster) Settle(within time.Duration) (active string, err error) {
 			if act == "b" {
 				other = "a"
 			}
-			if s, err := c.Status(other); err == nil && s.Role == "STANDBY" && s.Peer.Seen && s.Sync.Connected && c.Holds(act, VIP.Addr()) && !c.Holds(other, VIP.Addr()) {
-				return act, nil
+			if s, err := c.Status(other); err == nil && s.Role == "STANDBY" && s.Peer.Seen && s.Sync.Connected && c.Holds(act, VIP.Addr()) && !c.Holds(other, VIP.Addr()) && allPathsUp(s) {
+				if s, err := c.Status(act); err == nil && allPathsUp(s) {
+					return act, nil
+				}
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return "", fmt.Errorf("lab: pair did not settle within %v", within)
+}
+
+// allPathsUp says whether s's node hears its peer on every heartbeat path.
+func allPathsUp(s *control.Status) bool {
+	for _, p := range s.Paths {
+		if !p.Up {
+			return false
+		}
+	}
+	return len(s.Paths) > 0
 }
 
 // Run performs one scenario on a settled pair and measures it.

@@ -62,6 +62,25 @@ var scenarios = []scenario{
 		h.heal()
 		h.advance(time.Second)
 	}},
+	// A one-way loss that heals before the seeing node yields: a takes a
+	// session just before b (deaf) takes over, b one after; b's is the
+	// newest and b stays. Frozen when a first saw b active, a's facts
+	// made its session look newer.
+	{"one-way-heal-newest-session-wins", func(h *harness) {
+		h.start(0)
+		h.start(1)
+		h.advance(time.Second)
+		h.deafen(1)
+		h.advance(150 * time.Millisecond)
+		h.logf("a takes a new session")
+		h.step(0, Event{Kind: NewSession})
+		h.advance(150 * time.Millisecond)
+		h.logf("b takes a new session")
+		h.step(1, Event{Kind: NewSession})
+		h.advance(100 * time.Millisecond)
+		h.heal()
+		h.advance(time.Second)
+	}},
 	{"split-brain-longest-active-wins", func(h *harness) {
 		h.start(0)
 		h.start(1)

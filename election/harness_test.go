@@ -9,7 +9,9 @@ import (
 // The harness runs two machines against each other on a fake clock, with
 // a network the test can cut, heal, crash and restart, as etcd/raft's
 // network does. It imitates the heartbeat package: frames every interval
-// and at once on Advertise, peer lost after the dead interval of silence.
+// and at once on Advertise, peer lost after the dead interval of silence,
+// and Heard when the peer's frames say it hears this node (they echo
+// ours), forgotten when the peer is lost.
 
 const (
 	hInterval = 100 * time.Millisecond
@@ -27,6 +29,8 @@ type hnode struct {
 	exited   bool
 	lastRx   time.Time
 	alive    bool // peer heard within dead
+	heard    bool // the peer's frames echo ours (Heard last said)
+	deaf     bool // frames to this node are lost (a one-way link)
 	nextSend time.Time
 	locked   bool
 	ad       Advert // what its frames say: the last Advertise's
@@ -58,7 +62,7 @@ func (h *harness) logf(format string, args ...any) {
 func (h *harness) start(i int) {
 	n := h.nodes[i]
 	n.m = New(Config{Node: n.id, Preferred: i == 0, Dead: hDead, HoldDown: h.holdDown})
-	n.up, n.exited, n.alive, n.holds = true, false, false, false
+	n.up, n.exited, n.alive, n.holds, n.heard = true, false, false, false, false
 	n.nextSend = h.now
 	h.step(i, Event{Kind: Start})
 	if n.locked {
@@ -67,7 +71,7 @@ func (h *harness) start(i int) {
 }
 
 // cut breaks the link between the nodes: no frame gets through, either
-// way; heal mends it.
+// way; heal mends it, and a one-way loss (deafen) too.
 func (h *harness) cut() {
 	if h.linked {
 		h.linked = false
@@ -76,10 +80,17 @@ func (h *harness) cut() {
 }
 
 func (h *harness) heal() {
-	if !h.linked {
+	if !h.linked || h.nodes[0].deaf || h.nodes[1].deaf {
 		h.linked = true
+		h.nodes[0].deaf, h.nodes[1].deaf = false, false
 		h.logf("link healed")
 	}
+}
+
+// deafen loses every frame to node i, and none from it.
+func (h *harness) deafen(i int) {
+	h.nodes[i].deaf = true
+	h.logf("%s hears nothing", h.nodes[i].name)
 }
 
 // crash stops node i at once, as kill -9 would; its VIPs stay until the
@@ -130,7 +141,8 @@ func (h *harness) frame(i int) Peer {
 	if ad.Frozen != nil {
 		f = *ad.Frozen
 	}
-	return Peer{Role: ad.Role, Locked: ad.Locked, Fault: ad.Fault, Leaving: ad.Leaving, SplitBrain: ad.SplitBrain, Holding: ad.Holding, Facts: f}
+	// The heartbeat core says Deaf while it hears no frame of the peer's.
+	return Peer{Role: ad.Role, Locked: ad.Locked, Fault: ad.Fault, Leaving: ad.Leaving, SplitBrain: ad.SplitBrain, Holding: ad.Holding, Deaf: !n.alive, Facts: f}
 }
 
 // advance moves time forward by d in 1ms steps, delivering frames.
@@ -157,11 +169,17 @@ func (h *harness) tick() {
 				continue
 			}
 			p := h.nodes[1-i]
-			if !p.up {
+			if !p.up || p.deaf {
 				continue
 			}
 			p.lastRx = h.now
 			p.alive = true
+			// The frame echoes the peer's newest, fresh while the
+			// sender hears it.
+			if echo := n.up && n.alive; echo != p.heard {
+				p.heard = echo
+				h.step(1-i, Event{Kind: Heard, Path: "raw", Heard: echo})
+			}
 			h.step(1-i, Event{Kind: PeerFrame, Peer: h.frame(i)})
 		}
 		if !sent {
@@ -173,7 +191,8 @@ func (h *harness) tick() {
 			continue
 		}
 		if n.alive && h.now.Sub(n.lastRx) >= hDead {
-			n.alive = false
+			n.alive, n.heard = false, false
+			h.step(i, Event{Kind: PathDown, Path: "raw"})
 			h.step(i, Event{Kind: PeerLost})
 		}
 		if h.now.Sub(epoch).Milliseconds()%10 == 0 {

@@ -64,7 +64,11 @@ type Machine struct {
 	leaveDeadline time.Time
 	exitAfter     bool // leaving for a graceful stop, not a switchover
 
-	frozen *Facts // our split-brain snapshot, while arbitrating
+	// splitSeen: both nodes are active (this one not leaving) and this
+	// node has said so (SplitBrainStarted); frozen is its snapshot for
+	// the arbitration, taken once the peer hears it (splitBrain).
+	splitSeen bool
+	frozen    *Facts
 
 	acts []Action
 }
@@ -112,7 +116,7 @@ func (m *Machine) Flaps() (flaps uint64, holdUntil time.Time) { return m.flaps, 
 // its dead interval). A quiet machine may be ticked seldom.
 func (m *Machine) Quiet() bool {
 	switch {
-	case m.role == Init, m.leaving, !m.holdUntil.IsZero(), m.frozen != nil:
+	case m.role == Init, m.leaving, !m.holdUntil.IsZero(), m.splitSeen:
 		return false
 	case m.role == Active && m.peerSeen && m.peer.Role == Active:
 		return false
@@ -120,8 +124,9 @@ func (m *Machine) Quiet() bool {
 	return true
 }
 
-// SplitBrain says whether this node is arbitrating with an active peer.
-func (m *Machine) SplitBrain() bool { return m.frozen != nil }
+// SplitBrain says whether this node is active with an active peer, and
+// arbitrating with it or waiting for it to hear this node.
+func (m *Machine) SplitBrain() bool { return m.splitSeen }
 
 // Advert is what this node says in its frames now.
 func (m *Machine) Advert() Advert {
@@ -190,6 +195,12 @@ func (m *Machine) Step(ev Event) []Action {
 		m.peerLost(ev.Now)
 	case PathDown, PathUp:
 		m.down[ev.Path] = ev.Kind == PathDown
+		if ev.Kind == PathDown {
+			// Nothing crosses a path that is down; the heartbeat core
+			// forgets the peer's echo there too, and says Heard again
+			// when it comes back.
+			delete(m.heard, ev.Path)
+		}
 	case Lock:
 		m.lock(ev)
 	case Health:
@@ -235,7 +246,7 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 		m.release()
 	}
 	if to != Active {
-		m.frozen = nil
+		m.frozen, m.splitSeen = nil, false
 		m.leaving = false
 	}
 	m.emit(Action{Kind: Transition, From: from, To: to, Reason: reason})
@@ -404,11 +415,11 @@ func (m *Machine) peerFrame(ev Event) {
 			// We kept the VIPs in fault for want of a standby; now there
 			// is one.
 			m.become(Fault, ev.Now, "fault: "+m.faultReason+" (an eligible standby is back)")
-		case m.frozen != nil && p.Role != Active:
+		case m.splitSeen && p.Role != Active:
 			// The peer stepped down: the split is over. Claim again:
 			// the loser's announcements may have pointed clients at
 			// it, and ours must win them back.
-			m.frozen = nil
+			m.frozen, m.splitSeen = nil, false
 			m.claim()
 			m.advertise()
 		}
@@ -448,8 +459,8 @@ func (m *Machine) peerLost(now time.Time) {
 		m.takeOver(now, why)
 	case m.role == Active && m.leaving:
 		m.finishHandOff(now, "handoff: "+why)
-	case m.role == Active && m.frozen != nil:
-		m.frozen = nil
+	case m.role == Active && m.splitSeen:
+		m.frozen, m.splitSeen = nil, false
 		m.advertise()
 	}
 }
@@ -547,11 +558,31 @@ func (m *Machine) finishHandOff(now time.Time, reason string) {
 // splitBrain handles an active peer while we are active: freeze our facts
 // once, advertise them, and decide as soon as the peer's frozen facts
 // arrive. Both nodes then hold the same two snapshots.
+//
+// The facts are frozen only once the peer hears this node (its frame is
+// not Deaf). Ages are compared across the two nodes, so the snapshots must
+// be taken at about one instant: the first node to freeze sends its
+// snapshot at once, and the other freezes when it arrives. After a
+// one-way loss (the peer took over because it lost our frames), a
+// snapshot taken when we first saw the peer active would be one it
+// cannot hear; it freezes its own when the link heals, up to a dead
+// interval later (then this node yields: oneWaySplit), and a session it
+// took in between looked older than ours: the newest session lost. So
+// this node says the split at once (SplitBrainStarted, and a frame, which
+// a peer that has just come to hear us answers with its snapshot) and
+// freezes on the first frame that says the peer hears it.
 func (m *Machine) splitBrain(now time.Time, p Peer) {
+	if !m.splitSeen {
+		m.splitSeen = true
+		m.emit(Action{Kind: SplitBrainStarted})
+		m.advertise()
+	}
 	if m.frozen == nil {
+		if p.Deaf {
+			return
+		}
 		f := m.facts(now)
 		m.frozen = &f
-		m.emit(Action{Kind: SplitBrainStarted})
 		m.advertise()
 	}
 	if !p.SplitBrain {

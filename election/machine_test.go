@@ -515,3 +515,38 @@ func TestSplitFrozenAfterANewSessionCountsIt(t *testing.T) {
 		t.Errorf("frozen facts %+v, want this node's last new session at age 0", f)
 	}
 }
+
+// A split's facts are frozen only once the peer hears this node: a
+// snapshot the peer cannot hear would be taken at another instant than
+// the peer's own (a one-way link: the peer took over because it lost our
+// frames, and freezes when the link heals), and ages compared across the
+// two instants let an older session win. Until then the split is said
+// (status, SplitBrainStarted, a frame at once) but nothing is frozen.
+func TestSplitFrozenOnlyOnceThePeerHearsUs(t *testing.T) {
+	m := activeMachine(t)
+	m.Step(Event{Kind: NewSession, Now: at(1000)})
+	acts := m.Step(Event{Kind: PeerFrame, Now: at(1100), Peer: Peer{Role: Active, Deaf: true}})
+	if !slices.Contains(kinds(acts), SplitBrainStarted) || !slices.Contains(kinds(acts), Advertise) || !m.SplitBrain() {
+		t.Fatalf("a split with a deaf peer: %v, split brain %v", acts, m.SplitBrain())
+	}
+	if ad := m.Advert(); ad.Frozen != nil || ad.SplitBrain {
+		t.Fatalf("frozen while the peer does not hear us: %+v", ad)
+	}
+	if acts := m.Step(Event{Kind: PeerFrame, Now: at(1200), Peer: Peer{Role: Active, Deaf: true}}); slices.Contains(kinds(acts), SplitBrainStarted) {
+		t.Errorf("the split said twice: %v", acts)
+	}
+	// The peer hears us from 1500 on, and answers with its snapshot:
+	// its session is newer (300ms old against our 500ms), and we yield.
+	peer := Peer{Role: Active, SplitBrain: true, Facts: Facts{Node: 2, ActiveFor: time.Second, LastNewSession: 300 * time.Millisecond}}
+	acts = m.Step(Event{Kind: PeerFrame, Now: at(1500), Peer: peer})
+	var f *Facts // what the first frame after it says: the snapshot
+	if i := slices.IndexFunc(acts, func(a Action) bool { return a.Kind == Advertise }); i >= 0 {
+		f = acts[i].Advert.Frozen
+	}
+	if f == nil || f.LastNewSession != 500*time.Millisecond {
+		t.Fatalf("heard at 1500: frozen %+v, %v", f, acts)
+	}
+	if m.Role() != Standby || m.SplitBrain() {
+		t.Errorf("the peer's session is newer, and this node is %v (split brain %v)", m.Role(), m.SplitBrain())
+	}
+}

@@ -51,7 +51,10 @@ type Peer struct {
 	// earlier, so that an active peer sees a split at once, and a leaving
 	// node waits for Holding before it lets go: make-before-break).
 	Holding bool
-	Facts   Facts
+	// Deaf: the peer hears no frame of ours (its heartbeat core lost us,
+	// or has not heard us yet): it cannot hear what we say now.
+	Deaf  bool
+	Facts Facts
 	// Generation is the peer's boot generation: a new one means the
 	// peer's daemon restarted, and lost every session it held.
 	Generation uint64

@@ -368,7 +368,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	if !e.emit(ctx, Event{Kind: Running, At: time.Now()}) {
 		return nil
 	}
-	e.sendAll(out)
+	e.sendAll(out, !peerAlive)
 	// The loop runs at least once per interval (the ticker), so a longer
 	// gap since its last run means this process did not run: a GC pause,
 	// a starved CPU, a stopped VM. Its own lateness is never taken for the
@@ -379,9 +379,9 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			e.sendAll(out)
+			e.sendAll(out, !peerAlive)
 		case <-e.kick:
-			e.sendAll(out)
+			e.sendAll(out, !peerAlive)
 		case r := <-e.rx:
 			if !e.receive(ctx, &r, &peerAlive) {
 				return nil
@@ -743,7 +743,11 @@ func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) (
 				e.stats.queuedAtExpiry.Add(1)
 				recheck = true
 			} else {
-				p.up = false
+				// Nothing crosses a path that is down: when it
+				// comes back, the peer's first frame that echoes
+				// ours says PathHeard again (the agent forgets it
+				// on PathDown).
+				p.up, p.heardBack = false, false
 				if !e.emit(ctx, Event{Kind: PathDown, Path: p.Name, At: now}) {
 					return false, false
 				}
@@ -802,7 +806,9 @@ func (e *Endpoint) nextDeadline(now time.Time) time.Duration {
 	return max(next, 0)
 }
 
-func (e *Endpoint) sendAll(buf []byte) {
+// sendAll sends this node's frame on every path; deaf says this node hears
+// no peer (FlagDeaf).
+func (e *Endpoint) sendAll(buf []byte, deaf bool) {
 	now := time.Now()
 	e.mu.Lock()
 	l := e.local
@@ -813,6 +819,9 @@ func (e *Endpoint) sendAll(buf []byte) {
 	e.mu.Unlock()
 	if e.fenced.Load() {
 		l.Flags |= FlagFault
+	}
+	if deaf {
+		l.Flags |= FlagDeaf
 	}
 	f := Frame{
 		Cluster: e.cfg.Cluster, Node: e.cfg.Node, Role: l.Role, Flags: l.Flags,

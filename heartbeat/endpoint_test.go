@@ -272,6 +272,49 @@ func linkDownIsDegradedNotLost(t *testing.T, w world) {
 	b.waitFor(t, PeerAlive, "", mark, 2*time.Second)
 }
 
+// A path that went down is heard again when it comes back: the agent
+// forgets, on PathDown, that the peer hears it there, so PathHeard must
+// come again once the peer's frames echo ours. After a one-way loss the
+// peer's first frame already does (it heard us all along): that frame
+// must say PathHeard, or the agent believes forever that the peer does
+// not hear it (and, active in a split, would never freeze its facts).
+func TestPathHeardAgainAfterAOneWayLoss(t *testing.T) {
+	const iv = 20 * time.Millisecond
+	links := map[string]*memLink{"raw": newMemLink("raw"), "udp": newMemLink("udp")}
+	paths := func(name string) []Path {
+		var out []Path
+		for _, path := range []string{"raw", "udp"} {
+			mine, theirs := links[path].a, links[path].b
+			if name == "b" {
+				mine, theirs = theirs, mine
+			}
+			out = append(out, Path{Name: path, Conn: mine, Peer: theirs.local})
+		}
+		return out
+	}
+	startOn(t, paths("a"), 1, iv)
+	b := startOn(t, paths("b"), 2, iv)
+	for _, path := range []string{"raw", "udp"} {
+		b.waitFor(t, PathHeard, path, 0, 2*time.Second)
+	}
+	mark := b.len()
+	for _, l := range links {
+		l.b.deaf.Store(true)
+	}
+	b.waitFor(t, PeerLost, "", mark, 2*time.Second)
+	mark = b.len()
+	for _, l := range links {
+		l.b.deaf.Store(false)
+	}
+	for _, path := range []string{"raw", "udp"} {
+		b.waitFor(t, PathUp, path, mark, 2*time.Second)
+		b.waitFor(t, PathHeard, path, mark, 2*time.Second)
+	}
+	if n := b.count(PathUnheard, mark); n != 0 {
+		t.Errorf("%d path-unheard events after the loss: the peer heard b all along", n)
+	}
+}
+
 // TestThirdPartyFramesDropped injects frames from a host on the heartbeat
 // segment: forged, truncated, replayed and from an old generation. Each is
 // counted under its reason and none changes what b reports.
@@ -401,14 +444,18 @@ func TestUnchangedFramesWaitForRefresh(t *testing.T) {
 	const iv = 10 * time.Millisecond
 	a := startOn(t, w.paths(t, "a"), 1, iv)
 	b := startOn(t, w.paths(t, "b"), 2, iv, func(c *Config) { c.Refresh = time.Hour })
-	b.waitFor(t, PeerFrame, "", 0, 2*time.Second)
+	// a's first frames say it hears nobody yet (FlagDeaf), a change.
+	ev, i := b.waitFor(t, PeerFrame, "", 0, 2*time.Second)
+	for ev.Frame.Flags&FlagDeaf != 0 {
+		ev, i = b.waitFor(t, PeerFrame, "", i+1, 2*time.Second)
+	}
 	got := b.ep.Stats().Received
 	for deadline := time.Now().Add(5 * time.Second); b.ep.Stats().Received < got+20; time.Sleep(iv) {
 		if time.Now().After(deadline) {
 			t.Fatal("frames stopped")
 		}
 	}
-	if n := b.count(PeerFrame, 0); n != 1 {
+	if n := b.count(PeerFrame, i); n != 1 {
 		t.Errorf("%d frames that said the same were reported, want the first only", n)
 	}
 	if last := b.ep.Stats().LastFrame; time.Since(last) > time.Second {

@@ -60,6 +60,10 @@ const (
 	FlagSplitBrain
 	FlagPreferred
 	FlagHolding // the sender has claimed the VIPs
+	// FlagDeaf: the sender hears no frame of ours (every path silent for
+	// a dead interval, or none heard since it started). Set by its
+	// heartbeat core. An older sender never sets it: it reads as "hears".
+	FlagDeaf
 )
 
 // Frame is one heartbeat.

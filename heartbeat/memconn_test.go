@@ -22,7 +22,9 @@ func (a memAddr) Network() string { return "mem" }
 func (a memAddr) String() string  { return string(a) }
 
 type memConn struct {
-	link   *memLink
+	link *memLink
+	// deaf loses what the peer writes to this end only: a one-way link.
+	deaf   atomic.Bool
 	local  memAddr
 	in     chan []byte
 	closed chan struct{}
@@ -59,7 +61,7 @@ func (c *memConn) WriteTo(b []byte, _ net.Addr) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
-	if c.link.down.Load() {
+	if c.link.down.Load() || c.peer().deaf.Load() {
 		return len(b), nil
 	}
 	select {

@@ -337,13 +337,15 @@ func TestActiveReadsAStandbyAtItsOwnWakeUps(t *testing.T) {
 	a.SetLocal(Local{Role: RoleActive, Flags: FlagHolding})
 	b.SetLocal(Local{Role: RoleStandby})
 	// Each step changes what b says, so a reports b's next frame: wait
-	// for that report and say how late a read it.
+	// for that report and say how late a read it. (b's first frames say
+	// it hears nobody yet, FlagDeaf, and the next ones are a change: not
+	// the frame looked for.)
 	nextFrame := func(want Role) seen {
 		t.Helper()
 		for deadline := time.After(5 * time.Second); ; {
 			select {
 			case s := <-aEvents:
-				if s.ev.Kind == PeerFrame && s.ev.Frame.Role == want {
+				if s.ev.Kind == PeerFrame && s.ev.Frame.Role == want && s.ev.Frame.Flags&FlagDeaf == 0 {
 					return s
 				}
 			case <-deadline:

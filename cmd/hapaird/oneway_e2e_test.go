@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -202,5 +204,58 @@ func TestOneWayLossOnOnePathIsDegraded(t *testing.T) {
 	}
 	if sbs.Degraded != true {
 		t.Errorf("%s (not hearing raw) does not say degraded: %+v", sb, sbs.Paths)
+	}
+}
+
+// A one-way loss that heals before the seeing node yields is a split
+// brain like any other, and its arbitration must compare the two nodes'
+// facts at one instant. The blind standby takes over; the old active sees
+// it at once, but must not freeze its facts then: the peer cannot hear
+// that snapshot, and will freeze its own only at the heal, a dead interval
+// later at most. Frozen at two instants, a session the old active took
+// just before the takeover looked newer than one the new active took
+// afterwards, and the newest session lost (with it, every session the
+// winner wrote during the split is dropped on the loser's resync).
+func TestOneWayHealKeepsTheNewestSession(t *testing.T) {
+	// A long dead interval: the heal must come before the seeing node
+	// yields (a dead interval unheard), with room for a loaded machine.
+	c := cluster(t, lab.ConfigOptions{Interval: "100ms", Dead: "2s"})
+	act := settle(t, c)
+	sb := other(act)
+	ctx := context.Background()
+	heal := dropHeartbeatsAt(t, c, sb, true)
+	// New sessions on the active until it sees the blind standby active.
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		if _, err := api(c, act).Create(ctx, fmt.Sprintf("%s-%d", act, i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if s, err := c.Status(act); err == nil && s.Peer.Role == "ACTIVE" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never took over", sb)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Then, clearly later, the newest session of all, on the new active.
+	time.Sleep(100 * time.Millisecond)
+	if _, err := api(c, sb).Create(ctx, "newest", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	heal()
+	if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
+		s, _ := c.Status(sb)
+		t.Fatalf("%v; %s is %s: %v", err, sb, s.Role, s.LastTransition)
+	}
+	if s, _ := c.Status(sb); s == nil || s.Role != "ACTIVE" || !c.Holds(sb, lab.VIP.Addr()) || c.Holds(act, lab.VIP.Addr()) {
+		t.Fatalf("after the heal: %s is %+v", sb, s)
+	}
+	if err := c.WaitSynced(sb, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api(c, act).Get(ctx, "newest"); err != nil {
+		t.Errorf("%s did not resync from %s: %v", act, sb, err)
 	}
 }

@@ -744,6 +744,9 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 	case heartbeat.PathUp, heartbeat.PathDown:
 		up := ev.Kind == heartbeat.PathUp
 		a.setPath(a.paths, ev.Path, up)
+		if !up {
+			a.setPath(a.heardBack, ev.Path, false)
+		}
 		if up {
 			a.log.Info("heartbeat path up", "op", "path", "path", ev.Path)
 			return a.step(election.Event{Kind: election.PathUp, Now: ev.At, Path: ev.Path})
@@ -945,6 +948,7 @@ func peerOf(f heartbeat.Frame) election.Peer {
 		Leaving:    f.Flags&heartbeat.FlagLeaving != 0,
 		SplitBrain: f.Flags&heartbeat.FlagSplitBrain != 0,
 		Holding:    f.Flags&heartbeat.FlagHolding != 0,
+		Deaf:       f.Flags&heartbeat.FlagDeaf != 0,
 		Facts: election.Facts{
 			Node: f.Node, Locked: f.Flags&heartbeat.FlagLocked != 0, Preferred: f.Flags&heartbeat.FlagPreferred != 0,
 			ActiveFor: f.ActiveFor, LastNewSession: f.LastNewSession,

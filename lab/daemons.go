@@ -198,6 +198,13 @@ func (c *Cluster) Signal(node string, sig syscall.Signal, wait time.Duration) er
 	return c.reap(node, wait, sig == syscall.SIGKILL)
 }
 
+// WaitExit waits for node's daemon to exit by itself (a signal sent
+// another way than Signal) and forgets it; an exit that is not clean is
+// an error.
+func (c *Cluster) WaitExit(node string, within time.Duration) error {
+	return c.reap(node, within, false)
+}
+
 // reap waits for node's daemon to exit and forgets it.
 func (c *Cluster) reap(node string, within time.Duration, killed bool) error {
 	c.mu.Lock()

@@ -310,8 +310,9 @@ target = "/usr/bin/sleep"
 
 // TestPairOfContainersFailsOver runs the pair the way operators do: two
 // booted systems, each with the package installed and the unit enabled,
-// the same config and key on both; the active system is powered off hard
-// and the other takes the VIP.
+// the same config and key on both; the active is stopped with systemctl
+// and hands over, starts again as the standby; then the active system is
+// powered off hard and the other takes the VIP.
 func TestPairOfContainersFailsOver(t *testing.T) {
 	w := newWorld(t)
 	nodes := map[string]*container{}
@@ -331,19 +332,38 @@ func TestPairOfContainersFailsOver(t *testing.T) {
 	if err := lab.Reach(w.p.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	// Host loss: a's links cut and its whole system killed.
-	if err := w.p.Isolate("a", false); err != nil {
+	// systemctl stop signals every process of the unit (the heartbeat
+	// core too): still a handover, not a loss that waits out the dead
+	// interval; then a starts again as the standby.
+	b := nodes["b"]
+	a.must("systemctl", "stop", "hapaird")
+	b.waitFor("b active after a's systemctl stop", 5*time.Second, func() bool {
+		out, _ := b.exec("hapairctl", "status")
+		return strings.Contains(out, "b: ACTIVE") && w.p.Holds("b", lab.VIP.Addr())
+	})
+	if out := b.must("hapairctl", "status"); !strings.Contains(out, "-> ACTIVE at") || !strings.Contains(out, "peer leaving") {
+		t.Errorf("b did not take over by a handover:\n%s", out)
+	}
+	if s := a.show("ActiveState,Result"); s["ActiveState"] != "inactive" || s["Result"] != "success" || w.p.Holds("a", lab.VIP.Addr()) {
+		t.Errorf("a after systemctl stop: %v, holds the VIP: %v", s, w.p.Holds("a", lab.VIP.Addr()))
+	}
+	a.must("systemctl", "start", "hapaird")
+	a.waitFor("a back as the standby", 15*time.Second, func() bool {
+		out, _ := a.exec("hapairctl", "status")
+		return strings.Contains(out, "a: STANDBY") && strings.Contains(out, "peer b: ACTIVE")
+	})
+	// Host loss: b's links cut and its whole system killed.
+	if err := w.p.Isolate("b", false); err != nil {
 		t.Fatal(err)
 	}
 	lost := time.Now()
-	a.kill()
-	b := nodes["b"]
-	b.waitFor("b to take the VIP", 5*time.Second, func() bool { return w.p.Holds("b", lab.VIP.Addr()) })
-	t.Logf("VIP on b %v after a's host was lost", time.Since(lost))
+	b.kill()
+	a.waitFor("a to take the VIP", 5*time.Second, func() bool { return w.p.Holds("a", lab.VIP.Addr()) })
+	t.Logf("VIP on a %v after b's host was lost", time.Since(lost))
 	if err := lab.Reach(w.p.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if out := b.must("hapairctl", "status"); !strings.Contains(out, "b: ACTIVE") {
-		t.Errorf("b's status:\n%s", out)
+	if out := a.must("hapairctl", "status"); !strings.Contains(out, "a: ACTIVE") {
+		t.Errorf("a's status:\n%s", out)
 	}
 }

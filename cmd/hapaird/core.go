@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"syscall"
 	"time"
 
@@ -20,6 +21,14 @@ const coreEnv = "HAPAIRD_HEARTBEAT_CORE"
 
 // runCore is the child's main.
 func runCore() int {
+	// The core lives exactly as long as its agent (Pdeathsig, and the
+	// socket's end), whoever else signals it. systemd stops a unit by
+	// sending SIGTERM to every process in it at once, and Ctrl-C reaches
+	// the whole foreground process group: a core that died of it could
+	// not send the frames of its agent's handover, and a graceful stop
+	// was a host loss (TestGracefulStopWhenEveryProcessIsSignalled). It
+	// starts no program, so nothing inherits the ignored signals.
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
 	conn, err := net.FileConn(os.NewFile(3, "hapaird-core"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hapaird heartbeat core:", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -12,6 +13,7 @@ import (
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/node"
+	"golang.org/x/sys/unix"
 )
 
 func cleanup(cfg *config.Config, self *config.Node, stdout, stderr io.Writer) int {
@@ -53,11 +55,41 @@ func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer
 		<-ctx.Done()
 		sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
 	}()
+	go ignoreStrays(ctx, log)
 	if err := n.Run(ctx); err != nil {
 		log.Error(err.Error())
 		return 1
 	}
 	return 0
+}
+
+// ignoreStrays keeps the daemon running through signals whose default
+// action would end it, until ctx ends. An operator may send them out of
+// habit: keepalived reloads its configuration on SIGHUP and dumps its
+// state on SIGUSR1 and SIGUSR2. Ended by one, an active node would fail
+// over with no handover, for a reload it does not do (one is designed,
+// not built: design-notes.md). They are logged, with what to do instead.
+// SIGPIPE is caught too: the journal's end of stderr may go away, which
+// must not end an HA daemon. Caught rather than ignored, so that the
+// hooks this process starts do not inherit an ignored disposition.
+func ignoreStrays(ctx context.Context, log *slog.Logger) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				log.Warn("SIGHUP ignored: this version does not reload its configuration; the running one is unchanged (check a new file with hapaird --check, then restart the standby, switch over and restart the other node)", "op", "signal", "signal", "SIGHUP")
+			case syscall.SIGUSR1, syscall.SIGUSR2:
+				name := unix.SignalName(sig.(syscall.Signal))
+				log.Warn(name+" ignored: hapairctl status and /metrics show this node's state", "op", "signal", "signal", name)
+			}
+		}
+	}
 }
 
 // watchdogPeriod is the watchdog period systemd asked for, 0 for none.

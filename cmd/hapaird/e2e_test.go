@@ -173,6 +173,92 @@ func TestGracefulStopHandsOverWithoutGap(t *testing.T) {
 	}
 }
 
+// systemd stops a unit by sending SIGTERM to every process in its cgroup
+// at once (KillMode=control-group, the default), the heartbeat core
+// included, and so does Ctrl-C in a terminal (the foreground process
+// group). The core must outlive the signal until its agent has handed
+// over: the handover is its frames. A core that died of it made a
+// graceful stop a host loss, the VIP moving only when the peer's dead
+// interval ran out.
+func TestGracefulStopWhenEveryProcessIsSignalled(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	from := settle(t, c)
+	to := other(from)
+	res, err := c.Measure("graceful-stop", from, to, time.Millisecond, func() error {
+		pid := c.Pid(from)
+		for _, child := range lab.Children(pid) {
+			if err := syscall.Kill(child, syscall.SIGTERM); err != nil {
+				return err
+			}
+		}
+		return syscall.Kill(pid, syscall.SIGTERM)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res)
+	if err := c.WaitExit(from, 5*time.Second); err != nil {
+		t.Error(err)
+	}
+	s, err := c.Status(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.LastTransition == nil || !strings.Contains(s.LastTransition.Reason, "leaving") {
+		t.Errorf("%s took over by %+v, not a handover", to, s.LastTransition)
+	}
+	if res.VIPAfter > 100*time.Millisecond || res.Outage > 100*time.Millisecond {
+		t.Errorf("the VIP moved after %v, the client's longest gap %v: the dead interval, not a handover", res.VIPAfter, res.Outage)
+	}
+	if c.Holds(from, lab.VIP.Addr()) {
+		t.Errorf("%s exited but still holds the VIP", from)
+	}
+}
+
+// Signals an operator sends out of keepalived's habits (SIGHUP to reload,
+// SIGUSR1 and SIGUSR2 for a dump), to every process of the active, as
+// `systemctl kill --signal=...` does: nothing changes, and the log says
+// what to do instead. Their default action ended both processes: an
+// active that failed over, with no handover, for a reload.
+func TestStraySignalsChangeNothing(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	pid := c.Pid(act)
+	pids := append(lab.Children(pid), pid)
+	before := transitions(t, c, act) + transitions(t, c, other(act))
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2} {
+		for _, p := range pids {
+			if err := syscall.Kill(p, sig); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(c.LogPath(act))
+		if strings.Contains(string(b), "SIGHUP ignored") && strings.Contains(string(b), "SIGUSR2 ignored") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the log never said the signals were ignored")
+		}
+	}
+	// A dead core is a lost peer to the standby within a dead interval
+	// (300 ms): watch for three.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		for _, p := range pids {
+			if err := syscall.Kill(p, 0); err != nil {
+				t.Fatalf("process %d of %s: %v", p, act, err)
+			}
+		}
+		if s, err := c.Status(other(act)); err != nil || s.Role != "STANDBY" || !s.Peer.Seen {
+			t.Fatalf("the standby: %+v, %v", s, err)
+		}
+	}
+	if n := transitions(t, c, act) + transitions(t, c, other(act)); n != before || !c.Holds(act, lab.VIP.Addr()) {
+		t.Errorf("transitions %d, from %d; %s holds the VIP: %v", n, before, act, c.Holds(act, lab.VIP.Addr()))
+	}
+}
+
 func TestSwitchover(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
 	settle(t, c)

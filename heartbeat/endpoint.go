@@ -153,6 +153,9 @@ type Endpoint struct {
 	canPoll  bool
 	peerRole Role
 	polled   rxFrame
+	// peerDead is the dead interval the peer's frames say it runs (zero:
+	// not said); the peer is judged by judgeDead.
+	peerDead time.Duration
 
 	mu     sync.Mutex
 	local  Local
@@ -624,6 +627,7 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 		return true
 	}
 	e.stats.recv.Add(1)
+	e.peerDead = f.Dead
 	if e.recv.genChanged {
 		e.recv.genChanged = false
 		// Written by persistPeer, off this goroutine: an fsync on a
@@ -736,10 +740,11 @@ func agentView(f Frame) Frame {
 // that never runs again cannot keep a dead peer alive.
 func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) (recheck, ok bool) {
 	anyUp := false
+	dead := e.judgeDead()
 	for i := range e.paths {
 		p := &e.paths[i]
-		if silent := now.Sub(p.silentSince()); p.up && silent >= e.cfg.Dead {
-			if silent < 2*e.cfg.Dead && p.queued() {
+		if silent := now.Sub(p.silentSince()); p.up && silent >= dead {
+			if silent < 2*dead && p.queued() {
 				e.stats.queuedAtExpiry.Add(1)
 				recheck = true
 			} else {
@@ -766,14 +771,25 @@ func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) (
 
 // echoFresh says whether f, from the peer, echoes a frame of ours that
 // left within a dead interval before at. A peer that hears us echoes a
-// frame at most an interval old, plus the way there and back.
+// frame at most an interval old (its interval), plus the way there and
+// back.
 func (e *Endpoint) echoFresh(f *Frame, at time.Time) bool {
 	if f.EchoGeneration != e.cfg.Generation || f.EchoSeq == 0 {
 		return false
 	}
 	s := e.sent[f.EchoSeq%sentRing]
-	return s.seq == f.EchoSeq && at.Sub(s.at) <= e.cfg.Dead
+	return s.seq == f.EchoSeq && at.Sub(s.at) <= e.judgeDead()
 }
+
+// judgeDead is the dead interval the peer is judged by: the longer of
+// this node's and the one the peer's frames say it runs. Each node sends
+// at its own interval, so while the two run different timers (a change
+// made one node at a time) a node at fast would take a peer that sends
+// every 100 ms for lost, and the peer, at the default profile, would
+// never see it otherwise; by the longer, neither does (each runs at least
+// three of its intervals to its dead interval). This node's own stalls
+// are still told by its own (Run).
+func (e *Endpoint) judgeDead() time.Duration { return max(e.cfg.Dead, e.peerDead) }
 
 // write sends b on path i: a socket through its sockIO, which names the
 // peer without allocating; anything else through WriteTo.
@@ -796,9 +812,10 @@ func (p *pathState) queued() bool {
 
 func (e *Endpoint) nextDeadline(now time.Time) time.Duration {
 	next := e.cfg.Dead
+	dead := e.judgeDead()
 	for _, p := range e.paths {
 		if p.up {
-			if d := p.silentSince().Add(e.cfg.Dead).Sub(now); d < next {
+			if d := p.silentSince().Add(dead).Sub(now); d < next {
 				next = d
 			}
 		}
@@ -824,7 +841,7 @@ func (e *Endpoint) sendAll(buf []byte, deaf bool) {
 		l.Flags |= FlagDeaf
 	}
 	f := Frame{
-		Cluster: e.cfg.Cluster, Node: e.cfg.Node, Role: l.Role, Flags: l.Flags,
+		Cluster: e.cfg.Cluster, Node: e.cfg.Node, Role: l.Role, Flags: l.Flags, Dead: e.cfg.Dead,
 		Generation: e.cfg.Generation, ActiveFor: -1, LastNewSession: -1,
 		SyncWritten: l.SyncWritten, SyncAcked: l.SyncAcked,
 	}

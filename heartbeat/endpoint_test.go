@@ -315,6 +315,40 @@ func TestPathHeardAgainAfterAOneWayLoss(t *testing.T) {
 	}
 }
 
+// Two nodes with other timers (a profile change made one node at a time)
+// judge each other by the longer dead interval, which the frames carry:
+// the fast node does not lose a peer that sends every 100 ms. Cut, the
+// peer is lost within that longer interval.
+func TestPeerJudgedByTheLongerDeadInterval(t *testing.T) {
+	w := memWorld()
+	fast := startOn(t, w.paths(t, "a"), 1, 10*time.Millisecond)
+	slow := startOn(t, w.paths(t, "b"), 2, 100*time.Millisecond)
+	ev, _ := fast.waitFor(t, PeerFrame, "", 0, 2*time.Second)
+	if ev.Frame.Dead != 300*time.Millisecond {
+		t.Errorf("the slow peer's frames say dead interval %v", ev.Frame.Dead)
+	}
+	slow.waitFor(t, PeerAlive, "", 0, 2*time.Second)
+	// Ten of the slow node's intervals: the fast one's own dead
+	// interval (30 ms) passes between every two of its frames.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if n := fast.count(PeerLost, 0) + fast.count(PathDown, 0); n != 0 {
+			t.Fatalf("the fast node lost its slower peer (%d events)", n)
+		}
+	}
+	if n := slow.count(PeerLost, 0); n != 0 {
+		t.Fatalf("the slow node lost its faster peer (%d events)", n)
+	}
+	mark := fast.len()
+	for _, p := range []string{"raw", "udp"} {
+		w.cut(t, p, false)
+	}
+	cut := time.Now()
+	fast.waitFor(t, PeerLost, "", mark, 2*time.Second)
+	if took := time.Since(cut); took < 200*time.Millisecond {
+		t.Errorf("lost after %v: judged by its own 30 ms, not the peer's 300 ms", took)
+	}
+}
+
 // TestThirdPartyFramesDropped injects frames from a host on the heartbeat
 // segment: forged, truncated, replayed and from an old generation. Each is
 // counted under its reason and none changes what b reports.

@@ -77,6 +77,13 @@ type Frame struct {
 	// path is not taken for a replay, and a copy cannot be moved to
 	// another path.
 	Path uint8
+	// Dead is the sender's dead interval (zero: not said; an older
+	// sender wrote the byte as reserved, zero). Two nodes run their own
+	// timers while a change goes one node at a time; each judges the
+	// other by the longer dead interval of the two, so a node at fast
+	// does not take a peer that still sends every 100 ms for lost. One
+	// byte (putDead), rounded up.
+	Dead time.Duration
 	// Key is the fingerprint of the key that signed the frame; Held are
 	// the fingerprints of the keys the sender holds, newest first, zero
 	// where it holds fewer. A receiver verifies with the key named, and
@@ -126,6 +133,29 @@ func getAge(b []byte) time.Duration {
 	return time.Duration(v) * time.Millisecond
 }
 
+// deadUnits are the steps of a frame's dead interval byte: a code is
+// unit<<6 | n, n from 1 to 63 units (1-63 ms, 10-630 ms, 0.1-6.3 s,
+// 1-63 s).
+var deadUnits = [4]time.Duration{time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond, time.Second}
+
+// putDead encodes d in one byte in the finest unit that holds it, rounded
+// up: a receiver that judges by it waits longer, never less. Zero (not
+// said) for none, or for more than 63 s, which the receiver then does not
+// go by.
+func putDead(d time.Duration) byte {
+	if d <= 0 {
+		return 0
+	}
+	for u, unit := range deadUnits {
+		if n := (d + unit - 1) / unit; n <= 63 {
+			return byte(u<<6) | byte(n)
+		}
+	}
+	return 0
+}
+
+func getDead(b byte) time.Duration { return time.Duration(b&63) * deadUnits[b>>6] }
+
 // MarshalBinary encodes f, MAC field as it stands (see Signer).
 func (f *Frame) MarshalBinary() ([]byte, error) {
 	b := make([]byte, FrameLen)
@@ -142,7 +172,7 @@ func (f *Frame) put(b []byte) {
 	b[12] = f.Node
 	b[13] = byte(f.Role)
 	b[14] = f.Path
-	b[15] = 0
+	b[15] = putDead(f.Dead)
 	binary.BigEndian.PutUint32(b[16:20], f.Key)
 	for i, k := range f.Held {
 		binary.BigEndian.PutUint32(b[20+4*i:], k)
@@ -191,6 +221,7 @@ func (f *Frame) UnmarshalBinary(b []byte) error {
 	f.Node = b[12]
 	f.Role = Role(b[13])
 	f.Path = b[14]
+	f.Dead = getDead(b[15])
 	f.Key = binary.BigEndian.Uint32(b[16:20])
 	for i := range f.Held {
 		f.Held[i] = binary.BigEndian.Uint32(b[20+4*i:])

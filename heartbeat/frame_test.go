@@ -15,7 +15,7 @@ var testKey = bytes.Repeat([]byte{0x42}, 32)
 func sampleFrame() Frame {
 	return Frame{
 		Flags: FlagLocked | FlagPreferred, Cluster: 0x01020304, Node: 1, Role: RoleActive,
-		Path: 1, Key: 0x0a0b0c0d, Held: [HeldKeys]uint32{0x0a0b0c0d, 0x01020304},
+		Path: 1, Dead: 300 * time.Millisecond, Key: 0x0a0b0c0d, Held: [HeldKeys]uint32{0x0a0b0c0d, 0x01020304},
 		Generation: 7, Seq: 9, ActiveFor: 41 * time.Second, LastNewSession: -1,
 		SyncWritten: 100, SyncAcked: 99, EchoGeneration: 3, EchoSeq: 5,
 	}
@@ -27,7 +27,7 @@ func TestFrameLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "48504842" + "02" + "01" + "0011" + "01020304" + "01" + "02" + "01" + "00" +
+	want := "48504842" + "02" + "01" + "0011" + "01020304" + "01" + "02" + "01" + "5e" +
 		"0a0b0c0d" + "0a0b0c0d" + "01020304" + "00000000" +
 		"0000000000000007" + "0000000000000009" + "000000000000a028" + "ffffffffffffffff" +
 		"0000000000000064" + "0000000000000063" + "0000000000000003" + "0000000000000005" +
@@ -225,5 +225,27 @@ func TestReceiverAfterRestartWantsFreshFrames(t *testing.T) {
 	}
 	if reason, ok := r.check(frame(8, 2, 0), 1, &out); !ok {
 		t.Errorf("its second frame: %v", reason)
+	}
+}
+
+// The dead interval's byte holds every profile's exactly, rounds anything
+// else up (a receiver judges by it: never shorter than the sender's), and
+// says nothing beyond 63 s.
+func TestDeadIntervalByte(t *testing.T) {
+	for _, c := range []struct{ in, want time.Duration }{
+		{0, 0}, {-time.Second, 0},
+		{5 * time.Millisecond, 5 * time.Millisecond},
+		{30 * time.Millisecond, 30 * time.Millisecond},
+		{300 * time.Millisecond, 300 * time.Millisecond},
+		{2 * time.Second, 2 * time.Second},
+		{1500 * time.Microsecond, 2 * time.Millisecond},
+		{64 * time.Millisecond, 70 * time.Millisecond},
+		{6301 * time.Millisecond, 7 * time.Second},
+		{63 * time.Second, 63 * time.Second},
+		{64 * time.Second, 0},
+	} {
+		if got := getDead(putDead(c.in)); got != c.want {
+			t.Errorf("%v: reads back %v, want %v", c.in, got, c.want)
+		}
 	}
 }

@@ -102,6 +102,14 @@ func (p *Pair) NewCluster(bin, dir string, o ConfigOptions) (*Cluster, error) {
 	return &Cluster{Pair: p, Bin: bin, Dir: dir, Config: cfg, procs: map[string]*daemonProc{}, media: map[string]*daemonProc{}, configOf: map[string]string{}, Media: o.Media}, nil
 }
 
+// UseConfig makes node's next Start read path instead of the pair's
+// config: the two nodes in the middle of a change made one at a time.
+func (c *Cluster) UseConfig(node, path string) {
+	c.mu.Lock()
+	c.configOf[node] = path
+	c.mu.Unlock()
+}
+
 // Socket is node's control socket.
 func (c *Cluster) Socket(node string) string { return filepath.Join(c.Dir, node, "hapair.sock") }
 

@@ -168,8 +168,11 @@ type Agent struct {
 	// wroteAt is when writes last came (Wrote, NewSession), pushedAt
 	// when the position last went to the frames.
 	wroteAt, pushedAt time.Time
-	lockInfo          string
-	lastTrans         *control.Transition
+	// peerDead is the dead interval the peer's frames last said (the
+	// loop's; logged when it changes).
+	peerDead  time.Duration
+	lockInfo  string
+	lastTrans *control.Transition
 
 	// sessAt is when the store took the newest session (NewSession).
 	sessMu sync.Mutex
@@ -738,6 +741,7 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		a.mu.Lock()
 		a.peerAt = ev.At
 		a.mu.Unlock()
+		a.notePeerDead(ev.Frame.Dead)
 		return a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
 	case heartbeat.PeerLost:
 		return a.step(election.Event{Kind: election.PeerLost, Now: ev.At})
@@ -775,6 +779,24 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		return exit
 	}
 	return false
+}
+
+// notePeerDead logs when the peer's dead interval, as its frames say it,
+// differs from this node's, and when it agrees again: the two are in the
+// middle of a change made one node at a time, and each judges the other by
+// the longer (heartbeat's judgeDead), so failover is that much slower.
+func (a *Agent) notePeerDead(d time.Duration) {
+	if d == 0 || d == a.peerDead {
+		return
+	}
+	prev := a.peerDead
+	a.peerDead = d
+	switch {
+	case d != a.opt.Dead:
+		a.log.Warn("the peer runs another dead interval than this node: each judges the other by the longer until both run the same configuration", "op", "timers", "dead", a.opt.Dead, "peer_dead", d, "judged_by", max(d, a.opt.Dead))
+	case prev != 0:
+		a.log.Info("the peer runs this node's dead interval again", "op", "timers", "dead", a.opt.Dead)
+	}
 }
 
 func (a *Agent) checkEvent(ev health.Event) bool {

@@ -55,7 +55,7 @@ func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer
 		<-ctx.Done()
 		sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
 	}()
-	go ignoreStrays(ctx, log)
+	go ignoreStrays(log)
 	if err := n.Run(ctx); err != nil {
 		log.Error(err.Error())
 		return 1
@@ -64,7 +64,9 @@ func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer
 }
 
 // ignoreStrays keeps the daemon running through signals whose default
-// action would end it, until ctx ends. An operator may send them out of
+// action would end it, for as long as the process lives (a SIGHUP in the
+// middle of a graceful stop's handover must not end it either). An
+// operator may send them out of
 // habit: keepalived reloads its configuration on SIGHUP and dumps its
 // state on SIGUSR1 and SIGUSR2. Ended by one, an active node would fail
 // over with no handover, for a reload it does not do (one is designed,
@@ -72,22 +74,16 @@ func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer
 // SIGPIPE is caught too: the journal's end of stderr may go away, which
 // must not end an HA daemon. Caught rather than ignored, so that the
 // hooks this process starts do not inherit an ignored disposition.
-func ignoreStrays(ctx context.Context, log *slog.Logger) {
+func ignoreStrays(log *slog.Logger) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
-	defer signal.Stop(sigs)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case sig := <-sigs:
-			switch sig {
-			case syscall.SIGHUP:
-				log.Warn("SIGHUP ignored: this version does not reload its configuration; the running one is unchanged (check a new file with hapaird --check, then restart the standby, switch over and restart the other node)", "op", "signal", "signal", "SIGHUP")
-			case syscall.SIGUSR1, syscall.SIGUSR2:
-				name := unix.SignalName(sig.(syscall.Signal))
-				log.Warn(name+" ignored: hapairctl status and /metrics show this node's state", "op", "signal", "signal", name)
-			}
+	for sig := range sigs {
+		switch sig {
+		case syscall.SIGHUP:
+			log.Warn("SIGHUP ignored: this version does not reload its configuration; the running one is unchanged (check a new file with hapaird --check, then restart the standby, switch over and restart the other node)", "op", "signal", "signal", "SIGHUP")
+		case syscall.SIGUSR1, syscall.SIGUSR2:
+			name := unix.SignalName(sig.(syscall.Signal))
+			log.Warn(name+" ignored: hapairctl status and /metrics show this node's state", "op", "signal", "signal", name)
 		}
 	}
 }

@@ -154,8 +154,10 @@ type Endpoint struct {
 	peerRole Role
 	polled   rxFrame
 	// peerDead is the dead interval the peer's frames say it runs (zero:
-	// not said); the peer is judged by judgeDead.
+	// not said); the peer is judged by judgeDead. peerDeaf: its newest
+	// frame said it hears none of ours (FlagDeaf).
 	peerDead time.Duration
+	peerDeaf bool
 
 	mu     sync.Mutex
 	local  Local
@@ -676,6 +678,18 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 		e.stats.stale.Add(1)
 		return true
 	}
+	// A peer that starts to say it hears none of ours (it started, or
+	// came back) gets a frame at once rather than at the next tick: a
+	// starting node decides within its start-up window, three of its own
+	// dead intervals (90 ms at fast), which a peer at the default profile
+	// (a frame every 100 ms) could outlast; and after a heal, the two
+	// arbitrate as soon as each hears the other. Once per such change:
+	// a peer that stays deaf (a one-way link) costs nothing more.
+	deaf := f.Flags&FlagDeaf != 0
+	if deaf && (!e.peerDeaf || f.Generation != e.repGen) {
+		e.SendNow()
+	}
+	e.peerDeaf = deaf
 	e.repGen, e.reported = f.Generation, f.Seq
 	e.peerHeld, e.peerKnown = f.Held, true
 	e.peerRole = f.Role

@@ -349,6 +349,31 @@ func TestPeerJudgedByTheLongerDeadInterval(t *testing.T) {
 	}
 }
 
+// A node that starts hears its peer at once, not at the peer's next
+// tick: the peer answers the first frame that says it hears nobody. Here
+// the peer sends every 10 s; the starting node must hear it within a
+// moment.
+func TestDeafPeerIsAnsweredAtOnce(t *testing.T) {
+	w := memWorld()
+	for _, p := range []string{"raw", "udp"} {
+		w.cut(t, p, false)
+	}
+	slow := startOn(t, w.paths(t, "a"), 1, 10*time.Second)
+	for deadline := time.Now().Add(2 * time.Second); slow.ep.Stats().Sent == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow node sent nothing")
+		}
+	}
+	// Its first frame is lost; the next one is 10 s away.
+	for _, p := range []string{"raw", "udp"} {
+		w.cut(t, p, true)
+	}
+	start := time.Now()
+	starting := startOn(t, w.paths(t, "b"), 2, 10*time.Millisecond)
+	starting.waitFor(t, PeerFrame, "", 0, 2*time.Second)
+	t.Logf("the starting node heard its peer %v after it started", time.Since(start))
+}
+
 // TestThirdPartyFramesDropped injects frames from a host on the heartbeat
 // segment: forged, truncated, replayed and from an old generation. Each is
 // counted under its reason and none changes what b reports.

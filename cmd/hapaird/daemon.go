@@ -66,11 +66,11 @@ func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer
 // ignoreStrays keeps the daemon running through signals whose default
 // action would end it, for as long as the process lives (a SIGHUP in the
 // middle of a graceful stop's handover must not end it either). An
-// operator may send them out of
-// habit: keepalived reloads its configuration on SIGHUP and dumps its
-// state on SIGUSR1 and SIGUSR2. Ended by one, an active node would fail
-// over with no handover, for a reload it does not do (one is designed,
-// not built: design-notes.md). They are logged, with what to do instead.
+// operator may send them out of habit: keepalived reloads its
+// configuration on SIGHUP and dumps its state on SIGUSR1 and SIGUSR2.
+// Ended by one, an active node would fail over with no handover, for a
+// reload it does not do (one is designed, not built: design-notes.md).
+// They are logged, with what to do instead.
 // SIGPIPE is caught too: the journal's end of stderr may go away, which
 // must not end an HA daemon. Caught rather than ignored, so that the
 // hooks this process starts do not inherit an ignored disposition.

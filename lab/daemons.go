@@ -102,12 +102,20 @@ func (p *Pair) NewCluster(bin, dir string, o ConfigOptions) (*Cluster, error) {
 	return &Cluster{Pair: p, Bin: bin, Dir: dir, Config: cfg, procs: map[string]*daemonProc{}, media: map[string]*daemonProc{}, configOf: map[string]string{}, Media: o.Media}, nil
 }
 
-// UseConfig makes node's next Start read path instead of the pair's
-// config: the two nodes in the middle of a change made one at a time.
-func (c *Cluster) UseConfig(node, path string) {
+// RestartOn stops node's daemon (SIGTERM), starts it again on the config
+// at path (from then on its own: the two nodes in the middle of a change
+// made one at a time) and waits until it is the standby.
+func (c *Cluster) RestartOn(node, path string) error {
+	if err := c.Signal(node, syscall.SIGTERM, 10*time.Second); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	c.configOf[node] = path
 	c.mu.Unlock()
+	if err := c.Start(node); err != nil {
+		return err
+	}
+	return c.WaitRole(node, "STANDBY", 10*time.Second)
 }
 
 // Socket is node's control socket.

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hapair/hapair/statesync/client"
@@ -320,14 +319,7 @@ func (c *Cluster) RotateKeys(switchover func(active string) error) error {
 		return err
 	}
 	restart := func(node, cfg string) error {
-		if err := c.Signal(node, syscall.SIGTERM, 10*time.Second); err != nil {
-			return err
-		}
-		c.configOf[node] = cfg
-		if err := c.Start(node); err != nil {
-			return err
-		}
-		if err := c.WaitRole(node, "STANDBY", 10*time.Second); err != nil {
+		if err := c.RestartOn(node, cfg); err != nil {
 			return err
 		}
 		active := other(node)

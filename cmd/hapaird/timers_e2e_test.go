@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -39,22 +38,9 @@ func TestRollingProfileChangeFailsNothingOver(t *testing.T) {
 			}
 			holders := c.WatchHolders()
 			defer holders.Stop()
-			// restart restarts node with the new file and waits until it
-			// is the standby again, hearing its peer.
-			restart := func(node string) {
-				t.Helper()
-				if err := c.Signal(node, syscall.SIGTERM, 10*time.Second); err != nil {
-					t.Fatal(err)
-				}
-				c.UseConfig(node, newCfg)
-				if err := c.Start(node); err != nil {
-					t.Fatal(err)
-				}
-				if err := c.WaitRole(node, "STANDBY", 10*time.Second); err != nil {
-					t.Fatal(err)
-				}
+			if err := c.RestartOn(sb, newCfg); err != nil {
+				t.Fatal(err)
 			}
-			restart(sb)
 			// The two run different timers now: long enough for any
 			// false failover to show (a dead interval is 30-300 ms).
 			for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
@@ -70,7 +56,9 @@ func TestRollingProfileChangeFailsNothingOver(t *testing.T) {
 			if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			restart(act)
+			if err := c.RestartOn(act, newCfg); err != nil {
+				t.Fatal(err)
+			}
 			for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 				if s, err := c.Status(act); err != nil || s.Role != "STANDBY" {
 					t.Fatalf("%s after the change: %+v %v", act, s, err)

@@ -206,6 +206,9 @@ type Holders struct {
 // WatchHolders starts sampling.
 func (p *Pair) WatchHolders() *Holders {
 	h := &Holders{stop: make(chan struct{}), done: make(chan struct{})}
+	p.mu.Lock()
+	p.watchers = append(p.watchers, h)
+	p.mu.Unlock()
 	go func() {
 		defer close(h.done)
 		var since time.Time

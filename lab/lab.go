@@ -82,6 +82,9 @@ type Pair struct {
 	handles map[string]*netlink.Handle
 	procs   []*proc
 	made    []string
+	// watchers are the holder watchers started on the pair (WatchHolders),
+	// stopped by Close before the handles they read go.
+	watchers []*Holders
 }
 
 // proc is a process the pair started; exited closes when Wait returned.
@@ -420,9 +423,15 @@ func (p *Pair) Start(cmd *exec.Cmd) (wait func(within time.Duration) (exited boo
 // and with them every link and address in them. It may be called twice.
 func (p *Pair) Close() error {
 	p.mu.Lock()
-	procs := p.procs
-	p.procs = nil
+	procs, watchers := p.procs, p.watchers
+	p.procs, p.watchers = nil, nil
 	p.mu.Unlock()
+	// A test that failed before it stopped its watcher: the watcher
+	// reads the handles closed below, and a panic there would end the
+	// test binary before its namespaces are deleted.
+	for _, w := range watchers {
+		w.Stop()
+	}
 	for _, pr := range procs {
 		select {
 		case <-pr.exited:

@@ -127,6 +127,29 @@ func TestProcessesEndWithThePair(t *testing.T) {
 	}
 }
 
+// A holder watcher a test did not stop (it failed first) ends with the
+// pair, before the pair's handles go: reading them after would panic, and
+// the panic would end the test binary before its namespaces are deleted.
+func TestCloseStopsHolderWatchers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	p, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := p.WatchHolders()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.done:
+	default:
+		t.Fatal("the watcher still runs after Close")
+	}
+	w.Stop() // a test's deferred Stop, after the pair's cleanup
+}
+
 // A machine without the lab's tools is told which and how to install them,
 // before any pair is built.
 func TestCheckToolsNamesWhatIsMissing(t *testing.T) {

@@ -39,6 +39,9 @@ type Machine struct {
 	activeSince    time.Time
 	lastNewSession time.Time
 
+	// twin: another node runs under this node's name (twinned).
+	twin bool
+
 	peerSeen bool
 	peer     Peer
 	down     map[string]bool // heartbeat paths down: degraded
@@ -213,6 +216,8 @@ func (m *Machine) Step(ev Event) []Action {
 		m.handOff(ev.Now, true, false)
 	case Switchover:
 		m.handOff(ev.Now, false, ev.Force)
+	case Twin:
+		m.twinned(ev)
 	case NewSession:
 		m.lastNewSession = ev.Now
 	case Heard:
@@ -490,7 +495,7 @@ func (m *Machine) lock(ev Event) {
 }
 
 func (m *Machine) health(ev Event) {
-	if ev.Healthy == m.healthy {
+	if ev.Healthy == m.healthy || ev.Healthy && m.twin {
 		return
 	}
 	m.healthy = ev.Healthy
@@ -505,7 +510,7 @@ func (m *Machine) health(ev Event) {
 			m.emit(Action{Kind: Report, Reason: fmt.Sprintf("fault on a locked %v node, keeping its role: %s", m.role, ev.Reason)})
 		}
 		m.advertise()
-	case !ev.Healthy && m.role == Active && !m.peerEligible():
+	case !ev.Healthy && m.role == Active && !m.peerEligible() && !m.twin:
 		// Nobody better to hand to: a degraded service beats none.
 		m.emit(Action{Kind: Report, Reason: "fault on the active node, but no eligible standby: keeping the VIPs: " + ev.Reason})
 		m.advertise()
@@ -513,6 +518,24 @@ func (m *Machine) health(ev Event) {
 		m.become(Fault, ev.Now, "fault: "+ev.Reason)
 	case ev.Healthy && m.role == Fault:
 		m.become(Standby, ev.Now, "checks recovered")
+	default:
+		m.advertise()
+	}
+}
+
+// twinned makes this node a fault for good: another node runs under its
+// name. Unlike a failed check, it drops the VIPs with no eligible standby
+// in sight, since the one other node there is may hold them too; a locked
+// node still keeps its role, as the operator said.
+func (m *Machine) twinned(ev Event) {
+	m.twin = true
+	m.healthy, m.faultReason = false, ev.Reason
+	switch {
+	case m.locked && m.role != Init:
+		m.emit(Action{Kind: Report, Reason: fmt.Sprintf("fault on a locked %v node, keeping its role: %s", m.role, ev.Reason)})
+		m.advertise()
+	case m.role == Active || m.role == Standby:
+		m.become(Fault, ev.Now, "fault: "+ev.Reason)
 	default:
 		m.advertise()
 	}

@@ -550,3 +550,30 @@ func TestSplitFrozenOnlyOnceThePeerHearsUs(t *testing.T) {
 		t.Errorf("the peer's session is newer, and this node is %v (split brain %v)", m.Role(), m.SplitBrain())
 	}
 }
+
+// Another node runs under this node's name: a fault that drops the VIPs
+// even with no eligible standby (the twin may hold them too), that no
+// recovered check clears, and that a lock still holds back.
+func TestTwinIsAFaultForGood(t *testing.T) {
+	m := activeMachine(t)
+	m.Step(Event{Kind: PeerLost, Now: at(50)})
+	acts := m.Step(Event{Kind: Twin, Now: at(100), Reason: "another hapaird runs as node a"})
+	if m.Role() != Fault || !slices.Contains(kinds(acts), ReleaseVIPs) || !m.Advert().Fault {
+		t.Fatalf("role %v, actions %v", m.Role(), acts)
+	}
+	m.Step(Event{Kind: Health, Now: at(200), Healthy: true})
+	m.Step(Event{Kind: PeerLost, Now: at(300)})
+	if m.Role() != Fault {
+		t.Errorf("role %v after a check recovered and the peer left", m.Role())
+	}
+	locked := activeMachine(t)
+	locked.Step(Event{Kind: Lock, Now: at(50), Locked: true})
+	acts = locked.Step(Event{Kind: Twin, Now: at(100), Reason: "another hapaird runs as node a"})
+	if locked.Role() != Active || slices.Contains(kinds(acts), ReleaseVIPs) || kinds(acts)[0] != Report {
+		t.Fatalf("locked: role %v, actions %v", locked.Role(), acts)
+	}
+	locked.Step(Event{Kind: Lock, Now: at(200), Locked: false})
+	if locked.Role() != Fault {
+		t.Errorf("unlocked: role %v, want FAULT", locked.Role())
+	}
+}

@@ -95,9 +95,13 @@ const (
 	// Heard: whether the peer hears this node on a path (Event.Path,
 	// Event.Heard), from the echo in its frames there.
 	Heard
+	// Twin: another node runs under this node's name (Event.Reason). A
+	// fault that never clears and that does not wait for an eligible
+	// standby: the twin may hold the VIPs too.
+	Twin
 )
 
-var eventNames = [...]string{"start", "tick", "peer-frame", "peer-lost", "path-down", "path-up", "lock", "health", "vip-removed", "stop", "switchover", "new-session", "heard"}
+var eventNames = [...]string{"start", "tick", "peer-frame", "peer-lost", "path-down", "path-up", "lock", "health", "vip-removed", "stop", "switchover", "new-session", "heard", "twin"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) {

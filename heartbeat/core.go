@@ -425,6 +425,9 @@ type Core struct {
 	sentAt time.Time // the last local sent, which renewed the lease
 }
 
+// Generation is the heartbeat generation this start sends.
+func (c *Core) Generation() uint64 { return c.cfg.Endpoint.Generation }
+
 // Isolation says what the child got: real-time scheduling, locked memory.
 func (c *Core) Isolation() CoreHello {
 	c.mu.Lock()
@@ -572,7 +575,7 @@ func (c *Core) Run(ctx context.Context) error {
 			if int(buf[2]) < len(pathNames) {
 				ev.Path = pathNames[buf[2]]
 			}
-			if ev.Kind == PeerFrame {
+			if ev.Kind == PeerFrame || ev.Kind == Twin {
 				if err := ev.Frame.UnmarshalBinary(buf[11:eventLen]); err != nil {
 					return fmt.Errorf("heartbeat core: %w", err)
 				}

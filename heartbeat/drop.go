@@ -21,13 +21,17 @@ const (
 	DropOldGeneration
 	DropReplay
 	DropStale // echoes an earlier boot of ours: recorded before we started
+	// DropTwin: an authentic frame in this node's name that this process
+	// did not send (another generation): another host runs as this node,
+	// or this node's own frames from before a restart came late.
+	DropTwin
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"short", "bad_magic", "unknown_version", "malformed", "other_cluster",
 	"own_node", "unknown_key", "bad_mac", "old_generation", "replayed",
-	"stale",
+	"stale", "twin",
 }
 
 func (r DropReason) String() string {

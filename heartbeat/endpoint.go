@@ -85,10 +85,15 @@ const (
 	Fenced                       // the agent's lease ran out: the core said FAULT and released the VIPs
 	PathHeard                    // the peer hears us on a path (its frames there echo ours)
 	PathUnheard                  // it no longer does, though we still hear it there
+	// Twin: another process has sent frames in this node's name, of
+	// its own generation, for a dead interval (Frame is its last): two
+	// hosts run as the same node. Once per generation of the twin, and
+	// again after it was silent for a dead interval.
+	Twin
 )
 
 func (k EventKind) String() string {
-	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running", "fenced", "path-heard", "path-unheard"}[k]
+	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running", "fenced", "path-heard", "path-unheard", "twin"}[k]
 }
 
 // Event is one observation, stamped with the monotonic time it was made.
@@ -158,6 +163,9 @@ type Endpoint struct {
 	// frame said it hears none of ours (FlagDeaf).
 	peerDead time.Duration
 	peerDeaf bool
+	// twinSeen is the newest twin, another process sending in this
+	// node's name (twin).
+	twinSeen twinState
 
 	mu     sync.Mutex
 	local  Local
@@ -626,6 +634,9 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	reason, ok := e.recv.check(r.buf[:r.n], r.path, &f)
 	if !ok {
 		e.stats.drops[reason].Add(1)
+		if reason == DropTwin {
+			return e.twin(ctx, &f, r)
+		}
 		return true
 	}
 	e.stats.recv.Add(1)
@@ -711,6 +722,38 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	}
 	e.reportedView, e.reportedAt = v, r.at
 	return e.emit(ctx, Event{Kind: PeerFrame, Path: p.Name, Frame: f, At: r.at})
+}
+
+// twin follows f, an authentic frame in this node's name that this process
+// did not send. A twin that has kept sending for a dead interval, with
+// its frames' numbers going up and no gap of a dead interval between
+// them, is reported, once for as long as it keeps on: this node's own
+// frames from before a restart, held in a queue, come as one burst and
+// end sooner.
+func (e *Endpoint) twin(ctx context.Context, f *Frame, r *rxFrame) bool {
+	t := &e.twinSeen
+	dead := e.judgeDead()
+	if f.Generation != t.gen || r.at.Sub(t.last) >= dead {
+		*t = twinState{gen: f.Generation, since: r.at, last: r.at, seq: f.Seq}
+		return true
+	}
+	if f.Seq <= t.seq {
+		return true // the other path's copy, or a replay
+	}
+	t.seq, t.last = f.Seq, r.at
+	if t.reported || r.at.Sub(t.since) < dead {
+		return true
+	}
+	t.reported = true
+	return e.emit(ctx, Event{Kind: Twin, Path: e.paths[r.path].Name, Frame: *f, At: r.at})
+}
+
+// twinState is what twin keeps of the newest twin.
+type twinState struct {
+	gen         uint64
+	since, last time.Time
+	seq         uint64
+	reported    bool
 }
 
 // learn makes the sender of r, an authentic frame, the path's destination

@@ -534,3 +534,54 @@ func TestUnchangedFramesWaitForRefresh(t *testing.T) {
 	}
 	b.waitFor(t, PeerFrame, "", lost, 2*time.Second)
 }
+
+// Two hosts run as the same node: each drops the other's frames as its
+// own, so neither hears a peer. A frame in this node's name of another
+// generation, authentic, is a twin's, and a twin that keeps sending for a
+// dead interval is reported, once. This node's own frames, come back, are
+// not; nor is a burst of those from before a restart, held in a queue.
+func TestTwinIsReportedOnce(t *testing.T) {
+	w := memWorld()
+	const iv = 20 * time.Millisecond
+	a := startOn(t, w.paths(t, "a"), 1, iv) // generation 1, dead interval 60 ms
+	raw := w.paths(t, "b")[0].Conn
+	s, _ := NewSigner([][]byte{testKey})
+	send := func(gen, seq uint64) {
+		f := Frame{Cluster: testCluster, Node: 1, Role: RoleActive, Generation: gen, Seq: seq, ActiveFor: -1, LastNewSession: -1}
+		if _, err := raw.WriteTo(s.AppendFrame(nil, &f, 0), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(1, 1)
+	for seq := range uint64(5) {
+		send(9, seq+1)
+	}
+	waitStat(t, a.ep, func(st Stats) bool { return st.Drops["own_node"] == 1 && st.Drops["twin"] == 5 })
+	start := time.Now()
+	seq := uint64(1)
+	for ; a.count(Twin, 0) == 0; seq++ {
+		if time.Since(start) > 2*time.Second {
+			t.Fatal("a twin sending every interval was never reported")
+		}
+		send(7, seq)
+		time.Sleep(iv) // the twin's own pace
+	}
+	ev, _ := a.waitFor(t, Twin, "", 0, 0)
+	if ev.Frame.Generation != 7 || ev.Frame.Node != 1 || ev.Frame.Role != RoleActive {
+		t.Errorf("twin reported as %+v", ev.Frame)
+	}
+	if d := time.Since(start); d < 3*iv {
+		t.Errorf("reported after %v, before a dead interval of its frames", d)
+	}
+	for end := seq + 10; seq < end; seq++ {
+		send(7, seq)
+		time.Sleep(iv)
+	}
+	waitStat(t, a.ep, func(st Stats) bool { return st.Drops["twin"] >= 5+seq-1 })
+	if n := a.count(Twin, 0); n != 1 {
+		t.Errorf("twin reported %d times, want once", n)
+	}
+	if n := a.count(PeerAlive, 0); n != 0 {
+		t.Errorf("a twin's frames made a peer alive %d times", n)
+	}
+}

@@ -162,7 +162,13 @@ func TestReceiverDropReasons(t *testing.T) {
 		{"truncated", first[:50], 1, DropShort},
 		{"magic", append([]byte("XXXX"), first[4:]...), 1, DropMagic},
 		{"other cluster", frame(func(g *Frame) { g.Cluster = 7 }), 1, DropCluster},
-		{"own node", frame(func(g *Frame) { g.Node = 2; g.Seq = 30 }), 1, DropOwnNode},
+		{"own node, come back", frame(func(g *Frame) { g.Node = 2; g.Generation = 3; g.Seq = 30 }), 1, DropOwnNode},
+		{"own node, another generation: a twin", frame(func(g *Frame) { g.Node = 2; g.Seq = 30 }), 1, DropTwin},
+		{"own node, forged", func() []byte {
+			b := frame(func(g *Frame) { g.Node = 2; g.Seq = 30 })
+			b[len(b)-1] ^= 1
+			return b
+		}(), 1, DropMAC},
 		{"unknown key", unknownKey, 1, DropKeyID},
 		{"forged", forged, 1, DropMAC},
 		{"replayed", first, 1, DropReplay},

@@ -1,6 +1,7 @@
 package heartbeat
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 )
@@ -51,7 +52,11 @@ func (r *receiver) check(b []byte, p int, f *Frame) (DropReason, bool) {
 	if f.Cluster = beUint32(b[8:12]); f.Cluster != r.cluster {
 		return DropCluster, false
 	}
-	if b[12] == r.self {
+	// This node's own frames, come back (a looped segment), are dropped
+	// unverified. One of another generation was not sent by this
+	// process: verified, it is a twin (DropTwin), reported with f.
+	own := b[12] == r.self
+	if own && binary.BigEndian.Uint64(b[32:40]) == r.myGen {
 		return DropOwnNode, false
 	}
 	ok, err := r.signer.Verify(b)
@@ -64,6 +69,9 @@ func (r *receiver) check(b []byte, p int, f *Frame) (DropReason, bool) {
 	// Authentic from here on.
 	if err := f.UnmarshalBinary(b); err != nil {
 		return DropMalformed, false
+	}
+	if own {
+		return DropTwin, false
 	}
 	if int(f.Path) != p || p >= len(r.windows) {
 		return DropMalformed, false

@@ -141,7 +141,8 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 		IdleTick: idleTick(cfg.DeadInterval, opt.WatchdogPeriod),
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version,
-		Ready: opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog,
+		Generation: hb.Generation(),
+		Ready:      opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog,
 	})
 	return n.listen()
 }

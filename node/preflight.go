@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -36,6 +38,17 @@ func Preflight(cfg *config.Config, self *config.Node) config.Errors {
 	iface(nodeKey+".public_interface", self.PublicInterface)
 	for i, v := range cfg.VIPs {
 		iface(fmt.Sprintf("vip[%d].interface", i+1), v.VIPInterface(self))
+	}
+	// What the daemon binds must be this machine's: a node started under
+	// the other node's name (a cloned host whose hostname still names the
+	// original, a copied --node) fails here, not at its first bind.
+	// The UDP heartbeat path sends from it, which the kernel refuses for
+	// an address not here whatever ip_nonlocal_bind says.
+	if !local(self.ReplicationAddress) {
+		errs = append(errs, cfg.Errorf(nodeKey+".replication_address", "%s is not an address of this machine (the replication listener and the UDP heartbeat path bind it); is this the other node?", self.ReplicationAddress))
+	}
+	if ap, err := netip.ParseAddrPort(cfg.MetricsListen); err == nil && !bindable(ap.Addr()) {
+		errs = append(errs, cfg.Errorf("metrics.listen", "%s is not an address of this machine", ap.Addr()))
 	}
 	if cfg.TLSCert != "" {
 		if _, _, err := repl.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, cfg.Peer(self).Name); err != nil {
@@ -78,6 +91,41 @@ func lookProgram(name string) string {
 		return fmt.Sprintf("program %s: %v", name, ee.Err)
 	}
 	return err.Error()
+}
+
+// bindable says whether a listener can bind a: a local one, or any at all
+// where the kernel allows a non-local bind (net.ipv4.ip_nonlocal_bind,
+// net.ipv6.ip_nonlocal_bind).
+func bindable(a netip.Addr) bool {
+	sysctl := "/proc/sys/net/ipv4/ip_nonlocal_bind"
+	if a.Is6() && !a.Is4In6() {
+		sysctl = "/proc/sys/net/ipv6/ip_nonlocal_bind"
+	}
+	if b, err := os.ReadFile(sysctl); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return true
+	}
+	return local(a)
+}
+
+// local says whether a is an address on one of this machine's interfaces,
+// the unspecified or a loopback one.
+func local(a netip.Addr) bool {
+	a = a.Unmap().WithZone("")
+	if !a.IsValid() || a.IsUnspecified() || a.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true // cannot tell: the daemon's own bind will say
+	}
+	for _, x := range addrs {
+		if n, ok := x.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // shellBuiltin are the POSIX shell's special and regular builtins that no

@@ -409,6 +409,109 @@ func TestBadStart(t *testing.T) {
 	}
 }
 
+// A host that takes the other node's name (a clone of it whose hostname
+// still names the original, a --node copied from it) would, if it ran,
+// drop every frame of the real one as its own and both would hold the
+// VIP. What the daemon binds is not on that host: --check says so by file,
+// line and key, and the daemon refuses to start, beside an untouched pair.
+func TestNodeUnderThePeersNameRefuses(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	settle(t, c)
+	src, _ := os.ReadFile(c.Config)
+	line := 1 + strings.Count(string(src[:strings.Index(string(src), "replication_address")]), "\n")
+	want := fmt.Sprintf("%s:%d: node[1].replication_address: %s is not an address of this machine", c.Config, line, lab.ReplAddr["a"].Addr())
+	out, err := lab.Command(c.B, daemonBin, "--check", "-c", c.Config, "--node", "a").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("--check as a on b's host: %v, want %q in:\n%s", err, want, out)
+	}
+	if out, err := lab.Command(c.B, daemonBin, "--check", "-c", c.Config, "--node", "b").CombinedOutput(); err != nil {
+		t.Errorf("--check as b on b's host: %v\n%s", err, out)
+	}
+	// The metrics listener is bound at start too.
+	metrics := filepath.Join(c.Dir, "metrics.toml")
+	os.WriteFile(metrics, append(src, fmt.Sprintf("\n[metrics]\nlisten = \"%s:9405\"\n", lab.ReplAddr["a"].Addr())...), 0o644)
+	out, err = lab.Command(c.B, daemonBin, "--check", "-c", metrics, "--node", "b").CombinedOutput()
+	if want := fmt.Sprintf("metrics.listen: %s is not an address of this machine", lab.ReplAddr["a"].Addr()); err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("--check with another host's metrics address: %v, want %q in:\n%s", err, want, out)
+	}
+	dir := t.TempDir()
+	cmd := lab.Command(c.B, daemonBin, "-c", c.Config, "--node", "a", "--state-dir", dir, "--socket", filepath.Join(dir, "hapair.sock"))
+	var outb strings.Builder
+	cmd.Stdout, cmd.Stderr = &outb, &outb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(outb.String(), want) {
+			t.Errorf("daemon as a on b's host: %v, want %q in:\n%s", err, want, outb.String())
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("a daemon under the peer's name kept running:\n%s", outb.String())
+	}
+	if c.Holds("b", lab.VIP.Addr()) || !c.Holds("a", lab.VIP.Addr()) {
+		t.Error("the VIP moved")
+	}
+	if err := c.WaitRole("a", "ACTIVE", time.Second); err != nil {
+		t.Error(err)
+	}
+}
+
+// A clone of a's host, its addresses and all, booted in b's place (which
+// --check cannot tell from a) runs as a beside it. Each drops the other's
+// frames as its own, so neither hears a peer; before, both held the VIP.
+// Now each reports the twin, the newcomer refuses to be active, and the
+// active keeps the VIP alone.
+func TestTwinRefusesToBeActive(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	settle(t, c)
+	if err := c.Signal("b", syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"ip", "addr", "del", lab.ReplAddr["b"].String(), "dev", lab.Repl},
+		{"ip", "addr", "add", lab.ReplAddr["a"].String(), "dev", lab.Repl},
+	} {
+		if out, err := lab.Command(c.B, args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+	}
+	if out, err := lab.Command(c.B, daemonBin, "--check", "-c", c.Config, "--node", "a").CombinedOutput(); err != nil {
+		t.Fatalf("--check as a on the clone: %v\n%s", err, out)
+	}
+	if err := c.Start("b", "--node", "a"); err != nil {
+		t.Fatal(err)
+	}
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	if err := c.WaitRole("b", "FAULT", 10*time.Second); err != nil {
+		t.Fatalf("the twin on b's host: %v", err)
+	}
+	st, err := c.Status("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(st.Faults, " "), "another hapaird runs as node a") {
+		t.Errorf("the twin's status says %v", st.Faults)
+	}
+	for _, node := range []string{"a", "b"} {
+		log, _ := os.ReadFile(c.LogPath(node))
+		if !strings.Contains(string(log), "another hapaird sends heartbeats as this node") {
+			t.Errorf("%s's log does not report the twin", node)
+		}
+	}
+	if err := c.WaitRole("a", "ACTIVE", time.Second); err != nil {
+		t.Error(err)
+	}
+	if _, both := holders.Stop(); both > 0 || c.Holds("b", lab.VIP.Addr()) || !c.Holds("a", lab.VIP.Addr()) {
+		t.Errorf("two holders for %v; b holds the VIP: %v", both, c.Holds("b", lab.VIP.Addr()))
+	}
+}
+
 // hapairctl runs the operator's tool against node's daemon, as an operator
 // on that node would.
 func hapairctl(t *testing.T, c *lab.Cluster, node string, args ...string) string {

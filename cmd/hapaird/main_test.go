@@ -104,14 +104,16 @@ func TestStrayArgumentsStartNothing(t *testing.T) {
 }
 
 // Issue 15.1: --check finds what the daemon would fail on at start, also
-// when the file is valid: here, the example with its interfaces made
-// local (lo), a hook whose program is not there, an exec check whose
+// when the file is valid: here, the example with its interfaces and
+// addresses made local (lo), a hook whose program is not there, an exec check whose
 // program is not there, and TLS files that do not exist. Each is named by
 // line and key; --file-only checks the file alone.
 func TestCheckFindsWhatThisMachineLacks(t *testing.T) {
 	path := exampleConfig(t, "")
 	src, _ := os.ReadFile(path)
 	src = bytes.ReplaceAll(bytes.ReplaceAll(src, []byte(`"eth1"`), []byte(`"lo"`)), []byte(`"eth0"`), []byte(`"lo"`))
+	// and beta's replication address, which the daemon binds.
+	src = bytes.ReplaceAll(src, []byte(`"198.51.100.2"`), []byte(`"127.0.0.2"`))
 	var out, errb bytes.Buffer
 	os.WriteFile(path, src, 0o644)
 	if rc := run([]string{"--check", "-c", path, "--node", "beta"}, &out, &errb); rc != 0 {

@@ -120,6 +120,9 @@ type Options struct {
 	// Identity for status.
 	Cluster, Node, Peer, Profile, Version string
 	Dead                                  time.Duration
+	// Generation is this start's heartbeat generation: of two active
+	// twins (two hosts as the same node), the lower stays (twin).
+	Generation uint64
 	// Watchdog, if set, is called from the loop every tick, so a hung loop
 	// (not only a dead process) stops the pings (optional).
 	Watchdog func()
@@ -768,6 +771,8 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		return a.step(election.Event{Kind: election.Heard, Now: ev.At, Path: ev.Path, Heard: heard})
 	case heartbeat.PeerAlive:
 		a.log.Info("peer heard", "op", "peer", "peer", a.opt.Peer, "path", ev.Path)
+	case heartbeat.Twin:
+		return a.twin(ev)
 	case heartbeat.Fenced:
 		// This loop stopped renewing the heartbeat core's lease (the
 		// process was stopped, or starved): the core has told the peer
@@ -779,6 +784,31 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		return exit
 	}
 	return false
+}
+
+// twin handles another hapaird that sends heartbeats in this node's name:
+// a copy of this node's host, its addresses and all (a cloned virtual
+// machine booted beside the original), which --check cannot tell from it.
+// Each drops the other's frames as its own, so both would hold the VIPs,
+// silently. Two nodes cannot both be right about
+// who they are: this one refuses to be active (a fault that lasts until it
+// is restarted), unless it is active and the twin is not (a newcomer still
+// in its start-up window, which the twin's report comes well within), or
+// both are and this one's generation is the lower: a rule of no meaning
+// but that both apply alike, so exactly one of them stays.
+func (a *Agent) twin(ev heartbeat.Event) bool {
+	f := ev.Frame
+	stay := a.m.Role() == election.Active && (f.Role != heartbeat.RoleActive || a.opt.Generation < f.Generation)
+	a.log.Error("another hapaird sends heartbeats as this node: two hosts run as node "+a.opt.Node+"; check --node and the hostname on each",
+		"op", "twin", "path", ev.Path, "twin_role", f.Role.String(), "twin_generation", fmt.Sprintf("%016x", f.Generation), "stays_active", stay)
+	if stay {
+		return false
+	}
+	reason := "another hapaird runs as node " + a.opt.Node + " (check --node and the hostname on each host); restart this one once fixed"
+	a.mu.Lock()
+	a.faults["twin"] = reason // for status, and so no check's recovery clears it
+	a.mu.Unlock()
+	return a.step(election.Event{Kind: election.Twin, Now: ev.At, Reason: reason})
 }
 
 // notePeerDead logs when the peer's dead interval, as its frames say it,

@@ -573,3 +573,57 @@ func TestLateLoopStampsASessionWhenTheStoreTookIt(t *testing.T) {
 		r.log.mu.Unlock()
 	}
 }
+
+// Another hapaird sends in this node's name (two hosts run as node a):
+// this node refuses to be active, unless it is active and the twin is not,
+// or both are and this one's generation is the lower. Exactly one of two
+// active twins stays, whichever of them decides.
+func TestTwinRefusesToBeActive(t *testing.T) {
+	const mine = 5 << 32
+	for _, c := range []struct {
+		name      string
+		active    bool // this node is active when the twin is reported
+		twin      heartbeat.Role
+		twinGen   uint64
+		wantFault bool
+	}{
+		{"standby", false, heartbeat.RoleInit, mine + 1, true},
+		{"active, twin not", true, heartbeat.RoleInit, mine + 1, false},
+		{"both active, this one lower", true, heartbeat.RoleActive, mine + 1, false},
+		{"both active, this one higher", true, heartbeat.RoleActive, mine - 1, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, c.active, nil)
+			r.a.opt.Generation = mine
+			r.run(t)
+			if c.active {
+				r.waitRole(t, "ACTIVE")
+			} else {
+				r.hb.events <- frame(heartbeat.RoleActive, heartbeat.FlagHolding)
+				r.waitRole(t, "STANDBY")
+			}
+			r.hb.events <- heartbeat.Event{Kind: heartbeat.Twin, Path: "raw", At: time.Now(), Frame: heartbeat.Frame{Node: 1, Role: c.twin, Generation: c.twinGen}}
+			for deadline := time.Now().Add(2 * time.Second); r.log.count("op=twin") == 0; time.Sleep(2 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the twin was not logged")
+				}
+			}
+			if !c.wantFault {
+				if st := r.a.Status(); st.Role != "ACTIVE" || !r.vips.isHeld() {
+					t.Errorf("role %s, VIP held %v: want it to stay active", st.Role, r.vips.isHeld())
+				}
+				return
+			}
+			r.waitRole(t, "FAULT")
+			if r.vips.isHeld() {
+				t.Error("VIP still held by a node that refuses to be active")
+			}
+			// A peer that leaves does not make it take over.
+			r.hb.events <- heartbeat.Event{Kind: heartbeat.PeerLost, At: time.Now()}
+			r.hb.events <- frame(heartbeat.RoleInit, 0)
+			if st := r.a.Status(); st.Role != "FAULT" || r.vips.isHeld() {
+				t.Errorf("role %s, VIP held %v after the peer left", st.Role, r.vips.isHeld())
+			}
+		})
+	}
+}

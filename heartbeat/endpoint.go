@@ -26,8 +26,11 @@ type Path struct {
 	// the raw path turns from broadcast to unicast by itself.
 	Learn bool
 	// ifindex is a packet socket's interface (RawPath), which its sends
-	// name.
+	// name; ifname is its name, by which rebind finds it made anew, and
+	// peerMAC the peer's MAC as configured (nil: learned).
 	ifindex int
+	ifname  string
+	peerMAC net.HardwareAddr
 }
 
 // Config sets up an Endpoint. Zero durations mean the default profile.
@@ -90,10 +93,13 @@ const (
 	// hosts run as the same node. Once per generation of the twin, and
 	// again after it was silent for a dead interval.
 	Twin
+	// Rebound: the raw path's interface was deleted and made again
+	// under its name, and the path was opened anew on it (rebind).
+	Rebound
 )
 
 func (k EventKind) String() string {
-	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running", "fenced", "path-heard", "path-unheard", "twin"}[k]
+	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running", "fenced", "path-heard", "path-unheard", "twin", "rebound"}[k]
 }
 
 // Event is one observation, stamped with the monotonic time it was made.
@@ -197,6 +203,8 @@ type pathState struct {
 	// interval: the peer hears us on it.
 	peerGen, peerSeq uint64
 	heardBack        bool
+	// lookedAt is when rebind last looked for the path's interface.
+	lookedAt time.Time
 }
 
 // silentSince is where the path's dead interval starts.
@@ -419,6 +427,9 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		if !ok {
 			return nil
 		}
+		if ok, err := e.rebind(ctx, now, polling, &peerAlive); !ok || err != nil {
+			return err
+		}
 		if want := e.wantPoll(peerAlive); want != polling {
 			if want {
 				handle := func(r *rxFrame) bool { return e.receive(ctx, r, &peerAlive) }
@@ -497,34 +508,40 @@ func (e *Endpoint) poll(ctx context.Context, peerAlive *bool) bool {
 // startReaders starts a reader on every path, each waiting on its socket.
 func (e *Endpoint) startReaders(ctx context.Context) error {
 	for i := range e.paths {
-		p := &e.paths[i]
-		if p.io != nil {
-			if err := p.io.watch(); err != nil {
-				return fmt.Errorf("heartbeat: %s: %w", p.Name, err)
-			}
+		if err := e.startReader(ctx, i); err != nil {
+			return err
 		}
-		reading, stop := make(chan struct{}), make(chan struct{})
-		p.reading, p.stop = reading, stop
-		go func() {
-			defer close(reading)
-			e.read(ctx, i, stop)
-		}()
 	}
 	return nil
 }
 
-// endReaders tells every path's reader to end, and takes owned sockets out
-// of the poller, which wakes a reader waiting on one.
-func (e *Endpoint) endReaders() {
-	for i := range e.paths {
-		p := &e.paths[i]
-		if p.stop != nil {
-			close(p.stop)
-			p.stop = nil
+// startReader starts path i's reader.
+func (e *Endpoint) startReader(ctx context.Context, i int) error {
+	p := &e.paths[i]
+	if p.io != nil {
+		if err := p.io.watch(); err != nil {
+			return fmt.Errorf("heartbeat: %s: %w", p.Name, err)
 		}
-		if p.io != nil {
-			p.io.unwatch()
-		}
+	}
+	reading, stop := make(chan struct{}), make(chan struct{})
+	p.reading, p.stop = reading, stop
+	go func() {
+		defer close(reading)
+		e.read(ctx, i, stop)
+	}()
+	return nil
+}
+
+// endReader tells path i's reader to end, and takes an owned socket out of
+// the poller, which wakes a reader waiting on it.
+func (e *Endpoint) endReader(i int) {
+	p := &e.paths[i]
+	if p.stop != nil {
+		close(p.stop)
+		p.stop = nil
+	}
+	if p.io != nil {
+		p.io.unwatch()
 	}
 }
 
@@ -532,21 +549,90 @@ func (e *Endpoint) endReaders() {
 // frame one took meanwhile to handle (a reader that has a frame hands it
 // over before it ends); false when handle said so.
 func (e *Endpoint) stopReaders(handle func(*rxFrame) bool) bool {
-	e.endReaders()
 	for i := range e.paths {
-		p := &e.paths[i]
-		for p.reading != nil {
-			select {
-			case <-p.reading:
-				p.reading = nil
-			case r := <-e.rx:
-				if !handle(&r) {
-					return false
-				}
+		e.endReader(i)
+	}
+	for i := range e.paths {
+		if !e.waitReader(i, handle) {
+			return false
+		}
+	}
+	return true
+}
+
+// waitReader waits for path i's reader, told to end, to end, passing each
+// frame a reader took meanwhile to handle; false when handle said so.
+func (e *Endpoint) waitReader(i int, handle func(*rxFrame) bool) bool {
+	p := &e.paths[i]
+	for p.reading != nil {
+		select {
+		case <-p.reading:
+			p.reading = nil
+		case r := <-e.rx:
+			if !handle(&r) {
+				return false
 			}
 		}
 	}
 	return true
+}
+
+// lookEvery bounds how often rebind looks for the interface of a raw path
+// that is down.
+const lookEvery = time.Second
+
+// rebind opens a raw path that is down anew when its interface was deleted
+// and made again under its name, as NetworkManager does to a VLAN or a
+// bond on "nmcli con down" and "up", and ifupdown on ifdown and ifup: a
+// packet socket stays bound to the interface it was opened on, by index,
+// and neither hears nor reaches anything on its successor, so the path
+// stayed down until a restart, the pair on one path without saying why.
+// It looks once a second at most; an interface not back yet, or the same
+// one (the peer, or the cable, is silent), is left as it is. false when
+// ctx ended.
+func (e *Endpoint) rebind(ctx context.Context, now time.Time, polling bool, peerAlive *bool) (bool, error) {
+	for i := range e.paths {
+		p := &e.paths[i]
+		if p.up || p.ifname == "" || now.Sub(p.lookedAt) < lookEvery {
+			continue
+		}
+		p.lookedAt = now
+		ifi, err := net.InterfaceByName(p.ifname)
+		if err != nil || ifi.Index == p.ifindex {
+			continue
+		}
+		np, err := RawPath(ifi, p.peerMAC)
+		if err != nil {
+			continue // again at the next look
+		}
+		e.endReader(i)
+		if !e.waitReader(i, func(r *rxFrame) bool { return e.receive(ctx, r, peerAlive) }) {
+			np.Conn.Close()
+			return false, nil
+		}
+		p.Conn.Close()
+		if p.io != nil {
+			p.io.close()
+		}
+		p.Path, p.io, p.hasLearned = np, newSockIO(np.Conn, np.ifindex, EtherType), false
+		if p.io != nil {
+			p.io.setPeer(np.Peer.(*packet.Addr).HardwareAddr)
+		}
+		e.mu.Lock()
+		e.peers[i] = np.Peer
+		e.mu.Unlock()
+		if !e.emit(ctx, Event{Kind: Rebound, Path: p.Name, At: now}) {
+			return false, nil
+		}
+		if !polling {
+			if err := e.startReader(ctx, i); err != nil {
+				return false, err
+			}
+		}
+		// Heard at once, not at the next tick.
+		e.SendNow()
+	}
+	return true, nil
 }
 
 // receiveQueued handles what the readers already took off the sockets, so

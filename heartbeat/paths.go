@@ -17,7 +17,7 @@ func RawPath(ifi *net.Interface, peerMAC net.HardwareAddr) (Path, error) {
 	if err != nil {
 		return Path{}, fmt.Errorf("heartbeat: raw socket on %s: %w", ifi.Name, err)
 	}
-	p := Path{Name: "raw", Conn: c, Peer: &packet.Addr{HardwareAddr: peerMAC}, ifindex: ifi.Index}
+	p := Path{Name: "raw", Conn: c, Peer: &packet.Addr{HardwareAddr: peerMAC}, ifindex: ifi.Index, ifname: ifi.Name, peerMAC: peerMAC}
 	if peerMAC == nil {
 		p.Peer = &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
 		p.Learn = true

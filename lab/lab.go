@@ -340,6 +340,37 @@ func (p *Pair) SetLink(ns, link string, up bool) error {
 // CutHeartbeat takes the dedicated heartbeat link down (up restores it).
 func (p *Pair) CutHeartbeat(up bool) error { return p.SetLink(p.A, Heartbeat, up) }
 
+// RemakeHeartbeat deletes the dedicated heartbeat link and makes it again
+// under the same names, as NetworkManager does to a VLAN or a bond on
+// "nmcli con down" and "up": new interfaces, new indexes. The new ends have
+// no IPv6, so that every packet they count is a heartbeat. Not with
+// Options.HeartbeatSwitch.
+func (p *Pair) RemakeHeartbeat() error {
+	h := p.handles[p.A]
+	l, err := h.LinkByName(Heartbeat)
+	if err != nil {
+		return fmt.Errorf("lab: %s/%s: %w", p.A, Heartbeat, err)
+	}
+	if err := h.LinkDel(l); err != nil { // a veth: both ends go
+		return fmt.Errorf("lab: delete %s/%s: %w", p.A, Heartbeat, err)
+	}
+	if err := p.veth(p.A, Heartbeat, p.B, Heartbeat); err != nil {
+		return err
+	}
+	for _, ns := range []string{p.A, p.B} {
+		err := Do(ns, func() error {
+			return os.WriteFile("/proc/sys/net/ipv6/conf/"+Heartbeat+"/disable_ipv6", []byte("1"), 0)
+		})
+		if err != nil {
+			return fmt.Errorf("lab: no IPv6 on %s/%s: %w", ns, Heartbeat, err)
+		}
+		if err := p.SetLink(ns, Heartbeat, true); err != nil {
+			return err
+		}
+	}
+	return p.waitOperUp(3 * time.Second)
+}
+
 // CutReplication takes the replication link down (up restores it).
 func (p *Pair) CutReplication(up bool) error { return p.SetLink(p.A, Repl, up) }
 

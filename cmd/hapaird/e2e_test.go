@@ -309,6 +309,62 @@ func TestHeartbeatLinkDownIsDegradedOnly(t *testing.T) {
 	}
 }
 
+// The heartbeat interface is deleted and made again under its name, as
+// NetworkManager does to a VLAN or a bond on "nmcli con down" and "up".
+// The raw path's socket stayed bound to the old interface: the path never
+// came back until a restart, the pair ran on its second path alone, and
+// nothing went out on the new interface. Judged by the kernel's counters
+// of the new interfaces, and by what each node says of the path.
+func TestHeartbeatInterfaceRemadeComesBack(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	settle(t, c)
+	if err := c.RemakeHeartbeat(); err != nil {
+		t.Fatal(err)
+	}
+	counts := func(ns string) (tx, rx uint64) {
+		l, err := c.Handle(ns).LinkByName(lab.Heartbeat)
+		if err != nil || l.Attrs().Statistics == nil {
+			return 0, 0
+		}
+		return l.Attrs().Statistics.TxPackets, l.Attrs().Statistics.RxPackets
+	}
+	rawUp := func(node string) bool {
+		st, err := c.Status(node)
+		if err != nil {
+			return false
+		}
+		for _, p := range st.Paths {
+			if p.Name == "raw" {
+				return p.Up && p.PeerHears
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		txa, rxa := counts(c.A)
+		txb, rxb := counts(c.B)
+		// Ten frames each way: a second of the default profile.
+		if min(txa, rxa, txb, rxb) >= 10 && rawUp("a") && rawUp("b") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the raw path on the new interface: a sent %d, received %d, up %v; b sent %d, received %d, up %v", txa, rxa, rawUp("a"), txb, rxb, rawUp("b"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := c.WaitRole("a", "ACTIVE", time.Second); err != nil {
+		t.Error(err)
+	}
+	if err := c.WaitRole("b", "STANDBY", time.Second); err != nil {
+		t.Error(err)
+	}
+	log, _ := os.ReadFile(c.LogPath("a"))
+	if !strings.Contains(string(log), "the heartbeat interface was made anew") {
+		t.Error("a's log does not say why the path came back")
+	}
+}
+
 func TestKilledPairLeavesNoVIP(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{Lease: "2s"})
 	act := settle(t, c)

@@ -773,6 +773,8 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		a.log.Info("peer heard", "op", "peer", "peer", a.opt.Peer, "path", ev.Path)
 	case heartbeat.Twin:
 		return a.twin(ev)
+	case heartbeat.Rebound:
+		a.log.Info("the heartbeat interface was made anew: its path opened on it again", "op", "path", "path", ev.Path)
 	case heartbeat.Fenced:
 		// This loop stopped renewing the heartbeat core's lease (the
 		// process was stopped, or starved): the core has told the peer

@@ -50,6 +50,20 @@ func Preflight(cfg *config.Config, self *config.Node) config.Errors {
 	if ap, err := netip.ParseAddrPort(cfg.MetricsListen); err == nil && !bindable(ap.Addr()) {
 		errs = append(errs, cfg.Errorf("metrics.listen", "%s is not an address of this machine", ap.Addr()))
 	}
+	// A VIP in the host's own network configuration is there for good,
+	// on the standby too, which then answers for it beside the active:
+	// the classic mistake, and hapair could neither claim nor release it.
+	if m, err := vipManager(cfg, self); err == nil {
+		perm, _ := m.Permanent()
+		m.Close()
+		for _, a := range perm {
+			for i, v := range cfg.VIPs {
+				if v.Prefix == a.Prefix && v.VIPInterface(self) == a.Interface {
+					errs = append(errs, cfg.Errorf(fmt.Sprintf("vip[%d].address", i+1), "%s is configured on %s for good (in the network configuration?): hapair adds and removes it itself, and a standby that keeps it answers for it beside the active; take it out of the network configuration and delete it (ip addr del %s dev %s)", a.Prefix, a.Interface, a.Prefix, a.Interface))
+				}
+			}
+		}
+	}
 	if cfg.TLSCert != "" {
 		if _, _, err := repl.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, cfg.Peer(self).Name); err != nil {
 			errs = append(errs, cfg.Errorf("tls.cert", "%v", err))

@@ -291,6 +291,27 @@ func (m *Manager) Cleanup() ([]Addr, error) {
 	return removed, errors.Join(errs...)
 }
 
+// Permanent lists the configured VIPs that are on this host without a
+// lifetime: never hapair's, which adds every VIP with a lease, but the
+// operator's or the network configuration's.
+func (m *Manager) Permanent() ([]Addr, error) {
+	var out []Addr
+	for _, a := range m.addrs {
+		l, err := m.link(a.Interface)
+		if err != nil {
+			continue
+		}
+		_, permanent, err := m.find(l, a)
+		if err != nil {
+			return nil, err
+		}
+		if permanent {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
 // Present lists the configured VIPs that are on this host now.
 func (m *Manager) Present() ([]Addr, error) {
 	var out []Addr

@@ -176,6 +176,15 @@ func TestCleanupReleaseAndForeign(t *testing.T) {
 	if present, _ := m.Present(); len(present) != 1 {
 		t.Errorf("the permanent address is gone: %v", present)
 	}
+	if perm, err := m.Permanent(); err != nil || len(perm) != 1 || perm[0].Prefix != lab.VIP {
+		t.Errorf("permanent: %v, %v; want the IPv4 VIP alone", perm, err)
+	}
+	if err := m.Claim(); !errors.Is(err, ErrForeign) {
+		t.Fatal(err)
+	}
+	if perm, _ := m.Permanent(); len(perm) != 1 {
+		t.Errorf("permanent with the IPv6 VIP leased beside it: %v", perm)
+	}
 	// Claiming twice is idempotent.
 	b := manager(t, p.B, 0, lab.VIP)
 	if err := b.Claim(); err != nil {

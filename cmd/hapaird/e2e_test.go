@@ -523,6 +523,49 @@ func TestNodeUnderThePeersNameRefuses(t *testing.T) {
 	}
 }
 
+// The VIP put in a host's own network configuration (the classic mistake)
+// is there for good, on the standby too, which then answers for it beside
+// the active, and hapair can neither claim nor release it. --check and
+// the start name it; the pair beside is untouched.
+func TestPermanentVIPRefused(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	settle(t, c)
+	if err := c.Signal("b", syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := lab.Command(c.B, "ip", "addr", "add", lab.VIP.String(), "dev", lab.Public).CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v %s", err, out)
+	}
+	src, _ := os.ReadFile(c.Config)
+	line := 2 + strings.Count(string(src[:strings.Index(string(src), "[[vip]]")]), "\n")
+	want := fmt.Sprintf("%s:%d: vip[1].address: %s is configured on %s for good", c.Config, line, lab.VIP, lab.Public)
+	out, err := lab.Command(c.B, daemonBin, "--check", "-c", c.Config, "--node", "b").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("--check: %v, want %q in:\n%s", err, want, out)
+	}
+	cmd := lab.Command(c.B, daemonBin, "-c", c.Config, "--node", "b", "--state-dir", c.StateDir("b"), "--socket", c.Socket("b"))
+	var outb strings.Builder
+	cmd.Stdout, cmd.Stderr = &outb, &outb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(outb.String(), want) {
+			t.Errorf("daemon: %v, want %q in:\n%s", err, want, outb.String())
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("the daemon started beside a permanent VIP:\n%s", outb.String())
+	}
+	if err := c.WaitRole("a", "ACTIVE", time.Second); err != nil {
+		t.Error(err)
+	}
+}
+
 // A clone of a's host, its addresses and all, booted in b's place (which
 // --check cannot tell from a) runs as a beside it. Each drops the other's
 // frames as its own, so neither hears a peer; before, both held the VIP.

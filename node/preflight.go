@@ -41,9 +41,10 @@ func Preflight(cfg *config.Config, self *config.Node) config.Errors {
 	}
 	// What the daemon binds must be this machine's: a node started under
 	// the other node's name (a cloned host whose hostname still names the
-	// original, a copied --node) fails here, not at its first bind.
-	// The UDP heartbeat path sends from it, which the kernel refuses for
-	// an address not here whatever ip_nonlocal_bind says.
+	// original, a copied --node) fails here, not at its first bind. The
+	// replication address must be here whatever ip_nonlocal_bind says:
+	// the UDP heartbeat path sends from it, which the kernel refuses for
+	// an address that is not.
 	if !local(self.ReplicationAddress) {
 		errs = append(errs, cfg.Errorf(nodeKey+".replication_address", "%s is not an address of this machine (the replication listener and the UDP heartbeat path bind it); is this the other node?", self.ReplicationAddress))
 	}

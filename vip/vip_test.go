@@ -248,6 +248,14 @@ func TestWatch(t *testing.T) {
 		t.Errorf("unexpected %v after our own release", ev.Kind)
 	case <-time.After(200 * time.Millisecond):
 	}
+	// Added by hand, for good: not ours (our own claims above, with a
+	// lease, said nothing).
+	h := p.Handle(p.A)
+	l, _ := h.LinkByName(lab.Public)
+	if err := h.AddrAdd(l, m.nlAddr(m.addrs[0], false)); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, events, Foreign)
 }
 
 // removeByHand deletes m's first VIP from node A's interface, as an

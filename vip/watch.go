@@ -22,16 +22,20 @@ const (
 	Removed EventKind = iota
 	CarrierDown
 	CarrierUp
+	// Foreign: a VIP was added on this host without a lifetime, so by
+	// someone else (hapair adds every VIP with a lease): by hand, or by
+	// the network configuration. Not hapair's to remove.
+	Foreign
 )
 
 func (k EventKind) String() string {
-	return [...]string{"vip-removed", "carrier-down", "carrier-up"}[k]
+	return [...]string{"vip-removed", "carrier-down", "carrier-up", "vip-foreign"}[k]
 }
 
 // Event is one observation from Watch.
 type Event struct {
 	Kind      EventKind
-	Addr      Addr // Removed only
+	Addr      Addr // Removed and Foreign only
 	Interface string
 }
 
@@ -120,6 +124,9 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 				continue
 			}
 			ip, _ := netip.AddrFromSlice(u.LinkAddress.IP)
+			if u.NewAddr && uint32(u.ValidLft) == forever && !v.foreign(ip.Unmap()) {
+				return nil
+			}
 			if !u.NewAddr && !v.removed(ip.Unmap()) {
 				return nil
 			}
@@ -181,6 +188,16 @@ func (v *view) removed(ip netip.Addr) bool {
 	}
 	for _, a := range v.m.addrs {
 		if a.Prefix.Addr() == ip && !v.emit(Event{Kind: Removed, Addr: a, Interface: a.Interface}) {
+			return false
+		}
+	}
+	return true
+}
+
+// foreign reports the VIPs at ip, added for good by someone else.
+func (v *view) foreign(ip netip.Addr) bool {
+	for _, a := range v.m.addrs {
+		if a.Prefix.Addr() == ip && !v.emit(Event{Kind: Foreign, Addr: a, Interface: a.Interface}) {
 			return false
 		}
 	}

@@ -566,6 +566,35 @@ func TestPermanentVIPRefused(t *testing.T) {
 	}
 }
 
+// An operator adds the VIP by hand on the standby ("to test the service
+// there"): both hosts now answer ARP for it, and a client may go to
+// either. Not hapair's to remove, but the standby says so at once.
+func TestVIPAddedByHandOnTheStandbyIsReported(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	settle(t, c)
+	if out, err := lab.Command(c.B, "ip", "addr", "add", lab.VIP.String(), "dev", lab.Public).CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v %s", err, out)
+	}
+	const want = "a VIP was added on this node for good"
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if log, _ := os.ReadFile(c.LogPath("b")); strings.Contains(string(log), want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b's log never said %q", want)
+		}
+	}
+	if err := c.WaitRole("a", "ACTIVE", time.Second); err != nil {
+		t.Error(err)
+	}
+	if err := c.WaitRole("b", "STANDBY", time.Second); err != nil {
+		t.Error(err)
+	}
+	if !c.Holds("b", lab.VIP.Addr()) {
+		t.Error("the operator's address was removed")
+	}
+}
+
 // A clone of a's host, its addresses and all, booted in b's place (which
 // --check cannot tell from a) runs as a beside it. Each drops the other's
 // frames as its own, so neither hears a peer; before, both held the VIP.

@@ -865,6 +865,12 @@ func (a *Agent) vipEvent(ev vip.Event) bool {
 	case vip.Removed:
 		a.log.Warn("held VIP removed from outside", "op", "watch", "vip", ev.Addr.String())
 		return a.step(election.Event{Kind: election.VIPRemoved, Now: now})
+	case vip.Foreign:
+		// Not ours to remove: whoever added it may mean it. But a node
+		// that is not active answers ARP for it beside the active, and
+		// one that is can neither renew nor release it.
+		a.log.Error("a VIP was added on this node for good, by hand or by the network configuration: while this node is not active it answers for it beside the active; delete it",
+			"op", "watch", "vip", ev.Addr.String(), "role", a.m.Role().String())
 	case vip.CarrierDown:
 		a.log.Warn("public link lost carrier", "op", "watch", "iface", ev.Interface)
 		return a.setFault("link:"+ev.Interface, "public link "+ev.Interface+" lost carrier", now)

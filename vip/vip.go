@@ -295,36 +295,28 @@ func (m *Manager) Cleanup() ([]Addr, error) {
 // lifetime: never hapair's, which adds every VIP with a lease, but the
 // operator's or the network configuration's.
 func (m *Manager) Permanent() ([]Addr, error) {
-	var out []Addr
-	for _, a := range m.addrs {
-		l, err := m.link(a.Interface)
-		if err != nil {
-			continue
-		}
-		_, permanent, err := m.find(l, a)
-		if err != nil {
-			return nil, err
-		}
-		if permanent {
-			out = append(out, a)
-		}
-	}
-	return out, nil
+	return m.which(func(_, permanent bool) bool { return permanent })
 }
 
 // Present lists the configured VIPs that are on this host now.
 func (m *Manager) Present() ([]Addr, error) {
+	return m.which(func(present, _ bool) bool { return present })
+}
+
+// which lists the configured VIPs whose state on this host keep accepts;
+// one whose interface is not here is not listed.
+func (m *Manager) which(keep func(present, permanent bool) bool) ([]Addr, error) {
 	var out []Addr
 	for _, a := range m.addrs {
 		l, err := m.link(a.Interface)
 		if err != nil {
 			continue
 		}
-		present, _, err := m.find(l, a)
+		present, permanent, err := m.find(l, a)
 		if err != nil {
 			return nil, err
 		}
-		if present {
+		if keep(present, permanent) {
 			out = append(out, a)
 		}
 	}

@@ -420,52 +420,43 @@ func TestSecondDaemonRefuses(t *testing.T) {
 	}
 }
 
+// refusesToStart runs hapaird in namespace ns with args and wants it to
+// exit, within a bound, non-zero and saying want: a daemon that starts by
+// mistake must fail the test, not hang it.
+func refusesToStart(t *testing.T, ns string, within time.Duration, want string, args ...string) {
+	t.Helper()
+	cmd := lab.Command(ns, daemonBin, args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(out.String(), want) {
+			t.Errorf("hapaird %s: %v, want %q in:\n%s", strings.Join(args, " "), err, want, out.String())
+		}
+	case <-time.After(within):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("hapaird %s kept running:\n%s", strings.Join(args, " "), out.String())
+	}
+}
+
 func TestBadStart(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
 	// A config error: named, non-zero exit.
 	bad := filepath.Join(c.Dir, "bad.toml")
 	src, _ := os.ReadFile(c.Config)
 	os.WriteFile(bad, []byte(strings.Replace(string(src), `profile = "default"`, `profile = "ludicrous"`, 1)), 0o644)
-	// Bounded: a config that starts by mistake must fail the test, not
-	// hang it (a profile named here became a real one once).
-	badCmd := lab.Command(c.A, daemonBin, "-c", bad, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a"))
-	var badOut strings.Builder
-	badCmd.Stdout, badCmd.Stderr = &badOut, &badOut
-	if err := badCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	badDone := make(chan error, 1)
-	go func() { badDone <- badCmd.Wait() }()
-	select {
-	case err := <-badDone:
-		if err == nil || !strings.Contains(badOut.String(), `bad.toml:5: profile: "ludicrous" is none of`) {
-			t.Errorf("bad config: %v\n%s", err, badOut.String())
-		}
-	case <-time.After(10 * time.Second):
-		badCmd.Process.Kill()
-		<-badDone
-		t.Fatal("daemon with a bad config kept running")
-	}
+	// Bounded: a profile named here became a real one once.
+	refusesToStart(t, c.A, 10*time.Second, `bad.toml:5: profile: "ludicrous" is none of`, "-c", bad, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a"))
 	// A missing interface: refused, nothing claimed.
 	missing := filepath.Join(c.Dir, "missing.toml")
 	os.WriteFile(missing, []byte(strings.Replace(string(src), `heartbeat_interface = "hb0"`, `heartbeat_interface = "nosuch0"`, 1)), 0o644)
-	cmd := lab.Command(c.A, daemonBin, "-c", missing, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a"))
-	done := make(chan error, 1)
-	var outb strings.Builder
-	cmd.Stdout, cmd.Stderr = &outb, &outb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(outb.String(), "interface nosuch0") {
-			t.Errorf("missing interface: %v\n%s", err, outb.String())
-		}
-	case <-time.After(5 * time.Second):
-		cmd.Process.Signal(syscall.SIGKILL)
-		t.Fatal("daemon with a missing interface kept running")
-	}
+	refusesToStart(t, c.A, 5*time.Second, "interface nosuch0", "-c", missing, "--node", "a", "--state-dir", c.StateDir("a"), "--socket", c.Socket("a"))
 	if c.Holds("a", lab.VIP.Addr()) {
 		t.Error("VIP claimed by a daemon that refused to start")
 	}
@@ -497,24 +488,7 @@ func TestNodeUnderThePeersNameRefuses(t *testing.T) {
 		t.Errorf("--check with another host's metrics address: %v, want %q in:\n%s", err, want, out)
 	}
 	dir := t.TempDir()
-	cmd := lab.Command(c.B, daemonBin, "-c", c.Config, "--node", "a", "--state-dir", dir, "--socket", filepath.Join(dir, "hapair.sock"))
-	var outb strings.Builder
-	cmd.Stdout, cmd.Stderr = &outb, &outb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(outb.String(), want) {
-			t.Errorf("daemon as a on b's host: %v, want %q in:\n%s", err, want, outb.String())
-		}
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("a daemon under the peer's name kept running:\n%s", outb.String())
-	}
+	refusesToStart(t, c.B, 10*time.Second, want, "-c", c.Config, "--node", "a", "--state-dir", dir, "--socket", filepath.Join(dir, "hapair.sock"))
 	if c.Holds("b", lab.VIP.Addr()) || !c.Holds("a", lab.VIP.Addr()) {
 		t.Error("the VIP moved")
 	}
@@ -543,24 +517,7 @@ func TestPermanentVIPRefused(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), want) {
 		t.Errorf("--check: %v, want %q in:\n%s", err, want, out)
 	}
-	cmd := lab.Command(c.B, daemonBin, "-c", c.Config, "--node", "b", "--state-dir", c.StateDir("b"), "--socket", c.Socket("b"))
-	var outb strings.Builder
-	cmd.Stdout, cmd.Stderr = &outb, &outb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(outb.String(), want) {
-			t.Errorf("daemon: %v, want %q in:\n%s", err, want, outb.String())
-		}
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("the daemon started beside a permanent VIP:\n%s", outb.String())
-	}
+	refusesToStart(t, c.B, 10*time.Second, want, "-c", c.Config, "--node", "b", "--state-dir", c.StateDir("b"), "--socket", c.Socket("b"))
 	if err := c.WaitRole("a", "ACTIVE", time.Second); err != nil {
 		t.Error(err)
 	}

@@ -24,6 +24,9 @@ type Config struct {
 	// role change per flap, while a failure that follows a quiet spell
 	// still fails over at once.
 	HoldDown time.Duration
+	// Generation is this node's heartbeat generation: of two active
+	// twins (two hosts run as this node), the lower stays (Twin).
+	Generation uint64
 }
 
 // Machine is one node's role state machine. The zero value is not usable;
@@ -523,11 +526,20 @@ func (m *Machine) health(ev Event) {
 	}
 }
 
-// twinned makes this node a fault for good: another node runs under its
-// name. Unlike a failed check, it drops the VIPs with no eligible standby
-// in sight, since the one other node there is may hold them too; a locked
-// node still keeps its role, as the operator said.
+// twinned handles another node that runs under this node's name, Event.Peer
+// standing for it. This node may stay as it is if it is active and the
+// twin is not (a newcomer still in its start-up window), or both are and
+// its generation is the lower: a rule of no meaning but that both apply
+// alike, so exactly one of two active twins stays. Otherwise it becomes a
+// fault for good: unlike a failed check, one that drops the VIPs with no
+// eligible standby in sight, since the one other node there is may hold
+// them too; a locked node still keeps its role, as the operator said.
 func (m *Machine) twinned(ev Event) {
+	t := ev.Peer
+	if m.role == Active && (t.Role != Active || m.cfg.Generation < t.Generation) {
+		m.emit(Action{Kind: Report, Reason: "staying active beside a twin: " + ev.Reason})
+		return
+	}
 	m.twin = true
 	m.healthy, m.faultReason = false, ev.Reason
 	switch {
@@ -540,6 +552,10 @@ func (m *Machine) twinned(ev Event) {
 		m.advertise()
 	}
 }
+
+// Twinned says this node refuses to be active for good: another node runs
+// under its name (Twin).
+func (m *Machine) Twinned() bool { return m.twin }
 
 // handOff starts a make-before-break handoff: say we are leaving and keep
 // the VIPs until the peer says it is active, or the bound passes.

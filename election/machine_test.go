@@ -551,24 +551,61 @@ func TestSplitFrozenOnlyOnceThePeerHearsUs(t *testing.T) {
 	}
 }
 
-// Another node runs under this node's name: a fault that drops the VIPs
-// even with no eligible standby (the twin may hold them too), that no
-// recovered check clears, and that a lock still holds back.
-func TestTwinIsAFaultForGood(t *testing.T) {
-	m := activeMachine(t)
-	m.Step(Event{Kind: PeerLost, Now: at(50)})
-	acts := m.Step(Event{Kind: Twin, Now: at(100), Reason: "another hapaird runs as node a"})
-	if m.Role() != Fault || !slices.Contains(kinds(acts), ReleaseVIPs) || !m.Advert().Fault {
-		t.Fatalf("role %v, actions %v", m.Role(), acts)
+// Another node runs under this node's name. An active node stays while
+// the twin is not active, or is but has the higher generation; otherwise
+// it is a fault that drops the VIPs even with no eligible standby (the
+// twin may hold them too), that no recovered check clears, and that a
+// lock still holds back.
+func TestTwin(t *testing.T) {
+	const mine = 5
+	active := func(t *testing.T) *Machine {
+		t.Helper()
+		m := New(Config{Node: 1, Preferred: true, Dead: dead, Generation: mine})
+		m.Step(Event{Kind: Start, Now: at(0)})
+		m.Step(Event{Kind: PeerFrame, Now: at(10), Peer: Peer{Role: Standby}})
+		m.Step(Event{Kind: Tick, Now: at(25)})
+		m.Step(Event{Kind: PeerLost, Now: at(50)})
+		if m.Role() != Active {
+			t.Fatalf("setup: role %v", m.Role())
+		}
+		return m
 	}
-	m.Step(Event{Kind: Health, Now: at(200), Healthy: true})
-	m.Step(Event{Kind: PeerLost, Now: at(300)})
-	if m.Role() != Fault {
-		t.Errorf("role %v after a check recovered and the peer left", m.Role())
+	twin := func(role Role, gen uint64) Event {
+		return Event{Kind: Twin, Now: at(100), Reason: "another hapaird runs as node a", Peer: Peer{Role: role, Generation: gen}}
 	}
-	locked := activeMachine(t)
+	for _, c := range []struct {
+		name string
+		twin Event
+		stay bool
+	}{
+		{"twin starting", twin(Init, mine+1), true},
+		{"twin active, this one lower", twin(Active, mine+1), true},
+		{"twin active, this one higher", twin(Active, mine-1), false},
+	} {
+		m := active(t)
+		acts := m.Step(c.twin)
+		if c.stay {
+			if m.Role() != Active || m.Twinned() || slices.Contains(kinds(acts), ReleaseVIPs) || kinds(acts)[0] != Report {
+				t.Errorf("%s: role %v, twinned %v, actions %v; want it to stay active", c.name, m.Role(), m.Twinned(), acts)
+			}
+			continue
+		}
+		if m.Role() != Fault || !m.Twinned() || !slices.Contains(kinds(acts), ReleaseVIPs) || !m.Advert().Fault {
+			t.Fatalf("%s: role %v, twinned %v, actions %v", c.name, m.Role(), m.Twinned(), acts)
+		}
+		m.Step(Event{Kind: Health, Now: at(200), Healthy: true})
+		m.Step(Event{Kind: PeerLost, Now: at(300)})
+		if m.Role() != Fault {
+			t.Errorf("%s: role %v after a check recovered and the peer left", c.name, m.Role())
+		}
+	}
+	sb := standbyMachine(t)
+	if sb.Step(twin(Init, mine)); sb.Role() != Fault || !sb.Twinned() {
+		t.Errorf("standby: role %v, twinned %v", sb.Role(), sb.Twinned())
+	}
+	locked := active(t)
 	locked.Step(Event{Kind: Lock, Now: at(50), Locked: true})
-	acts = locked.Step(Event{Kind: Twin, Now: at(100), Reason: "another hapaird runs as node a"})
+	acts := locked.Step(twin(Active, mine-1))
 	if locked.Role() != Active || slices.Contains(kinds(acts), ReleaseVIPs) || kinds(acts)[0] != Report {
 		t.Fatalf("locked: role %v, actions %v", locked.Role(), acts)
 	}

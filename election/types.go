@@ -95,9 +95,10 @@ const (
 	// Heard: whether the peer hears this node on a path (Event.Path,
 	// Event.Heard), from the echo in its frames there.
 	Heard
-	// Twin: another node runs under this node's name (Event.Reason). A
-	// fault that never clears and that does not wait for an eligible
-	// standby: the twin may hold the VIPs too.
+	// Twin: another node runs under this node's name (Event.Peer: its
+	// role and generation; Event.Reason). Unless this node may stay
+	// active, a fault that never clears and that does not wait for an
+	// eligible standby: the twin may hold the VIPs too.
 	Twin
 )
 

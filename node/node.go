@@ -135,14 +135,13 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 	n.handedOver = append(n.handedOver, watch.Close)
 	n.agent = agent.New(agent.Options{
 		Health: monitor, Hooks: n.hooks,
-		Election:  election.Config{Node: self.ID, Preferred: cfg.Primary == self.Name, Dead: cfg.DeadInterval, StartupWindow: cfg.StartupWindow(), HoldDown: cfg.HoldDown},
+		Election:  election.Config{Node: self.ID, Preferred: cfg.Primary == self.Name, Dead: cfg.DeadInterval, StartupWindow: cfg.StartupWindow(), HoldDown: cfg.HoldDown, Generation: hb.Generation()},
 		Heartbeat: hb, VIPs: n.vips, VIPWatch: watch, Log: log, Sync: n.svc, SyncMode: statesync.Mode(cfg.SyncMode),
 		Interval: cfg.Interval, Dead: cfg.DeadInterval, Lease: cfg.Lease, Refresh: cfg.GARPRefresh,
 		IdleTick: idleTick(cfg.DeadInterval, opt.WatchdogPeriod),
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version,
-		Generation: hb.Generation(),
-		Ready:      opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog,
+		Ready: opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog,
 	})
 	return n.listen()
 }

@@ -120,9 +120,6 @@ type Options struct {
 	// Identity for status.
 	Cluster, Node, Peer, Profile, Version string
 	Dead                                  time.Duration
-	// Generation is this start's heartbeat generation: of two active
-	// twins (two hosts as the same node), the lower stays (twin).
-	Generation uint64
 	// Watchdog, if set, is called from the loop every tick, so a hung loop
 	// (not only a dead process) stops the pings (optional).
 	Watchdog func()
@@ -792,25 +789,20 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 // a copy of this node's host, its addresses and all (a cloned virtual
 // machine booted beside the original), which --check cannot tell from it.
 // Each drops the other's frames as its own, so both would hold the VIPs,
-// silently. Two nodes cannot both be right about
-// who they are: this one refuses to be active (a fault that lasts until it
-// is restarted), unless it is active and the twin is not (a newcomer still
-// in its start-up window, which the twin's report comes well within), or
-// both are and this one's generation is the lower: a rule of no meaning
-// but that both apply alike, so exactly one of them stays.
+// silently. The machine decides which of the two refuses to be active
+// (election's Twin); both log it.
 func (a *Agent) twin(ev heartbeat.Event) bool {
-	f := ev.Frame
-	stay := a.m.Role() == election.Active && (f.Role != heartbeat.RoleActive || a.opt.Generation < f.Generation)
-	a.log.Error("another hapaird sends heartbeats as this node: two hosts run as node "+a.opt.Node+"; check --node and the hostname on each",
-		"op", "twin", "path", ev.Path, "twin_role", f.Role.String(), "twin_generation", fmt.Sprintf("%016x", f.Generation), "stays_active", stay)
-	if stay {
-		return false
-	}
 	reason := "another hapaird runs as node " + a.opt.Node + " (check --node and the hostname on each host); restart this one once fixed"
-	a.mu.Lock()
-	a.faults["twin"] = reason // for status, and so no check's recovery clears it
-	a.mu.Unlock()
-	return a.step(election.Event{Kind: election.Twin, Now: ev.At, Reason: reason})
+	exit := a.step(election.Event{Kind: election.Twin, Now: ev.At, Reason: reason, Peer: peerOf(ev.Frame)})
+	refuses := a.m.Twinned()
+	a.log.Error("another hapaird sends heartbeats as this node: two hosts run as node "+a.opt.Node+"; check --node and the hostname on each",
+		"op", "twin", "path", ev.Path, "twin_role", ev.Frame.Role.String(), "twin_generation", fmt.Sprintf("%016x", ev.Frame.Generation), "refuses_active", refuses)
+	if refuses {
+		a.mu.Lock()
+		a.faults["twin"] = reason // for status, and so no check's recovery clears it
+		a.mu.Unlock()
+	}
+	return exit
 }
 
 // notePeerDead logs when the peer's dead interval, as its frames say it,

@@ -594,7 +594,8 @@ func TestTwinRefusesToBeActive(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := newRig(t, c.active, nil)
-			r.a.opt.Generation = mine
+			r.a.opt.Election.Generation = mine
+			r.a.m = election.New(r.a.opt.Election)
 			r.run(t)
 			if c.active {
 				r.waitRole(t, "ACTIVE")

@@ -139,7 +139,7 @@ func (h *harness) frame(i int) Peer {
 		f.LastNewSession = now.Sub(ad.LastNewSession).Truncate(time.Millisecond)
 	}
 	if ad.Frozen != nil {
-		f = *ad.Frozen
+		f = ad.Frozen.onTheWire() // frames carry whole milliseconds
 	}
 	// The heartbeat core says Deaf while it hears no frame of the peer's.
 	return Peer{Role: ad.Role, Locked: ad.Locked, Fault: ad.Fault, Leaving: ad.Leaving, SplitBrain: ad.SplitBrain, Holding: ad.Holding, Deaf: !n.alive, Facts: f}

@@ -620,7 +620,11 @@ func (m *Machine) splitBrain(now time.Time, p Peer) {
 		if p.Deaf {
 			return
 		}
-		f := m.facts(now)
+		// Frozen as the peer will hear them: both nodes must arbitrate
+		// on the same numbers, or two that became active within a
+		// FactsUnit of each other may each find itself the one active
+		// longest, and both stay.
+		f := m.facts(now).onTheWire()
 		m.frozen = &f
 		m.advertise()
 	}

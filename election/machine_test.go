@@ -614,3 +614,41 @@ func TestTwin(t *testing.T) {
 		t.Errorf("unlocked: role %v, want FAULT", locked.Role())
 	}
 }
+
+// Two nodes that became active within a millisecond of each other split:
+// a at 10.1 ms, b at 10.4 ms, both freezing at 11.5 ms. Frames carry ages
+// in whole milliseconds (heartbeat's putAge), so each hears the other's
+// 1.4 or 1.1 ms as 1 ms. Each must arbitrate on the numbers the other
+// hears, or both find themselves the one active longest and stay: a CI
+// run at turbo kept such a split for good.
+func TestSplitArbitratesOnWhatTheWireCarries(t *testing.T) {
+	us := func(n int) time.Time { return epoch.Add(time.Duration(n) * time.Microsecond) }
+	wire := func(d time.Duration) time.Duration { // heartbeat's putAge, then getAge
+		if d < 0 {
+			return -1
+		}
+		return d / time.Millisecond * time.Millisecond
+	}
+	nodes := [2]*Machine{}
+	for i, activeAt := range []int{10100, 10400} {
+		m := New(Config{Node: uint8(i + 1), Dead: dead, StartupWindow: 10 * time.Millisecond})
+		m.Step(Event{Kind: Start, Now: us(0)})
+		m.Step(Event{Kind: Tick, Now: us(activeAt)})
+		if m.Role() != Active {
+			t.Fatalf("setup: node %d is %v", i+1, m.Role())
+		}
+		m.Step(Event{Kind: PeerFrame, Now: us(11500), Peer: Peer{Role: Active, Facts: Facts{Node: uint8(2 - i), ActiveFor: time.Millisecond, LastNewSession: -1}}})
+		if m.Advert().Frozen == nil {
+			t.Fatalf("setup: node %d did not freeze", i+1)
+		}
+		nodes[i] = m
+	}
+	frozen := [2]Facts{*nodes[0].Advert().Frozen, *nodes[1].Advert().Frozen}
+	for i, m := range nodes {
+		f := frozen[1-i]
+		m.Step(Event{Kind: PeerFrame, Now: us(11600), Peer: Peer{Role: Active, SplitBrain: true, Facts: Facts{Node: f.Node, Preferred: f.Preferred, ActiveFor: wire(f.ActiveFor), LastNewSession: wire(f.LastNewSession)}}})
+	}
+	if a, b := nodes[0].Role(), nodes[1].Role(); (a == Active) == (b == Active) {
+		t.Fatalf("after the split: a %v, b %v; want exactly one active (frozen %+v, %+v)", a, b, frozen[0], frozen[1])
+	}
+}

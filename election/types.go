@@ -40,6 +40,23 @@ type Facts struct {
 	LastNewSession time.Duration
 }
 
+// FactsUnit is the resolution of the ages in Facts as frames carry them
+// (heartbeat's putAge keeps whole milliseconds).
+const FactsUnit = time.Millisecond
+
+// onTheWire is f as the peer hears it: its ages cut to whole FactsUnits
+// (a negative one, "none", stays as it is).
+func (f Facts) onTheWire() Facts {
+	cut := func(d time.Duration) time.Duration {
+		if d < 0 {
+			return d
+		}
+		return d.Truncate(FactsUnit)
+	}
+	f.ActiveFor, f.LastNewSession = cut(f.ActiveFor), cut(f.LastNewSession)
+	return f
+}
+
 // Peer is the content of the peer's latest frame.
 type Peer struct {
 	Role       Role

@@ -628,3 +628,24 @@ func TestTwinRefusesToBeActive(t *testing.T) {
 		})
 	}
 }
+
+// The machine freezes a split's facts at election.FactsUnit, the unit in
+// which frames carry ages, so that what one node arbitrates on is what the
+// other hears (election's TestSplitArbitratesOnWhatTheWireCarries). A frame
+// that carried ages in another unit would break that.
+func TestFrozenFactsCrossTheWireUnchanged(t *testing.T) {
+	s, err := heartbeat.NewSigner([][]byte{make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []time.Duration{0, 1400 * time.Microsecond, 37*time.Second + 999*time.Microsecond} {
+		f := heartbeat.Frame{Cluster: 1, Node: 1, Role: heartbeat.RoleActive, Flags: heartbeat.FlagSplitBrain, ActiveFor: d, LastNewSession: d}
+		var g heartbeat.Frame
+		if err := g.UnmarshalBinary(s.AppendFrame(nil, &f, 0)); err != nil {
+			t.Fatal(err)
+		}
+		if want := d.Truncate(election.FactsUnit); g.ActiveFor != want || g.LastNewSession != want {
+			t.Errorf("ages of %v crossed the wire as %v and %v, want %v", d, g.ActiveFor, g.LastNewSession, want)
+		}
+	}
+}

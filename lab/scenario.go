@@ -92,14 +92,20 @@ func (c *Cluster) Settle(within time.Duration) (active string, err error) {
 	return "", fmt.Errorf("lab: pair did not settle within %v", within)
 }
 
-// allPathsUp says whether s's node hears its peer on every heartbeat path.
+// allPathsUp says whether s's node hears its peer on both heartbeat paths
+// of a lab pair, the raw and the UDP one. Status lists a path only once it
+// was heard: an active that reads its standby at its own send tick
+// (heartbeat's polling) hears the second path up to an interval later,
+// and a scrape in between lacked it (TestMetricsScrape).
 func allPathsUp(s *control.Status) bool {
+	up := 0
 	for _, p := range s.Paths {
 		if !p.Up {
 			return false
 		}
+		up++
 	}
-	return len(s.Paths) > 0
+	return up == 2
 }
 
 // Run performs one scenario on a settled pair and measures it.

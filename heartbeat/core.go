@@ -172,6 +172,9 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 	if err != nil {
 		return err
 	}
+	if err := readFirstLocal(conn, ep, buf); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
@@ -317,6 +320,30 @@ func (ep *Endpoint) releaseWhenTaken(ctx context.Context, release func()) {
 		}
 	}
 	release()
+}
+
+// readFirstLocal waits for the agent's first local, which the parent sends
+// right after the hello, and gives it to the endpoint before it sends
+// anything: the first frame says what the agent says (INIT, preferred,
+// locked, its session position). Frames sent before it said INIT with no
+// flags, and a peer whose start-up window ended then took this node for
+// a plain starting one, not the preferred node, and became active beside
+// it.
+func readFirstLocal(conn io.Reader, ep *Endpoint, buf []byte) error {
+	n, err := conn.Read(buf)
+	if err != nil {
+		return err
+	}
+	if n == 0 || buf[0] != msgLocal {
+		return fmt.Errorf("heartbeat core: the agent's first message is %q of %d bytes, not its local", buf[:min(n, 1)], n)
+	}
+	var l Local
+	var frozen FrozenAges
+	if _, err := getLocal(buf[:n], &l, &frozen, time.Now()); err != nil {
+		return err
+	}
+	ep.setLocal(&l, false)
+	return nil
 }
 
 func forwardEvents(ctx context.Context, conn io.Writer, ep *Endpoint) {
@@ -478,9 +505,14 @@ func (c *Core) UpdateLocal(f func(*Local)) {
 }
 
 func (c *Core) send(now bool) {
-	var b [localLen]byte
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.sendLocked(now)
+}
+
+// sendLocked sends the local, c.mu held.
+func (c *Core) sendLocked(now bool) {
+	var b [localLen]byte
 	if c.conn == nil {
 		return
 	}
@@ -553,10 +585,13 @@ func (c *Core) Run(ctx context.Context) error {
 	if c.OnHello != nil {
 		c.OnHello(hello)
 	}
+	// The child waits for the local before it sends a frame
+	// (readFirstLocal): it is the first message, before any the agent
+	// sends once conn is set.
 	c.mu.Lock()
 	c.conn = conn
+	c.sendLocked(true)
 	c.mu.Unlock()
-	c.send(true)
 	go func() {
 		<-ctx.Done()
 		conn.Close()

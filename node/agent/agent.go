@@ -267,6 +267,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		e.checks = a.opt.Health.Events()
 		goes(func() { a.opt.Health.Run(edgeCtx) })
 	}
+	// The lock as it stands at start, before anything else: a node
+	// locked while the daemon was down starts locked. And before the
+	// heartbeat core starts: its first frame says what this says
+	// (locked, preferred), or a peer whose start-up window ends then
+	// takes this node for a plain starting one.
+	a.applyLock(lockfile.Read(a.opt.LockFile), time.Now())
+	a.opt.Heartbeat.SetLocal(a.local(a.m.Advert()))
 	goes(func() { e.hbErr <- a.opt.Heartbeat.Run(edgeCtx) })
 	goes(func() { e.watchErr <- a.opt.VIPWatch.Run(edgeCtx, e.vipEvents) })
 	goes(func() { a.watchLock(edgeCtx) })
@@ -298,9 +305,6 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 		refresh = t.C
 	}
 
-	// The lock as it stands at start, before anything else: a node
-	// locked while the daemon was down starts locked.
-	a.applyLock(lockfile.Read(a.opt.LockFile), time.Now())
 	done := ctx.Done()
 	var hardStop <-chan time.Time
 	for {

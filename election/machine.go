@@ -44,6 +44,9 @@ type Machine struct {
 
 	// twin: another node runs under this node's name (twinned).
 	twin bool
+	// unverified: the peer's node sends frames no key of ours verifies,
+	// and nothing authentic (Unverified).
+	unverified bool
 
 	peerSeen bool
 	peer     Peer
@@ -221,6 +224,11 @@ func (m *Machine) Step(ev Event) []Action {
 		m.handOff(ev.Now, false, ev.Force)
 	case Twin:
 		m.twinned(ev)
+	case Unverified:
+		m.unverified = ev.Unverified
+		if !m.unverified && m.role == Standby && !m.peerSeen && m.holdUntil.IsZero() {
+			m.takeOver(ev.Now, "peer silent: the heartbeats this node could not verify stopped")
+		}
 	case NewSession:
 		m.lastNewSession = ev.Now
 	case Heard:
@@ -345,6 +353,12 @@ func (m *Machine) endStartup(now time.Time) {
 		return
 	}
 	if !m.peerSeen {
+		if m.unverified {
+			// Whatever sends them is there, and may hold the VIPs:
+			// two holders are worse than none until the keys agree.
+			m.become(Standby, now, "start-up: the peer's heartbeats cannot be verified (it signs with a key this node does not hold); not taking the VIPs beside it")
+			return
+		}
 		if m.locked {
 			m.become(Standby, now, "start-up: peer silent, but this node is locked")
 			return
@@ -490,7 +504,7 @@ func (m *Machine) lock(ev Event) {
 		m.become(Fault, ev.Now, "fault (held while locked): "+m.faultReason)
 	case !m.locked && m.healthy && m.role == Fault:
 		m.become(Standby, ev.Now, "checks recovered (while locked)")
-	case !m.locked && m.healthy && m.role == Standby && !m.peerSeen:
+	case !m.locked && m.healthy && m.role == Standby && !m.peerSeen && !m.unverified:
 		m.become(Active, ev.Now, "unlocked with the peer lost")
 	default:
 		m.advertise()

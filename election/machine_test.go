@@ -652,3 +652,52 @@ func TestSplitArbitratesOnWhatTheWireCarries(t *testing.T) {
 		t.Fatalf("after the split: a %v, b %v; want exactly one active (frozen %+v, %+v)", a, b, frozen[0], frozen[1])
 	}
 }
+
+// A peer that signs with a key this node does not hold (the two nodes hold
+// different keys): a starting node does not take the VIPs beside it, not
+// even when unlocked, and takes them once such frames stop. A node that
+// already is active, or a standby whose authentic active fell silent,
+// does as before.
+func TestUnverifiedPeer(t *testing.T) {
+	unverified := func(ms int, on bool) Event { return Event{Kind: Unverified, Now: at(ms), Unverified: on} }
+	m := started(true)
+	m.Step(unverified(400, true))
+	m.Step(Event{Kind: Lock, Now: at(500), Locked: true})
+	if acts := m.Step(Event{Kind: Tick, Now: at(1000)}); m.Role() != Standby || slices.Contains(kinds(acts), ClaimVIPs) {
+		t.Fatalf("start-up beside an unverifiable peer: role %v, actions %v", m.Role(), acts)
+	}
+	if m.Step(Event{Kind: Lock, Now: at(1100), Locked: false}); m.Role() != Standby {
+		t.Fatalf("unlocked beside an unverifiable peer: role %v", m.Role())
+	}
+	acts := m.Step(unverified(1500, false))
+	if m.Role() != Active || !slices.Contains(kinds(acts), ClaimVIPs) {
+		t.Fatalf("its frames stopped: role %v, actions %v", m.Role(), acts)
+	}
+	if !slices.ContainsFunc(acts, func(a Action) bool { return a.Kind == Transition && strings.HasPrefix(a.Reason, "peer silent") }) {
+		t.Errorf("takeover reason: %v", acts)
+	}
+
+	control := started(true)
+	if control.Step(Event{Kind: Tick, Now: at(1000)}); control.Role() != Active {
+		t.Fatalf("control: a peer silent through the start-up window: role %v", control.Role())
+	}
+
+	act := activeMachine(t)
+	if acts := act.Step(unverified(100, true)); act.Role() != Active || slices.Contains(kinds(acts), ReleaseVIPs) {
+		t.Errorf("active: role %v, actions %v", act.Role(), acts)
+	}
+
+	// The active restarted with another key: its authentic frames
+	// stopped, and the standby takes over beside the unverifiable ones.
+	sb := standbyMachine(t)
+	sb.Step(unverified(100, true))
+	if sb.Step(Event{Kind: PeerLost, Now: at(400)}); sb.Role() != Active {
+		t.Errorf("standby whose active fell silent: role %v", sb.Role())
+	}
+	// Such frames ending while the peer is heard change nothing.
+	sb2 := standbyMachine(t)
+	sb2.Step(unverified(100, true))
+	if sb2.Step(unverified(200, false)); sb2.Role() != Standby {
+		t.Errorf("standby with its active heard: role %v", sb2.Role())
+	}
+}

@@ -117,9 +117,15 @@ const (
 	// active, a fault that never clears and that does not wait for an
 	// eligible standby: the twin may hold the VIPs too.
 	Twin
+	// Unverified: whether the peer's node sends frames that no key of
+	// this node verifies, and nothing authentic (Event.Unverified): the
+	// two hold different keys. A starting node that hears only that
+	// does not take the VIPs beside it; it takes them once such frames
+	// stop, as from a peer that fell silent.
+	Unverified
 )
 
-var eventNames = [...]string{"start", "tick", "peer-frame", "peer-lost", "path-down", "path-up", "lock", "health", "vip-removed", "stop", "switchover", "new-session", "heard", "twin"}
+var eventNames = [...]string{"start", "tick", "peer-frame", "peer-lost", "path-down", "path-up", "lock", "health", "vip-removed", "stop", "switchover", "new-session", "heard", "twin", "unverified"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) {
@@ -142,6 +148,8 @@ type Event struct {
 	// sets it on every event.
 	Written uint64
 	Heard   bool // Heard
+	// Unverified: the peer's node sends frames no key of ours verifies.
+	Unverified bool
 }
 
 // ActionKind says what the caller must do.

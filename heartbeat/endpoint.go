@@ -96,10 +96,17 @@ const (
 	// Rebound: the raw path's interface was deleted and made again
 	// under its name, and the path was opened anew on it (rebind).
 	Rebound
+	// Unverified: for a dead interval the peer's node has sent frames
+	// signed with a key this node does not hold, and not one authentic
+	// frame came (Frame: the last, as sent, unverified): the two hold
+	// different keys. Once, until UnverifiedEnded: such frames stopped
+	// for a dead interval, or an authentic one came.
+	Unverified
+	UnverifiedEnded
 )
 
 func (k EventKind) String() string {
-	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running", "fenced", "path-heard", "path-unheard", "twin", "rebound"}[k]
+	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running", "fenced", "path-heard", "path-unheard", "twin", "rebound", "unverified", "unverified-ended"}[k]
 }
 
 // Event is one observation, stamped with the monotonic time it was made.
@@ -172,6 +179,9 @@ type Endpoint struct {
 	// twinSeen is the newest twin, another process sending in this
 	// node's name (twin).
 	twinSeen twinState
+	// unver follows frames from the peer's node that no key of ours
+	// verifies (unverified).
+	unver unverState
 
 	mu     sync.Mutex
 	local  Local
@@ -424,7 +434,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			return nil
 		}
 		recheck, ok := e.expire(ctx, now, &peerAlive)
-		if !ok {
+		if !ok || !e.unverifiedEnded(ctx, now, peerAlive) {
 			return nil
 		}
 		if ok, err := e.rebind(ctx, now, polling, &peerAlive); !ok || err != nil {
@@ -720,8 +730,11 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	reason, ok := e.recv.check(r.buf[:r.n], r.path, &f)
 	if !ok {
 		e.stats.drops[reason].Add(1)
-		if reason == DropTwin {
+		switch reason {
+		case DropTwin:
 			return e.twin(ctx, &f, r)
+		case DropKeyID:
+			return e.unverified(ctx, &f, r, *peerAlive)
 		}
 		return true
 	}
@@ -832,6 +845,47 @@ func (e *Endpoint) twin(ctx context.Context, f *Frame, r *rxFrame) bool {
 	}
 	t.reported = true
 	return e.emit(ctx, Event{Kind: Twin, Path: e.paths[r.path].Name, Frame: *f, At: r.at})
+}
+
+// unverified follows f, a frame from the peer's node signed with a key
+// this node does not hold (decoded, not verified). During a rolling key
+// change a node's first frames after its restart are signed with its
+// newest key until it hears which keys the peer holds, less than an
+// interval; frames that keep coming for a dead interval, with no authentic
+// frame among them, mean the two nodes hold different keys (a key made on
+// each node, a change done on one node only). Reported once (Unverified)
+// until unverifiedEnded.
+func (e *Endpoint) unverified(ctx context.Context, f *Frame, r *rxFrame, peerAlive bool) bool {
+	u := &e.unver
+	if f.Node == e.cfg.Node {
+		return true // a twin with another key: nothing this node can tell
+	}
+	if u.last.IsZero() || r.at.Sub(u.last) >= e.judgeDead() {
+		u.since = r.at
+	}
+	u.last = r.at
+	if u.reported || peerAlive || r.at.Sub(u.since) < e.judgeDead() {
+		return true
+	}
+	u.reported = true
+	return e.emit(ctx, Event{Kind: Unverified, Path: e.paths[r.path].Name, Frame: *f, At: r.at})
+}
+
+// unverifiedEnded ends an Unverified report once the peer's node sent no
+// such frame for a dead interval, or an authentic frame came.
+func (e *Endpoint) unverifiedEnded(ctx context.Context, now time.Time, peerAlive bool) bool {
+	u := &e.unver
+	if !u.reported || (!peerAlive && now.Sub(u.last) < e.judgeDead()) {
+		return true
+	}
+	*u = unverState{}
+	return e.emit(ctx, Event{Kind: UnverifiedEnded, At: now})
+}
+
+// unverState is what unverified keeps.
+type unverState struct {
+	since, last time.Time
+	reported    bool
 }
 
 // twinState is what twin keeps of the newest twin.

@@ -585,3 +585,68 @@ func TestTwinIsReportedOnce(t *testing.T) {
 		t.Errorf("a twin's frames made a peer alive %d times", n)
 	}
 }
+
+// TestUnverifiedPeerIsReported: the peer's node signs with a key this node
+// does not hold. A rolling key change's first frames (under a dead
+// interval) are not reported; a dead interval of them is, once, and the
+// report ends when they stop; frames of an unknown key beside authentic
+// ones are no such report.
+func TestUnverifiedPeerIsReported(t *testing.T) {
+	w := memWorld()
+	const iv = 20 * time.Millisecond
+	a := startOn(t, w.paths(t, "a"), 1, iv) // dead interval 60 ms
+	raw := w.paths(t, "b")[0].Conn
+	otherKey := bytes.Repeat([]byte{0x17}, 32)
+	theirs, _ := NewSigner([][]byte{otherKey})
+	ours, _ := NewSigner([][]byte{testKey})
+	seq := uint64(0)
+	send := func(s *Signer) {
+		seq++
+		f := Frame{Cluster: testCluster, Node: 2, Role: RoleStandby, Generation: 5, Seq: seq, ActiveFor: -1, LastNewSession: -1}
+		if _, err := raw.WriteTo(s.AppendFrame(nil, &f, 0), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A restarted node's first two frames, before it learns our keys.
+	send(theirs)
+	send(theirs)
+	waitStat(t, a.ep, func(st Stats) bool { return st.Drops["unknown_key"] == 2 })
+	time.Sleep(4 * iv) // more than a dead interval of nothing: that episode is over
+	start := time.Now()
+	for a.count(Unverified, 0) == 0 {
+		if time.Since(start) > 2*time.Second {
+			t.Fatal("a peer signing with another key every interval was never reported")
+		}
+		send(theirs)
+		time.Sleep(iv) // the peer's own pace
+	}
+	if d := time.Since(start); d < 3*iv {
+		t.Errorf("reported after %v, before a dead interval of its frames", d)
+	}
+	ev, _ := a.waitFor(t, Unverified, "", 0, 0)
+	if ev.Frame.Node != 2 || ev.Frame.Key != Fingerprint(otherKey) || ev.Frame.Role != RoleStandby {
+		t.Errorf("reported as %+v", ev.Frame)
+	}
+	for range 5 {
+		send(theirs)
+		time.Sleep(iv)
+	}
+	if n := a.count(Unverified, 0); n != 1 {
+		t.Errorf("reported %d times, want once", n)
+	}
+	// They stop: the report ends a dead interval later.
+	_, i := a.waitFor(t, UnverifiedEnded, "", 0, 2*time.Second)
+	// Unknown-key frames beside authentic ones: the peer is heard, and
+	// whatever else sends is no report.
+	for range 10 {
+		send(ours)
+		send(theirs)
+		time.Sleep(iv)
+	}
+	if n := a.count(Unverified, i); n != 0 {
+		t.Errorf("reported %d times beside authentic frames", n)
+	}
+	if n := a.count(PeerAlive, 0); n != 1 {
+		t.Errorf("the peer came alive %d times, want once (on its authentic frames)", n)
+	}
+}

@@ -61,6 +61,8 @@ func (r *receiver) check(b []byte, p int, f *Frame) (DropReason, bool) {
 	}
 	ok, err := r.signer.Verify(b)
 	if err != nil {
+		// Decoded for the report (Endpoint.unverified), not trusted.
+		f.UnmarshalBinary(b)
 		return DropKeyID, false
 	}
 	if !ok {

@@ -2,7 +2,12 @@ package main
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -10,6 +15,7 @@ import (
 	"github.com/mdlayher/packet"
 
 	"github.com/hapair/hapair/heartbeat"
+	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
 )
 
@@ -78,5 +84,85 @@ func firstFrame(t *testing.T, c *lab.Cluster, node string) heartbeat.Frame {
 			t.Fatal(err)
 		}
 		return f
+	}
+}
+
+// TestDifferentKeysNeverMakeTwoHolders restarts the standby with a key of
+// its own, as an operator does who runs hapairctl keygen on each server
+// instead of copying the key, or changes it on one node only. Each node
+// drops the other's frames as forged; the restarted one used to find its
+// peer silent and take the VIPs beside the active, two holders reported
+// by nothing but a drop counter. Now it stays standby, both say why, with
+// the fingerprints to compare, and it takes over once the active is gone.
+func TestDifferentKeysNeverMakeTwoHolders(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	if act := settle(t, c); act != "a" {
+		t.Fatalf("%s is active, want a", act)
+	}
+	dir := t.TempDir()
+	keyB := filepath.Join(dir, "b.key")
+	if out, err := exec.Command(ctlBin, "keygen", "-o", keyB).CombinedOutput(); err != nil {
+		t.Fatalf("hapairctl keygen: %v\n%s", err, out)
+	}
+	base, err := os.ReadFile(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keyA []byte
+	cfgB := filepath.Join(dir, "b.toml")
+	lines := strings.Split(string(base), "\n")
+	for i, l := range lines {
+		if path, ok := strings.CutPrefix(l, "key_file = "); ok {
+			if keyA, err = os.ReadFile(strings.Trim(path, `"`)); err != nil {
+				t.Fatal(err)
+			}
+			lines[i] = fmt.Sprintf("key_file = %q", keyB)
+		}
+	}
+	if err := os.WriteFile(cfgB, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	if err := c.RestartOn("b", cfgB); err != nil {
+		t.Fatalf("b restarted with a key of its own: %v", err)
+	}
+	fpA := fmt.Sprintf("%08x", heartbeat.Fingerprint(keyA))
+	for _, node := range []string{"a", "b"} {
+		var st *control.Status
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if st, err = c.Status(node); err == nil && st.Peer.Unverified != "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's status never said the peer cannot be verified: %+v, %v", node, st, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !strings.Contains(st.Redundancy, "cannot be verified") || !strings.Contains(st.Text(), "KEYS DIFFER") {
+			t.Errorf("%s's status:\n%s", node, st.Text())
+		}
+		if node == "b" && !strings.Contains(st.Peer.Unverified, fpA) {
+			t.Errorf("b's status does not name a's key %s: %q", fpA, st.Peer.Unverified)
+		}
+		log, _ := os.ReadFile(c.LogPath(node))
+		if !strings.Contains(string(log), "the peer's heartbeats cannot be verified") {
+			t.Errorf("%s's log does not say the peer's heartbeats cannot be verified", node)
+		}
+	}
+	if err := c.WaitRole("a", "ACTIVE", time.Second); err != nil {
+		t.Error(err)
+	}
+	// The active stops: what b could not verify stops with it, and b
+	// takes over.
+	if err := c.Signal("a", syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole("b", "ACTIVE", 10*time.Second); err != nil {
+		t.Fatalf("b once a stopped: %v", err)
+	}
+	if _, both := holders.Stop(); both > 0 || !c.Holds("b", lab.VIP.Addr()) {
+		t.Errorf("two holders for %v; b holds the VIP: %v", both, c.Holds("b", lab.VIP.Addr()))
 	}
 }

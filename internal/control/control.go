@@ -94,6 +94,9 @@ type PeerStatus struct {
 	Locked       bool    `json:"locked"`
 	Fault        bool    `json:"fault"`
 	LastFrameAge float64 `json:"last_frame_age_ms"`
+	// Unverified, when set, says the peer's node sends heartbeats that
+	// no key of this node verifies, and with which key.
+	Unverified string `json:"unverified,omitempty"`
 }
 
 // Core is the isolation the heartbeat core runs with: without real-time

@@ -48,6 +48,9 @@ func (s Status) writeRoles(b *strings.Builder) {
 	} else {
 		fmt.Fprint(b, "not heard")
 	}
+	if s.Peer.Unverified != "" {
+		fmt.Fprintf(b, "\nKEYS DIFFER: the peer's heartbeats cannot be verified: %s", s.Peer.Unverified)
+	}
 	fmt.Fprintf(b, "\nredundancy: %s\n", s.Redundancy)
 	if s.SplitBrain {
 		fmt.Fprintln(b, "SPLIT BRAIN: both nodes active")

@@ -120,6 +120,10 @@ type Options struct {
 	// Identity for status.
 	Cluster, Node, Peer, Profile, Version string
 	Dead                                  time.Duration
+	// Keys are the fingerprints of this node's keys, newest first, as
+	// hapaird --check prints them: named when the peer signs with a key
+	// that is not among them.
+	Keys []uint32
 	// Watchdog, if set, is called from the loop every tick, so a hung loop
 	// (not only a dead process) stops the pings (optional).
 	Watchdog func()
@@ -173,6 +177,9 @@ type Agent struct {
 	peerDead  time.Duration
 	lockInfo  string
 	lastTrans *control.Transition
+	// unverified says, for status, that the peer's node sends frames no
+	// key of ours verifies, and what it signs with (empty: it does not).
+	unverified string
 
 	// sessAt is when the store took the newest session (NewSession).
 	sessMu sync.Mutex
@@ -774,6 +781,8 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		a.log.Info("peer heard", "op", "peer", "peer", a.opt.Peer, "path", ev.Path)
 	case heartbeat.Twin:
 		return a.twin(ev)
+	case heartbeat.Unverified, heartbeat.UnverifiedEnded:
+		return a.unverifiedPeer(ev)
 	case heartbeat.Rebound:
 		a.log.Info("the heartbeat interface was made anew: its path opened on it again", "op", "path", "path", ev.Path)
 	case heartbeat.Fenced:
@@ -807,6 +816,40 @@ func (a *Agent) twin(ev heartbeat.Event) bool {
 		a.mu.Unlock()
 	}
 	return exit
+}
+
+// unverifiedPeer handles the peer's node signing with a key this node does
+// not hold (a key made on each node, a change made on one node only),
+// and its end. Each node drops the other's frames as forged: without this
+// both took the VIPs, reported by nothing but a drop counter. The machine
+// keeps a starting node from the VIPs while it lasts (election's
+// Unverified); both log it, with the fingerprints to compare.
+func (a *Agent) unverifiedPeer(ev heartbeat.Event) bool {
+	on := ev.Kind == heartbeat.Unverified
+	why := ""
+	if on {
+		why = fmt.Sprintf("node %d signs with key %08x, which this node does not hold (it holds %s)", ev.Frame.Node, ev.Frame.Key, fingerprints(a.opt.Keys))
+		a.log.Error("the peer's heartbeats cannot be verified: the two nodes hold different keys; compare the fingerprints hapaird --check prints on each",
+			"op", "keys", "path", ev.Path, "peer_key", fmt.Sprintf("%08x", ev.Frame.Key), "peer_holds", fingerprints(ev.Frame.Held[:]), "holds", fingerprints(a.opt.Keys))
+	} else {
+		a.log.Info("no more heartbeats this node cannot verify: the peer's node now signs with a key of ours, or stopped", "op", "keys")
+	}
+	a.mu.Lock()
+	a.unverified = why
+	a.mu.Unlock()
+	return a.step(election.Event{Kind: election.Unverified, Now: ev.At, Unverified: on})
+}
+
+// fingerprints lists key fingerprints as hapaird --check prints them,
+// leaving out empty slots.
+func fingerprints(fps []uint32) string {
+	var out []string
+	for _, fp := range fps {
+		if fp != 0 {
+			out = append(out, fmt.Sprintf("%08x", fp))
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // notePeerDead logs when the peer's dead interval, as its frames say it,

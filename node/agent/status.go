@@ -39,6 +39,7 @@ func (a *Agent) updateStatus() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s.Lock = strings.TrimSpace(a.lockInfo)
+	s.Peer.Unverified = a.unverified
 	for _, f := range a.faults {
 		s.Faults = append(s.Faults, f)
 	}
@@ -65,6 +66,9 @@ func redundancy(s control.Status) string {
 	}
 	if !s.Peer.Seen {
 		why = append(why, "peer not seen")
+	}
+	if s.Peer.Unverified != "" {
+		why = append(why, "the peer's heartbeats cannot be verified (different keys)")
 	}
 	if len(s.Faults) > 0 {
 		why = append(why, "this node is in fault")

@@ -31,6 +31,9 @@ import (
 //	                     every 'L' also renews the agent's lease
 //	                 'S' stats request
 //	                 'U' unfence: the agent has handled Fenced
+//	                 'Q' goodbye: the agent ends, its VIPs handed over or
+//	                     released; without it, the end of the socket
+//	                     means the agent died, and the core fences
 //	child -> parent  'H' CoreHello as JSON (first message)
 //	                 'E' event: kind, path index, age in ns, frame (96 bytes)
 //	                 'T' stats: counters as big-endian uint64s
@@ -72,6 +75,7 @@ const (
 	msgLocal   = 'L'
 	msgStats   = 'S'
 	msgUnfence = 'U'
+	msgBye     = 'Q'
 	msgHello   = 'H'
 	msgEvent   = 'E'
 	msgCounts  = 'T'
@@ -201,8 +205,25 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 			cancel()
 			return err
 		case err := <-readErr:
-			// The parent is gone (EOF) or spoke nonsense: a core
-			// must never outlive its agent.
+			// The agent ended (goodbye), or died: killed -9, by the
+			// OOM killer, a panic. A core outlives its agent only to
+			// hand over what a dead one held: FAULT at once, so the
+			// peer takes over now rather than a dead interval on, and
+			// the VIPs released once it holds them, or after two dead
+			// intervals (releaseWhenTaken), never left to their
+			// kernel lease. A locked node keeps its role, as when
+			// its agent hangs.
+			if errors.Is(err, errBye) {
+				cancel()
+				conn.Close()
+				return nil
+			}
+			if ep.agentDied() {
+				ep.releaseWhenTaken(ctx, func() { fence(cfg) })
+				err = fmt.Errorf("hapaird died (%v): its heartbeat core told the peer FAULT and released the VIPs", err)
+			} else {
+				err = fmt.Errorf("hapaird died (%v) on a locked node: the VIPs stay (hapaird --cleanup removes them)", err)
+			}
 			cancel()
 			conn.Close()
 			return err
@@ -305,6 +326,24 @@ func (ep *Endpoint) leaseExpired() bool {
 	return true
 }
 
+// agentDied fences the node for an agent that died, and says whether this
+// core must release the VIPs: not on a locked node.
+func (ep *Endpoint) agentDied() bool {
+	ep.mu.Lock()
+	locked := ep.local.Flags&FlagLocked != 0
+	ep.mu.Unlock()
+	if locked {
+		return false
+	}
+	if !ep.fenced.Load() {
+		ep.setFenced(true)
+	}
+	return true
+}
+
+// errBye is the agent's goodbye: it ends, nothing to fence.
+var errBye = errors.New("heartbeat core: the agent said goodbye")
+
 // releaseWhenTaken calls release (the VIPs go) once the peer says it holds
 // them (it takes them at our first FAULT frame), or after two dead
 // intervals whatever it says: make before break, but a hung node must not
@@ -359,7 +398,16 @@ func forwardEvents(ctx context.Context, conn io.Writer, ep *Endpoint) {
 			binary.BigEndian.PutUint64(b[3:11], uint64(time.Since(ev.At)))
 			ev.Frame.put(b[11:])
 			if _, err := conn.Write(b[:]); err != nil {
-				return
+				// The agent is gone. Events are drained, not
+				// sent, so the endpoint never waits on them while
+				// it hands over (ServeCore).
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-ep.Events():
+					}
+				}
 			}
 		}
 	}
@@ -394,6 +442,8 @@ func readParent(ctx context.Context, conn io.ReadWriter, ep *Endpoint, buf []byt
 			case ep.unfence <- struct{}{}:
 			default:
 			}
+		case msgBye:
+			return errBye
 		case msgStats:
 			putCounts(out[1:], &ep.stats)
 			if _, err := conn.Write(out[:]); err != nil {
@@ -594,6 +644,11 @@ func (c *Core) Run(ctx context.Context) error {
 	c.mu.Unlock()
 	go func() {
 		<-ctx.Done()
+		// The agent is done with the VIPs (handed over or released):
+		// the core ends without fencing (ServeCore).
+		c.mu.Lock()
+		conn.Write([]byte{msgBye})
+		c.mu.Unlock()
 		conn.Close()
 	}()
 	for {

@@ -35,7 +35,7 @@ func (r Result) String() string {
 
 // Scenarios a Cluster can run; each starts from a settled pair and leaves
 // one again.
-var Scenarios = []string{"host-loss", "graceful-stop", "switchover", "process-death"}
+var Scenarios = []string{"host-loss", "graceful-stop", "switchover", "process-death", "daemon-crash"}
 
 // ActiveNode asks both daemons and returns the one that is ACTIVE.
 func (c *Cluster) ActiveNode() (string, error) {
@@ -124,6 +124,10 @@ func (c *Cluster) Run(scenario string, probe time.Duration) (Result, error) {
 		return c.MeasureHostLoss(from, to, probe, c.Pid(from), func() error { return c.Kill(from) })
 	case "graceful-stop":
 		fault = func() error { return c.Signal(from, syscall.SIGTERM, 0) }
+	case "daemon-crash":
+		// hapaird alone killed -9 (the OOM killer, a panic): its
+		// heartbeat core lives on to hand over.
+		fault = func() error { return c.Kill(from) }
 	case "process-death":
 		if !c.Media {
 			return Result{}, fmt.Errorf("lab: process-death needs ConfigOptions.Media")

@@ -19,6 +19,7 @@ import (
 const labHelp = `keys (then Enter):
   k  host loss: cut the active's links and kill -9 its daemon
   t  graceful stop of the active (SIGTERM)
+  c  daemon crash: kill -9 the active's hapaird alone (its heartbeat core hands over)
   p  critical process death: kill the active's stand-in media server
   s  switchover
   h  cut / restore the heartbeat link alone (degraded, no failover)
@@ -168,8 +169,8 @@ func command(c *lab.Cluster, l string, hbCut *bool, stdout, stderr io.Writer) (q
 	case "q":
 		fmt.Fprintln(stdout, "removing the lab ...")
 		return true
-	case "k", "t", "s", "p":
-		name := map[string]string{"k": "host-loss", "t": "graceful-stop", "s": "switchover", "p": "process-death"}[l]
+	case "k", "t", "s", "p", "c":
+		name := map[string]string{"k": "host-loss", "t": "graceful-stop", "s": "switchover", "p": "process-death", "c": "daemon-crash"}[l]
 		fmt.Fprintf(stdout, "running %s ...\n", name)
 		res, err := c.Run(name, time.Millisecond)
 		if err != nil {

@@ -21,8 +21,8 @@ const coreEnv = "HAPAIRD_HEARTBEAT_CORE"
 
 // runCore is the child's main.
 func runCore() int {
-	// The core lives exactly as long as its agent (Pdeathsig, and the
-	// socket's end), whoever else signals it. systemd stops a unit by
+	// The core lives as long as its agent, and past its death only to
+	// hand over (the socket's end), whoever else signals it. systemd stops a unit by
 	// sending SIGTERM to every process in it at once, and Ctrl-C reaches
 	// the whole foreground process group: a core that died of it could
 	// not send the frames of its agent's handover, and a graceful stop
@@ -60,9 +60,15 @@ func startCore() (net.Conn, func() error, error) {
 	cmd.Env = append(os.Environ(), coreEnv+"=1")
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.Stderr = os.Stderr
-	// The core must never outlive the agent: it dies with this process
-	// (and, should that not fire, on the socket's end-of-file).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// The core ends when the agent does, on the socket's end-of-file:
+	// after a goodbye at once, and after the agent died only once it has
+	// told the peer FAULT and released the VIPs, within two dead
+	// intervals (heartbeat.ServeCore). SIGKILL at the agent's death, as
+	// before, left the peer to wait out a dead interval and the VIPs to
+	// their kernel lease. SIGCONT wakes a core stopped with its agent
+	// (SIGSTOP of the whole daemon, then kill -9), which would otherwise
+	// never read that end-of-file; to a running core it is nothing.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGCONT}
 	if err := cmd.Start(); err != nil {
 		conn.Close()
 		return nil, nil, err

@@ -393,6 +393,18 @@ func TestCleanupRemovesStaleVIP(t *testing.T) {
 	if out, err := cleanup(); err == nil || !strings.Contains(string(out), "another hapaird is running") {
 		t.Fatalf("--cleanup beside a running daemon: %v\n%s", err, out)
 	}
+	// A crash that takes the heartbeat core with the daemon, as
+	// systemctl kill -s KILL does: nothing is left to release the VIP
+	// (of hapaird alone killed, the core releases it). The daemon is
+	// stopped first, so it does not act on its core's end.
+	pid := c.Pid(act)
+	cores := lab.Children(pid)
+	if err := lab.Freeze([]int{pid}); err != nil {
+		t.Fatal(err)
+	}
+	for _, core := range cores {
+		syscall.Kill(core, syscall.SIGKILL)
+	}
 	if err := c.Kill(act); err != nil {
 		t.Fatal(err)
 	}

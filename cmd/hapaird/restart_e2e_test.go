@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,4 +40,73 @@ func TestActiveCrashRestartLosesNoAcknowledgedWrite(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAgentKilledHandsOverAtOnce kills the active's hapaird -9, as the OOM
+// killer does (the daemon that holds 300,000 sessions is its likely pick),
+// and leaves its heartbeat core be. The core outlives its agent just long
+// enough to hand over: it says FAULT at once, so the standby takes over on
+// that rather than a dead interval later, and it releases the VIP once the
+// standby holds it, not when the VIP's kernel lease (4 s here) runs out.
+// Before, the core died with its agent: the standby waited out the dead
+// interval and both held the VIP until the lease ended.
+func TestAgentKilledHandsOverAtOnce(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	cores := lab.Children(c.Pid(act))
+	if len(cores) != 1 {
+		t.Fatalf("%s's daemon has children %v, want its heartbeat core", act, cores)
+	}
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	if err := c.Kill(act); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status(sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LastTransition == nil || !strings.Contains(st.LastTransition.Reason, "peer in fault") {
+		t.Errorf("%s took over for %+v, want the dead agent's core to have said FAULT", sb, st.LastTransition)
+	}
+	// The core ends once it has handed over: within two dead intervals
+	// (600 ms) by its own bound.
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(cores[0]) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the dead agent's heartbeat core %d still runs", cores[0])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c.Holds(act, lab.VIP.Addr()) {
+		t.Errorf("%s still holds the VIP after its core ended", act)
+	}
+	// Make before break: the two overlap for as long as the core takes
+	// to hear that the standby holds it, far from the lease's 4 s.
+	if _, both := holders.Stop(); both > time.Second {
+		t.Errorf("both nodes held the VIP for %v", both)
+	}
+	// Once more the other way, as the lab and the bench run it.
+	res, err := c.Run("daemon-crash", time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.From != sb || res.To != act {
+		t.Errorf("daemon-crash moved the VIP %s -> %s, want %s -> %s", res.From, res.To, sb, act)
+	}
+	t.Log(res)
+}
+
+// alive says whether process pid runs: not gone, nor a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	return !strings.HasPrefix(rest, "Z")
 }

@@ -316,10 +316,7 @@ func openCore(cfg CoreConfig) (*Endpoint, error) {
 // over at once. A locked node never changes role by itself, not even hung:
 // the operator has said no failover now.
 func (ep *Endpoint) leaseExpired() bool {
-	ep.mu.Lock()
-	locked := ep.local.Flags&FlagLocked != 0
-	ep.mu.Unlock()
-	if ep.fenced.Load() || locked {
+	if ep.fenced.Load() || ep.locked() {
 		return false
 	}
 	ep.setFenced(true)
@@ -329,16 +326,20 @@ func (ep *Endpoint) leaseExpired() bool {
 // agentDied fences the node for an agent that died, and says whether this
 // core must release the VIPs: not on a locked node.
 func (ep *Endpoint) agentDied() bool {
-	ep.mu.Lock()
-	locked := ep.local.Flags&FlagLocked != 0
-	ep.mu.Unlock()
-	if locked {
+	if ep.locked() {
 		return false
 	}
 	if !ep.fenced.Load() {
 		ep.setFenced(true)
 	}
 	return true
+}
+
+// locked says whether the agent last said this node is locked.
+func (ep *Endpoint) locked() bool {
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	return ep.local.Flags&FlagLocked != 0
 }
 
 // errBye is the agent's goodbye: it ends, nothing to fence.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -250,6 +251,27 @@ func Fingerprint(key []byte) uint32 {
 		fp = 1
 	}
 	return fp
+}
+
+// Fingerprints are keys' fingerprints, in their order.
+func Fingerprints(keys [][]byte) []uint32 {
+	fps := make([]uint32, 0, len(keys))
+	for _, k := range keys {
+		fps = append(fps, Fingerprint(k))
+	}
+	return fps
+}
+
+// FormatFingerprints writes fingerprints as hapaird --check and the logs
+// show them, leaving out empty slots (zero, in Frame.Held).
+func FormatFingerprints(fps []uint32) string {
+	var out []string
+	for _, fp := range fps {
+		if fp != 0 {
+			out = append(out, fmt.Sprintf("%08x", fp))
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // Signer signs with one of its keys and verifies with the key a frame

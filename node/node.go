@@ -140,7 +140,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 		Interval: cfg.Interval, Dead: cfg.DeadInterval, Lease: cfg.Lease, Refresh: cfg.GARPRefresh,
 		IdleTick: idleTick(cfg.DeadInterval, opt.WatchdogPeriod),
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
-		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version, Keys: fingerprints(cfg.Keys),
+		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version, Keys: heartbeat.Fingerprints(cfg.Keys),
 		Ready: opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog,
 	})
 	return n.listen()
@@ -342,13 +342,4 @@ func idleTick(dead, watchdog time.Duration) time.Duration {
 		t = min(t, watchdog/4)
 	}
 	return t
-}
-
-// fingerprints are the keys' fingerprints, as their frames name them.
-func fingerprints(keys [][]byte) []uint32 {
-	var fps []uint32
-	for _, k := range keys {
-		fps = append(fps, heartbeat.Fingerprint(k))
-	}
-	return fps
 }

@@ -156,11 +156,7 @@ func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule stri
 		vips = append(vips, v.Prefix.String()+" on "+v.VIPInterface(self))
 	}
 	fmt.Fprintf(w, "VIPs:        %s (lease %v, %d announcements %v apart)\n", strings.Join(vips, ", "), cfg.Lease, cfg.GARPCount, cfg.GARPSpacing)
-	var fps []string
-	for _, k := range cfg.Keys {
-		fps = append(fps, fmt.Sprintf("%08x", heartbeat.Fingerprint(k)))
-	}
-	fmt.Fprintf(w, "keys:        %d, newest first, fingerprints %s\n", len(cfg.Keys), strings.Join(fps, " "))
+	fmt.Fprintf(w, "keys:        %d, newest first, fingerprints %s\n", len(cfg.Keys), heartbeat.FormatFingerprints(heartbeat.Fingerprints(cfg.Keys)))
 	fmt.Fprintf(w, "operators:   %s (root only)\n", config.AdminSocket(cfg.Socket))
 	if err := node.CanRealTime(); err != nil && cfg.DeadInterval < config.Profiles["default"].Dead {
 		fmt.Fprintf(warn, "warning: profile %s (dead interval %v) without real-time scheduling for the heartbeat core (%v): a loaded node may take its own stall for the peer's silence\n", cfg.Profile, cfg.DeadInterval, err)

@@ -828,9 +828,9 @@ func (a *Agent) unverifiedPeer(ev heartbeat.Event) bool {
 	on := ev.Kind == heartbeat.Unverified
 	why := ""
 	if on {
-		why = fmt.Sprintf("node %d signs with key %08x, which this node does not hold (it holds %s)", ev.Frame.Node, ev.Frame.Key, fingerprints(a.opt.Keys))
+		why = fmt.Sprintf("node %d signs with key %08x, which this node does not hold (it holds %s)", ev.Frame.Node, ev.Frame.Key, heartbeat.FormatFingerprints(a.opt.Keys))
 		a.log.Error("the peer's heartbeats cannot be verified: the two nodes hold different keys; compare the fingerprints hapaird --check prints on each",
-			"op", "keys", "path", ev.Path, "peer_key", fmt.Sprintf("%08x", ev.Frame.Key), "peer_holds", fingerprints(ev.Frame.Held[:]), "holds", fingerprints(a.opt.Keys))
+			"op", "keys", "path", ev.Path, "peer_key", fmt.Sprintf("%08x", ev.Frame.Key), "peer_holds", heartbeat.FormatFingerprints(ev.Frame.Held[:]), "holds", heartbeat.FormatFingerprints(a.opt.Keys))
 	} else {
 		a.log.Info("no more heartbeats this node cannot verify: the peer's node now signs with a key of ours, or stopped", "op", "keys")
 	}
@@ -838,18 +838,6 @@ func (a *Agent) unverifiedPeer(ev heartbeat.Event) bool {
 	a.unverified = why
 	a.mu.Unlock()
 	return a.step(election.Event{Kind: election.Unverified, Now: ev.At, Unverified: on})
-}
-
-// fingerprints lists key fingerprints as hapaird --check prints them,
-// leaving out empty slots.
-func fingerprints(fps []uint32) string {
-	var out []string
-	for _, fp := range fps {
-		if fp != 0 {
-			out = append(out, fmt.Sprintf("%08x", fp))
-		}
-	}
-	return strings.Join(out, " ")
 }
 
 // notePeerDead logs when the peer's dead interval, as its frames say it,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/vip"
@@ -12,7 +13,11 @@ import (
 )
 
 // instanceLock takes the per-node runtime lock; a second daemon (or a
-// --cleanup while the daemon runs) fails here.
+// --cleanup while the daemon runs) fails here. The heartbeat core holds
+// it too (StartCore), for as long as it outlives a dead agent to hand
+// over: two dead intervals at most, which a daemon started at once after
+// a crash waits out (without it, its core failed to bind the heartbeat
+// address the old core still held).
 func instanceLock(cfg *config.Config) (*os.File, error) {
 	dir := filepath.Dir(cfg.Socket)
 	// Traversable for group hapair, whose members use the socket (0660).
@@ -23,12 +28,21 @@ func instanceLock(cfg *config.Config) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
+	wait := time.Now().Add(2*cfg.DeadInterval + time.Second)
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, err
+		}
+		if time.Now().After(wait) {
+			f.Close()
 			return nil, fmt.Errorf("another hapaird is running for this node (lock %s held)", f.Name())
 		}
-		return nil, err
+		time.Sleep(10 * time.Millisecond) // a poll within the bound: flock has no timeout
 	}
 	f.Truncate(0)
 	fmt.Fprintf(f, "%d\n", os.Getpid())

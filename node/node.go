@@ -36,8 +36,10 @@ type Options struct {
 	// FoundBy says how the daemon found itself in the config (logged).
 	FoundBy string
 	// StartCore starts the heartbeat core (a child process running
-	// ServeCore) and returns the parent's end of its socket.
-	StartCore func() (net.Conn, func() error, error)
+	// ServeCore) and returns the parent's end of its socket. The core
+	// inherits lock, the node's instance lock, and holds it as long as
+	// it lives: past a dead agent, while it hands over.
+	StartCore func(lock *os.File) (net.Conn, func() error, error)
 	// Ready is called once the first role is decided, Notify on every
 	// transition, Watchdog on every tick of the agent's loop.
 	Ready    func(role string)
@@ -112,7 +114,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 	if err != nil {
 		return err
 	}
-	hb, err := n.heartbeatCore(peer, opt.StartCore)
+	hb, err := n.heartbeatCore(peer, func() (net.Conn, func() error, error) { return opt.StartCore(n.lock) })
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,7 @@ func runCore() int {
 // startCore runs the heartbeat core as a child of this process: the same
 // executable (/proc/self/exe, so an upgrade that replaced the file still
 // starts this version), connected by a SEQPACKET socket pair.
-func startCore() (net.Conn, func() error, error) {
+func startCore(lock *os.File) (net.Conn, func() error, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, err
@@ -58,7 +58,9 @@ func startCore() (net.Conn, func() error, error) {
 	}
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Env = append(os.Environ(), coreEnv+"=1")
-	cmd.ExtraFiles = []*os.File{theirs}
+	// fd 4: the instance lock, held by the core until it ends, so a
+	// daemon started after this one died waits for its handover.
+	cmd.ExtraFiles = []*os.File{theirs, lock}
 	cmd.Stderr = os.Stderr
 	// The core ends when the agent does, on the socket's end-of-file:
 	// after a goodbye at once, and after the agent died only once it has

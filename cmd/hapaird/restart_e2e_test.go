@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,4 +110,38 @@ func alive(pid int) bool {
 	}
 	_, rest, _ := strings.Cut(string(b), ") ")
 	return !strings.HasPrefix(rest, "Z")
+}
+
+// TestRestartAtOnceAfterACrashWithNobodyToHandTo kills the lone active's
+// hapaird -9 and starts it again at once, as a supervisor other than
+// systemd (or an operator's script) does. With no peer to hand to, the
+// dead daemon's heartbeat core waits out its two dead intervals before it
+// releases the VIP and ends, holding its sockets meanwhile. The new daemon
+// must wait for it rather than fail to bind beside it, and come back
+// active alone.
+func TestRestartAtOnceAfterACrashWithNobodyToHandTo(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	if err := c.Signal(other(act), syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(act, "ACTIVE", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cores := lab.Children(c.Pid(act))
+	if err := c.Kill(act); err != nil {
+		t.Fatal(err)
+	}
+	if len(cores) != 1 || !alive(cores[0]) {
+		t.Fatalf("the dead daemon's core %v does not outlive it", cores)
+	}
+	if err := c.Start(act); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(act, "ACTIVE", 10*time.Second); err != nil {
+		t.Fatalf("restarted at once: %v", err)
+	}
+	if alive(cores[0]) {
+		t.Errorf("the old core %d runs beside the new daemon", cores[0])
+	}
 }

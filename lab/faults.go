@@ -275,6 +275,41 @@ func (h *Holders) Summary() (both time.Duration, moves, holders int) {
 	return h.bothTotal, h.moves, h.last
 }
 
+// keyLine is the line of the cluster's config that names its key file,
+// and the config it is in.
+func (c *Cluster) keyLine() (line string, base []byte, err error) {
+	if base, err = os.ReadFile(c.Config); err != nil {
+		return "", nil, err
+	}
+	for _, l := range strings.Split(string(base), "\n") {
+		if strings.HasPrefix(l, "key_file = ") {
+			return l, base, nil
+		}
+	}
+	return "", nil, fmt.Errorf("lab: %s names no key_file", c.Config)
+}
+
+// KeyFile is the key file the cluster's config names.
+func (c *Cluster) KeyFile() (string, error) {
+	l, _, err := c.keyLine()
+	return strings.Trim(strings.TrimPrefix(l, "key_file = "), `"`), err
+}
+
+// WriteConfigWithKeys writes to path the cluster's config with keys, newest
+// first, in place of its key file: a node's own config in the middle of a
+// key change, or after a wrong one.
+func (c *Cluster) WriteConfigWithKeys(path string, keys ...string) error {
+	l, base, err := c.keyLine()
+	if err != nil {
+		return err
+	}
+	quoted := make([]string, len(keys))
+	for i, k := range keys {
+		quoted[i] = fmt.Sprintf("%q", k)
+	}
+	return os.WriteFile(path, []byte(strings.Replace(string(base), l, "key_files = ["+strings.Join(quoted, ", ")+"]", 1)), 0o644)
+}
+
 // RotateKeys runs the documented rolling key rotation with both nodes
 // serving: a new key beside the old on one node after the other, then the
 // new key alone, each node restarted (gracefully) while standby, with
@@ -282,19 +317,12 @@ func (h *Holders) Summary() (both time.Duration, moves, holders int) {
 // with the peer heard. It leaves the pair on the new key; the next
 // rotation starts from there.
 func (c *Cluster) RotateKeys(switchover func(active string) error) error {
-	base, err := os.ReadFile(c.Config)
+	dir := filepath.Dir(c.Config)
+	// The key in use: the base config's, or the last rotation's.
+	oldPath, err := c.KeyFile()
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(c.Config)
-	var keyLine string
-	for _, l := range strings.Split(string(base), "\n") {
-		if strings.HasPrefix(l, "key_file = ") {
-			keyLine = l
-		}
-	}
-	// The key in use: the base config's, or the last rotation's.
-	oldPath := strings.Trim(strings.TrimPrefix(keyLine, "key_file = "), `"`)
 	if c.rotations > 0 {
 		oldPath = filepath.Join(dir, fmt.Sprintf("key-%d", c.rotations))
 	}
@@ -305,15 +333,15 @@ func (c *Cluster) RotateKeys(switchover func(active string) error) error {
 	if err := os.WriteFile(newPath, key, 0o600); err != nil {
 		return err
 	}
-	config := func(name, keys string) (string, error) {
+	config := func(name string, keys ...string) (string, error) {
 		p := filepath.Join(dir, fmt.Sprintf("%s-%d.toml", name, c.rotations))
-		return p, os.WriteFile(p, []byte(strings.Replace(string(base), keyLine, "key_files = "+keys, 1)), 0o644)
+		return p, c.WriteConfigWithKeys(p, keys...)
 	}
-	both, err := config("both", fmt.Sprintf("[%q, %q]", newPath, oldPath))
+	both, err := config("both", newPath, oldPath)
 	if err != nil {
 		return err
 	}
-	fresh, err := config("new", fmt.Sprintf("[%q]", newPath))
+	fresh, err := config("new", newPath)
 	if err != nil {
 		return err
 	}

@@ -22,12 +22,13 @@ const coreEnv = "HAPAIRD_HEARTBEAT_CORE"
 // runCore is the child's main.
 func runCore() int {
 	// The core lives as long as its agent, and past its death only to
-	// hand over (the socket's end), whoever else signals it. systemd stops a unit by
-	// sending SIGTERM to every process in it at once, and Ctrl-C reaches
-	// the whole foreground process group: a core that died of it could
-	// not send the frames of its agent's handover, and a graceful stop
-	// was a host loss (TestGracefulStopWhenEveryProcessIsSignalled). It
-	// starts no program, so nothing inherits the ignored signals.
+	// hand over (the socket's end), whoever else signals it. systemd
+	// stops a unit by sending SIGTERM to every process in it at once,
+	// and Ctrl-C reaches the whole foreground process group: a core that
+	// died of it could not send the frames of its agent's handover, and
+	// a graceful stop was a host loss
+	// (TestGracefulStopWhenEveryProcessIsSignalled). It starts no
+	// program, so nothing inherits the ignored signals.
 	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
 	conn, err := net.FileConn(os.NewFile(3, "hapaird-core"))
 	if err != nil {

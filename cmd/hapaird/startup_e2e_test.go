@@ -104,22 +104,16 @@ func TestDifferentKeysNeverMakeTwoHolders(t *testing.T) {
 	if out, err := exec.Command(ctlBin, "keygen", "-o", keyB).CombinedOutput(); err != nil {
 		t.Fatalf("hapairctl keygen: %v\n%s", err, out)
 	}
-	base, err := os.ReadFile(c.Config)
+	pathA, err := c.KeyFile()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var keyA []byte
-	cfgB := filepath.Join(dir, "b.toml")
-	lines := strings.Split(string(base), "\n")
-	for i, l := range lines {
-		if path, ok := strings.CutPrefix(l, "key_file = "); ok {
-			if keyA, err = os.ReadFile(strings.Trim(path, `"`)); err != nil {
-				t.Fatal(err)
-			}
-			lines[i] = fmt.Sprintf("key_file = %q", keyB)
-		}
+	keyA, err := os.ReadFile(pathA)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := os.WriteFile(cfgB, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+	cfgB := filepath.Join(dir, "b.toml")
+	if err := c.WriteConfigWithKeys(cfgB, keyB); err != nil {
 		t.Fatal(err)
 	}
 	holders := c.WatchHolders()

@@ -134,6 +134,12 @@ func (c *Cluster) Start(node string, extra ...string) error {
 		return err
 	}
 	defer log.Close()
+	return c.StartLogTo(node, log, extra...)
+}
+
+// StartLogTo runs hapaird for node with log as its stdout and stderr (a
+// pipe, where the daemon's journal would be), instead of LogPath.
+func (c *Cluster) StartLogTo(node string, log *os.File, extra ...string) error {
 	cfg := c.Config
 	if own := c.configOf[node]; own != "" {
 		cfg = own

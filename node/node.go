@@ -48,6 +48,9 @@ type Options struct {
 	// WatchdogPeriod is systemd's watchdog period (0: none); the agent's
 	// idle tick stays within a quarter of it.
 	WatchdogPeriod time.Duration
+	// LogDropped counts the log lines dropped for a stderr that did not
+	// take them (optional; reported in status).
+	LogDropped func() uint64
 }
 
 // Node is one running hapair node. Create with New, then Run once.
@@ -143,7 +146,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 		IdleTick: idleTick(cfg.DeadInterval, opt.WatchdogPeriod),
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version, Keys: heartbeat.Fingerprints(cfg.Keys),
-		Ready: opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog,
+		Ready: opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog, LogDropped: opt.LogDropped,
 	})
 	return n.listen()
 }

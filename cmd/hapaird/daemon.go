@@ -12,6 +12,7 @@ import (
 
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hapair/hapair/config"
+	"github.com/hapair/hapair/internal/logq"
 	"github.com/hapair/hapair/node"
 	"golang.org/x/sys/unix"
 )
@@ -31,12 +32,26 @@ func cleanup(cfg *config.Config, self *config.Node, stdout, stderr io.Writer) in
 	return 0
 }
 
+// logQueue is how many bytes of log lines wait for a journal that does not
+// read before the newest are dropped: thousands of lines, far more than a
+// failover or a flapping link writes in the seconds a stalled journald
+// takes.
+const logQueue = 1 << 20
+
 // daemon runs the node until SIGTERM or SIGINT, telling systemd how it
 // goes.
 func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer) int {
-	log := slog.New(slog.NewTextHandler(stderr, nil)).With("node", self.Name)
+	// The log goes through a queue: a journal that does not read must
+	// not hold up the agent's loop (package logq). At exit, the last
+	// lines get a moment to reach it.
+	q := logq.New(stderr, logQueue)
+	log := slog.New(slog.NewTextHandler(q, nil)).With("node", self.Name)
+	go q.Run(func(n uint64) {
+		log.Warn("log lines dropped: stderr (the journal) did not take them in time", "op", "log", "dropped", n)
+	})
+	defer q.Close(time.Second)
 	n, err := node.New(cfg, self, node.Options{
-		Log: log, Version: version, FoundBy: rule, StartCore: startCore,
+		Log: log, Version: version, FoundBy: rule, StartCore: startCore, LogDropped: q.Dropped,
 		Ready: func(role string) {
 			sdnotify.SdNotify(false, sdnotify.SdNotifyReady+"\nSTATUS=role "+role)
 		},

@@ -54,6 +54,9 @@ type Status struct {
 	Checks []Check `json:"checks"`
 	// Announcements counts gratuitous ARP / NA rounds sent, and failed.
 	Announcements, AnnounceErrors uint64
+	// LogDropped counts log lines dropped because stderr (the journal)
+	// did not take them.
+	LogDropped uint64 `json:"log_lines_dropped"`
 	// Failovers counts transitions to ACTIVE by the reason's first words.
 	Failovers map[string]uint64 `json:"transitions_to_active"`
 }

@@ -25,6 +25,9 @@ func (s Status) Text() string {
 	for _, f := range s.Faults {
 		fmt.Fprintf(&b, "fault: %s\n", f)
 	}
+	if s.LogDropped > 0 {
+		fmt.Fprintf(&b, "log: %d lines dropped (stderr, the journal, did not take them in time)\n", s.LogDropped)
+	}
 	s.writeChecks(&b)
 	if t := s.LastTransition; t != nil {
 		fmt.Fprintf(&b, "last transition: %s -> %s at %s: %s\n", t.From, t.To, t.At.Format(time.RFC3339Nano), t.Reason)

@@ -51,12 +51,13 @@ var (
 	dCutOff     = desc("event_subscribers_cut_off_total", "Event stream subscribers dropped for not reading.")
 	dAnnounce   = desc("vip_announcements_total", "Gratuitous ARP / unsolicited NA rounds sent.")
 	dAnnErr     = desc("vip_announcement_errors_total", "Announcements that failed.")
+	dLogDropped = desc("log_lines_dropped_total", "Log lines dropped because stderr (the journal) did not take them.")
 )
 
 type collector struct{ status func() control.Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dStalls, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr} {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dStalls, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr, dLogDropped} {
 		ch <- d
 	}
 }
@@ -117,6 +118,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	n(dCutOff, float64(s.Sync.CutOff))
 	n(dAnnounce, float64(s.Announcements))
 	n(dAnnErr, float64(s.AnnounceErrors))
+	n(dLogDropped, float64(s.LogDropped))
 	for _, chk := range s.Checks {
 		g(dCheck, b2f(chk.Healthy), chk.Name, chk.Kind, map[bool]string{true: "true", false: "false"}[chk.Critical])
 	}

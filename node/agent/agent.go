@@ -137,6 +137,9 @@ type Options struct {
 	Health Checks
 	// Hooks runs the operator's commands on transitions (optional).
 	Hooks Hooks
+	// LogDropped counts the log lines the daemon dropped because its
+	// stderr did not take them (optional; status and metrics).
+	LogDropped func() uint64
 	// Sync is the node's session service, replicated in SyncMode.
 	Sync     Sessions
 	SyncMode statesync.Mode

@@ -164,6 +164,9 @@ func (a *Agent) snapshot() control.Status {
 	s.Redundancy = redundancy(s)
 	vs := a.opt.VIPs.Stats()
 	s.Announcements, s.AnnounceErrors = vs.Announcements, vs.AnnounceErrors
+	if a.opt.LogDropped != nil {
+		s.LogDropped = a.opt.LogDropped()
+	}
 	if a.opt.Health != nil {
 		s.Checks = append(s.Checks, a.opt.Health.States()...)
 	}

@@ -34,6 +34,7 @@ type Writer struct {
 
 	wake    chan struct{}
 	done    chan struct{}
+	idle    func() // a test's hook: Run has written all and waits
 	dropped atomic.Uint64
 }
 
@@ -72,11 +73,14 @@ func (w *Writer) Dropped() uint64 { return w.dropped.Load() }
 // queued like any line).
 func (w *Writer) Run(report func(dropped uint64)) {
 	defer close(w.done)
+	// Two buffers change hands: Write appends to queued while this
+	// writes batch, then they swap. spare is the one not in use, and it
+	// is never the buffer Write appends to.
 	var spare []byte
 	for {
 		w.mu.Lock()
 		batch, closed := w.queued, w.closed
-		w.queued = spare[:0]
+		w.queued, spare = spare[:0], nil
 		var drops uint64
 		if len(batch) == 0 {
 			drops, w.pending = w.pending, 0
@@ -94,12 +98,19 @@ func (w *Writer) Run(report func(dropped uint64)) {
 			}
 			continue
 		}
+		// Nothing queued: the empty buffer is the spare again. (Kept
+		// as spare while queued had become the spare too, the next
+		// batch would have been the buffer Write appends to.)
+		spare = batch
 		if drops > 0 && report != nil && !closed {
 			report(drops)
 			continue
 		}
 		if closed {
 			return
+		}
+		if w.idle != nil {
+			w.idle()
 		}
 		<-w.wake
 	}

@@ -129,17 +129,29 @@ func (c *Cluster) LogPath(node string) string { return filepath.Join(c.Dir, node
 
 // Start runs hapaird for node ("a" or "b") in its namespace.
 func (c *Cluster) Start(node string, extra ...string) error {
-	log, err := os.OpenFile(c.LogPath(node), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-	return c.StartLogTo(node, log, extra...)
+	return c.StartWith(node, StartOptions{}, extra...)
 }
 
-// StartLogTo runs hapaird for node with log as its stdout and stderr (a
-// pipe, where the daemon's journal would be), instead of LogPath.
-func (c *Cluster) StartLogTo(node string, log *os.File, extra ...string) error {
+// StartOptions change what a daemon started by StartWith is given.
+type StartOptions struct {
+	// Log is its stdout and stderr (a pipe, where the daemon's journal
+	// would be); nil: LogPath.
+	Log *os.File
+	// Env is added to its environment (systemd's NOTIFY_SOCKET, say).
+	Env []string
+}
+
+// StartWith runs hapaird for node as Start does, with o.
+func (c *Cluster) StartWith(node string, o StartOptions, extra ...string) error {
+	log := o.Log
+	if log == nil {
+		f, err := os.OpenFile(c.LogPath(node), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		log = f
+	}
 	cfg := c.Config
 	if own := c.configOf[node]; own != "" {
 		cfg = own
@@ -147,6 +159,9 @@ func (c *Cluster) StartLogTo(node string, log *os.File, extra ...string) error {
 	args := append([]string{"-c", cfg, "--node", node, "--state-dir", c.StateDir(node), "--socket", c.Socket(node)}, extra...)
 	cmd := Command(c.Node(node), c.Bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
+	if o.Env != nil {
+		cmd.Env = append(cmd.Environ(), o.Env...)
+	}
 	wait, err := c.Pair.Start(cmd)
 	if err != nil {
 		return err

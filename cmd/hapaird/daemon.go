@@ -50,15 +50,16 @@ func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer
 		log.Warn("log lines dropped: stderr (the journal) did not take them in time", "op", "log", "dropped", n)
 	})
 	defer q.Close(time.Second)
+	// Nor must PID 1, when it does not read its notify socket.
+	sd := systemdNotifier()
+	go sd.Run()
 	n, err := node.New(cfg, self, node.Options{
 		Log: log, Version: version, FoundBy: rule, StartCore: startCore, LogDropped: q.Dropped,
-		Ready: func(role string) {
-			sdnotify.SdNotify(false, sdnotify.SdNotifyReady+"\nSTATUS=role "+role)
-		},
+		Ready: sd.Ready,
 		Notify: func(role, reason string) {
-			sdnotify.SdNotify(false, "STATUS=role "+role+": "+reason)
+			sd.Status("role " + role + ": " + reason)
 		},
-		Watchdog: watchdog(), WatchdogPeriod: watchdogPeriod(),
+		Watchdog: watchdog(sd), WatchdogPeriod: watchdogPeriod(),
 	})
 	if err != nil {
 		log.Error(err.Error())
@@ -68,7 +69,7 @@ func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer
 	defer stop()
 	go func() {
 		<-ctx.Done()
-		sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
+		sd.Stopping()
 	}()
 	go ignoreStrays(log)
 	if err := n.Run(ctx); err != nil {
@@ -113,9 +114,10 @@ func watchdogPeriod() time.Duration {
 }
 
 // watchdog returns the agent's watchdog ping when systemd asked for one:
-// the loop calls it every tick, and it pings at half the watchdog period,
-// so a hung loop (not only a dead process) trips the watchdog.
-func watchdog() func() {
+// the loop calls it every tick, and it asks sd for a ping at half the
+// watchdog period, so a hung loop (not only a dead process) trips the
+// watchdog.
+func watchdog(sd *notifier) func() {
 	period := watchdogPeriod()
 	if period == 0 {
 		return nil
@@ -123,7 +125,7 @@ func watchdog() func() {
 	var last time.Time
 	return func() {
 		if time.Since(last) >= period/2 {
-			sdnotify.SdNotify(false, sdnotify.SdNotifyWatchdog)
+			sd.Ping()
 			last = time.Now()
 		}
 	}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hapair/hapair/internal/control"
+	"github.com/hapair/hapair/lab"
+)
+
+// TestStalledJournalHoldsUpNoFailover gives the standby's daemon a stderr
+// that nobody reads, as its journal stream is while journald is stalled (a
+// busy disk, a vacuum, journald restarting): the pipe fills and a write to
+// it blocks until the reader comes back. The standby must take over all
+// the same when the active's host is lost, keep the VIP, and write what it
+// logged meanwhile once the journal reads again.
+func TestStalledJournalHoldsUpNoFailover(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	err = c.StartWith(sb, lab.StartOptions{Log: w})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := settle(t, c); got != act {
+		t.Fatalf("%s became active when its peer restarted", got)
+	}
+	// Fill the pipe through an open file description of its own, which
+	// alone is non-blocking: the daemon's stays blocking, as a journal
+	// stream is.
+	fill, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", r.Fd()), os.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("x"), 4095)
+	chunk = append(chunk, '\n')
+	for {
+		if _, err := unix.Write(int(fill.Fd()), chunk); errors.Is(err, unix.EAGAIN) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Single bytes fill what a whole chunk did not fit into.
+	for {
+		if _, err := unix.Write(int(fill.Fd()), []byte("\n")); errors.Is(err, unix.EAGAIN) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill.Close()
+
+	st := takesOverAndStays(t, c, sb, "the standby's journal stalled")
+	if st.LogDropped != 0 {
+		t.Errorf("%s dropped %d log lines; its queue holds far more than a failover writes", sb, st.LogDropped)
+	}
+
+	// The journal reads again: what was logged meanwhile comes out.
+	var mu sync.Mutex
+	var out bytes.Buffer
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := r.Read(buf)
+			mu.Lock()
+			out.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got := out.String()
+		mu.Unlock()
+		if strings.Contains(got, "to=ACTIVE") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's log, once read again, lacks its transition to ACTIVE:\n%s", sb, strings.ReplaceAll(got, strings.Repeat("x", 4095), "[filler]"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// takesOverAndStays loses the active's host and checks that sb takes over
+// and goes on as the active: it renews its VIP and its core's lease of
+// it, which a loop blocked on a write would not. It watches for longer
+// than the lab's VIP lease (4 s) and the core's lease.
+func takesOverAndStays(t *testing.T, c *lab.Cluster, sb, with string) *control.Status {
+	t.Helper()
+	res, err := c.Run("host-loss", time.Millisecond)
+	if err != nil {
+		t.Fatalf("host loss with %s: %v", with, err)
+	}
+	t.Log(res)
+	until := time.Now().Add(6 * time.Second)
+	for time.Now().Before(until) {
+		if !c.Holds(sb, lab.VIP.Addr()) {
+			t.Fatalf("%s lost the VIP it took over, with %s", sb, with)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	st, err := c.Status(sb)
+	if err != nil || st.Role != "ACTIVE" {
+		t.Fatalf("%s after the failover with %s: %+v, %v", sb, with, st, err)
+	}
+	return st
+}
+
+// TestStalledSystemdHoldsUpNoFailover runs the standby as systemd would,
+// with a watchdog, and with a notify socket that PID 1 does not read (a
+// long daemon-reload, which every package installation runs): its queue
+// is full, as it is when services' messages wait on a busy PID 1 (the
+// kernel's default allows 10). A readiness message, a status line or a
+// watchdog ping must not hold up the agent's loop: the standby starts,
+// takes over the lost active, and stays active.
+func TestStalledSystemdHoldsUpNoFailover(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "notify")
+	pid1, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pid1.Close()
+	other, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	other.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	queued := 0
+	for ; ; queued++ {
+		if _, err := other.Write([]byte("WATCHDOG=1")); err != nil {
+			break
+		}
+	}
+	if queued == 0 {
+		t.Fatal("could not queue a message on the notify socket")
+	}
+	env := []string{"NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=2000000"}
+	if err := c.StartWith(sb, lab.StartOptions{Env: env}); err != nil {
+		t.Fatal(err)
+	}
+	if got := settle(t, c); got != act {
+		t.Fatalf("%s became active when its peer restarted", got)
+	}
+	takesOverAndStays(t, c, sb, "PID 1 not reading its notify socket")
+	// PID 1 reads again: what the daemon said meanwhile arrives, the
+	// watchdog pings among it.
+	buf := make([]byte, 4096)
+	deadline := time.Now().Add(5 * time.Second)
+	pid1.SetReadDeadline(deadline)
+	for {
+		n, err := pid1.Read(buf)
+		if err != nil {
+			t.Fatalf("no READY=1 from %s once the notify socket was read: %v", sb, err)
+		}
+		if strings.Contains(string(buf[:n]), "READY=1") {
+			break
+		}
+	}
+}

@@ -27,24 +27,14 @@ import (
 // logged meanwhile once the journal reads again.
 func TestStalledJournalHoldsUpNoFailover(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
-	act := settle(t, c)
-	sb := other(act)
-	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	err = c.StartWith(sb, lab.StartOptions{Log: w})
-	w.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := settle(t, c); got != act {
-		t.Fatalf("%s became active when its peer restarted", got)
-	}
+	defer w.Close()
+	sb := restartStandbyWith(t, c, lab.StartOptions{Log: w})
+	w.Close() // the daemon's copy is the writer now
 	// Fill the pipe through an open file description of its own, which
 	// alone is non-blocking: the daemon's stays blocking, as a journal
 	// stream is.
@@ -106,6 +96,24 @@ func TestStalledJournalHoldsUpNoFailover(t *testing.T) {
 	}
 }
 
+// restartStandbyWith settles c, restarts its standby with o and returns
+// it, once the pair has settled again with the same active.
+func restartStandbyWith(t *testing.T, c *lab.Cluster, o lab.StartOptions) string {
+	t.Helper()
+	act := settle(t, c)
+	sb := other(act)
+	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartWith(sb, o); err != nil {
+		t.Fatal(err)
+	}
+	if got := settle(t, c); got != act {
+		t.Fatalf("%s became active when its peer restarted", got)
+	}
+	return sb
+}
+
 // takesOverAndStays loses the active's host and checks that sb takes over
 // and goes on as the active: it renews its VIP and its core's lease of
 // it, which a loop blocked on a write would not. It watches for longer
@@ -140,26 +148,22 @@ func takesOverAndStays(t *testing.T, c *lab.Cluster, sb, with string) *control.S
 // takes over the lost active, and stays active.
 func TestStalledSystemdHoldsUpNoFailover(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
-	act := settle(t, c)
-	sb := other(act)
-	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "notify")
 	pid1, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pid1.Close()
-	other, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	// Another service's messages, waiting.
+	service, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.Close()
-	other.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	defer service.Close()
+	service.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	queued := 0
 	for ; ; queued++ {
-		if _, err := other.Write([]byte("WATCHDOG=1")); err != nil {
+		if _, err := service.Write([]byte("WATCHDOG=1")); err != nil {
 			break
 		}
 	}
@@ -167,12 +171,7 @@ func TestStalledSystemdHoldsUpNoFailover(t *testing.T) {
 		t.Fatal("could not queue a message on the notify socket")
 	}
 	env := []string{"NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=2000000"}
-	if err := c.StartWith(sb, lab.StartOptions{Env: env}); err != nil {
-		t.Fatal(err)
-	}
-	if got := settle(t, c); got != act {
-		t.Fatalf("%s became active when its peer restarted", got)
-	}
+	sb := restartStandbyWith(t, c, lab.StartOptions{Env: env})
 	takesOverAndStays(t, c, sb, "PID 1 not reading its notify socket")
 	// PID 1 reads again: what the daemon said meanwhile arrives, the
 	// watchdog pings among it.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -84,7 +85,7 @@ const (
 	eventLen = 1 + 1 + 1 + 8 + FrameLen
 	// fixedCounts are the counters a counts message carries before one
 	// per drop reason (putCounts).
-	fixedCounts = 11
+	fixedCounts = 12
 	numCounts   = fixedCounts + int(numDropReasons)
 )
 
@@ -171,6 +172,12 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 	hb, _ := json.Marshal(isolate(cfg))
 	if _, err := conn.Write(append([]byte{msgHello}, hb...)); err != nil {
 		return err
+	}
+	if cfg.Endpoint.Dead <= ReliefUpTo {
+		cfg.Endpoint.Relief = true
+		// A relief sender waits in a system call holding its P; the
+		// loop must not wait for the runtime to take it back.
+		runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), 1+ReliefCPUs))
 	}
 	ep, err := openCore(cfg)
 	if err != nil {
@@ -460,7 +467,7 @@ func readParent(ctx context.Context, conn io.ReadWriter, ep *Endpoint, buf []byt
 }
 
 func putCounts(b []byte, c *Counters) {
-	vals := [fixedCounts]uint64{c.sent.Load(), c.recv.Load(), c.sendErrors.Load(), c.stale.Load(), c.pauses.Load(), c.queuedAtExpiry.Load(), uint64(c.lastFrame.Load()), c.agentBehind.Load(), c.stalls.Load(), uint64(c.longestGap.Load()), c.polled.Load()}
+	vals := [fixedCounts]uint64{c.sent.Load(), c.recv.Load(), c.sendErrors.Load(), c.stale.Load(), c.pauses.Load(), c.queuedAtExpiry.Load(), uint64(c.lastFrame.Load()), c.agentBehind.Load(), c.stalls.Load(), uint64(c.longestGap.Load()), c.polled.Load(), c.relieved.Load()}
 	for i, v := range vals {
 		binary.BigEndian.PutUint64(b[8*i:], v)
 	}
@@ -472,7 +479,7 @@ func putCounts(b []byte, c *Counters) {
 func getCounts(b []byte) Stats {
 	u := func(i int) uint64 { return binary.BigEndian.Uint64(b[8*i:]) }
 	s := Stats{Sent: u(0), Received: u(1), SendErrors: u(2), Stale: u(3), Pauses: u(4), QueuedAtExpiry: u(5), AgentBehind: u(7),
-		Stalls: u(8), LongestSendGap: time.Duration(u(9)), Polled: u(10), Drops: map[string]uint64{}}
+		Stalls: u(8), LongestSendGap: time.Duration(u(9)), Polled: u(10), Relieved: u(11), Drops: map[string]uint64{}}
 	if ns := int64(u(6)); ns != 0 {
 		s.LastFrame = time.Unix(0, ns)
 	}

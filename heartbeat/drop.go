@@ -75,6 +75,9 @@ type Counters struct {
 	// polled counts frames the loop read itself, at its own wake-ups
 	// (Endpoint.poll), rather than woken by a reader.
 	polled atomic.Uint64
+	// relieved counts the frames a relief sender sent because the loop
+	// was late (relief.go).
+	relieved atomic.Uint64
 }
 
 // Stats is a snapshot of Counters.
@@ -86,7 +89,10 @@ type Stats struct {
 	// Polled counts the frames (of any kind) the loop read itself, at its
 	// own wake-ups, rather than when they came: an active node's.
 	Polled uint64
-	Drops  map[string]uint64
+	// Relieved counts the frames a relief sender sent for a late loop:
+	// each is a time one CPU kept the core from sending on time.
+	Relieved uint64
+	Drops    map[string]uint64
 	// LastFrame is when the peer's newest authentic frame arrived (zero:
 	// none yet).
 	LastFrame time.Time
@@ -94,7 +100,7 @@ type Stats struct {
 
 func (c *Counters) snapshot() Stats {
 	s := Stats{Sent: c.sent.Load(), Received: c.recv.Load(), SendErrors: c.sendErrors.Load(), Stale: c.stale.Load(), Pauses: c.pauses.Load(), QueuedAtExpiry: c.queuedAtExpiry.Load(), AgentBehind: c.agentBehind.Load(),
-		Stalls: c.stalls.Load(), LongestSendGap: time.Duration(c.longestGap.Load()), Polled: c.polled.Load(), Drops: map[string]uint64{}}
+		Stalls: c.stalls.Load(), LongestSendGap: time.Duration(c.longestGap.Load()), Polled: c.polled.Load(), Relieved: c.relieved.Load(), Drops: map[string]uint64{}}
 	if ns := c.lastFrame.Load(); ns != 0 {
 		s.LastFrame = time.Unix(0, ns)
 	}

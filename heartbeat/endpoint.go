@@ -44,6 +44,12 @@ type Config struct {
 	// StateDir, when set, keeps the highest generation seen from the peer
 	// across this node's restarts.
 	StateDir string
+	// Relief runs a relief sender on each of two CPUs (relief.go), for
+	// a dead interval short enough that one CPU kept from running for
+	// that long is to be expected (ReliefUpTo); on a single CPU it does
+	// nothing. The caller leaves the runtime a P for each beside the
+	// loop's.
+	Relief bool
 	// Refresh, when set, reports a peer frame that says nothing new to
 	// the agent (the same role, flags, generation and position; ages
 	// only when frozen) at most this often, instead of every frame: at
@@ -183,6 +189,20 @@ type Endpoint struct {
 	// verifies (unverified).
 	unver unverState
 
+	// sendMu is held by Run whenever it is not parked waiting, and by a
+	// relief sender while it sends for it (relief.go): what sendAll reads
+	// of the loop's state is the loop's. deaf is what the loop's next
+	// frame says of hearing the peer. ranAt and sentAt are when the loop
+	// last ran and a frame last left, as mono readings.
+	sendMu sync.Mutex
+	deaf   bool
+	epoch  time.Time
+	ranAt  atomic.Int64
+	sentAt atomic.Int64
+	// park, when set (by tests), is called where the loop parks, without
+	// sendMu: a loop kept from running, as by a CPU that stopped.
+	park atomic.Pointer[func()]
+
 	mu     sync.Mutex
 	local  Local
 	frozen FrozenAges // local.Frozen's storage, for setLocal
@@ -261,6 +281,7 @@ func New(cfg Config, paths ...Path) (*Endpoint, error) {
 	}
 	e := &Endpoint{
 		cfg:     cfg,
+		epoch:   time.Now(),
 		signer:  s,
 		events:  make(chan Event, 256),
 		kick:    make(chan struct{}, 1),
@@ -357,13 +378,18 @@ func (e *Endpoint) PeerAddr(i int) net.Addr {
 // Run sends and receives until ctx ends, then closes the connections and
 // returns once every goroutine it started has ended.
 func (e *Endpoint) Run(ctx context.Context) error {
+	// Taken first and given back last: no relief sends once Run returns.
+	e.sendMu.Lock()
+	defer e.sendMu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		e.persistPeer(ctx)
 	}()
+	stopRelief := make(chan struct{})
 	defer func() {
+		close(stopRelief)
 		// Closing a conn that is no socket ends its reader; what the
 		// readers took meanwhile is dropped: the endpoint is done.
 		for _, p := range e.paths {
@@ -379,6 +405,12 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	}()
 	if err := e.startReaders(ctx); err != nil {
 		return err
+	}
+	if cpus := reliefCPUs(); e.cfg.Relief && cpus != nil {
+		wg.Add(len(cpus))
+		if err := e.startRelief(cpus, stopRelief, wg.Done); err != nil {
+			return fmt.Errorf("heartbeat: relief sender: %w", err)
+		}
 	}
 	polling := false
 
@@ -405,19 +437,34 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	// a starved CPU, a stopped VM. Its own lateness is never taken for the
 	// peer's silence (corosync does the same): the dead interval restarts.
 	lastRun := time.Now()
+	var r rxFrame
 	for {
+		e.deaf = !peerAlive
+		e.ranAt.Store(e.mono())
+		e.sendMu.Unlock()
+		if park := e.park.Load(); park != nil {
+			(*park)()
+		}
+		send, got := false, false
 		select {
 		case <-ctx.Done():
-			return nil
 		case <-tick.C:
-			e.sendAll(out, !peerAlive)
+			send = true
 		case <-e.kick:
-			e.sendAll(out, !peerAlive)
-		case r := <-e.rx:
-			if !e.receive(ctx, &r, &peerAlive) {
-				return nil
-			}
+			send = true
+		case r = <-e.rx:
+			got = true
 		case <-live.C:
+		}
+		e.sendMu.Lock()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if send {
+			e.sendAll(out, !peerAlive)
+		}
+		if got && !e.receive(ctx, &r, &peerAlive) {
+			return nil
 		}
 		now := time.Now()
 		if now.Sub(lastRun) > e.cfg.Dead/2 {
@@ -1079,4 +1126,5 @@ func (e *Endpoint) sendAll(buf []byte, deaf bool) {
 		}
 		e.stats.sent.Add(1)
 	}
+	e.sentAt.Store(e.mono())
 }

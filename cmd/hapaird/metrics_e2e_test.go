@@ -55,6 +55,7 @@ func TestMetricsScrape(t *testing.T) {
 		`hapair_heartbeat_core_pauses_total 0`,
 		`hapair_heartbeat_core_stalls_total 0`,
 		`# TYPE hapair_heartbeat_longest_send_gap_seconds gauge`,
+		`# TYPE hapair_heartbeat_relieved_total counter`,
 		`hapair_heartbeat_frames_not_reported_total 0`,
 		`hapair_session_writes_total 0`,
 	} {

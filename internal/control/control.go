@@ -153,6 +153,10 @@ type Frames struct {
 	// wake-ups rather than when they came: an active node with a standby
 	// peer does (a wake-up less per frame); a standby never does.
 	Polled uint64 `json:"polled"`
+	// Relieved counts the frames sent by the heartbeat core's relief
+	// senders (at the turbo profile) because one CPU kept its
+	// loop from sending on time: each would otherwise have been a stall.
+	Relieved uint64 `json:"relieved"`
 }
 
 // Error is the body of every failed request.

@@ -28,6 +28,7 @@ var (
 	dDropped    = desc("heartbeat_frames_dropped_total", "Heartbeat frames dropped, by reason.", "reason")
 	dPauses     = desc("heartbeat_core_pauses_total", "Times the heartbeat core found it had not run for half a dead interval (the node is too loaded for its profile).")
 	dStalls     = desc("heartbeat_core_stalls_total", "Times no heartbeat frame left this node for a whole dead interval, as long as the peer waits (a failover then was the host's doing: it kept the heartbeat core off its CPU).")
+	dRelieved   = desc("heartbeat_relieved_total", "Heartbeat frames a relief sender on another CPU sent because one CPU kept the heartbeat core's loop from sending on time (turbo profile).")
 	dLongest    = desc("heartbeat_longest_send_gap_seconds", "The longest time between two heartbeat frames this node sent.")
 	dQueued     = desc("heartbeat_queued_at_expiry_total", "Times a heartbeat path was due to go down with frames unread in its socket.")
 	dPolled     = desc("heartbeat_polled_total", "Peer frames the heartbeat core read at its own wake-ups (an active node with a standby peer) rather than when they came.")
@@ -57,7 +58,7 @@ var (
 type collector struct{ status func() control.Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dStalls, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr, dLogDropped} {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dStalls, dRelieved, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr, dLogDropped} {
 		ch <- d
 	}
 }
@@ -89,6 +90,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	n(dRecv, float64(s.Frames.Received))
 	n(dPauses, float64(s.Frames.CorePauses))
 	n(dStalls, float64(s.Frames.CoreStalls))
+	n(dRelieved, float64(s.Frames.Relieved))
 	g(dLongest, s.Frames.LongestSendGapMs/1000)
 	n(dQueued, float64(s.Frames.QueuedAtExpiry))
 	n(dPolled, float64(s.Frames.Polled))

@@ -148,7 +148,7 @@ func (a *Agent) snapshot() control.Status {
 	st := a.opt.Heartbeat.Stats()
 	s.Frames = control.Frames{Sent: st.Sent, Received: st.Received, Dropped: st.Drops,
 		CorePauses: st.Pauses, QueuedAtExpiry: st.QueuedAtExpiry, NotReported: st.AgentBehind,
-		CoreStalls: st.Stalls, LongestSendGapMs: float64(st.LongestSendGap.Microseconds()) / 1000, Polled: st.Polled}
+		CoreStalls: st.Stalls, LongestSendGapMs: float64(st.LongestSendGap.Microseconds()) / 1000, Polled: st.Polled, Relieved: st.Relieved}
 	// The heartbeat core reports a frame that says nothing new only now
 	// and then (heartbeat.Config.Refresh); it knows when the last came.
 	if st.LastFrame.After(peerAt) {

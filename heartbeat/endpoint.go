@@ -407,8 +407,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		return err
 	}
 	if cpus := reliefCPUs(); e.cfg.Relief && cpus != nil {
-		wg.Add(len(cpus))
-		if err := e.startRelief(cpus, stopRelief, wg.Done); err != nil {
+		if err := e.startRelief(cpus, stopRelief, &wg); err != nil {
 			return fmt.Errorf("heartbeat: relief sender: %w", err)
 		}
 	}

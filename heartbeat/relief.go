@@ -3,6 +3,7 @@ package heartbeat
 import (
 	"os"
 	"runtime"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -66,9 +67,10 @@ func reliefCPUs() []int {
 	return cpus
 }
 
-// startRelief starts a relief sender on each of cpus; each runs until
-// stop is closed and then calls done.
-func (e *Endpoint) startRelief(cpus []int, stop <-chan struct{}, done func()) error {
+// startRelief starts a relief sender on each of cpus, each counted in wg
+// until it ends (when stop is closed), and none left uncounted when one
+// cannot start.
+func (e *Endpoint) startRelief(cpus []int, stop <-chan struct{}, wg *sync.WaitGroup) error {
 	for _, cpu := range cpus {
 		// A blocking timerfd read by a thread of its own: woken on its
 		// own CPU, not through the runtime's poller, which another
@@ -78,8 +80,9 @@ func (e *Endpoint) startRelief(cpus []int, stop <-chan struct{}, done func()) er
 			return os.NewSyscallError("timerfd_create", err)
 		}
 		started := make(chan error)
+		wg.Add(1)
 		go func() {
-			defer done()
+			defer wg.Done()
 			defer unix.Close(fd)
 			e.relieve(cpu, fd, stop, started)
 		}()

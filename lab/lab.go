@@ -428,6 +428,10 @@ func Command(ns, name string, args ...string) *exec.Cmd {
 // process to exit (at most within) and returns Wait's error; the pair owns
 // the one call to cmd.Wait.
 func (p *Pair) Start(cmd *exec.Cmd) (wait func(within time.Duration) (exited bool, err error), err error) {
+	// The kernel sends the parent-death signal when the thread that
+	// started the child ends, not the process: code in a process that
+	// runs a lab must not end a thread (a goroutine that exits locked to
+	// it), which may be the one that started a daemon.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, err

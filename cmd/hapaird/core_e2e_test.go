@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -177,4 +179,139 @@ func TestActiveCorePollsItsStandby(t *testing.T) {
 	}
 	waitPolling(stb)
 	notPolling(act)
+}
+
+// At turbo, a CPU the host keeps from the heartbeat core does not stop its
+// frames: a relief sender on another CPU sends them, and the core counts
+// the frames relieved. The host here is a thread of this test, busy at
+// SCHED_FIFO 99 (above the core's SCHED_RR) for 8 ms, longer than turbo's
+// dead interval, on the one CPU the active's core's threads are pinned to
+// (all but the relief senders, pinned already): what a hypervisor that
+// does not run a vCPU does to them. Without the relief every hold is a
+// stall, a dead interval with no frame sent, which the peer rightly takes
+// for a loss. With it a hold stalls the core only when it catches the
+// loop in the middle of its work (a few per cent of the time at turbo;
+// relief never covers a loop that is not parked, by design), and then the
+// standby may take over: roles are not judged, stalls are.
+func TestHeldCPUIsRelievedAtTurbo(t *testing.T) {
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		t.Fatal(err)
+	}
+	if allowed.Count() < 2 {
+		t.Skip("relief senders need a second CPU")
+	}
+	held := 0
+	for !allowed.IsSet(held) {
+		held++
+	}
+	// Under 10 ms: Go's runtime preempts a goroutine that has run that
+	// long, and the holding thread then leaves the CPU for a moment, long
+	// enough for the core's loop to start its work there and be held in
+	// the middle of it.
+	const holds, hold = 20, 8 * time.Millisecond
+	c := cluster(t, lab.ConfigOptions{Profile: "turbo"})
+	act := settle(t, c)
+	before, err := c.Status(act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dead := time.Duration(before.DeadMs * float64(time.Millisecond)); hold <= dead {
+		t.Fatalf("a hold of %v is not longer than turbo's dead interval, %v", hold, dead)
+	}
+	kids := lab.Children(c.Pid(act))
+	if len(kids) != 1 {
+		t.Fatalf("daemon has children %v, want the heartbeat core alone", kids)
+	}
+	for range holds {
+		// Again before each hold: the runtime may have started a thread
+		// since.
+		pinThreads(t, kids[0], held)
+		if err := holdCPU(held, hold); err != nil {
+			t.Fatal(err)
+		}
+		// Pacing: the holds are apart, as a host's stalls are.
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The core reports its counts to the agent now and then: wait until
+	// they tell the holds' story one way or the other.
+	tolerated := uint64(holds / 4)
+	var after *control.Status
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		after, err = c.Status(act)
+		if err == nil && (after.Frames.Relieved > before.Frames.Relieved || after.Frames.CoreStalls-before.Frames.CoreStalls > tolerated) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no relieved frame nor stall counted after %d holds of the core's CPU: %+v, %v", holds, after, err)
+		}
+	}
+	relieved, stalls := after.Frames.Relieved-before.Frames.Relieved, after.Frames.CoreStalls-before.Frames.CoreStalls
+	t.Logf("%d holds of %v: %d frames relieved, %d stalls, longest send gap %.1f ms, role %s", holds, hold, relieved, stalls, after.Frames.LongestSendGapMs, after.Role)
+	if stalls > tolerated {
+		t.Errorf("%d of %d holds of one CPU stalled the core's frames, want at most %d", stalls, holds, tolerated)
+	}
+	if relieved == 0 {
+		t.Error("no frame relieved")
+	}
+}
+
+// pinThreads pins every thread of process pid that may run on more than
+// one CPU to cpu.
+func pinThreads(t *testing.T, pid, cpu int) {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one unix.CPUSet
+	one.Set(cpu)
+	for _, task := range tasks {
+		tid, _ := strconv.Atoi(task.Name())
+		var set unix.CPUSet
+		// A thread that ended meanwhile is no matter.
+		if unix.SchedGetaffinity(tid, &set) == nil && set.Count() > 1 {
+			if err := unix.SchedSetaffinity(tid, &one); err != nil && err != unix.ESRCH {
+				t.Fatalf("pin thread %d to CPU %d: %v", tid, cpu, err)
+			}
+		}
+	}
+}
+
+// holdCPU keeps every other thread off cpu for d: a thread of this
+// process pinned there at SCHED_FIFO 99, busy until d is up.
+func holdCPU(cpu int, d time.Duration) error {
+	done := make(chan error)
+	go func() {
+		// The thread goes back to the runtime as it was, not ended with
+		// the goroutine: the lab starts its daemons with a parent-death
+		// signal, which the kernel sends when the thread that started
+		// one ends, and any thread of this process may have.
+		runtime.LockOSThread()
+		var was unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &was); err != nil {
+			done <- err
+			return
+		}
+		var set unix.CPUSet
+		set.Set(cpu)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			done <- err
+			return
+		}
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 99}
+		err := unix.SchedSetAttr(0, &attr, 0)
+		for end := time.Now().Add(d); err == nil && time.Now().Before(end); {
+		}
+		normal := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}
+		if rerr := errors.Join(unix.SchedSetAttr(0, &normal, 0), unix.SchedSetaffinity(0, &was)); rerr != nil {
+			// Left locked, the thread ends with the goroutine: a thread
+			// that cannot be put back must not run anything else.
+			done <- errors.Join(err, rerr)
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- err
+	}()
+	return <-done
 }

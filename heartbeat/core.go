@@ -175,9 +175,13 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 	}
 	if cfg.Endpoint.Dead <= ReliefUpTo {
 		cfg.Endpoint.Relief = true
-		// A relief sender waits in a system call holding its P; the
-		// loop must not wait for the runtime to take it back.
-		runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), 1+ReliefCPUs))
+		// A relief sender waits in a system call holding its P: the
+		// loop keeps the Ps it had without them. And a relief whose P
+		// the runtime took back meanwhile (it does every 10 ms, the
+		// relief never being scheduled anew) takes an idle one when it
+		// wakes, with no other thread's help: so there must be idle
+		// ones while a stopped CPU's threads hold theirs.
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + ReliefCPUs)
 	}
 	ep, err := openCore(cfg)
 	if err != nil {

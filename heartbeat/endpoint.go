@@ -199,6 +199,8 @@ type Endpoint struct {
 	epoch  time.Time
 	ranAt  atomic.Int64
 	sentAt atomic.Int64
+	// relievedLast says a relief sender sent the last frame.
+	relievedLast atomic.Bool
 	// park, when set (by tests), is called where the loop parks, without
 	// sendMu: a loop kept from running, as by a CPU that stopped.
 	park atomic.Pointer[func()]
@@ -1126,4 +1128,5 @@ func (e *Endpoint) sendAll(buf []byte, deaf bool) {
 		e.stats.sent.Add(1)
 	}
 	e.sentAt.Store(e.mono())
+	e.relievedLast.Store(false)
 }

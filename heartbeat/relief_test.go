@@ -93,3 +93,29 @@ func stall(n *node, d time.Duration) {
 	// One more dead interval, for what b would say of the stall.
 	time.Sleep(stallDead)
 }
+
+// A relief sends when no frame left for a wake-up period, and keeps
+// sending at every wake-up once its own frame is the last, though it wakes
+// a little early: it skipped every other wake-up (frames 2.5 ms apart at
+// turbo, half its dead interval).
+func TestReliefDue(t *testing.T) {
+	const every = 1000 * time.Microsecond
+	for _, c := range []struct {
+		age          time.Duration
+		relievedLast bool
+		due          bool
+	}{
+		{999 * time.Microsecond, false, false},
+		{1000 * time.Microsecond, false, true},
+		{900 * time.Microsecond, true, true},
+		{700 * time.Microsecond, true, false},
+	} {
+		var e Endpoint
+		now := int64(time.Second)
+		e.sentAt.Store(now - int64(c.age))
+		e.relievedLast.Store(c.relievedLast)
+		if got := e.reliefDue(now, every); got != c.due {
+			t.Errorf("last frame %v ago, relief's %v: due %v, want %v", c.age, c.relievedLast, got, c.due)
+		}
+	}
+}

@@ -143,10 +143,10 @@ func (e *Endpoint) relieve(cpu, fd int, stop <-chan struct{}, started chan<- err
 }
 
 // reliefDue says whether a relief sender woken every every should send at
-// now: when no frame left for every, or, once a relief sent the last one,
-// for three quarters of it. Not only the first: a relief woken a little
-// early after its own frame found it too fresh and skipped a wake-up, so
-// relief sent every 2.5 ms at turbo, half the dead interval.
+// now: when no frame left for every; once a relief sent the last one, for
+// three quarters of it. Else a relief woken a little early after its own
+// frame finds it too fresh and skips the wake-up: frames left 2.5 ms apart
+// at turbo, half the dead interval.
 func (e *Endpoint) reliefDue(now int64, every time.Duration) bool {
 	age := now - e.sentAt.Load()
 	return age >= int64(every) || e.relievedLast.Load() && age >= int64(every)*3/4

@@ -288,19 +288,20 @@ func holdCPU(cpu int, d time.Duration) error {
 		// signal, which the kernel sends when the thread that started
 		// one ends, and any thread of this process may have.
 		runtime.LockOSThread()
-		var was unix.CPUSet
-		if err := unix.SchedGetaffinity(0, &was); err != nil {
-			done <- err
-			return
-		}
-		var set unix.CPUSet
+		var was, set unix.CPUSet
 		set.Set(cpu)
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
+		err := unix.SchedGetaffinity(0, &was)
+		if err == nil {
+			err = unix.SchedSetaffinity(0, &set)
+		}
+		if err != nil {
+			// Nothing changed: the thread can go back.
+			runtime.UnlockOSThread()
 			done <- err
 			return
 		}
 		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 99}
-		err := unix.SchedSetAttr(0, &attr, 0)
+		err = unix.SchedSetAttr(0, &attr, 0)
 		for end := time.Now().Add(d); err == nil && time.Now().Before(end); {
 		}
 		normal := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}

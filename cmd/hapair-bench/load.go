@@ -319,14 +319,30 @@ func benchLoadProbe(d time.Duration) probeFigures {
 	start := time.Now()
 	for _, cpu := range cpus {
 		go func() {
-			// The thread ends with the goroutine, its scheduling with it.
+			// The thread goes back to the runtime as it was, not ended
+			// with the goroutine: the load's processes were started
+			// with a parent-death signal, which the kernel sends when
+			// the thread that started one ends (lab.Pair.Start).
 			runtime.LockOSThread()
-			var set unix.CPUSet
+			var was, set unix.CPUSet
 			set.Set(cpu)
-			if err := unix.SchedSetaffinity(0, &set); err != nil {
+			err := unix.SchedGetaffinity(0, &was)
+			if err == nil {
+				err = unix.SchedSetaffinity(0, &set)
+			}
+			if err != nil {
+				runtime.UnlockOSThread()
 				res <- woke{err: err}
 				return
 			}
+			defer func() {
+				normal := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}
+				// A thread that cannot be put back stays locked and
+				// ends: it must not run anything else.
+				if unix.SchedSetAttr(0, &normal, 0) == nil && unix.SchedSetaffinity(0, &was) == nil {
+					runtime.UnlockOSThread()
+				}
+			}()
 			attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_RR, Priority: 10}
 			if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
 				res <- woke{err: err}

@@ -319,44 +319,17 @@ func benchLoadProbe(d time.Duration) probeFigures {
 	start := time.Now()
 	for _, cpu := range cpus {
 		go func() {
-			// The thread goes back to the runtime as it was, not ended
-			// with the goroutine: the load's processes were started
-			// with a parent-death signal, which the kernel sends when
-			// the thread that started one ends (lab.Pair.Start).
-			runtime.LockOSThread()
-			var was, set unix.CPUSet
-			set.Set(cpu)
-			err := unix.SchedGetaffinity(0, &was)
-			if err == nil {
-				err = unix.SchedSetaffinity(0, &set)
-			}
-			if err != nil {
-				runtime.UnlockOSThread()
-				res <- woke{err: err}
-				return
-			}
-			defer func() {
-				normal := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}
-				// A thread that cannot be put back stays locked and
-				// ends: it must not run anything else.
-				if unix.SchedSetAttr(0, &normal, 0) == nil && unix.SchedSetaffinity(0, &was) == nil {
-					runtime.UnlockOSThread()
-				}
-			}()
-			attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_RR, Priority: 10}
-			if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
-				res <- woke{err: err}
-				return
-			}
 			var w woke
-			ts := unix.Timespec{Nsec: int64(time.Millisecond)}
-			for end := start.Add(d); time.Now().Before(end); {
-				t := time.Now()
-				unix.Nanosleep(&ts, nil)
-				now := time.Now()
-				w.late = append(w.late, now.Sub(t)-time.Millisecond)
-				w.at = append(w.at, now.Sub(start))
-			}
+			w.err = lab.OnCPU(cpu, unix.SchedAttr{Policy: unix.SCHED_RR, Priority: 10}, func() {
+				ts := unix.Timespec{Nsec: int64(time.Millisecond)}
+				for end := start.Add(d); time.Now().Before(end); {
+					t := time.Now()
+					unix.Nanosleep(&ts, nil)
+					now := time.Now()
+					w.late = append(w.late, now.Sub(t)-time.Millisecond)
+					w.at = append(w.at, now.Sub(start))
+				}
+			})
 			res <- w
 		}()
 	}

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -283,36 +281,10 @@ func pinThreads(t *testing.T, pid, cpu int) {
 func holdCPU(cpu int, d time.Duration) error {
 	done := make(chan error)
 	go func() {
-		// The thread goes back to the runtime as it was, not ended with
-		// the goroutine: the lab starts its daemons with a parent-death
-		// signal, which the kernel sends when the thread that started
-		// one ends, and any thread of this process may have.
-		runtime.LockOSThread()
-		var was, set unix.CPUSet
-		set.Set(cpu)
-		err := unix.SchedGetaffinity(0, &was)
-		if err == nil {
-			err = unix.SchedSetaffinity(0, &set)
-		}
-		if err != nil {
-			// Nothing changed: the thread can go back.
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 99}
-		err = unix.SchedSetAttr(0, &attr, 0)
-		for end := time.Now().Add(d); err == nil && time.Now().Before(end); {
-		}
-		normal := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}
-		if rerr := errors.Join(unix.SchedSetAttr(0, &normal, 0), unix.SchedSetaffinity(0, &was)); rerr != nil {
-			// Left locked, the thread ends with the goroutine: a thread
-			// that cannot be put back must not run anything else.
-			done <- errors.Join(err, rerr)
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- err
+		done <- lab.OnCPU(cpu, unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 99}, func() {
+			for end := time.Now().Add(d); time.Now().Before(end); {
+			}
+		})
 	}()
 	return <-done
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -55,31 +54,8 @@ func (h *hapair) idle() (idleCost, error) {
 	if err != nil {
 		return idleCost{}, err
 	}
-	pid := h.c.Pid(act)
-	ic, err := procCost(pid)
-	if err != nil {
-		return ic, err
-	}
-	// Then as monitoring would find it over the hours: the agent has
-	// served status requests, and what it allocated for them is garbage
-	// the collector keeps until its heap reaches the goal.
-	// One client, so one connection, as a monitoring agent keeps.
-	ctl := h.c.Ctl(act)
-	for range statusReads {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := ctl.Status(ctx)
-		cancel()
-		if err != nil {
-			return ic, err
-		}
-	}
-	_, ic.monitoredKB, ic.monitoredAnonKB, err = memory(append([]int{pid}, lab.Children(pid)...))
-	return ic, err
+	return procCost(h.c.Pid(act))
 }
-
-// statusReads is how many status requests the idle agent serves before
-// its memory is read again.
-const statusReads = 2000
 
 func (h *hapair) close() {
 	h.p.Close()
@@ -96,11 +72,7 @@ type idleCost struct {
 	// (heap, stacks, written data); the rest is file pages (its
 	// executable, libraries) that the page cache keeps for any process.
 	memKB, anonKB int
-	// monitoredKB and monitoredAnonKB are memKB and anonKB again after
-	// the daemon served statusReads status requests; 0 for a contender
-	// that serves none.
-	monitoredKB, monitoredAnonKB int
-	cpu                          float64 // per cent of a CPU
+	cpu           float64 // per cent of a CPU
 	// wakes are context switches a second, every thread counted: each is
 	// the kernel putting a thread to sleep or taking it off a CPU, and
 	// unlike the CPU share they do not depend on how busy the machine

@@ -145,11 +145,7 @@ func benchFailovers(bin, only string, runs int) (cells []*cell, idle []string) {
 			continue
 		}
 		if ic, err := c.idle(); err == nil {
-			monitored := "—"
-			if ic.monitoredKB > 0 {
-				monitored = fmt.Sprintf("%.1f MiB (%.1f)", mib(ic.monitoredKB), mib(ic.monitoredAnonKB))
-			}
-			idle = append(idle, fmt.Sprintf("| %s | %.1f MiB | %.1f MiB | %.1f MiB | %s | %.2f%% | %.0f |", mk.name, mib(ic.memKB), mib(ic.anonKB), mib(ic.rssKB), monitored, ic.cpu, ic.wakes))
+			idle = append(idle, fmt.Sprintf("| %s | %.1f MiB | %.1f MiB | %.1f MiB | %.2f%% | %.0f |", mk.name, mib(ic.memKB), mib(ic.anonKB), mib(ic.rssKB), ic.cpu, ic.wakes))
 		}
 		for _, sc := range c.scenarios() {
 			ce := &cell{contender: mk.name, scenario: sc}
@@ -331,8 +327,8 @@ func render(cells []*cell, idle []string, runs int) string {
 	}
 	b.WriteString(targets(cells))
 	if len(idle) > 0 {
-		fmt.Fprintf(&b, "\nIdle cost of the agent on the active node, all its processes (hapaird, built as the packages ship it, and its heartbeat core; keepalived's parent and VRRP child; CPU and context switches of keepalived's VRRP child only). *Memory*: the pages resident in any of them, each counted once (read from their page tables); *own*: of those, the anonymous ones (heap, stacks), which no other process shares; *RSS summed*: their RSS added up, which counts a page twice when two of them map it (hapaird's core and agent are one executable); *monitored*: memory (own) again after the agent served %d status requests, as monitoring finds it after a while (keepalived serves none). CPU is the time their threads ran by the scheduler's own account (schedstat, in ns, where /proc's clock ticks read in steps of 0.1 %% of a CPU), averaged over %v; context switches a second are of all their threads (each a thread put to sleep or taken off a CPU; unlike the CPU share, they do not change with how busy the machine is):\n", statusReads, idleWindow)
-		fmt.Fprintln(&b, "\n| contender | memory | own | RSS summed | monitored | CPU | context switches/s |\n|---|---:|---:|---:|---:|---:|---:|")
+		fmt.Fprintf(&b, "\nIdle cost of the agent on the active node, all its processes (hapaird, built as the packages ship it, and its heartbeat core; keepalived's parent and VRRP child; CPU and context switches of keepalived's VRRP child only). *Memory*: the pages resident in any of them, each counted once (read from their page tables); *own*: of those, the anonymous ones (heap, stacks), which no other process shares; *RSS summed*: their RSS added up, which counts a page twice when two of them map it (hapaird's core and agent are one executable). CPU is the time their threads ran by the scheduler's own account (schedstat, in ns, where /proc's clock ticks read in steps of 0.1 %% of a CPU), averaged over %v; context switches a second are of all their threads (each a thread put to sleep or taken off a CPU; unlike the CPU share, they do not change with how busy the machine is):\n", idleWindow)
+		fmt.Fprintln(&b, "\n| contender | memory | own | RSS summed | CPU | context switches/s |\n|---|---:|---:|---:|---:|---:|")
 		for _, l := range idle {
 			fmt.Fprintln(&b, l)
 		}

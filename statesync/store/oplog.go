@@ -1,11 +1,6 @@
 package store
 
-import (
-	"encoding/binary"
-	"runtime"
-
-	"golang.org/x/sys/unix"
-)
+import "encoding/binary"
 
 // opLog keeps the most recent operations as encoded op messages, back to
 // back in a ring of bytes: bounded by bytes rather than by count, so large
@@ -16,23 +11,6 @@ type opLog struct {
 	ring       []byte
 	start, end int64  // the oldest position kept, and the position after the newest
 	first      uint64 // the sequence of the op at start (of the next op when empty)
-}
-
-// newRing makes a log's ring of n bytes outside the Go heap, freed once
-// owner is unreachable. The ring (16 MiB by default) is resident only as
-// the log fills, but on the heap the collector counted all of it as live
-// and set its goal at twice that: an idle agent serving status requests,
-// whose own live heap is about a megabyte, went from 3 to 22 MiB of
-// resident memory of its own before it collected once. The race detector does not watch memory outside the
-// heap; every access to the ring is under the store's mutex.
-func newRing(owner *Store, n int) []byte {
-	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		return make([]byte, n)
-	}
-	// The ring never leaves the store: reads copy out of it (copyAt).
-	runtime.AddCleanup(owner, func(b []byte) { unix.Munmap(b) }, b)
-	return b
 }
 
 // reset empties the log after seq (after a snapshot, or on a follower,

@@ -165,7 +165,8 @@ type Store struct {
 func New(lim Limits) *Store {
 	lim.defaults()
 	s := &Store{lim: lim, sessions: map[string]*entry{}, notify: make(chan struct{}, 1)}
-	s.log = opLog{ring: newRing(s, lim.LogBytes), first: 1}
+	// Pages of the ring become resident only as the log fills.
+	s.log = opLog{ring: make([]byte, lim.LogBytes), first: 1}
 	return s
 }
 

@@ -169,8 +169,9 @@ func New(lim Limits) *Store {
 	// the heap, whole, on purpose: the collector counts it as live, a
 	// ballast that keeps a store of few sessions from being collected
 	// over and over while the stream runs (a follower never fills its
-	// ring, so on a standby it is nothing but that). Mapped outside the heap, or made as the log filled,
-	// replication lost 3 to 15 % of its throughput (design-notes.md).
+	// ring, so on a standby it is nothing but that). Mapped outside the
+	// heap, or made as the log filled, it cost replication 3 to 16 % of
+	// its throughput (design-notes.md).
 	s.log = opLog{ring: make([]byte, lim.LogBytes), first: 1}
 	return s
 }

@@ -279,7 +279,12 @@ func (n *Node) listen() error {
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
-	n.server(&http.Server{Handler: metrics.Handler(n.agent.Status), ReadHeaderTimeout: 5 * time.Second}, ml)
+	// Bounded like the control sockets, and more: the page renders in
+	// well under a second, so a client that does not take it within 10 s
+	// is let go; and the listener keeps metricsConns connections at most.
+	srv := &http.Server{Handler: metrics.Handler(n.agent.Status), ReadHeaderTimeout: 5 * time.Second,
+		WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}
+	n.server(srv, limitConns(ml, metricsConns, rateLimited(n.log, "metrics listener")))
 	return nil
 }
 

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +69,101 @@ func TestMetricsScrape(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("scraped:\n%s", body)
+	}
+}
+
+// A flood of connections to the metrics port, as a port scanner, a
+// misconfigured scraper or an attacker on the management network makes
+// them, must not grow the agent: it keeps 16 open (node's metricsConns)
+// and closes the rest at once; once one of them goes, a scrape works.
+func TestMetricsListenerBoundsAFlood(t *testing.T) {
+	const addr = "127.0.0.1:9405"
+	c := cluster(t, lab.ConfigOptions{Extra: "\n[metrics]\nlisten = \"" + addr + "\"\n"})
+	act := settle(t, c)
+	ns, pid := c.Node(act), c.Pid(act)
+	fds := func() int {
+		d, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(d)
+	}
+	before := fds()
+
+	// Each flood connection asks for the page on a keep-alive request:
+	// one the agent kept gets it and then stays open, idle, as long as
+	// the server lets it (a minute); one it refused reads nothing.
+	var held []net.Conn
+	defer func() {
+		for _, conn := range held {
+			conn.Close()
+		}
+	}()
+	refused := 0
+	ask := func() (net.Conn, bool) {
+		var conn net.Conn
+		if err := lab.Do(ns, func() (err error) {
+			conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(conn, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("neither served nor refused within 5s: %v", err)
+			}
+			conn.Close()
+			return nil, false
+		}
+		return conn, true
+	}
+	const flood = 200
+	for range flood {
+		if conn, ok := ask(); ok {
+			held = append(held, conn)
+		} else {
+			refused++
+		}
+	}
+	if len(held) != 16 || refused != flood-16 {
+		t.Errorf("of %d connections the agent kept %d and refused %d, want 16 kept", flood, len(held), refused)
+	}
+	// The agent's descriptors: the kept connections and nothing of the
+	// refused ones (a few more for whatever else it opened meanwhile).
+	if n := fds(); n > before+len(held)+4 {
+		t.Errorf("the agent has %d descriptors open, %d before the flood, with %d connections kept", n, before, len(held))
+	}
+	if conn, ok := ask(); ok {
+		conn.Close()
+		t.Errorf("a scrape was served with %d connections held", len(held))
+	}
+	if b, _ := os.ReadFile(c.LogPath(act)); !strings.Contains(string(b), "the most the listener keeps") {
+		t.Error("the agent did not log the refused connections")
+	}
+	// One kept connection goes: its slot is free for a scraper.
+	held[0].Close()
+	held = held[1:]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, ok := ask()
+		if ok {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no scrape served within 5s of a kept connection closing")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s, err := c.Status(act); err != nil || s.Role != "ACTIVE" {
+		t.Errorf("after the flood %s is %v (%v), want still ACTIVE", act, s, err)
 	}
 }

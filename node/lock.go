@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -72,4 +73,24 @@ func Cleanup(cfg *config.Config, self *config.Node) ([]vip.Addr, error) {
 	}
 	defer m.Close()
 	return m.Cleanup()
+}
+
+// DaemonRunning says whether a hapaird holds the node's instance lock: the
+// node's daemon, or its heartbeat core still handing over. It takes the
+// lock for an instant to tell, and gives it back; err when it cannot tell
+// (a lock file it may not open).
+func DaemonRunning(cfg *config.Config) (bool, error) {
+	f, err := os.Open(filepath.Join(filepath.Dir(cfg.Socket), "hapaird.lock"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil // no daemon ever ran here
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return true, nil
+	}
+	return false, err
 }

@@ -3,12 +3,14 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/health"
@@ -16,11 +18,12 @@ import (
 )
 
 // Preflight finds what keeps a node from starting on this machine, though
-// the file itself is valid: an interface that is not here, TLS files that
-// do not load, a hook or exec check whose program is not here or not
-// executable. New refuses to start on any of them, and hapaird --check
-// runs it too, so --check finds everything the daemon would fail on at
-// start. Each problem names the file, line and key.
+// the file itself is valid: an interface that is not here, a port another
+// program holds, TLS files that do not load, a hook or exec check whose
+// program is not here or not executable. New refuses to start on any of
+// them, and hapaird --check runs it too, so --check finds everything the
+// daemon would fail on at start. Each problem names the file, line and
+// key.
 func Preflight(cfg *config.Config, self *config.Node) config.Errors {
 	var errs config.Errors
 	nodeKey := fmt.Sprintf("node[%d]", self.ID)
@@ -50,6 +53,38 @@ func Preflight(cfg *config.Config, self *config.Node) config.Errors {
 	}
 	if ap, err := netip.ParseAddrPort(cfg.MetricsListen); err == nil && !bindable(ap.Addr()) {
 		errs = append(errs, cfg.Errorf("metrics.listen", "%s is not an address of this machine", ap.Addr()))
+	}
+	// A port another program holds stops the daemon at its first bind:
+	// each is bound as the daemon binds it and let go at once. Not while
+	// the node's own daemon runs (its lock is held): the ports are its.
+	// Not either when that cannot be told: a false alarm on a live node
+	// would teach operators to ignore --check.
+	if running, err := DaemonRunning(cfg); !running && err == nil {
+		tryBind := func(key, network string, at netip.AddrPort) {
+			if !local(at.Addr()) {
+				return // said above, or the kernel allows it (ip_nonlocal_bind)
+			}
+			var l io.Closer
+			var err error
+			if network == "udp" {
+				l, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(at))
+			} else {
+				l, err = net.Listen("tcp", at.String())
+			}
+			switch {
+			case err == nil:
+				l.Close()
+			case errors.Is(err, syscall.EADDRINUSE):
+				errs = append(errs, cfg.Errorf(key, "%s/%s is in use by another program (`ss -lnp 'sport = :%d'` names it)", at, network, at.Port()))
+			default:
+				errs = append(errs, cfg.Errorf(key, "%s/%s: %v", at, network, err))
+			}
+		}
+		tryBind("replication_port", "tcp", netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.ReplicationPort)))
+		tryBind("heartbeat_port", "udp", netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.HeartbeatPort)))
+		if ap, err := netip.ParseAddrPort(cfg.MetricsListen); err == nil {
+			tryBind("metrics.listen", "tcp", ap)
+		}
 	}
 	// A VIP in the host's own network configuration is there for good,
 	// on the standby too, which then answers for it beside the active:

@@ -489,13 +489,17 @@ func TestNodeUnderThePeersNameRefuses(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), want) {
 		t.Errorf("--check as a on b's host: %v, want %q in:\n%s", err, want, out)
 	}
-	if out, err := lab.Command(c.B, daemonBin, "--check", "-c", c.Config, "--node", "b").CombinedOutput(); err != nil {
+	// b's daemon runs, with its own state directory and socket: --check
+	// is given them, as one on a real node finds them by default, and
+	// tells the running daemon's ports from another program's by its lock.
+	bPaths := []string{"--state-dir", c.StateDir("b"), "--socket", c.Socket("b")}
+	if out, err := lab.Command(c.B, daemonBin, append([]string{"--check", "-c", c.Config, "--node", "b"}, bPaths...)...).CombinedOutput(); err != nil {
 		t.Errorf("--check as b on b's host: %v\n%s", err, out)
 	}
 	// The metrics listener is bound at start too.
 	metrics := filepath.Join(c.Dir, "metrics.toml")
 	os.WriteFile(metrics, append(src, fmt.Sprintf("\n[metrics]\nlisten = \"%s:9405\"\n", lab.ReplAddr["a"].Addr())...), 0o644)
-	out, err = lab.Command(c.B, daemonBin, "--check", "-c", metrics, "--node", "b").CombinedOutput()
+	out, err = lab.Command(c.B, daemonBin, append([]string{"--check", "-c", metrics, "--node", "b"}, bPaths...)...).CombinedOutput()
 	if want := fmt.Sprintf("metrics.listen: %s is not an address of this machine", lab.ReplAddr["a"].Addr()); err == nil || !strings.Contains(string(out), want) {
 		t.Errorf("--check with another host's metrics address: %v, want %q in:\n%s", err, want, out)
 	}

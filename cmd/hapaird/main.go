@@ -108,7 +108,7 @@ func flags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.config, "c", "/etc/hapair/hapair.toml", "configuration `file`")
 	fs.StringVar(&o.config, "config", "/etc/hapair/hapair.toml", "configuration `file` (as -c)")
 	fs.StringVar(&o.node, "node", "", "this node's `name` (default: by hostname, then by local addresses)")
-	fs.BoolVar(&o.check, "check", false, "validate the configuration and what this machine has for it (interfaces, TLS files, programs), print what would run, and exit")
+	fs.BoolVar(&o.check, "check", false, "validate the configuration and what this machine has for it (interfaces, ports, TLS files, programs), print what would run, and exit")
 	fs.BoolVar(&o.fileOnly, "file-only", false, "with --check: validate the file alone, as on a machine other than the node")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "release every VIP this node holds and exit (for ExecStopPost)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -165,6 +165,12 @@ func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule stri
 		fmt.Fprintf(warn, "warning: %s\n", msg)
 	}
 	fmt.Fprintf(w, "state:       %s, socket %s\n", cfg.StateDir, cfg.Socket)
+	switch running, err := node.DaemonRunning(cfg); {
+	case err != nil:
+		fmt.Fprintf(w, "ports:       not tried: cannot tell whether hapaird runs for this node (%v)\n", err)
+	case running:
+		fmt.Fprintf(w, "ports:       not tried: hapaird runs for this node, and they are its own\n")
+	}
 	if len(cfg.Checks) > 0 {
 		fmt.Fprintf(w, "checks:      %d\n", len(cfg.Checks))
 	}

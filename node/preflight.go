@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -15,6 +17,7 @@ import (
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/health"
 	"github.com/hapair/hapair/statesync/repl"
+	"golang.org/x/sys/unix"
 )
 
 // Preflight finds what keeps a node from starting on this machine, though
@@ -86,6 +89,12 @@ func Preflight(cfg *config.Config, self *config.Node) config.Errors {
 			tryBind("metrics.listen", "tcp", ap)
 		}
 	}
+	// What the daemon writes at start: its lock and sockets, and its
+	// state. Under the packaged unit (ProtectSystem=strict) only its own
+	// directories are writable, and --check, run as ExecStartPre, runs in
+	// the same sandbox: a state_dir elsewhere is found here.
+	writable("socket", filepath.Dir(cfg.Socket), cfg, &errs)
+	writable("state_dir", cfg.StateDir, cfg, &errs)
 	// A VIP in the host's own network configuration is there for good,
 	// on the standby too, which then answers for it beside the active:
 	// the classic mistake, and hapair could neither claim nor release it.
@@ -126,6 +135,30 @@ func Preflight(cfg *config.Config, self *config.Node) config.Errors {
 	}
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 	return errs
+}
+
+// writable says (in errs, under key) when dir cannot be made or written:
+// the nearest part of it that exists must be a directory this process may
+// write to. Nothing is made.
+func writable(key, dir string, cfg *config.Config, errs *config.Errors) {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && d != filepath.Dir(d):
+			continue
+		case err != nil:
+			*errs = append(*errs, cfg.Errorf(key, "%s: %v", dir, err))
+		case !fi.IsDir():
+			*errs = append(*errs, cfg.Errorf(key, "%s cannot be made: %s is not a directory", dir, d))
+		default:
+			if err := unix.Access(d, unix.W_OK|unix.X_OK); errors.Is(err, unix.EROFS) {
+				*errs = append(*errs, cfg.Errorf(key, "%s cannot be written: %s is on a read-only file system (the packaged unit lets hapaird write only /run/hapair and /var/lib/hapair: add ReadWritePaths=%s in a drop-in)", dir, d, dir))
+			} else if err != nil {
+				*errs = append(*errs, cfg.Errorf(key, "%s cannot be written: %s: %v", dir, d, err))
+			}
+		}
+		return
+	}
 }
 
 // lookProgram says what is wrong with a program to run, or "".

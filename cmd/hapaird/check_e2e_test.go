@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +90,32 @@ func TestCheckFindsAPortInUse(t *testing.T) {
 	out, rc := check()
 	if rc != 0 || !strings.Contains(out, "hapaird runs for this node") {
 		t.Errorf("--check beside the node's own daemon: exit %d, want 0 and a word that its ports were not tried:\n%s", rc, out)
+	}
+}
+
+// A state directory the daemon may not write, as a state_dir outside the
+// packaged unit's own directories is under its ProtectSystem=strict (where
+// --check runs as ExecStartPre, in the same sandbox), or one whose path
+// goes through a file: --check finds it, as the daemon would fail on it.
+// The read-only file system is a bind mount in a mount namespace of the
+// check's own.
+func TestCheckFindsAStateDirItCannotWrite(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	ro := t.TempDir()
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ state, want string }{
+		{filepath.Join(ro, "state"), fmt.Sprintf("state_dir: %s/state cannot be written: %s is on a read-only file system", ro, ro)},
+		{filepath.Join(file, "state"), fmt.Sprintf("state_dir: %s/state: stat %s/state: not a directory", file, file)},
+	} {
+		script := `mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"`
+		out, err := lab.Command(c.Node("a"), "unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", ro,
+			daemonBin, "--check", "-c", c.Config, "--node", "a", "--state-dir", tc.state, "--socket", c.Socket("a")).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), tc.want) {
+			t.Errorf("--check with state_dir %s: %v, want exit 1 and %q:\n%s", tc.state, err, tc.want, out)
+		}
 	}
 }

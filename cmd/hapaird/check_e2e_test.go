@@ -34,7 +34,8 @@ func TestCheckFindsAPortInUse(t *testing.T) {
 		t.Helper()
 		out, err := lab.Command(ns, daemonBin, "--check", "-c", c.Config, "--node", "a",
 			"--state-dir", c.StateDir("a"), "--socket", c.Socket("a")).CombinedOutput()
-		if ee, ok := err.(interface{ ExitCode() int }); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			return string(out), ee.ExitCode()
 		}
 		if err != nil {

@@ -119,6 +119,7 @@ func (v *validator) build(f *file) *Config {
 	v.timers(f, c)
 
 	v.ports(f, c)
+	v.paths(c)
 	v.sessions(f, c)
 	c.TLSCert, c.TLSKey, c.TLSCA = f.TLS.Cert, f.TLS.Key, f.TLS.CA
 	if set := (c.TLSCert != "") || (c.TLSKey != "") || (c.TLSCA != ""); set {
@@ -159,6 +160,26 @@ func (v *validator) ports(f *file, c *Config) {
 		} else if n == c.ReplicationPort || n == c.HeartbeatPort {
 			v.errf("metrics.listen", "%q: port %d is the pair's own (replication_port %d, heartbeat_port %d)", f.Metrics.Listen, n, c.ReplicationPort, c.HeartbeatPort)
 		}
+	}
+}
+
+// maxSocketPath is the longest path a unix socket's address holds: sun_path
+// is 108 bytes, the last a NUL.
+const maxSocketPath = 107
+
+// paths checks the daemon's own files: absolute, since the daemon must not
+// depend on the directory it was started in, and the socket's path, and
+// the operators' socket's beside it, short enough for a unix socket's
+// address, which the bind would otherwise refuse at start.
+func (v *validator) paths(c *Config) {
+	if !filepath.IsAbs(c.StateDir) {
+		v.errf("state_dir", "%q is not an absolute path", c.StateDir)
+	}
+	switch admin := AdminSocket(c.Socket); {
+	case !filepath.IsAbs(c.Socket):
+		v.errf("socket", "%q is not an absolute path", c.Socket)
+	case len(admin) > maxSocketPath || len(c.Socket) > maxSocketPath:
+		v.errf("socket", "%q is %d bytes and the operators' socket beside it, %s, %d: a unix socket's path is at most %d", c.Socket, len(c.Socket), admin, len(admin), maxSocketPath)
 	}
 }
 

@@ -88,11 +88,12 @@ func TestReplayedFramesDoNotHideTheActivesLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	stop := make(chan struct{})
+	stop, played := make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer close(played)
 		dst := &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}} // the recorded header decides
 		for _, f := range recorded {
 			select {
@@ -107,18 +108,33 @@ func TestReplayedFramesDoNotHideTheActivesLoss(t *testing.T) {
 		close(stop)
 		wg.Wait()
 	}()
-	if err := c.Kill("a"); err != nil {
+	// a's host is lost: its heartbeat core and agent stop at once. A
+	// killed agent's core would say FAULT, and b would take over on that
+	// frame, with the recording no part of it: b must take over on a's
+	// silence, through the frames played to it.
+	pid := c.Pid("a")
+	if err := lab.Freeze(append(lab.Children(pid), pid)); err != nil {
 		t.Fatal(err)
 	}
+	// Killed at the end, or by the pair's Close if the test stops early;
+	// its frozen core gets the parent-death signal, SIGCONT, and ends.
+	defer c.Kill("a")
 	if err := c.WaitRole("b", "ACTIVE", 2*time.Second); err != nil {
 		t.Fatalf("the recording kept the dead active alive: %v", err)
+	}
+	// The recording plays on after the takeover (about 4 s): every frame
+	// of it is dropped, and b stays active.
+	select {
+	case <-played:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the recording did not play out within 10s")
 	}
 	s, err := c.Status("b")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Frames.Dropped["stale"] == 0 {
-		t.Errorf("no replayed frame counted as stale: %v", s.Frames.Dropped)
+	if s.Frames.Dropped["stale"] == 0 || s.Role != "ACTIVE" {
+		t.Errorf("after the recording, b is %s with drops %v; want ACTIVE, the replayed frames counted as stale", s.Role, s.Frames.Dropped)
 	}
 }
 

@@ -24,8 +24,8 @@ type limitListener struct {
 	refused func(error)
 }
 
-func limitConns(l net.Listener, max int, refused func(error)) net.Listener {
-	return &limitListener{Listener: l, slots: make(chan struct{}, max), refused: refused}
+func limitConns(l net.Listener, n int, refused func(error)) net.Listener {
+	return &limitListener{Listener: l, slots: make(chan struct{}, n), refused: refused}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {

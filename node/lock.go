@@ -13,6 +13,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// lockPath is the node's instance lock, beside its socket.
+func lockPath(cfg *config.Config) string {
+	return filepath.Join(filepath.Dir(cfg.Socket), "hapaird.lock")
+}
+
 // instanceLock takes the per-node runtime lock; a second daemon (or a
 // --cleanup while the daemon runs) fails here. The heartbeat core holds
 // it too (StartCore), for as long as it outlives a dead agent to hand
@@ -25,7 +30,7 @@ func instanceLock(cfg *config.Config) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "hapaird.lock"), os.O_CREATE|os.O_RDWR, 0o640)
+	f, err := os.OpenFile(lockPath(cfg), os.O_CREATE|os.O_RDWR, 0o640)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +85,7 @@ func Cleanup(cfg *config.Config, self *config.Node) ([]vip.Addr, error) {
 // lock for an instant to tell, and gives it back; err when it cannot tell
 // (a lock file it may not open).
 func DaemonRunning(cfg *config.Config) (bool, error) {
-	f, err := os.Open(filepath.Join(filepath.Dir(cfg.Socket), "hapaird.lock"))
+	f, err := os.Open(lockPath(cfg))
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil // no daemon ever ran here
 	}

@@ -111,8 +111,8 @@ func TestDefaultsAndProfiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Interval != 10*time.Millisecond || c.DeadInterval != 30*time.Millisecond {
-		t.Errorf("fast profile = %v/%v, want 10ms/30ms", c.Interval, c.DeadInterval)
+	if c.Interval != 9*time.Millisecond || c.DeadInterval != 27*time.Millisecond {
+		t.Errorf("fast profile = %v/%v, want 9ms/27ms", c.Interval, c.DeadInterval)
 	}
 	if len(c.VIPs) != 2 || !c.VIPs[1].Prefix.Addr().Is6() {
 		t.Errorf("VIPs = %+v", c.VIPs)

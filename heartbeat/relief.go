@@ -32,7 +32,7 @@ import (
 // ReliefUpTo is the longest dead interval the heartbeat core runs relief
 // senders for: turbo's. Its 5 ms is far within the stalls one CPU showed
 // under the load campaign (dozens a minute, up to 20 ms), and they made
-// its false failovers; fast's 30 ms is above nearly all of them (one or
+// its false failovers; fast's 27 ms is above nearly all of them (one or
 // two stalls a campaign, none a failover), and the default's 300 ms above
 // all: those need not pay two more wake-ups every quarter dead interval
 // (fast's idle cost is a target of its own).

@@ -12,7 +12,7 @@ func TestIdleTickStaysInsideLeaseAndWatchdog(t *testing.T) {
 		dead, watchdog, want time.Duration
 	}{
 		{300 * time.Millisecond, 0, 750 * time.Millisecond}, // default: lease 3 s
-		{30 * time.Millisecond, 0, 500 * time.Millisecond},  // fast: lease 2 s
+		{27 * time.Millisecond, 0, 500 * time.Millisecond},  // fast: lease 2 s
 		{5 * time.Millisecond, 0, 500 * time.Millisecond},   // turbo: lease 2 s
 		{300 * time.Millisecond, 5 * time.Second, 750 * time.Millisecond},
 		{300 * time.Millisecond, time.Second, 250 * time.Millisecond}, // a short watchdog wins

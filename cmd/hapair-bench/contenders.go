@@ -22,6 +22,13 @@ type hapair struct {
 	dir string
 }
 
+// profileLabel names hapair at a profile with its timers, as the tables
+// print it: "hapair fast (9ms/27ms)".
+func profileLabel(profile string) string {
+	t := config.Profiles[profile]
+	return fmt.Sprintf("hapair %s (%v/%v)", profile, t.Interval, t.Dead)
+}
+
 func newHapair(bin, profile string) (contender, error) {
 	p, err := lab.New(lab.Options{})
 	if err != nil {

@@ -121,9 +121,9 @@ type maker struct {
 // three advert intervals.
 func makers(bin string) []maker {
 	return []maker{
-		{"hapair default (100ms/300ms)", func() (contender, error) { return newHapair(bin, "default") }},
-		{"hapair fast (10ms/30ms)", func() (contender, error) { return newHapair(bin, "fast") }},
-		{"hapair turbo (1ms/5ms)", func() (contender, error) { return newHapair(bin, "turbo") }},
+		{profileLabel("default"), func() (contender, error) { return newHapair(bin, "default") }},
+		{profileLabel("fast"), func() (contender, error) { return newHapair(bin, "fast") }},
+		{profileLabel("turbo"), func() (contender, error) { return newHapair(bin, "turbo") }},
 		{"keepalived advert 1s", func() (contender, error) { return newKeepalived("1") }},
 		{"keepalived advert 0.1s", func() (contender, error) { return newKeepalived("0.1") }},
 		{"keepalived advert 0.01s", func() (contender, error) { return newKeepalived("0.01") }},

@@ -82,7 +82,7 @@ func benchHapairSync(bin string, writes, sessions int) (syncFigures, error) {
 	if after.Role != "ACTIVE" || (after.LastTransition != nil && before.LastTransition != nil && after.LastTransition.At != before.LastTransition.At) {
 		f.note = "FALSE FAILOVER during the run"
 	} else {
-		f.note = "no false failover at the fast profile (10ms/30ms) during the run"
+		f.note = "no false failover at " + strings.TrimPrefix(profileLabel("fast"), "hapair ") + " during the run"
 	}
 	st.Close()
 

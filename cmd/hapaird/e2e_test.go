@@ -106,18 +106,16 @@ func TestPairStartsWithPreferredActive(t *testing.T) {
 }
 
 func TestHostLoss(t *testing.T) {
-	for _, prof := range []struct {
-		name string
-		dead time.Duration
-	}{{"default", 300 * time.Millisecond}, {"fast", 30 * time.Millisecond}, {"turbo", 5 * time.Millisecond}} {
-		t.Run(prof.name, func(t *testing.T) {
+	for _, name := range []string{"default", "fast", "turbo"} {
+		dead := config.Profiles[name].Dead
+		t.Run(name, func(t *testing.T) {
 			// No hold-down: it guards against a flapping link, which
 			// this test does not make, and on a loaded machine a
 			// stall of a node at turbo (5 ms), just before a fault,
 			// was a false failover and a return, a "flap", that held
 			// the real loss's takeover back by the hold-down (2 s).
 			// TestFlappingLinksChangeRolesOnceAndLoseNothing covers it.
-			c := cluster(t, lab.ConfigOptions{Profile: prof.name, HoldDown: "0s"})
+			c := cluster(t, lab.ConfigOptions{Profile: name, HoldDown: "0s"})
 			settle(t, c)
 			// Back and forth: the returning node must come back standby
 			// even though frames queued during its isolation arrive
@@ -137,8 +135,8 @@ func TestHostLoss(t *testing.T) {
 			t.Log(res)
 			// A generous bound that catches a broken mechanism; the
 			// figures live in the benchmark.
-			if res.VIPAfter > prof.dead+time.Second {
-				t.Errorf("VIP on %s after %v, want within the dead interval %v + 1s", res.To, res.VIPAfter, prof.dead)
+			if res.VIPAfter > dead+time.Second {
+				t.Errorf("VIP on %s after %v, want within the dead interval %v + 1s", res.To, res.VIPAfter, dead)
 			}
 			if got, want := c.ClientNeighbour(lab.VIP.Addr()).String(), c.MAC(res.To).String(); got != want {
 				t.Errorf("client's neighbour entry for the VIP: %s, want %s's %s", got, res.To, want)

@@ -40,6 +40,9 @@ type sockIO struct {
 	// their conn, which names the destination.
 	direct bool
 
+	// last is when the frame read before arrived, on this socket.
+	last time.Time
+
 	msg    unix.Msghdr
 	iov    unix.Iovec
 	name   unix.RawSockaddrLinklayer
@@ -148,7 +151,8 @@ func (s *sockIO) poll(b []byte) (ok bool, n int, at time.Time, mac [6]byte, err 
 	}
 	n = copy(b, s.buf[:s.n])
 	copy(mac[:], s.name.Addr[:6])
-	return true, n, kernelTime(time.Now(), s.stamp), mac, nil
+	s.last = arrival(time.Now(), s.stamp, s.last)
+	return true, n, s.last, mac, nil
 }
 
 // inQueue is how many bytes the socket holds unread (SIOCINQ).
@@ -178,7 +182,8 @@ func (s *sockIO) read(b []byte) (n int, at time.Time, mac [6]byte, err error) {
 	}
 	n = copy(b, s.buf[:s.n])
 	copy(mac[:], s.name.Addr[:6])
-	return n, kernelTime(time.Now(), s.stamp), mac, nil
+	s.last = arrival(time.Now(), s.stamp, s.last)
+	return n, s.last, mac, nil
 }
 
 // recv is one non-blocking recvmsg; false asks the poller to wait.
@@ -260,6 +265,23 @@ func kernelTime(now time.Time, stamp int64) time.Time {
 		return now
 	}
 	return now.Add(-age)
+}
+
+// arrival is when a frame the kernel stamped at stamp arrived, read at
+// now, and no earlier than prev, the arrival of the frame before it on the
+// same socket. A wall clock stepped forward between the stamp and the read
+// (chrony's makestep at boot, an operator's date -s) ages the frame by the
+// step in kernelTime; taken as it is, the last frame a path brought would
+// seem older than the dead interval and the path would be declared silent
+// at once, a false failover when the step caught both paths' frames
+// unread. A socket queues frames in order, so no frame arrived before the
+// one read ahead of it: the step costs the path at most the time since
+// that one, which the dead interval allows for.
+func arrival(now time.Time, stamp int64, prev time.Time) time.Time {
+	if at := kernelTime(now, stamp); at.After(prev) {
+		return at
+	}
+	return prev
 }
 
 // setPeer names the raw path's destination: mac on the link.

@@ -418,3 +418,39 @@ func TestActiveReadsAStandbyAtItsOwnWakeUps(t *testing.T) {
 		}
 	}
 }
+
+// A wall clock stepped while a frame waited in its socket must not make
+// the frame, or its path, older than the frame read before it: kernel
+// receive times are wall-clock times. The clock itself is not stepped
+// here (it is the machine's, and every other test's): a step of S between
+// the stamp and the read is, to the reader, a stamp S earlier.
+func TestArrivalSurvivesAWallClockStep(t *testing.T) {
+	const dead = 300 * time.Millisecond
+	now := time.Now()
+	prev := now.Add(-100 * time.Millisecond) // the frame read before
+	stamped := now.Add(-50 * time.Microsecond).UnixNano()
+	for _, c := range []struct {
+		name string
+		step time.Duration // the wall clock's step between stamp and read
+		want time.Time
+	}{
+		{"no step", 0, now.Add(-50 * time.Microsecond)},
+		// Taken as it is, the frame would be 2 s old: the path silent
+		// at once.
+		{"forward 2s", 2 * time.Second, prev},
+		{"forward 80ms", 80 * time.Millisecond, now.Add(-80*time.Millisecond - 50*time.Microsecond)},
+		{"back 2s", -2 * time.Second, now},
+		{"forward past 10s", 15 * time.Second, now},
+	} {
+		got := arrival(now, stamped-int64(c.step), prev)
+		if !got.Equal(c.want) {
+			t.Errorf("%s: arrived %v after the frame before, want %v", c.name, got.Sub(prev), c.want.Sub(prev))
+		}
+		if now.Sub(got) >= dead {
+			t.Errorf("%s: the frame just read is %v old, past the dead interval", c.name, now.Sub(got))
+		}
+	}
+	if got := arrival(now, 0, prev); !got.Equal(now) {
+		t.Errorf("no stamp: arrived %v after the frame before, want now (%v)", got.Sub(prev), now.Sub(prev))
+	}
+}

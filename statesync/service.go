@@ -80,7 +80,13 @@ type Service struct {
 
 	degraded atomic.Bool
 	writes   atomic.Uint64
-	noticed  atomic.Int64 // when OnWrite was last called, Unix nanoseconds
+	// noticed is when OnWrite was last called, in ns since started: by
+	// the monotonic clock, as a wall clock stepped back by an hour would
+	// hold the notices back for the hour (and the frames' write position
+	// with them, which a standby that takes over reads to tell the
+	// applications whether sync was complete).
+	noticed atomic.Int64
+	started time.Time
 }
 
 // NewService wires a store and its replicator.
@@ -91,7 +97,9 @@ func NewService(st *store.Store, r *repl.Replicator, cfg ServiceConfig) *Service
 	if cfg.Mode == "" {
 		cfg.Mode = Async
 	}
-	return &Service{cfg: cfg, store: st, repl: r, hub: NewHub(), role: "INIT", term: closed}
+	s := &Service{cfg: cfg, store: st, repl: r, hub: NewHub(), role: "INIT", term: closed, started: time.Now()}
+	s.noticed.Store(-int64(writeNotice)) // the first write is noticed
+	return s
 }
 
 // Hub is the service's event stream.
@@ -243,7 +251,7 @@ func (s *Service) applyBatch(ws []store.Write) (term <-chan struct{}) {
 	if created && s.cfg.OnNewSession != nil {
 		s.cfg.OnNewSession(now)
 	}
-	if n := now.UnixNano(); last > 0 && s.cfg.OnWrite != nil && n-s.noticed.Load() >= int64(writeNotice) {
+	if n := int64(now.Sub(s.started)); last > 0 && s.cfg.OnWrite != nil && n-s.noticed.Load() >= int64(writeNotice) {
 		s.noticed.Store(n)
 		s.cfg.OnWrite()
 	}

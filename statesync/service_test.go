@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,5 +121,42 @@ func TestDemotionFailsPendingSyncWrites(t *testing.T) {
 				t.Fatal("the pending write waited out its sync timeout after the demotion")
 			}
 		})
+	}
+}
+
+// Writes tell the agent (OnWrite), so that its frames carry the new
+// position: the first write at once, then at most once per writeNotice
+// however fast the writes come, and again once that has passed.
+func TestWritesAreNoticedOncePerWriteNotice(t *testing.T) {
+	st := store.New(store.Limits{})
+	var notices atomic.Int64
+	svc := NewService(st, repl.New(st, repl.Config{}), ServiceConfig{OnWrite: func() { notices.Add(1) }})
+	svc.SetRole(1, "ACTIVE", true, "a", 1)
+	write := func(i int) {
+		t.Helper()
+		if _, err := svc.Write(store.OpCreate, fmt.Sprint("s", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(0)
+	if n := notices.Load(); n != 1 {
+		t.Fatalf("the first write made %d notices, want 1", n)
+	}
+	start := time.Now()
+	const writes = 2000
+	for i := 1; i <= writes; i++ {
+		write(i)
+	}
+	// Each notice after the first needs writeNotice to have passed.
+	if n, most := notices.Load(), 2+int64(time.Since(start)/writeNotice); n > most {
+		t.Errorf("%d writes in %v made %d notices, at most %d allowed", writes, time.Since(start), n, most)
+	}
+	before := notices.Load()
+	for i, deadline := writes+1, time.Now().Add(5*time.Second); notices.Load() == before; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no notice for writes over 5 s after %d", before)
+		}
+		time.Sleep(writeNotice / 2)
+		write(i)
 	}
 }

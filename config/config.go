@@ -51,11 +51,12 @@ const DefaultMaxMemory = 1 << 30
 // Profiles name the two timer pairs operators pick from.
 var Profiles = map[string]struct{ Interval, Dead time.Duration }{
 	"default": {100 * time.Millisecond, 300 * time.Millisecond},
-	// fast is three intervals to its dead interval like the others, its
-	// interval 9ms, not VRRP's 10ms: a host loss is detected 0 to one
-	// interval short of the dead interval after it, so the median is the
-	// dead interval less half an interval, and 10ms / 30ms put it at 25ms
-	// plus the claim, which the fast target (p50 < 25ms) cannot be.
+	// fast keeps three intervals to its dead interval, as the others do,
+	// at 9ms, not VRRP's 10ms. A host loss is detected between one
+	// interval short of the dead interval and the dead interval after
+	// it, so the median is the dead interval less half an interval:
+	// 10ms / 30ms put it at 25ms plus the claim, above the fast target
+	// (p50 < 25ms) in most runs.
 	"fast": {9 * time.Millisecond, 27 * time.Millisecond},
 	// turbo is below what VRRP can say (VRRPv3's smallest advertisement
 	// interval is 10ms). It needs the heartbeat core's real-time

@@ -83,8 +83,10 @@ func (c *Cluster) CrashRestart(round int, acked map[string]int, bound time.Durat
 
 // Missing counts the writes in acked that node lacks (or holds older).
 func (c *Cluster) Missing(node string, acked map[string]int) (missing int) {
+	cl := client.New(c.Socket(node))
+	defer cl.Close()
 	for id, want := range acked {
-		got, err := client.New(c.Socket(node)).Get(context.Background(), id)
+		got, err := cl.Get(context.Background(), id)
 		if err != nil || got.Data == nil {
 			missing++
 			continue
@@ -354,7 +356,10 @@ func (c *Cluster) RotateKeys(switchover func(active string) error) error {
 			return err
 		}
 		active := other(node)
-		if _, err := client.New(c.Socket(active)).Create(context.Background(), fmt.Sprintf("rotation-%d-%s-%s", c.rotations, node, filepath.Base(cfg)), []byte("x")); err != nil {
+		cl := client.New(c.Socket(active))
+		_, err := cl.Create(context.Background(), fmt.Sprintf("rotation-%d-%s-%s", c.rotations, node, filepath.Base(cfg)), []byte("x"))
+		cl.Close()
+		if err != nil {
 			return err
 		}
 		if err := c.WaitSynced(active, 10*time.Second); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
 	"github.com/hapair/hapair/lab/labtest"
+	"github.com/hapair/hapair/statesync/client"
 )
 
 // End-to-end tests: the real hapaird, built with the race detector, in
@@ -704,6 +705,60 @@ func TestControlSocketCutsOffDawdlers(t *testing.T) {
 	}
 	if len(b) > 0 && !strings.Contains(string(b), "408") && !strings.Contains(string(b), "400") {
 		t.Errorf("answer to a half request: %q", b)
+	}
+}
+
+// Polling the daemon leaves no connection open in it: the control client
+// closes its connection once answered, and a session client's Close closes
+// the one it keeps. The lab polled status with a new client each time, and
+// each poll left a connection, a goroutine and its buffers in the daemon
+// until its idle timeout (a minute): hundreds while the demo ran.
+func TestPollsLeaveNoConnectionInTheDaemon(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	pid := c.Pid(act)
+	before := sockets(t, pid)
+	for range 100 {
+		if _, err := c.Status(act); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitSockets(t, pid, before, "after 100 status polls")
+	cl := client.New(c.Socket(act))
+	if _, err := cl.List(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	waitSockets(t, pid, before, "after a session client's Close")
+}
+
+// sockets counts the sockets open in process pid, as its file table reads.
+func sockets(t *testing.T, pid int) (n int) {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
+}
+
+// waitSockets waits until process pid has no more sockets open than want:
+// the daemon closes its end of a connection once it reads the client's
+// close, a moment after the client's call returns.
+func waitSockets(t *testing.T, pid, want int, when string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for n := sockets(t, pid); n > want; n = sockets(t, pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the daemon has %d sockets open, %d before", when, n, want)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -174,6 +174,13 @@ type Client struct {
 func NewClient(socket string) *Client {
 	hc := client.HTTPClient(socket)
 	hc.Timeout = 5 * time.Second
+	// A connection per request, closed once answered. The control API is
+	// a request per operator action or poll, and a client kept open for
+	// a connection's reuse is a client someone forgets to close: the lab
+	// made one per status poll, and each left a connection, a goroutine
+	// and its buffers in the daemon until the daemon's idle timeout, 480
+	// at a time while its display polled.
+	hc.Transport.(*http.Transport).DisableKeepAlives = true
 	return &Client{Socket: socket, http: hc}
 }
 

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/statesync/store"
@@ -27,10 +28,23 @@ type Client struct {
 	http   *http.Client
 }
 
-// New returns a client for the daemon listening on socket.
+// New returns a client for the daemon listening on socket. A Client keeps
+// its connection open between requests: make one and use it for as long
+// as the application talks to the daemon, and Close it then. One made per
+// request leaves its connection open in the daemon until the idle timeout.
 func New(socket string) *Client {
 	return &Client{socket: socket, http: HTTPClient(socket)}
 }
+
+// Close closes the connection the client keeps between requests. Streams
+// and subscriptions it opened have their own, closed by their Close.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// idleConn is how long a connection waits for the client's next request.
+// It is below the daemon's idle timeout (a minute) so that the client, not
+// the daemon, closes it: a request sent as the daemon closes its end fails
+// and is not sent again when it is a write (POST, PUT, DELETE).
+const idleConn = 30 * time.Second
 
 // HTTPClient is an HTTP client whose every request goes to the daemon's
 // unix socket, whatever the URL's host.
@@ -40,6 +54,7 @@ func HTTPClient(socket string) *http.Client {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
+		IdleConnTimeout: idleConn,
 	}}
 }
 

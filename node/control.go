@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// control opens a control socket at path serving h.
-func (n *Node) control(path string, h http.Handler, mode os.FileMode, group string) error {
+// control opens a control socket at path serving h, keeping at most
+// conns connections open.
+func (n *Node) control(path string, h http.Handler, mode os.FileMode, group string, conns int) error {
 	// The instance lock is ours, so a socket file here is a dead daemon's.
 	os.Remove(path)
 	l, err := net.Listen("unix", path)
@@ -36,7 +37,9 @@ func (n *Node) control(path string, h http.Handler, mode os.FileMode, group stri
 	// 5 s, an idle keep-alive connection closed after a minute. No read
 	// or write timeout: event subscriptions and the binary session stream
 	// are long-lived by design.
-	n.server(&http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}, l)
+	limited := limitConns(l, conns, rateLimited(n.log, "control socket"))
+	limited.answer = tooMany(conns, path)
+	n.server(&http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}, limited)
 	return nil
 }
 

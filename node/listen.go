@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // metricsConns is how many connections the metrics listener keeps open at
@@ -15,17 +18,44 @@ import (
 // the same way (repl's unproven connections).
 const metricsConns = 16
 
+// appConns is how many connections the application socket keeps open at
+// once. Applications hold a client, a stream and an event subscription
+// each, a few per process: a media server's few hundred workers fit. An
+// application that opens connections and never closes them (a client made
+// per request) fills it, and is then refused, with a 503 that says why,
+// instead of growing the agent by a goroutine and its buffers per
+// connection (a stream's are 128 KiB) until the OOM killer ends the agent
+// of an active node, or of both.
+const appConns = 1024
+
+// adminConns is how many connections the operator socket keeps open:
+// root's commands, one at a time. It has its own, so an application that
+// fills its socket leaves root the status (which the operator socket
+// serves too, and hapairctl reads there as root) and the commands.
+const adminConns = 16
+
 // limitListener keeps at most cap(slots) of l's connections open. A
 // connection beyond them is closed at once, and refused told of it:
-// waiting in accept instead would queue a real scraper behind the flood.
+// waiting in accept instead would queue a real client behind the flood.
+// Before it is closed, a refused connection is sent answer, if any (an
+// HTTP response, so that the client reads why rather than a closed
+// connection).
 type limitListener struct {
 	net.Listener
 	slots   chan struct{}
 	refused func(error)
+	answer  []byte
 }
 
-func limitConns(l net.Listener, n int, refused func(error)) net.Listener {
+func limitConns(l net.Listener, n int, refused func(error)) *limitListener {
 	return &limitListener{Listener: l, slots: make(chan struct{}, n), refused: refused}
+}
+
+// tooMany is the answer of an HTTP listener that keeps n connections and
+// has them all open.
+func tooMany(n int, where string) []byte {
+	body := fmt.Sprintf(`{"error":"%d connections open on %s, the most hapaird keeps: an application opens connections and does not close them"}`+"\n", n, where)
+	return fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -38,7 +68,14 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		case l.slots <- struct{}{}:
 			return &slotConn{Conn: c, slots: l.slots}, nil
 		default:
-			l.refused(fmt.Errorf("connection from %s closed: %d open, the most the listener keeps", c.RemoteAddr(), cap(l.slots)))
+			l.refused(fmt.Errorf("connection from %s closed: %d open on %s, the most the listener keeps", peer(c), cap(l.slots), l.Addr()))
+			if l.answer != nil {
+				// Into the socket's buffer, which a fresh connection has
+				// room for: the deadline only keeps a full one from
+				// holding up the accept loop.
+				c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+				c.Write(l.answer)
+			}
 			c.Close()
 		}
 	}
@@ -65,4 +102,26 @@ func (c *slotConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// peer names who is at the other end of c: a TCP client's address, a unix
+// socket client's process (its credentials, which the kernel took at
+// connect), so that the log names the application that floods.
+func peer(c net.Conn) string {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return c.RemoteAddr().String()
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return "a local process"
+	}
+	var cred *unix.Ucred
+	raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err != nil || cred == nil {
+		return "a local process"
+	}
+	return fmt.Sprintf("pid %d (uid %d)", cred.Pid, cred.Uid)
 }

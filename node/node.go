@@ -265,11 +265,11 @@ func checks(cfg *config.Config, self *config.Node) []health.Config {
 func (n *Node) listen() error {
 	mux := control.NewServeMux(n.agent)
 	n.svc.Register(mux)
-	if err := n.control(n.cfg.Socket, mux, 0o660, "hapair"); err != nil {
+	if err := n.control(n.cfg.Socket, mux, 0o660, "hapair", appConns); err != nil {
 		return err
 	}
 	// Operator commands on a socket of their own, for root only.
-	if err := n.control(config.AdminSocket(n.cfg.Socket), control.NewAdminMux(n.agent), 0o600, ""); err != nil {
+	if err := n.control(config.AdminSocket(n.cfg.Socket), control.NewAdminMux(n.agent), 0o600, "", adminConns); err != nil {
 		return err
 	}
 	if n.cfg.MetricsListen == "" {

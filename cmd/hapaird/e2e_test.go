@@ -732,6 +732,69 @@ func TestPollsLeaveNoConnectionInTheDaemon(t *testing.T) {
 	waitSockets(t, pid, before, "after a session client's Close")
 }
 
+// An application that opens connections and never closes them fills the
+// application socket (1024 connections, node's appConns) and is refused
+// beyond it, with an answer that says why, instead of growing the agent by
+// a goroutine and its buffers per connection. The operator socket is
+// bounded apart, so root's hapairctl status still reads (it reads there),
+// and the pair is untouched. Once the connections close, the application
+// socket serves again.
+func TestAConnectionFloodIsRefusedNotKept(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	pid := c.Pid(act)
+	before := sockets(t, pid)
+	var flood []net.Conn
+	defer func() {
+		for _, k := range flood {
+			k.Close()
+		}
+	}()
+	for range 1024 + 100 {
+		k, err := net.Dial("unix", c.Socket(act))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A whole request: answered, the connection then waits for the
+		// next, as a client's kept connection does (the daemon's idle
+		// timeout is a minute), rather than being cut at the 5 s header
+		// timeout.
+		fmt.Fprint(k, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+		flood = append(flood, k)
+	}
+	ctx := context.Background()
+	_, err := c.Ctl(act).Status(ctx)
+	if err == nil || !strings.Contains(err.Error(), "1024 connections open") {
+		t.Fatalf("status on a full application socket: %v, want a refusal that says why", err)
+	}
+	if _, err := client.New(c.Socket(act)).Stream(ctx); err == nil || !strings.Contains(err.Error(), "1024 connections open") {
+		t.Fatalf("a session stream on a full application socket: %v, want a refusal that says why", err)
+	}
+	// Refused connections are closed as they are accepted: the daemon
+	// keeps the 1024 and no more.
+	waitSockets(t, pid, before+1024, "refusing connections beyond 1024")
+	if out := hapairctl(t, c, act, "status"); !strings.Contains(out, "ACTIVE") {
+		t.Errorf("root's status while the application socket is full:\n%s", out)
+	}
+	if b, _ := os.ReadFile(c.LogPath(act)); !strings.Contains(string(b), fmt.Sprintf("connection from pid %d (uid 0) closed: 1024 open", os.Getpid())) {
+		t.Errorf("the log does not name the process whose connections were refused")
+	}
+	for _, k := range flood {
+		k.Close()
+	}
+	flood = nil
+	deadline := time.Now().Add(5 * time.Second)
+	for _, err := c.Status(act); err != nil; _, err = c.Status(act) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the application socket still refuses once the flood closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s, err := c.Status(other(act)); err != nil || s.Role != "STANDBY" || !s.Peer.Seen || s.Peer.Role != "ACTIVE" {
+		t.Errorf("the pair after the flood: %+v %v", s, err)
+	}
+}
+
 // sockets counts the sockets open in process pid, as its file table reads.
 func sockets(t *testing.T, pid int) (n int) {
 	t.Helper()

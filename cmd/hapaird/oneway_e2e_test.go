@@ -226,8 +226,10 @@ func TestOneWayHealKeepsTheNewestSession(t *testing.T) {
 	heal := dropHeartbeatsAt(t, c, sb, true)
 	// New sessions on the active until it sees the blind standby active.
 	deadline := time.Now().Add(10 * time.Second)
+	cl := api(c, act)
+	defer cl.Close()
 	for i := 0; ; i++ {
-		if _, err := api(c, act).Create(ctx, fmt.Sprintf("%s-%d", act, i), []byte("x")); err != nil {
+		if _, err := cl.Create(ctx, fmt.Sprintf("%s-%d", act, i), []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 		if s, err := c.Status(act); err == nil && s.Peer.Role == "ACTIVE" {

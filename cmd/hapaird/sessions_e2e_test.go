@@ -26,6 +26,9 @@ import (
 // node's unix socket (unix sockets live in the filesystem, so the test
 // reaches them from outside the namespaces).
 
+// api is a session client of node's daemon. It keeps its connection open
+// between requests: a loop of requests uses one and closes it, as an
+// application must (the daemon keeps 1024 connections at most).
 func api(c *lab.Cluster, node string) *client.Client { return client.New(c.Socket(node)) }
 
 func waitSynced(t *testing.T, c *lab.Cluster, active string) {
@@ -190,12 +193,14 @@ func TestSyncModeLosesNoAcknowledgedWrite(t *testing.T) {
 		}
 		// Every acknowledged write is there; a later write whose answer
 		// the dying node never sent may be there too (values grow).
+		cl := api(c, other(act))
 		for id, want := range acked {
-			got, err := api(c, other(act)).Get(context.Background(), id)
+			got, err := cl.Get(context.Background(), id)
 			if err != nil || atoi(*got.Data) < want {
 				t.Fatalf("round %d: acknowledged %s=%d, new active has %v (%v)", round, id, want, got, err)
 			}
 		}
+		cl.Close()
 	}
 	t.Logf("%d rounds, %d sessions checked after every failover", rounds, len(acked))
 }
@@ -213,8 +218,10 @@ func TestAsyncVerdictCountsMissingWrites(t *testing.T) {
 	if err := c.CutReplication(false); err != nil {
 		t.Fatal(err)
 	}
+	cl := api(c, act)
+	defer cl.Close()
 	for i := 0; i < 7; i++ {
-		if _, err := api(c, act).Create(context.Background(), fmt.Sprintf("late-%d", i), []byte("x")); err != nil {
+		if _, err := cl.Create(context.Background(), fmt.Sprintf("late-%d", i), []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -309,8 +316,10 @@ func TestReplicationResumeAndSnapshot(t *testing.T) {
 			t.Fatal("the cut did not break the replication connection")
 		}
 	}
+	cl := api(c, act)
+	defer cl.Close()
 	for i := 0; i < 10; i++ {
-		api(c, act).Create(context.Background(), fmt.Sprintf("k%d", i), []byte("v"))
+		cl.Create(context.Background(), fmt.Sprintf("k%d", i), []byte("v"))
 	}
 	c.CutReplication(true)
 	waitSynced(t, c, act)
@@ -415,8 +424,10 @@ func TestAPIBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	cl := api(c, act)
+	defer cl.Close()
 	for i := 0; i < 2000; i++ {
-		if _, err := api(c, act).Create(context.Background(), fmt.Sprintf("n%d", i), []byte(strings.Repeat("y", 1000))); err != nil {
+		if _, err := cl.Create(context.Background(), fmt.Sprintf("n%d", i), []byte(strings.Repeat("y", 1000))); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -92,17 +92,23 @@ func Call(ctx context.Context, hc *http.Client, method, path string, body, out a
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		var e struct{ Error string }
-		json.NewDecoder(resp.Body).Decode(&e)
-		if e.Error == "" {
-			e.Error = resp.Status
-		}
-		return &Error{Status: resp.StatusCode, Message: e.Error}
+		return answerError(resp)
 	}
 	if out != nil {
 		return json.NewDecoder(resp.Body).Decode(out)
 	}
 	return nil
+}
+
+// answerError is the daemon's failed answer resp as an *Error: its message
+// (a JSON body's "error"), else the HTTP status.
+func answerError(resp *http.Response) *Error {
+	var e struct{ Error string }
+	json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e)
+	if e.Error == "" {
+		e.Error = resp.Status
+	}
+	return &Error{Status: resp.StatusCode, Message: e.Error}
 }
 
 func text(b []byte) *string {
@@ -176,8 +182,8 @@ func (c *Client) Subscribe(ctx context.Context) (*Subscription, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		return nil, fmt.Errorf("events: %s", resp.Status)
+		defer resp.Body.Close()
+		return nil, fmt.Errorf("events: %w", answerError(resp))
 	}
 	return &Subscription{body: resp.Body, dec: json.NewDecoder(resp.Body)}, nil
 }
@@ -233,8 +239,8 @@ func (c *Client) Stream(ctx context.Context) (*Stream, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		conn.Close()
-		return nil, fmt.Errorf("stream: %s", resp.Status)
+		defer conn.Close()
+		return nil, fmt.Errorf("stream: %w", answerError(resp))
 	}
 	return &Stream{c: conn, br: br, bw: bufio.NewWriterSize(conn, 64<<10), in: make([]byte, 256)}, nil
 }

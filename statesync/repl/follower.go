@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -139,7 +140,12 @@ func (f *follower) handle(b []byte, now time.Time) (used int, err error) {
 		if len(b)-used < n {
 			break
 		}
-		if err := wire.Decode(b[used+4:used+n], &f.m); err != nil {
+		err := wire.Decode(b[used+4:used+n], &f.m)
+		if errors.Is(err, wire.ErrUnknown) {
+			used += n // a later version's, which this one does without
+			continue
+		}
+		if err != nil {
 			return used, err
 		}
 		used += n

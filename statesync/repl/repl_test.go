@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hapair/hapair/statesync/store"
+	"github.com/hapair/hapair/statesync/wire"
 )
 
 var key = bytes.Repeat([]byte{3}, 32)
@@ -323,6 +324,54 @@ type slowStore struct {
 func (s *slowStore) Snapshot() (epoch, seq uint64, pos int64, sessions []store.Session) {
 	<-s.gate
 	return s.Store.Snapshot()
+}
+
+// An active of a later version may send messages this version does not
+// know, between the ops of its log: the standby skips them and applies
+// every op, without a reconnect. And an active skips what a later standby
+// sends beside its acknowledgements.
+func TestALaterVersionsMessagesAreSkipped(t *testing.T) {
+	st := &laterStore{Store: store.New(store.Limits{})}
+	leader, ln := lead(t, st)
+	var errs atomic.Int32
+	fstore := store.New(store.Limits{})
+	startNodeCfg(t, fstore, Config{Keys: [][]byte{key}, Peer: ln.Addr().String(), OnError: func(error) { errs.Add(1) }}, false)
+	// Attached (an empty snapshot) before the writes, so that they go
+	// through the log.
+	waitFor(t, "the standby", func() bool { return leader.Stats().Snapshots == 1 })
+	for i := range 10 {
+		write(t, st.Store, store.OpCreate, fmt.Sprintf("s%d", i), "x")
+	}
+	waitFor(t, "the ops", func() bool { _, s := fstore.Seq(); return s == 10 })
+	waitFor(t, "their acknowledgement", func() bool { return leader.Acked() == 10 })
+	if st.injected.Load() == 0 || errs.Load() != 0 {
+		t.Errorf("%d unknown messages sent, %d standby errors: want some, and none", st.injected.Load(), errs.Load())
+	}
+
+	p := &ackPump{}
+	a := &acks{sig: make(chan struct{})}
+	p.buf = append([]byte{0, 0, 0, 4, 200, 1, 2, 3}, wire.Append(nil, &wire.Msg{Type: wire.Ack, Seq: 7})...)
+	if err := p.parse(a); err != nil || a.load() != 7 {
+		t.Errorf("an acknowledgement after a message of a new type: %v, acknowledged %d, want 7", err, a.load())
+	}
+}
+
+// laterStore's log puts a message of a type no version knows yet before
+// every chunk it reads, as an active of a later version might.
+type laterStore struct {
+	*store.Store
+	injected atomic.Int32
+}
+
+func (s *laterStore) ReadLog(dst []byte, pos int64, max int) ([]byte, int64, bool) {
+	start := len(dst)
+	out, next, ok := s.Store.ReadLog(dst, pos, max)
+	if !ok || len(out) == start {
+		return out, next, ok
+	}
+	s.injected.Add(1)
+	chunk := append([]byte{0, 0, 0, 5, 200, 1, 2, 3, 4}, out[start:]...)
+	return append(out[:start], chunk...), next, ok
 }
 
 func TestWaitAckedTimesOutWithoutStandby(t *testing.T) {

@@ -119,7 +119,12 @@ func (p *ackPump) parse(acks *acks) error {
 		if len(p.buf)-used < n {
 			break
 		}
-		if err := wire.Decode(p.buf[used+4:used+n], &m); err != nil {
+		err := wire.Decode(p.buf[used+4:used+n], &m)
+		if errors.Is(err, wire.ErrUnknown) {
+			used += n // a later version's, which this one does without
+			continue
+		}
+		if err != nil {
 			return err
 		}
 		switch {

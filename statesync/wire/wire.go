@@ -19,6 +19,9 @@
 //	ping      standby->active  (empty) after the hello: the standby's kernel
 //	                           keeps the connection alive, so it needs no
 //	                           pings (an older active reads it and ignores it)
+//
+// A reader skips a message of a type it does not know, and the bytes of a
+// message after the fields it knows (ErrUnknown): a later version's.
 package wire
 
 import (
@@ -55,6 +58,19 @@ const MaxMsg = 16 << 20
 
 // ErrMalformed is the error for a message that does not parse.
 var ErrMalformed = errors.New("statesync: malformed message")
+
+// ErrUnknown is the error for a message of a type this version does not
+// know. Its length still says where it ends, so a reader skips it and goes
+// on: a later version may send one to a node of this version in the middle
+// of a rolling upgrade.
+//
+// Likewise a message may be longer than this version reads: the bytes
+// after the fields it knows are fields a later version appended, and are
+// skipped. So a later version can extend the protocol without cutting
+// replication to a peer of this one, provided an older peer can do without
+// what it adds (anything it must understand is sent only once the peer
+// said it does, in a field it appends to its hello).
+var ErrUnknown = errors.New("statesync: message of an unknown type")
 
 // Msg is one decoded message. Fields are used per type.
 type Msg struct {
@@ -173,11 +189,9 @@ func Decode(b []byte, m *Msg) error {
 		}
 	case Ping:
 	default:
-		return fmt.Errorf("%w: type %d", ErrMalformed, m.Type)
+		return fmt.Errorf("%w: type %d", ErrUnknown, m.Type)
 	}
-	if len(b) != 0 {
-		return ErrMalformed
-	}
+	// What is left are fields of a later version (ErrUnknown says why).
 	return nil
 }
 

@@ -14,16 +14,16 @@ import (
 
 // control opens a control socket at path serving h, keeping at most
 // conns connections open.
-func (n *Node) control(path string, h http.Handler, mode os.FileMode, group string, conns int) error {
+func (n *Node) control(path string, h http.Handler, mode os.FileMode, group string, conns int) (*limitListener, error) {
 	// The instance lock is ours, so a socket file here is a dead daemon's.
 	os.Remove(path)
 	l, err := net.Listen("unix", path)
 	if err != nil {
-		return fmt.Errorf("control socket: %w", err)
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	if err := os.Chmod(path, mode); err != nil {
 		l.Close()
-		return err
+		return nil, err
 	}
 	// Members of group hapair may use the API (the package creates it).
 	if group != "" {
@@ -40,7 +40,7 @@ func (n *Node) control(path string, h http.Handler, mode os.FileMode, group stri
 	limited := limitConns(l, conns, rateLimited(n.log, "control socket"))
 	limited.answer = tooMany(conns, path)
 	n.server(&http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}, limited)
-	return nil
+	return limited, nil
 }
 
 // rateLimited logs errors of one kind at most once a second, with how many

@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hapair/hapair/internal/control"
 )
 
 // metricsConns is how many connections the metrics listener keeps open at
@@ -45,6 +48,12 @@ type limitListener struct {
 	slots   chan struct{}
 	refused func(error)
 	answer  []byte
+	count   atomic.Uint64 // connections refused
+}
+
+// conns says how many connections l keeps open now, at most, and refused.
+func (l *limitListener) conns() control.Conns {
+	return control.Conns{Open: len(l.slots), Max: cap(l.slots), Refused: l.count.Load()}
 }
 
 func limitConns(l net.Listener, n int, refused func(error)) *limitListener {
@@ -68,6 +77,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		case l.slots <- struct{}{}:
 			return &slotConn{Conn: c, slots: l.slots}, nil
 		default:
+			l.count.Add(1)
 			l.refused(fmt.Errorf("connection from %s closed: %d open on %s, the most the listener keeps", peer(c), cap(l.slots), l.Addr()))
 			if l.answer != nil {
 				// Into the socket's buffer, which a fresh connection has

@@ -66,7 +66,8 @@ type Node struct {
 	svc     *statesync.Service
 	agent   *agent.Agent
 	hooks   *hooks.Runner
-	serve   []func() // the servers' accept loops, started by Run
+	api     *limitListener // the application socket, set before Run
+	serve   []func()       // the servers' accept loops, started by Run
 	closers []func() error
 	// handed over: closed by New if it fails, and else by the one that
 	// runs them (the replicator its listener, the agent its VIP watch).
@@ -147,6 +148,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version, Keys: heartbeat.Fingerprints(cfg.Keys),
 		Ready: opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog, LogDropped: opt.LogDropped,
+		API: func() control.Conns { return n.api.conns() },
 	})
 	return n.listen()
 }
@@ -265,11 +267,13 @@ func checks(cfg *config.Config, self *config.Node) []health.Config {
 func (n *Node) listen() error {
 	mux := control.NewServeMux(n.agent)
 	n.svc.Register(mux)
-	if err := n.control(n.cfg.Socket, mux, 0o660, "hapair", appConns); err != nil {
+	api, err := n.control(n.cfg.Socket, mux, 0o660, "hapair", appConns)
+	if err != nil {
 		return err
 	}
+	n.api = api
 	// Operator commands on a socket of their own, for root only.
-	if err := n.control(config.AdminSocket(n.cfg.Socket), control.NewAdminMux(n.agent), 0o600, "", adminConns); err != nil {
+	if _, err := n.control(config.AdminSocket(n.cfg.Socket), control.NewAdminMux(n.agent), 0o600, "", adminConns); err != nil {
 		return err
 	}
 	if n.cfg.MetricsListen == "" {

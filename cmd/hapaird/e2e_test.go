@@ -773,8 +773,12 @@ func TestAConnectionFloodIsRefusedNotKept(t *testing.T) {
 	// Refused connections are closed as they are accepted: the daemon
 	// keeps the 1024 and no more.
 	waitSockets(t, pid, before+1024, "refusing connections beyond 1024")
-	if out := hapairctl(t, c, act, "status"); !strings.Contains(out, "ACTIVE") {
+	if out := hapairctl(t, c, act, "status"); !strings.Contains(out, "ACTIVE") || !strings.Contains(out, "application socket: 1024 of 1024 connections open") {
 		t.Errorf("root's status while the application socket is full:\n%s", out)
+	}
+	s, err := c.Admin(act).Status(ctx)
+	if err != nil || s.API.Open != 1024 || s.API.Max != 1024 || s.API.Refused < 102 {
+		t.Errorf("the application socket's connections in status: %+v %v, want 1024 of 1024 open and at least 102 refused", s.API, err)
 	}
 	if b, _ := os.ReadFile(c.LogPath(act)); !strings.Contains(string(b), fmt.Sprintf("connection from pid %d (uid 0) closed: 1024 open", os.Getpid())) {
 		t.Errorf("the log does not name the process whose connections were refused")

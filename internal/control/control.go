@@ -57,8 +57,18 @@ type Status struct {
 	// LogDropped counts log lines dropped because stderr (the journal)
 	// did not take them.
 	LogDropped uint64 `json:"log_lines_dropped"`
+	// API is the application socket's connections.
+	API Conns `json:"api_connections"`
 	// Failovers counts transitions to ACTIVE by the reason's first words.
 	Failovers map[string]uint64 `json:"transitions_to_active"`
+}
+
+// Conns are a socket's open connections, the most it keeps, and how many
+// it refused for having them all open.
+type Conns struct {
+	Open    int    `json:"open"`
+	Max     int    `json:"max"`
+	Refused uint64 `json:"refused"`
 }
 
 // Check is one critical component check, as the health package reports

@@ -25,6 +25,11 @@ func (s Status) Text() string {
 	for _, f := range s.Faults {
 		fmt.Fprintf(&b, "fault: %s\n", f)
 	}
+	// Shown once an application holds many: a client made per request
+	// is seen filling the socket before it is refused.
+	if a := s.API; a.Refused > 0 || (a.Max > 0 && a.Open >= a.Max/4) {
+		fmt.Fprintf(&b, "application socket: %d of %d connections open, %d refused\n", a.Open, a.Max, a.Refused)
+	}
 	if s.LogDropped > 0 {
 		fmt.Fprintf(&b, "log: %d lines dropped (stderr, the journal, did not take them in time)\n", s.LogDropped)
 	}

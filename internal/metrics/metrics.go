@@ -53,12 +53,15 @@ var (
 	dAnnounce   = desc("vip_announcements_total", "Gratuitous ARP / unsolicited NA rounds sent.")
 	dAnnErr     = desc("vip_announcement_errors_total", "Announcements that failed.")
 	dLogDropped = desc("log_lines_dropped_total", "Log lines dropped because stderr (the journal) did not take them.")
+	dAPIConns   = desc("api_connections", "Connections open on the application socket.")
+	dAPIMax     = desc("api_connections_max", "Connections the application socket keeps open at most.")
+	dAPIRefused = desc("api_connections_refused_total", "Connections the application socket refused for having the most it keeps open.")
 )
 
 type collector struct{ status func() control.Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dStalls, dRelieved, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr, dLogDropped} {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dStalls, dRelieved, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr, dLogDropped, dAPIConns, dAPIMax, dAPIRefused} {
 		ch <- d
 	}
 }
@@ -121,6 +124,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	n(dAnnounce, float64(s.Announcements))
 	n(dAnnErr, float64(s.AnnounceErrors))
 	n(dLogDropped, float64(s.LogDropped))
+	g(dAPIConns, float64(s.API.Open))
+	g(dAPIMax, float64(s.API.Max))
+	n(dAPIRefused, float64(s.API.Refused))
 	for _, chk := range s.Checks {
 		g(dCheck, b2f(chk.Healthy), chk.Name, chk.Kind, map[bool]string{true: "true", false: "false"}[chk.Critical])
 	}

@@ -140,6 +140,9 @@ type Options struct {
 	// LogDropped counts the log lines the daemon dropped because its
 	// stderr did not take them (optional; status and metrics).
 	LogDropped func() uint64
+	// API reads the application socket's connections (optional; status
+	// and metrics).
+	API func() control.Conns
 	// Sync is the node's session service, replicated in SyncMode.
 	Sync     Sessions
 	SyncMode statesync.Mode

@@ -167,6 +167,9 @@ func (a *Agent) snapshot() control.Status {
 	if a.opt.LogDropped != nil {
 		s.LogDropped = a.opt.LogDropped()
 	}
+	if a.opt.API != nil {
+		s.API = a.opt.API()
+	}
 	if a.opt.Health != nil {
 		s.Checks = append(s.Checks, a.opt.Health.States()...)
 	}

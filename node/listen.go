@@ -51,8 +51,12 @@ type limitListener struct {
 	count   atomic.Uint64 // connections refused
 }
 
-// conns says how many connections l keeps open now, at most, and refused.
+// conns says how many connections l keeps open now, at most, and refused
+// (nothing for a listener not opened yet).
 func (l *limitListener) conns() control.Conns {
+	if l == nil {
+		return control.Conns{}
+	}
 	return control.Conns{Open: len(l.slots), Max: cap(l.slots), Refused: l.count.Load()}
 }
 

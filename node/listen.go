@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"sync"
@@ -67,7 +68,8 @@ func limitConns(l net.Listener, n int, refused func(error)) *limitListener {
 // tooMany is the answer of an HTTP listener that keeps n connections and
 // has them all open.
 func tooMany(n int, where string) []byte {
-	body := fmt.Sprintf(`{"error":"%d connections open on %s, the most hapaird keeps: an application opens connections and does not close them"}`+"\n", n, where)
+	body, _ := json.Marshal(control.Error{Error: fmt.Sprintf("%d connections open on %s, the most hapaird keeps: an application opens connections and does not close them", n, where)})
+	body = append(body, '\n')
 	return fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 }
 

@@ -42,6 +42,9 @@ func (r *Replicator) follow(ctx context.Context) error {
 		// ignores what is not an acknowledgement.
 		f.out = wire.Append(f.out, &wire.Msg{Type: wire.Ping})
 	}
+	if len(r.cfg.Sums) > 0 {
+		f.out = wire.Append(f.out, &wire.Msg{Type: wire.Config, Sums: r.cfg.Sums})
+	}
 	if err := f.flush(); err != nil {
 		return err
 	}
@@ -206,6 +209,10 @@ func (f *follower) control(now time.Time) error {
 		f.owed = true
 	case wire.Ping:
 		f.owed = true
+	case wire.Config:
+		if f.r.cfg.OnPeerSums != nil {
+			f.r.cfg.OnPeerSums(m.Sums)
+		}
 	default:
 		return fmt.Errorf("statesync: unexpected message %d from the active", m.Type)
 	}

@@ -29,6 +29,7 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 	r.takeOver(cancel)
 	l := &leader{r: r, bw: bufio.NewWriterSize(sc, 64<<10), ackErr: make(chan error, 1)}
 	pump := newAckPump(sc, br)
+	pump.onSums = r.cfg.OnPeerSums
 	l.pump = pump
 	pump.current = func(p *ackPump) bool { return r.pump.Load() == p }
 	defer l.pumpAcks(c, pump)()
@@ -84,6 +85,13 @@ func (l *leader) begin(hello wire.Msg) (*sender, error) {
 	epoch, _ := r.store.Seq()
 	pos, resumed := r.store.Resume(hello.Epoch, hello.Seq)
 	out := make([]byte, 0, sendChunk)
+	if len(r.cfg.Sums) > 0 {
+		// First, so the standby compares files even while a large
+		// snapshot is on its way.
+		if _, err := l.bw.Write(wire.Append(out, &wire.Msg{Type: wire.Config, Sums: r.cfg.Sums})); err != nil {
+			return nil, err
+		}
+	}
 	// What this standby holds, not what a previous connection acknowledged:
 	// until it says more, it has what it resumes from, or nothing.
 	if !resumed {

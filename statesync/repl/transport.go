@@ -45,6 +45,8 @@ type ackPump struct {
 	// standby's: a replaced connection's late acknowledgements must not
 	// count for the new standby, which may hold nothing.
 	current func(*ackPump) bool
+	// onSums hears the standby's config sums (Config.OnPeerSums).
+	onSums func(map[string]uint64)
 }
 
 // deadline is how long the standby may stay silent from now, or none
@@ -145,6 +147,8 @@ func (p *ackPump) parse(acks *acks) error {
 			}
 		case m.Type == wire.Ping && p.tcp != nil:
 			p.pingless.Store(true)
+		case m.Type == wire.Config && p.onSums != nil:
+			p.onSums(m.Sums)
 		}
 		used += n
 	}

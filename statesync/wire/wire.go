@@ -19,6 +19,12 @@
 //	ping      standby->active  (empty) after the hello: the standby's kernel
 //	                           keeps the connection alive, so it needs no
 //	                           pings (an older active reads it and ignores it)
+//	config    both ways        count u8, then count times: id (u8 length +
+//	                           bytes), sum u64. Each end's sum of each part
+//	                           of its file the pair must agree on
+//	                           (config.PairSums), sent once per connection:
+//	                           the standby's after its hello, the active's
+//	                           before the snapshot or resume
 //
 // A reader skips a message of a type it does not know, and the bytes of a
 // message after the fields it knows (ErrUnknown): a later version's.
@@ -30,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Message types.
@@ -41,6 +48,7 @@ const (
 	Op       = 5
 	Ack      = 6
 	Ping     = 7
+	Config   = 8
 )
 
 // Operation kinds, as an op message carries them: the values of
@@ -82,7 +90,11 @@ type Msg struct {
 	Kind    uint8
 	ID      []byte // aliases the decoded buffer, like Data
 	Data    []byte
+	Sums    map[string]uint64 // config: a new map, not aliasing
 }
+
+// maxSums bounds a config message's sums (a count is one byte).
+const maxSums = 255
 
 // OpSize is the encoded size of an op message, length prefix included.
 func OpSize(idLen, dataLen int) int { return 4 + 1 + 8 + 1 + 2 + idLen + 4 + dataLen }
@@ -110,6 +122,8 @@ func Append(dst []byte, m *Msg) []byte {
 		dst = appendIDData(dst, m.ID, m.Data)
 	case Ack:
 		dst = binary.BigEndian.AppendUint64(dst, m.Seq)
+	case Config:
+		dst = appendSums(dst, m.Sums)
 	}
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
 	return dst
@@ -188,6 +202,11 @@ func Decode(b []byte, m *Msg) error {
 			return ErrMalformed
 		}
 	case Ping:
+	case Config:
+		var err error
+		if m.Sums, b, err = sums(b); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("%w: type %d", ErrUnknown, m.Type)
 	}
@@ -212,6 +231,51 @@ func idData(b []byte) (id, data, rest []byte, err error) {
 		return nil, nil, nil, ErrMalformed
 	}
 	return id, b[:d:d], b[d:], nil
+}
+
+// appendSums encodes sums in the order of their ids, so one set of sums
+// always encodes alike; ids longer than 255 bytes, and sums past
+// maxSums, are left out.
+func appendSums(dst []byte, sums map[string]uint64) []byte {
+	ids := make([]string, 0, len(sums))
+	for id := range sums {
+		if len(id) <= 255 {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	ids = ids[:min(len(ids), maxSums)]
+	dst = append(dst, byte(len(ids)))
+	for _, id := range ids {
+		dst = append(dst, byte(len(id)))
+		dst = append(dst, id...)
+		dst = binary.BigEndian.AppendUint64(dst, sums[id])
+	}
+	return dst
+}
+
+func sums(b []byte) (map[string]uint64, []byte, error) {
+	if len(b) < 1 {
+		return nil, nil, ErrMalformed
+	}
+	n := int(b[0])
+	b = b[1:]
+	out := make(map[string]uint64, n)
+	prev := ""
+	for i := range n {
+		if len(b) < 1 || len(b) < 1+int(b[0])+8 {
+			return nil, nil, ErrMalformed
+		}
+		l := int(b[0])
+		id := string(b[1 : 1+l])
+		if i > 0 && id <= prev { // in order, each once: as appendSums writes
+			return nil, nil, ErrMalformed
+		}
+		prev = id
+		out[id] = binary.BigEndian.Uint64(b[1+l:])
+		b = b[1+l+8:]
+	}
+	return out, b, nil
 }
 
 // Read reads one message into m using buf, which it may grow; m.Data

@@ -227,6 +227,7 @@ func (n *Node) sessions(peer *config.Node) error {
 	if cfg.SyncMode == "sync" {
 		poll = cfg.SyncPoll
 	}
+	sums := cfg.PairSums()
 	n.repl = repl.New(st, repl.Config{
 		Keys:      cfg.Keys,
 		Peer:      netip.AddrPortFrom(peer.ReplicationAddress, uint16(cfg.ReplicationPort)).String(),
@@ -234,6 +235,10 @@ func (n *Node) sessions(peer *config.Node) error {
 		OnError:   rateLimited(n.log, "replication"),
 		TLSServer: tlsServer, TLSClient: tlsClient,
 		Poll: poll,
+		Sums: sums,
+		// Like the service's callbacks below, this reaches the
+		// agent, made later, only once Run has started.
+		OnPeerSums: func(peer map[string]uint64) { n.agent.PeerConfig(config.PairDiffers(sums, peer)) },
 	})
 	n.svc = statesync.NewService(st, n.repl, statesync.ServiceConfig{
 		Mode: statesync.Mode(cfg.SyncMode), SyncTimeout: cfg.SyncTimeout, SyncPoll: cfg.SyncPoll,

@@ -52,6 +52,7 @@ func TestMetricsScrape(t *testing.T) {
 		`hapair_locked 0`,
 		`hapair_api_connections_max 1024`,
 		`hapair_api_connections_refused_total 0`,
+		`hapair_peer_config_differs 0`,
 		`hapair_replication_connected 1`,
 		`hapair_vips_held 1`,
 		`hapair_heartbeat_frames_dropped_total{reason="bad_mac"} 0`,

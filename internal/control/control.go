@@ -110,6 +110,10 @@ type PeerStatus struct {
 	// Unverified, when set, says the peer's node sends heartbeats that
 	// no key of this node verifies, and with which key.
 	Unverified string `json:"unverified,omitempty"`
+	// ConfigDiffers names the parts of the peer's configuration file
+	// that differ from this node's (its keys, as "[[vip]]"), as the
+	// peer said when replication last connected.
+	ConfigDiffers []string `json:"config_differs,omitempty"`
 }
 
 // Core is the isolation the heartbeat core runs with: without real-time

@@ -59,6 +59,9 @@ func (s Status) writeRoles(b *strings.Builder) {
 	if s.Peer.Unverified != "" {
 		fmt.Fprintf(b, "\nKEYS DIFFER: the peer's heartbeats cannot be verified: %s", s.Peer.Unverified)
 	}
+	if d := s.Peer.ConfigDiffers; len(d) > 0 {
+		fmt.Fprintf(b, "\nCONFIG DIFFERS: the peer's file differs from this node's in %s: each node fails over to what its own file says", strings.Join(d, "; "))
+	}
 	fmt.Fprintf(b, "\nredundancy: %s\n", s.Redundancy)
 	if s.SplitBrain {
 		fmt.Fprintln(b, "SPLIT BRAIN: both nodes active")

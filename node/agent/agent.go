@@ -186,6 +186,9 @@ type Agent struct {
 	// unverified says, for status, that the peer's node sends frames no
 	// key of ours verifies, and what it signs with (empty: it does not).
 	unverified string
+	// configDiffers names the pair sections of the peer's file that
+	// differ from this node's, as the peer's replication last said.
+	configDiffers []string
 
 	// sessAt is when the store took the newest session (NewSession).
 	sessMu sync.Mutex
@@ -822,6 +825,26 @@ func (a *Agent) twin(ev heartbeat.Event) bool {
 		a.mu.Unlock()
 	}
 	return exit
+}
+
+// PeerConfig hears which pair sections of the peer's file differ from this
+// node's (config.PairDiffers), each time replication connects. Each node
+// fails over to its own file, so what differs is what the pair gets wrong
+// at the next failover (a VIP only one file has is lost then); only the
+// operator can say which file is right, so it is reported, loudly, and
+// nothing else changes. Safe to call from any goroutine.
+func (a *Agent) PeerConfig(differ []string) {
+	a.mu.Lock()
+	prev := a.configDiffers
+	a.configDiffers = differ
+	a.mu.Unlock()
+	switch {
+	case len(differ) > 0 && !slices.Equal(prev, differ):
+		a.log.Error("the peer's configuration differs from this node's: each node fails over to what its own file says; make the two files the same",
+			"op", "config", "differs", strings.Join(differ, "; "))
+	case len(differ) == 0 && len(prev) > 0:
+		a.log.Info("the peer's configuration agrees with this node's again", "op", "config")
+	}
 }
 
 // unverifiedPeer handles the peer's node signing with a key this node does

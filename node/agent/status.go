@@ -40,6 +40,7 @@ func (a *Agent) updateStatus() {
 	defer a.mu.Unlock()
 	s.Lock = strings.TrimSpace(a.lockInfo)
 	s.Peer.Unverified = a.unverified
+	s.Peer.ConfigDiffers = slices.Clone(a.configDiffers)
 	for _, f := range a.faults {
 		s.Faults = append(s.Faults, f)
 	}
@@ -69,6 +70,9 @@ func redundancy(s control.Status) string {
 	}
 	if s.Peer.Unverified != "" {
 		why = append(why, "the peer's heartbeats cannot be verified (different keys)")
+	}
+	if len(s.Peer.ConfigDiffers) > 0 {
+		why = append(why, "the peer's configuration differs ("+strings.Join(s.Peer.ConfigDiffers, "; ")+")")
 	}
 	if len(s.Faults) > 0 {
 		why = append(why, "this node is in fault")

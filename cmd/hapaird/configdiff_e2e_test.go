@@ -1,0 +1,110 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/lab"
+)
+
+// An operator adds a VIP to one node's file and forgets the other's, the
+// way keepalived users learn to dread: the first failover to the node
+// without it loses the address. Both nodes must say so as soon as they
+// replicate, in status, in the log and in the metrics, and stop saying
+// so once the files agree. Nothing else changes: only the operator knows
+// which file is right.
+func TestADifferentFileOnOneNodeIsReported(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{Extra: "\n[metrics]\nlisten = \"127.0.0.1:9405\"\n"})
+	act := settle(t, c)
+	sb := other(act)
+	waitSynced(t, c, act)
+	for _, n := range []string{act, sb} {
+		if s, err := c.Status(n); err != nil || len(s.Peer.ConfigDiffers) > 0 {
+			t.Fatalf("%s with the same file on both nodes: %+v %v", n, s, err)
+		}
+	}
+	if body := scrape(t, c.Node(act), "127.0.0.1:9405"); !strings.Contains(body, "\nhapair_peer_config_differs 0\n") {
+		t.Errorf("metrics with the same file on both nodes:\n%s", body)
+	}
+
+	src, err := os.ReadFile(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := filepath.Join(c.Dir, "edited.toml")
+	if err := os.WriteFile(edited, append(src, "\n[[vip]]\naddress = \"192.0.2.101/24\"\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RestartOn(sb, edited); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"[[vip]]"}
+	for _, n := range []string{act, sb} {
+		var last string
+		ok := pollUntil(10*time.Second, func() bool {
+			s, err := c.Status(n)
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			last = s.Redundancy + " / " + strings.Join(s.Peer.ConfigDiffers, ",")
+			return slices.Equal(s.Peer.ConfigDiffers, want) && strings.Contains(s.Redundancy, "configuration differs ([[vip]])") &&
+				strings.Contains(s.Text(), "CONFIG DIFFERS: the peer's file differs from this node's in [[vip]]")
+		})
+		if !ok {
+			t.Fatalf("%s with a VIP only in the standby's file: %s", n, last)
+		}
+		if l := logLines(c, n, "the peer's configuration differs from this node's"); len(l) != 1 || !strings.Contains(l[0], "differs=[[vip]]") {
+			t.Errorf("%s's log says %q, want one line naming [[vip]]", n, l)
+		}
+	}
+	if body := scrape(t, c.Node(act), "127.0.0.1:9405"); !strings.Contains(body, "\nhapair_peer_config_differs 1\n") {
+		t.Errorf("metrics with a VIP only in the standby's file:\n%s", body)
+	}
+	if s, err := c.Status(act); err != nil || s.Role != "ACTIVE" {
+		t.Errorf("the active after the report: %+v %v", s, err)
+	}
+
+	// The operator puts the same file back on the standby.
+	if err := c.RestartOn(sb, c.Config); err != nil {
+		t.Fatal(err)
+	}
+	if !pollUntil(10*time.Second, func() bool {
+		s, err := c.Status(act)
+		return err == nil && len(s.Peer.ConfigDiffers) == 0 && s.Redundancy == "available"
+	}) {
+		s, err := c.Status(act)
+		t.Fatalf("the active once the files agree again: %+v %v", s, err)
+	}
+	if l := logLines(c, act, "the peer's configuration agrees with this node's again"); len(l) != 1 {
+		t.Errorf("the active's log says %q, want one line", l)
+	}
+}
+
+// pollUntil polls cond every 20 ms until it holds or within passes.
+func pollUntil(within time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(within); ; time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
+}
+
+// logLines is every line of node's log that contains s.
+func logLines(c *lab.Cluster, node, s string) []string {
+	b, _ := os.ReadFile(c.LogPath(node))
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return out
+}

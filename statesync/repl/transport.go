@@ -147,7 +147,8 @@ func (p *ackPump) parse(acks *acks) error {
 			}
 		case m.Type == wire.Ping && p.tcp != nil:
 			p.pingless.Store(true)
-		case m.Type == wire.Config && p.onSums != nil:
+		case m.Type == wire.Config && p.onSums != nil && (p.current == nil || p.current(p)):
+			// A replaced connection's are the peer's old file's.
 			p.onSums(m.Sums)
 		}
 		used += n

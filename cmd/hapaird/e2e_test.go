@@ -905,7 +905,7 @@ func TestHungStandbyIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	redundancy(func(r string) bool { return r == "available" }, 10*time.Second, "the resumed standby is not back")
-	if _, err := api(c, act).Create(context.Background(), "after-the-hang", []byte("v")); err != nil {
+	if _, err := api(t, c, act).Create(context.Background(), "after-the-hang", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 	waitSynced(t, c, act)

@@ -226,7 +226,7 @@ func TestOneWayHealKeepsTheNewestSession(t *testing.T) {
 	heal := dropHeartbeatsAt(t, c, sb, true)
 	// New sessions on the active until it sees the blind standby active.
 	deadline := time.Now().Add(10 * time.Second)
-	cl := api(c, act)
+	cl := api(t, c, act)
 	defer cl.Close()
 	for i := 0; ; i++ {
 		if _, err := cl.Create(ctx, fmt.Sprintf("%s-%d", act, i), []byte("x")); err != nil {
@@ -242,7 +242,7 @@ func TestOneWayHealKeepsTheNewestSession(t *testing.T) {
 	}
 	// Then, clearly later, the newest session of all, on the new active.
 	time.Sleep(100 * time.Millisecond)
-	if _, err := api(c, sb).Create(ctx, "newest", []byte("y")); err != nil {
+	if _, err := api(t, c, sb).Create(ctx, "newest", []byte("y")); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -257,7 +257,7 @@ func TestOneWayHealKeepsTheNewestSession(t *testing.T) {
 	if err := c.WaitSynced(sb, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := api(c, act).Get(ctx, "newest"); err != nil {
+	if _, err := api(t, c, act).Get(ctx, "newest"); err != nil {
 		t.Errorf("%s did not resync from %s: %v", act, sb, err)
 	}
 }

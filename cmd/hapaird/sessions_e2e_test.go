@@ -29,7 +29,13 @@ import (
 // api is a session client of node's daemon. It keeps its connection open
 // between requests: a loop of requests uses one and closes it, as an
 // application must (the daemon keeps 1024 connections at most).
-func api(c *lab.Cluster, node string) *client.Client { return client.New(c.Socket(node)) }
+// api is a session client of node's daemon, closed when the test ends
+// (an application keeps one client, and closes it: docs/api.md).
+func api(t testing.TB, c *lab.Cluster, node string) *client.Client {
+	cl := client.New(c.Socket(node))
+	t.Cleanup(cl.Close)
+	return cl
+}
 
 func waitSynced(t *testing.T, c *lab.Cluster, active string) {
 	t.Helper()
@@ -44,7 +50,7 @@ func waitSynced(t *testing.T, c *lab.Cluster, active string) {
 // acknowledged per session.
 func writeLoad(t *testing.T, c *lab.Cluster, node string, round int) (w *lab.Writes, stop func() map[string]int) {
 	t.Helper()
-	st, err := api(c, node).Stream(context.Background())
+	st, err := api(t, c, node).Stream(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +84,7 @@ type collector struct {
 func follow(t *testing.T, c *lab.Cluster, node string) *collector {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	sub, err := api(c, node).Subscribe(ctx)
+	sub, err := api(t, c, node).Subscribe(ctx)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -124,21 +130,22 @@ func TestSessionsSurviveHostLoss(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
 	ctx := context.Background()
+	cl := api(t, c, act)
 	for i := 0; i < 50; i++ {
-		if _, err := api(c, act).Create(ctx, fmt.Sprintf("call-%d", i), []byte("digits=")); err != nil {
+		if _, err := cl.Create(ctx, fmt.Sprintf("call-%d", i), []byte("digits=")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := api(c, act).Update(ctx, "call-3", []byte("digits=42")); err != nil {
+	if _, err := cl.Update(ctx, "call-3", []byte("digits=42")); err != nil {
 		t.Fatal(err)
 	}
 	waitSynced(t, c, act)
 	// The standby serves reads and refuses writes, naming the active.
 	sb := other(act)
-	if v, err := api(c, sb).Get(ctx, "call-3"); err != nil || *v.Data != "digits=42" {
+	if v, err := api(t, c, sb).Get(ctx, "call-3"); err != nil || *v.Data != "digits=42" {
 		t.Fatalf("standby read: %+v %v", v, err)
 	}
-	_, err := api(c, sb).Create(ctx, "x", nil)
+	_, err := api(t, c, sb).Create(ctx, "x", nil)
 	var apiErr *client.Error
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, "write to the active node, "+act) {
 		t.Fatalf("write on the standby: %v", err)
@@ -154,11 +161,11 @@ func TestSessionsSurviveHostLoss(t *testing.T) {
 	if ev.Sync != "complete" || ev.PreviousActive != res.From || len(ev.Sessions) != 50 {
 		t.Errorf("failover event: sync %s, previous %s, %d sessions", ev.Sync, ev.PreviousActive, len(ev.Sessions))
 	}
-	list, err := api(c, res.To).List(ctx)
+	list, err := api(t, c, res.To).List(ctx)
 	if err != nil || len(list) != 50 {
 		t.Fatalf("new active holds %d sessions: %v", len(list), err)
 	}
-	if _, err := api(c, res.To).Update(ctx, "call-3", []byte("digits=421")); err != nil {
+	if _, err := api(t, c, res.To).Update(ctx, "call-3", []byte("digits=421")); err != nil {
 		t.Errorf("write on the new active: %v", err)
 	}
 	// An application connecting later still gets the failover event.
@@ -193,7 +200,7 @@ func TestSyncModeLosesNoAcknowledgedWrite(t *testing.T) {
 		}
 		// Every acknowledged write is there; a later write whose answer
 		// the dying node never sent may be there too (values grow).
-		cl := api(c, other(act))
+		cl := api(t, c, other(act))
 		for id, want := range acked {
 			got, err := cl.Get(context.Background(), id)
 			if err != nil || atoi(*got.Data) < want {
@@ -218,7 +225,7 @@ func TestAsyncVerdictCountsMissingWrites(t *testing.T) {
 	if err := c.CutReplication(false); err != nil {
 		t.Fatal(err)
 	}
-	cl := api(c, act)
+	cl := api(t, c, act)
 	defer cl.Close()
 	for i := 0; i < 7; i++ {
 		if _, err := cl.Create(context.Background(), fmt.Sprintf("late-%d", i), []byte("x")); err != nil {
@@ -247,7 +254,7 @@ func TestIdleReplicationNoticesASilentCut(t *testing.T) {
 	act := settle(t, c)
 	sb := other(act)
 	// Past set-up (the standby has acknowledged), and idle.
-	if _, err := api(c, act).Create(context.Background(), "first", []byte("v")); err != nil {
+	if _, err := api(t, c, act).Create(context.Background(), "first", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 	waitSynced(t, c, act)
@@ -300,7 +307,7 @@ func TestReplicationResumeAndSnapshot(t *testing.T) {
 	act := settle(t, c)
 	// One write acknowledged: the connection is past its set-up, when
 	// the active allows a long silence.
-	if _, err := api(c, act).Create(context.Background(), "first", []byte("v")); err != nil {
+	if _, err := api(t, c, act).Create(context.Background(), "first", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 	waitSynced(t, c, act)
@@ -316,7 +323,7 @@ func TestReplicationResumeAndSnapshot(t *testing.T) {
 			t.Fatal("the cut did not break the replication connection")
 		}
 	}
-	cl := api(c, act)
+	cl := api(t, c, act)
 	defer cl.Close()
 	for i := 0; i < 10; i++ {
 		cl.Create(context.Background(), fmt.Sprintf("k%d", i), []byte("v"))
@@ -340,7 +347,7 @@ func TestReplicationResumeAndSnapshot(t *testing.T) {
 	if final.Sync.Snapshots <= after.Sync.Snapshots {
 		t.Errorf("restarted standby: snapshots %d->%d", after.Sync.Snapshots, final.Sync.Snapshots)
 	}
-	if list, _ := api(c, sb).List(context.Background()); len(list) != 11 {
+	if list, _ := api(t, c, sb).List(context.Background()); len(list) != 11 {
 		t.Errorf("restarted standby holds %d sessions, want 11", len(list))
 	}
 }
@@ -351,7 +358,7 @@ func TestSwitchoverUnderLoadLosesNothing(t *testing.T) {
 	waitSynced(t, c, act)
 	events := follow(t, c, other(act))
 	defer events.stop()
-	st, err := api(c, act).Stream(context.Background())
+	st, err := api(t, c, act).Stream(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,8 +385,9 @@ func TestSwitchoverUnderLoadLosesNothing(t *testing.T) {
 		t.Fatalf("switchover: %v\n%s", err, out)
 	}
 	<-done
+	sb := api(t, c, other(act))
 	for id, want := range acked {
-		got, err := api(c, other(act)).Get(context.Background(), id)
+		got, err := sb.Get(context.Background(), id)
 		if err != nil || atoi(*got.Data) < atoi(want) {
 			t.Fatalf("acknowledged %s=%s lost: %+v %v", id, want, got, err)
 		}
@@ -415,7 +423,7 @@ func TestAPIBadInput(t *testing.T) {
 	if code, body := post("/v1/sessions", `{"id": "a", "data": "`+big+`"}`); code != 413 {
 		t.Errorf("oversized: %d %s", code, body)
 	}
-	if _, err := api(c, act).Get(context.Background(), "nosuch"); err == nil || !strings.Contains(err.Error(), "no such session") {
+	if _, err := api(t, c, act).Get(context.Background(), "nosuch"); err == nil || !strings.Contains(err.Error(), "no such session") {
 		t.Errorf("unknown session: %v", err)
 	}
 	// A subscriber that never reads must not stall the daemon.
@@ -424,7 +432,7 @@ func TestAPIBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	cl := api(c, act)
+	cl := api(t, c, act)
 	defer cl.Close()
 	for i := 0; i < 2000; i++ {
 		if _, err := cl.Create(context.Background(), fmt.Sprintf("n%d", i), []byte(strings.Repeat("y", 1000))); err != nil {
@@ -455,11 +463,11 @@ func TestReplicationOverTLS(t *testing.T) {
 	extra := fmt.Sprintf("\n[tls]\ncert = %q\nkey = %q\nca = %q\n", dir+"/{node}.crt", dir+"/{node}.key", dir+"/ca.crt")
 	c := cluster(t, lab.ConfigOptions{Extra: extra})
 	act := settle(t, c)
-	if _, err := api(c, act).Create(context.Background(), "over-tls", []byte("x")); err != nil {
+	if _, err := api(t, c, act).Create(context.Background(), "over-tls", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	waitSynced(t, c, act)
-	if v, err := api(c, other(act)).Get(context.Background(), "over-tls"); err != nil || *v.Data != "x" {
+	if v, err := api(t, c, other(act)).Get(context.Background(), "over-tls"); err != nil || *v.Data != "x" {
 		t.Fatalf("standby over TLS: %+v %v", v, err)
 	}
 	if b, _ := os.ReadFile(c.LogPath(act)); !strings.Contains(string(b), "replication_tls=true") {
@@ -505,7 +513,7 @@ func TestLargeSnapshotCausesNoFalseFailover(t *testing.T) {
 	act := settle(t, c)
 	waitSynced(t, c, act)
 	start, _ := c.Status(act)
-	st, err := api(c, act).Stream(context.Background())
+	st, err := api(t, c, act).Stream(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

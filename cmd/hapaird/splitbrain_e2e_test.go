@@ -59,11 +59,11 @@ func TestSplitBrainNewestSessionWins(t *testing.T) {
 	ctx := context.Background()
 	events := follow(t, c, "a")
 	defer events.stop()
-	if _, err := api(c, "a").Create(ctx, "a-during-split", []byte("x")); err != nil {
+	if _, err := api(t, c, "a").Create(ctx, "a-during-split", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond)
-	if _, err := api(c, "b").Create(ctx, "b-during-split", []byte("y")); err != nil {
+	if _, err := api(t, c, "b").Create(ctx, "b-during-split", []byte("y")); err != nil {
 		t.Fatal(err)
 	}
 	heal(t, c, "b")
@@ -71,7 +71,7 @@ func TestSplitBrainNewestSessionWins(t *testing.T) {
 	if !slices.Contains(ev.IDs, "a-during-split") {
 		t.Errorf("a's dropped sessions: %v", ev.IDs)
 	}
-	if _, err := api(c, "a").Get(ctx, "b-during-split"); err != nil {
+	if _, err := api(t, c, "a").Get(ctx, "b-during-split"); err != nil {
 		t.Errorf("a did not resync from b: %v", err)
 	}
 }
@@ -98,7 +98,7 @@ func TestSplitBrainLockedNodeStays(t *testing.T) {
 	}
 	isolateUntilBothActive(t, c)
 	// b takes a new session, which would win rule 2 if a were unlocked.
-	if _, err := api(c, "b").Create(context.Background(), "b-new", []byte("y")); err != nil {
+	if _, err := api(t, c, "b").Create(context.Background(), "b-new", []byte("y")); err != nil {
 		t.Fatal(err)
 	}
 	heal(t, c, "a")

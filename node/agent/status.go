@@ -57,6 +57,10 @@ func (a *Agent) updateStatus() {
 // msOf is d in milliseconds, the unit of every duration in status.
 func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
+// redundancy says whether the pair can fail over now. Files that differ
+// (Peer.ConfigDiffers) do not count: the pair still fails over, and a
+// change of the file passes through them between its two restarts, where
+// the procedure waits for "available" (docs/operations.md, section 4).
 func redundancy(s control.Status) string {
 	var why []string
 	if s.Locked {
@@ -70,9 +74,6 @@ func redundancy(s control.Status) string {
 	}
 	if s.Peer.Unverified != "" {
 		why = append(why, "the peer's heartbeats cannot be verified (different keys)")
-	}
-	if len(s.Peer.ConfigDiffers) > 0 {
-		why = append(why, "the peer's configuration differs ("+strings.Join(s.Peer.ConfigDiffers, "; ")+")")
 	}
 	if len(s.Faults) > 0 {
 		why = append(why, "this node is in fault")

@@ -9,10 +9,11 @@ import (
 )
 
 // Pair sections are the parts of the file the two nodes must agree on:
-// each node fails over to the other's file, so a VIP that one node's file
-// lacks is lost at the next failover, a check only one node runs fails the
-// pair over one way and not back, and a standby that keeps fewer sessions
-// drops some on a snapshot. The nodes send each other a sum per section on
+// each node acts on its own file, so when the other takes over the pair
+// runs the other's. A VIP that one node's file lacks is lost at a
+// failover, a check only one node runs fails the pair over one way and
+// not back, and a standby that keeps fewer sessions drops some on a
+// snapshot. The nodes send each other a sum per section on
 // the replication link (statesync/wire's config message) and say which
 // differ.
 //

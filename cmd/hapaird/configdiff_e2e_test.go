@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -79,14 +78,7 @@ func TestADifferentFileOnOneNodeIsReported(t *testing.T) {
 	// The operator goes on as section 4 of operations.md says: the
 	// switchover (redundancy is available), then the old active
 	// restarted on the new file, after which the two agree.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.Admin(act).Switchover(ctx, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	switchover(t, c, act)
 	added := netip.MustParseAddr("192.0.2.101")
 	if !pollUntil(5*time.Second, func() bool { return c.Holds(sb, added) && c.Holds(sb, lab.VIP.Addr()) }) {
 		t.Errorf("%s, active on the new file, does not hold both VIPs", sb)

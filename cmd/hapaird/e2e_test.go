@@ -85,6 +85,20 @@ func settle(t *testing.T, c *lab.Cluster) string {
 	return act
 }
 
+// switchover hands the VIPs from act to its standby as hapairctl
+// switchover does, and waits until the standby is active.
+func switchover(t *testing.T, c *lab.Cluster, act string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Admin(act).Switchover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(other(act), "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestPairStartsWithPreferredActive(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
 	if act := settle(t, c); act != "a" {

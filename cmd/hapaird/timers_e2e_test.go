@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,14 +47,7 @@ func TestRollingProfileChangeFailsNothingOver(t *testing.T) {
 					t.Fatalf("%s during the change: %+v %v", sb, s, err)
 				}
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := c.Admin(act).Switchover(ctx, false); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
-				t.Fatal(err)
-			}
+			switchover(t, c, act)
 			if err := c.RestartOn(act, newCfg); err != nil {
 				t.Fatal(err)
 			}

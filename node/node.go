@@ -122,7 +122,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 	if err != nil {
 		return err
 	}
-	if err := n.sessions(peer); err != nil {
+	if err := n.sessions(peer, opt.Version); err != nil {
 		return err
 	}
 	monitor, err := health.New(checks(cfg, self))
@@ -204,8 +204,9 @@ func (n *Node) heartbeatCore(peer *config.Node, start func() (net.Conn, func() e
 }
 
 // sessions makes the session store, its replication and the service
-// applications use.
-func (n *Node) sessions(peer *config.Node) error {
+// applications use; release is this hapaird's version, which replication
+// tells the peer.
+func (n *Node) sessions(peer *config.Node, release string) error {
 	cfg, self := n.cfg, n.self
 	var err error
 	replAddr := netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.ReplicationPort)).String()
@@ -235,10 +236,12 @@ func (n *Node) sessions(peer *config.Node) error {
 		OnError:   rateLimited(n.log, "replication"),
 		TLSServer: tlsServer, TLSClient: tlsClient,
 		Poll: poll,
-		Sums: sums,
+		Sums: sums, Release: release,
 		// Like the service's callbacks below, this reaches the
 		// agent, made later, only once Run has started.
-		OnPeerSums: func(peer map[string]uint64) { n.agent.PeerConfig(config.PairDiffers(sums, peer)) },
+		OnPeerConfig: func(peer map[string]uint64, release string) {
+			n.agent.PeerConfig(config.PairDiffers(sums, peer), release)
+		},
 	})
 	n.svc = statesync.NewService(st, n.repl, statesync.ServiceConfig{
 		Mode: statesync.Mode(cfg.SyncMode), SyncTimeout: cfg.SyncTimeout, SyncPoll: cfg.SyncPoll,

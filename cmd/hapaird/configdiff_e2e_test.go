@@ -3,6 +3,7 @@ package main
 import (
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -120,4 +121,65 @@ func logLines(c *lab.Cluster, node, s string) []string {
 		}
 	}
 	return out
+}
+
+// A rolling upgrade as operations.md tells it: the standby restarted on
+// the new hapaird, a switchover, then the other node. In between, each
+// node says which version the other runs, as news (an upgrade half done
+// is expected; one left half done is not), and nothing else changes.
+func TestARollingUpgradeShowsThePeersVersion(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	const newer = "2.0.0-e2e"
+	bin := filepath.Join(t.TempDir(), "hapaird")
+	if out, err := exec.Command("go", "build", "-race", "-ldflags", "-X main.version="+newer, "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	act := settle(t, c)
+	sb := other(act)
+	waitSynced(t, c, act)
+	s, err := c.Status(act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := s.Version
+	if s.Peer.Version != old || strings.Contains(s.Text(), "peer version") {
+		t.Fatalf("one version on both nodes: the peer's reads %q (this node %q):\n%s", s.Peer.Version, old, s.Text())
+	}
+
+	c.Bin = bin
+	if err := c.RestartOn(sb, c.Config); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []struct{ node, mine, peers string }{{act, old, newer}, {sb, newer, old}} {
+		var last string
+		if !pollUntil(10*time.Second, func() bool {
+			s, err := c.Status(n.node)
+			if err != nil {
+				return false
+			}
+			last = s.Text()
+			return s.Version == n.mine && s.Peer.Version == n.peers && s.Redundancy == "available" && len(s.Peer.ConfigDiffers) == 0 &&
+				strings.Contains(last, "peer version: "+n.peers+", this node "+n.mine)
+		}) {
+			t.Fatalf("%s halfway through the upgrade:\n%s", n.node, last)
+		}
+		if l := logLines(c, n.node, "the peer runs another version of hapaird than this node"); len(l) != 1 || !strings.Contains(l[0], "peer_version="+n.peers) {
+			t.Errorf("%s's log says %q, want one line naming %s", n.node, l, n.peers)
+		}
+	}
+
+	switchover(t, c, act)
+	if err := c.RestartOn(act, c.Config); err != nil {
+		t.Fatal(err)
+	}
+	if !pollUntil(10*time.Second, func() bool {
+		s, err := c.Status(sb)
+		return err == nil && s.Peer.Version == newer && !strings.Contains(s.Text(), "peer version")
+	}) {
+		s, err := c.Status(sb)
+		t.Fatalf("%s once both run %s: %+v %v", sb, newer, s, err)
+	}
+	if l := logLines(c, sb, "the peer runs this node's version of hapaird again"); len(l) != 1 {
+		t.Errorf("%s's log says %q, want one line", sb, l)
+	}
 }

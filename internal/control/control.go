@@ -114,6 +114,9 @@ type PeerStatus struct {
 	// that differ from this node's (its keys, as "[[vip]]"), as the
 	// peer said when replication last connected.
 	ConfigDiffers []string `json:"config_differs,omitempty"`
+	// Version is the peer's hapaird version, as it said when replication
+	// last connected (empty: not connected yet).
+	Version string `json:"version,omitempty"`
 }
 
 // Core is the isolation the heartbeat core runs with: without real-time

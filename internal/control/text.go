@@ -59,6 +59,9 @@ func (s Status) writeRoles(b *strings.Builder) {
 	if s.Peer.Unverified != "" {
 		fmt.Fprintf(b, "\nKEYS DIFFER: the peer's heartbeats cannot be verified: %s", s.Peer.Unverified)
 	}
+	if v := s.Peer.Version; v != "" && v != s.Version {
+		fmt.Fprintf(b, "\npeer version: %s, this node %s", v, s.Version)
+	}
 	if d := s.Peer.ConfigDiffers; len(d) > 0 {
 		fmt.Fprintf(b, "\nCONFIG DIFFERS: the peer's file differs from this node's in %s: each node fails over to what its own file says", strings.Join(d, "; "))
 	}

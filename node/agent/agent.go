@@ -187,8 +187,10 @@ type Agent struct {
 	// key of ours verifies, and what it signs with (empty: it does not).
 	unverified string
 	// configDiffers names the pair sections of the peer's file that
-	// differ from this node's, as the peer's replication last said.
+	// differ from this node's, and peerRelease is the peer's hapaird
+	// version, as the peer's replication last said.
 	configDiffers []string
+	peerRelease   string
 
 	// sessAt is when the store took the newest session (NewSession).
 	sessMu sync.Mutex
@@ -828,16 +830,25 @@ func (a *Agent) twin(ev heartbeat.Event) bool {
 }
 
 // PeerConfig hears which pair sections of the peer's file differ from this
-// node's (config.PairDiffers), each time replication connects. Each node
-// fails over to its own file, so what differs is what the pair gets wrong
-// at the next failover (a VIP only one file has is lost then); only the
-// operator can say which file is right, so it is reported, loudly, and
-// nothing else changes. Safe to call from any goroutine.
-func (a *Agent) PeerConfig(differ []string) {
+// node's (config.PairDiffers), and the peer's hapaird version, each time
+// replication connects. Each node fails over to its own file, so what
+// differs is what the pair gets wrong at the next failover (a VIP only one
+// file has is lost then); only the operator can say which file is right,
+// so it is reported, loudly, and nothing else changes. Another version is
+// expected for the length of a rolling upgrade: said once, as news. Safe
+// to call from any goroutine.
+func (a *Agent) PeerConfig(differ []string, release string) {
 	a.mu.Lock()
-	prev := a.configDiffers
-	a.configDiffers = differ
+	prev, prevRelease := a.configDiffers, a.peerRelease
+	a.configDiffers, a.peerRelease = differ, release
 	a.mu.Unlock()
+	if release != prevRelease && release != "" {
+		if release != a.opt.Version {
+			a.log.Info("the peer runs another version of hapaird than this node: both should run one version once an upgrade is done", "op", "version", "version", a.opt.Version, "peer_version", release)
+		} else if prevRelease != "" {
+			a.log.Info("the peer runs this node's version of hapaird again", "op", "version", "version", release)
+		}
+	}
 	switch {
 	case len(differ) > 0 && !slices.Equal(prev, differ):
 		a.log.Error("the peer's configuration differs from this node's: each node fails over to what its own file says; make the two files the same",

@@ -41,6 +41,7 @@ func (a *Agent) updateStatus() {
 	s.Lock = strings.TrimSpace(a.lockInfo)
 	s.Peer.Unverified = a.unverified
 	s.Peer.ConfigDiffers = slices.Clone(a.configDiffers)
+	s.Peer.Version = a.peerRelease
 	for _, f := range a.faults {
 		s.Faults = append(s.Faults, f)
 	}

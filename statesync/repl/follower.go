@@ -43,7 +43,7 @@ func (r *Replicator) follow(ctx context.Context) error {
 		f.out = wire.Append(f.out, &wire.Msg{Type: wire.Ping})
 	}
 	if len(r.cfg.Sums) > 0 {
-		f.out = wire.Append(f.out, &wire.Msg{Type: wire.Config, Sums: r.cfg.Sums})
+		f.out = wire.Append(f.out, &wire.Msg{Type: wire.Config, Sums: r.cfg.Sums, Release: r.cfg.Release})
 	}
 	if err := f.flush(); err != nil {
 		return err
@@ -210,8 +210,8 @@ func (f *follower) control(now time.Time) error {
 	case wire.Ping:
 		f.owed = true
 	case wire.Config:
-		if f.r.cfg.OnPeerSums != nil {
-			f.r.cfg.OnPeerSums(m.Sums)
+		if f.r.cfg.OnPeerConfig != nil {
+			f.r.cfg.OnPeerConfig(m.Sums, m.Release)
 		}
 	default:
 		return fmt.Errorf("statesync: unexpected message %d from the active", m.Type)

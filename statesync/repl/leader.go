@@ -29,7 +29,7 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 	r.takeOver(cancel)
 	l := &leader{r: r, bw: bufio.NewWriterSize(sc, 64<<10), ackErr: make(chan error, 1)}
 	pump := newAckPump(sc, br)
-	pump.onSums = r.cfg.OnPeerSums
+	pump.onConfig = r.cfg.OnPeerConfig
 	l.pump = pump
 	pump.current = func(p *ackPump) bool { return r.pump.Load() == p }
 	defer l.pumpAcks(c, pump)()
@@ -88,7 +88,7 @@ func (l *leader) begin(hello wire.Msg) (*sender, error) {
 	if len(r.cfg.Sums) > 0 {
 		// First, so the standby compares files even while a large
 		// snapshot is on its way.
-		if _, err := l.bw.Write(wire.Append(out, &wire.Msg{Type: wire.Config, Sums: r.cfg.Sums})); err != nil {
+		if _, err := l.bw.Write(wire.Append(out, &wire.Msg{Type: wire.Config, Sums: r.cfg.Sums, Release: r.cfg.Release})); err != nil {
 			return nil, err
 		}
 	}

@@ -592,33 +592,43 @@ func (s *gatedStore) Resume(epoch, seq uint64) (int64, bool) {
 	return s.Store.Resume(epoch, seq)
 }
 
-// Each end hears the other's config sums once it connects, before and
-// beside the stream, and a standby that reconnects sends them again.
+// Each end hears the other's config sums and release once it connects,
+// before and beside the stream, and a standby that reconnects sends them
+// again.
 func TestEachEndHearsThePeersSums(t *testing.T) {
+	type peerConfig struct {
+		sums    map[string]uint64
+		release string
+	}
 	type heard struct {
-		mu   sync.Mutex
-		sums []map[string]uint64
+		mu  sync.Mutex
+		got []peerConfig
 	}
-	hear := func(h *heard) func(map[string]uint64) {
-		return func(s map[string]uint64) { h.mu.Lock(); h.sums = append(h.sums, s); h.mu.Unlock() }
+	hear := func(h *heard) func(map[string]uint64, string) {
+		return func(s map[string]uint64, r string) {
+			h.mu.Lock()
+			h.got = append(h.got, peerConfig{s, r})
+			h.mu.Unlock()
+		}
 	}
-	count := func(h *heard) int { h.mu.Lock(); defer h.mu.Unlock(); return len(h.sums) }
+	count := func(h *heard) int { h.mu.Lock(); defer h.mu.Unlock(); return len(h.got) }
 	var byActive, byStandby heard
 	aSums := map[string]uint64{"vip": 1, "node": 2}
 	bSums := map[string]uint64{"vip": 3, "node": 2, "later": 4}
-	leader := startNodeCfg(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}, Sums: aSums, OnPeerSums: hear(&byActive)}, true)
+	leader := startNodeCfg(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}, Sums: aSums, Release: "1.0", OnPeerConfig: hear(&byActive)}, true)
 	for i := range 50 {
 		write(t, leader.store, store.OpCreate, fmt.Sprintf("s-%d", i), "x") // a snapshot to send
 	}
 	fstore := store.New(store.Limits{})
-	follower := startNodeCfg(t, fstore, Config{Keys: [][]byte{key}, Peer: leader.ln.Addr().String(), Sums: bSums, OnPeerSums: hear(&byStandby)}, false)
+	bCfg := Config{Keys: [][]byte{key}, Peer: leader.ln.Addr().String(), Sums: bSums, Release: "1.1", OnPeerConfig: hear(&byStandby)}
+	follower := startNodeCfg(t, fstore, bCfg, false)
 	waitFor(t, "both ends to hear the other's sums", func() bool { return count(&byActive) == 1 && count(&byStandby) == 1 })
-	if !maps.Equal(byActive.sums[0], bSums) || !maps.Equal(byStandby.sums[0], aSums) {
-		t.Errorf("the active heard %v (want %v), the standby %v (want %v)", byActive.sums[0], bSums, byStandby.sums[0], aSums)
+	if a, b := byActive.got[0], byStandby.got[0]; !maps.Equal(a.sums, bSums) || a.release != "1.1" || !maps.Equal(b.sums, aSums) || b.release != "1.0" {
+		t.Errorf("the active heard %v %q (want %v \"1.1\"), the standby %v %q (want %v \"1.0\")", a.sums, a.release, bSums, b.sums, b.release, aSums)
 	}
 	last := write(t, leader.store, store.OpUpdate, "s-7", "y")
 	waitFor(t, "the stream after the sums", func() bool { return leader.repl.Acked() == last })
 	follower.stop()
-	startNodeCfg(t, fstore, Config{Keys: [][]byte{key}, Peer: leader.ln.Addr().String(), Sums: bSums, OnPeerSums: hear(&byStandby)}, false)
+	startNodeCfg(t, fstore, bCfg, false)
 	waitFor(t, "the sums again on a new connection", func() bool { return count(&byActive) == 2 && count(&byStandby) == 2 })
 }

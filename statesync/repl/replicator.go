@@ -110,12 +110,13 @@ type Config struct {
 	// this standby, and the standby's wake-up is part of its wait). Not
 	// over TLS.
 	Poll time.Duration
-	// Sums are this node's config.PairSums, sent to the peer once per
-	// connection; OnPeerSums, if set, hears the peer's (an older peer
-	// sends none). It must not block: the active calls it from the
-	// acknowledgement reader.
-	Sums       map[string]uint64
-	OnPeerSums func(map[string]uint64)
+	// Sums are this node's config.PairSums and Release its hapaird
+	// version, sent to the peer once per connection; OnPeerConfig, if
+	// set, hears the peer's. It must not block: the active calls it from
+	// the acknowledgement reader.
+	Sums         map[string]uint64
+	Release      string
+	OnPeerConfig func(sums map[string]uint64, release string)
 	// TLSServer and TLSClient, when set, wrap the replication link in TLS
 	// (mutual: each side presents a certificate the other verifies). The
 	// key-based challenge-response still runs inside it.

@@ -45,8 +45,8 @@ type ackPump struct {
 	// standby's: a replaced connection's late acknowledgements must not
 	// count for the new standby, which may hold nothing.
 	current func(*ackPump) bool
-	// onSums hears the standby's config sums (Config.OnPeerSums).
-	onSums func(map[string]uint64)
+	// onConfig hears the standby's config message (Config.OnPeerConfig).
+	onConfig func(sums map[string]uint64, release string)
 }
 
 // deadline is how long the standby may stay silent from now, or none
@@ -147,9 +147,9 @@ func (p *ackPump) parse(acks *acks) error {
 			}
 		case m.Type == wire.Ping && p.tcp != nil:
 			p.pingless.Store(true)
-		case m.Type == wire.Config && p.onSums != nil && (p.current == nil || p.current(p)):
+		case m.Type == wire.Config && p.onConfig != nil && (p.current == nil || p.current(p)):
 			// A replaced connection's are the peer's old file's.
-			p.onSums(m.Sums)
+			p.onConfig(m.Sums, m.Release)
 		}
 		used += n
 	}

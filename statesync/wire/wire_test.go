@@ -28,7 +28,7 @@ func FuzzDecodeMsg(f *testing.F) {
 		{Type: Op, Seq: 6, Kind: KindCreate, ID: []byte("id"), Data: []byte("d")},
 		{Type: Ack, Seq: 7},
 		{Type: Ping},
-		{Type: Config, Sums: map[string]uint64{"vip": 1, "node": 2}},
+		{Type: Config, Sums: map[string]uint64{"vip": 1, "node": 2}, Release: "1.2.3"},
 	} {
 		f.Add(Append(nil, &m)[4:])
 	}
@@ -65,20 +65,22 @@ func TestALaterVersionsMessagesAreRead(t *testing.T) {
 }
 
 func TestConfigLayout(t *testing.T) {
-	b := Append(nil, &Msg{Type: Config, Sums: map[string]uint64{"vip": 0x0102030405060708, "hook": 9}})
-	want := "0000001b" + "08" + "02" + "04" + "686f6f6b" + "0000000000000009" + "03" + "766970" + "0102030405060708"
+	b := Append(nil, &Msg{Type: Config, Sums: map[string]uint64{"vip": 0x0102030405060708, "hook": 9}, Release: "1.0"})
+	want := "0000001f" + "08" + "02" + "04" + "686f6f6b" + "0000000000000009" + "03" + "766970" + "0102030405060708" + "03" + "312e30"
 	if got := hex.EncodeToString(b); got != want {
 		t.Fatalf("got %s\nwant %s", got, want)
 	}
 	var m Msg
-	if err := Decode(b[4:], &m); err != nil || len(m.Sums) != 2 || m.Sums["vip"] != 0x0102030405060708 || m.Sums["hook"] != 9 {
+	if err := Decode(b[4:], &m); err != nil || len(m.Sums) != 2 || m.Sums["vip"] != 0x0102030405060708 || m.Sums["hook"] != 9 || m.Release != "1.0" {
 		t.Fatalf("decode: %v %+v", err, m)
 	}
 	// Out of order, or an id twice: not what any version writes.
 	for _, bad := range []string{
 		"08" + "02" + "03" + "766970" + "0000000000000001" + "04" + "686f6f6b" + "0000000000000002",
 		"08" + "02" + "03" + "766970" + "0000000000000001" + "03" + "766970" + "0000000000000002",
-		"08" + "01" + "03" + "766970" + "00000000000001", // cut short
+		"08" + "01" + "03" + "766970" + "00000000000001",   // cut short
+		"08" + "01" + "03" + "766970" + "0000000000000001", // no release
+		"08" + "00" + "05" + "312e30",                      // a release cut short
 	} {
 		body, _ := hex.DecodeString(bad)
 		if err := Decode(body, &m); !errors.Is(err, ErrMalformed) {

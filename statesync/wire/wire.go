@@ -21,12 +21,13 @@
 //	                           pings (an older active reads it and ignores it)
 //	config    both ways        count u8, then count times: id (u8 length +
 //	                           bytes), sum u64; then release (u8 length +
-//	                           bytes). Each end's sum of each part of its
-//	                           file the pair must agree on
-//	                           (config.PairSums), and the version of
-//	                           hapaird it runs, for people: sent once per
-//	                           connection, the standby's after its hello,
-//	                           the active's before the snapshot or resume
+//	                           bytes; left out when empty). Each end's sum
+//	                           of each part of its file the pair must
+//	                           agree on (config.PairSums), and the version
+//	                           of hapaird it runs, for people: sent once
+//	                           per connection, the standby's after its
+//	                           hello, the active's before the snapshot or
+//	                           resume
 //
 // A reader skips a message of a type it does not know, and the bytes of a
 // message after the fields it knows (ErrUnknown): a later version's.
@@ -127,9 +128,10 @@ func Append(dst []byte, m *Msg) []byte {
 		dst = binary.BigEndian.AppendUint64(dst, m.Seq)
 	case Config:
 		dst = appendSums(dst, m.Sums)
-		r := m.Release[:min(len(m.Release), 255)]
-		dst = append(dst, byte(len(r)))
-		dst = append(dst, r...)
+		if r := m.Release[:min(len(m.Release), 255)]; r != "" {
+			dst = append(dst, byte(len(r)))
+			dst = append(dst, r...)
+		}
 	}
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
 	return dst
@@ -213,10 +215,13 @@ func Decode(b []byte, m *Msg) error {
 		if m.Sums, b, err = sums(b); err != nil {
 			return err
 		}
-		if len(b) < 1 || len(b) < 1+int(b[0]) {
-			return ErrMalformed
+		m.Release = ""
+		if len(b) > 0 { // the release, which a sender may leave out
+			if len(b) < 1+int(b[0]) {
+				return ErrMalformed
+			}
+			m.Release, b = string(b[1:1+int(b[0])]), b[1+int(b[0]):]
 		}
-		m.Release, b = string(b[1:1+int(b[0])]), b[1+int(b[0]):]
 	default:
 		return fmt.Errorf("%w: type %d", ErrUnknown, m.Type)
 	}

@@ -74,13 +74,17 @@ func TestConfigLayout(t *testing.T) {
 	if err := Decode(b[4:], &m); err != nil || len(m.Sums) != 2 || m.Sums["vip"] != 0x0102030405060708 || m.Sums["hook"] != 9 || m.Release != "1.0" {
 		t.Fatalf("decode: %v %+v", err, m)
 	}
+	// Without a release (a sender that has none leaves it out): empty.
+	body, _ := hex.DecodeString("08" + "01" + "03" + "766970" + "0000000000000001")
+	if err := Decode(body, &m); err != nil || m.Sums["vip"] != 1 || m.Release != "" {
+		t.Errorf("without a release: %v %+v", err, m)
+	}
 	// Out of order, or an id twice: not what any version writes.
 	for _, bad := range []string{
 		"08" + "02" + "03" + "766970" + "0000000000000001" + "04" + "686f6f6b" + "0000000000000002",
 		"08" + "02" + "03" + "766970" + "0000000000000001" + "03" + "766970" + "0000000000000002",
-		"08" + "01" + "03" + "766970" + "00000000000001",   // cut short
-		"08" + "01" + "03" + "766970" + "0000000000000001", // no release
-		"08" + "00" + "05" + "312e30",                      // a release cut short
+		"08" + "01" + "03" + "766970" + "00000000000001", // cut short
+		"08" + "00" + "05" + "312e30", // a release cut short
 	} {
 		body, _ := hex.DecodeString(bad)
 		if err := Decode(body, &m); !errors.Is(err, ErrMalformed) {

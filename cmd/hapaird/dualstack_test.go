@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/lab/labtest"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// vip6Extra adds the lab's IPv6 VIP to a pair's file, beside its IPv4 one.
+var vip6Extra = fmt.Sprintf("\n[[vip]]\naddress = %q\n", lab.VIP6)
+
+// TestDualStackVIPsMoveTogether runs a pair with an IPv4 and an IPv6 VIP,
+// as a dual-stacked service has, on public interfaces that run duplicate
+// address detection as a host's do by default (the lab turns it off). An
+// IPv6 VIP added as a host adds an address would sit tentative for a
+// second after every failover, unreachable, and be marked failed for good
+// where the old holder still answers for it. Judged by the kernel (the
+// address's flags) and by a client, whose neighbour entry for the IPv6 VIP
+// must follow the VIP by the unsolicited advertisement alone.
+func TestDualStackVIPsMoveTogether(t *testing.T) {
+	if daemonBin == "" {
+		t.Skip("end-to-end tests need root for network namespaces")
+	}
+	p := labtest.NewPair(t, lab.Options{})
+	for _, ns := range []string{p.A, p.B} {
+		for k, v := range map[string]string{"accept_dad": "1", "dad_transmits": "1"} {
+			if err := lab.Sysctl(ns, "net/ipv6/conf/"+lab.Public+"/"+k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c := clusterOn(t, p, lab.ConfigOptions{HoldDown: "0s", Extra: vip6Extra})
+	act := settle(t, c)
+	v6 := lab.VIP6.Addr()
+
+	// holds waits until node holds both VIPs, usable, and the client's
+	// entry for the IPv6 one names node's interface.
+	holds := func(node, after string) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			flags, ok := addrFlags(c, node, v6)
+			switch {
+			case !ok || !c.Holds(node, lab.VIP.Addr()):
+			case flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0:
+				t.Fatalf("%s: %s on %s is not usable: flags %#x", after, v6, node, flags)
+			case c.ClientNeighbour(v6).String() == c.MAC(node).String():
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s does not hold both VIPs with the client's entry for %s on it (holds %s: %v, client's entry %v, %s's MAC %v)",
+					after, node, v6, v6, ok, c.ClientNeighbour(v6), node, c.MAC(node))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	gone := func(node, after string) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for c.Holds(node, v6) || c.Holds(node, lab.VIP.Addr()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s still holds a VIP", after, node)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	// The client learns the IPv6 VIP's owner by asking, once.
+	if err := lab.Reach(c.Client, v6, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	holds(act, "start")
+
+	// Host loss. The lab's client probes the IPv4 VIP only, so nothing
+	// but the new active's advertisement can move the client's IPv6 entry.
+	res, err := c.Run("host-loss", time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res)
+	holds(res.To, "host loss")
+	if err := lab.Reach(c.Client, v6, 2*time.Second); err != nil {
+		t.Error(err)
+	}
+	// The old active returns as standby and finds its VIPs gone: the
+	// killed daemon's leases are cleared at its start.
+	if _, err := c.Settle(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	gone(res.From, "return")
+
+	// A switchover moves both back, and takes both from the old holder.
+	switchover(t, c, res.To)
+	holds(res.From, "switchover")
+	gone(res.To, "switchover")
+	if err := lab.Reach(c.Client, v6, 2*time.Second); err != nil {
+		t.Error(err)
+	}
+}
+
+// addrFlags reads the kernel's flags of addr on node's public interface.
+func addrFlags(c *lab.Cluster, node string, addr netip.Addr) (flags int, ok bool) {
+	h := c.Handle(c.Node(node))
+	l, err := h.LinkByName(lab.Public)
+	if err != nil {
+		return 0, false
+	}
+	list, err := h.AddrList(l, netlink.FAMILY_V6)
+	if err != nil {
+		return 0, false
+	}
+	for _, a := range list {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip == addr {
+			return a.Flags, true
+		}
+	}
+	return 0, false
+}

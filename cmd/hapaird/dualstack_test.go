@@ -27,15 +27,7 @@ func TestDualStackVIPsMoveTogether(t *testing.T) {
 	if daemonBin == "" {
 		t.Skip("end-to-end tests need root for network namespaces")
 	}
-	p := labtest.NewPair(t, lab.Options{})
-	for _, ns := range []string{p.A, p.B} {
-		for k, v := range map[string]string{"accept_dad": "1", "dad_transmits": "1"} {
-			if err := lab.Sysctl(ns, "net/ipv6/conf/"+lab.Public+"/"+k, v); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	c := clusterOn(t, p, lab.ConfigOptions{HoldDown: "0s", Extra: vip6Extra})
+	c := clusterOn(t, pairWithDAD(t), lab.ConfigOptions{HoldDown: "0s", Extra: vip6Extra})
 	act := settle(t, c)
 	v6 := lab.VIP6.Addr()
 
@@ -102,6 +94,21 @@ func TestDualStackVIPsMoveTogether(t *testing.T) {
 	if err := lab.Reach(c.Client, v6, 2*time.Second); err != nil {
 		t.Error(err)
 	}
+}
+
+// pairWithDAD is a lab pair whose nodes run duplicate address detection
+// on their public interfaces, as hosts do by default.
+func pairWithDAD(t *testing.T) *lab.Pair {
+	t.Helper()
+	p := labtest.NewPair(t, lab.Options{})
+	for _, ns := range []string{p.A, p.B} {
+		for k, v := range map[string]string{"accept_dad": "1", "dad_transmits": "1"} {
+			if err := lab.Sysctl(ns, "net/ipv6/conf/"+lab.Public+"/"+k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return p
 }
 
 // addrFlags reads the kernel's flags of addr on node's public interface.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hapair/hapair/lab"
+	"golang.org/x/sys/unix"
 )
 
 // isolateUntilBothActive cuts every path between the nodes (heartbeat link
@@ -77,12 +78,35 @@ func TestSplitBrainNewestSessionWins(t *testing.T) {
 }
 
 func TestSplitBrainLongestActiveWins(t *testing.T) {
-	c := cluster(t, lab.ConfigOptions{})
+	// Dual-stacked, with duplicate address detection on: during the
+	// split both nodes hold the IPv6 VIP too, and the loser must let both
+	// go.
+	if daemonBin == "" {
+		t.Skip("end-to-end tests need root for network namespaces")
+	}
+	c := clusterOn(t, pairWithDAD(t), lab.ConfigOptions{Extra: vip6Extra})
 	if act := settle(t, c); act != "a" {
 		t.Fatalf("setup: %s active", act)
 	}
 	isolateUntilBothActive(t, c)
+	v6 := lab.VIP6.Addr()
+	if !c.Holds("a", v6) || !c.Holds("b", v6) {
+		t.Fatalf("during the split: a holds %s: %v, b: %v", v6, c.Holds("a", v6), c.Holds("b", v6))
+	}
 	heal(t, c, "a")
+	if flags, ok := addrFlags(c, "a", v6); !ok || flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 || c.Holds("b", v6) {
+		t.Fatalf("after the heal: a holds %s: %v (flags %#x), b: %v", v6, ok, flags, c.Holds("b", v6))
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for c.ClientNeighbour(v6).String() != c.MAC("a").String() {
+		lab.Reach(c.Client, v6, 100*time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("client's neighbour entry for %s %v, want a's %v", v6, c.ClientNeighbour(v6), c.MAC("a"))
+		}
+	}
+	if err := lab.Reach(c.Client, v6, 2*time.Second); err != nil {
+		t.Error(err)
+	}
 }
 
 func TestSplitBrainLockedNodeStays(t *testing.T) {

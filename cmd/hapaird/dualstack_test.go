@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,4 +131,81 @@ func addrFlags(c *lab.Cluster, node string, addr netip.Addr) (flags int, ok bool
 		}
 	}
 	return 0, false
+}
+
+// TestIPv6BackEnd runs a pair whose replication link has IPv6 addresses
+// only, as a back-end network numbered in IPv6 has: replication and the
+// UDP heartbeat path bind and reach replication_address. Its IPv4
+// addresses are taken away first, so nothing can fall back to them.
+func TestIPv6BackEnd(t *testing.T) {
+	if daemonBin == "" {
+		t.Skip("end-to-end tests need root for network namespaces")
+	}
+	p := labtest.NewPair(t, lab.Options{})
+	repl6 := map[string]netip.Prefix{"a": netip.MustParsePrefix("2001:db8:2::1/64"), "b": netip.MustParsePrefix("2001:db8:2::2/64")}
+	for n, ns := range map[string]string{"a": p.A, "b": p.B} {
+		h := p.Handle(ns)
+		l, err := h.LinkByName(lab.Repl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old, _ := netlink.ParseAddr(lab.ReplAddr[n].String())
+		if err := h.AddrDel(l, old); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := netlink.ParseAddr(repl6[n].String())
+		if err := h.AddrAdd(l, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := clusterOn(t, p, lab.ConfigOptions{HoldDown: "0s"})
+	b, err := os.ReadFile(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := string(b)
+	for _, n := range []string{"a", "b"} {
+		src = strings.Replace(src, fmt.Sprintf("replication_address = %q", lab.ReplAddr[n].Addr()), fmt.Sprintf("replication_address = %q", repl6[n].Addr()), 1)
+	}
+	if err := os.WriteFile(c.Config, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := lab.Command(c.Node("a"), daemonBin, "--check", "-c", c.Config, "--node", "a").CombinedOutput()
+	if err != nil {
+		t.Fatalf("--check: %v\n%s", err, out)
+	}
+	for _, want := range []string{"UDP [2001:db8:2::1]:7405 -> [2001:db8:2::2]:7405", "TCP [2001:db8:2::1]:7406"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("--check does not say %q:\n%s", want, out)
+		}
+	}
+
+	act := settle(t, c)
+	ctx := context.Background()
+	cl := api(t, c, act)
+	for i := range 20 {
+		if _, err := cl.Create(ctx, fmt.Sprintf("call-%d", i), []byte("v6")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitSynced(t, c, act)
+	s, err := c.Status(other(act))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := map[string]bool{}
+	for _, p := range s.Paths {
+		up[p.Name] = p.Up
+	}
+	if !up["raw"] || !up["udp"] {
+		t.Fatalf("standby's paths: %+v", s.Paths)
+	}
+	res, err := c.Run("host-loss", time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res)
+	if list, err := api(t, c, res.To).List(ctx); err != nil || len(list) != 20 {
+		t.Fatalf("new active holds %d sessions: %v", len(list), err)
+	}
 }

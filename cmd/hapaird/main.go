@@ -144,13 +144,16 @@ func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule stri
 		fmt.Fprintf(w, "%s: valid, but this machine lacks what it names (below)\n", cfg.File)
 	}
 	fmt.Fprintf(w, "this node:   %s (found by %s), peer %s; preferred active: %s\n", self.Name, rule, peer.Name, cfg.Primary)
-	fmt.Fprintf(w, "heartbeat:   raw Ethernet on %s and UDP %s:%d -> %s:%d, every %v, peer lost after %v (profile %s)\n",
-		self.HeartbeatInterface, self.ReplicationAddress, cfg.HeartbeatPort, peer.ReplicationAddress, cfg.HeartbeatPort, cfg.Interval, cfg.DeadInterval, cfg.Profile)
+	// AddrPort brackets an IPv6 address, which "%s:%d" would run into
+	// its port.
+	port := func(a netip.Addr, p int) netip.AddrPort { return netip.AddrPortFrom(a, uint16(p)) }
+	fmt.Fprintf(w, "heartbeat:   raw Ethernet on %s and UDP %s -> %s, every %v, peer lost after %v (profile %s)\n",
+		self.HeartbeatInterface, port(self.ReplicationAddress, cfg.HeartbeatPort), port(peer.ReplicationAddress, cfg.HeartbeatPort), cfg.Interval, cfg.DeadInterval, cfg.Profile)
 	tlsNote := "authenticated with the shared key"
 	if cfg.TLSCert != "" {
 		tlsNote += ", inside TLS (" + config.ForNode(cfg.TLSCert, self) + ")"
 	}
-	fmt.Fprintf(w, "replication: TCP %s:%d, mode %s, %s\n", self.ReplicationAddress, cfg.ReplicationPort, cfg.SyncMode, tlsNote)
+	fmt.Fprintf(w, "replication: TCP %s, mode %s, %s\n", port(self.ReplicationAddress, cfg.ReplicationPort), cfg.SyncMode, tlsNote)
 	var vips []string
 	for _, v := range cfg.VIPs {
 		vips = append(vips, v.Prefix.String()+" on "+v.VIPInterface(self))

@@ -259,6 +259,8 @@ func (v *validator) nodes(f *file, c *Config) {
 			v.errf(k+".replication_address", "missing: the address of this node on the replication link")
 		} else if a, err := netip.ParseAddr(n.ReplicationAddress); err != nil {
 			v.errf(k+".replication_address", "%s is not an IP address", n.ReplicationAddress)
+		} else if why := replicationAddressFault(a); why != "" {
+			v.errf(k+".replication_address", "%s %s", n.ReplicationAddress, why)
 		} else {
 			node.ReplicationAddress = a
 		}
@@ -266,6 +268,13 @@ func (v *validator) nodes(f *file, c *Config) {
 	}
 	if len(c.Nodes) == 2 && c.Nodes[0].ReplicationAddress.IsValid() && c.Nodes[0].ReplicationAddress == c.Nodes[1].ReplicationAddress {
 		v.errf("node[2].replication_address", "%s is also node[1]'s", c.Nodes[1].ReplicationAddress)
+	}
+	if len(c.Nodes) == 2 && c.Nodes[0].ReplicationAddress.IsValid() && c.Nodes[1].ReplicationAddress.IsValid() &&
+		c.Nodes[0].ReplicationAddress.Is4() != c.Nodes[1].ReplicationAddress.Is4() {
+		// One socket's address family serves both ends: the UDP path is
+		// connected to the peer, and the peer dials the listener.
+		v.errf("node[2].replication_address", "%s and node[1]'s %s are of different families: give both ends of the replication link IPv4 addresses, or both IPv6",
+			c.Nodes[1].ReplicationAddress, c.Nodes[0].ReplicationAddress)
 	}
 	if len(c.Nodes) == 2 && c.Nodes[0].PublicAddress.IsValid() && c.Nodes[0].PublicAddress.Addr() == c.Nodes[1].PublicAddress.Addr() {
 		v.errf("node[2].public_address", "%s is also node[1]'s", c.Nodes[1].PublicAddress.Addr())
@@ -442,6 +451,26 @@ func (v *validator) port(key string, p int) int {
 		return 0
 	}
 	return p
+}
+
+// replicationAddressFault says why a cannot be a node's replication
+// address, which the node binds and its peer reaches (both the replication
+// listener and the UDP heartbeat path), or "".
+func replicationAddressFault(a netip.Addr) string {
+	switch {
+	case a.IsUnspecified(), a.IsMulticast():
+		return "is not one host's address: give this node's own unicast address on the replication link"
+	case a.IsLoopback():
+		return "is a loopback address, which the peer cannot reach"
+	case a.Is4In6():
+		return "is an IPv4-mapped IPv6 address: write " + a.Unmap().String()
+	case a.IsLinkLocalUnicast():
+		// A link-local address means something only with an interface
+		// (a zone), and the zone would be one host's interface name in a
+		// file both nodes share.
+		return "is link-local: give the replication link a global or unique-local (fd00::/8) address"
+	}
+	return ""
 }
 
 func (v *validator) vips(f *file, c *Config) {

@@ -2,14 +2,19 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/lab/labtest"
 	"github.com/hapair/hapair/node"
 )
 
@@ -104,20 +109,36 @@ func TestStrayArgumentsStartNothing(t *testing.T) {
 }
 
 // Issue 15.1: --check finds what the daemon would fail on at start, also
-// when the file is valid: here, the example with its interfaces and
-// addresses made local (lo), a hook whose program is not there, an exec check whose
-// program is not there, and TLS files that do not exist. Each is named by
-// line and key; --file-only checks the file alone.
+// when the file is valid: here, the example run as beta on node b of a lab
+// pair, which has beta's addresses (its interfaces renamed to the lab's),
+// then with a hook whose program is not there, an exec check whose program
+// is not there, and TLS files that do not exist. Each is named by line and
+// key; --file-only checks the file alone.
 func TestCheckFindsWhatThisMachineLacks(t *testing.T) {
+	if daemonBin == "" {
+		t.Skip("needs root: the example's addresses are made real in a lab namespace")
+	}
+	p := labtest.NewPair(t, lab.Options{})
 	path := exampleConfig(t, "")
 	src, _ := os.ReadFile(path)
-	src = bytes.ReplaceAll(bytes.ReplaceAll(src, []byte(`"eth1"`), []byte(`"lo"`)), []byte(`"eth0"`), []byte(`"lo"`))
-	// and beta's replication address, which the daemon binds.
-	src = bytes.ReplaceAll(src, []byte(`"198.51.100.2"`), []byte(`"127.0.0.2"`))
-	var out, errb bytes.Buffer
+	src = bytes.ReplaceAll(bytes.ReplaceAll(src, []byte(`"eth1"`), []byte(strconv.Quote(lab.Heartbeat))), []byte(`"eth0"`), []byte(strconv.Quote(lab.Public)))
 	os.WriteFile(path, src, 0o644)
-	if rc := run([]string{"--check", "-c", path, "--node", "beta"}, &out, &errb); rc != 0 {
-		t.Fatalf("the example on local interfaces: exit %d: %s", rc, errb.String())
+	check := func(args ...string) (rc int, stderr string) {
+		t.Helper()
+		cmd := lab.Command(p.B, daemonBin, append([]string{"--check", "-c", path, "--node", "beta"}, args...)...)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), errb.String()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return 0, errb.String()
+	}
+	if rc, stderr := check(); rc != 0 {
+		t.Fatalf("the example on node b: exit %d: %s", rc, stderr)
 	}
 	dir := filepath.Dir(path)
 	lines := strings.Count(string(src), "\n")
@@ -137,10 +158,9 @@ on = ["active"]
 command = ["/nonexistent/notify-noc", "--now"]
 `)...)
 	os.WriteFile(path, src, 0o644)
-	out.Reset()
-	errb.Reset()
-	if rc := run([]string{"--check", "-c", path, "--node", "beta"}, &out, &errb); rc != 1 {
-		t.Fatalf("exit %d, want 1: %s", rc, errb.String())
+	rc, stderr := check()
+	if rc != 1 {
+		t.Fatalf("exit %d, want 1: %s", rc, stderr)
 	}
 	for _, want := range []string{
 		fmt.Sprintf("%s:%d: tls.cert: ", path, lines+3),
@@ -151,15 +171,14 @@ command = ["/nonexistent/notify-noc", "--now"]
 		"/nonexistent/notify-noc",
 		"hapaird would not start on this machine as beta",
 	} {
-		if !strings.Contains(errb.String(), want) {
-			t.Errorf("stderr lacks %q:\n%s", want, errb.String())
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
 	}
-	out.Reset()
-	errb.Reset()
-	if rc := run([]string{"--check", "--file-only", "-c", path, "--node", "beta"}, &out, &errb); rc != 0 {
-		t.Errorf("--file-only: exit %d: %s", rc, errb.String())
+	if rc, stderr := check("--file-only"); rc != 0 {
+		t.Errorf("--file-only: exit %d: %s", rc, stderr)
 	}
+	var out, errb bytes.Buffer
 	if rc := run([]string{"--file-only", "-c", path, "--node", "beta"}, &out, &errb); rc != 2 {
 		t.Errorf("--file-only without --check: exit %d, want 2 (usage), not a daemon", rc)
 	}

@@ -209,3 +209,50 @@ func TestIPv6BackEnd(t *testing.T) {
 		t.Fatalf("new active holds %d sessions: %v", len(list), err)
 	}
 }
+
+// TestPublicInterfaceBounceLeavesOneHolderOfBoth bounces the active's
+// public interface (down, then at once up), as ifdown/ifup or a network
+// configuration reload does. The kernel deletes a down interface's IPv6
+// addresses, the IPv6 VIP among them, and keeps its IPv4 ones: whichever
+// way the pair takes it, afterwards one node must hold both VIPs, usable,
+// the other none, and the client must reach both.
+func TestPublicInterfaceBounceLeavesOneHolderOfBoth(t *testing.T) {
+	if daemonBin == "" {
+		t.Skip("end-to-end tests need root for network namespaces")
+	}
+	c := clusterOn(t, pairWithDAD(t), lab.ConfigOptions{Extra: vip6Extra})
+	act := settle(t, c)
+	if err := c.SetLink(c.Node(act), lab.Public, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetLink(c.Node(act), lab.Public, true); err != nil {
+		t.Fatal(err)
+	}
+	v4, v6 := lab.VIP.Addr(), lab.VIP6.Addr()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var holders []string
+		partial := ""
+		for _, n := range []string{"a", "b"} {
+			h4, h6 := c.Holds(n, v4), c.Holds(n, v6)
+			if h4 && h6 {
+				holders = append(holders, n)
+			} else if h4 || h6 {
+				partial = fmt.Sprintf("%s holds IPv4 %v, IPv6 %v", n, h4, h6)
+			}
+		}
+		if len(holders) == 1 && partial == "" {
+			flags, _ := addrFlags(c, holders[0], v6)
+			s, _ := c.Status(holders[0])
+			if s != nil && s.Role == "ACTIVE" && flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 &&
+				lab.Reach(c.Client, v4, 200*time.Millisecond) == nil && lab.Reach(c.Client, v6, 200*time.Millisecond) == nil {
+				t.Logf("after the bounce of %s's public interface: %s active with both VIPs", act, holders[0])
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5s after the bounce of %s's public interface: holders of both %v; %s", act, holders, partial)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

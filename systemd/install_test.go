@@ -332,10 +332,11 @@ func TestPairOfContainersFailsOver(t *testing.T) {
 	if err := lab.Reach(w.p.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	b := nodes["b"]
+	upgradeBothAtOnce(t, w, a, b)
 	// systemctl stop signals every process of the unit (the heartbeat
 	// core too): still a handover, not a loss that waits out the dead
 	// interval; then a starts again as the standby.
-	b := nodes["b"]
 	a.must("systemctl", "stop", "hapaird")
 	b.waitFor("b active after a's systemctl stop", 5*time.Second, func() bool {
 		out, _ := b.exec("hapairctl", "status")
@@ -365,5 +366,68 @@ func TestPairOfContainersFailsOver(t *testing.T) {
 	}
 	if out := a.must("hapairctl", "status"); !strings.Contains(out, "a: ACTIVE") {
 		t.Errorf("a's status:\n%s", out)
+	}
+}
+
+// upgradeBothAtOnce installs the package again on both nodes at the same
+// moment, as configuration management upgrades a fleet, with a active and
+// b its standby. The standby's daemon is restarted on the new files and
+// comes back as the standby; the active's is not (restarted while its
+// standby restarts too, the pair would have no holder and lose every
+// session), so the VIP never leaves a, and the upgrade's output says how
+// to finish it.
+func upgradeBothAtOnce(t *testing.T, w *world, a, b *container) {
+	t.Helper()
+	before := map[*container]string{a: a.show("MainPID")["MainPID"], b: b.show("MainPID")["MainPID"]}
+	stop := make(chan struct{})
+	left := make(chan time.Time, 1)
+	go func() {
+		defer close(left)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if !w.p.Holds("a", lab.VIP.Addr()) {
+				left <- time.Now()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	outs := make(chan string, 2)
+	for _, c := range []*container{a, b} {
+		go func() {
+			out, err := c.exec("dpkg", "-i", "/var/cache/hapair.deb")
+			if err != nil {
+				out = fmt.Sprintf("dpkg -i: %v\n%s", err, out)
+			}
+			outs <- out
+		}()
+	}
+	var out [2]string
+	out[0], out[1] = <-outs, <-outs
+	for _, o := range out {
+		if strings.HasPrefix(o, "dpkg -i: ") {
+			t.Fatal(o)
+		}
+	}
+	b.waitFor("b's daemon restarted by the upgrade and back as the standby", 15*time.Second, func() bool {
+		st, _ := b.exec("hapairctl", "status")
+		return b.show("MainPID")["MainPID"] != before[b] && strings.Contains(st, "b: STANDBY") && strings.Contains(st, "peer a: ACTIVE")
+	})
+	close(stop)
+	if at, ok := <-left; ok {
+		t.Errorf("the VIP left the active a during the upgrade of both nodes (at %v)", at.Format(time.StampMicro))
+	}
+	if pid := a.show("MainPID")["MainPID"]; pid != before[a] {
+		t.Errorf("the upgrade restarted the active's daemon (pid %s, was %s)", pid, before[a])
+	}
+	if !strings.Contains(out[0]+out[1], "hapairctl switchover && systemctl restart hapaird") {
+		t.Errorf("the active's upgrade does not say how to finish it:\n%s\n%s", out[0], out[1])
+	}
+	if err := lab.Reach(w.p.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -333,6 +333,7 @@ func TestPairOfContainersFailsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := nodes["b"]
+	upgradeOnAFileTheNewVersionRefuses(t, w, b)
 	upgradeBothAtOnce(t, w, a, b)
 	// systemctl stop signals every process of the unit (the heartbeat
 	// core too): still a handover, not a loss that waits out the dead
@@ -366,6 +367,34 @@ func TestPairOfContainersFailsOver(t *testing.T) {
 	}
 	if out := a.must("hapairctl", "status"); !strings.Contains(out, "a: ACTIVE") {
 		t.Errorf("a's status:\n%s", out)
+	}
+}
+
+// upgradeOnAFileTheNewVersionRefuses upgrades the standby b while its
+// file holds a mistake its running daemon read before it was made (an
+// edit not yet applied, or a rule the new version adds): restarted, the
+// standby would not come back. The upgrade leaves it running and says why.
+func upgradeOnAFileTheNewVersionRefuses(t *testing.T, w *world, b *container) {
+	t.Helper()
+	path := filepath.Join(b.root, "etc/hapair/hapair.toml")
+	if err := os.WriteFile(path, []byte(w.config+"\nstray_key = true\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	before := b.show("MainPID")["MainPID"]
+	out := b.must("dpkg", "-i", "/var/cache/hapair.deb")
+	for _, want := range []string{"the new hapaird refuses /etc/hapair/hapair.toml", "stray_key", "(STANDBY) was not restarted"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the upgrade's output lacks %q:\n%s", want, out)
+		}
+	}
+	if pid := b.show("MainPID")["MainPID"]; pid != before {
+		t.Errorf("the upgrade restarted the standby on a file the new version refuses (pid %s, was %s)", pid, before)
+	}
+	if st := b.must("hapairctl", "status"); !strings.Contains(st, "b: STANDBY") {
+		t.Errorf("b after the upgrade:\n%s", st)
+	}
+	if err := os.WriteFile(path, []byte(w.config), 0o640); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -504,6 +504,7 @@ func (m *Machine) lock(ev Event) {
 		m.become(Fault, ev.Now, "fault (held while locked): "+m.faultReason)
 	case !m.locked && m.healthy && m.role == Fault:
 		m.become(Standby, ev.Now, "checks recovered (while locked)")
+		m.takeOverAlone(ev.Now, "unlocked, checks recovered")
 	case !m.locked && m.healthy && m.role == Standby && !m.peerSeen && !m.unverified:
 		m.become(Active, ev.Now, "unlocked with the peer lost")
 	default:
@@ -535,9 +536,33 @@ func (m *Machine) health(ev Event) {
 		m.become(Fault, ev.Now, "fault: "+ev.Reason)
 	case ev.Healthy && m.role == Fault:
 		m.become(Standby, ev.Now, "checks recovered")
+		m.takeOverAlone(ev.Now, "checks recovered")
 	default:
 		m.advertise()
 	}
+}
+
+// takeOverAlone runs when this node has just become a standby again (its
+// checks recovered, or its lock was lifted from a fault): a standby takes
+// over when its peer falls silent, and this one was not a standby when
+// that happened, or it never heard its peer at all (a fault through the
+// start-up window, as when the service it guards starts after hapaird).
+// Nothing else would ever make it active. Frames it cannot verify hold it
+// back, as at the end of the start-up window; a loss within a flapping
+// link's hold-down waits out the same hold-down a standby would have.
+func (m *Machine) takeOverAlone(now time.Time, why string) {
+	if m.role != Standby || m.peerSeen || m.unverified {
+		return
+	}
+	why += " with the peer silent"
+	if !m.lostAt.IsZero() && m.heldDown(m.lostAt) {
+		if until := m.lostAt.Add(m.cfg.HoldDown - m.cfg.Dead); now.Before(until) {
+			m.holdUntil = until
+			m.emit(Action{Kind: Report, Reason: fmt.Sprintf("%s, lost within %v of coming back: a flapping link; taking over only if it stays silent for %v (hold_down)", why, m.cfg.HoldDown, m.cfg.HoldDown)})
+			return
+		}
+	}
+	m.takeOver(now, why)
 }
 
 // twinned handles another node that runs under this node's name, Event.Peer

@@ -701,3 +701,113 @@ func TestUnverifiedPeer(t *testing.T) {
 		t.Errorf("standby with its active heard: role %v", sb2.Role())
 	}
 }
+
+// A node that was in fault when its peer fell silent, or through the
+// whole start-up window, becomes a standby when its checks recover, and
+// nothing else would ever make it active: it takes over then, as a
+// standby does when its peer falls silent. Found by the container test,
+// whose service's check failed at hapaird's start: the lone node stayed
+// STANDBY with nobody active.
+func TestRecoveredNodeTakesOverFromASilentPeer(t *testing.T) {
+	recovered := "checks recovered with the peer silent"
+	t.Run("fault through the start-up window", func(t *testing.T) {
+		m := started(true)
+		m.Step(Event{Kind: Health, Now: at(10), Healthy: false, Reason: "media not running"})
+		m.Step(Event{Kind: Tick, Now: at(1000)})
+		if m.Role() != Fault {
+			t.Fatalf("after the window: %v", m.Role())
+		}
+		acts := m.Step(Event{Kind: Health, Now: at(3000), Healthy: true})
+		if tr, _ := transition(acts); m.Role() != Active || !slices.Contains(kinds(acts), ClaimVIPs) {
+			t.Fatalf("recovered alone: %v, %v", m.Role(), tr)
+		}
+		if acts[len(acts)-1].Kind != Advertise || !acts[len(acts)-1].Advert.Holding {
+			t.Errorf("not said Holding after the claim: %v", acts)
+		}
+	})
+	t.Run("peer lost while in fault", func(t *testing.T) {
+		m := standbyMachine(t)
+		m.Step(Event{Kind: Health, Now: at(50), Healthy: false, Reason: "media died"})
+		m.Step(Event{Kind: PeerLost, Now: at(500)})
+		if m.Role() != Fault {
+			t.Fatalf("after the loss: %v", m.Role())
+		}
+		acts := m.Step(Event{Kind: Health, Now: at(2000), Healthy: true})
+		var reasons []string
+		for _, a := range acts {
+			if a.Kind == Transition {
+				reasons = append(reasons, a.From.String()+"->"+a.To.String()+": "+a.Reason)
+			}
+		}
+		if m.Role() != Active || len(reasons) != 2 || !strings.HasSuffix(reasons[1], recovered) {
+			t.Fatalf("role %v, transitions %q", m.Role(), reasons)
+		}
+	})
+	t.Run("peer seen: a standby as before", func(t *testing.T) {
+		m := standbyMachine(t)
+		m.Step(Event{Kind: Health, Now: at(50), Healthy: false, Reason: "media died"})
+		m.Step(Event{Kind: PeerFrame, Now: at(100), Peer: Peer{Role: Active}})
+		m.Step(Event{Kind: Health, Now: at(200), Healthy: true})
+		if m.Role() != Standby {
+			t.Fatalf("recovered beside an active peer: %v", m.Role())
+		}
+	})
+	t.Run("locked, then unlocked", func(t *testing.T) {
+		m := standbyMachine(t)
+		m.Step(Event{Kind: Health, Now: at(50), Healthy: false, Reason: "media died"})
+		m.Step(Event{Kind: Lock, Now: at(60), Locked: true})
+		m.Step(Event{Kind: PeerLost, Now: at(500)})
+		m.Step(Event{Kind: Health, Now: at(600), Healthy: true})
+		m.Step(Event{Kind: Tick, Now: at(5000)})
+		if m.Role() != Fault {
+			t.Fatalf("locked: %v, want FAULT kept", m.Role())
+		}
+		m.Step(Event{Kind: Lock, Now: at(6000), Locked: false})
+		if m.Role() != Active {
+			t.Fatalf("unlocked with the checks recovered and the peer silent: %v", m.Role())
+		}
+	})
+	t.Run("frames it cannot verify", func(t *testing.T) {
+		m := started(true)
+		m.Step(Event{Kind: Health, Now: at(10), Healthy: false, Reason: "media not running"})
+		m.Step(Event{Kind: Unverified, Now: at(20), Unverified: true})
+		m.Step(Event{Kind: Tick, Now: at(1000)})
+		m.Step(Event{Kind: Health, Now: at(3000), Healthy: true})
+		if m.Role() != Standby {
+			t.Fatalf("beside unverifiable frames: %v", m.Role())
+		}
+		m.Step(Event{Kind: Unverified, Now: at(4000), Unverified: false})
+		if m.Role() != Active {
+			t.Fatalf("once they stopped: %v", m.Role())
+		}
+	})
+	t.Run("lost within the hold-down", func(t *testing.T) {
+		m := New(Config{Node: 1, Dead: dead, HoldDown: 2 * time.Second})
+		m.Step(Event{Kind: Start, Now: at(0)})
+		m.Step(Event{Kind: PeerFrame, Now: at(10), Peer: Peer{Role: Active}})
+		m.Step(Event{Kind: Tick, Now: at(15)})
+		// The link flaps: the peer is lost (held by a lock here, so
+		// that this node stays standby) and back at 600.
+		m.Step(Event{Kind: Lock, Now: at(20), Locked: true})
+		m.Step(Event{Kind: PeerLost, Now: at(500)})
+		m.Step(Event{Kind: PeerFrame, Now: at(600), Peer: Peer{Role: Active}})
+		m.Step(Event{Kind: Lock, Now: at(650), Locked: false})
+		m.Step(Event{Kind: Health, Now: at(800), Healthy: false, Reason: "media died"})
+		m.Step(Event{Kind: PeerLost, Now: at(1000)}) // again, within 2 s of its return
+		if m.Role() != Fault {
+			t.Fatalf("setup: %v", m.Role())
+		}
+		acts := m.Step(Event{Kind: Health, Now: at(1100), Healthy: true})
+		if m.Role() != Standby || !slices.Contains(kinds(acts), Report) {
+			t.Fatalf("recovered within the hold-down: %v, %v", m.Role(), acts)
+		}
+		m.Step(Event{Kind: Tick, Now: at(2600)})
+		if m.Role() != Standby {
+			t.Fatalf("before the hold-down ends (at 2700): %v", m.Role())
+		}
+		m.Step(Event{Kind: Tick, Now: at(2700)})
+		if m.Role() != Active {
+			t.Fatalf("after the hold-down: %v", m.Role())
+		}
+	})
+}

@@ -106,3 +106,68 @@ timeout = "5s"
 		}
 	}
 }
+
+// TestRecoveredCheckTakesOverFromASilentPeer: a node whose critical check
+// fails while its peer is silent becomes a standby when the check
+// recovers, and must then take the VIPs, as any standby whose peer falls
+// silent does. Before, it stayed STANDBY with nobody active: found by the
+// container test, whose service was not yet running at hapaird's start.
+func TestRecoveredCheckTakesOverFromASilentPeer(t *testing.T) {
+	// A node started before the service it guards (boot order), its
+	// peer down: FAULT through the start-up window, then the service.
+	t.Run("service started after hapaird, peer down", func(t *testing.T) {
+		c := cluster(t, lab.ConfigOptions{Media: true})
+		if err := c.Start("a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitRole("a", "FAULT", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.StartMedia("a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitRole("a", "ACTIVE", 3*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// The standby's service had died when the active's host was lost.
+	t.Run("standby in fault when the active is lost", func(t *testing.T) {
+		c := cluster(t, lab.ConfigOptions{Media: true, HoldDown: "0s"})
+		act := settle(t, c)
+		sb := other(act)
+		if err := c.KillMedia(sb); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitRole(sb, "FAULT", 3*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Isolate(act, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Kill(act); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for s, _ := c.Status(sb); s == nil || s.Peer.Seen; s, _ = c.Status(sb) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still sees its peer", sb)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if s, _ := c.Status(sb); s.Role != "FAULT" || c.Holds(sb, lab.VIP.Addr()) {
+			t.Fatalf("%s with its check failing took over: %s", sb, s.Role)
+		}
+		if err := c.StartMedia(sb); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitRole(sb, "ACTIVE", 3*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

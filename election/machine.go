@@ -549,7 +549,10 @@ func (m *Machine) health(ev Event) {
 // start-up window, as when the service it guards starts after hapaird).
 // Nothing else would ever make it active. Frames it cannot verify hold it
 // back, as at the end of the start-up window; a loss within a flapping
-// link's hold-down waits out the same hold-down a standby would have.
+// link's hold-down waits out the same hold-down a standby would have. A
+// peer it hears is left to its frames: the last one may predate this
+// node's fault (the peer may be claiming the VIPs now), so acting on it
+// could make two holders.
 func (m *Machine) takeOverAlone(now time.Time, why string) {
 	if m.role != Standby || m.peerSeen || m.unverified {
 		return

@@ -328,6 +328,14 @@ func (m *Machine) tick(now time.Time) {
 	case m.role == Standby && !m.holdUntil.IsZero() && !now.Before(m.holdUntil):
 		m.holdUntil = time.Time{}
 		m.takeOver(now, fmt.Sprintf("peer lost: silent for %v, past the hold-down of a flapping link (%d flaps)", now.Sub(m.lostAt)+m.cfg.Dead, m.flaps))
+	case m.role == Init && m.peerSeen && m.peer.Role == Active && !m.peer.Leaving && !m.healthy:
+		// FAULT, not STANDBY, as at the end of the start-up window:
+		// its checks fail. When they recover it becomes the standby,
+		// and takes over at once if the peer fell silent meanwhile; a
+		// STANDBY whose checks failed from the start was never looked
+		// at again when they recovered, and stayed one with nobody
+		// active.
+		m.become(Fault, now, "start-up: "+m.faultReason)
 	case m.role == Init && m.peerSeen && m.peer.Role == Active && !m.peer.Leaving:
 		m.become(Standby, now, "start-up: peer is active")
 	case m.role == Init && m.peerSeen && m.cfg.Preferred && m.eligible() && m.peer.Role != Active && !m.peerNewer():

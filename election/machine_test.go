@@ -743,6 +743,22 @@ func TestRecoveredNodeTakesOverFromASilentPeer(t *testing.T) {
 			t.Fatalf("role %v, transitions %q", m.Role(), reasons)
 		}
 	})
+	// Started beside an active peer with its checks failing: FAULT, not
+	// a STANDBY that its recovery would never look at again.
+	t.Run("checks failing at start beside an active peer", func(t *testing.T) {
+		m := started(false)
+		m.Step(Event{Kind: Health, Now: at(5), Healthy: false, Reason: "media not running"})
+		m.Step(Event{Kind: PeerFrame, Now: at(10), Peer: Peer{Role: Active}})
+		m.Step(Event{Kind: Tick, Now: at(15)})
+		if m.Role() != Fault {
+			t.Fatalf("at start: %v", m.Role())
+		}
+		m.Step(Event{Kind: PeerLost, Now: at(500)})
+		m.Step(Event{Kind: Health, Now: at(1000), Healthy: true})
+		if m.Role() != Active {
+			t.Fatalf("recovered with the peer lost: %v", m.Role())
+		}
+	})
 	t.Run("peer seen: a standby as before", func(t *testing.T) {
 		m := standbyMachine(t)
 		m.Step(Event{Kind: Health, Now: at(50), Healthy: false, Reason: "media died"})

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,41 +134,63 @@ func TestRecoveredCheckTakesOverFromASilentPeer(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	// The standby's service had died when the active's host was lost.
-	t.Run("standby in fault when the active is lost", func(t *testing.T) {
-		c := cluster(t, lab.ConfigOptions{Media: true, HoldDown: "0s"})
-		act := settle(t, c)
-		sb := other(act)
-		if err := c.KillMedia(sb); err != nil {
+	// The standby's service had died when the active's host was lost;
+	// or the standby was started before its service, beside the active.
+	for _, restarted := range []bool{false, true} {
+		name := "standby in fault when the active is lost"
+		if restarted {
+			name = "standby started before its service, then the active lost"
+		}
+		t.Run(name, func(t *testing.T) { standbyRecoversAlone(t, restarted) })
+	}
+}
+
+// standbyRecoversAlone puts the standby in FAULT (its service dead, and
+// with restarted its daemon started again after it), loses the active's
+// host, and brings the standby's service back: it must take the VIPs.
+func standbyRecoversAlone(t *testing.T, restarted bool) {
+	c := cluster(t, lab.ConfigOptions{Media: true, HoldDown: "0s"})
+	act := settle(t, c)
+	sb := other(act)
+	if restarted {
+		if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.WaitRole(sb, "FAULT", 3*time.Second); err != nil {
+	}
+	if err := c.KillMedia(sb); err != nil {
+		t.Fatal(err)
+	}
+	if restarted {
+		if err := c.Start(sb); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Isolate(act, false); err != nil {
-			t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "FAULT", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Isolate(act, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Kill(act); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for s, _ := c.Status(sb); s == nil || s.Peer.Seen; s, _ = c.Status(sb) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still sees its peer", sb)
 		}
-		if err := c.Kill(act); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(3 * time.Second)
-		for s, _ := c.Status(sb); s == nil || s.Peer.Seen; s, _ = c.Status(sb) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s still sees its peer", sb)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if s, _ := c.Status(sb); s.Role != "FAULT" || c.Holds(sb, lab.VIP.Addr()) {
-			t.Fatalf("%s with its check failing took over: %s", sb, s.Role)
-		}
-		if err := c.StartMedia(sb); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.WaitRole(sb, "ACTIVE", 3*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	})
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s, _ := c.Status(sb); s.Role != "FAULT" || c.Holds(sb, lab.VIP.Addr()) {
+		t.Fatalf("%s with its check failing took over: %s", sb, s.Role)
+	}
+	if err := c.StartMedia(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "ACTIVE", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }

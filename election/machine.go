@@ -508,6 +508,11 @@ func (m *Machine) lock(ev Event) {
 	m.locked = ev.Locked
 	// Unlocked: what the lock held back happens now.
 	switch {
+	case !m.locked && !m.healthy && m.role == Active && !m.peerEligible() && !m.twin:
+		// As for a fault that comes unlocked: a degraded service beats
+		// none, and a standby that comes takes over (peerFrame).
+		m.emit(Action{Kind: Report, Reason: "unlocked in fault, but no eligible standby: keeping the VIPs: " + m.faultReason})
+		m.advertise()
 	case !m.locked && !m.healthy && (m.role == Active || m.role == Standby):
 		m.become(Fault, ev.Now, "fault (held while locked): "+m.faultReason)
 	case !m.locked && m.healthy && m.role == Fault:

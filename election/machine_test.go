@@ -211,6 +211,25 @@ func TestFaultWithoutEligibleStandbyKeepsVIPs(t *testing.T) {
 	}
 }
 
+// The same when the fault came while the node was locked and the lock is
+// lifted: what the lock held back is a handover, and with nobody to hand
+// to the VIPs stay.
+func TestUnlockedFaultWithoutEligibleStandbyKeepsVIPs(t *testing.T) {
+	m := activeMachine(t)
+	m.Step(Event{Kind: PeerLost, Now: at(500)})
+	m.Step(Event{Kind: Lock, Now: at(600), Locked: true})
+	m.Step(Event{Kind: Health, Now: at(700), Healthy: false, Reason: "media died"})
+	acts := m.Step(Event{Kind: Lock, Now: at(800), Locked: false})
+	if m.Role() != Active || slices.Contains(kinds(acts), ReleaseVIPs) || !slices.Contains(kinds(acts), Report) {
+		t.Fatalf("unlocked in fault with no peer: role %v, actions %v", m.Role(), acts)
+	}
+	// A standby comes: now hand over.
+	acts = m.Step(Event{Kind: PeerFrame, Now: at(900), Peer: Peer{Role: Standby}})
+	if m.Role() != Fault || !slices.Contains(kinds(acts), ReleaseVIPs) {
+		t.Fatalf("after a standby came: %v %v", m.Role(), acts)
+	}
+}
+
 func TestGracefulStopMakeBeforeBreak(t *testing.T) {
 	m := activeMachine(t)
 	acts := m.Step(Event{Kind: Stop, Now: at(100)})

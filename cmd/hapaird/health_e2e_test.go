@@ -194,3 +194,47 @@ func standbyRecoversAlone(t *testing.T, restarted bool) {
 		t.Fatal(err)
 	}
 }
+
+// TestUnlockInFaultWithNobodyToHandToKeepsTheVIPs: the active is locked
+// for maintenance while its standby is down, and its service dies
+// meanwhile. Lifting the lock must not drop the VIPs with nobody to take
+// them (a fault that comes unlocked keeps them then too); once a standby
+// is back, the active hands over.
+func TestUnlockInFaultWithNobodyToHandToKeepsTheVIPs(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{Media: true})
+	act := settle(t, c)
+	sb := other(act)
+	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	hapairctl(t, c, act, "lock", "--reason", "maintenance")
+	if err := c.KillMedia(act); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for s, _ := c.Status(act); s == nil || s.Peer.Seen || len(s.Checks) != 1 || s.Checks[0].Healthy; s, _ = c.Status(act) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not see its peer gone and its check failed: %+v", act, s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	hapairctl(t, c, act, "unlock") // applied when it returns
+	// Three dead intervals for anything that would follow.
+	for end := time.Now().Add(900 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if s, _ := c.Status(act); s == nil || s.Role != "ACTIVE" || !c.Holds(act, lab.VIP.Addr()) {
+			t.Fatalf("unlocked in fault with nobody to hand to: %+v, holds the VIP: %v", s, c.Holds(act, lab.VIP.Addr()))
+		}
+	}
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(act, "FAULT", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -258,6 +258,35 @@ func TestWatch(t *testing.T) {
 	expect(t, events, Foreign)
 }
 
+// A link without carrier when the watch starts is reported at once: it
+// will send no notification until it changes.
+func TestWatchSaysALinkIsDarkAtTheStart(t *testing.T) {
+	p := labtest.NewPair(t, lab.Options{})
+	if err := p.SetLink(p.Client, "pa", false); err != nil {
+		t.Fatal(err)
+	}
+	m := manager(t, p.A, 0, lab.VIP)
+	w, err := m.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan Event, 16)
+	done := make(chan error)
+	go func() { done <- w.Run(ctx, events) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	expect(t, events, CarrierDown)
+	if err := p.SetLink(p.Client, "pa", true); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, events, CarrierUp)
+}
+
 // removeByHand deletes m's first VIP from node A's interface, as an
 // operator or another program would.
 func removeByHand(t *testing.T, p *lab.Pair, m *Manager) {

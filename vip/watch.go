@@ -108,6 +108,12 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 	for name := range v.ifaces {
 		if l, err := w.m.nl.LinkByName(name); err == nil {
 			v.carrier[name] = l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
+			// A link without carrier now sends no notification until
+			// it changes: said now, or a node booted with its cable
+			// out would take the VIPs onto a link no client reaches.
+			if !v.carrier[name] && !v.emit(Event{Kind: CarrierDown, Interface: name}) {
+				return nil
+			}
 		}
 	}
 	for {

@@ -238,3 +238,37 @@ func TestUnlockInFaultWithNobodyToHandToKeepsTheVIPs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPublicLinkWithoutCarrierAtStartIsAFault: the preferred node boots
+// with its public link dark (a cable out, a switch port down). Its carrier
+// never changes, so only a look at the start can tell: it must not take
+// the VIPs onto a link no client reaches while its peer could serve them.
+func TestPublicLinkWithoutCarrierAtStartIsAFault(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	if err := c.SetLink(c.Client, "pa", false); err != nil { // a's switch port
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b"} {
+		if err := c.Start(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.WaitRole("b", "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole("a", "FAULT", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := c.Status("a"); s == nil || len(s.Faults) != 1 || !strings.Contains(s.Faults[0], "carrier") || c.Holds("a", lab.VIP.Addr()) {
+		t.Fatalf("a with its public link dark: %+v, holds the VIP: %v", s, c.Holds("a", lab.VIP.Addr()))
+	}
+	if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetLink(c.Client, "pa", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole("a", "STANDBY", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

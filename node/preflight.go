@@ -17,6 +17,7 @@ import (
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/health"
 	"github.com/hapair/hapair/statesync/repl"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -217,4 +218,24 @@ var shellBuiltin = map[string]bool{
 	":": true, ".": true, "!": true, "break": true, "cd": true, "command": true, "continue": true, "eval": true,
 	"exec": true, "exit": true, "export": true, "readonly": true, "return": true, "set": true, "shift": true,
 	"times": true, "trap": true, "unset": true, "if": true, "for": true, "while": true, "until": true, "case": true,
+}
+
+// CarrierWarnings names the VIP interfaces on this machine that have no
+// carrier now: a node that starts so is in FAULT until it comes (its VIP
+// watch says so at once), and leaves the VIPs to its peer. Not an error:
+// a cable may be plugged in after the start. hapaird --check prints them.
+func CarrierWarnings(cfg *config.Config, self *config.Node) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, v := range cfg.VIPs {
+		name := v.VIPInterface(self)
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if l, err := netlink.LinkByName(name); err == nil && l.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 {
+			out = append(out, fmt.Sprintf("%s has no carrier: this node would start in FAULT and leave the VIPs to its peer until it comes", name))
+		}
+	}
+	return out
 }

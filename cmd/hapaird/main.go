@@ -167,6 +167,9 @@ func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule stri
 	if msg := node.PreemptionWarning(cfg); msg != "" {
 		fmt.Fprintf(warn, "warning: %s\n", msg)
 	}
+	for _, msg := range node.CarrierWarnings(cfg, self) {
+		fmt.Fprintf(warn, "warning: %s\n", msg)
+	}
 	fmt.Fprintf(w, "state:       %s, socket %s\n", cfg.StateDir, cfg.Socket)
 	switch running, err := node.DaemonRunning(cfg); {
 	case err != nil:

@@ -137,8 +137,18 @@ func TestCheckFindsWhatThisMachineLacks(t *testing.T) {
 		}
 		return 0, errb.String()
 	}
-	if rc, stderr := check(); rc != 0 {
+	if rc, stderr := check(); rc != 0 || strings.Contains(stderr, "warning") {
 		t.Fatalf("the example on node b: exit %d: %s", rc, stderr)
+	}
+	// Its switch port dark: a warning, not an error (a cable may come).
+	if err := p.SetLink(p.Client, "pb", false); err != nil {
+		t.Fatal(err)
+	}
+	if rc, stderr := check(); rc != 0 || !strings.Contains(stderr, "warning: pub0 has no carrier: this node would start in FAULT") {
+		t.Errorf("the example on node b with its public link dark: exit %d: %s", rc, stderr)
+	}
+	if err := p.SetLink(p.Client, "pb", true); err != nil {
+		t.Fatal(err)
 	}
 	dir := filepath.Dir(path)
 	lines := strings.Count(string(src), "\n")

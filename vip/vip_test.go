@@ -211,20 +211,11 @@ func TestClaimMissingInterface(t *testing.T) {
 func TestWatch(t *testing.T) {
 	p := labtest.NewPair(t, lab.Options{})
 	m := manager(t, p.A, 0, lab.VIP)
-	ctx, cancel := context.WithCancel(context.Background())
-	events := make(chan Event, 16)
-	done := make(chan error)
 	w, err := m.Subscribe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { done <- w.Run(ctx, events) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	events := runWatch(t, w)
 	if err := m.Claim(); err != nil {
 		t.Fatal(err)
 	}
@@ -270,21 +261,28 @@ func TestWatchSaysALinkIsDarkAtTheStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	events := make(chan Event, 16)
-	done := make(chan error)
-	go func() { done <- w.Run(ctx, events) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	events := runWatch(t, w)
 	expect(t, events, CarrierDown)
 	if err := p.SetLink(p.Client, "pa", true); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, events, CarrierUp)
+}
+
+// runWatch runs w until the test ends, and returns its events.
+func runWatch(t *testing.T, w *Watcher) <-chan Event {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan Event, 16)
+	done := make(chan error)
+	go func() { done <- w.Run(ctx, events) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return events
 }
 
 // removeByHand deletes m's first VIP from node A's interface, as an
@@ -358,16 +356,7 @@ func TestWatchSurvivesALostSubscription(t *testing.T) {
 	}
 	w.errCh <- unix.ENOBUFS
 
-	ctx, cancel := context.WithCancel(context.Background())
-	events := make(chan Event, 16)
-	done := make(chan error)
-	go func() { done <- w.Run(ctx, events) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	events := runWatch(t, w)
 	expect(t, events, Removed) // read back from the kernel
 	if n := w.Resubscribed(); n != 1 {
 		t.Errorf("resubscribed %d times", n)

@@ -181,8 +181,8 @@ func standbyRecoversAlone(t *testing.T, restarted bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if s, _ := c.Status(sb); s.Role != "FAULT" || c.Holds(sb, lab.VIP.Addr()) {
-		t.Fatalf("%s with its check failing took over: %s", sb, s.Role)
+	if s, err := c.Status(sb); err != nil || s.Role != "FAULT" || c.Holds(sb, lab.VIP.Addr()) {
+		t.Fatalf("%s with its check failing took over: %+v, %v", sb, s, err)
 	}
 	if err := c.StartMedia(sb); err != nil {
 		t.Fatal(err)

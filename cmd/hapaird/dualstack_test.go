@@ -57,12 +57,8 @@ func TestDualStackVIPsMoveTogether(t *testing.T) {
 	}
 	gone := func(node, after string) {
 		t.Helper()
-		deadline := time.Now().Add(3 * time.Second)
-		for c.Holds(node, v6) || c.Holds(node, lab.VIP.Addr()) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %s still holds a VIP", after, node)
-			}
-			time.Sleep(10 * time.Millisecond)
+		if !pollUntil(3*time.Second, func() bool { return !c.Holds(node, v6) && !c.Holds(node, lab.VIP.Addr()) }) {
+			t.Fatalf("%s: %s still holds a VIP", after, node)
 		}
 	}
 
@@ -229,10 +225,10 @@ func TestPublicInterfaceBounceLeavesOneHolderOfBoth(t *testing.T) {
 		t.Fatal(err)
 	}
 	v4, v6 := lab.VIP.Addr(), lab.VIP6.Addr()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var holders []string
-		partial := ""
+	var holders []string
+	partial := ""
+	if !pollUntil(5*time.Second, func() bool {
+		holders, partial = nil, ""
 		for _, n := range []string{"a", "b"} {
 			h4, h6 := c.Holds(n, v4), c.Holds(n, v6)
 			if h4 && h6 {
@@ -241,18 +237,15 @@ func TestPublicInterfaceBounceLeavesOneHolderOfBoth(t *testing.T) {
 				partial = fmt.Sprintf("%s holds IPv4 %v, IPv6 %v", n, h4, h6)
 			}
 		}
-		if len(holders) == 1 && partial == "" {
-			flags, _ := addrFlags(c, holders[0], v6)
-			s, _ := c.Status(holders[0])
-			if s != nil && s.Role == "ACTIVE" && flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 &&
-				lab.Reach(c.Client, v4, 200*time.Millisecond) == nil && lab.Reach(c.Client, v6, 200*time.Millisecond) == nil {
-				t.Logf("after the bounce of %s's public interface: %s active with both VIPs", act, holders[0])
-				return
-			}
+		if len(holders) != 1 || partial != "" {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("5s after the bounce of %s's public interface: holders of both %v; %s", act, holders, partial)
-		}
-		time.Sleep(20 * time.Millisecond)
+		flags, _ := addrFlags(c, holders[0], v6)
+		s, _ := c.Status(holders[0])
+		return s != nil && s.Role == "ACTIVE" && flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 &&
+			lab.Reach(c.Client, v4, 200*time.Millisecond) == nil && lab.Reach(c.Client, v6, 200*time.Millisecond) == nil
+	}) {
+		t.Fatalf("5s after the bounce of %s's public interface: holders of both %v; %s", act, holders, partial)
 	}
+	t.Logf("after the bounce of %s's public interface: %s active with both VIPs", act, holders[0])
 }

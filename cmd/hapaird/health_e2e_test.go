@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
 )
 
@@ -174,12 +175,8 @@ func standbyRecoversAlone(t *testing.T, restarted bool) {
 	if err := c.Kill(act); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for s, _ := c.Status(sb); s == nil || s.Peer.Seen; s, _ = c.Status(sb) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still sees its peer", sb)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !pollUntil(3*time.Second, func() bool { s, err := c.Status(sb); return err == nil && !s.Peer.Seen }) {
+		t.Fatalf("%s still sees its peer", sb)
 	}
 	if s, err := c.Status(sb); err != nil || s.Role != "FAULT" || c.Holds(sb, lab.VIP.Addr()) {
 		t.Fatalf("%s with its check failing took over: %+v, %v", sb, s, err)
@@ -211,12 +208,12 @@ func TestUnlockInFaultWithNobodyToHandToKeepsTheVIPs(t *testing.T) {
 	if err := c.KillMedia(act); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for s, _ := c.Status(act); s == nil || s.Peer.Seen || len(s.Checks) != 1 || s.Checks[0].Healthy; s, _ = c.Status(act) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s does not see its peer gone and its check failed: %+v", act, s)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var s *control.Status
+	if !pollUntil(3*time.Second, func() bool {
+		s, _ = c.Status(act)
+		return s != nil && !s.Peer.Seen && len(s.Checks) == 1 && !s.Checks[0].Healthy
+	}) {
+		t.Fatalf("%s does not see its peer gone and its check failed: %+v", act, s)
 	}
 	hapairctl(t, c, act, "unlock") // applied when it returns
 	// Three dead intervals for anything that would follow.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -43,13 +44,19 @@ func heal(t *testing.T, c *lab.Cluster, winner string) {
 	if !c.Holds(winner, lab.VIP.Addr()) || c.Holds(loser, lab.VIP.Addr()) {
 		t.Fatalf("after the heal: %s holds %v, %s holds %v", winner, c.Holds(winner, lab.VIP.Addr()), loser, c.Holds(loser, lab.VIP.Addr()))
 	}
-	// The client ends up talking to the winner.
-	deadline := time.Now().Add(2 * time.Second)
-	for c.ClientNeighbour(lab.VIP.Addr()).String() != c.MAC(winner).String() {
-		lab.Reach(c.Client, lab.VIP.Addr(), 100*time.Millisecond)
-		if time.Now().After(deadline) {
-			t.Fatalf("client's neighbour entry %v, want %s's %v", c.ClientNeighbour(lab.VIP.Addr()), winner, c.MAC(winner))
-		}
+	clientTalksTo(t, c, lab.VIP.Addr(), winner)
+}
+
+// clientTalksTo waits until the client, pinging addr, has node's
+// interface as its neighbour entry for it: the client ends up talking to
+// node.
+func clientTalksTo(t *testing.T, c *lab.Cluster, addr netip.Addr, node string) {
+	t.Helper()
+	if !pollUntil(2*time.Second, func() bool {
+		lab.Reach(c.Client, addr, 100*time.Millisecond)
+		return c.ClientNeighbour(addr).String() == c.MAC(node).String()
+	}) {
+		t.Fatalf("client's neighbour entry for %s %v, want %s's %v", addr, c.ClientNeighbour(addr), node, c.MAC(node))
 	}
 }
 
@@ -97,13 +104,7 @@ func TestSplitBrainLongestActiveWins(t *testing.T) {
 	if flags, ok := addrFlags(c, "a", v6); !ok || flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 || c.Holds("b", v6) {
 		t.Fatalf("after the heal: a holds %s: %v (flags %#x), b: %v", v6, ok, flags, c.Holds("b", v6))
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for c.ClientNeighbour(v6).String() != c.MAC("a").String() {
-		lab.Reach(c.Client, v6, 100*time.Millisecond)
-		if time.Now().After(deadline) {
-			t.Fatalf("client's neighbour entry for %s %v, want a's %v", v6, c.ClientNeighbour(v6), c.MAC("a"))
-		}
-	}
+	clientTalksTo(t, c, v6, "a")
 	if err := lab.Reach(c.Client, v6, 2*time.Second); err != nil {
 		t.Error(err)
 	}

@@ -177,7 +177,7 @@ func (m *Manager) Claim() error {
 	var errs []error
 	var claimed []Addr
 	for _, a := range m.addrs {
-		if err := m.add(a); err != nil {
+		if err := m.add(a, true); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -191,12 +191,13 @@ func (m *Manager) Claim() error {
 	return errors.Join(errs...)
 }
 
-func (m *Manager) add(a Addr) error {
+// add claims a, or with create false only renews it if present.
+func (m *Manager) add(a Addr, create bool) error {
 	m.mu.Lock()
 	l := m.links[a.Interface]
 	m.mu.Unlock()
 	if l != nil {
-		if err := m.addOn(l, a); err == nil || errors.Is(err, ErrForeign) {
+		if err := m.addOn(l, a, create); err == nil || errors.Is(err, ErrForeign) {
 			return err
 		}
 		// The interface may have been replaced since: look again.
@@ -211,14 +212,18 @@ func (m *Manager) add(a Addr) error {
 	}
 	m.links[a.Interface] = l
 	m.mu.Unlock()
-	return m.addOn(l, a)
+	return m.addOn(l, a, create)
 }
 
-// addOn claims a on l, unless it is the operator's (permanent).
-func (m *Manager) addOn(l netlink.Link, a Addr) error {
-	_, permanent, err := m.find(l, a)
+// addOn claims a on l, unless it is the operator's (permanent); with
+// create false, only if a is there.
+func (m *Manager) addOn(l netlink.Link, a Addr, create bool) error {
+	present, permanent, err := m.find(l, a)
 	if err != nil {
 		return err
+	}
+	if !present && !create {
+		return nil
 	}
 	if permanent {
 		return fmt.Errorf("vip: claim %s: %w", a, ErrForeign)
@@ -230,8 +235,13 @@ func (m *Manager) addOn(l netlink.Link, a Addr) error {
 	return nil
 }
 
-// Renew restarts the lease of every held VIP, putting back any that went
-// missing.
+// Renew restarts the lease of every held VIP that is there. One that is
+// not is not put back: the watch reports it gone (Removed), and claiming
+// it again is the agent's decision. A renewal is the agent's clock, not
+// its judgement: after the agent stalled past the lease (a frozen virtual
+// machine, a stopped process), its first tick put the expired VIPs back,
+// silently, on a node whose peer had taken over and whose heartbeat core
+// was fencing it.
 func (m *Manager) Renew() error {
 	m.mu.Lock()
 	held := m.held
@@ -242,7 +252,7 @@ func (m *Manager) Renew() error {
 	}
 	var errs []error
 	for _, a := range m.addrs {
-		errs = append(errs, m.add(a))
+		errs = append(errs, m.add(a, false))
 	}
 	return errors.Join(errs...)
 }

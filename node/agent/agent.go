@@ -346,7 +346,7 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 		case now := <-tick.t.C:
 			tick.fired(now)
 			if exit = a.tick(now); !exit {
-				a.renewIfDue(now, tick.idle)
+				exit = a.renewIfDue(now, tick.idle)
 			}
 		case <-a.wrote:
 			a.wroteAt = time.Now()
@@ -455,10 +455,46 @@ func (a *Agent) quiet(now time.Time) bool {
 // Go process: a timer of their own woke it once more, and every wake costs
 // it several context switches (its poller thread, and the runtime's
 // monitor, which sleeps until the next timer and polls for a while after).
-func (a *Agent) renewIfDue(now time.Time, slack time.Duration) {
-	if a.holding && now.Add(slack).Sub(a.renewedAt) >= renewEvery(a.opt.Lease) {
+// A lease that ran out before the tick is not renewed but handled (lapse);
+// true means exit now.
+func (a *Agent) renewIfDue(now time.Time, slack time.Duration) bool {
+	switch {
+	case a.lapsed(time.Now()): // not the tick's time, which a stall makes old
+		return a.lapse(time.Now())
+	case a.holding && now.Add(slack).Sub(a.renewedAt) >= renewEvery(a.opt.Lease):
 		a.renewVIPs()
 	}
+	return false
+}
+
+// lapsed says the held VIPs' kernel lease has run out: no renewal for a
+// whole lease. The kernel removes an address no earlier than a lease
+// after the renewal that started it, which came just before renewedAt.
+func (a *Agent) lapsed(now time.Time) bool {
+	return a.holding && a.opt.Lease > 0 && now.Sub(a.renewedAt) >= a.opt.Lease-leaseSlack
+}
+
+// leaseSlack allows for the time between the kernel starting a lease and
+// renewedAt being read after it.
+const leaseSlack = 50 * time.Millisecond
+
+// lapse handles the VIPs' kernel lease running out under this loop, seen
+// at the tick that would have renewed it or at the watch's report of the
+// VIPs gone, whichever the loop takes first when it runs again. The loop
+// went a whole lease without renewing (the process was stopped, the
+// virtual machine paused) and the kernel took the VIPs, as it should from
+// a hung node. The peer has taken over if it could, and its frames may
+// wait unread; putting the VIPs back at once (the renewal did, and so did
+// the report, as a VIP removed from outside) made two holders until the
+// heartbeat core's fence came through. So the stall is a fault, as when
+// the core fences, and only a node still active after it (nobody to hand
+// to) claims them again. True means exit now.
+func (a *Agent) lapse(now time.Time) bool {
+	a.log.Error("the VIPs' kernel lease ran out: this node stalled past it and the kernel removed them", "op", "lapsed", "since_renewal", now.Sub(a.renewedAt).Round(time.Millisecond).String())
+	if a.stalled(now) {
+		return true
+	}
+	return a.step(election.Event{Kind: election.VIPRemoved, Now: now})
 }
 
 // renewEvery is how often held VIPs' kernel lease is restarted: every
@@ -801,12 +837,21 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		// process was stopped, or starved): the core has told the peer
 		// FAULT, so it took over, and released the VIPs. This node must
 		// not come back believing it is active: a fault, at once over.
-		a.log.Error("the agent stalled past its lease: the heartbeat core released the VIPs and told the peer to take over", "op", "fenced")
-		exit := a.setFault("agent:stalled", "the agent stalled past its lease", ev.At) || a.setFault("agent:stalled", "", ev.At)
+		a.log.Error("the agent stalled past its lease: its heartbeat core said FAULT, so the peer takes over if it can", "op", "fenced")
+		exit := a.stalled(ev.At)
 		a.opt.Heartbeat.Unfence()
 		return exit
 	}
 	return false
+}
+
+// stalled handles a stall of this loop past a lease, seen by the heartbeat
+// core (Fenced) or by the kernel (the VIPs' lease ran out): a fault, at
+// once over, so a node whose peer has taken over meanwhile comes back a
+// standby, and one with nobody to hand to stays active (the machine's
+// rule).
+func (a *Agent) stalled(at time.Time) bool {
+	return a.setFault("agent:stalled", "the agent stalled past its lease", at) || a.setFault("agent:stalled", "", at)
 }
 
 // twin handles another hapaird that sends heartbeats in this node's name:
@@ -930,7 +975,12 @@ func (a *Agent) vipEvent(ev vip.Event) bool {
 	now := time.Now()
 	switch ev.Kind {
 	case vip.Removed:
-		a.log.Warn("held VIP removed from outside", "op", "watch", "vip", ev.Addr.String())
+		if a.lapsed(now) {
+			return a.lapse(now)
+		}
+		if a.holding {
+			a.log.Warn("held VIP removed from outside", "op", "watch", "vip", ev.Addr.String())
+		}
 		return a.step(election.Event{Kind: election.VIPRemoved, Now: now})
 	case vip.Foreign:
 		// Not ours to remove: whoever added it may mean it. But a node

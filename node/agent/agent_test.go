@@ -501,6 +501,57 @@ func TestHeldVIPsAreRenewedOnTicks(t *testing.T) {
 	}
 }
 
+// An agent whose loop stalls past the VIPs' kernel lease (a frozen virtual
+// machine: the kernel took the VIPs) comes back as a fault, at once over,
+// and puts the VIPs back only if nobody can take them: with a standby
+// peer it comes back a standby without claiming; alone it stays active
+// and claims them again. Its first tick after the stall, which renewed
+// the VIPs, used to put them back beside the peer that had taken over.
+func TestStallPastTheVIPLeaseIsAFault(t *testing.T) {
+	for _, withPeer := range []bool{true, false} {
+		t.Run(fmt.Sprintf("standby-peer-%v", withPeer), func(t *testing.T) {
+			r := newRig(t, true, nil)
+			r.run(t)
+			r.waitRole(t, "ACTIVE")
+			if withPeer {
+				r.hb.events <- frame(heartbeat.RoleStandby, 0)
+				for deadline := time.Now().Add(2 * time.Second); r.a.Status().Peer.Role != "STANDBY"; time.Sleep(2 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatal("the peer's standby frame was not seen")
+					}
+				}
+			}
+			r.hb.hang.Store(true)
+			select {
+			case <-r.hb.hung:
+			case <-time.After(2 * time.Second):
+				t.Fatal("the loop never ticked")
+			}
+			// The stall itself: longer than the rig's 2 s lease.
+			time.Sleep(r.a.opt.Lease + 100*time.Millisecond)
+			r.vips.Release() // what the kernel did meanwhile
+			r.hb.hang.Store(false)
+			close(r.hb.release)
+			for deadline := time.Now().Add(2 * time.Second); r.log.count("kernel lease ran out") == 0; time.Sleep(2 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the lapsed lease was not seen")
+				}
+			}
+			want := "STANDBY"
+			if !withPeer {
+				want = "ACTIVE"
+			}
+			r.waitRole(t, want)
+			if r.vips.isHeld() != !withPeer {
+				t.Errorf("VIPs held %v after the stall, peer standby %v", r.vips.isHeld(), withPeer)
+			}
+			if n := r.log.count("to=FAULT"); withPeer && n != 1 {
+				t.Errorf("%d transitions to FAULT, want 1", n)
+			}
+		})
+	}
+}
+
 // A node that took a new session just before it saw the split counts it,
 // whichever of the two its loop's select would pick first: the session is
 // its newest fact in the frozen snapshot, and it stays active against a

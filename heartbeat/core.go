@@ -359,7 +359,10 @@ var errBye = errors.New("heartbeat core: the agent said goodbye")
 // releaseWhenTaken calls release (the VIPs go) once the peer says it holds
 // them (it takes them at our first FAULT frame), or after two dead
 // intervals whatever it says: make before break, but a hung node must not
-// keep them.
+// keep them. Not once the agent has come back and handled the fence
+// (unfenced): what it holds is its decision from then on, and a node with
+// nobody to hand to keeps its VIPs. A lone node whose agent stalled past
+// the lease lost them here two dead intervals after it had resumed.
 func (ep *Endpoint) releaseWhenTaken(ctx context.Context, release func()) {
 	tick := time.NewTicker(max(ep.cfg.Interval/4, time.Millisecond))
 	defer tick.Stop()
@@ -369,8 +372,13 @@ func (ep *Endpoint) releaseWhenTaken(ctx context.Context, release func()) {
 			return
 		case <-tick.C:
 		}
+		if !ep.fenced.Load() {
+			return
+		}
 	}
-	release()
+	if ep.fenced.Load() {
+		release()
+	}
 }
 
 // readFirstLocal waits for the agent's first local, which the parent sends

@@ -835,8 +835,10 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 	case heartbeat.Fenced:
 		// This loop stopped renewing the heartbeat core's lease (the
 		// process was stopped, or starved): the core has told the peer
-		// FAULT, so it took over, and released the VIPs. This node must
-		// not come back believing it is active: a fault, at once over.
+		// FAULT, so it took over, and lets the VIPs go once it holds them
+		// (or two dead intervals on, unless this is handled first). This
+		// node must not come back believing it is active: a fault, at
+		// once over.
 		a.log.Error("the agent stalled past its lease: its heartbeat core said FAULT, so the peer takes over if it can", "op", "fenced")
 		exit := a.stalled(ev.At)
 		a.opt.Heartbeat.Unfence()

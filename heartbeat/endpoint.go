@@ -814,7 +814,7 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 		p.peerGen, p.peerSeq = f.Generation, 0
 	}
 	p.peerSeq = max(p.peerSeq, f.Seq)
-	if heard := e.echoFresh(&f, r.at); heard != p.heardBack {
+	if heard := e.echoFresh(&f, r.at); heard != p.heardBack && (heard || e.sentWithin(r.at)) {
 		p.heardBack = heard
 		kind := PathUnheard
 		if heard {
@@ -1024,6 +1024,26 @@ func (e *Endpoint) echoFresh(f *Frame, at time.Time) bool {
 	}
 	s := e.sent[f.EchoSeq%sentRing]
 	return s.seq == f.EchoSeq && at.Sub(s.at) <= e.judgeDead()
+}
+
+// sentWithin says whether this node sent a frame that the peer, hearing
+// it, would have echoed by at: one sent within a dead interval before at
+// and at least half of one before (the peer sends at least twice a dead
+// interval). Only then can a frame received at at, echoing none of ours
+// that fresh, show that the peer does not hear us. After a pause of this
+// node's own (a stopped virtual machine), the peer's frames that queued
+// meanwhile, and those on their way when it sent again, echo nothing
+// fresh because nothing was sent, not because the link lost it; a node
+// that took them for a one-way link yielded to the one-way rule instead
+// of arbitrating. Looked at only when the path would turn unheard.
+func (e *Endpoint) sentWithin(at time.Time) bool {
+	dead := e.judgeDead()
+	for _, s := range e.sent {
+		if age := at.Sub(s.at); s.seq != 0 && age >= dead/2 && age <= dead {
+			return true
+		}
+	}
+	return false
 }
 
 // judgeDead is the dead interval the peer is judged by: the longer of

@@ -315,6 +315,28 @@ func TestPathHeardAgainAfterAOneWayLoss(t *testing.T) {
 	}
 }
 
+// A node whose own loop did not run for a while (a paused virtual machine)
+// sent nothing meanwhile, so the peer's frames that queued up echo nothing
+// fresh: that is no sign of a one-way link, and the node must not say the
+// peer does not hear it. It did, to an active node thawed after a second
+// beside a peer that had taken over, which then yielded to the one-way
+// rule instead of arbitrating (e2e TestFrozenActiveThawed, 1 run in 3).
+// A peer that really stops hearing it is still said to (the one-way
+// tests).
+func TestPausedNodeIsNotUnheard(t *testing.T) {
+	inEachWorld(t, func(t *testing.T, w world) {
+		a, _ := startStallPair(t, w, false)
+		for _, path := range []string{"raw", "udp"} {
+			a.waitFor(t, PathHeard, path, 0, 5*time.Second)
+		}
+		from := a.len()
+		stall(a, 3*stallDead)
+		if n := a.count(PathUnheard, from); n != 0 {
+			t.Errorf("%d path-unheard events after a's own pause", n)
+		}
+	})
+}
+
 // Two nodes with other timers (a profile change made one node at a time)
 // judge each other by the longer dead interval, which the frames carry:
 // the fast node does not lose a peer that sends every 100 ms. Cut, the

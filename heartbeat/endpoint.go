@@ -153,6 +153,14 @@ type Endpoint struct {
 	// said to the agent (agentView), and when (Config.Refresh).
 	reportedView Frame
 	reportedAt   time.Time
+	// saidRole and saidFlags are what this node's last frame said
+	// (FlagDeaf aside); changedSeq is the sequence of the first frame
+	// that said them, while the peer's answer to it (its first frame
+	// echoing it) is still to be reported whatever Refresh says
+	// (receive).
+	saidRole   Role
+	saidFlags  Flags
+	changedSeq uint64
 	// sent remembers when recent frames left, by sequence, so an echo
 	// tells how fresh the peer's hearing of us is.
 	sent [sentRing]struct {
@@ -854,7 +862,17 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	e.peerHolds.Store(f.Role == RoleActive && f.Flags&FlagHolding != 0)
 	e.stats.lastFrame.Store(r.at.UnixNano())
 	v := agentView(f)
-	if e.cfg.Refresh > 0 && v == e.reportedView && r.at.Sub(e.reportedAt) < e.cfg.Refresh {
+	// The peer's first frame sent after it heard a change of ours is
+	// its answer to it, and the agent hears it even if it says what the
+	// last one said: an active whose check failed and recovered within
+	// one frame (an interface bounced) went from ACTIVE to STANDBY in the
+	// peer's eyes, and the peer, not the preferred node, stays a standby
+	// and says nothing new. This node, preferred, takes over on that
+	// frame; at Refresh's pace neither held the VIPs for 5 s.
+	answer := e.changedSeq != 0 && f.EchoGeneration == e.cfg.Generation && f.EchoSeq >= e.changedSeq
+	if answer {
+		e.changedSeq = 0
+	} else if e.cfg.Refresh > 0 && v == e.reportedView && r.at.Sub(e.reportedAt) < e.cfg.Refresh {
 		return true
 	}
 	// A peer frame is a whole state: when the agent is behind, a frame it
@@ -1124,6 +1142,11 @@ func (e *Endpoint) sendAll(buf []byte, deaf bool) {
 	}
 	e.seq++
 	f.Seq = e.seq
+	// What the agent decided, not whether the core hears the peer: that
+	// the peer hears us again is no news to answer.
+	if said := f.Flags &^ FlagDeaf; f.Role != e.saidRole || said != e.saidFlags {
+		e.saidRole, e.saidFlags, e.changedSeq = f.Role, said, e.seq
+	}
 	e.sent[e.seq%sentRing].seq, e.sent[e.seq%sentRing].at = e.seq, now
 	key, ok := e.signer.Choose(e.peerHeld)
 	if !e.peerKnown || !ok {

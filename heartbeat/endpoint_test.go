@@ -557,6 +557,54 @@ func TestUnchangedFramesWaitForRefresh(t *testing.T) {
 	b.waitFor(t, PeerFrame, "", lost, 2*time.Second)
 }
 
+// The peer's first frame sent after it heard a change of ours reaches the
+// agent even when it says nothing new (Refresh aside): it is the peer's
+// answer. An active whose check failed and recovered within one frame
+// went from ACTIVE to STANDBY in its peer's eyes; the peer, not the
+// preferred node, stayed a standby, and its frames said nothing new, so
+// neither node held the VIPs until the next Refresh, 5 s later.
+func TestPeersAnswerToAChangeIsReported(t *testing.T) {
+	leaktest.Check(t)
+	w := memWorld()
+	const iv = 10 * time.Millisecond
+	a := startOn(t, w.paths(t, "a"), 1, iv)
+	b := startOn(t, w.paths(t, "b"), 2, iv, func(c *Config) { c.Refresh = time.Hour })
+	a.ep.SetLocal(Local{Role: RoleStandby})
+	b.ep.SetLocal(Local{Role: RoleActive, ActiveSince: time.Now()})
+	// quiet waits until twenty of a's frames in a row reached b's agent
+	// as nothing new, and says where b's events stand.
+	quiet := func() int {
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			from, got := b.len(), b.ep.Stats().Received
+			for b.ep.Stats().Received < got+20 {
+				if time.Now().After(deadline) {
+					t.Fatal("a's frames kept being reported, or stopped")
+				}
+				time.Sleep(iv)
+			}
+			if b.count(PeerFrame, from) == 0 {
+				return from
+			}
+		}
+	}
+	from := quiet()
+	b.ep.SetLocal(Local{Role: RoleStandby})
+	ev, i := b.waitFor(t, PeerFrame, "", from, 2*time.Second)
+	if ev.Frame.Role != RoleStandby || ev.Frame.EchoSeq == 0 {
+		t.Errorf("a's answer: role %v, echoing frame %d", ev.Frame.Role, ev.Frame.EchoSeq)
+	}
+	// Once per change: the frames after the answer wait for Refresh.
+	got := b.ep.Stats().Received
+	for deadline := time.Now().Add(5 * time.Second); b.ep.Stats().Received < got+20; time.Sleep(iv) {
+		if time.Now().After(deadline) {
+			t.Fatal("frames stopped")
+		}
+	}
+	if n := b.count(PeerFrame, i+1); n != 0 {
+		t.Errorf("%d more frames that said nothing new were reported after the answer", n)
+	}
+}
+
 // Two hosts run as the same node: each drops the other's frames as its
 // own, so neither hears a peer. A frame in this node's name of another
 // generation, authentic, is a twin's, and a twin that keeps sending for a

@@ -249,3 +249,59 @@ func TestPublicInterfaceBounceLeavesOneHolderOfBoth(t *testing.T) {
 	}
 	t.Logf("after the bounce of %s's public interface: %s active with both VIPs", act, holders[0])
 }
+
+// The same bounce, with the active's heartbeat core held while the agent
+// goes to FAULT and back to STANDBY, so the peer never sees the fault:
+// only an active that became a standby. The peer, not the preferred node,
+// stays a standby and its frames say nothing new; the bounced node, the
+// preferred one, takes over on the peer's answer to its change. It used
+// to wait for the peer's next unchanged frame to be passed on (Refresh,
+// 5 s), with nobody holding the VIP meanwhile; in CI, once, the agent's
+// two transitions came within one frame with no core held at all.
+func TestActiveFaultShorterThanAFrameLeavesAnActive(t *testing.T) {
+	if daemonBin == "" {
+		t.Skip("end-to-end tests need root for network namespaces")
+	}
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	cores := lab.Children(c.Pid(act))
+	if len(cores) != 1 {
+		t.Fatalf("daemon has children %v, want the heartbeat core alone", cores)
+	}
+	if err := lab.Freeze(cores); err != nil {
+		t.Fatal(err)
+	}
+	thaw := func() { unix.Kill(cores[0], unix.SIGCONT) }
+	defer thaw()
+	if err := c.SetLink(c.Node(act), lab.Public, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetLink(c.Node(act), lab.Public, true); err != nil {
+		t.Fatal(err)
+	}
+	if !pollUntil(5*time.Second, func() bool { return len(logLines(c, act, "from=FAULT to=STANDBY")) > 0 }) {
+		t.Fatalf("%s did not go through FAULT back to STANDBY", act)
+	}
+	thaw()
+	// Generous against the default profile's 100 ms interval; far short
+	// of the 5 s the agent waited before.
+	vip := lab.VIP.Addr()
+	var holders []string
+	if !pollUntil(2*time.Second, func() bool {
+		holders = nil
+		for _, n := range []string{"a", "b"} {
+			if c.Holds(n, vip) {
+				holders = append(holders, n)
+			}
+		}
+		if len(holders) != 1 {
+			return false
+		}
+		s, _ := c.Status(holders[0])
+		return s != nil && s.Role == "ACTIVE"
+	}) {
+		t.Fatalf("2 s after %s's fault and recovery: holders %v", act, holders)
+	}
+	clientTalksTo(t, c, vip, holders[0])
+	t.Logf("%s active again: %q", holders[0], logLines(c, holders[0], "to=ACTIVE"))
+}

@@ -234,6 +234,7 @@ func (n *Node) sessions(peer *config.Node, release string) error {
 		Peer:      netip.AddrPortFrom(peer.ReplicationAddress, uint16(cfg.ReplicationPort)).String(),
 		OnDropped: n.sessionsDropped,
 		OnError:   rateLimited(n.log, "replication"),
+		AwaitPeer: true,
 		TLSServer: tlsServer, TLSClient: tlsClient,
 		Poll: poll,
 		Sums: sums, Release: release,

@@ -167,6 +167,10 @@ func (s *Service) SetRole(gen uint64, role string, active bool, activeNode strin
 	s.repl.SetActive(active, 0)
 }
 
+// PeerActive says whether the peer's heartbeats say it is active, which a
+// standby's replication waits for before it dials (repl.Config.AwaitPeer).
+func (s *Service) PeerActive(active bool) { s.repl.PeerActive(active) }
+
 // Pause holds new writes (for a switchover) until Resume.
 func (s *Service) Pause() {
 	s.mu.Lock()

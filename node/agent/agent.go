@@ -74,6 +74,9 @@ type Sessions interface {
 	Publish(statesync.Event)
 	SetRole(gen uint64, role string, active bool, activeNode string, epoch uint64)
 	Failover(reason, previousActive string, mine, peerWritten uint64, now time.Time) statesync.Event
+	// PeerActive says whether the peer is active, as its heartbeats say:
+	// a standby's replication dials only then. It must not block.
+	PeerActive(bool)
 	// Pause, Resume and WaitSynced make a switchover lose nothing.
 	Pause()
 	Resume()
@@ -198,6 +201,7 @@ type Agent struct {
 
 	holding     bool
 	renewedAt   time.Time // when the held VIPs' lease last started
+	peerActive  bool      // what Sync.PeerActive was last told
 	ready       bool
 	failovers   map[string]uint64
 	dropsLogged map[string]uint64
@@ -570,6 +574,10 @@ func (a *Agent) step(ev election.Event) bool {
 		case election.NotifyFailover:
 			a.notifyFailover(act, ev.Now)
 		}
+	}
+	if p, seen := a.m.Peer(); (seen && p.Role == election.Active) != a.peerActive {
+		a.peerActive = !a.peerActive
+		a.opt.Sync.PeerActive(a.peerActive)
 	}
 	return exit
 }

@@ -49,7 +49,7 @@ func (r *Replicator) follow(ctx context.Context) error {
 		return err
 	}
 	r.connected.Store(true)
-	return f.run()
+	return closedByPeer(f.run())
 }
 
 // follower is the standby's end of one replication connection: it applies

@@ -43,11 +43,11 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 	defer r.leading.Add(-1)
 	snd, err := l.begin(hello)
 	if err != nil {
-		return err
+		return closedByPeer(err)
 	}
 	r.sending.Store(snd)
 	defer r.sending.CompareAndSwap(snd, nil)
-	return l.stream(ctx, snd)
+	return closedByPeer(l.stream(ctx, snd))
 }
 
 // leader is the active's end of one replication connection: it brings the

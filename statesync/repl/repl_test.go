@@ -632,3 +632,57 @@ func TestEachEndHearsThePeersSums(t *testing.T) {
 	startNodeCfg(t, fstore, bCfg, false)
 	waitFor(t, "the sums again on a new connection", func() bool { return count(&byActive) == 2 && count(&byStandby) == 2 })
 }
+
+// A standby that awaits its peer (AwaitPeer) dials only once told that the
+// peer is active, or once per awaitFallback meanwhile, and says nothing of
+// a peer that closes its connections while it is not active (as a peer
+// that is a standby too, or starting, does). Without it, it dialled every
+// 50 ms and reported each failure: a logged replication error at each
+// start of a pair, and twenty dials a second between two standbys.
+func TestStandbyDialsOnlyAnActivePeer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var dials atomic.Int32
+	dialled := make(chan time.Time, 100)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			dials.Add(1)
+			dialled <- time.Now()
+			c.Close() // unheard: this peer is not active
+		}
+	}()
+	var errs atomic.Int32
+	n := startNodeCfg(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}, Peer: ln.Addr().String(), AwaitPeer: true, OnError: func(error) { errs.Add(1) }}, false)
+	var first time.Time
+	select {
+	case first = <-dialled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no dial at all: the fallback did not come")
+	}
+	// The window between fallbacks: one dial, where 50 ms back-offs made
+	// twenty; none of its failures reported.
+	time.Sleep(awaitFallback / 2)
+	if d, e := dials.Load(), errs.Load(); d != 1 || e != 0 {
+		t.Errorf("%d dials and %d errors reported within %v of the first, want 1 and none", d, e, awaitFallback/2)
+	}
+	n.repl.PeerActive(true)
+	select {
+	case at := <-dialled:
+		// The next fallback was due over awaitFallback after the first.
+		if at.Sub(first) >= awaitFallback {
+			t.Errorf("dialled %v after the first, told the peer is active %v after it: the word did not wake it", at.Sub(first), awaitFallback/2)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no dial once the peer is active")
+	}
+	// An active peer that still turns it away once it has had time to
+	// open its replication (awaitFallback) is worth saying.
+	waitFor(t, "an error reported", func() bool { return errs.Load() > 0 })
+}

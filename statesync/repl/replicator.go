@@ -26,6 +26,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -121,7 +122,23 @@ type Config struct {
 	// (mutual: each side presents a certificate the other verifies). The
 	// key-based challenge-response still runs inside it.
 	TLSServer, TLSClient *tls.Config
+	// AwaitPeer: a standby dials only once told the peer is active
+	// (PeerActive), and else once a second; failures meanwhile are not
+	// passed to OnError. A peer that is not active closes every
+	// connection, so dialling it is noise: at each start of a pair, both
+	// nodes logged a replication error; two standbys dialled each other
+	// 20 times a second; a node alone in fault dialled a peer that was
+	// down. The fallback costs a missed hint a second, not replication.
+	AwaitPeer bool
 }
+
+// monoBase makes instants storable in an atomic integer as monotonic
+// offsets (Replicator.peerActiveAt).
+var monoBase = time.Now()
+
+// awaitFallback is how long a standby waits for word that its peer is
+// active before it dials anyway (Config.AwaitPeer).
+const awaitFallback = time.Second
 
 // Replicator streams the store to the standby while this node is active,
 // and follows the active while it is standby.
@@ -149,6 +166,12 @@ type Replicator struct {
 	refused    atomic.Uint64 // connections not from the peer, or too many unproven
 	pings      atomic.Uint64
 	unproven   chan struct{} // a slot per connection still authenticating
+	// peerActive is the last PeerActive, and peerActiveAt when it last
+	// turned true (a mono reading); peerUp wakes a standby waiting for it
+	// (Config.AwaitPeer).
+	peerActive   atomic.Bool
+	peerActiveAt atomic.Int64
+	peerUp       chan struct{}
 }
 
 // New makes a replicator for st; it starts as standby.
@@ -157,7 +180,7 @@ func New(st Store, cfg Config) *Replicator {
 		d := net.Dialer{Timeout: time.Second, KeepAlive: time.Second}
 		cfg.Dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", cfg.Peer) }
 	}
-	r := &Replicator{cfg: cfg, store: st, changed: make(chan struct{}, 1), unproven: make(chan struct{}, maxUnproven)}
+	r := &Replicator{cfg: cfg, store: st, changed: make(chan struct{}, 1), unproven: make(chan struct{}, maxUnproven), peerUp: make(chan struct{}, 1)}
 	r.acks.sig = make(chan struct{})
 	r.roleCtx, r.roleStop = context.WithCancel(context.Background())
 	return r
@@ -182,6 +205,18 @@ func (r *Replicator) SetActive(active bool, epoch uint64) {
 	select {
 	case r.changed <- struct{}{}:
 	default:
+	}
+}
+
+// PeerActive says whether the peer's heartbeats say it is active: what a
+// standby waits for before it dials (Config.AwaitPeer).
+func (r *Replicator) PeerActive(active bool) {
+	if r.peerActive.Swap(active) != active && active {
+		r.peerActiveAt.Store(int64(time.Since(monoBase)))
+		select {
+		case r.peerUp <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -286,9 +321,12 @@ func (r *Replicator) Run(ctx context.Context, ln net.Listener) error {
 			}
 			continue
 		}
+		if r.cfg.AwaitPeer && !r.peerActive.Load() && !r.awaitPeer(ctx, rc) {
+			continue
+		}
 		err := r.follow(rc)
 		r.connected.Store(false)
-		if err != nil && rc.Err() == nil && r.cfg.OnError != nil {
+		if err != nil && rc.Err() == nil && r.cfg.OnError != nil && !r.peerNotReady() {
 			r.cfg.OnError(err)
 		}
 		select { // back off before dialling again
@@ -298,6 +336,43 @@ func (r *Replicator) Run(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	return nil
+}
+
+// peerNotReady says a failure to follow the peer is to be expected, not
+// reported (Config.AwaitPeer): it is not active, or said so less than
+// awaitFallback ago. A node's frames say ACTIVE a little before its
+// replication accepts (its promotion runs off its loop), and a standby
+// that dialled at once was turned away at each start of a pair.
+func (r *Replicator) peerNotReady() bool {
+	return r.cfg.AwaitPeer && (!r.peerActive.Load() || time.Since(monoBase)-time.Duration(r.peerActiveAt.Load()) < awaitFallback)
+}
+
+// closedByPeer drops io.EOF: the other end closed an established
+// connection, as it does when it stops or steps down, which the heartbeats
+// tell; a reset or a timeout is still an error. The active logged a
+// replication error each time its standby was stopped.
+func closedByPeer(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+// awaitPeer waits until the peer is said to be active, or awaitFallback
+// passes, and says whether to dial: not if this node's role changed or ctx
+// ended meanwhile.
+func (r *Replicator) awaitPeer(ctx, rc context.Context) bool {
+	t := time.NewTimer(awaitFallback)
+	defer t.Stop()
+	select {
+	case <-r.peerUp:
+	case <-t.C:
+	case <-rc.Done():
+		return false
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 func (r *Replicator) accept(ctx context.Context, ln net.Listener, wg *sync.WaitGroup) {

@@ -320,7 +320,7 @@ func (m *Machine) eligible() bool { return m.healthy && !m.locked }
 
 // peerEligible says whether the peer would take the VIPs if we gave them up.
 func (m *Machine) peerEligible() bool {
-	return m.peerSeen && m.peer.Role == Standby && !m.peer.Locked && !m.peer.Fault
+	return m.peerSeen && m.peer.Role == Standby && !m.peer.Locked && !m.peer.Fault && !m.peer.Leaving
 }
 
 func (m *Machine) tick(now time.Time) {
@@ -377,7 +377,7 @@ func (m *Machine) endStartup(now time.Time) {
 	switch {
 	case m.peer.Role == Active:
 		m.become(Standby, now, "start-up: peer is active")
-	case m.peer.Role == Init && m.peer.Facts.Preferred && !m.peer.Locked && !(m.written > m.peer.Written):
+	case m.peer.Role == Init && m.peer.Facts.Preferred && !m.peer.Locked && !m.peer.Leaving && !(m.written > m.peer.Written):
 		m.become(Standby, now, "start-up: preferred peer is starting")
 	case m.peerNewer() && !m.peer.Locked && !m.peer.Fault:
 		m.become(Standby, now, fmt.Sprintf("start-up: peer holds newer session state (position %d, ours %d)", m.peer.Written, m.written))
@@ -629,7 +629,7 @@ func (m *Machine) handOff(now time.Time, exit, force bool) {
 		}
 	}
 	if m.role != Active {
-		m.emit(Action{Kind: Exit, Reason: fmt.Sprintf("stopping as %v", m.role)})
+		m.stop(fmt.Sprintf("stopping as %v", m.role))
 		return
 	}
 	m.exitAfter = exit
@@ -645,8 +645,18 @@ func (m *Machine) handOff(now time.Time, exit, force bool) {
 func (m *Machine) finishHandOff(now time.Time, reason string) {
 	m.become(Standby, now, reason)
 	if m.exitAfter {
-		m.emit(Action{Kind: Exit, Reason: reason})
+		m.stop(reason)
 	}
+}
+
+// stop ends this node for a graceful stop, not active (any more): its last
+// frame says Leaving, so the peer takes it for gone rather than lost (it
+// tells its operator the peer stopped, not that its paths went down), and
+// neither hands over to it nor waits for it.
+func (m *Machine) stop(reason string) {
+	m.leaving = true
+	m.advertise()
+	m.emit(Action{Kind: Exit, Reason: reason})
 }
 
 // splitBrain handles an active peer while we are active: freeze our facts

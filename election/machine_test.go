@@ -269,6 +269,45 @@ func TestGracefulStopBoundAndNoPeer(t *testing.T) {
 	}
 }
 
+// A node that stops gracefully says so in its last frame, after any
+// handover: Leaving, not active, then Exit. Its peer takes it for stopped,
+// not lost, and neither hands over to it nor waits for it.
+func TestGracefulStopSaysLeavingLast(t *testing.T) {
+	lastAdvert := func(t *testing.T, acts []Action) Advert {
+		t.Helper()
+		k := kinds(acts)
+		if len(k) < 2 || k[len(k)-1] != Exit || k[len(k)-2] != Advertise {
+			t.Fatalf("actions %v, want an advert then Exit last", k)
+		}
+		return acts[len(acts)-2].Advert
+	}
+	m := standbyMachine(t)
+	if ad := lastAdvert(t, m.Step(Event{Kind: Stop, Now: at(100)})); ad.Role != Standby || !ad.Leaving {
+		t.Errorf("a stopping standby's last advert: %+v", ad)
+	}
+	m = activeMachine(t)
+	m.Step(Event{Kind: Stop, Now: at(100)})
+	acts := m.Step(Event{Kind: PeerFrame, Now: at(103), Peer: Peer{Role: Active, Holding: true}})
+	if ad := lastAdvert(t, acts); ad.Role != Standby || !ad.Leaving || ad.Holding {
+		t.Errorf("a stopped active's last advert: %+v", ad)
+	}
+
+	// The peer of a stopping standby: an active in fault that kept its
+	// VIPs for want of a standby keeps them, and a switchover to it is
+	// refused.
+	m = activeMachine(t)
+	m.Step(Event{Kind: PeerFrame, Now: at(50), Peer: Peer{Role: Fault, Fault: true}})
+	m.Step(Event{Kind: Health, Now: at(100), Healthy: false, Reason: "media died"})
+	acts = m.Step(Event{Kind: PeerFrame, Now: at(200), Peer: Peer{Role: Standby, Leaving: true}})
+	if m.Role() != Active || slices.Contains(kinds(acts), ReleaseVIPs) {
+		t.Fatalf("handed over to a standby that is stopping: %v %v", m.Role(), acts)
+	}
+	acts = m.Step(Event{Kind: Switchover, Now: at(300), Force: true})
+	if !slices.Contains(kinds(acts), Refused) {
+		t.Errorf("a switchover to a stopping standby: %v", acts)
+	}
+}
+
 func TestSwitchover(t *testing.T) {
 	m := activeMachine(t)
 	m.Step(Event{Kind: Switchover, Now: at(100)})

@@ -467,6 +467,17 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		}
 		e.sendMu.Lock()
 		if ctx.Err() != nil {
+			// What the agent said last goes out before the endpoint
+			// ends: a node that stops gracefully says so (Leaving), and
+			// its peer takes it for stopped, not lost.
+			select {
+			case <-e.kick:
+				send = true
+			default:
+			}
+			if send {
+				e.sendAll(out, !peerAlive)
+			}
 			return nil
 		}
 		if send {

@@ -199,6 +199,18 @@ func (n *node) count(kind EventKind, from int) int {
 	return c
 }
 
+// saw says whether an event since from satisfies ok.
+func (n *node) saw(from int, ok func(Event) bool) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, ev := range n.events[from:] {
+		if ok(ev) {
+			return true
+		}
+	}
+	return false
+}
+
 func (n *node) len() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -718,5 +730,46 @@ func TestUnverifiedPeerIsReported(t *testing.T) {
 	}
 	if n := a.count(PeerAlive, 0); n != 1 {
 		t.Errorf("the peer came alive %d times, want once (on its authentic frames)", n)
+	}
+}
+
+// A node that stops gracefully says so in its last frame (Leaving): what
+// the agent said just before the endpoint's end goes out, though the loop
+// then sees both at once and its select picks between them at random.
+// Without that, a node stopped on purpose was taken for lost by its peer
+// about half the time the two came together.
+func TestLastWordIsSentAtStop(t *testing.T) {
+	leaktest.Check(t)
+	for i := range 20 {
+		w := memWorld()
+		a := startOn(t, w.paths(t, "a"), 1, time.Second) // no tick meanwhile
+		b := startOn(t, w.paths(t, "b"), 2, time.Second)
+		b.waitFor(t, PeerFrame, "", 0, 5*time.Second)
+		parked, release := make(chan struct{}, 1), make(chan struct{})
+		park := func() {
+			select {
+			case parked <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		a.ep.park.Store(&park)
+		a.ep.SendNow() // one more turn of the loop, which then parks
+		<-parked
+		from := b.len()
+		a.ep.SetLocal(Local{Role: RoleStandby, Flags: FlagLeaving})
+		a.cancel()
+		a.ep.park.Store(nil)
+		close(release)
+		<-a.done
+		// The frames of the turn before may come first.
+		for deadline := time.Now().Add(2 * time.Second); !b.saw(from, func(ev Event) bool {
+			return ev.Kind == PeerFrame && ev.Frame.Flags&FlagLeaving != 0
+		}); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("run %d: no frame said leaving", i)
+			}
+		}
+		b.stop()
 	}
 }

@@ -57,6 +57,9 @@ type Flags uint16
 const (
 	FlagLocked Flags = 1 << iota
 	FlagFault
+	// FlagLeaving: an active handing over (switchover, or a graceful
+	// stop); from a node that is not active, its last frame before a
+	// graceful stop.
 	FlagLeaving
 	FlagSplitBrain
 	FlagPreferred

@@ -160,3 +160,64 @@ func TestDifferentKeysNeverMakeTwoHolders(t *testing.T) {
 		t.Errorf("two holders for %v; b holds the VIP: %v", both, c.Holds("b", lab.VIP.Addr()))
 	}
 }
+
+// What an operator does every day says nothing alarming: a pair started
+// together, a session replicated, the standby restarted and back in sync,
+// a switchover, the active stopped (it hands over) and started again.
+// Every WARN or ERROR line is a page for someone. Each start logged a
+// replication error on both nodes (each starting node dialled the other,
+// which closed the connection, not being active), and two standbys, for
+// as long as neither was active, one a second each; a node stopped on
+// purpose was taken for lost: its peer logged its paths down, and a
+// replication error.
+func TestRoutineOperationsLogNoWarning(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	if _, err := api(t, c, act).Create(t.Context(), "call-1", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, act)
+	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "STANDBY", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api(t, c, act).Create(t.Context(), "call-2", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, act)
+	switchover(t, c, act)
+	if _, err := api(t, c, sb).Create(t.Context(), "call-3", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, sb)
+	// The active stopped as systemctl stop does: it hands over first.
+	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(act, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "STANDBY", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, act)
+	for _, n := range []string{"a", "b"} {
+		if bad := append(logLines(c, n, "level=WARN"), logLines(c, n, "level=ERROR")...); len(bad) > 0 {
+			t.Errorf("%s logged:\n%s", n, strings.Join(bad, "\n"))
+		}
+	}
+	// The standby was stopped twice, once as a standby and once as the
+	// active, and each time its peer said so.
+	if got := logLines(c, act, `msg="peer stopped`); len(got) != 2 {
+		t.Errorf("%s said its peer stopped %d times, want twice: %q", act, len(got), got)
+	}
+}

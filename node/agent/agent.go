@@ -199,13 +199,16 @@ type Agent struct {
 	sessMu sync.Mutex
 	sessAt time.Time
 
-	holding     bool
-	renewedAt   time.Time // when the held VIPs' lease last started
-	peerActive  bool      // what Sync.PeerActive was last told
-	ready       bool
-	failovers   map[string]uint64
-	dropsLogged map[string]uint64
-	reported    map[string]time.Time // last time each report was logged
+	holding    bool
+	renewedAt  time.Time // when the held VIPs' lease last started
+	peerActive bool      // what Sync.PeerActive was last told
+	// peerStopping: the peer's last frame said it stops (Leaving, not
+	// active), so its silence is no fault.
+	peerStopping bool
+	ready        bool
+	failovers    map[string]uint64
+	dropsLogged  map[string]uint64
+	reported     map[string]time.Time // last time each report was logged
 	// app tells the session service and the applications, in order and
 	// off the loop.
 	app     *queue
@@ -808,8 +811,14 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		a.peerAt = ev.At
 		a.mu.Unlock()
 		a.notePeerDead(ev.Frame.Dead)
+		a.peerStopping = ev.Frame.Role != heartbeat.RoleActive && ev.Frame.Flags&heartbeat.FlagLeaving != 0
 		return a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
 	case heartbeat.PeerLost:
+		if a.peerStopping {
+			a.log.Info("peer stopped: its last frame said so", "op", "peer", "peer", a.opt.Peer)
+		} else {
+			a.log.Warn("peer lost: silent on every path", "op", "peer", "peer", a.opt.Peer)
+		}
 		return a.step(election.Event{Kind: election.PeerLost, Now: ev.At})
 	case heartbeat.PathUp, heartbeat.PathDown:
 		up := ev.Kind == heartbeat.PathUp
@@ -821,7 +830,12 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 			a.log.Info("heartbeat path up", "op", "path", "path", ev.Path)
 			return a.step(election.Event{Kind: election.PathUp, Now: ev.At, Path: ev.Path})
 		}
-		a.log.Warn("heartbeat path down", "op", "path", "path", ev.Path)
+		if a.peerStopping {
+			// Nothing is wrong with the path: the peer stopped.
+			a.log.Info("heartbeat path down: the peer stopped", "op", "path", "path", ev.Path)
+		} else {
+			a.log.Warn("heartbeat path down", "op", "path", "path", ev.Path)
+		}
 		return a.step(election.Event{Kind: election.PathDown, Now: ev.At, Path: ev.Path})
 	case heartbeat.PathHeard, heartbeat.PathUnheard:
 		heard := ev.Kind == heartbeat.PathHeard

@@ -211,8 +211,12 @@ func (r *Replicator) SetActive(active bool, epoch uint64) {
 // PeerActive says whether the peer's heartbeats say it is active: what a
 // standby waits for before it dials (Config.AwaitPeer).
 func (r *Replicator) PeerActive(active bool) {
-	if r.peerActive.Swap(active) != active && active {
+	// Its one caller is the agent's loop. The instant goes first, so that
+	// a standby that reads the peer active never reads an older instant.
+	if active && !r.peerActive.Load() {
 		r.peerActiveAt.Store(int64(time.Since(monoBase)))
+	}
+	if r.peerActive.Swap(active) != active && active {
 		select {
 		case r.peerUp <- struct{}{}:
 		default:

@@ -634,7 +634,7 @@ func TestEachEndHearsThePeersSums(t *testing.T) {
 }
 
 // A standby that awaits its peer (AwaitPeer) dials only once told that the
-// peer is active, or once per awaitFallback meanwhile, and says nothing of
+// peer is active, or once per AwaitFallback meanwhile, and says nothing of
 // a peer that closes its connections while it is not active (as a peer
 // that is a standby too, or starting, does). Without it, it dialled every
 // 50 ms and reported each failure: a logged replication error at each
@@ -658,31 +658,34 @@ func TestStandbyDialsOnlyAnActivePeer(t *testing.T) {
 			c.Close() // unheard: this peer is not active
 		}
 	}()
+	// A fallback long beside the waits below, so that a loaded machine
+	// cannot make them meet.
+	const fallback = 3 * time.Second
 	var errs atomic.Int32
-	n := startNodeCfg(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}, Peer: ln.Addr().String(), AwaitPeer: true, OnError: func(error) { errs.Add(1) }}, false)
+	n := startNodeCfg(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}, Peer: ln.Addr().String(), AwaitPeer: true, AwaitFallback: fallback, OnError: func(error) { errs.Add(1) }}, false)
 	var first time.Time
 	select {
 	case first = <-dialled:
-	case <-time.After(5 * time.Second):
+	case <-time.After(2 * fallback):
 		t.Fatal("no dial at all: the fallback did not come")
 	}
 	// The window between fallbacks: one dial, where 50 ms back-offs made
-	// twenty; none of its failures reported.
-	time.Sleep(awaitFallback / 2)
+	// ten; none of its failures reported.
+	time.Sleep(500 * time.Millisecond)
 	if d, e := dials.Load(), errs.Load(); d != 1 || e != 0 {
-		t.Errorf("%d dials and %d errors reported within %v of the first, want 1 and none", d, e, awaitFallback/2)
+		t.Errorf("%d dials and %d errors reported within 500ms of the first, want 1 and none", d, e)
 	}
 	n.repl.PeerActive(true)
 	select {
 	case at := <-dialled:
-		// The next fallback was due over awaitFallback after the first.
-		if at.Sub(first) >= awaitFallback {
-			t.Errorf("dialled %v after the first, told the peer is active %v after it: the word did not wake it", at.Sub(first), awaitFallback/2)
+		// The next fallback was due over a fallback after the first.
+		if at.Sub(first) >= fallback {
+			t.Errorf("dialled %v after the first, told the peer is active after 500ms: the word did not wake it", at.Sub(first))
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(2 * fallback):
 		t.Fatal("no dial once the peer is active")
 	}
 	// An active peer that still turns it away once it has had time to
-	// open its replication (awaitFallback) is worth saying.
+	// open its replication (activeGrace) is worth saying.
 	waitFor(t, "an error reported", func() bool { return errs.Load() > 0 })
 }

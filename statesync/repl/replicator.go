@@ -123,22 +123,24 @@ type Config struct {
 	// key-based challenge-response still runs inside it.
 	TLSServer, TLSClient *tls.Config
 	// AwaitPeer: a standby dials only once told the peer is active
-	// (PeerActive), and else once a second; failures meanwhile are not
-	// passed to OnError. A peer that is not active closes every
-	// connection, so dialling it is noise: at each start of a pair, both
-	// nodes logged a replication error; two standbys dialled each other
-	// 20 times a second; a node alone in fault dialled a peer that was
-	// down. The fallback costs a missed hint a second, not replication.
-	AwaitPeer bool
+	// (PeerActive), and else once per AwaitFallback (default 1 s);
+	// failures meanwhile are not passed to OnError. A peer that is not
+	// active closes every connection, so dialling it is noise: at each
+	// start of a pair, both nodes logged a replication error; two
+	// standbys dialled each other 20 times a second; a node alone in
+	// fault dialled a peer that was down. The fallback costs a missed
+	// hint a second, not replication.
+	AwaitPeer     bool
+	AwaitFallback time.Duration
 }
 
 // monoBase makes instants storable in an atomic integer as monotonic
 // offsets (Replicator.peerActiveAt).
 var monoBase = time.Now()
 
-// awaitFallback is how long a standby waits for word that its peer is
-// active before it dials anyway (Config.AwaitPeer).
-const awaitFallback = time.Second
+// activeGrace is how long after its peer said it is active a standby's
+// failures to follow it go unreported (Config.AwaitPeer).
+const activeGrace = time.Second
 
 // Replicator streams the store to the standby while this node is active,
 // and follows the active while it is standby.
@@ -176,6 +178,9 @@ type Replicator struct {
 
 // New makes a replicator for st; it starts as standby.
 func New(st Store, cfg Config) *Replicator {
+	if cfg.AwaitFallback == 0 {
+		cfg.AwaitFallback = time.Second
+	}
 	if cfg.Dial == nil {
 		d := net.Dialer{Timeout: time.Second, KeepAlive: time.Second}
 		cfg.Dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", cfg.Peer) }
@@ -344,11 +349,11 @@ func (r *Replicator) Run(ctx context.Context, ln net.Listener) error {
 
 // peerNotReady says a failure to follow the peer is to be expected, not
 // reported (Config.AwaitPeer): it is not active, or said so less than
-// awaitFallback ago. A node's frames say ACTIVE a little before its
+// activeGrace ago. A node's frames say ACTIVE a little before its
 // replication accepts (its promotion runs off its loop), and a standby
 // that dialled at once was turned away at each start of a pair.
 func (r *Replicator) peerNotReady() bool {
-	return r.cfg.AwaitPeer && (!r.peerActive.Load() || time.Since(monoBase)-time.Duration(r.peerActiveAt.Load()) < awaitFallback)
+	return r.cfg.AwaitPeer && (!r.peerActive.Load() || time.Since(monoBase)-time.Duration(r.peerActiveAt.Load()) < activeGrace)
 }
 
 // closedByPeer drops io.EOF: the other end closed an established
@@ -362,11 +367,11 @@ func closedByPeer(err error) error {
 	return err
 }
 
-// awaitPeer waits until the peer is said to be active, or awaitFallback
+// awaitPeer waits until the peer is said to be active, or AwaitFallback
 // passes, and says whether to dial: not if this node's role changed or ctx
 // ended meanwhile.
 func (r *Replicator) awaitPeer(ctx, rc context.Context) bool {
-	t := time.NewTimer(awaitFallback)
+	t := time.NewTimer(r.cfg.AwaitFallback)
 	defer t.Stop()
 	select {
 	case <-r.peerUp:

@@ -433,6 +433,14 @@ func (m *Machine) peerFrame(ev Event) {
 		switch {
 		case m.leaving && p.Role == Active && p.Holding:
 			m.finishHandOff(ev.Now, "handoff: peer is active")
+		case m.leaving && p.Role != Active && p.Leaving && m.exitAfter:
+			// Both stop at once (a playbook run on the pair): nobody
+			// will take the VIPs, so do not wait for anybody.
+			m.finishHandOff(ev.Now, "stopping: the peer is stopping too")
+		case m.leaving && p.Role != Active && p.Leaving:
+			m.leaving = false
+			m.emit(Action{Kind: Refused, Reason: "switchover: the peer is stopping; staying active"})
+			m.advertise()
 		case m.leaving && p.Role == Active:
 			// It said ACTIVE and is claiming: keep the VIPs until it
 			// says it holds them.

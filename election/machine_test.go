@@ -306,6 +306,22 @@ func TestGracefulStopSaysLeavingLast(t *testing.T) {
 	if !slices.Contains(kinds(acts), Refused) {
 		t.Errorf("a switchover to a stopping standby: %v", acts)
 	}
+
+	// Both stop at once: an active handing over to a standby that then
+	// says it stops lets go and exits at once, rather than wait for the
+	// peer's loss or the handover's bound; a switchover stays active.
+	m = activeMachine(t)
+	m.Step(Event{Kind: Stop, Now: at(100)})
+	acts = m.Step(Event{Kind: PeerFrame, Now: at(101), Peer: Peer{Role: Standby, Leaving: true}})
+	if k := kinds(acts); !slices.Contains(k, ReleaseVIPs) || k[len(k)-1] != Exit {
+		t.Errorf("stopping beside a stopping standby: %v", acts)
+	}
+	m = activeMachine(t)
+	m.Step(Event{Kind: Switchover, Now: at(100)})
+	acts = m.Step(Event{Kind: PeerFrame, Now: at(101), Peer: Peer{Role: Standby, Leaving: true}})
+	if m.Role() != Active || m.Advert().Leaving || !slices.Contains(kinds(acts), Refused) {
+		t.Errorf("a switchover to a standby that then stops: %v %+v %v", m.Role(), m.Advert(), acts)
+	}
 }
 
 func TestSwitchover(t *testing.T) {

@@ -243,6 +243,10 @@ type pathState struct {
 	// interval: the peer hears us on it.
 	peerGen, peerSeq uint64
 	heardBack        bool
+	// genAt is when this path first heard the peer's generation: the
+	// peer, started then, could not have heard a frame of ours sent
+	// before (sentWithin).
+	genAt time.Time
 	// lookedAt is when rebind last looked for the path's interface.
 	lookedAt time.Time
 }
@@ -830,10 +834,10 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 		}
 	}
 	if f.Generation != p.peerGen {
-		p.peerGen, p.peerSeq = f.Generation, 0
+		p.peerGen, p.peerSeq, p.genAt = f.Generation, 0, r.at
 	}
 	p.peerSeq = max(p.peerSeq, f.Seq)
-	if heard := e.echoFresh(&f, r.at); heard != p.heardBack && (heard || e.sentWithin(r.at)) {
+	if heard := e.echoFresh(&f, r.at); heard != p.heardBack && (heard || e.sentWithin(r.at, p.genAt)) {
 		p.heardBack = heard
 		kind := PathUnheard
 		if heard {
@@ -1058,17 +1062,20 @@ func (e *Endpoint) echoFresh(f *Frame, at time.Time) bool {
 // sentWithin says whether this node sent a frame that the peer, hearing
 // it, would have echoed by at: one sent within a dead interval before at
 // and at least half of one before (the peer sends at least twice a dead
-// interval). Only then can a frame received at at, echoing none of ours
-// that fresh, show that the peer does not hear us. After a pause of this
-// node's own (a stopped virtual machine), the peer's frames that queued
-// meanwhile, and those on their way when it sent again, echo nothing
-// fresh because nothing was sent, not because the link lost it; a node
-// that took them for a one-way link yielded to the one-way rule instead
-// of arbitrating. Looked at only when the path would turn unheard.
-func (e *Endpoint) sentWithin(at time.Time) bool {
+// interval), and not before since, when the peer's process started. Only
+// then can a frame received at at, echoing none of ours that fresh, show
+// that the peer does not hear us. After a pause of this node's own (a
+// stopped virtual machine), the peer's frames that queued meanwhile, and
+// those on their way when it sent again, echo nothing fresh because
+// nothing was sent, not because the link lost it; a node that took them
+// for a one-way link yielded to the one-way rule instead of arbitrating.
+// And a peer restarted within a dead interval (systemctl restart) sends
+// before it hears anything: its peer warned of a one-way link on every
+// path. Looked at only when the path would turn unheard.
+func (e *Endpoint) sentWithin(at, since time.Time) bool {
 	dead := e.judgeDead()
 	for _, s := range e.sent {
-		if age := at.Sub(s.at); s.seq != 0 && age >= dead/2 && age <= dead {
+		if age := at.Sub(s.at); s.seq != 0 && age >= dead/2 && age <= dead && !s.at.Before(since) {
 			return true
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -39,6 +40,13 @@ func TestMain(m *testing.M) {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
+			// The daemons inherit it. The race detector's runtime
+			// sleeps a second at exit (for races in threads still
+			// running), and a daemon's graceful stop waits for its
+			// heartbeat core's: two seconds a stop, in tests that
+			// stop daemons by the dozen. Races are still reported as
+			// they happen (clusterOn reads the logs for them).
+			os.Setenv("GORACE", "atexit_sleep_ms=0")
 			ctlBin = filepath.Join(dir, "hapairctl")
 			if out, err := exec.Command("go", "build", "-o", ctlBin, "../hapairctl").CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "go build hapairctl: %v\n%s", err, out)
@@ -66,6 +74,13 @@ func clusterOn(t *testing.T, p *lab.Pair, o lab.ConfigOptions) *lab.Cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		// The daemons run with the race detector, which reports to
+		// their stderr, the log, and nowhere else.
+		for _, n := range []string{"a", "b"} {
+			if b, _ := os.ReadFile(c.LogPath(n)); bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+				t.Errorf("%s's daemon reported a data race", n)
+			}
+		}
 		if t.Failed() {
 			for _, n := range []string{"a", "b"} {
 				b, _ := os.ReadFile(c.LogPath(n))

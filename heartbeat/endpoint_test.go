@@ -199,6 +199,17 @@ func (n *node) count(kind EventKind, from int) int {
 	return c
 }
 
+// receiveMore waits, looking every so often, until n's endpoint has
+// received count more frames than now; false if the deadline came first.
+func (n *node) receiveMore(count uint64, deadline time.Time, every time.Duration) bool {
+	for want := n.ep.Stats().Received + count; n.ep.Stats().Received < want; time.Sleep(every) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
 // saw says whether an event since from satisfies ok.
 func (n *node) saw(from int, ok func(Event) bool) bool {
 	n.mu.Lock()
@@ -542,11 +553,8 @@ func TestUnchangedFramesWaitForRefresh(t *testing.T) {
 	for ev.Frame.Flags&FlagDeaf != 0 {
 		ev, i = b.waitFor(t, PeerFrame, "", i+1, 2*time.Second)
 	}
-	got := b.ep.Stats().Received
-	for deadline := time.Now().Add(5 * time.Second); b.ep.Stats().Received < got+20; time.Sleep(iv) {
-		if time.Now().After(deadline) {
-			t.Fatal("frames stopped")
-		}
+	if !b.receiveMore(20, time.Now().Add(5*time.Second), iv) {
+		t.Fatal("frames stopped")
 	}
 	if n := b.count(PeerFrame, i); n != 1 {
 		t.Errorf("%d frames that said the same were reported, want the first only", n)
@@ -587,12 +595,9 @@ func TestPeersAnswerToAChangeIsReported(t *testing.T) {
 	// as nothing new, and says where b's events stand.
 	quiet := func() int {
 		for deadline := time.Now().Add(5 * time.Second); ; {
-			from, got := b.len(), b.ep.Stats().Received
-			for b.ep.Stats().Received < got+20 {
-				if time.Now().After(deadline) {
-					t.Fatal("a's frames kept being reported, or stopped")
-				}
-				time.Sleep(iv)
+			from := b.len()
+			if !b.receiveMore(20, deadline, iv) {
+				t.Fatal("a's frames kept being reported, or stopped")
 			}
 			if b.count(PeerFrame, from) == 0 {
 				return from
@@ -606,11 +611,8 @@ func TestPeersAnswerToAChangeIsReported(t *testing.T) {
 		t.Errorf("a's answer: role %v, echoing frame %d", ev.Frame.Role, ev.Frame.EchoSeq)
 	}
 	// Once per change: the frames after the answer wait for Refresh.
-	got := b.ep.Stats().Received
-	for deadline := time.Now().Add(5 * time.Second); b.ep.Stats().Received < got+20; time.Sleep(iv) {
-		if time.Now().After(deadline) {
-			t.Fatal("frames stopped")
-		}
+	if !b.receiveMore(20, time.Now().Add(5*time.Second), iv) {
+		t.Fatal("frames stopped")
 	}
 	if n := b.count(PeerFrame, i+1); n != 0 {
 		t.Errorf("%d more frames that said nothing new were reported after the answer", n)

@@ -339,13 +339,17 @@ func TestActiveReadsAStandbyAtItsOwnWakeUps(t *testing.T) {
 	// Each step changes what b says, so a reports b's next frame: wait
 	// for that report and say how late a read it. (b's first frames say
 	// it hears nobody yet, FlagDeaf, and the next ones are a change: not
-	// the frame looked for.)
-	nextFrame := func(want Role) seen {
+	// the frame looked for; nor is b's answer to a change of a's, which a
+	// reports too: the answer to a's first ACTIVE, read at a's tick as a
+	// polled, could still be queued when the handover began, and was taken
+	// for a late read, 3 runs in 20 beside CPU hogs. written tells the
+	// frame looked for.)
+	nextFrame := func(want Role, written uint64) seen {
 		t.Helper()
 		for deadline := time.After(5 * time.Second); ; {
 			select {
 			case s := <-aEvents:
-				if s.ev.Kind == PeerFrame && s.ev.Frame.Role == want && s.ev.Frame.Flags&FlagDeaf == 0 {
+				if s.ev.Kind == PeerFrame && s.ev.Frame.Role == want && s.ev.Frame.Flags&FlagDeaf == 0 && s.ev.Frame.SyncWritten == written {
 					return s
 				}
 			case <-deadline:
@@ -372,7 +376,7 @@ func TestActiveReadsAStandbyAtItsOwnWakeUps(t *testing.T) {
 			}
 		}
 	}
-	nextFrame(RoleStandby)
+	nextFrame(RoleStandby, 0)
 	polledBy(true)
 	if p := b.Stats().Polled; p != 0 {
 		t.Errorf("the standby polled %d frames; it reads them as they come", p)
@@ -385,7 +389,7 @@ func TestActiveReadsAStandbyAtItsOwnWakeUps(t *testing.T) {
 		// b's next frame, read before a's tick could come.
 		before := a.Stats().Polled
 		b.SetLocal(Local{Role: RoleStandby, SyncWritten: uint64(i + 1)})
-		if s := nextFrame(RoleStandby); s.delay > interval/4 {
+		if s := nextFrame(RoleStandby, uint64(i+1)); s.delay > interval/4 {
 			t.Errorf("leaving, a read the standby's frame %v after it came; want it at once", s.delay)
 		}
 		if p := a.Stats().Polled; p != before {
@@ -398,10 +402,10 @@ func TestActiveReadsAStandbyAtItsOwnWakeUps(t *testing.T) {
 	a.SetLocal(Local{Role: RoleActive, Flags: FlagHolding})
 	polledBy(true)
 	b.SetLocal(Local{Role: RoleActive})
-	nextFrame(RoleActive)
+	nextFrame(RoleActive, 0)
 	polledBy(false)
 	b.SetLocal(Local{Role: RoleStandby})
-	nextFrame(RoleStandby)
+	nextFrame(RoleStandby, 0)
 	polledBy(true)
 
 	// A standby that stops is lost, polled or not.

@@ -199,16 +199,13 @@ type Agent struct {
 	sessMu sync.Mutex
 	sessAt time.Time
 
-	holding    bool
-	renewedAt  time.Time // when the held VIPs' lease last started
-	peerActive bool      // what Sync.PeerActive was last told
-	// peerStopping: the peer's last frame said it stops (Leaving, not
-	// active), so its silence is no fault.
-	peerStopping bool
-	ready        bool
-	failovers    map[string]uint64
-	dropsLogged  map[string]uint64
-	reported     map[string]time.Time // last time each report was logged
+	holding     bool
+	renewedAt   time.Time // when the held VIPs' lease last started
+	peerActive  bool      // what Sync.PeerActive was last told
+	ready       bool
+	failovers   map[string]uint64
+	dropsLogged map[string]uint64
+	reported    map[string]time.Time // last time each report was logged
 	// app tells the session service and the applications, in order and
 	// off the loop.
 	app     *queue
@@ -811,10 +808,9 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		a.peerAt = ev.At
 		a.mu.Unlock()
 		a.notePeerDead(ev.Frame.Dead)
-		a.peerStopping = ev.Frame.Role != heartbeat.RoleActive && ev.Frame.Flags&heartbeat.FlagLeaving != 0
 		return a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
 	case heartbeat.PeerLost:
-		if a.peerStopping {
+		if a.peerStopping() {
 			a.log.Info("peer stopped: its last frame said so", "op", "peer", "peer", a.opt.Peer)
 		} else {
 			a.log.Warn("peer lost: silent on every path", "op", "peer", "peer", a.opt.Peer)
@@ -830,7 +826,7 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 			a.log.Info("heartbeat path up", "op", "path", "path", ev.Path)
 			return a.step(election.Event{Kind: election.PathUp, Now: ev.At, Path: ev.Path})
 		}
-		if a.peerStopping {
+		if a.peerStopping() {
 			// Nothing is wrong with the path: the peer stopped.
 			a.log.Info("heartbeat path down: the peer stopped", "op", "path", "path", ev.Path)
 		} else {
@@ -867,6 +863,14 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		return exit
 	}
 	return false
+}
+
+// peerStopping says the peer's last frame said it stops (Leaving, not
+// active), so its silence is no fault. Asked before the machine hears of
+// the loss, which forgets the peer.
+func (a *Agent) peerStopping() bool {
+	p, seen := a.m.Peer()
+	return seen && p.Leaving && p.Role != election.Active
 }
 
 // stalled handles a stall of this loop past a lease, seen by the heartbeat

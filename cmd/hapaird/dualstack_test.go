@@ -259,9 +259,6 @@ func TestPublicInterfaceBounceLeavesOneHolderOfBoth(t *testing.T) {
 // 5 s), with nobody holding the VIP meanwhile; in CI, once, the agent's
 // two transitions came within one frame with no core held at all.
 func TestActiveFaultShorterThanAFrameLeavesAnActive(t *testing.T) {
-	if daemonBin == "" {
-		t.Skip("end-to-end tests need root for network namespaces")
-	}
 	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
 	cores := lab.Children(c.Pid(act))

@@ -143,6 +143,17 @@ type Endpoint struct {
 	seq      uint64
 	reported uint64 // highest sequence reported as PeerFrame
 	repGen   uint64 // the generation reported belongs to
+	// staleGen is the generation of the peer's newest authentic frame
+	// that echoed an earlier boot of ours, echoed back while none is
+	// reported (repGen 0). A node whose state directory was lost starts
+	// with a boot counter below the one its peer remembers: the peer
+	// drops its frames as an older boot unless they echo the peer's own
+	// generation, and its frames, echoing our lost boot, are stale here.
+	// Each would wait for the other's echo for ever, and this node, hearing
+	// nothing, would take the VIPs beside the active. Echoing proves
+	// nothing to us, so nothing here trusts that frame; it lets the peer
+	// trust ours (receiver.check: its counter went back, but it echoes us).
+	staleGen uint64
 	// peerHeld are the keys the peer's last authentic frame said it
 	// holds; until one arrives (or when we share none), frames are
 	// signed with each of our keys in turn, so the peer can verify every
@@ -806,6 +817,10 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 			return e.twin(ctx, &f, r)
 		case DropKeyID:
 			return e.unverified(ctx, &f, r, *peerAlive)
+		case DropStale:
+			if e.repGen == 0 {
+				e.staleGen = f.Generation
+			}
 		}
 		return true
 	}
@@ -1178,7 +1193,10 @@ func (e *Endpoint) sendAll(buf []byte, deaf bool) {
 		// heard itself, none if it heard nothing of that generation, so
 		// the peer learns which direction of which path works.
 		f.EchoGeneration, f.EchoSeq = e.repGen, 0
-		if p.peerGen == e.repGen {
+		switch {
+		case e.repGen == 0:
+			f.EchoGeneration = e.staleGen
+		case p.peerGen == e.repGen:
 			f.EchoSeq = p.peerSeq
 		}
 		b := e.signer.AppendFrame(buf[:0], &f, key)

@@ -3,11 +3,13 @@ package heartbeat
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // NextGeneration raises this node's boot counter, kept in dir (written and
@@ -18,11 +20,21 @@ import (
 // frames (Frame.EchoGeneration), so a frame recorded before this start can
 // never pass for one sent to it. No wall clock is involved: a node that
 // comes back from a power loss with its clock behind still counts up.
-func NextGeneration(dir string) (uint64, error) {
+//
+// A counter file that holds no number, or a disk too full to take the new
+// one, does not keep the node down: an HA agent that will not start
+// because /var filled up leaves its pair without a standby. The
+// generation returned then comes with degraded, why the counter was not
+// recorded. Its peer hears it anyway, as it hears a node whose state
+// directory was lost (design-notes.md): what is given up is that the
+// peer knows this boot for newer than the last one by its counter alone.
+func NextGeneration(dir string) (gen uint64, degraded, err error) {
 	path := filepath.Join(dir, "generation")
 	prev, err := readUint(path)
-	if err != nil {
-		return 0, err
+	if errors.Is(err, strconv.ErrSyntax) || errors.Is(err, strconv.ErrRange) {
+		degraded, prev = err, 0
+	} else if err != nil {
+		return 0, nil, err
 	}
 	// Before the counter, the file held the Unix time in seconds, which
 	// fits in 32 bits and counts on from there.
@@ -30,14 +42,16 @@ func NextGeneration(dir string) (uint64, error) {
 	if counter == 0 {
 		counter = 1
 	}
-	if err := writeUint(path, counter); err != nil {
-		return 0, err
+	if err := writeUint(path, counter); errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		degraded = err
+	} else if err != nil {
+		return 0, nil, err
 	}
 	var r [4]byte
 	if _, err := rand.Read(r[:]); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return counter<<32 | uint64(binary.BigEndian.Uint32(r[:])), nil
+	return counter<<32 | uint64(binary.BigEndian.Uint32(r[:])), degraded, nil
 }
 
 // peerGenerations remembers the highest generation seen from the peer in
@@ -51,7 +65,12 @@ func (p peerGenerations) load() (uint64, error) {
 	if p.path == "" {
 		return 0, nil
 	}
-	return readUint(p.path)
+	g, err := readUint(p.path)
+	if errors.Is(err, strconv.ErrSyntax) || errors.Is(err, strconv.ErrRange) {
+		// Damaged: as if lost, which the receiver recovers from.
+		return 0, nil
+	}
+	return g, err
 }
 
 func (p peerGenerations) store(g uint64) error {

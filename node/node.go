@@ -156,9 +156,12 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 // heartbeatCore makes the heartbeat endpoint, run by a core process.
 func (n *Node) heartbeatCore(peer *config.Node, start func() (net.Conn, func() error, error)) (*heartbeat.Core, error) {
 	cfg, self := n.cfg, n.self
-	gen, err := heartbeat.NextGeneration(cfg.StateDir)
+	gen, degraded, err := heartbeat.NextGeneration(cfg.StateDir)
 	if err != nil {
 		return nil, err
+	}
+	if degraded != nil {
+		n.log.Error("boot counter not kept: the node runs, and its peer hears it as it hears a node whose state was lost", "op", "start", "dir", cfg.StateDir, "err", degraded)
 	}
 	coreCfg := heartbeat.CoreConfig{
 		Endpoint: heartbeat.Config{

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
 
 	"github.com/hapair/hapair/heartbeat"
 	"github.com/hapair/hapair/internal/control"
@@ -292,5 +294,88 @@ func TestNodeWithItsStateLostRejoins(t *testing.T) {
 	}
 	if _, both := holders.Stop(); both > 0 {
 		t.Errorf("two holders for %v", both)
+	}
+}
+
+// /var fills up (call recordings, logs, a core dump), and the standby is
+// restarted meanwhile: by an upgrade, by systemd after a crash, by an
+// operator. It must come back as the standby, saying what it could not
+// record, not stay down and leave its pair without one; and again at its
+// next restart, with the disk still full. A lock it cannot record is
+// refused with the reason, never applied in name only.
+func TestNodeStartsOnAFullDisk(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	dir := c.StateDir(sb)
+	kept := map[string][]byte{}
+	for _, f := range []string{"generation", "peer-generation"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept[f] = b
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k,mode=0750"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	for f, b := range kept {
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = fill.Write(make([]byte, 4096))
+	}
+	fill.Close()
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("filling %s: %v", dir, err)
+	}
+	for range 2 {
+		if err := c.Start(sb); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitRole(sb, "STANDBY", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(logLines(c, sb, "boot counter not kept")); n != 2 {
+		t.Errorf("%s said %d times that it could not record its boot, want 2", sb, n)
+	}
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "STANDBY", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"lock", "--reason", "disk full", "-c", c.Config, "--socket", c.Socket(sb), "--state-dir", dir}
+	out, err := exec.Command(ctlBin, args...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no space left on device") {
+		t.Errorf("hapairctl lock on a full disk: %v\n%s", err, out)
+	}
+	if st, err := c.Status(sb); err != nil || st.Locked {
+		t.Errorf("%s after a lock that could not be recorded: %+v, %v", sb, st, err)
+	}
+	var st *control.Status
+	if !pollUntil(5*time.Second, func() bool {
+		st, _ = c.Status(act)
+		return st != nil && st.Role == "ACTIVE" && st.Redundancy == "available"
+	}) {
+		t.Errorf("%s beside a standby on a full disk: %+v", act, st)
+	}
+	// Stopped before the cleanup takes its state directory away.
+	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -634,7 +634,12 @@ func (c *Core) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("heartbeat core: %w", err)
 	}
-	defer stop()
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
 	conn := raw(nc)
 	init, _ := json.Marshal(c.cfg)
 	if _, err := conn.Write(append([]byte{msgInit}, init...)); err != nil {
@@ -676,6 +681,12 @@ func (c *Core) Run(ctx context.Context) error {
 		if err != nil || n == 0 {
 			if ctx.Err() != nil {
 				return nil
+			}
+			// How it ended says why: killed (the OOM killer, a kill
+			// -9 of the wrong pid), or an exit after its own error.
+			stopped = true
+			if werr := stop(); werr != nil {
+				err = werr
 			}
 			return fmt.Errorf("heartbeat core: child gone: %v", err)
 		}

@@ -145,3 +145,37 @@ func TestRestartAtOnceAfterACrashWithNobodyToHandTo(t *testing.T) {
 		t.Errorf("the old core %d runs beside the new daemon", cores[0])
 	}
 }
+
+// The other half of a daemon: the active's heartbeat core killed (the OOM
+// killer's pick, a stray kill -9 of the wrong pid), its agent alive. No
+// frame leaves the node, so the standby takes over a dead interval later;
+// the agent must not keep the VIP beside it until its lease runs out.
+func TestCoreKilledLeavesOneHolder(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	cores := lab.Children(c.Pid(act))
+	if len(cores) != 1 {
+		t.Fatalf("%s's daemon has children %v, want its heartbeat core", act, cores)
+	}
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	if err := syscall.Kill(cores[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !pollUntil(5*time.Second, func() bool { return !c.Holds(act, lab.VIP.Addr()) }) {
+		t.Errorf("%s still holds the VIP 5 s after its core was killed", act)
+	}
+	// The operator reads why.
+	if len(logLines(c, act, "child gone: signal: killed")) == 0 {
+		t.Errorf("%s's log does not say its core was killed: %q", act, logLines(c, act, "level=ERROR"))
+	}
+	none, both := holders.Stop()
+	t.Logf("no holder for %v, two for %v", none, both)
+	if both > time.Second {
+		t.Errorf("both nodes held the VIP for %v", both)
+	}
+}

@@ -144,15 +144,17 @@ type Endpoint struct {
 	reported uint64 // highest sequence reported as PeerFrame
 	repGen   uint64 // the generation reported belongs to
 	// staleGen is the generation of the peer's newest authentic frame
-	// that echoed an earlier boot of ours, echoed back while none is
-	// reported (repGen 0). A node whose state directory was lost starts
-	// with a boot counter below the one its peer remembers: the peer
-	// drops its frames as an older boot unless they echo the peer's own
-	// generation, and its frames, echoing our lost boot, are stale here.
-	// Each would wait for the other's echo for ever, and this node, hearing
-	// nothing, would take the VIPs beside the active. Echoing proves
-	// nothing to us, so nothing here trusts that frame; it lets the peer
-	// trust ours (receiver.check: its counter went back, but it echoes us).
+	// that was dropped as stale or as an older boot, echoed back while
+	// none is reported (repGen 0). A node whose state directory was lost
+	// starts with a boot counter below the one its peer remembers: the
+	// peer drops its frames as an older boot unless they echo the peer's
+	// own generation, and its frames, echoing our lost boot, are stale
+	// here (or of an older boot, when the state directory was copied from
+	// the peer and remembers a generation above the peer's). Each would
+	// wait for the other's echo for ever, and this node, hearing nothing,
+	// would take the VIPs beside the active. Echoing proves nothing to
+	// us, so nothing here trusts that frame; it lets the peer trust ours
+	// (receiver.check: its counter went back, but it echoes us).
 	staleGen uint64
 	// peerHeld are the keys the peer's last authentic frame said it
 	// holds; until one arrives (or when we share none), frames are
@@ -817,7 +819,7 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 			return e.twin(ctx, &f, r)
 		case DropKeyID:
 			return e.unverified(ctx, &f, r, *peerAlive)
-		case DropStale:
+		case DropStale, DropOldGeneration:
 			if e.repGen == 0 {
 				e.staleGen = f.Generation
 			}

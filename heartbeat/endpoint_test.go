@@ -6,6 +6,9 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -781,27 +784,46 @@ func TestLastWordIsSentAtStop(t *testing.T) {
 // one its peer remembers of it. The peer drops its frames as an older boot
 // until they echo the peer's generation, and it drops the peer's, which
 // echo its lost boot: before, each waited for the other for ever, and the
-// node, hearing nothing, took the VIPs beside the active.
+// node, hearing nothing, took the VIPs beside the active. The same with
+// the surviving node's state directory copied onto a rebuilt one: it then
+// remembers a peer generation above the peer's, and drops the peer's
+// frames as an older boot.
 func TestPeerWhoseCounterWentBackIsHeard(t *testing.T) {
-	w := vethWorld(t)
-	const iv = 20 * time.Millisecond
-	a := startOn(t, w.paths(t, "a"), 1, iv)
-	b := startOn(t, w.paths(t, "b"), 2, iv, func(c *Config) { c.Generation = 5 << 32 })
-	// a echoes b's generation once it reported a frame of it.
-	a.waitFor(t, PeerFrame, "", 0, 2*time.Second)
-	b.waitFor(t, PeerAlive, "", 0, 2*time.Second)
-	b.stop()
-	from := a.len()
-	b = startOn(t, w.paths(t, "b"), 2, iv, func(c *Config) { c.Generation = 1<<32 | 7 })
-	b.waitFor(t, PeerAlive, "", 0, 2*time.Second)
-	for {
-		ev, i := a.waitFor(t, PeerFrame, "", from, 2*time.Second)
-		if ev.Frame.Generation == 1<<32|7 {
-			break
-		}
-		from = i + 1
-	}
-	if st := a.ep.Stats(); st.Drops[DropOldGeneration.String()] == 0 {
-		t.Errorf("a dropped no frame of b's new boot as an older one (%+v): the test did not set the case up", st.Drops)
+	for _, tc := range []struct {
+		name    string
+		peerGen string // what the restarted node remembers of its peer
+	}{
+		{"state lost", ""},
+		{"the peer's state copied in", strconv.FormatUint(9<<32, 10)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := vethWorld(t)
+			const iv = 20 * time.Millisecond
+			a := startOn(t, w.paths(t, "a"), 1, iv)
+			b := startOn(t, w.paths(t, "b"), 2, iv, func(c *Config) { c.Generation = 5 << 32 })
+			// a echoes b's generation once it reported a frame of it.
+			a.waitFor(t, PeerFrame, "", 0, 2*time.Second)
+			b.waitFor(t, PeerAlive, "", 0, 2*time.Second)
+			b.stop()
+			dir := t.TempDir()
+			if tc.peerGen != "" {
+				if err := os.WriteFile(filepath.Join(dir, "peer-generation"), []byte(tc.peerGen+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			from := a.len()
+			b = startOn(t, w.paths(t, "b"), 2, iv, func(c *Config) { c.Generation, c.StateDir = 1<<32|7, dir })
+			b.waitFor(t, PeerAlive, "", 0, 2*time.Second)
+			for {
+				ev, i := a.waitFor(t, PeerFrame, "", from, 2*time.Second)
+				if ev.Frame.Generation == 1<<32|7 {
+					break
+				}
+				from = i + 1
+			}
+			if st := a.ep.Stats(); st.Drops[DropOldGeneration.String()] == 0 {
+				t.Errorf("a dropped no frame of b's new boot as an older one (%+v): the test did not set the case up", st.Drops)
+			}
+		})
 	}
 }

@@ -252,45 +252,65 @@ func TestBothStoppedAtOnce(t *testing.T) {
 // A node rebuilt from an image, or whose package was purged and installed
 // again (which removes /var/lib/hapair), starts with no record of its
 // boots: its generation counter begins again below the one its peer
-// remembers of it. The peer must still hear it, and it the peer, so that it
-// comes back as the standby, never a second holder beside an active it
-// cannot hear: first the standby, then the active, which hands over as it
-// stops.
+// remembers of it. Or the operator rebuilding it copied the surviving
+// node's /var/lib/hapair along with /etc/hapair: it then also remembers a
+// peer generation that is not the peer's. Either way the peer must still
+// hear it, and it the peer, so that it comes back as the standby, never a
+// second holder beside an active it cannot hear: the standby, then the
+// active, which hands over as it stops.
 func TestNodeWithItsStateLostRejoins(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
-	restart := func(n string, lose bool) {
+	files := []string{"generation", "peer-generation"}
+	restart := func(n string, state func()) {
 		t.Helper()
 		if err := c.Signal(n, syscall.SIGTERM, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range []string{"generation", "peer-generation"} {
-			if err := os.Remove(filepath.Join(c.StateDir(n), f)); lose && err != nil {
-				t.Fatal(err)
-			}
-		}
+		state()
 		if err := c.Start(n); err != nil {
 			t.Fatal(err)
 		}
 		if err := c.WaitRole(n, "STANDBY", 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
-	}
-	holders := c.WatchHolders()
-	defer holders.Stop()
-	for _, n := range []string{other(act), act} {
-		// Restarts first, so the peer remembers a counter above 1.
-		restart(n, false)
-		restart(n, false)
-		restart(n, true)
 		// Replication connects once n is standby.
 		var st *control.Status
 		if !pollUntil(5*time.Second, func() bool {
 			st, _ = c.Status(other(n))
 			return st != nil && st.Role == "ACTIVE" && st.Redundancy == "available"
 		}) {
-			t.Errorf("%s after %s came back without its state: %+v", other(n), n, st)
+			t.Errorf("%s after %s came back: %+v", other(n), n, st)
 		}
+	}
+	keep := func() {}
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	for _, n := range []string{other(act), act} {
+		// Restarts first, so the peer remembers a counter above 1.
+		restart(n, keep)
+		restart(n, keep)
+		restart(n, func() {
+			for _, f := range files {
+				if err := os.Remove(filepath.Join(c.StateDir(n), f)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+		for range 3 {
+			restart(n, keep)
+		}
+		restart(n, func() {
+			for _, f := range files {
+				b, err := os.ReadFile(filepath.Join(c.StateDir(other(n)), f))
+				if err == nil {
+					err = os.WriteFile(filepath.Join(c.StateDir(n), f), b, 0o600)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 	if _, both := holders.Stop(); both > 0 {
 		t.Errorf("two holders for %v", both)

@@ -271,7 +271,7 @@ target = "/usr/bin/sleep"
 		t.Fatalf("ip addr del: %v\n%s", err, out)
 	}
 	c.must("systemctl", "start", "--no-block", "hapaird")
-	c.waitFor("more restarts than systemd's default start limit allows", 30*time.Second, func() bool {
+	c.waitFor("more restarts than systemd's default start limit allows", 60*time.Second, func() bool {
 		n, _ := strconv.Atoi(c.show("NRestarts")["NRestarts"])
 		return n > 5
 	})

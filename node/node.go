@@ -63,6 +63,7 @@ type Node struct {
 	vips    *vip.Manager
 	repl    *repl.Replicator
 	replLn  net.Listener
+	certs   []repl.CertDate // the replication link's, as read at start
 	svc     *statesync.Service
 	agent   *agent.Agent
 	hooks   *hooks.Runner
@@ -147,6 +148,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 		IdleTick: idleTick(cfg.DeadInterval, opt.WatchdogPeriod),
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version, Keys: heartbeat.Fingerprints(cfg.Keys),
+		TLS:   n.certs,
 		Ready: opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog, LogDropped: opt.LogDropped,
 		API: func() control.Conns { return n.api.conns() },
 	})
@@ -221,6 +223,9 @@ func (n *Node) sessions(peer *config.Node, release string) error {
 	if cfg.TLSCert != "" {
 		tlsServer, tlsClient, err = repl.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, peer.Name)
 		if err != nil {
+			return err
+		}
+		if n.certs, err = repl.CertDates(config.ForNode(cfg.TLSCert, self), cfg.TLSCA); err != nil {
 			return err
 		}
 	}
@@ -322,6 +327,9 @@ func (n *Node) Run(ctx context.Context) error {
 	for _, serve := range n.serve {
 		go serve()
 	}
+	certsCtx, stopCerts := context.WithCancel(ctx)
+	defer stopCerts()
+	go n.watchCerts(certsCtx)
 	replCtx, stopRepl := context.WithCancel(context.Background())
 	replDone := make(chan struct{})
 	go func() {
@@ -337,6 +345,33 @@ func (n *Node) Run(ctx context.Context) error {
 		err = errors.Join(err, cerr)
 	}
 	return err
+}
+
+// watchCerts says, at start and each day after, what of the replication
+// link's certificates fails its handshakes by their dates, or will within
+// repl.RenewWithin: a daemon runs for months past the day it read them.
+// A day is this node's only wake-up for it.
+func (n *Node) watchCerts(ctx context.Context) {
+	if len(n.certs) == 0 {
+		return
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		failing, soon := repl.DateWarnings(n.certs, time.Now())
+		for _, m := range failing {
+			n.log.Error(m, "op", "tls")
+		}
+		for _, m := range soon {
+			n.log.Warn(m, "op", "tls")
+		}
+		t.Reset(24 * time.Hour)
+	}
 }
 
 // close closes what New opened, newest first.

@@ -495,6 +495,75 @@ func TestReplicationOverTLS(t *testing.T) {
 	}
 }
 
+// Replication over TLS with certificates near their end, and past it. A
+// daemon reads its certificates at start and runs for months: nothing
+// said it until the day the standby's replication stopped, found at the
+// next failover, with no session on the standby. Now --check, the log at
+// start (and each day), status and the metrics say it; a certificate past
+// its end stops only the replication link, never the pair.
+func TestCertificateNearItsEndIsReported(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		valid time.Duration
+		log   string
+	}{
+		{"in ten days", 10 * 24 * time.Hour, `level=WARN msg="certificate `},
+		{"an hour ago", -time.Hour, `level=ERROR msg="certificate `},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := pki.WriteValid(dir, "pair-ca", tc.valid, "a", "b"); err != nil {
+				t.Fatal(err)
+			}
+			extra := fmt.Sprintf("\n[tls]\ncert = %q\nkey = %q\nca = %q\n[metrics]\nlisten = \"127.0.0.1:9405\"\n", dir+"/{node}.crt", dir+"/{node}.key", dir+"/ca.crt")
+			c := cluster(t, lab.ConfigOptions{Extra: extra})
+			act := "a"
+			if tc.valid > 0 {
+				act = settle(t, c)
+			} else {
+				// Settled but for the replication link.
+				for _, n := range []string{"a", "b"} {
+					if err := c.Start(n); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for n, role := range map[string]string{"a": "ACTIVE", "b": "STANDBY"} {
+					if err := c.WaitRole(n, role, 10*time.Second); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			for _, n := range []string{"a", "b"} {
+				if len(logLines(c, n, tc.log+dir+"/"+n+".crt")) != 1 {
+					t.Errorf("%s's log says nothing of its certificate's end as %q", n, tc.log)
+				}
+			}
+			out, _ := lab.Command(c.Node(act), daemonBin, "--check", "-c", c.Config, "--node", act, "--state-dir", c.StateDir(act), "--socket", c.Socket(act)).CombinedOutput()
+			if !strings.Contains(string(out), "warning: certificate "+dir+"/"+act+".crt") {
+				t.Errorf("--check does not warn:\n%s", out)
+			}
+			if st := hapairctl(t, c, act, "status"); !strings.Contains(st, "tls: "+dir+"/"+act+".crt (CN="+act+") valid until") ||
+				!strings.Contains(st, map[bool]string{true: "(EXPIRES SOON)", false: "(NOT VALID NOW"}[tc.valid > 0]) {
+				t.Errorf("hapairctl status:\n%s", st)
+			}
+			if body := scrape(t, c.Node(act), "127.0.0.1:9405"); !strings.Contains(body, `hapair_tls_certificate_expiry_timestamp_seconds{file="`+dir+"/"+act+`.crt",subject="CN=`+act+`"}`) {
+				t.Errorf("no expiry metric for %s's certificate", act)
+			}
+			// The pair fails over all the same; past the end, to a
+			// standby without the sessions, which only a forced
+			// switchover does.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := c.Admin(act).Switchover(ctx, tc.valid < 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.WaitRole(other(act), "ACTIVE", 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 // A standby that restarts takes a snapshot of every session: building it
 // (active) and loading it (standby) are the daemon's longest stretches of
 // work. At the fast profile (30 ms dead interval) neither may delay

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hapair/hapair/health"
 	"github.com/hapair/hapair/statesync/client"
+	"github.com/hapair/hapair/statesync/repl"
 )
 
 // Status is one node's view of the pair.
@@ -61,7 +62,13 @@ type Status struct {
 	API Conns `json:"api_connections"`
 	// Failovers counts transitions to ACTIVE by the reason's first words.
 	Failovers map[string]uint64 `json:"transitions_to_active"`
+	// TLS is when the replication link's certificates (this node's and
+	// the CA's, as read at start) are valid; empty without TLS.
+	TLS []Cert `json:"tls"`
 }
+
+// Cert is one certificate's dates, as the replication package reads them.
+type Cert = repl.CertDate
 
 // Conns are a socket's open connections, the most it keeps, and how many
 // it refused for having them all open.

@@ -2,10 +2,12 @@ package control
 
 import (
 	"fmt"
-	"github.com/hapair/hapair/election"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/hapair/hapair/election"
+	"github.com/hapair/hapair/statesync/repl"
 )
 
 // Text renders a status for people, as hapairctl status prints it.
@@ -34,6 +36,16 @@ func (s Status) Text() string {
 		fmt.Fprintf(&b, "log: %d lines dropped (stderr, the journal, did not take them in time)\n", s.LogDropped)
 	}
 	s.writeChecks(&b)
+	for _, c := range s.TLS {
+		mark := ""
+		switch now := time.Now(); {
+		case !now.Before(c.NotAfter) || now.Before(c.NotBefore):
+			mark = " (NOT VALID NOW: the replication link fails)"
+		case c.NotAfter.Sub(now) < repl.RenewWithin:
+			mark = " (EXPIRES SOON)"
+		}
+		fmt.Fprintf(&b, "tls: %s (%s) valid until %s%s\n", c.File, c.Subject, c.NotAfter.UTC().Format(time.RFC3339), mark)
+	}
 	if t := s.LastTransition; t != nil {
 		fmt.Fprintf(&b, "last transition: %s -> %s at %s: %s\n", t.From, t.To, t.At.Format(time.RFC3339Nano), t.Reason)
 	}

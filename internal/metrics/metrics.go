@@ -56,13 +56,14 @@ var (
 	dAPIConns   = desc("api_connections", "Connections open on the application socket.")
 	dAPIMax     = desc("api_connections_max", "Connections the application socket keeps open at most.")
 	dAPIRefused = desc("api_connections_refused_total", "Connections the application socket refused for having the most it keeps open.")
+	dTLSExpiry  = desc("tls_certificate_expiry_timestamp_seconds", "When a certificate of the replication link's TLS ends (Unix time): this node's and the CA's, as read at start.", "file", "subject")
 	dCfgDiffers = desc("peer_config_differs", "Parts of the configuration file ([[vip]], [[check]], ...) in which the peer's differs from this node's, as the peer said when replication last connected.")
 )
 
 type collector struct{ status func() control.Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dStalls, dRelieved, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr, dLogDropped, dAPIConns, dAPIMax, dAPIRefused, dCfgDiffers} {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dStalls, dRelieved, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr, dLogDropped, dAPIConns, dAPIMax, dAPIRefused, dCfgDiffers, dTLSExpiry} {
 		ch <- d
 	}
 }
@@ -129,6 +130,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	g(dAPIMax, float64(s.API.Max))
 	n(dAPIRefused, float64(s.API.Refused))
 	g(dCfgDiffers, float64(len(s.Peer.ConfigDiffers)))
+	for _, c := range s.TLS {
+		g(dTLSExpiry, float64(c.NotAfter.Unix()), c.File, c.Subject)
+	}
 	for _, chk := range s.Checks {
 		g(dCheck, b2f(chk.Healthy), chk.Name, chk.Kind, map[bool]string{true: "true", false: "false"}[chk.Critical])
 	}

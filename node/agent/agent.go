@@ -127,6 +127,8 @@ type Options struct {
 	// hapaird --check prints them: named when the peer signs with a key
 	// that is not among them.
 	Keys []uint32
+	// TLS is the replication link's certificates' dates, for status.
+	TLS []control.Cert
 	// Watchdog, if set, is called from the loop every tick, so a hung loop
 	// (not only a dead process) stops the pings (optional).
 	Watchdog func()

@@ -20,6 +20,7 @@ func (a *Agent) updateStatus() {
 		Role: a.m.Role().String(), Locked: a.m.Locked(), Profile: a.opt.Profile,
 		IntervalMs: msOf(a.opt.Interval), DeadMs: msOf(a.opt.Dead),
 		Faults: []string{}, VIPs: []string{}, Holding: []string{}, Checks: []control.Check{},
+		TLS:        append([]control.Cert{}, a.opt.TLS...),
 		Peer:       control.PeerStatus{Seen: seen},
 		Degraded:   seen && (len(a.m.Degraded()) > 0 || a.oneWay()),
 		SplitBrain: a.m.SplitBrain(),

@@ -3,8 +3,10 @@ package repl
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
+	"time"
 )
 
 // TLSConfigs builds the two sides of an optional TLS replication link:
@@ -38,4 +40,68 @@ func TLSConfigs(certFile, keyFile, caFile, peerName string) (server, client *tls
 		}}
 	client = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: peerName, MinVersion: tls.VersionTLS13}
 	return server, client, nil
+}
+
+// RenewWithin is how long before a certificate's end the daemon and
+// --check start to warn: time for a renewal and for the restarts that take
+// it in (the daemon reads its files at start only).
+const RenewWithin = 30 * 24 * time.Hour
+
+// CertDate is when a certificate of the replication link's is valid.
+type CertDate struct {
+	File      string    `json:"file"`
+	Subject   string    `json:"subject"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+}
+
+// CertDates reads the dates of every certificate in files (PEM; a file may
+// hold a chain, or several CAs).
+func CertDates(files ...string) ([]CertDate, error) {
+	var out []CertDate
+	for _, f := range files {
+		rest, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("statesync: tls: %w", err)
+		}
+		for {
+			var b *pem.Block
+			if b, rest = pem.Decode(rest); b == nil {
+				break
+			}
+			if b.Type != "CERTIFICATE" {
+				continue
+			}
+			c, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("statesync: tls: %s: %w", f, err)
+			}
+			out = append(out, CertDate{File: f, Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter})
+		}
+	}
+	return out, nil
+}
+
+// DateWarnings says, at now, which of certs fail the replication link's
+// handshakes by their dates (failing), and which will within RenewWithin
+// (soon). It is the link that fails, not the heartbeats: the pair still
+// fails over, but its standby holds no session to continue.
+func DateWarnings(certs []CertDate, now time.Time) (failing, soon []string) {
+	const day = 24 * time.Hour
+	for _, c := range certs {
+		name := fmt.Sprintf("certificate %s (%s)", c.File, c.Subject)
+		switch {
+		case !now.Before(c.NotAfter):
+			failing = append(failing, fmt.Sprintf("%s expired on %s: the replication link's TLS handshakes fail, so the standby holds no session; renew it, then restart the standby, switch over and restart the other node", name, c.NotAfter.UTC().Format(time.DateOnly)))
+		case now.Before(c.NotBefore):
+			failing = append(failing, fmt.Sprintf("%s is not valid before %s (is this machine's clock right?): the replication link's TLS handshakes fail, so the standby holds no session", name, c.NotBefore.UTC().Format(time.RFC3339)))
+		case c.NotAfter.Sub(now) < RenewWithin:
+			left := fmt.Sprintf("%d days", c.NotAfter.Sub(now)/day)
+			if c.NotAfter.Sub(now) < 2*day {
+				left = fmt.Sprintf("%d hours", c.NotAfter.Sub(now)/time.Hour)
+			}
+			soon = append(soon, fmt.Sprintf("%s expires on %s, in %s: renew it, then restart the standby, switch over and restart the other node, or the replication link fails then", name, c.NotAfter.UTC().Format(time.DateOnly), left))
+		}
+	}
+	return failing, soon
 }

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/hapair/hapair/lab/pki"
 
@@ -58,4 +60,53 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// A daemon runs for months past the day it read its certificates: the
+// dates are read from the files, and judged at any time given.
+func TestCertDateWarnings(t *testing.T) {
+	dir := t.TempDir()
+	if err := pki.WriteValid(dir, "pair-ca", 90*24*time.Hour, "a"); err != nil {
+		t.Fatal(err)
+	}
+	certs, err := CertDates(filepath.Join(dir, "a.crt"), filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(certs) != 2 || certs[0].Subject != "CN=a" || certs[1].Subject != "CN=pair-ca" {
+		t.Fatalf("dates read: %+v", certs)
+	}
+	leaf := certs[0]
+	for _, c := range []struct {
+		name          string
+		at            time.Time
+		failing, soon string
+	}{
+		{"well before its end", leaf.NotAfter.Add(-60 * 24 * time.Hour), "", ""},
+		{"within a month of its end", leaf.NotAfter.Add(-20 * 24 * time.Hour), "", "in 20 days"},
+		{"on its last day", leaf.NotAfter.Add(-5 * time.Hour), "", "in 5 hours"},
+		{"past its end", leaf.NotAfter.Add(time.Second), "expired on " + leaf.NotAfter.UTC().Format(time.DateOnly), ""},
+		{"before its start", leaf.NotBefore.Add(-time.Minute), "is not valid before", ""},
+	} {
+		failing, soon := DateWarnings(certs, c.at)
+		// What is said of a's certificate (the CA's dates differ).
+		got := func(l []string, want string) bool {
+			var of []string
+			for _, m := range l {
+				if strings.Contains(m, "a.crt (CN=a)") {
+					of = append(of, m)
+				}
+			}
+			if want == "" {
+				return len(of) == 0
+			}
+			return len(of) == 1 && strings.Contains(of[0], want)
+		}
+		if !got(failing, c.failing) || !got(soon, c.soon) {
+			t.Errorf("%s: failing %q, soon %q; want %q and %q", c.name, failing, soon, c.failing, c.soon)
+		}
+	}
+	if _, err := CertDates(filepath.Join(dir, "none.crt")); err == nil {
+		t.Error("a missing file gave no error")
+	}
 }

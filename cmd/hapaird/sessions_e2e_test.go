@@ -653,3 +653,60 @@ func skipIfHostStalled(t *testing.T, c *lab.Cluster, node string, since *control
 	t.Skipf("%s sent no heartbeat for a whole dead interval (%g ms) %d times, its longest gap %.1f ms: the host kept its heartbeat core off its CPU, and its peer rightly took it for lost; this host cannot carry the %s profile now",
 		node, s.DeadMs, s.Frames.CoreStalls-before, s.Frames.LongestSendGapMs, s.Profile)
 }
+
+// An operator switches over and back again at once (a rehearsal, a second
+// thought, two operators), and again, while the application writes to
+// whichever node is active. Each switchover either moves the VIP or is
+// refused with its reason (a standby still loading its snapshot); nothing
+// acknowledged is lost, and the VIP is never on both nodes for longer
+// than a handover.
+func TestSwitchoverBackAndForthLosesNothing(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	waitSynced(t, c, act)
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	acked := map[string]int{}
+	refused := 0
+	for round := range 8 {
+		_, stop := writeLoad(t, c, act, round)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := c.Admin(act).Switchover(ctx, false)
+		cancel()
+		for id, v := range stop() {
+			acked[id] = v
+		}
+		if err != nil {
+			// Refused: the peer is not ready to take over yet. The node
+			// must still be active, and the operator can try again.
+			refused++
+			t.Logf("round %d: switchover refused: %v", round, err)
+			if err := c.WaitRole(act, "ACTIVE", time.Second); err != nil {
+				t.Fatalf("after a refused switchover: %v", err)
+			}
+			waitSynced(t, c, act)
+			continue
+		}
+		if err := c.WaitRole(other(act), "ACTIVE", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		act = other(act)
+	}
+	waitSynced(t, c, act)
+	for n, cl := range map[string]*client.Client{act: api(t, c, act), other(act): api(t, c, other(act))} {
+		for id, want := range acked {
+			got, err := cl.Get(context.Background(), id)
+			if err != nil || atoi(*got.Data) < want {
+				t.Fatalf("%s: acknowledged %s=%d lost: %+v %v", n, id, want, got, err)
+			}
+		}
+	}
+	_, both := holders.Stop()
+	t.Logf("%d sessions written in 8 rounds, %d switchovers refused, two holders for %v", len(acked), refused, both)
+	if refused > 4 {
+		t.Errorf("%d of 8 switchovers refused", refused)
+	}
+	if both > 500*time.Millisecond {
+		t.Errorf("two holders for %v", both)
+	}
+}

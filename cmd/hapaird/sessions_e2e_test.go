@@ -703,7 +703,8 @@ func TestSwitchoverBackAndForthLosesNothing(t *testing.T) {
 	}
 	_, both := holders.Stop()
 	t.Logf("%d sessions written in 8 rounds, %d switchovers refused, two holders for %v", len(acked), refused, both)
-	if refused > 4 {
+	// A refusal is the standby's right; all but two would test nothing.
+	if refused > 6 {
 		t.Errorf("%d of 8 switchovers refused", refused)
 	}
 	if both > 500*time.Millisecond {

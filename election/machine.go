@@ -364,7 +364,7 @@ func (m *Machine) endStartup(now time.Time) {
 		if m.unverified {
 			// Whatever sends them is there, and may hold the VIPs:
 			// two holders are worse than none until the keys agree.
-			m.become(Standby, now, "start-up: the peer's heartbeats cannot be verified (it signs with a key this node does not hold); not taking the VIPs beside it")
+			m.become(Standby, now, "start-up: the peer's heartbeats cannot be verified or used (it signs with a key this node does not hold, or names another cluster); not taking the VIPs beside it")
 			return
 		}
 		if m.locked {

@@ -25,13 +25,17 @@ const (
 	// did not send (another generation): another host runs as this node,
 	// or this node's own frames from before a restart came late.
 	DropTwin
+	// DropPeerCluster: an authentic frame of the peer's node under another
+	// cluster name (the name changed in one node's file): reported as
+	// Unverified, as a peer that holds another key is.
+	DropPeerCluster
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"short", "bad_magic", "unknown_version", "malformed", "other_cluster",
 	"own_node", "unknown_key", "bad_mac", "old_generation", "replayed",
-	"stale", "twin",
+	"stale", "twin", "peer_other_cluster",
 }
 
 func (r DropReason) String() string {

@@ -817,7 +817,7 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 		switch reason {
 		case DropTwin:
 			return e.twin(ctx, &f, r)
-		case DropKeyID:
+		case DropKeyID, DropPeerCluster:
 			return e.unverified(ctx, &f, r, *peerAlive)
 		case DropStale, DropOldGeneration:
 			if e.repGen == 0 {

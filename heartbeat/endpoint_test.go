@@ -827,3 +827,50 @@ func TestPeerWhoseCounterWentBackIsHeard(t *testing.T) {
 		})
 	}
 }
+
+// The peer's node running another cluster name (the name changed in one
+// node's file) signs with a key of ours: reported as a peer that cannot be
+// used, as one that holds another key is, so that a starting node does not
+// take the VIPs beside it. Another pair's frames on the segment, signed
+// with its own key, are only counted.
+func TestPeerOfAnotherClusterIsReported(t *testing.T) {
+	w := memWorld()
+	const iv = 20 * time.Millisecond
+	a := startOn(t, w.paths(t, "a"), 1, iv) // dead interval 60 ms
+	raw := w.paths(t, "b")[0].Conn
+	ours, _ := NewSigner([][]byte{testKey})
+	theirs, _ := NewSigner([][]byte{bytes.Repeat([]byte{0x17}, 32)})
+	seq := uint64(0)
+	send := func(s *Signer, node uint8) {
+		seq++
+		f := Frame{Cluster: testCluster + 1, Node: node, Role: RoleActive, Generation: 5, Seq: seq, ActiveFor: -1, LastNewSession: -1}
+		if _, err := raw.WriteTo(s.AppendFrame(nil, &f, 0), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another pair's nodes, with their own key: no report.
+	for range 10 {
+		send(theirs, 2)
+		send(ours, 1) // in this node's name: never verified
+		time.Sleep(iv)
+	}
+	waitStat(t, a.ep, func(st Stats) bool { return st.Drops["other_cluster"] == 20 })
+	if n := a.count(Unverified, 0); n != 0 {
+		t.Fatalf("another pair's frames reported %d times", n)
+	}
+	start := time.Now()
+	for a.count(Unverified, 0) == 0 {
+		if time.Since(start) > 2*time.Second {
+			t.Fatal("the peer's node under another cluster name was never reported")
+		}
+		send(ours, 2)
+		time.Sleep(iv)
+	}
+	ev, _ := a.waitFor(t, Unverified, "", 0, 0)
+	if ev.Frame.Node != 2 || ev.Frame.Cluster != testCluster+1 {
+		t.Errorf("reported as %+v", ev.Frame)
+	}
+	if st := a.ep.Stats(); st.Drops["peer_other_cluster"] == 0 {
+		t.Errorf("drops: %+v", st.Drops)
+	}
+}

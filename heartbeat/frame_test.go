@@ -161,7 +161,10 @@ func TestReceiverDropReasons(t *testing.T) {
 	}{
 		{"truncated", first[:50], 1, DropShort},
 		{"magic", append([]byte("XXXX"), first[4:]...), 1, DropMagic},
-		{"other cluster", frame(func(g *Frame) { g.Cluster = 7 }), 1, DropCluster},
+		{"another pair's, its own key", func() []byte { g := f; g.Cluster = 7; return wrongKey.AppendFrame(nil, &g, 0) }(), 1, DropCluster},
+		{"another cluster in this node's name", frame(func(g *Frame) { g.Cluster = 7; g.Node = 2 }), 1, DropCluster},
+		{"another cluster, forged", func() []byte { b := frame(func(g *Frame) { g.Cluster = 7 }); b[len(b)-1] ^= 1; return b }(), 1, DropCluster},
+		{"the peer under another cluster name", frame(func(g *Frame) { g.Cluster = 7 }), 1, DropPeerCluster},
 		{"own node, come back", frame(func(g *Frame) { g.Node = 2; g.Generation = 3; g.Seq = 30 }), 1, DropOwnNode},
 		{"own node, another generation: a twin", frame(func(g *Frame) { g.Node = 2; g.Seq = 30 }), 1, DropTwin},
 		{"own node, forged", func() []byte {

@@ -50,7 +50,18 @@ func (r *receiver) check(b []byte, p int, f *Frame) (DropReason, bool) {
 	// Cheap header facts first, so frames of another pair on the segment
 	// are named as such and never cost an HMAC.
 	if f.Cluster = beUint32(b[8:12]); f.Cluster != r.cluster {
-		return DropCluster, false
+		// Another pair's, on a shared segment: unless the peer's node
+		// signed it with a key of ours, and runs another cluster name
+		// (a change made in one file). Dropped unheard, that peer made
+		// a starting node take the VIPs beside it. Only a frame with a
+		// key id of ours costs an HMAC.
+		if b[12] == r.self {
+			return DropCluster, false
+		}
+		if ok, err := r.signer.Verify(b); err != nil || !ok || f.UnmarshalBinary(b) != nil {
+			return DropCluster, false
+		}
+		return DropPeerCluster, false
 	}
 	// This node's own frames, come back (a looped segment), are dropped
 	// unverified. One of another generation was not sent by this

@@ -109,13 +109,18 @@ func (c *Cluster) RestartOn(node, path string) error {
 	if err := c.Signal(node, syscall.SIGTERM, 10*time.Second); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.configOf[node] = path
-	c.mu.Unlock()
+	c.SetConfig(node, path)
 	if err := c.Start(node); err != nil {
 		return err
 	}
 	return c.WaitRole(node, "STANDBY", 10*time.Second)
+}
+
+// SetConfig makes node's next starts use the config at path.
+func (c *Cluster) SetConfig(node, path string) {
+	c.mu.Lock()
+	c.configOf[node] = path
+	c.mu.Unlock()
 }
 
 // Socket is node's control socket.

@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
 )
 
@@ -182,4 +186,68 @@ func TestARollingUpgradeShowsThePeersVersion(t *testing.T) {
 	if l := logLines(c, sb, "the peer runs this node's version of hapaird again"); len(l) != 1 {
 		t.Errorf("%s's log says %q, want one line", sb, l)
 	}
+}
+
+// The pair's cluster name changed one node at a time, as the procedure for
+// a change says: the standby restarts on the new name first. Frames carry
+// the name's hash, and a node drops those of another cluster unread (they
+// are another pair's on a shared segment): the restarted standby heard no
+// peer and took the VIPs beside the active.
+func TestClusterRenamedOnOneNodeMakesNoSecondHolder(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	src, err := os.ReadFile(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renamed := regexp.MustCompile(`(?m)^cluster = "(.*)"$`).ReplaceAll(src, []byte(`cluster = "${1}-renamed"`))
+	if bytes.Equal(renamed, src) {
+		t.Fatal("no cluster line in the lab's file")
+	}
+	edited := filepath.Join(c.Dir, "renamed.toml")
+	if err := os.WriteFile(edited, renamed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	if err := c.RestartOn(sb, edited); err != nil {
+		t.Fatal(err)
+	}
+	// Past its start-up window and a dead interval more; both say why
+	// they cannot use the other's heartbeats.
+	time.Sleep(2 * time.Second)
+	for n, role := range map[string]string{act: "ACTIVE", sb: "STANDBY"} {
+		s, err := c.Status(n)
+		if err != nil || s.Role != role {
+			t.Errorf("%s: %+v %v, want %s", n, s, err, role)
+			continue
+		}
+		if !strings.Contains(s.Text(), "CLUSTER NAMES DIFFER") || len(logLines(c, n, "the peer's heartbeats name another cluster")) != 1 {
+			t.Errorf("%s does not say the cluster names differ:\n%s", n, s.Text())
+		}
+	}
+	if _, both := holders.Stop(); both > 0 {
+		t.Errorf("two holders for %v", both)
+	}
+	// The rename finished on the active: it lets the VIPs go as it stops
+	// (it has no standby to hand to) and takes them again as it comes
+	// back, or its standby takes them if that takes longer. Then the two
+	// are a pair again.
+	if err := c.Signal(act, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	c.SetConfig(act, edited)
+	if err := c.Start(act); err != nil {
+		t.Fatal(err)
+	}
+	var st *control.Status
+	if !pollUntil(10*time.Second, func() bool {
+		st, _ = c.Status(sb)
+		return st != nil && st.Redundancy == "available" && (c.Holds("a", lab.VIP.Addr()) != c.Holds("b", lab.VIP.Addr()))
+	}) {
+		t.Fatalf("the pair after the rename on both nodes: %+v", st)
+	}
+	t.Logf("a pair again %v after the active stopped", time.Since(stopped))
 }

@@ -117,6 +117,9 @@ type PeerStatus struct {
 	// Unverified, when set, says the peer's node sends heartbeats that
 	// no key of this node verifies, and with which key.
 	Unverified string `json:"unverified,omitempty"`
+	// UnverifiedCause is "keys" or "cluster" (the peer's frames name
+	// another cluster), when Unverified is set.
+	UnverifiedCause string `json:"unverified_cause,omitempty"`
 	// ConfigDiffers names the parts of the peer's configuration file
 	// that differ from this node's (its keys, as "[[vip]]"), as the
 	// peer said when replication last connected.

@@ -68,7 +68,10 @@ func (s Status) writeRoles(b *strings.Builder) {
 	} else {
 		fmt.Fprint(b, "not heard")
 	}
-	if s.Peer.Unverified != "" {
+	switch {
+	case s.Peer.Unverified != "" && s.Peer.UnverifiedCause == "cluster":
+		fmt.Fprintf(b, "\nCLUSTER NAMES DIFFER: the peer's heartbeats name another cluster: %s", s.Peer.Unverified)
+	case s.Peer.Unverified != "":
 		fmt.Fprintf(b, "\nKEYS DIFFER: the peer's heartbeats cannot be verified: %s", s.Peer.Unverified)
 	}
 	if v := s.Peer.Version; v != "" && v != s.Version {

@@ -122,7 +122,9 @@ type Options struct {
 	LockFile string
 	// Identity for status.
 	Cluster, Node, Peer, Profile, Version string
-	Dead                                  time.Duration
+	// ClusterID is the cluster name's id, which frames carry.
+	ClusterID uint32
+	Dead      time.Duration
 	// Keys are the fingerprints of this node's keys, newest first, as
 	// hapaird --check prints them: named when the peer signs with a key
 	// that is not among them.
@@ -189,8 +191,10 @@ type Agent struct {
 	lockInfo  string
 	lastTrans *control.Transition
 	// unverified says, for status, that the peer's node sends frames no
-	// key of ours verifies, and what it signs with (empty: it does not).
-	unverified string
+	// key of ours verifies, and what it signs with (empty: it does not),
+	// or frames of another cluster name; unverifiedCause says which
+	// ("keys", "cluster").
+	unverified, unverifiedCause string
 	// configDiffers names the pair sections of the peer's file that
 	// differ from this node's, and peerRelease is the peer's hapaird
 	// version, as the peer's replication last said.
@@ -941,16 +945,23 @@ func (a *Agent) PeerConfig(differ []string, release string) {
 // Unverified); both log it, with the fingerprints to compare.
 func (a *Agent) unverifiedPeer(ev heartbeat.Event) bool {
 	on := ev.Kind == heartbeat.Unverified
-	why := ""
-	if on {
-		why = fmt.Sprintf("node %d signs with key %08x, which this node does not hold (it holds %s)", ev.Frame.Node, ev.Frame.Key, heartbeat.FormatFingerprints(a.opt.Keys))
+	why, cause := "", ""
+	switch {
+	case on && ev.Frame.Cluster != a.opt.ClusterID:
+		// Signed with a key of ours: the same pair, whose files differ
+		// in their cluster name (or another pair that holds our key).
+		why, cause = fmt.Sprintf("node %d sends as cluster %08x, where this node is cluster %08x (%q)", ev.Frame.Node, ev.Frame.Cluster, a.opt.ClusterID, a.opt.Cluster), "cluster"
+		a.log.Error("the peer's heartbeats name another cluster: the two files differ in cluster (or another pair holds this pair's key); hapaird --check prints each node's",
+			"op", "keys", "path", ev.Path, "peer_cluster", fmt.Sprintf("%08x", ev.Frame.Cluster), "cluster", fmt.Sprintf("%08x", a.opt.ClusterID))
+	case on:
+		why, cause = fmt.Sprintf("node %d signs with key %08x, which this node does not hold (it holds %s)", ev.Frame.Node, ev.Frame.Key, heartbeat.FormatFingerprints(a.opt.Keys)), "keys"
 		a.log.Error("the peer's heartbeats cannot be verified: the two nodes hold different keys; compare the fingerprints hapaird --check prints on each",
 			"op", "keys", "path", ev.Path, "peer_key", fmt.Sprintf("%08x", ev.Frame.Key), "peer_holds", heartbeat.FormatFingerprints(ev.Frame.Held[:]), "holds", heartbeat.FormatFingerprints(a.opt.Keys))
-	} else {
-		a.log.Info("no more heartbeats this node cannot verify: the peer's node now signs with a key of ours, or stopped", "op", "keys")
+	default:
+		a.log.Info("no more heartbeats this node cannot verify or use: the peer's node now signs with a key of ours in this cluster, or stopped", "op", "keys")
 	}
 	a.mu.Lock()
-	a.unverified = why
+	a.unverified, a.unverifiedCause = why, cause
 	a.mu.Unlock()
 	return a.step(election.Event{Kind: election.Unverified, Now: ev.At, Unverified: on})
 }

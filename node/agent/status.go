@@ -40,7 +40,7 @@ func (a *Agent) updateStatus() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s.Lock = strings.TrimSpace(a.lockInfo)
-	s.Peer.Unverified = a.unverified
+	s.Peer.Unverified, s.Peer.UnverifiedCause = a.unverified, a.unverifiedCause
 	s.Peer.ConfigDiffers = slices.Clone(a.configDiffers)
 	s.Peer.Version = a.peerRelease
 	for _, f := range a.faults {
@@ -75,7 +75,7 @@ func redundancy(s control.Status) string {
 		why = append(why, "peer not seen")
 	}
 	if s.Peer.Unverified != "" {
-		why = append(why, "the peer's heartbeats cannot be verified (different keys)")
+		why = append(why, map[string]string{"cluster": "the peer's heartbeats name another cluster", "keys": "the peer's heartbeats cannot be verified (different keys)"}[s.Peer.UnverifiedCause])
 	}
 	if len(s.Faults) > 0 {
 		why = append(why, "this node is in fault")

@@ -827,6 +827,16 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 		return true
 	}
 	e.stats.recv.Add(1)
+	// The peer heard a frame of this boot's numbered above any this
+	// process sent: its memory went back, a virtual machine restored
+	// from a snapshot taken while it ran. The peer drops every frame
+	// numbered below what it heard as replayed, so for as long as the
+	// snapshot is old it heard nothing of this node, which heard it:
+	// restored active, the node stayed active beside the one that took
+	// over. Number on from past the echo (each path's in turn).
+	if f.EchoGeneration == e.cfg.Generation && f.EchoSeq > e.seq {
+		e.seq = f.EchoSeq
+	}
 	e.peerDead = f.Dead
 	if e.recv.genChanged {
 		e.recv.genChanged = false

@@ -441,6 +441,21 @@ func (m *Machine) peerFrame(ev Event) {
 			m.leaving = false
 			m.emit(Action{Kind: Refused, Reason: "switchover: the peer is stopping; staying active"})
 			m.advertise()
+		case m.leaving && p.Role == Standby && (p.Locked || p.Fault):
+			// Locked or failing after the handover began (an operator
+			// locked it in the same instant, before its frame said
+			// so): it will not take over. Said now, not at the bound.
+			why := "locked"
+			if p.Fault {
+				why = "in fault"
+			}
+			if m.exitAfter {
+				m.finishHandOff(ev.Now, "stopping: the peer is "+why+", nobody to hand over to")
+				break
+			}
+			m.leaving = false
+			m.emit(Action{Kind: Refused, Reason: "switchover: the peer is " + why + "; staying active"})
+			m.advertise()
 		case m.leaving && p.Role == Active:
 			// It said ACTIVE and is claiming: keep the VIPs until it
 			// says it holds them.

@@ -345,6 +345,24 @@ func TestSwitchover(t *testing.T) {
 	}
 }
 
+// A standby locked in the same instant as the switchover began, before
+// its frame said so: the active hears the lock and stays, at once rather
+// than at the handover's bound, saying why; a stopping node lets go.
+func TestSwitchoverToAStandbyLockedMeanwhile(t *testing.T) {
+	m := activeMachine(t)
+	m.Step(Event{Kind: Switchover, Now: at(100)})
+	acts := m.Step(Event{Kind: PeerFrame, Now: at(102), Peer: Peer{Role: Standby, Locked: true}})
+	if m.Role() != Active || m.Advert().Leaving || len(acts) == 0 || acts[0].Kind != Refused || !strings.Contains(acts[0].Reason, "the peer is locked") {
+		t.Errorf("role %v, leaving %v, actions %v", m.Role(), m.Advert().Leaving, acts)
+	}
+	m = activeMachine(t)
+	m.Step(Event{Kind: Stop, Now: at(100)})
+	acts = m.Step(Event{Kind: PeerFrame, Now: at(102), Peer: Peer{Role: Standby, Fault: true}})
+	if k := kinds(acts); !slices.Contains(k, ReleaseVIPs) || k[len(k)-1] != Exit {
+		t.Errorf("stopping beside a standby in fault: %v", acts)
+	}
+}
+
 func TestSwitchoverNotTakenUpStaysActive(t *testing.T) {
 	m := activeMachine(t)
 	m.Step(Event{Kind: Switchover, Now: at(100)})

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -987,5 +988,85 @@ func TestStoppedAgentIsFenced(t *testing.T) {
 	none, both := holders.Stop()
 	if none > 0 || both > 300*time.Millisecond {
 		t.Errorf("holders: none for %v, two for %v (the dead interval is 300ms)", none, both)
+	}
+}
+
+// Two operators at once: one locks the standby (maintenance on it), the
+// other switches over to it, in the same instant, or just after the lock
+// is in force and before the active has heard of it (an interval). Either
+// may win, but the pair must end with exactly one holder, whose role its
+// status says; a standby whose lock was in force must not take over, and
+// a switchover that lost says so (refused, or the peer did not take over
+// and the node stays active).
+func TestLockAndSwitchoverAtOnce(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	for round := range 10 {
+		sb := other(act)
+		waitSynced(t, c, act)
+		var wg sync.WaitGroup
+		var lockErr, swErr error
+		wg.Add(2)
+		locked := make(chan struct{})
+		go func() {
+			defer wg.Done()
+			defer close(locked)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			lockErr = c.Admin(sb).Lock(ctx, true, "maintenance")
+		}()
+		go func() {
+			defer wg.Done()
+			if round%2 == 1 {
+				<-locked // the lock first, by a hair
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			swErr = c.Admin(act).Switchover(ctx, false)
+		}()
+		wg.Wait()
+		if lockErr != nil {
+			t.Fatalf("round %d: lock: %v", round, lockErr)
+		}
+		// Settled: one holder, and each node's role as it says.
+		var sa, sbst *control.Status
+		if !pollUntil(5*time.Second, func() bool {
+			sa, _ = c.Status(act)
+			sbst, _ = c.Status(sb)
+			if sa == nil || sbst == nil {
+				return false
+			}
+			roles := map[string]bool{sa.Role: true, sbst.Role: true}
+			return roles["ACTIVE"] && roles["STANDBY"] && c.Holds(act, lab.VIP.Addr()) == (sa.Role == "ACTIVE") && c.Holds(sb, lab.VIP.Addr()) == (sbst.Role == "ACTIVE")
+		}) {
+			t.Fatalf("round %d (switchover: %v): %s is %+v, %s is %+v", round, swErr, act, sa, sb, sbst)
+		}
+		t.Logf("round %d: switchover %v; %s %s, %s %s (locked)", round, swErr, act, sa.Role, sb, sbst.Role)
+		if swErr != nil && sbst.Role == "ACTIVE" {
+			t.Errorf("round %d: the switchover failed (%v) but %s took over", round, swErr, sb)
+		}
+		if round%2 == 1 && sbst.Role == "ACTIVE" {
+			t.Errorf("round %d: %s took over after its lock was in force", round, sb)
+		}
+		// Accepted before the lock was heard, then refused as soon as it
+		// is, not at the handover's bound.
+		if swErr != nil && !strings.Contains(swErr.Error(), "locked") {
+			t.Errorf("round %d: the switchover's refusal does not say the peer is locked: %v", round, swErr)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := c.Admin(sb).Lock(ctx, false, "")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sbst.Role == "ACTIVE" {
+			act = sb
+		}
+		// The next round starts once the active has heard the unlock
+		// (the standby's next frame): before, its switchover is refused
+		// for a lock that is over, rightly.
+		if !pollUntil(5*time.Second, func() bool { s, _ := c.Status(act); return s != nil && !s.Peer.Locked }) {
+			t.Fatalf("round %d: %s never heard its peer unlocked", round, act)
+		}
 	}
 }

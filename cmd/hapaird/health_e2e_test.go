@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -267,5 +268,48 @@ func TestPublicLinkWithoutCarrierAtStartIsAFault(t *testing.T) {
 	}
 	if err := c.WaitRole("a", "STANDBY", 3*time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An exec check that starts a helper in the background and exits 0 (a
+// self-healing script, `curl ... &`, an init script whose daemon keeps its
+// parent's output open). Its result is its exit: the daemon used to wait
+// for the output to close, timed out, and took the healthy node for
+// failed, a failover that keepalived, which judges a script by its exit,
+// does not make.
+func TestCheckThatLeavesAHelperRunningStaysHealthy(t *testing.T) {
+	dir := t.TempDir()
+	pids := filepath.Join(dir, "helpers")
+	t.Cleanup(func() {
+		// The helpers the checks started, by their pids.
+		b, _ := os.ReadFile(pids)
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	extra := "\n[[check]]\nname = \"helper\"\nkind = \"exec\"\ntarget = \"sleep 3 & echo $! >> " + pids + "; exit 0\"\ninterval = \"500ms\"\ntimeout = \"500ms\"\n"
+	c := cluster(t, lab.ConfigOptions{Extra: extra})
+	act := settle(t, c)
+	// Several of its runs, each past the old timeout.
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		for _, n := range []string{act, other(act)} {
+			st, err := c.Status(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(st.Faults) > 0 || len(st.Checks) != 1 || !st.Checks[0].Healthy {
+				t.Fatalf("%s: faults %v, checks %+v", n, st.Faults, st.Checks)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st, _ := c.Status(act); st.Role != "ACTIVE" {
+		t.Errorf("%s is %s", act, st.Role)
+	}
+	if b, _ := os.ReadFile(pids); len(strings.Fields(string(b))) < 8 {
+		t.Errorf("the checks ran %d times", len(strings.Fields(string(b))))
 	}
 }

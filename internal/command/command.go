@@ -1,6 +1,8 @@
 // Package command runs a program with a deadline and, when the deadline
-// passes, kills its whole process group: a check or hook that forks
-// (a shell script, systemctl) must not leave children behind.
+// passes, kills its whole process group: a check or hook that hangs, and
+// forked (a shell script, systemctl), must not leave children behind. A
+// program that exits in time is judged by its exit, whatever it started
+// and left running (`helper &`, a daemon that kept its output open).
 package command
 
 import (
@@ -18,6 +20,10 @@ var ErrTimeout = errors.New("timed out")
 
 // maxOutput bounds what is kept of a program's output.
 const maxOutput = 4096
+
+// exitedOutputWait is how long output is read after the program exited,
+// from what it left running that holds the pipe.
+const exitedOutputWait = 100 * time.Millisecond
 
 type limited struct{ bytes.Buffer }
 
@@ -43,6 +49,10 @@ func Run(ctx context.Context, argv []string, env []string, timeout time.Duration
 	// Its own group, so a timeout kills its children too; and killed with
 	// the daemon, so a crashed daemon leaves no hook or probe running.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Once it exits, its output is what it wrote by then: what it left
+	// running may hold the pipe for ever, and a healthy check that
+	// waited for that timed out (a false failover).
+	cmd.WaitDelay = exitedOutputWait
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("command: %w", err)
 	}
@@ -50,6 +60,9 @@ func Run(ctx context.Context, argv []string, env []string, timeout time.Duration
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
+		if errors.Is(err, exec.ErrWaitDelay) {
+			err = nil // it exited 0; something it started kept the pipe
+		}
 		return out.String(), err
 	case <-ctx.Done():
 		// The group: the program and everything it started.

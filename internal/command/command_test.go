@@ -47,3 +47,25 @@ func TestTimeoutKillsTheGroup(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A check or hook that starts something in the background (a helper, a
+// daemon that keeps its parent's output open, `curl ... &`) and exits: its
+// result is its exit, when it exits. Waiting for the output to close made
+// a healthy check time out, a false failover; keepalived judges a script
+// by its exit too. What it left running is its own.
+func TestExitIsTheResultWhatItLeftRunningAside(t *testing.T) {
+	pidFile := t.TempDir() + "/child"
+	start := time.Now()
+	out, err := Run(context.Background(), []string{"sh", "-c", "sleep 60 & echo $! > " + pidFile + "; echo healthy"}, nil, 3*time.Second)
+	took := time.Since(start)
+	b, _ := os.ReadFile(pidFile)
+	if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 {
+		syscall.Kill(pid, syscall.SIGKILL) // the test's own, by its pid
+	}
+	if err != nil || strings.TrimSpace(out) != "healthy" {
+		t.Errorf("%q, %v", out, err)
+	}
+	if took > time.Second {
+		t.Errorf("the result took %v: it waited for what the program left running", took)
+	}
+}

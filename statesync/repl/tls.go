@@ -55,31 +55,63 @@ type CertDate struct {
 	NotAfter  time.Time `json:"not_after"`
 }
 
-// CertDates reads the dates of every certificate in files (PEM; a file may
-// hold a chain, or several CAs).
-func CertDates(files ...string) ([]CertDate, error) {
-	var out []CertDate
-	for _, f := range files {
-		rest, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("statesync: tls: %w", err)
-		}
-		for {
-			var b *pem.Block
-			if b, rest = pem.Decode(rest); b == nil {
+// CertDates reads the dates of this node's certificate (certFile, with any
+// chain in it) and of the CAs in caFile that signed one of them: a bundle
+// kept through a CA's rotation holds the old CA, whose end breaks nothing.
+// A bundle none of whose CAs signed it counts whole (the handshakes fail
+// on that already; the dates still say what they can).
+func CertDates(certFile, caFile string) ([]CertDate, error) {
+	mine, err := readCerts(certFile)
+	if err != nil {
+		return nil, err
+	}
+	cas, err := readCerts(caFile)
+	if err != nil {
+		return nil, err
+	}
+	signers := cas[:0:0]
+	for _, ca := range cas {
+		for _, c := range mine {
+			if c.CheckSignatureFrom(ca) == nil {
+				signers = append(signers, ca)
 				break
 			}
-			if b.Type != "CERTIFICATE" {
-				continue
-			}
-			c, err := x509.ParseCertificate(b.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("statesync: tls: %s: %w", f, err)
-			}
-			out = append(out, CertDate{File: f, Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter})
 		}
 	}
+	if len(signers) == 0 {
+		signers = cas
+	}
+	var out []CertDate
+	for _, c := range mine {
+		out = append(out, CertDate{File: certFile, Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter})
+	}
+	for _, c := range signers {
+		out = append(out, CertDate{File: caFile, Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter})
+	}
 	return out, nil
+}
+
+// readCerts reads every certificate in a PEM file.
+func readCerts(f string) ([]*x509.Certificate, error) {
+	rest, err := os.ReadFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("statesync: tls: %w", err)
+	}
+	var out []*x509.Certificate
+	for {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			return out, nil
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("statesync: tls: %s: %w", f, err)
+		}
+		out = append(out, c)
+	}
 }
 
 // DateWarnings says, at now, which of certs fail the replication link's

@@ -106,7 +106,23 @@ func TestCertDateWarnings(t *testing.T) {
 			t.Errorf("%s: failing %q, soon %q; want %q and %q", c.name, failing, soon, c.failing, c.soon)
 		}
 	}
-	if _, err := CertDates(filepath.Join(dir, "none.crt")); err == nil {
+	if _, err := CertDates(filepath.Join(dir, "none.crt"), filepath.Join(dir, "ca.crt")); err == nil {
 		t.Error("a missing file gave no error")
+	}
+	// A CA bundle kept through a rotation: the old CA signed nothing of
+	// this node's, and its end is not judged.
+	old := t.TempDir()
+	if err := pki.WriteValid(old, "old-ca", time.Hour, "a"); err != nil {
+		t.Fatal(err)
+	}
+	oldCA, _ := os.ReadFile(filepath.Join(old, "ca.crt"))
+	newCA, _ := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	bundle := filepath.Join(dir, "bundle.crt")
+	if err := os.WriteFile(bundle, append(oldCA, newCA...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	certs, err = CertDates(filepath.Join(dir, "a.crt"), bundle)
+	if err != nil || len(certs) != 2 || certs[1].Subject != "CN=pair-ca" {
+		t.Errorf("dates with a bundle: %+v %v", certs, err)
 	}
 }

@@ -831,9 +831,9 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	// process sent: its memory went back, a virtual machine restored
 	// from a snapshot taken while it ran. The peer drops every frame
 	// numbered below what it heard as replayed, so for as long as the
-	// snapshot is old it heard nothing of this node, which heard it:
-	// restored active, the node stayed active beside the one that took
-	// over. Number on from past the echo (each path's in turn).
+	// snapshot is old it heard nothing of this node, which heard it (a
+	// node restored as active could stay active beside the one that took
+	// over). Number on from past the echo (each path's in turn).
 	if f.EchoGeneration == e.cfg.Generation && f.EchoSeq > e.seq {
 		e.seq = f.EchoSeq
 	}

@@ -328,8 +328,15 @@ func (n *Node) Run(ctx context.Context) error {
 		go serve()
 	}
 	certsCtx, stopCerts := context.WithCancel(ctx)
-	defer stopCerts()
-	go n.watchCerts(certsCtx)
+	certsDone := make(chan struct{})
+	go func() {
+		defer close(certsDone)
+		n.watchCerts(certsCtx)
+	}()
+	defer func() {
+		stopCerts()
+		<-certsDone
+	}()
 	replCtx, stopRepl := context.WithCancel(context.Background())
 	replDone := make(chan struct{})
 	go func() {

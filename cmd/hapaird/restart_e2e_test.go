@@ -53,12 +53,7 @@ func TestActiveCrashRestartLosesNoAcknowledgedWrite(t *testing.T) {
 // interval and both held the VIP until the lease ended.
 func TestAgentKilledHandsOverAtOnce(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
-	act := settle(t, c)
-	sb := other(act)
-	cores := lab.Children(c.Pid(act))
-	if len(cores) != 1 {
-		t.Fatalf("%s's daemon has children %v, want its heartbeat core", act, cores)
-	}
+	act, sb, core := activeAndCore(t, c)
 	holders := c.WatchHolders()
 	defer holders.Stop()
 	if err := c.Kill(act); err != nil {
@@ -77,9 +72,9 @@ func TestAgentKilledHandsOverAtOnce(t *testing.T) {
 	// The core ends once it has handed over: within two dead intervals
 	// (600 ms) by its own bound.
 	deadline := time.Now().Add(5 * time.Second)
-	for alive(cores[0]) {
+	for alive(core) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the dead agent's heartbeat core %d still runs", cores[0])
+			t.Fatalf("the dead agent's heartbeat core %d still runs", core)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -152,15 +147,10 @@ func TestRestartAtOnceAfterACrashWithNobodyToHandTo(t *testing.T) {
 // the agent must not keep the VIP beside it until its lease runs out.
 func TestCoreKilledLeavesOneHolder(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
-	act := settle(t, c)
-	sb := other(act)
-	cores := lab.Children(c.Pid(act))
-	if len(cores) != 1 {
-		t.Fatalf("%s's daemon has children %v, want its heartbeat core", act, cores)
-	}
+	act, sb, core := activeAndCore(t, c)
 	holders := c.WatchHolders()
 	defer holders.Stop()
-	if err := syscall.Kill(cores[0], syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(core, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
@@ -178,4 +168,16 @@ func TestCoreKilledLeavesOneHolder(t *testing.T) {
 	if both > time.Second {
 		t.Errorf("both nodes held the VIP for %v", both)
 	}
+}
+
+// activeAndCore settles c and returns its active node, the standby, and the
+// active's heartbeat core (the daemon's one child).
+func activeAndCore(t *testing.T, c *lab.Cluster) (act, sb string, core int) {
+	t.Helper()
+	act = settle(t, c)
+	cores := lab.Children(c.Pid(act))
+	if len(cores) != 1 {
+		t.Fatalf("%s's daemon has children %v, want its heartbeat core", act, cores)
+	}
+	return act, other(act), cores[0]
 }

@@ -115,7 +115,8 @@ type PeerStatus struct {
 	Fault        bool    `json:"fault"`
 	LastFrameAge float64 `json:"last_frame_age_ms"`
 	// Unverified, when set, says the peer's node sends heartbeats that
-	// no key of this node verifies, and with which key.
+	// no key of this node verifies, and with which key, or that name
+	// another cluster.
 	Unverified string `json:"unverified,omitempty"`
 	// UnverifiedCause is "keys" or "cluster" (the peer's frames name
 	// another cluster), when Unverified is set.

@@ -81,13 +81,20 @@ func CertDates(certFile, caFile string) ([]CertDate, error) {
 	if len(signers) == 0 {
 		signers = cas
 	}
+	// Each once per file: they label a metric, which must not repeat.
 	var out []CertDate
-	for _, c := range mine {
-		out = append(out, CertDate{File: certFile, Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter})
+	seen := map[CertDate]bool{}
+	add := func(file string, certs []*x509.Certificate) {
+		for _, c := range certs {
+			d := CertDate{File: file, Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter}
+			if !seen[CertDate{File: file, Subject: d.Subject}] {
+				seen[CertDate{File: file, Subject: d.Subject}] = true
+				out = append(out, d)
+			}
+		}
 	}
-	for _, c := range signers {
-		out = append(out, CertDate{File: caFile, Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter})
-	}
+	add(certFile, mine)
+	add(caFile, signers)
 	return out, nil
 }
 

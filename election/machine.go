@@ -323,6 +323,23 @@ func (m *Machine) peerEligible() bool {
 	return m.peerSeen && m.peer.Role == Standby && !m.peer.Locked && !m.peer.Fault && !m.peer.Leaving
 }
 
+// peerIneligible says why the peer would not take the VIPs, for an
+// operator whose switchover it refuses.
+func (m *Machine) peerIneligible() string {
+	switch p := m.peer; {
+	case !m.peerSeen:
+		return "the peer is not heard"
+	case p.Locked:
+		return "the peer is locked"
+	case p.Fault:
+		return "the peer is in fault"
+	case p.Leaving:
+		return "the peer is stopping"
+	default:
+		return fmt.Sprintf("the peer is %v", p.Role)
+	}
+}
+
 func (m *Machine) tick(now time.Time) {
 	switch {
 	case m.role == Standby && !m.holdUntil.IsZero() && !now.Before(m.holdUntil):
@@ -647,7 +664,7 @@ func (m *Machine) handOff(now time.Time, exit, force bool) {
 			m.emit(Action{Kind: Refused, Reason: "switchover: this node is locked (use --force)"})
 			return
 		case !m.peerEligible():
-			m.emit(Action{Kind: Refused, Reason: "switchover: no eligible standby peer"})
+			m.emit(Action{Kind: Refused, Reason: "switchover: no eligible standby peer (" + m.peerIneligible() + ")"})
 			return
 		}
 	}

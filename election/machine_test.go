@@ -349,6 +349,12 @@ func TestSwitchover(t *testing.T) {
 // its frame said so: the active hears the lock and stays, at once rather
 // than at the handover's bound, saying why; a stopping node lets go.
 func TestSwitchoverToAStandbyLockedMeanwhile(t *testing.T) {
+	// Heard before the switchover: refused, saying why.
+	m0 := activeMachine(t)
+	m0.Step(Event{Kind: PeerFrame, Now: at(90), Peer: Peer{Role: Standby, Locked: true}})
+	if acts := m0.Step(Event{Kind: Switchover, Now: at(100)}); len(acts) == 0 || acts[0].Kind != Refused || !strings.Contains(acts[0].Reason, "the peer is locked") {
+		t.Errorf("a switchover to a standby known locked: %v", acts)
+	}
 	m := activeMachine(t)
 	m.Step(Event{Kind: Switchover, Now: at(100)})
 	acts := m.Step(Event{Kind: PeerFrame, Now: at(102), Peer: Peer{Role: Standby, Locked: true}})

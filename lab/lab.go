@@ -176,7 +176,11 @@ func (p *Pair) addNS(name string) error {
 func (p *Pair) build(opt Options) error {
 	c := p.handles[p.Client]
 	no := false
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: Bridge}, MulticastSnooping: &no}
+	// A MAC of its own, as a router's interface has (RFC 7042's
+	// documentation block): a bridge that took its ports' lowest MAC
+	// changed it when a port was made anew, and the kernel then flushed
+	// the client's neighbour entries, which a real router keeps.
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: Bridge, HardwareAddr: net.HardwareAddr{0x00, 0x00, 0x5e, 0x00, 0x53, 0x01}}, MulticastSnooping: &no}
 	if err := c.LinkAdd(br); err != nil {
 		return fmt.Errorf("add %s: %w", Bridge, err)
 	}
@@ -365,6 +369,39 @@ func (p *Pair) RemakeHeartbeat() error {
 			return fmt.Errorf("lab: no IPv6 on %s/%s: %w", ns, Heartbeat, err)
 		}
 		if err := p.SetLink(ns, Heartbeat, true); err != nil {
+			return err
+		}
+	}
+	return p.waitOperUp(3 * time.Second)
+}
+
+// RemakePublic deletes node's public interface and makes it again under
+// the same name, with its addresses, as ifdown and ifup do to a bond or a
+// VLAN, or a hypervisor to a NIC unplugged and plugged again: a new
+// interface, a new index, a new MAC.
+func (p *Pair) RemakePublic(node string) error {
+	ns, port := p.Node(node), map[string]string{"a": "pa", "b": "pb"}[node]
+	h := p.handles[ns]
+	l, err := h.LinkByName(Public)
+	if err != nil {
+		return fmt.Errorf("lab: %s/%s: %w", ns, Public, err)
+	}
+	if err := h.LinkDel(l); err != nil { // a veth: the bridge's end goes too
+		return fmt.Errorf("lab: delete %s/%s: %w", ns, Public, err)
+	}
+	if err := p.veth(p.Client, port, ns, Public); err != nil {
+		return err
+	}
+	if err := p.master(p.Client, port, Bridge); err != nil {
+		return err
+	}
+	for _, a := range []netip.Prefix{PublicAddr[node], PublicAddr6[node]} {
+		if err := p.addr(ns, Public, a); err != nil {
+			return err
+		}
+	}
+	for _, l := range []struct{ ns, link string }{{p.Client, port}, {ns, Public}} {
+		if err := p.SetLink(l.ns, l.link, true); err != nil {
 			return err
 		}
 	}

@@ -53,6 +53,20 @@ func (m *Manager) announcerFor(ifname string) (*announcer, error) {
 	return a, nil
 }
 
+// forget closes an, ifname's announcer, and drops it, unless another
+// announcement has replaced it already.
+func (m *Manager) forget(ifname string, an *announcer) {
+	m.mu.Lock()
+	if m.ann[ifname] == an {
+		delete(m.ann, ifname)
+	}
+	m.mu.Unlock()
+	an.mu.Lock() // not while a burst sends on it
+	an.close()
+	an.arp, an.ndp = nil, nil
+	an.mu.Unlock()
+}
+
 // send announces addr once.
 func (m *Manager) send(a *announcer, addr netip.Addr) error {
 	a.mu.Lock()
@@ -125,6 +139,16 @@ func (m *Manager) announce(a Addr) error {
 	an, err := m.announcerFor(a.Interface)
 	if err == nil {
 		err = m.send(an, a.Prefix.Addr())
+	}
+	if err != nil && an != nil {
+		// The interface may have been made anew (ifdown and ifup of a
+		// bond or a VLAN, a NIC plugged again): the sockets are bound to
+		// the old one's index and the frames carry its MAC. Once more,
+		// on the interface as it is now.
+		m.forget(a.Interface, an)
+		if an, err = m.announcerFor(a.Interface); err == nil {
+			err = m.send(an, a.Prefix.Addr())
+		}
 	}
 	m.mu.Lock()
 	if err != nil {

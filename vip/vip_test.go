@@ -382,3 +382,37 @@ func TestWatchSurvivesALostSubscription(t *testing.T) {
 	}
 	expect(t, events, CarrierDown)
 }
+
+// The public interface made anew (ifdown and ifup of a bond or a VLAN,
+// netplan apply, a NIC unplugged and plugged again): a new index and a
+// new MAC. The announcer kept the old interface's socket and MAC, so the
+// VIP claimed on the new interface was never announced: the client (a
+// router keeps its entries for hours) went on sending to the old MAC.
+func TestAnnouncesOnAPublicInterfaceMadeAnew(t *testing.T) {
+	for _, vip := range []netip.Prefix{lab.VIP, lab.VIP6} {
+		t.Run(vip.Addr().String(), func(t *testing.T) {
+			p := labtest.NewPair(t, lab.Options{})
+			a := manager(t, p.A, 0, vip)
+			if err := a.Claim(); err != nil {
+				t.Fatal(err)
+			}
+			if err := lab.Reach(p.Client, vip.Addr(), 2*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			waitNeighbour(t, p, vip.Addr(), mac(t, p, p.A))
+			old := mac(t, p, p.A)
+			if err := p.RemakePublic("a"); err != nil {
+				t.Fatal(err)
+			}
+			if now := mac(t, p, p.A); now.String() == old.String() {
+				t.Fatalf("the interface made anew kept its MAC %v", now)
+			}
+			if err := a.Claim(); err != nil {
+				t.Fatal(err)
+			}
+			// No traffic from the client: only the announcement can
+			// have moved its entry.
+			waitNeighbour(t, p, vip.Addr(), mac(t, p, p.A))
+		})
+	}
+}

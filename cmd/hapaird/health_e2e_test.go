@@ -313,3 +313,38 @@ func TestCheckThatLeavesAHelperRunningStaysHealthy(t *testing.T) {
 		t.Errorf("the checks ran %d times", len(strings.Fields(string(b))))
 	}
 }
+
+// The active's public interface made anew (ifdown and ifup of a bond or a
+// VLAN, netplan apply, a NIC unplugged and plugged again: a new index, a
+// new MAC). The standby takes over; the node comes back as the standby on
+// the new interface; a switchover back must announce its VIP from the new
+// interface, or the client (a router keeps its entries for hours) goes on
+// sending to the MAC that is gone.
+func TestPublicInterfaceMadeAnewAnnouncesAgain(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemakePublic(act); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(act, "STANDBY", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, sb)
+	switchover(t, c, sb)
+	want := c.MAC(act)
+	// No traffic from the client: only the announcement can move its
+	// entry.
+	if !pollUntil(2*time.Second, func() bool { return c.ClientNeighbour(lab.VIP.Addr()).String() == want.String() }) {
+		t.Errorf("the client sends the VIP to %v, not to %s's new interface %v", c.ClientNeighbour(lab.VIP.Addr()), act, want)
+	}
+	if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
+		t.Error(err)
+	}
+}

@@ -1,6 +1,7 @@
 package vip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -51,6 +52,20 @@ func (m *Manager) announcerFor(ifname string) (*announcer, error) {
 	}
 	m.ann[ifname] = a
 	return a, nil
+}
+
+// linkChanged drops ifname's announcer when the interface it was opened on
+// is not the one there now: another index (made anew) or another MAC (an
+// active-backup bond that follows its active port's, an operator's
+// change). Announcements with the old MAC would tell the client to send
+// where nothing answers, on every refresh.
+func (m *Manager) linkChanged(ifname string, index int, mac net.HardwareAddr) {
+	m.mu.Lock()
+	an := m.ann[ifname]
+	m.mu.Unlock()
+	if an != nil && (an.ifi.Index != index || !bytes.Equal(an.ifi.HardwareAddr, mac)) {
+		m.forget(ifname, an)
+	}
 }
 
 // forget closes an, ifname's announcer, and drops it, unless another

@@ -416,3 +416,46 @@ func TestAnnouncesOnAPublicInterfaceMadeAnew(t *testing.T) {
 		})
 	}
 }
+
+// The public interface's MAC changed while it runs: an active-backup bond
+// with fail_over_mac=active takes its new active port's MAC, or an
+// operator sets one. The announcer kept the MAC it read when it opened, so
+// every announcement after (a refresh, the next claim) told the client the
+// old one. The watcher sees the change and the next announcement is made
+// with the MAC the interface has.
+func TestAnnouncesTheMACTheInterfaceHasNow(t *testing.T) {
+	p := labtest.NewPair(t, lab.Options{})
+	m := manager(t, p.A, 0, lab.VIP)
+	w, err := m.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runWatch(t, w)
+	if err := m.Claim(); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Reach(p.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitNeighbour(t, p, lab.VIP.Addr(), mac(t, p, p.A))
+	h := p.Handle(p.A)
+	l, err := h.LinkByName(lab.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := net.HardwareAddr{0x02, 0x00, 0x5e, 0x00, 0x53, 0x42}
+	if err := h.LinkSetHardwareAddr(l, next); err != nil {
+		t.Fatal(err)
+	}
+	// The watcher reads the change from the kernel's notification; an
+	// announcement then says the new MAC. A refresh at most every 50 ms,
+	// as the daemon's, until the client's entry says it.
+	deadline := time.Now().Add(2 * time.Second)
+	for neighbour(t, p, lab.VIP.Addr()).String() != next.String() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client's entry for the VIP is %v, want the interface's new MAC %v", neighbour(t, p, lab.VIP.Addr()), next)
+		}
+		m.Announce()
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -142,7 +142,11 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 				continue
 			}
 			name := u.Attrs().Name
-			if v.ifaces[name] && !v.setCarrier(name, u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0) {
+			if !v.ifaces[name] {
+				continue
+			}
+			v.m.linkChanged(name, u.Attrs().Index, u.Attrs().HardwareAddr)
+			if !v.setCarrier(name, u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0) {
 				return nil
 			}
 		}

@@ -448,8 +448,8 @@ func TestAnnouncesTheMACTheInterfaceHasNow(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The watcher reads the change from the kernel's notification; an
-	// announcement then says the new MAC. A refresh at most every 50 ms,
-	// as the daemon's, until the client's entry says it.
+	// announcement then says the new MAC. One every 50 ms (a refresh, or
+	// the next claim, in the daemon) until the client's entry says it.
 	deadline := time.Now().Add(2 * time.Second)
 	for neighbour(t, p, lab.VIP.Addr()).String() != next.String() {
 		if time.Now().After(deadline) {

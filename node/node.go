@@ -225,7 +225,7 @@ func (n *Node) sessions(peer *config.Node, release string) error {
 		if err != nil {
 			return err
 		}
-		if n.certs, err = repl.CertDates(config.ForNode(cfg.TLSCert, self), cfg.TLSCA); err != nil {
+		if n.certs, err = certDates(cfg, self); err != nil {
 			return err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/health"
@@ -238,4 +239,25 @@ func CarrierWarnings(cfg *config.Config, self *config.Node) []string {
 		}
 	}
 	return out
+}
+
+// certDates reads the dates of the replication link's certificates: this
+// node's and the CAs that signed it (none without TLS).
+func certDates(cfg *config.Config, self *config.Node) ([]repl.CertDate, error) {
+	if cfg.TLSCert == "" {
+		return nil, nil
+	}
+	return repl.CertDates(config.ForNode(cfg.TLSCert, self), cfg.TLSCA)
+}
+
+// TLSWarnings names, for --check, the certificates whose dates fail the
+// replication link at now, or will within repl.RenewWithin. Unreadable
+// files are Preflight's errors; dates stop only the link, not the daemon.
+func TLSWarnings(cfg *config.Config, self *config.Node, now time.Time) []string {
+	certs, err := certDates(cfg, self)
+	if err != nil {
+		return nil
+	}
+	failing, soon := repl.DateWarnings(certs, now)
+	return append(failing, soon...)
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/heartbeat"
 	"github.com/hapair/hapair/node"
-	"github.com/hapair/hapair/statesync/repl"
 )
 
 // version is stamped by the build (-ldflags "-X main.version=...").
@@ -172,15 +171,8 @@ func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule stri
 	for _, msg := range node.CarrierWarnings(cfg, self) {
 		fmt.Fprintf(warn, "warning: %s\n", msg)
 	}
-	if cfg.TLSCert != "" {
-		// Unreadable files are Preflight's errors; their dates would not
-		// stop the daemon, only its replication link.
-		if certs, err := repl.CertDates(config.ForNode(cfg.TLSCert, self), cfg.TLSCA); err == nil {
-			failing, soon := repl.DateWarnings(certs, time.Now())
-			for _, msg := range append(failing, soon...) {
-				fmt.Fprintf(warn, "warning: %s\n", msg)
-			}
-		}
+	for _, msg := range node.TLSWarnings(cfg, self, time.Now()) {
+		fmt.Fprintf(warn, "warning: %s\n", msg)
 	}
 	fmt.Fprintf(w, "state:       %s, socket %s\n", cfg.StateDir, cfg.Socket)
 	switch running, err := node.DaemonRunning(cfg); {

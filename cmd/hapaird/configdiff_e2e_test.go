@@ -214,9 +214,17 @@ func TestClusterRenamedOnOneNodeMakesNoSecondHolder(t *testing.T) {
 	if err := c.RestartOn(sb, edited); err != nil {
 		t.Fatal(err)
 	}
-	// Past its start-up window and a dead interval more; both say why
-	// they cannot use the other's heartbeats.
-	time.Sleep(2 * time.Second)
+	// The standby is past its start-up window (RestartOn waited for its
+	// role); both say why they cannot use the other's heartbeats once
+	// they have heard them for a dead interval.
+	pollUntil(5*time.Second, func() bool {
+		for _, n := range []string{act, sb} {
+			if s, _ := c.Status(n); s == nil || !strings.Contains(s.Text(), "CLUSTER NAMES DIFFER") {
+				return false
+			}
+		}
+		return true
+	})
 	for n, role := range map[string]string{act: "ACTIVE", sb: "STANDBY"} {
 		s, err := c.Status(n)
 		if err != nil || s.Role != role {

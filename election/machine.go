@@ -45,8 +45,10 @@ type Machine struct {
 	// twin: another node runs under this node's name (twinned).
 	twin bool
 	// unverified: the peer's node sends frames no key of ours verifies,
-	// and nothing authentic (Unverified).
-	unverified bool
+	// or authentic ones this node cannot use, and nothing usable
+	// (Unverified); unverifiedWhy says which, for the transition.
+	unverified    bool
+	unverifiedWhy string
 
 	peerSeen bool
 	peer     Peer
@@ -225,9 +227,9 @@ func (m *Machine) Step(ev Event) []Action {
 	case Twin:
 		m.twinned(ev)
 	case Unverified:
-		m.unverified = ev.Unverified
+		m.unverified, m.unverifiedWhy = ev.Unverified, ev.Reason
 		if !m.unverified && m.role == Standby && !m.peerSeen && m.holdUntil.IsZero() {
-			m.takeOver(ev.Now, "peer silent: the heartbeats this node could not verify stopped")
+			m.takeOver(ev.Now, "peer silent: the heartbeats this node could not verify or use stopped")
 		}
 	case NewSession:
 		m.lastNewSession = ev.Now
@@ -381,7 +383,11 @@ func (m *Machine) endStartup(now time.Time) {
 		if m.unverified {
 			// Whatever sends them is there, and may hold the VIPs:
 			// two holders are worse than none until the keys agree.
-			m.become(Standby, now, "start-up: the peer's heartbeats cannot be verified or used (it signs with a key this node does not hold, or names another cluster); not taking the VIPs beside it")
+			why := m.unverifiedWhy
+			if why == "" {
+				why = "the peer's heartbeats cannot be verified or used"
+			}
+			m.become(Standby, now, "start-up: "+why+"; not taking the VIPs beside it")
 			return
 		}
 		if m.locked {

@@ -775,6 +775,18 @@ func TestUnverifiedPeer(t *testing.T) {
 		t.Errorf("takeover reason: %v", acts)
 	}
 
+	// The caller's reason (keys, cluster, an active that does not answer)
+	// is the start-up transition's.
+	why := "node 2 says it is active, in frames that echo an earlier boot of this node's"
+	n := started(false)
+	n.Step(Event{Kind: Unverified, Now: at(400), Unverified: true, Reason: why})
+	acts = n.Step(Event{Kind: Tick, Now: at(1000)})
+	if n.Role() != Standby || !slices.ContainsFunc(acts, func(a Action) bool {
+		return a.Kind == Transition && a.Reason == "start-up: "+why+"; not taking the VIPs beside it"
+	}) {
+		t.Errorf("start-up beside an active that does not answer: role %v, actions %v", n.Role(), acts)
+	}
+
 	control := started(true)
 	if control.Step(Event{Kind: Tick, Now: at(1000)}); control.Role() != Active {
 		t.Fatalf("control: a peer silent through the start-up window: role %v", control.Role())

@@ -119,7 +119,9 @@ const (
 	Twin
 	// Unverified: whether the peer's node sends frames that no key of
 	// this node verifies, and nothing authentic (Event.Unverified): the
-	// two hold different keys. A starting node that hears only that
+	// two hold different keys; or authentic frames saying it is active
+	// that this node cannot use (they echo an earlier boot of its: the
+	// peer does not hear it). A starting node that hears only that
 	// does not take the VIPs beside it; it takes them once such frames
 	// stop, as from a peer that fell silent.
 	Unverified
@@ -148,7 +150,9 @@ type Event struct {
 	// sets it on every event.
 	Written uint64
 	Heard   bool // Heard
-	// Unverified: the peer's node sends frames no key of ours verifies.
+	// Unverified: the peer's node sends frames no key of ours verifies,
+	// or authentic ones this node cannot use (Reason: which, for the
+	// transition at the end of the start-up window).
 	Unverified bool
 }
 

@@ -696,7 +696,7 @@ func (c *Core) Run(ctx context.Context) error {
 			if int(buf[2]) < len(pathNames) {
 				ev.Path = pathNames[buf[2]]
 			}
-			if ev.Kind == PeerFrame || ev.Kind == Twin || ev.Kind == Unverified {
+			if ev.Kind == PeerFrame || ev.Kind == Twin || ev.Kind == Unverified || ev.Kind == Unanswered {
 				if err := ev.Frame.UnmarshalBinary(buf[11:eventLen]); err != nil {
 					return fmt.Errorf("heartbeat core: %w", err)
 				}

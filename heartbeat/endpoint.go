@@ -109,10 +109,18 @@ const (
 	// for a dead interval, or an authentic one came.
 	Unverified
 	UnverifiedEnded
+	// Unanswered: an authentic frame of the peer's that says it is
+	// active came, while nothing of the peer's was usable this boot:
+	// it echoes an earlier boot of this node's (the peer has not heard
+	// this one yet, or cannot: a one-way link), so it may be a recording,
+	// and is dropped (Frame: it). Once, until UnansweredEnded: a frame
+	// came that is used, or none such for the peer's dead interval.
+	Unanswered
+	UnansweredEnded
 )
 
 func (k EventKind) String() string {
-	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running", "fenced", "path-heard", "path-unheard", "twin", "rebound", "unverified", "unverified-ended"}[k]
+	return [...]string{"path-up", "path-down", "peer-alive", "peer-lost", "peer-frame", "running", "fenced", "path-heard", "path-unheard", "twin", "rebound", "unverified", "unverified-ended", "unanswered", "unanswered-ended"}[k]
 }
 
 // Event is one observation, stamped with the monotonic time it was made.
@@ -207,8 +215,10 @@ type Endpoint struct {
 	// node's name (twin).
 	twinSeen twinState
 	// unver follows frames from the peer's node that no key of ours
-	// verifies (unverified).
+	// verifies (unverified); unans the peer's authentic frames that say
+	// it is active and that could not be used (unanswered).
 	unver unverState
+	unans unansState
 
 	// sendMu is held by Run whenever it is not parked waiting, and by a
 	// relief sender while it sends for it (relief.go): what sendAll reads
@@ -518,7 +528,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			return nil
 		}
 		recheck, ok := e.expire(ctx, now, &peerAlive)
-		if !ok || !e.unverifiedEnded(ctx, now, peerAlive) {
+		if !ok || !e.unverifiedEnded(ctx, now, peerAlive) || !e.unansweredEnded(ctx, now, peerAlive) {
 			return nil
 		}
 		if ok, err := e.rebind(ctx, now, polling, &peerAlive); !ok || err != nil {
@@ -822,6 +832,7 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 		case DropStale, DropOldGeneration:
 			if e.repGen == 0 {
 				e.staleGen = f.Generation
+				return e.unanswered(ctx, &f, r)
 			}
 		}
 		return true
@@ -988,6 +999,52 @@ func (e *Endpoint) unverifiedEnded(ctx context.Context, now time.Time, peerAlive
 	}
 	*u = unverState{}
 	return e.emit(ctx, Event{Kind: UnverifiedEnded, At: now})
+}
+
+// unanswered follows f, an authentic frame of the peer's that was dropped
+// as stale or as of an older boot while none was used this boot. Each
+// restart of this node brings some: the peer's frames echo this node's
+// previous boot until it hears this one, and answers; a peer at the default
+// profile that reads its socket at its own ticks answers up to 100 ms
+// later, past a fast node's start-up window. One that cannot hear this
+// node (a one-way link) never answers. Either way a peer is there, and if
+// it says it is active, this node taking the VIPs at the end of its
+// start-up window would make two holders, the second unheard by the first
+// for as long as the link stays one-way. Reported at once (Unanswered),
+// and until UnansweredEnded: the peer could be a recording, and only fresh
+// frames prove it is there, but a recording can at most keep a starting
+// node standby, as frames this node cannot verify can.
+func (e *Endpoint) unanswered(ctx context.Context, f *Frame, r *rxFrame) bool {
+	u := &e.unans
+	if f.Role != RoleActive {
+		return true
+	}
+	u.last, u.dead = r.at, max(e.cfg.Dead, f.Dead)
+	if u.reported {
+		return true
+	}
+	u.reported = true
+	return e.emit(ctx, Event{Kind: Unanswered, Path: e.paths[r.path].Name, Frame: *f, At: r.at})
+}
+
+// unansweredEnded ends an Unanswered report once a frame of the peer's was
+// used, or none that said it is active came for the dead interval its
+// frames said.
+func (e *Endpoint) unansweredEnded(ctx context.Context, now time.Time, peerAlive bool) bool {
+	u := &e.unans
+	if !u.reported || (!peerAlive && now.Sub(u.last) < u.dead) {
+		return true
+	}
+	*u = unansState{}
+	return e.emit(ctx, Event{Kind: UnansweredEnded, At: now})
+}
+
+// unansState is what unanswered keeps: when the last such frame came, and
+// the dead interval, the longer of the two nodes', that ends it.
+type unansState struct {
+	last     time.Time
+	dead     time.Duration
+	reported bool
 }
 
 // unverState is what unverified keeps.

@@ -42,21 +42,24 @@ type world struct {
 }
 
 func memWorld() world {
-	links := map[string]*memLink{"raw": newMemLink("raw"), "udp": newMemLink("udp")}
+	links, paths := memLinks()
 	return world{
-		paths: func(t testing.TB, name string) []Path {
-			var out []Path
-			for _, path := range []string{"raw", "udp"} {
-				l := links[path]
-				mine, theirs := l.a, l.b
-				if name == "b" {
-					mine, theirs = l.b, l.a
-				}
-				out = append(out, Path{Name: path, Conn: mine, Peer: theirs.local})
-			}
-			return out
-		},
-		cut: func(t testing.TB, path string, up bool) { links[path].down.Store(!up) },
+		paths: func(t testing.TB, name string) []Path { return paths(name) },
+		cut:   func(t testing.TB, path string, up bool) { links[path].down.Store(!up) },
+	}
+}
+
+// memLinks makes the two paths as in-memory links, and what gives node
+// "a" or "b" its ends of them (new ones for a node restarted).
+func memLinks() (map[string]*memLink, func(name string) []Path) {
+	links := map[string]*memLink{"raw": newMemLink("raw"), "udp": newMemLink("udp")}
+	return links, func(name string) []Path {
+		var out []Path
+		for _, path := range []string{"raw", "udp"} {
+			mine, theirs := links[path].end(name == "b"), links[path].end(name != "b")
+			out = append(out, Path{Name: path, Conn: mine, Peer: theirs.local})
+		}
+		return out
 	}
 }
 
@@ -312,18 +315,7 @@ func linkDownIsDegradedNotLost(t *testing.T, w world) {
 // not hear it (and, active in a split, would never freeze its facts).
 func TestPathHeardAgainAfterAOneWayLoss(t *testing.T) {
 	const iv = 20 * time.Millisecond
-	links := map[string]*memLink{"raw": newMemLink("raw"), "udp": newMemLink("udp")}
-	paths := func(name string) []Path {
-		var out []Path
-		for _, path := range []string{"raw", "udp"} {
-			mine, theirs := links[path].a, links[path].b
-			if name == "b" {
-				mine, theirs = theirs, mine
-			}
-			out = append(out, Path{Name: path, Conn: mine, Peer: theirs.local})
-		}
-		return out
-	}
+	links, paths := memLinks()
 	startOn(t, paths("a"), 1, iv)
 	b := startOn(t, paths("b"), 2, iv)
 	for _, path := range []string{"raw", "udp"} {
@@ -831,6 +823,71 @@ func TestPeerWhoseCounterWentBackIsHeard(t *testing.T) {
 				t.Errorf("a dropped no frame of b's new boot as an older one (%+v): the test did not set the case up", st.Drops)
 			}
 		})
+	}
+}
+
+// A restarted node whose active peer does not hear it (a one-way link, or
+// not yet) gets frames that echo its previous boot, which it cannot use:
+// it is told at once that an active peer is there (Unanswered), and for as
+// long as such frames come; once the peer stops sending them, a dead
+// interval of the peer's later it is told that ended. Frames of a peer
+// that is not active tell it nothing: that peer holds no VIPs.
+func TestActivePeerThatDoesNotAnswerIsReported(t *testing.T) {
+	const iv = 20 * time.Millisecond
+	links, paths := memLinks()
+	a := startOn(t, paths("a"), 1, 5*iv) // the peer's dead interval, 300 ms, ends it
+	b := startOn(t, paths("b"), 2, iv, func(c *Config) { c.Generation = 5 << 32 })
+	a.waitFor(t, PeerFrame, "", 0, 2*time.Second)
+	b.waitFor(t, PeerFrame, "", 0, 2*time.Second)
+	// a no longer hears b, and b restarts.
+	for _, l := range links {
+		l.a.deaf.Store(true)
+	}
+	b.stop()
+	b = startOn(t, paths("b"), 2, iv, func(c *Config) { c.Generation = 6 << 32 })
+	// A starting peer's frames, unanswered for several of its
+	// intervals: no report.
+	for deadline := time.Now().Add(2 * time.Second); b.ep.Stats().Drops[DropStale.String()] < 3; time.Sleep(iv) {
+		if time.Now().After(deadline) {
+			t.Fatalf("b dropped no stale frame of a's: %+v", b.ep.Stats().Drops)
+		}
+	}
+	if n := b.count(Unanswered, 0); n != 0 {
+		t.Fatalf("b reported a standby's frames %d times", n)
+	}
+	a.ep.SetLocal(Local{Role: RoleActive, ActiveSince: time.Now()})
+	ev, i := b.waitFor(t, Unanswered, "", 0, 2*time.Second)
+	if ev.Frame.Node != 1 || ev.Frame.Role != RoleActive || ev.Frame.EchoGeneration != 5<<32 {
+		t.Errorf("Unanswered carries %+v", ev.Frame)
+	}
+	// Still unanswered many dead intervals of b's and one of a's later:
+	// one report, not ended.
+	time.Sleep(15 * iv)
+	if n, m := b.count(Unanswered, 0), b.count(UnansweredEnded, 0); n != 1 || m != 0 || b.count(PeerAlive, 0) != 0 {
+		t.Fatalf("b: %d Unanswered, %d ended, %d PeerAlive, want 1, 0, 0", n, m, b.count(PeerAlive, 0))
+	}
+	// a hears b again and answers: ended, after the frame that was used.
+	for _, l := range links {
+		l.a.deaf.Store(false)
+	}
+	_, j := b.waitFor(t, UnansweredEnded, "", i, 2*time.Second)
+	if _, k := b.waitFor(t, PeerFrame, "", i, 0); k > j {
+		t.Errorf("UnansweredEnded (event %d) came before the peer's frame (%d)", j, k)
+	}
+	// Again, and a stops: ended a dead interval of a's after its last
+	// frame, not one of b's.
+	for _, l := range links {
+		l.a.deaf.Store(true)
+	}
+	b.stop()
+	b = startOn(t, paths("b"), 2, iv, func(c *Config) { c.Generation = 7 << 32 })
+	b.waitFor(t, Unanswered, "", 0, 2*time.Second)
+	a.stop()
+	stopped := time.Now()
+	b.waitFor(t, UnansweredEnded, "", 0, 2*time.Second)
+	// Its last frame left at most one of its intervals (100 ms) before.
+	if d := time.Since(stopped); d < 10*iv {
+		t.Errorf("ended %v after the peer stopped: not by its dead interval (300 ms)", d)
 	}
 }
 

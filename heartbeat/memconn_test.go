@@ -13,6 +13,7 @@ import (
 // down loses what is written to it, as a cut cable does.
 type memLink struct {
 	down atomic.Bool
+	mu   sync.Mutex // guards a and b, made anew by end
 	a, b *memConn
 }
 
@@ -40,10 +41,29 @@ func newMemLink(name string) *memLink {
 }
 
 func (c *memConn) peer() *memConn {
+	c.link.mu.Lock()
+	defer c.link.mu.Unlock()
 	if c == c.link.a {
 		return c.link.b
 	}
 	return c.link.a
+}
+
+// end is the link's end for node "b" (isB) or "a": a new one in place of
+// one that was closed, as a restarted node opens its sockets anew.
+func (l *memLink) end(isB bool) *memConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := &l.a
+	if isB {
+		c = &l.b
+	}
+	select {
+	case <-(*c).closed:
+		*c = &memConn{link: l, local: (*c).local, in: make(chan []byte, 64), closed: make(chan struct{})}
+	default:
+	}
+	return *c
 }
 
 func (c *memConn) ReadFrom(b []byte) (int, net.Addr, error) {

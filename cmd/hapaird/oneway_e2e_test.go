@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -259,5 +261,59 @@ func TestOneWayHealKeepsTheNewestSession(t *testing.T) {
 	}
 	if _, err := api(t, c, act).Get(ctx, "newest"); err != nil {
 		t.Errorf("%s did not resync from %s: %v", act, sb, err)
+	}
+}
+
+// One-way loss towards the active, and the standby restarted meanwhile (an
+// upgrade, a crash): the active's frames still echo the standby's previous
+// boot, since it hears none of the new one, so the restarted standby can
+// use none of them. It must not take the VIPs beside an active that says
+// so in authentic frames and will never hear it to arbitrate: it comes back
+// STANDBY, one holder throughout, and once healed the two are a pair again
+// with no role change.
+func TestStandbyRestartedUnheardByTheActiveStaysStandby(t *testing.T) {
+	t.Parallel()
+	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
+	act := settle(t, c)
+	sb := other(act)
+	heal := dropHeartbeatsAt(t, c, act, true)
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	before := transitions(t, c, act)
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "STANDBY", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Many start-up windows (90 ms at fast) and dead intervals: a node
+	// that took the VIPs would hold them by now.
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if s, err := c.Status(sb); err == nil && s.Role != "STANDBY" {
+			t.Fatalf("%s went %s while the active cannot hear it", sb, s.Role)
+		}
+	}
+	if s, err := c.Status(sb); err != nil || s.Peer.UnverifiedCause != "unanswered" || !strings.Contains(s.Text(), "PEER DOES NOT ANSWER") {
+		t.Errorf("the restarted standby's status does not say the peer does not answer it: %v\n%s", err, s.Text())
+	}
+	heal()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s, err := c.Status(sb)
+		if err == nil && s.Role == "STANDBY" && s.Peer.Seen && s.Peer.Role == "ACTIVE" && s.Peer.Unverified == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after healing, %s: %+v %v", sb, s, err)
+		}
+	}
+	none, both := holders.Stop()
+	if none > 0 || both > 0 || !c.Holds(act, lab.VIP.Addr()) {
+		t.Errorf("no holder for %v, two for %v; %s holds the VIP: %v", none, both, act, c.Holds(act, lab.VIP.Addr()))
+	}
+	if n := transitions(t, c, act) - before; n != 0 {
+		t.Errorf("%s changed role %d times", act, n)
 	}
 }

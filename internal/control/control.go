@@ -116,10 +116,11 @@ type PeerStatus struct {
 	LastFrameAge float64 `json:"last_frame_age_ms"`
 	// Unverified, when set, says the peer's node sends heartbeats that
 	// no key of this node verifies, and with which key, or that name
-	// another cluster.
+	// another cluster, or that say it is active and echo an earlier boot
+	// of this node's (it does not hear this one).
 	Unverified string `json:"unverified,omitempty"`
-	// UnverifiedCause is "keys" or "cluster" (the peer's frames name
-	// another cluster), when Unverified is set.
+	// UnverifiedCause is "keys", "cluster" (the peer's frames name
+	// another cluster) or "unanswered", when Unverified is set.
 	UnverifiedCause string `json:"unverified_cause,omitempty"`
 	// ConfigDiffers names the parts of the peer's configuration file
 	// that differ from this node's (its keys, as "[[vip]]"), as the

@@ -69,6 +69,8 @@ func (s Status) writeRoles(b *strings.Builder) {
 		fmt.Fprint(b, "not heard")
 	}
 	switch {
+	case s.Peer.Unverified != "" && s.Peer.UnverifiedCause == "unanswered":
+		fmt.Fprintf(b, "\nPEER DOES NOT ANSWER: %s", s.Peer.Unverified)
 	case s.Peer.Unverified != "" && s.Peer.UnverifiedCause == "cluster":
 		fmt.Fprintf(b, "\nCLUSTER NAMES DIFFER: the peer's heartbeats name another cluster: %s", s.Peer.Unverified)
 	case s.Peer.Unverified != "":

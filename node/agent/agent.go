@@ -5,6 +5,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -195,6 +196,10 @@ type Agent struct {
 	// or frames of another cluster name; unverifiedCause says which
 	// ("keys", "cluster").
 	unverified, unverifiedCause string
+	// unanswered says, for status, that the peer is active in authentic
+	// frames that echo an earlier boot of this node's, and nothing of
+	// the peer's was usable this boot (empty: not so).
+	unanswered string
 	// configDiffers names the pair sections of the peer's file that
 	// differ from this node's, and peerRelease is the peer's hapaird
 	// version, as the peer's replication last said.
@@ -854,6 +859,8 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		return a.twin(ev)
 	case heartbeat.Unverified, heartbeat.UnverifiedEnded:
 		return a.unverifiedPeer(ev)
+	case heartbeat.Unanswered, heartbeat.UnansweredEnded:
+		return a.unansweredPeer(ev)
 	case heartbeat.Rebound:
 		a.log.Info("the heartbeat interface was made anew: its path opened on it again", "op", "path", "path", ev.Path)
 	case heartbeat.Fenced:
@@ -963,7 +970,35 @@ func (a *Agent) unverifiedPeer(ev heartbeat.Event) bool {
 	a.mu.Lock()
 	a.unverified, a.unverifiedCause = why, cause
 	a.mu.Unlock()
-	return a.step(election.Event{Kind: election.Unverified, Now: ev.At, Unverified: on})
+	return a.stepUnverified(ev.At)
+}
+
+// unansweredPeer handles the peer saying it is active in frames that echo
+// an earlier boot of this node's, while nothing of the peer's was usable
+// this boot (heartbeat's Unanswered): it has not heard this boot yet, or
+// cannot (a one-way link). The machine keeps a starting node from the
+// VIPs while it lasts, as for frames it cannot verify.
+func (a *Agent) unansweredPeer(ev heartbeat.Event) bool {
+	why := ""
+	if ev.Kind == heartbeat.Unanswered {
+		why = fmt.Sprintf("node %d says it is active, in frames that echo an earlier boot of this node's: it does not hear this one (a one-way link), or not yet", ev.Frame.Node)
+		a.log.Info("the peer is active and has not yet answered this node's new boot: not taking the VIPs beside it until it answers or falls silent", "op", "peer", "path", ev.Path)
+	} else if _, seen := a.m.Peer(); !seen {
+		a.log.Info("the peer no longer says it is active without hearing this node", "op", "peer")
+	}
+	a.mu.Lock()
+	a.unanswered = why
+	a.mu.Unlock()
+	return a.stepUnverified(ev.At)
+}
+
+// stepUnverified tells the machine whether the peer's node is there but
+// unusable: frames it cannot verify, or an active that does not answer.
+func (a *Agent) stepUnverified(at time.Time) bool {
+	a.mu.Lock()
+	why := cmp.Or(a.unverified, a.unanswered)
+	a.mu.Unlock()
+	return a.step(election.Event{Kind: election.Unverified, Now: at, Unverified: why != "", Reason: why})
 }
 
 // notePeerDead logs when the peer's dead interval, as its frames say it,

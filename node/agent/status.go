@@ -41,6 +41,9 @@ func (a *Agent) updateStatus() {
 	defer a.mu.Unlock()
 	s.Lock = strings.TrimSpace(a.lockInfo)
 	s.Peer.Unverified, s.Peer.UnverifiedCause = a.unverified, a.unverifiedCause
+	if a.unverified == "" && a.unanswered != "" {
+		s.Peer.Unverified, s.Peer.UnverifiedCause = a.unanswered, "unanswered"
+	}
 	s.Peer.ConfigDiffers = slices.Clone(a.configDiffers)
 	s.Peer.Version = a.peerRelease
 	for _, f := range a.faults {
@@ -75,7 +78,7 @@ func redundancy(s control.Status) string {
 		why = append(why, "peer not seen")
 	}
 	if s.Peer.Unverified != "" {
-		why = append(why, map[string]string{"cluster": "the peer's heartbeats name another cluster", "keys": "the peer's heartbeats cannot be verified (different keys)"}[s.Peer.UnverifiedCause])
+		why = append(why, map[string]string{"cluster": "the peer's heartbeats name another cluster", "keys": "the peer's heartbeats cannot be verified (different keys)", "unanswered": "the peer does not answer this node's heartbeats"}[s.Peer.UnverifiedCause])
 	}
 	if len(s.Faults) > 0 {
 		why = append(why, "this node is in fault")

@@ -549,7 +549,17 @@ func (a *Agent) setPath(m map[string]bool, path string, v bool) {
 func (a *Agent) step(ev election.Event) bool {
 	ev.Written, _ = a.opt.Sync.Position()
 	exit := false
-	for _, act := range a.m.Step(ev) {
+	acts := a.m.Step(ev)
+	// A node that has handed over and exits does not follow the new
+	// active: demoted (Transition), its replication would dial it and be
+	// gone in the middle of the handshake, a replication error on the new
+	// active at a stop.
+	exiting := slices.ContainsFunc(acts, func(act election.Action) bool { return act.Kind == election.Exit })
+	if exiting && a.peerActive {
+		a.peerActive = false
+		a.opt.Sync.PeerActive(false)
+	}
+	for _, act := range acts {
 		switch act.Kind {
 		case election.ClaimVIPs:
 			a.renewedAt = time.Now() // a claim starts the lease
@@ -586,7 +596,7 @@ func (a *Agent) step(ev election.Event) bool {
 			a.notifyFailover(act, ev.Now)
 		}
 	}
-	if p, seen := a.m.Peer(); (seen && p.Role == election.Active) != a.peerActive {
+	if p, seen := a.m.Peer(); !exiting && (seen && p.Role == election.Active) != a.peerActive {
 		a.peerActive = !a.peerActive
 		a.opt.Sync.PeerActive(a.peerActive)
 	}

@@ -633,6 +633,46 @@ func TestEachEndHearsThePeersSums(t *testing.T) {
 	waitFor(t, "the sums again on a new connection", func() bool { return count(&byActive) == 2 && count(&byStandby) == 2 })
 }
 
+// Word that the peer is active, given while this node does not wait for it
+// (it is active itself, or follows), must not wake it once the peer has
+// stepped down since: an active demoted at its stop, whose peer had been
+// active a moment in a switchover, dialled a peer that was not active, and
+// was gone in the middle of the handshake.
+func TestStaleWordOfAnActivePeerDialsNothing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dialled := make(chan struct{}, 100)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			dialled <- struct{}{}
+			c.Close()
+		}
+	}()
+	const fallback = 3 * time.Second
+	n := startNodeCfg(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}, Peer: ln.Addr().String(), AwaitPeer: true, AwaitFallback: fallback}, true)
+	n.repl.PeerActive(true)
+	n.repl.PeerActive(false)
+	n.repl.SetActive(false, 0)
+	select {
+	case <-dialled:
+		t.Fatal("dialled a peer that is not active, on word given before it stepped down")
+	case <-time.After(fallback / 3):
+	}
+	n.repl.PeerActive(true)
+	select {
+	case <-dialled:
+	case <-time.After(fallback / 3):
+		t.Fatal("no dial once the peer is active")
+	}
+}
+
 // A standby that awaits its peer (AwaitPeer) dials only once told that the
 // peer is active, or once per AwaitFallback meanwhile, and says nothing of
 // a peer that closes its connections while it is not active (as a peer

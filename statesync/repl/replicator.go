@@ -373,15 +373,25 @@ func closedByPeer(err error) error {
 func (r *Replicator) awaitPeer(ctx, rc context.Context) bool {
 	t := time.NewTimer(r.cfg.AwaitFallback)
 	defer t.Stop()
-	select {
-	case <-r.peerUp:
-	case <-t.C:
-	case <-rc.Done():
-		return false
-	case <-ctx.Done():
-		return false
+	for {
+		select {
+		case <-r.peerUp:
+			// The signal may be older than the peer's last change:
+			// given while this loop was not waiting (it followed an
+			// active peer), and the peer has stepped down since. A
+			// node demoted at its stop then dialled a peer that was
+			// not active, or dialled it and was gone mid-way.
+			if !r.peerActive.Load() {
+				continue
+			}
+		case <-t.C:
+		case <-rc.Done():
+			return false
+		case <-ctx.Done():
+			return false
+		}
+		return true
 	}
-	return true
 }
 
 func (r *Replicator) accept(ctx context.Context, ln net.Listener, wg *sync.WaitGroup) {

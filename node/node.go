@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hapair/hapair/config"
@@ -63,7 +64,12 @@ type Node struct {
 	vips    *vip.Manager
 	repl    *repl.Replicator
 	replLn  net.Listener
-	certs   []repl.CertDate // the replication link's, as read at start
+	// certs are the replication link's certificates' dates, as last
+	// read (at start, at a renewal the link took in, and each day);
+	// certsRead asks watchCerts to read them again.
+	certsMu   sync.Mutex
+	certs     []repl.CertDate
+	certsRead chan struct{}
 	svc     *statesync.Service
 	agent   *agent.Agent
 	hooks   *hooks.Runner
@@ -148,7 +154,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 		IdleTick: idleTick(cfg.DeadInterval, opt.WatchdogPeriod),
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version, Keys: heartbeat.Fingerprints(cfg.Keys),
-		TLS: n.certs, ClusterID: cfg.ClusterID,
+		TLS: n.certDates, ClusterID: cfg.ClusterID,
 		Ready: opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog, LogDropped: opt.LogDropped,
 		API: func() control.Conns { return n.api.conns() },
 	})
@@ -221,7 +227,14 @@ func (n *Node) sessions(peer *config.Node, release string) error {
 	n.handedOver = append(n.handedOver, n.replLn.Close)
 	var tlsServer, tlsClient *tls.Config
 	if cfg.TLSCert != "" {
-		tlsServer, tlsClient, err = repl.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, peer.Name)
+		n.certsRead = make(chan struct{}, 1)
+		reloaded := func() {
+			select {
+			case n.certsRead <- struct{}{}:
+			default:
+			}
+		}
+		tlsServer, tlsClient, err = repl.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, peer.Name, reloaded)
 		if err != nil {
 			return err
 		}
@@ -357,9 +370,11 @@ func (n *Node) Run(ctx context.Context) error {
 // watchCerts says, at start and each day after, what of the replication
 // link's certificates fails its handshakes by their dates, or will within
 // repl.RenewWithin: a daemon runs for months past the day it read them.
-// A day is this node's only wake-up for it.
+// It reads the files again each day, and when the link took in renewed
+// ones, so that what status and the metric say, and the warnings, are
+// the files', not the start's. A day is this node's only wake-up for it.
 func (n *Node) watchCerts(ctx context.Context) {
-	if len(n.certs) == 0 {
+	if n.certsRead == nil {
 		return
 	}
 	t := time.NewTimer(0)
@@ -369,16 +384,34 @@ func (n *Node) watchCerts(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			t.Reset(24 * time.Hour)
+		case <-n.certsRead:
+			n.log.Info("the replication link took in renewed certificate files", "op", "tls")
 		}
-		failing, soon := repl.DateWarnings(n.certs, time.Now())
+		certs, err := certDates(n.cfg, n.self)
+		if err != nil {
+			// The link goes on with what it last loaded.
+			n.log.Error("the replication link's certificate files cannot be read", "op", "tls", "err", err)
+			continue
+		}
+		n.certsMu.Lock()
+		n.certs = certs
+		n.certsMu.Unlock()
+		failing, soon := repl.DateWarnings(certs, time.Now())
 		for _, m := range failing {
 			n.log.Error(m, "op", "tls")
 		}
 		for _, m := range soon {
 			n.log.Warn(m, "op", "tls")
 		}
-		t.Reset(24 * time.Hour)
 	}
+}
+
+// certDates is what watchCerts last read, for status.
+func (n *Node) certDates() []repl.CertDate {
+	n.certsMu.Lock()
+	defer n.certsMu.Unlock()
+	return n.certs
 }
 
 // close closes what New opened, newest first.

@@ -112,7 +112,7 @@ func Preflight(cfg *config.Config, self *config.Node) config.Errors {
 		}
 	}
 	if cfg.TLSCert != "" {
-		if _, _, err := repl.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, cfg.Peer(self).Name); err != nil {
+		if _, _, err := repl.TLSConfigs(config.ForNode(cfg.TLSCert, self), config.ForNode(cfg.TLSKey, self), cfg.TLSCA, cfg.Peer(self).Name, nil); err != nil {
 			errs = append(errs, cfg.Errorf("tls.cert", "%v", err))
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -561,6 +562,66 @@ func TestCertificateNearItsEndIsReported(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// The replication certificates ran out, and the operator renews the files
+// in place, on both nodes, with a new CA (a deploy hook writes files and
+// restarts nothing): the link comes back by itself, the same daemons
+// running, and the standby holds the session written meanwhile.
+func TestCertificatesRenewedInPlaceNeedNoRestart(t *testing.T) {
+	dir := t.TempDir()
+	if err := pki.WriteValid(dir, "pair-ca", -time.Hour, "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	extra := fmt.Sprintf("\n[tls]\ncert = %q\nkey = %q\nca = %q\n", dir+"/{node}.crt", dir+"/{node}.key", dir+"/ca.crt")
+	c := cluster(t, lab.ConfigOptions{Extra: extra})
+	for _, n := range []string{"a", "b"} {
+		if err := c.Start(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for n, role := range map[string]string{"a": "ACTIVE", "b": "STANDBY"} {
+		if err := c.WaitRole(n, role, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := api(t, c, "a").Create(t.Context(), "call-1", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	// The handshakes fail: b dials and is turned away, again and again.
+	if !pollUntil(5*time.Second, func() bool { return len(logLines(c, "a", "replication error")) > 0 }) {
+		t.Fatal("a never refused b's expired certificate: the test did not set the case up")
+	}
+	if s, err := c.Status("a"); err != nil || s.Sync.Connected {
+		t.Fatalf("replication connected with expired certificates: %v", err)
+	}
+	pids := []int{c.Pid("a"), c.Pid("b")}
+	if err := pki.Write(dir, "pair-ca-renewed", "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitSynced("a", 10*time.Second); err != nil {
+		t.Fatalf("after the renewal: %v", err)
+	}
+	if got := []int{c.Pid("a"), c.Pid("b")}; !slices.Equal(got, pids) {
+		t.Errorf("the daemons are not the same processes: %v, then %v", pids, got)
+	}
+	if s, err := c.Status("b"); err != nil || s.Sync.Sessions != 1 {
+		t.Errorf("b after the renewal: %+v, %v", s, err)
+	}
+	// Status, and so the expiry metric, says the renewed files' dates,
+	// not those read at start; the log says the link took them in.
+	for _, n := range []string{"a", "b"} {
+		if !pollUntil(5*time.Second, func() bool {
+			s, err := c.Status(n)
+			return err == nil && len(s.TLS) == 2 && s.TLS[0].NotAfter.After(time.Now()) && s.TLS[1].Subject == "CN=pair-ca-renewed"
+		}) {
+			s, _ := c.Status(n)
+			t.Errorf("%s's status still says the old certificates: %+v", n, s.TLS)
+		}
+		if len(logLines(c, n, "took in renewed certificate files")) == 0 {
+			t.Errorf("%s's log does not say it took in the renewed files", n)
+		}
 	}
 }
 

@@ -56,7 +56,7 @@ var (
 	dAPIConns   = desc("api_connections", "Connections open on the application socket.")
 	dAPIMax     = desc("api_connections_max", "Connections the application socket keeps open at most.")
 	dAPIRefused = desc("api_connections_refused_total", "Connections the application socket refused for having the most it keeps open.")
-	dTLSExpiry  = desc("tls_certificate_expiry_timestamp_seconds", "When a certificate of the replication link's TLS ends (Unix time): this node's and the CA's, as read at start.", "file", "subject")
+	dTLSExpiry  = desc("tls_certificate_expiry_timestamp_seconds", "When a certificate of the replication link's TLS ends (Unix time): this node's and the CA's, as last read (at start, each day, and when the replication link took in renewed files).", "file", "subject")
 	dCfgDiffers = desc("peer_config_differs", "Parts of the configuration file ([[vip]], [[check]], ...) in which the peer's differs from this node's, as the peer said when replication last connected.")
 )
 

@@ -130,8 +130,9 @@ type Options struct {
 	// hapaird --check prints them: named when the peer signs with a key
 	// that is not among them.
 	Keys []uint32
-	// TLS is the replication link's certificates' dates, for status.
-	TLS []control.Cert
+	// TLS gives the replication link's certificates' dates, for status
+	// (nil: no TLS). It must not wait on a disk.
+	TLS func() []control.Cert
 	// Watchdog, if set, is called from the loop every tick, so a hung loop
 	// (not only a dead process) stops the pings (optional).
 	Watchdog func()

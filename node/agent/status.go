@@ -20,13 +20,16 @@ func (a *Agent) updateStatus() {
 		Role: a.m.Role().String(), Locked: a.m.Locked(), Profile: a.opt.Profile,
 		IntervalMs: msOf(a.opt.Interval), DeadMs: msOf(a.opt.Dead),
 		Faults: []string{}, VIPs: []string{}, Holding: []string{}, Checks: []control.Check{},
-		TLS:        append([]control.Cert{}, a.opt.TLS...),
+		TLS:        []control.Cert{},
 		Peer:       control.PeerStatus{Seen: seen},
 		Degraded:   seen && (len(a.m.Degraded()) > 0 || a.oneWay()),
 		SplitBrain: a.m.SplitBrain(),
 	}
 	if seen {
 		s.Peer.Role, s.Peer.Locked, s.Peer.Fault = peer.Role.String(), peer.Locked, peer.Fault
+	}
+	if a.opt.TLS != nil {
+		s.TLS = append(s.TLS, a.opt.TLS()...)
 	}
 	flaps, until := a.m.Flaps()
 	s.HoldDown = control.HoldDown{Ms: msOf(a.opt.Election.HoldDown), Flaps: flaps}

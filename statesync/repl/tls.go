@@ -6,45 +6,150 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"sync"
+	"syscall"
 	"time"
 )
 
 // TLSConfigs builds the two sides of an optional TLS replication link:
 // this node's certificate and key, the CA both nodes' certificates come
 // from, and the peer's name, which its certificate must carry (DNS name).
-func TLSConfigs(certFile, keyFile, caFile, peerName string) (server, client *tls.Config, err error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("statesync: tls certificate %s: %w", certFile, err)
+//
+// The files are read again at a handshake after any of them changed: a
+// renewal (certbot's deploy hook, a configuration manager, a CA rotated)
+// is taken in by the next connection, with no restart, which for the
+// active would be a failover. A connection already made goes on with what
+// it proved. Files that do not load together (a renewal half written: the
+// new certificate beside the old key) leave the last ones that did in use.
+// reloaded, if set, is called after files changed were read again.
+func TLSConfigs(certFile, keyFile, caFile, peerName string, reloaded func()) (server, client *tls.Config, err error) {
+	files := &tlsFiles{cert: certFile, key: keyFile, ca: caFile, reloaded: reloaded}
+	if _, err := files.load(); err != nil {
+		return nil, nil, err
 	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("statesync: tls ca: %w", err)
+	// The chain is verified by ClientAuth; the name is not, and a node
+	// must not be able to pose as its peer with its own certificate.
+	clientName := func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return fmt.Errorf("statesync: tls: no client certificate")
+		}
+		if err := cs.PeerCertificates[0].VerifyHostname(peerName); err != nil {
+			return fmt.Errorf("statesync: tls: client certificate is not %s's: %w", peerName, err)
+		}
+		return nil
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, nil, fmt.Errorf("statesync: tls ca %s: no certificate in it", caFile)
-	}
-	server = &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, MinVersion: tls.VersionTLS13,
-		// The chain is verified by ClientAuth; the name is not, and a
-		// node must not be able to pose as its peer with its own
-		// certificate.
+	server = &tls.Config{MinVersion: tls.VersionTLS13,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			m := files.current()
+			return &tls.Config{Certificates: []tls.Certificate{m.cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: m.pool, MinVersion: tls.VersionTLS13, VerifyConnection: clientName}, nil
+		}}
+	// A client's roots are fixed in its config, so the client verifies
+	// the server's chain itself, against the CA file as it is now: what
+	// crypto/tls does with RootCAs and ServerName (its documentation's
+	// VerifyConnection example), with InsecureSkipVerify only to let it.
+	client = &tls.Config{MinVersion: tls.VersionTLS13, ServerName: peerName, InsecureSkipVerify: true,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			m := files.current()
+			return &m.cert, nil
+		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("statesync: tls: no client certificate")
+				return fmt.Errorf("statesync: tls: no server certificate")
 			}
-			if err := cs.PeerCertificates[0].VerifyHostname(peerName); err != nil {
-				return fmt.Errorf("statesync: tls: client certificate is not %s's: %w", peerName, err)
+			opts := x509.VerifyOptions{DNSName: peerName, Roots: files.current().pool, Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+			for _, c := range cs.PeerCertificates[1:] {
+				opts.Intermediates.AddCert(c)
+			}
+			if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+				return fmt.Errorf("statesync: tls: server certificate: %w", err)
 			}
 			return nil
 		}}
-	client = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: peerName, MinVersion: tls.VersionTLS13}
 	return server, client, nil
 }
 
+// tlsFiles keeps what TLSConfigs read, and reads it again when a file
+// changed.
+type tlsFiles struct {
+	cert, key, ca string
+	reloaded      func()
+	mu            sync.Mutex
+	loaded        tlsMaterial
+}
+
+// tlsMaterial is one reading of the files: the certificate, the pool of
+// CAs, and the files' stamps when they were read.
+type tlsMaterial struct {
+	cert   tls.Certificate
+	pool   *x509.CertPool
+	stamps [3]fileStamp
+}
+
+// fileStamp tells a file's content changed without reading it: a renewal
+// writes it anew (another inode) or over (another time or size).
+type fileStamp struct {
+	ino, size int64
+	mod       time.Time
+}
+
+func stampOf(name string) fileStamp {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return fileStamp{}
+	}
+	st := fileStamp{size: fi.Size(), mod: fi.ModTime()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = int64(sys.Ino)
+	}
+	return st
+}
+
+func (f *tlsFiles) stamps() [3]fileStamp {
+	return [3]fileStamp{stampOf(f.cert), stampOf(f.key), stampOf(f.ca)}
+}
+
+// load reads the files; on success they are what current gives.
+func (f *tlsFiles) load() (tlsMaterial, error) {
+	m := tlsMaterial{stamps: f.stamps()}
+	var err error
+	if m.cert, err = tls.LoadX509KeyPair(f.cert, f.key); err != nil {
+		return m, fmt.Errorf("statesync: tls certificate %s: %w", f.cert, err)
+	}
+	pem, err := os.ReadFile(f.ca)
+	if err != nil {
+		return m, fmt.Errorf("statesync: tls ca: %w", err)
+	}
+	m.pool = x509.NewCertPool()
+	if !m.pool.AppendCertsFromPEM(pem) {
+		return m, fmt.Errorf("statesync: tls ca %s: no certificate in it", f.ca)
+	}
+	f.mu.Lock()
+	f.loaded = m
+	f.mu.Unlock()
+	return m, nil
+}
+
+// current is what the files held when they last loaded together, read
+// again first if any changed since.
+func (f *tlsFiles) current() tlsMaterial {
+	f.mu.Lock()
+	m := f.loaded
+	f.mu.Unlock()
+	if f.stamps() == m.stamps {
+		return m
+	}
+	if n, err := f.load(); err == nil {
+		if f.reloaded != nil {
+			f.reloaded()
+		}
+		return n
+	}
+	return m
+}
+
 // RenewWithin is how long before a certificate's end the daemon and
-// --check start to warn: time for a renewal and for the restarts that take
-// it in (the daemon reads its files at start only).
+// --check start to warn: time for a renewal, which the next handshake
+// takes in (TLSConfigs), and for someone to look if it does not come.
 const RenewWithin = 30 * 24 * time.Hour
 
 // CertDate is when a certificate of the replication link's is valid.
@@ -131,7 +236,7 @@ func DateWarnings(certs []CertDate, now time.Time) (failing, soon []string) {
 		name := fmt.Sprintf("certificate %s (%s)", c.File, c.Subject)
 		switch {
 		case !now.Before(c.NotAfter):
-			failing = append(failing, fmt.Sprintf("%s expired on %s: the replication link's TLS handshakes fail, so the standby holds no session; renew it, then restart the standby, switch over and restart the other node", name, c.NotAfter.UTC().Format(time.DateOnly)))
+			failing = append(failing, fmt.Sprintf("%s expired on %s: the replication link's TLS handshakes fail, so the standby holds no session; renew it: the link's next connection reads the new files, with no restart", name, c.NotAfter.UTC().Format(time.DateOnly)))
 		case now.Before(c.NotBefore):
 			failing = append(failing, fmt.Sprintf("%s is not valid before %s (is this machine's clock right?): the replication link's TLS handshakes fail, so the standby holds no session", name, c.NotBefore.UTC().Format(time.RFC3339)))
 		case c.NotAfter.Sub(now) < RenewWithin:
@@ -139,7 +244,7 @@ func DateWarnings(certs []CertDate, now time.Time) (failing, soon []string) {
 			if c.NotAfter.Sub(now) < 2*day {
 				left = fmt.Sprintf("%d hours", c.NotAfter.Sub(now)/time.Hour)
 			}
-			soon = append(soon, fmt.Sprintf("%s expires on %s, in %s: renew it, then restart the standby, switch over and restart the other node, or the replication link fails then", name, c.NotAfter.UTC().Format(time.DateOnly), left))
+			soon = append(soon, fmt.Sprintf("%s expires on %s, in %s: renew it, or the replication link fails then (its next connection reads the new files, with no restart)", name, c.NotAfter.UTC().Format(time.DateOnly), left))
 		}
 	}
 	return failing, soon

@@ -1,7 +1,10 @@
 package repl
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,7 +25,7 @@ func makePKI(t *testing.T, dir, caName string, names ...string) {
 
 func tlsNode(t *testing.T, dir, self, peer, peerAddr string, active bool) *node {
 	t.Helper()
-	srv, cli, err := TLSConfigs(filepath.Join(dir, self+".crt"), filepath.Join(dir, self+".key"), filepath.Join(dir, "ca.crt"), peer)
+	srv, cli, err := TLSConfigs(filepath.Join(dir, self+".crt"), filepath.Join(dir, self+".key"), filepath.Join(dir, "ca.crt"), peer, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,5 +127,105 @@ func TestCertDateWarnings(t *testing.T) {
 	certs, err = CertDates(filepath.Join(dir, "a.crt"), bundle)
 	if err != nil || len(certs) != 2 || certs[1].Subject != "CN=pair-ca" {
 		t.Errorf("dates with a bundle: %+v %v", certs, err)
+	}
+}
+
+// Certificates renewed on disk are taken in at the next handshake, with no
+// restart (for the active, a failover): a new CA and new certificates for
+// both nodes. A renewal half written (a certificate beside a key not its
+// own) leaves the last good ones in use. The client's own check of the
+// server's chain and name, which the reloading needs, still refuses a
+// server of another CA or with another node's name.
+func TestRenewedCertificatesAreTakenInWithoutARestart(t *testing.T) {
+	gen := func(ca string) string {
+		d := t.TempDir()
+		makePKI(t, d, ca, "a", "b")
+		return d
+	}
+	dirA, dirB := t.TempDir(), t.TempDir()
+	install := func(from, to, name string) {
+		for _, f := range []string{name + ".crt", name + ".key", "ca.crt"} {
+			if err := os.WriteFile(filepath.Join(to, f), mustRead(t, filepath.Join(from, f)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	first := gen("ca-1")
+	install(first, dirA, "a")
+	install(first, dirB, "b")
+	srv, _, err := TLSConfigs(filepath.Join(dirA, "a.crt"), filepath.Join(dirA, "a.key"), filepath.Join(dirA, "ca.crt"), "b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cli, err := TLSConfigs(filepath.Join(dirB, "b.crt"), filepath.Join(dirB, "b.key"), filepath.Join(dirB, "ca.crt"), "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// handshake says which CA issued the certificate each side saw.
+	handshake := func() (server, client string, err error) {
+		// Over TCP, whose buffers let a side that refuses say so while
+		// the other still writes (net.Pipe has none).
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		errs := make(chan error, 1)
+		var s *tls.Conn
+		go func() {
+			c1, err := ln.Accept()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c1.Close()
+			c1.SetDeadline(time.Now().Add(10 * time.Second)) // bounds a broken test only
+			s = tls.Server(c1, srv)
+			errs <- s.Handshake()
+		}()
+		c2, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c2.Close()
+		c2.SetDeadline(time.Now().Add(10 * time.Second))
+		c := tls.Client(c2, cli)
+		cerr := c.Handshake()
+		if cerr != nil {
+			c2.Close()
+		}
+		serr := <-errs
+		if err := errors.Join(cerr, serr); err != nil {
+			return "", "", err
+		}
+		return s.ConnectionState().PeerCertificates[0].Issuer.CommonName, c.ConnectionState().PeerCertificates[0].Issuer.CommonName, nil
+	}
+	if s, c, err := handshake(); err != nil || s != "ca-1" || c != "ca-1" {
+		t.Fatalf("first handshake: the server saw %q, the client %q, %v", s, c, err)
+	}
+	second := gen("ca-2")
+	install(second, dirA, "a")
+	install(second, dirB, "b")
+	if s, c, err := handshake(); err != nil || s != "ca-2" || c != "ca-2" {
+		t.Fatalf("after the renewal: the server saw %q, the client %q, %v", s, c, err)
+	}
+	// Half written: a's new certificate is there, its key not yet.
+	third := gen("ca-3")
+	os.WriteFile(filepath.Join(dirA, "a.crt"), mustRead(t, filepath.Join(third, "a.crt")), 0o600)
+	if s, c, err := handshake(); err != nil || s != "ca-2" || c != "ca-2" {
+		t.Fatalf("half renewed: the server saw %q, the client %q, %v", s, c, err)
+	}
+	// a now wholly on ca-3, which b does not trust: refused by b.
+	install(third, dirA, "a")
+	if _, _, err := handshake(); err == nil || !strings.Contains(err.Error(), "server certificate") {
+		t.Fatalf("a server of a CA the client does not hold: %v", err)
+	}
+	// a with b's certificate (ca-2's, b's name): refused by b as well.
+	for _, f := range []string{"crt", "key"} {
+		os.WriteFile(filepath.Join(dirA, "a."+f), mustRead(t, filepath.Join(second, "b."+f)), 0o600)
+	}
+	os.WriteFile(filepath.Join(dirA, "ca.crt"), mustRead(t, filepath.Join(second, "ca.crt")), 0o600)
+	if _, _, err := handshake(); err == nil || !strings.Contains(err.Error(), "server certificate") {
+		t.Fatalf("a server with another node's name: %v", err)
 	}
 }

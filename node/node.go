@@ -60,22 +60,22 @@ type Node struct {
 	self *config.Node
 	log  *slog.Logger
 
-	lock    *os.File
-	vips    *vip.Manager
-	repl    *repl.Replicator
-	replLn  net.Listener
+	lock   *os.File
+	vips   *vip.Manager
+	repl   *repl.Replicator
+	replLn net.Listener
 	// certs are the replication link's certificates' dates, as last
 	// read (at start, at a renewal the link took in, and each day);
 	// certsRead asks watchCerts to read them again.
 	certsMu   sync.Mutex
 	certs     []repl.CertDate
 	certsRead chan struct{}
-	svc     *statesync.Service
-	agent   *agent.Agent
-	hooks   *hooks.Runner
-	api     *limitListener // the application socket, set before Run
-	serve   []func()       // the servers' accept loops, started by Run
-	closers []func() error
+	svc       *statesync.Service
+	agent     *agent.Agent
+	hooks     *hooks.Runner
+	api       *limitListener // the application socket, set before Run
+	serve     []func()       // the servers' accept loops, started by Run
+	closers   []func() error
 	// handed over: closed by New if it fails, and else by the one that
 	// runs them (the replicator its listener, the agent its VIP watch).
 	handedOver []func() error

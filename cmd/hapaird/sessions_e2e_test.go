@@ -496,6 +496,23 @@ func TestReplicationOverTLS(t *testing.T) {
 	}
 }
 
+// startWithoutReplication starts both nodes and waits for a to be active
+// and b its standby: settled but for the replication link (settle waits
+// for it too).
+func startWithoutReplication(t *testing.T, c *lab.Cluster) {
+	t.Helper()
+	for _, n := range []string{"a", "b"} {
+		if err := c.Start(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for n, role := range map[string]string{"a": "ACTIVE", "b": "STANDBY"} {
+		if err := c.WaitRole(n, role, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Replication over TLS with certificates near their end, and past it. A
 // daemon reads its certificates at start and runs for months: nothing
 // said it until the day the standby's replication stopped, found at the
@@ -522,17 +539,7 @@ func TestCertificateNearItsEndIsReported(t *testing.T) {
 			if tc.valid > 0 {
 				act = settle(t, c)
 			} else {
-				// Settled but for the replication link.
-				for _, n := range []string{"a", "b"} {
-					if err := c.Start(n); err != nil {
-						t.Fatal(err)
-					}
-				}
-				for n, role := range map[string]string{"a": "ACTIVE", "b": "STANDBY"} {
-					if err := c.WaitRole(n, role, 10*time.Second); err != nil {
-						t.Fatal(err)
-					}
-				}
+				startWithoutReplication(t, c)
 			}
 			for _, n := range []string{"a", "b"} {
 				if len(logLines(c, n, tc.log+dir+"/"+n+".crt")) != 1 {
@@ -576,16 +583,7 @@ func TestCertificatesRenewedInPlaceNeedNoRestart(t *testing.T) {
 	}
 	extra := fmt.Sprintf("\n[tls]\ncert = %q\nkey = %q\nca = %q\n", dir+"/{node}.crt", dir+"/{node}.key", dir+"/ca.crt")
 	c := cluster(t, lab.ConfigOptions{Extra: extra})
-	for _, n := range []string{"a", "b"} {
-		if err := c.Start(n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for n, role := range map[string]string{"a": "ACTIVE", "b": "STANDBY"} {
-		if err := c.WaitRole(n, role, 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startWithoutReplication(t, c)
 	if _, err := api(t, c, "a").Create(t.Context(), "call-1", []byte("v")); err != nil {
 		t.Fatal(err)
 	}

@@ -89,6 +89,9 @@ type Config struct {
 	// Optional TLS on the replication link: this node's certificate and
 	// key ("{node}" is replaced by the node's name) and the pair's CA.
 	TLSCert, TLSKey, TLSCA string
+	// TLSOptional: replicate without TLS with a peer that has none, for
+	// the rolling change that turns TLS on or off.
+	TLSOptional bool
 
 	// Sessions: limits of the session store, how long a sync-mode write
 	// waits for the standby before degrading to async, and how long of

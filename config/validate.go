@@ -44,9 +44,10 @@ type file struct {
 		Listen string `toml:"listen"`
 	} `toml:"metrics"`
 	TLS struct {
-		Cert string `toml:"cert"`
-		Key  string `toml:"key"`
-		CA   string `toml:"ca"`
+		Cert     string `toml:"cert"`
+		Key      string `toml:"key"`
+		CA       string `toml:"ca"`
+		Optional bool   `toml:"optional"`
 	} `toml:"tls"`
 	Sessions struct {
 		MaxSessions *int   `toml:"max_sessions"`
@@ -128,7 +129,10 @@ func (v *validator) build(f *file) *Config {
 				v.errf(k.key, "missing: cert, key and ca go together")
 			}
 		}
+	} else if f.TLS.Optional {
+		v.errf("tls.optional", "needs cert, key and ca: it lets a node with TLS replicate with a peer without it")
 	}
+	c.TLSOptional = f.TLS.Optional
 	v.vips(f, c)
 	v.checks(f, c)
 	v.hooks(f, c)

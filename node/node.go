@@ -256,7 +256,7 @@ func (n *Node) sessions(peer *config.Node, release string) error {
 		OnDropped: n.sessionsDropped,
 		OnError:   rateLimited(n.log, "replication"),
 		AwaitPeer: true,
-		TLSServer: tlsServer, TLSClient: tlsClient,
+		TLSServer: tlsServer, TLSClient: tlsClient, TLSOptional: cfg.TLSOptional,
 		Poll: poll,
 		Sums: sums, Release: release,
 		// Like the service's callbacks below, this reaches the

@@ -251,13 +251,20 @@ func certDates(cfg *config.Config, self *config.Node) ([]repl.CertDate, error) {
 }
 
 // TLSWarnings names, for --check, the certificates whose dates fail the
-// replication link at now, or will within repl.RenewWithin. Unreadable
-// files are Preflight's errors; dates stop only the link, not the daemon.
+// replication link at now, or will within repl.RenewWithin, and a
+// tls.optional left on. Unreadable files are Preflight's errors; dates
+// stop only the link, not the daemon.
 func TLSWarnings(cfg *config.Config, self *config.Node, now time.Time) []string {
+	var out []string
+	if cfg.TLSOptional {
+		// For the change that turns TLS on or off; left on, a peer
+		// without a certificate still gets the sessions.
+		out = append(out, "tls.optional is on: this node also replicates without TLS, with a peer that has none; take it out once both nodes run TLS")
+	}
 	certs, err := certDates(cfg, self)
 	if err != nil {
-		return nil
+		return out
 	}
 	failing, soon := repl.DateWarnings(certs, now)
-	return append(failing, soon...)
+	return append(append(out, failing...), soon...)
 }

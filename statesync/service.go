@@ -117,6 +117,7 @@ type Stats struct {
 	Sessions                   int
 	Written, Acked             uint64
 	Connected, Degraded        bool
+	OverTLS                    bool // the replication link's last connection
 	Snapshots, Resumes, Writes uint64
 	CutOff                     uint64 // event subscribers dropped for not reading
 }
@@ -126,7 +127,7 @@ func (s *Service) Stats() Stats {
 	rs := s.repl.Stats()
 	return Stats{
 		Sessions: s.store.Len(), Written: s.store.Written(), Acked: s.repl.Acked(),
-		Connected: s.repl.Connected(), Degraded: s.Degraded(),
+		Connected: s.repl.Connected(), Degraded: s.Degraded(), OverTLS: s.repl.OverTLS(),
 		Snapshots: rs.Snapshots, Resumes: rs.Resumes, Writes: s.Writes(), CutOff: s.hub.CutOff(),
 	}
 }

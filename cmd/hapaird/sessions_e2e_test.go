@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -768,5 +769,64 @@ func TestSwitchoverBackAndForthLosesNothing(t *testing.T) {
 	}
 	if both > 500*time.Millisecond {
 		t.Errorf("two holders for %v", both)
+	}
+}
+
+// TLS turned on in a running pair by the procedure for any change (section
+// 4 of operations.md): the standby restarted with it first, a switchover,
+// the other restarted. With tls.optional, the node with TLS replicates
+// with the one without between the restarts, so the switchover finds the
+// standby in sync and no session is lost; at the end the link runs in TLS.
+// Without it, the standby restarted with TLS could not follow the active
+// at all, and the next failover lost every session.
+func TestTurningTLSOnLosesNoSession(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	const n = 20
+	for i := range n {
+		if _, err := api(t, c, act).Create(t.Context(), fmt.Sprint("call-", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitSynced(t, c, act)
+	dir := t.TempDir()
+	if err := pki.Write(dir, "pair-ca", "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withTLS := filepath.Join(c.Dir, "with-tls.toml")
+	extra := fmt.Sprintf("\n[tls]\ncert = %q\nkey = %q\nca = %q\noptional = true\n", dir+"/{node}.crt", dir+"/{node}.key", dir+"/ca.crt")
+	if err := os.WriteFile(withTLS, append(src, extra...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RestartOn(sb, withTLS); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := lab.Command(c.Node(sb), daemonBin, "--check", "-c", withTLS, "--node", sb, "--state-dir", c.StateDir(sb), "--socket", c.Socket(sb)).CombinedOutput()
+	if !strings.Contains(string(out), "warning: tls.optional is on") {
+		t.Errorf("--check does not say tls.optional is on:\n%s", out)
+	}
+	// "wait for redundancy: available": the standby follows an active
+	// without TLS.
+	waitSynced(t, c, act)
+	if s, err := c.Status(act); err != nil || s.Redundancy != "available" || s.Sync.TLS {
+		t.Fatalf("%s after its standby restarted with TLS: %+v %v", act, s, err)
+	}
+	switchover(t, c, act)
+	waitSynced(t, c, sb)
+	if err := c.RestartOn(act, withTLS); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, sb)
+	s, err := c.Status(sb)
+	if err != nil || !s.Sync.TLS || !strings.Contains(s.Text(), "replication connected over TLS") {
+		t.Fatalf("%s once both run TLS: %v\n%s", sb, err, s.Text())
+	}
+	if st, err := c.Status(act); err != nil || st.Sync.Sessions != n {
+		t.Errorf("%s, the standby: %+v, want %d sessions (%v)", act, st, n, err)
 	}
 }

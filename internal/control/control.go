@@ -89,6 +89,7 @@ type Sync struct {
 	Written   uint64 `json:"written"` // last sequence written or applied here
 	Acked     uint64 `json:"acked"`   // active: last sequence the standby applied
 	Connected bool   `json:"connected"`
+	TLS       bool   `json:"tls"`                 // connected over TLS
 	Degraded  bool   `json:"degraded,omitempty"`  // sync mode running as async
 	Snapshots uint64 `json:"snapshots"`           // full resyncs served (active)
 	Resumes   uint64 `json:"resumes"`             // reconnects resumed from the log (active)

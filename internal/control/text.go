@@ -119,8 +119,11 @@ func (s Status) writeHeartbeat(b *strings.Builder) {
 // writeSessions writes the session store's replication.
 func (s Status) writeSessions(b *strings.Builder) {
 	conn := "connected"
-	if !s.Sync.Connected {
+	switch {
+	case !s.Sync.Connected:
 		conn = "NOT connected"
+	case s.Sync.TLS:
+		conn = "connected over TLS"
 	}
 	syncDeg := ""
 	if s.Sync.Degraded {

@@ -192,7 +192,7 @@ func (a *Agent) snapshot() control.Status {
 func (a *Agent) syncStatus() control.Sync {
 	st := a.opt.Sync.Stats()
 	return control.Sync{Mode: string(a.opt.SyncMode), Sessions: st.Sessions, Written: st.Written, Acked: st.Acked,
-		Connected: st.Connected, Degraded: st.Degraded, Snapshots: st.Snapshots, Resumes: st.Resumes,
+		Connected: st.Connected, TLS: st.Connected && st.OverTLS, Degraded: st.Degraded, Snapshots: st.Snapshots, Resumes: st.Resumes,
 		Writes: st.Writes, CutOff: st.CutOff}
 }
 

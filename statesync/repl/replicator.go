@@ -122,6 +122,13 @@ type Config struct {
 	// (mutual: each side presents a certificate the other verifies). The
 	// key-based challenge-response still runs inside it.
 	TLSServer, TLSClient *tls.Config
+	// TLSOptional: TLS when the peer speaks it, the key's sealing alone
+	// when it does not, for the rolling change that turns TLS on or off
+	// (one node with it, the other without, between two restarts). The
+	// active tells the two apart by the connection's first bytes; the
+	// standby dials without TLS once after an active answered its
+	// handshake with something that is not TLS.
+	TLSOptional bool
 	// AwaitPeer: a standby dials only once told the peer is active
 	// (PeerActive), and else once per AwaitFallback (default 1 s);
 	// failures meanwhile are not passed to OnError. A peer that is not
@@ -173,7 +180,11 @@ type Replicator struct {
 	// (Config.AwaitPeer).
 	peerActive   atomic.Bool
 	peerActiveAt atomic.Int64
-	peerUp       chan struct{}
+	// overTLS: the last connection that proved itself runs in TLS;
+	// plainNext: an optional standby tries its next one without
+	// (Config.TLSOptional).
+	overTLS, plainNext atomic.Bool
+	peerUp             chan struct{}
 }
 
 // New makes a replicator for st; it starts as standby.
@@ -274,6 +285,9 @@ func (r *Replicator) role() (context.Context, bool) {
 // Connected says whether a standby is attached (active) or this node is
 // attached to the active (standby).
 func (r *Replicator) Connected() bool { return r.connected.Load() || r.leading.Load() > 0 }
+
+// OverTLS says whether the last connection that proved itself runs in TLS.
+func (r *Replicator) OverTLS() bool { return r.overTLS.Load() }
 
 // Following says whether an attached standby has loaded its snapshot (or
 // resumed) and now applies the stream.
@@ -498,14 +512,34 @@ func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (*seal
 	}
 	var tc *tls.Conn
 	switch {
+	case server && r.cfg.TLSServer != nil && r.cfg.TLSOptional:
+		pc, isTLS, err := sniffTLS(c)
+		if err != nil {
+			return nil, err
+		}
+		if c = pc; isTLS {
+			tc = tls.Server(c, r.cfg.TLSServer)
+		}
 	case server && r.cfg.TLSServer != nil:
 		tc = tls.Server(c, r.cfg.TLSServer)
-	case !server && r.cfg.TLSClient != nil:
+	case !server && r.cfg.TLSClient != nil && !(r.cfg.TLSOptional && r.plainNext.Load()):
 		tc = tls.Client(c, r.cfg.TLSClient)
+	}
+	// An optional standby goes without TLS only for the one connection
+	// after an active answered its handshake with something that is not
+	// TLS: two optional nodes never settle on less for a failure of
+	// another kind, and an active that now speaks TLS is tried in TLS
+	// again at the next connection.
+	if !server && r.cfg.TLSOptional {
+		r.plainNext.Store(false)
 	}
 	if tc != nil {
 		if err := handshake(ctx, tc); err != nil {
 			r.authErrors.Add(1)
+			var notTLS tls.RecordHeaderError
+			if !server && r.cfg.TLSOptional && errors.As(err, &notTLS) {
+				r.plainNext.Store(true)
+			}
 			return nil, err
 		}
 		c = tc
@@ -517,6 +551,7 @@ func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (*seal
 		}
 		return nil, err
 	}
+	r.overTLS.Store(tc != nil)
 	sc, err := newSealedConn(c, send, recv, func() { r.rejected.Add(1) })
 	if err != nil {
 		return nil, err
@@ -551,4 +586,35 @@ func boundUnacked(c *net.TCPConn) error {
 		err = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(deadAfter/time.Millisecond))
 	})
 	return errors.Join(cerr, err)
+}
+
+// sniffTLS reads a fresh connection's first bytes and says whether they
+// open a TLS handshake (a handshake record, version 3.x) or the key's own
+// (32 random bytes, which look like one once in about 16,000 connections:
+// that one fails, and the standby dials again). What it read is read
+// again first from the connection it returns.
+func sniffTLS(c net.Conn) (net.Conn, bool, error) {
+	var h [3]byte
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, err := io.ReadFull(c, h[:])
+	c.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, false, fmt.Errorf("statesync: first bytes: %w", err)
+	}
+	return &peekedConn{Conn: c, head: h[:]}, h[0] == 22 && h[1] == 3 && h[2] <= 4, nil
+}
+
+// peekedConn gives back head before reading on from the connection.
+type peekedConn struct {
+	net.Conn
+	head []byte
+}
+
+func (p *peekedConn) Read(b []byte) (int, error) {
+	if len(p.head) > 0 {
+		n := copy(b, p.head)
+		p.head = p.head[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
 }

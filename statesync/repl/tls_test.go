@@ -229,3 +229,57 @@ func TestRenewedCertificatesAreTakenInWithoutARestart(t *testing.T) {
 		t.Fatalf("a server with another node's name: %v", err)
 	}
 }
+
+// TLSOptional, for the rolling change that turns TLS on or off: a node
+// with it replicates with a peer without TLS (sealed by the key alone, as
+// that peer does) and with one with TLS (in TLS), as active or standby;
+// without it, a node with TLS and one without never connect.
+func TestOptionalTLSReplicatesWithEitherPeer(t *testing.T) {
+	dir := t.TempDir()
+	makePKI(t, dir, "pair-ca", "a", "b")
+	cfg := func(self, peer string, tlsOn, optional bool) Config {
+		c := Config{Keys: [][]byte{key}, TLSOptional: optional}
+		if tlsOn {
+			srv, cli, err := TLSConfigs(filepath.Join(dir, self+".crt"), filepath.Join(dir, self+".key"), filepath.Join(dir, "ca.crt"), peer, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.TLSServer, c.TLSClient = srv, cli
+		}
+		return c
+	}
+	type side struct{ tls, optional bool }
+	plain, optional, required := side{}, side{true, true}, side{true, false}
+	for _, tc := range []struct {
+		name              string
+		active, standby   side
+		connects, overTLS bool
+	}{
+		{"optional active, standby without", optional, plain, true, false},
+		{"optional active, standby with", optional, required, true, true},
+		{"active without, optional standby", plain, optional, true, false},
+		{"active with, optional standby", required, optional, true, true},
+		{"both optional", optional, optional, true, true},
+		{"active with, standby without", required, plain, false, false},
+		{"active without, standby with", plain, required, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leader := startNodeCfg(t, store.New(store.Limits{}), cfg("a", "b", tc.active.tls, tc.active.optional), true)
+			c := cfg("b", "a", tc.standby.tls, tc.standby.optional)
+			c.Peer = leader.ln.Addr().String()
+			follower := startNodeCfg(t, store.New(store.Limits{}), c, false)
+			write(t, leader.store, store.OpCreate, "s", "x")
+			if !tc.connects {
+				time.Sleep(500 * time.Millisecond) // ten tries of the standby's
+				if _, ok := follower.store.Get("s"); ok || leader.repl.Connected() {
+					t.Fatal("a node with TLS and one without connected, neither optional")
+				}
+				return
+			}
+			waitFor(t, "the session on the standby", func() bool { _, ok := follower.store.Get("s"); return ok })
+			if got := leader.repl.OverTLS(); got != tc.overTLS || follower.repl.OverTLS() != tc.overTLS {
+				t.Errorf("over TLS: active %v, standby %v, want %v", got, follower.repl.OverTLS(), tc.overTLS)
+			}
+		})
+	}
+}

@@ -590,7 +590,7 @@ func boundUnacked(c *net.TCPConn) error {
 
 // sniffTLS reads a fresh connection's first bytes and says whether they
 // open a TLS handshake (a handshake record, version 3.x) or the key's own
-// (32 random bytes, which look like one once in about 16,000 connections:
+// (32 random bytes, which look like one once in about 3 million connections:
 // that one fails, and the standby dials again). What it read is read
 // again first from the connection it returns.
 func sniffTLS(c net.Conn) (net.Conn, bool, error) {

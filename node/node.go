@@ -228,7 +228,11 @@ func (n *Node) sessions(peer *config.Node, release string) error {
 	var tlsServer, tlsClient *tls.Config
 	if cfg.TLSCert != "" {
 		n.certsRead = make(chan struct{}, 1)
-		reloaded := func() {
+		reloaded := func(err error) {
+			if err != nil {
+				n.log.Error("the replication link's certificate files changed but do not load: it goes on with the last ones that did, whatever their end", "op", "tls", "err", err)
+				return
+			}
 			select {
 			case n.certsRead <- struct{}{}:
 			default:

@@ -21,8 +21,10 @@ import (
 // active would be a failover. A connection already made goes on with what
 // it proved. Files that do not load together (a renewal half written: the
 // new certificate beside the old key) leave the last ones that did in use.
-// reloaded, if set, is called after files changed were read again.
-func TLSConfigs(certFile, keyFile, caFile, peerName string, reloaded func()) (server, client *tls.Config, err error) {
+// reloaded, if set, hears how reading changed files went (nil: they are
+// in use), once per change: files that do not load leave the link with
+// certificates whose end the files no longer say.
+func TLSConfigs(certFile, keyFile, caFile, peerName string, reloaded func(error)) (server, client *tls.Config, err error) {
 	files := &tlsFiles{cert: certFile, key: keyFile, ca: caFile, reloaded: reloaded}
 	if _, err := files.load(); err != nil {
 		return nil, nil, err
@@ -72,9 +74,12 @@ func TLSConfigs(certFile, keyFile, caFile, peerName string, reloaded func()) (se
 // changed.
 type tlsFiles struct {
 	cert, key, ca string
-	reloaded      func()
+	reloaded      func(error)
 	mu            sync.Mutex
 	loaded        tlsMaterial
+	// tried are the stamps of the last reading that failed: tried
+	// again, and said, only once the files change again.
+	tried [3]fileStamp
 }
 
 // tlsMaterial is one reading of the files: the certificate, the pool of
@@ -132,19 +137,22 @@ func (f *tlsFiles) load() (tlsMaterial, error) {
 // current is what the files held when they last loaded together, read
 // again first if any changed since.
 func (f *tlsFiles) current() tlsMaterial {
+	now := f.stamps()
 	f.mu.Lock()
-	m := f.loaded
+	m, tried := f.loaded, f.tried
+	f.tried = now
 	f.mu.Unlock()
-	if f.stamps() == m.stamps {
+	if now == m.stamps || now == tried {
 		return m
 	}
-	if n, err := f.load(); err == nil {
-		if f.reloaded != nil {
-			f.reloaded()
-		}
-		return n
+	n, err := f.load()
+	if f.reloaded != nil {
+		f.reloaded(err)
 	}
-	return m
+	if err != nil {
+		return m
+	}
+	return n
 }
 
 // RenewWithin is how long before a certificate's end the daemon and

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,7 +154,14 @@ func TestRenewedCertificatesAreTakenInWithoutARestart(t *testing.T) {
 	first := gen("ca-1")
 	install(first, dirA, "a")
 	install(first, dirB, "b")
-	srv, _, err := TLSConfigs(filepath.Join(dirA, "a.crt"), filepath.Join(dirA, "a.key"), filepath.Join(dirA, "ca.crt"), "b", nil)
+	var loads, failures atomic.Int32 // what a's reloads said
+	srv, _, err := TLSConfigs(filepath.Join(dirA, "a.crt"), filepath.Join(dirA, "a.key"), filepath.Join(dirA, "ca.crt"), "b", func(err error) {
+		if err != nil {
+			failures.Add(1)
+		} else {
+			loads.Add(1)
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,11 +217,20 @@ func TestRenewedCertificatesAreTakenInWithoutARestart(t *testing.T) {
 	if s, c, err := handshake(); err != nil || s != "ca-2" || c != "ca-2" {
 		t.Fatalf("after the renewal: the server saw %q, the client %q, %v", s, c, err)
 	}
+	if l, f := loads.Load(), failures.Load(); l != 1 || f != 0 {
+		t.Errorf("a's renewal: %d loads and %d failures said, want 1 and 0", l, f)
+	}
 	// Half written: a's new certificate is there, its key not yet.
 	third := gen("ca-3")
 	os.WriteFile(filepath.Join(dirA, "a.crt"), mustRead(t, filepath.Join(third, "a.crt")), 0o600)
-	if s, c, err := handshake(); err != nil || s != "ca-2" || c != "ca-2" {
-		t.Fatalf("half renewed: the server saw %q, the client %q, %v", s, c, err)
+	for range 2 {
+		if s, c, err := handshake(); err != nil || s != "ca-2" || c != "ca-2" {
+			t.Fatalf("half renewed: the server saw %q, the client %q, %v", s, c, err)
+		}
+	}
+	// Said once, not at each handshake.
+	if l, f := loads.Load(), failures.Load(); l != 1 || f != 1 {
+		t.Errorf("half renewed: %d loads and %d failures said, want 1 and 1", l, f)
 	}
 	// a now wholly on ca-3, which b does not trust: refused by b.
 	install(third, dirA, "a")

@@ -596,6 +596,21 @@ func TestCertificatesRenewedInPlaceNeedNoRestart(t *testing.T) {
 		t.Fatalf("replication connected with expired certificates: %v", err)
 	}
 	pids := []int{c.Pid("a"), c.Pid("b")}
+	// First a renewal half done: a's new certificate beside its old key.
+	half := t.TempDir()
+	if err := pki.Write(half, "pair-ca-renewed", "a"); err != nil {
+		t.Fatal(err)
+	}
+	crt, err := os.ReadFile(filepath.Join(half, "a.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a.crt"), crt, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !pollUntil(5*time.Second, func() bool { return len(logLines(c, "a", "certificate files changed but do not load")) > 0 }) {
+		t.Error("a does not say its half-renewed files do not load")
+	}
 	if err := pki.Write(dir, "pair-ca-renewed", "a", "b"); err != nil {
 		t.Fatal(err)
 	}

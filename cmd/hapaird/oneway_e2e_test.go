@@ -279,16 +279,8 @@ func TestStandbyRestartedUnheardByTheActiveStaysStandby(t *testing.T) {
 	heal := dropHeartbeatsAt(t, c, act, true)
 	holders := c.WatchHolders()
 	defer holders.Stop()
-	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	before := transitions(t, c, act)
-	if err := c.Start(sb); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.WaitRole(sb, "STANDBY", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	restartUnheard(t, c, sb)
 	// Many start-up windows (90 ms at fast) and dead intervals: a node
 	// that took the VIPs would hold them by now.
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
@@ -315,5 +307,44 @@ func TestStandbyRestartedUnheardByTheActiveStaysStandby(t *testing.T) {
 	}
 	if n := transitions(t, c, act) - before; n != 0 {
 		t.Errorf("%s changed role %d times", act, n)
+	}
+}
+
+// restartUnheard restarts sb, whose active does not hear it, and waits for
+// it to be the standby.
+func restartUnheard(t *testing.T, c *lab.Cluster, sb string) {
+	t.Helper()
+	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "STANDBY", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The same restarted standby still takes over when that active dies (its
+// daemon killed, so its frames stop): the rule that keeps it standby
+// lasts only while the active says it is there.
+func TestStandbyRestartedUnheardTakesOverWhenTheActiveDies(t *testing.T) {
+	t.Parallel()
+	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
+	act := settle(t, c)
+	sb := other(act)
+	dropHeartbeatsAt(t, c, act, true)
+	restartUnheard(t, c, sb)
+	if err := c.Kill(act); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !pollUntil(5*time.Second, func() bool { return c.Holds(sb, lab.VIP.Addr()) && !c.Holds(act, lab.VIP.Addr()) }) {
+		t.Errorf("%s holds the VIP: %v, %s: %v", sb, c.Holds(sb, lab.VIP.Addr()), act, c.Holds(act, lab.VIP.Addr()))
+	}
+	if lines := logLines(c, sb, "to=ACTIVE"); len(lines) != 1 || !strings.Contains(lines[0], "could not verify or use stopped") {
+		t.Errorf("%s's takeover: %q", sb, lines)
 	}
 }

@@ -154,7 +154,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 		IdleTick: idleTick(cfg.DeadInterval, opt.WatchdogPeriod),
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version, Keys: heartbeat.Fingerprints(cfg.Keys),
-		TLS: n.certDates, ClusterID: cfg.ClusterID,
+		TLS: n.currentCerts, ClusterID: cfg.ClusterID,
 		Ready: opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog, LogDropped: opt.LogDropped,
 		API: func() control.Conns { return n.api.conns() },
 	})
@@ -411,8 +411,8 @@ func (n *Node) watchCerts(ctx context.Context) {
 	}
 }
 
-// certDates is what watchCerts last read, for status.
-func (n *Node) certDates() []repl.CertDate {
+// currentCerts is what watchCerts last read, for status.
+func (n *Node) currentCerts() []repl.CertDate {
 	n.certsMu.Lock()
 	defer n.certsMu.Unlock()
 	return n.certs

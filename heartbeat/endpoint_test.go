@@ -853,7 +853,7 @@ func TestActivePeerThatDoesNotAnswerIsReported(t *testing.T) {
 		}
 	}
 	if n := b.count(Unanswered, 0); n != 0 {
-		t.Fatalf("b reported a standby's frames %d times", n)
+		t.Fatalf("b reported a starting peer's frames %d times", n)
 	}
 	a.ep.SetLocal(Local{Role: RoleActive, ActiveSince: time.Now()})
 	ev, i := b.waitFor(t, Unanswered, "", 0, 2*time.Second)

@@ -77,8 +77,8 @@ type tlsFiles struct {
 	reloaded      func(error)
 	mu            sync.Mutex
 	loaded        tlsMaterial
-	// tried are the stamps of the last reading that failed: tried
-	// again, and said, only once the files change again.
+	// tried are the stamps the last reading was for: one that failed
+	// is tried again, and said, only once the files change again.
 	tried [3]fileStamp
 }
 

@@ -472,6 +472,11 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	// gap since its last run means this process did not run: a GC pause,
 	// a starved CPU, a stopped VM. Its own lateness is never taken for the
 	// peer's silence (corosync does the same): the dead interval restarts.
+	// It is counted by this node's own dead interval (what the profile
+	// asks of this host), but restarts the peer's only when it could take
+	// that one past its end: half the interval the peer is judged by,
+	// which the peer's may make longer. Restarted at every late wake-up
+	// counted by its own, a loaded fast node never lost a slower peer.
 	lastRun := time.Now()
 	var r rxFrame
 	for {
@@ -514,10 +519,12 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			return nil
 		}
 		now := time.Now()
-		if now.Sub(lastRun) > e.cfg.Dead/2 {
+		if gap := now.Sub(lastRun); gap > e.cfg.Dead/2 {
 			e.stats.pauses.Add(1)
-			for i := range e.paths {
-				e.paths[i].rearmed = now
+			if gap > e.judgeDead()/2 {
+				for i := range e.paths {
+					e.paths[i].rearmed = now
+				}
 			}
 		}
 		lastRun = now
@@ -1173,7 +1180,7 @@ func (e *Endpoint) sentWithin(at, since time.Time) bool {
 // every 100 ms for lost, and the peer, at the default profile, would
 // never see it otherwise; by the longer, neither does (each runs at least
 // three of its intervals to its dead interval). This node's own stalls
-// are still told by its own (Run).
+// are counted by its own, and restart the peer's by this one (Run).
 func (e *Endpoint) judgeDead() time.Duration { return max(e.cfg.Dead, e.peerDead) }
 
 // write sends b on path i: a socket through its sockIO, which names the

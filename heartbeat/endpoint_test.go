@@ -395,6 +395,42 @@ func TestPeerJudgedByTheLongerDeadInterval(t *testing.T) {
 	}
 }
 
+// A fast node whose every wake-up comes late by more than half its own dead
+// interval (a loaded node without real-time rights, in the middle of a
+// rolling profile change) still loses a slower peer that stops: lateness
+// that cannot take the peer's longer dead interval past its end must not
+// restart it. It used to at every late wake-up, so such a node never lost
+// its peer: nobody took over from a dead active for as long as the load
+// lasted. Its lateness still keeps it from losing a live peer.
+func TestLateWakeUpsDoNotHideAPeerJudgedByALongerInterval(t *testing.T) {
+	w := memWorld()
+	fast := startOn(t, w.paths(t, "a"), 1, 10*time.Millisecond)
+	slow := startOn(t, w.paths(t, "b"), 2, 100*time.Millisecond)
+	fast.waitFor(t, PeerAlive, "", 0, 2*time.Second)
+	slow.waitFor(t, PeerAlive, "", 0, 2*time.Second)
+	// Each turn of the fast node's loop starts 20 ms late: more than
+	// half its own 30 ms, less than half the 300 ms it judges by.
+	late := func() { time.Sleep(20 * time.Millisecond) }
+	fast.ep.park.Store(&late)
+	defer fast.ep.park.Store(nil)
+	pauses := fast.ep.Stats().Pauses
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if n := fast.count(PeerLost, 0); n != 0 {
+			t.Fatal("the late node lost its live peer")
+		}
+	}
+	if fast.ep.Stats().Pauses == pauses {
+		t.Fatal("no late wake-up was counted: the test did not make any")
+	}
+	mark := fast.len()
+	for _, p := range []string{"raw", "udp"} {
+		w.cut(t, p, false)
+	}
+	cut := time.Now()
+	fast.waitFor(t, PeerLost, "", mark, 3*time.Second)
+	t.Logf("lost %v after the cut, %d late wake-ups counted", time.Since(cut), fast.ep.Stats().Pauses-pauses)
+}
+
 // A node that starts hears its peer at once, not at the peer's next
 // tick: the peer answers the first frame that says it hears nobody. Here
 // the peer sends every 10 s; the starting node must hear it within a

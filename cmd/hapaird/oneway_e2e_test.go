@@ -348,3 +348,120 @@ func TestStandbyRestartedUnheardTakesOverWhenTheActiveDies(t *testing.T) {
 		t.Errorf("%s's takeover: %q", sb, lines)
 	}
 }
+
+// dropPathAt drops, at node's ingress, the peer's heartbeats on one path
+// only (lab.HeartbeatDrops: 0 raw, 1 UDP).
+func dropPathAt(t *testing.T, c *lab.Cluster, node string, path int) (heal func()) {
+	t.Helper()
+	h, err := c.DropAt(node, lab.HeartbeatDrops[path:path+1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	heal = func() {
+		if err := h(); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(heal)
+	return heal
+}
+
+// Two one-way faults, crossed: the raw path works only from the active to
+// the standby and the UDP path only back (a NIC's receive side on each
+// node, a firewall rule on one). Each node hears the other, on one path,
+// but neither hears the other echo its frames on the path they arrive on.
+// Nothing should move: one holder, no role change, the redundancy
+// reported degraded. Then the same crossing as an isolation heals (both
+// active, a newest session on the node that took over): arbitration
+// across it keeps one active, the one with the newest session.
+func TestCrossedOneWayLinks(t *testing.T) {
+	t.Run("steady", func(t *testing.T) {
+		t.Parallel()
+		c := cluster(t, lab.ConfigOptions{})
+		act := settle(t, c)
+		sb := other(act)
+		if err := c.WaitSynced(act, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		before := transitions(t, c, "a") + transitions(t, c, "b")
+		holders := c.WatchHolders()
+		defer holders.Stop()
+		healRaw := dropPathAt(t, c, act, 0)
+		healUDP := dropPathAt(t, c, sb, 1)
+		degraded := false
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			sa, erra := c.Status(act)
+			ss, errs := c.Status(sb)
+			if erra == nil && errs == nil && sa.Degraded && ss.Degraded {
+				degraded = true
+			}
+		}
+		none, both := holders.Stop()
+		changes := transitions(t, c, "a") + transitions(t, c, "b") - before
+		if none > 0 || both > 0 || changes > 0 || !c.Holds(act, lab.VIP.Addr()) {
+			t.Errorf("during the fault: %d role changes, no holder for %v, two for %v", changes, none, both)
+		}
+		if !degraded {
+			sa, _ := c.Status(act)
+			ss, _ := c.Status(sb)
+			t.Errorf("the two never both said degraded:\n%s\n%s", sa.Text(), ss.Text())
+		}
+		healRaw()
+		healUDP()
+		for _, n := range []string{act, sb} {
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				s, err := c.Status(n)
+				if err == nil && !s.Degraded {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after healing, %s: %+v %v", n, s, err)
+				}
+			}
+		}
+	})
+	t.Run("isolation healed crossed", func(t *testing.T) {
+		t.Parallel()
+		c := cluster(t, lab.ConfigOptions{})
+		act := settle(t, c)
+		sb := other(act)
+		if err := c.WaitSynced(act, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		dropPathAt(t, c, sb, 0)
+		healSbUDP := dropPathAt(t, c, sb, 1)
+		healActRaw := dropPathAt(t, c, act, 0)
+		dropPathAt(t, c, act, 1)
+		if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if _, err := api(t, c, sb).Create(ctx, "newest", []byte("y")); err != nil {
+			t.Fatal(err)
+		}
+		// The active hears the standby on UDP, the standby the active
+		// on the raw path.
+		healActRaw()
+		healSbUDP()
+		if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
+			s, _ := c.Status(sb)
+			t.Fatalf("%v; %s is %s: %v", err, sb, s.Role, s.LastTransition)
+		}
+		holders := c.WatchHolders()
+		defer holders.Stop()
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if s, err := c.Status(sb); err != nil || s.Role != "ACTIVE" {
+				t.Fatalf("%s no longer active: %+v %v", sb, s, err)
+			}
+		}
+		if none, both := holders.Stop(); none > 0 || both > 0 || !c.Holds(sb, lab.VIP.Addr()) {
+			t.Errorf("after arbitration: no holder for %v, two for %v", none, both)
+		}
+		if err := c.WaitSynced(sb, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := api(t, c, act).Get(ctx, "newest"); err != nil {
+			t.Errorf("%s did not resync from %s: %v", act, sb, err)
+		}
+	})
+}

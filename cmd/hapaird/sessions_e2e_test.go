@@ -793,8 +793,11 @@ func TestSwitchoverBackAndForthLosesNothing(t *testing.T) {
 // with the one without between the restarts, so the switchover finds the
 // standby in sync and no session is lost; at the end the link runs in TLS.
 // Without it, the standby restarted with TLS could not follow the active
-// at all, and the next failover lost every session.
-func TestTurningTLSOnLosesNoSession(t *testing.T) {
+// at all, and the next failover lost every session. Then TLS is turned off
+// the same way (optional is on already; [tls] removed), the other side of
+// the procedure: an optional standby follows an active without TLS, and
+// the sessions made meanwhile are on the standby at the end.
+func TestTurningTLSOnAndOffLosesNoSession(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
 	sb := other(act)
@@ -843,5 +846,30 @@ func TestTurningTLSOnLosesNoSession(t *testing.T) {
 	}
 	if st, err := c.Status(act); err != nil || st.Sync.Sessions != n {
 		t.Errorf("%s, the standby: %+v, want %d sessions (%v)", act, st, n, err)
+	}
+	// Off: the standby (act, now) without [tls] first.
+	if err := c.RestartOn(act, c.Config); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api(t, c, sb).Create(t.Context(), "while-off-on-one", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, sb)
+	switchover(t, c, sb)
+	// The active has no TLS now, its standby tries TLS first.
+	if _, err := api(t, c, act).Create(t.Context(), "after-switchover", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, act)
+	if err := c.RestartOn(sb, c.Config); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, act)
+	s, err = c.Status(act)
+	if err != nil || s.Sync.TLS || !strings.Contains(s.Text(), "replication connected") {
+		t.Fatalf("%s once neither runs TLS: %v\n%s", act, err, s.Text())
+	}
+	if st, err := c.Status(sb); err != nil || st.Sync.Sessions != n+2 {
+		t.Errorf("%s, the standby: %+v, want %d sessions (%v)", sb, st, n+2, err)
 	}
 }

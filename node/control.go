@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,7 +10,10 @@ import (
 	"os/user"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/hapair/hapair/statesync/repl"
 )
 
 // control opens a control socket at path serving h, keeping at most
@@ -45,6 +49,24 @@ func (n *Node) control(path string, h http.Handler, mode os.FileMode, group stri
 
 // rateLimited logs errors of one kind at most once a second, with how many
 // were suppressed: a broken link must not flood the journal.
+// replicationErrors logs the replication link's errors, rate-limited, but
+// a peer's offer of TLS to this node without it, a step of the documented
+// change of [tls] (operations.md section 4), only once and as news: it
+// was a warning that the peer failed authentication, at each of the
+// peer's new connections. A peer that requires TLS never connects: it
+// warns of this node at each try, and status says NOT connected.
+func replicationErrors(log *slog.Logger) func(error) {
+	warn := rateLimited(log, "replication")
+	var told atomic.Bool
+	return func(err error) {
+		if !errors.Is(err, repl.ErrPeerOffersTLS) {
+			warn(err)
+		} else if !told.Swap(true) {
+			log.Info("the peer offers replication over TLS and this node has none: with tls.optional on the peer (a change of [tls] under way), the link runs without TLS; without it, not at all", "op", "replication")
+		}
+	}
+}
+
 func rateLimited(log *slog.Logger, what string) func(error) {
 	var mu sync.Mutex
 	var last time.Time

@@ -258,7 +258,7 @@ func (n *Node) sessions(peer *config.Node, release string) error {
 		Keys:      cfg.Keys,
 		Peer:      netip.AddrPortFrom(peer.ReplicationAddress, uint16(cfg.ReplicationPort)).String(),
 		OnDropped: n.sessionsDropped,
-		OnError:   rateLimited(n.log, "replication"),
+		OnError:   replicationErrors(n.log),
 		AwaitPeer: true,
 		TLSServer: tlsServer, TLSClient: tlsClient, TLSOptional: cfg.TLSOptional,
 		Poll: poll,

@@ -809,7 +809,7 @@ func TestTurningTLSOnAndOffLosesNoSession(t *testing.T) {
 	}
 	waitSynced(t, c, act)
 	dir := t.TempDir()
-	if err := pki.Write(dir, "pair-ca", "a", "b"); err != nil {
+	if err := pki.WriteValid(dir, "pair-ca", 365*24*time.Hour, "a", "b"); err != nil {
 		t.Fatal(err)
 	}
 	src, err := os.ReadFile(c.Config)
@@ -833,6 +833,9 @@ func TestTurningTLSOnAndOffLosesNoSession(t *testing.T) {
 	waitSynced(t, c, act)
 	if s, err := c.Status(act); err != nil || s.Redundancy != "available" || s.Sync.TLS {
 		t.Fatalf("%s after its standby restarted with TLS: %+v %v", act, s, err)
+	}
+	if s, err := c.Status(sb); err != nil || !strings.Contains(s.Text(), "replication connected WITHOUT TLS (the peer has none; tls.optional)") {
+		t.Errorf("%s, with TLS, connected without: %v\n%s", sb, err, s.Text())
 	}
 	switchover(t, c, act)
 	waitSynced(t, c, sb)
@@ -871,5 +874,19 @@ func TestTurningTLSOnAndOffLosesNoSession(t *testing.T) {
 	}
 	if st, err := c.Status(sb); err != nil || st.Sync.Sessions != n+2 {
 		t.Errorf("%s, the standby: %+v, want %d sessions (%v)", sb, st, n+2, err)
+	}
+	// Once by each of its two daemons without TLS: the active before it
+	// turned TLS on, and the one that turned it off again.
+	if l := logLines(c, act, "the peer offers replication over TLS and this node has none"); len(l) != 2 {
+		t.Errorf("%s, without TLS, said %d times that its peer offers it, want once per daemon (2)", act, len(l))
+	}
+	// A documented procedure: nothing in it is a warning.
+	for _, node := range []string{"a", "b"} {
+		if l := logLines(c, node, "level=WARN"); len(l) > 0 {
+			t.Errorf("%s warned during the procedure:\n%s", node, strings.Join(l, "\n"))
+		}
+		if l := logLines(c, node, "level=ERROR"); len(l) > 0 {
+			t.Errorf("%s logged errors during the procedure:\n%s", node, strings.Join(l, "\n"))
+		}
 	}
 }

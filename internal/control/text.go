@@ -124,6 +124,9 @@ func (s Status) writeSessions(b *strings.Builder) {
 		conn = "NOT connected"
 	case s.Sync.TLS:
 		conn = "connected over TLS"
+	case len(s.TLS) > 0:
+		// Only tls.optional connects a node with TLS without it.
+		conn = "connected WITHOUT TLS (the peer has none; tls.optional)"
 	}
 	syncDeg := ""
 	if s.Sync.Degraded {

@@ -15,6 +15,12 @@ import (
 // ErrAuth means the peer could not prove it holds the shared key.
 var ErrAuth = errors.New("statesync: peer failed authentication")
 
+// ErrPeerOffersTLS means the peer opened a connection with a TLS handshake
+// to a node without TLS: a peer with tls.optional, in the middle of a
+// change of [tls]. It is answered as any connection is (the peer then
+// connects again without TLS) and is no failed proof of the key.
+var ErrPeerOffersTLS = errors.New("statesync: the peer offers TLS and this node has none")
+
 // maxProofs bounds the proofs a side sends and accepts (the keys it holds).
 const maxProofs = 8
 

@@ -511,7 +511,16 @@ func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (*seal
 		}
 	}
 	var tc *tls.Conn
+	offersTLS := false
 	switch {
+	case server && r.cfg.TLSServer == nil:
+		// An optional peer tries TLS first: its handshake fails here
+		// as the key's would for a stranger, but is no stranger's.
+		pc, isTLS, err := sniffTLS(c)
+		if err != nil {
+			return nil, err
+		}
+		c, offersTLS = pc, isTLS
 	case server && r.cfg.TLSServer != nil && r.cfg.TLSOptional:
 		pc, isTLS, err := sniffTLS(c)
 		if err != nil {
@@ -546,6 +555,9 @@ func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (*seal
 	}
 	send, recv, err := authenticate(c, r.cfg.Keys, server, 2*time.Second)
 	if err != nil {
+		if offersTLS {
+			return nil, ErrPeerOffersTLS
+		}
 		if errors.Is(err, ErrAuth) {
 			r.authErrors.Add(1)
 		}

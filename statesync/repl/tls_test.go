@@ -281,7 +281,17 @@ func TestOptionalTLSReplicatesWithEitherPeer(t *testing.T) {
 		{"active without, standby with", plain, required, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			leader := startNodeCfg(t, store.New(store.Limits{}), cfg("a", "b", tc.active.tls, tc.active.optional), true)
+			// What the active without TLS hears of a standby's TLS
+			// offer: that, never a failed proof of the key.
+			offers := make(chan error, 100)
+			lc := cfg("a", "b", tc.active.tls, tc.active.optional)
+			lc.OnError = func(err error) {
+				select {
+				case offers <- err:
+				default:
+				}
+			}
+			leader := startNodeCfg(t, store.New(store.Limits{}), lc, true)
 			c := cfg("b", "a", tc.standby.tls, tc.standby.optional)
 			c.Peer = leader.ln.Addr().String()
 			follower := startNodeCfg(t, store.New(store.Limits{}), c, false)
@@ -296,6 +306,20 @@ func TestOptionalTLSReplicatesWithEitherPeer(t *testing.T) {
 			waitFor(t, "the session on the standby", func() bool { _, ok := follower.store.Get("s"); return ok })
 			if got := leader.repl.OverTLS(); got != tc.overTLS || follower.repl.OverTLS() != tc.overTLS {
 				t.Errorf("over TLS: active %v, standby %v, want %v", got, follower.repl.OverTLS(), tc.overTLS)
+			}
+			if tc.active.tls || !tc.standby.tls {
+				return
+			}
+			if n := leader.repl.Stats().AuthErrors; n != 0 {
+				t.Errorf("the active without TLS counted %d failed proofs of the key", n)
+			}
+			select {
+			case err := <-offers:
+				if !errors.Is(err, ErrPeerOffersTLS) {
+					t.Errorf("the active without TLS heard %v, want %v", err, ErrPeerOffersTLS)
+				}
+			default:
+				t.Error("the active without TLS heard nothing of the standby's TLS offer")
 			}
 		})
 	}

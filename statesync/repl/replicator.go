@@ -511,16 +511,7 @@ func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (*seal
 		}
 	}
 	var tc *tls.Conn
-	offersTLS := false
 	switch {
-	case server && r.cfg.TLSServer == nil:
-		// An optional peer tries TLS first: its handshake fails here
-		// as the key's would for a stranger, but is no stranger's.
-		pc, isTLS, err := sniffTLS(c)
-		if err != nil {
-			return nil, err
-		}
-		c, offersTLS = pc, isTLS
 	case server && r.cfg.TLSServer != nil && r.cfg.TLSOptional:
 		pc, isTLS, err := sniffTLS(c)
 		if err != nil {
@@ -553,9 +544,18 @@ func (r *Replicator) secure(ctx context.Context, c net.Conn, server bool) (*seal
 		}
 		c = tc
 	}
-	send, recv, err := authenticate(c, r.cfg.Keys, server, 2*time.Second)
+	// An optional peer tries TLS first: its handshake fails the key's
+	// here as a stranger's would, but is no stranger's. The connection
+	// itself stays unwrapped, so a sync writer can poll its socket.
+	ac := net.Conn(c)
+	var first *firstBytes
+	if server && tc == nil && r.cfg.TLSServer == nil {
+		first = &firstBytes{Conn: c}
+		ac = first
+	}
+	send, recv, err := authenticate(ac, r.cfg.Keys, server, 2*time.Second)
 	if err != nil {
-		if offersTLS {
+		if first != nil && first.n == len(first.head) && tlsRecord(first.head[:]) {
 			return nil, ErrPeerOffersTLS
 		}
 		if errors.Is(err, ErrAuth) {
@@ -613,7 +613,24 @@ func sniffTLS(c net.Conn) (net.Conn, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("statesync: first bytes: %w", err)
 	}
-	return &peekedConn{Conn: c, head: h[:]}, h[0] == 22 && h[1] == 3 && h[2] <= 4, nil
+	return &peekedConn{Conn: c, head: h[:]}, tlsRecord(h[:]), nil
+}
+
+// tlsRecord says whether h, a connection's first three bytes, open a TLS
+// handshake record (version 3.x).
+func tlsRecord(h []byte) bool { return h[0] == 22 && h[1] == 3 && h[2] <= 4 }
+
+// firstBytes keeps the first bytes read from a connection.
+type firstBytes struct {
+	net.Conn
+	head [3]byte
+	n    int
+}
+
+func (f *firstBytes) Read(b []byte) (int, error) {
+	n, err := f.Conn.Read(b)
+	f.n += copy(f.head[f.n:], b[:n])
+	return n, err
 }
 
 // peekedConn gives back head before reading on from the connection.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/lab"
+	hanode "github.com/hapair/hapair/node" // node names a pair's node here
 )
 
 // hapair runs two real hapaird on a fresh pair.
@@ -239,7 +240,8 @@ func (k *keepalived) start(node string) error {
 	prio := map[string]int{"a": 150, "b": 100}[node]
 	rt := ""
 	if k.rt {
-		rt = "\n  vrrp_rt_priority 10\n  vrrp_no_swap"
+		// What hapair's heartbeat core asks for, side by side.
+		rt = fmt.Sprintf("\n  vrrp_rt_priority %d\n  vrrp_no_swap", hanode.RTPriority)
 	}
 	conf := fmt.Sprintf(`global_defs {
   router_id bench-%[1]s%[7]s

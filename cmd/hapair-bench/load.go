@@ -14,6 +14,7 @@ import (
 
 	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/node"
 	"github.com/hapair/hapair/statesync/client"
 	"github.com/hapair/hapair/statesync/store"
 	"golang.org/x/sys/unix"
@@ -277,7 +278,8 @@ type probeFigures struct {
 const probeSilence = 5 * time.Millisecond
 
 // benchLoadProbe runs the host load with no HA agent at all, and beside it
-// a thread on each CPU that asks what the heartbeat core asks (SCHED_RR 10)
+// a thread on each CPU that asks what the heartbeat core asks (SCHED_RR
+// node.RTPriority)
 // and only sleeps 1 ms at a time: how late they wake is what this machine
 // gives any real-time thread under this load, the floor under every
 // contender. The threads together say whether a stall is one CPU's (a
@@ -320,7 +322,7 @@ func benchLoadProbe(d time.Duration) probeFigures {
 	for _, cpu := range cpus {
 		go func() {
 			var w woke
-			w.err = lab.OnCPU(cpu, unix.SchedAttr{Policy: unix.SCHED_RR, Priority: 10}, func() {
+			w.err = lab.OnCPU(cpu, unix.SchedAttr{Policy: unix.SCHED_RR, Priority: node.RTPriority}, func() {
 				ts := unix.Timespec{Nsec: int64(time.Millisecond)}
 				for end := start.Add(d); time.Now().Before(end); {
 					t := time.Now()
@@ -422,7 +424,7 @@ func renderLoad(figs []loadFigures, probe *probeFigures, d time.Duration) string
 		fmt.Fprintf(&b, "| %s | %d | %v | %d | %d, %.1f ms | %d | %d | %d | %d |\n", f.name, f.moves, f.both.Round(time.Millisecond), f.splits, f.stalls, f.longestGap, f.relieved, f.writes, f.restarts, f.lists)
 	}
 	if probe != nil {
-		fmt.Fprintf(&b, "\nThe floor under all of them: the same host load with no HA agent, and on each of the %d CPUs a thread at the heartbeat core's scheduling (SCHED_RR 10, pinned to its CPU) that only sleeps 1 ms at a time. How late they wake is what this machine gives any real-time thread under this load; a core woken later than half its dead interval re-arms it, and a peer's frames held up that long are taken for silence.\n\n", len(probe.cpus))
+		fmt.Fprintf(&b, "\nThe floor under all of them: the same host load with no HA agent, and on each of the %d CPUs a thread at the heartbeat core's scheduling (SCHED_RR %d, pinned to its CPU) that only sleeps 1 ms at a time. How late they wake is what this machine gives any real-time thread under this load; a core woken later than half its dead interval re-arms it, and a peer's frames held up that long are taken for silence.\n\n", len(probe.cpus), node.RTPriority)
 		if probe.err != nil {
 			fmt.Fprintf(&b, "The probe failed: %v\n", probe.err)
 			return b.String()

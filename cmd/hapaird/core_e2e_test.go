@@ -254,6 +254,55 @@ func TestHeldCPUIsRelievedAtTurbo(t *testing.T) {
 	}
 }
 
+// Media servers run real-time threads of their own: Asterisk with `-p`
+// (or highpriority in asterisk.conf) runs every thread at SCHED_RR 10.
+// Busy on the heartbeat core's CPU (a burst of calls, a transcoding), such
+// a thread must not keep the core from its frames. At the core's old
+// priority, the same SCHED_RR 10, the core waited its turn behind the
+// thread's whole time slice (100 ms): at fast, every burst was a stall,
+// and the standby took over from a live active.
+func TestBusyRealTimeApplicationDoesNotHoldTheCore(t *testing.T) {
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		t.Fatal(err)
+	}
+	cpu := 0
+	for !allowed.IsSet(cpu) {
+		cpu++
+	}
+	// Asterisk's scheduling; each burst as long as its time slice.
+	app := unix.SchedAttr{Policy: unix.SCHED_RR, Priority: 10}
+	const bursts, burst = 5, 100 * time.Millisecond
+	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
+	act := settle(t, c)
+	before, err := c.Status(act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kids := lab.Children(c.Pid(act))
+	if len(kids) != 1 {
+		t.Fatalf("daemon has children %v, want the heartbeat core alone", kids)
+	}
+	for range bursts {
+		pinThreads(t, kids[0], cpu)
+		if err := busyOn(cpu, app, burst); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // apart, as bursts are
+	}
+	after, err := c.Status(act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalls := after.Frames.CoreStalls - before.Frames.CoreStalls
+	t.Logf("%d bursts of %v at SCHED_RR 10 on the core's CPU: %d stalls, longest send gap %.1f ms", bursts, burst, stalls, after.Frames.LongestSendGapMs)
+	// One stall of the machine's own may come at fast on a loaded CI
+	// host; without the core above the application, every burst is one.
+	if stalls > 1 {
+		t.Errorf("%d of %d bursts of a real-time application stalled the core's frames", stalls, bursts)
+	}
+}
+
 // pinThreads pins every thread of process pid that may run on more than
 // one CPU to cpu.
 func pinThreads(t *testing.T, pid, cpu int) {
@@ -279,9 +328,15 @@ func pinThreads(t *testing.T, pid, cpu int) {
 // holdCPU keeps every other thread off cpu for d: a thread of this
 // process pinned there at SCHED_FIFO 99, busy until d is up.
 func holdCPU(cpu int, d time.Duration) error {
+	return busyOn(cpu, unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 99}, d)
+}
+
+// busyOn runs a thread of this process pinned to cpu at attr's scheduling,
+// busy until d is up.
+func busyOn(cpu int, attr unix.SchedAttr, d time.Duration) error {
 	done := make(chan error)
 	go func() {
-		done <- lab.OnCPU(cpu, unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 99}, func() {
+		done <- lab.OnCPU(cpu, attr, func() {
 			for end := time.Now().Add(d); time.Now().Before(end); {
 			}
 		})

@@ -20,6 +20,20 @@ func dropHeartbeatsAt(t *testing.T, c *lab.Cluster, node string, udp bool) (heal
 	if !udp {
 		drops = drops[:1]
 	}
+	return dropAt(t, c, node, drops)
+}
+
+// dropPathAt drops, at node's ingress, the peer's heartbeats on one path
+// only (lab.HeartbeatDrops: 0 raw, 1 UDP).
+func dropPathAt(t *testing.T, c *lab.Cluster, node string, path int) (heal func()) {
+	t.Helper()
+	return dropAt(t, c, node, lab.HeartbeatDrops[path:path+1])
+}
+
+// dropAt drops what drops select at node's ingress until healed (at the
+// test's end at the latest).
+func dropAt(t *testing.T, c *lab.Cluster, node string, drops []lab.Drop) (heal func()) {
+	t.Helper()
 	h, err := c.DropAt(node, drops)
 	if err != nil {
 		t.Fatal(err)
@@ -349,23 +363,6 @@ func TestStandbyRestartedUnheardTakesOverWhenTheActiveDies(t *testing.T) {
 	}
 }
 
-// dropPathAt drops, at node's ingress, the peer's heartbeats on one path
-// only (lab.HeartbeatDrops: 0 raw, 1 UDP).
-func dropPathAt(t *testing.T, c *lab.Cluster, node string, path int) (heal func()) {
-	t.Helper()
-	h, err := c.DropAt(node, lab.HeartbeatDrops[path:path+1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	heal = func() {
-		if err := h(); err != nil {
-			t.Error(err)
-		}
-	}
-	t.Cleanup(heal)
-	return heal
-}
-
 // Two one-way faults, crossed: the raw path works only from the active to
 // the standby and the UDP path only back (a NIC's receive side on each
 // node, a firewall rule on one). Each node hears the other, on one path,
@@ -375,14 +372,17 @@ func dropPathAt(t *testing.T, c *lab.Cluster, node string, path int) (heal func(
 // active, a newest session on the node that took over): arbitration
 // across it keeps one active, the one with the newest session.
 func TestCrossedOneWayLinks(t *testing.T) {
-	t.Run("steady", func(t *testing.T) {
-		t.Parallel()
-		c := cluster(t, lab.ConfigOptions{})
-		act := settle(t, c)
-		sb := other(act)
+	syncedPair := func(t *testing.T) (c *lab.Cluster, act, sb string) {
+		c = cluster(t, lab.ConfigOptions{})
+		act = settle(t, c)
 		if err := c.WaitSynced(act, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
+		return c, act, other(act)
+	}
+	t.Run("steady", func(t *testing.T) {
+		t.Parallel()
+		c, act, sb := syncedPair(t)
 		before := transitions(t, c, "a") + transitions(t, c, "b")
 		holders := c.WatchHolders()
 		defer holders.Stop()
@@ -422,12 +422,7 @@ func TestCrossedOneWayLinks(t *testing.T) {
 	})
 	t.Run("isolation healed crossed", func(t *testing.T) {
 		t.Parallel()
-		c := cluster(t, lab.ConfigOptions{})
-		act := settle(t, c)
-		sb := other(act)
-		if err := c.WaitSynced(act, 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		c, act, sb := syncedPair(t)
 		dropPathAt(t, c, sb, 0)
 		healSbUDP := dropPathAt(t, c, sb, 1)
 		healActRaw := dropPathAt(t, c, act, 0)

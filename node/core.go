@@ -19,8 +19,8 @@ import (
 // task and the real-time threads media servers run at (Asterisk's `-p`
 // and highpriority are SCHED_RR 10, rtkit's clients 20 at most), below
 // the kernel's threaded interrupts (50) that deliver its frames. At 10
-// it shared Asterisk's priority and waited behind a busy thread's whole
-// time slice (design-notes.md, "The heartbeat core").
+// it shared Asterisk's priority and waited behind a busy thread, up to
+// its time slice (design-notes.md, "The heartbeat core").
 const RTPriority = 40
 
 // ServeCore is the heartbeat core's main, in the child process a node's

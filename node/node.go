@@ -301,13 +301,13 @@ func checks(cfg *config.Config, self *config.Node) []health.Config {
 func (n *Node) listen() error {
 	mux := control.NewServeMux(n.agent)
 	n.svc.Register(mux)
-	api, err := n.control(n.cfg.Socket, mux, 0o660, "hapair", appConns)
+	api, err := n.control(n.cfg.Socket, control.JSONErrors(mux), 0o660, "hapair", appConns)
 	if err != nil {
 		return err
 	}
 	n.api = api
 	// Operator commands on a socket of their own, for root only.
-	if _, err := n.control(config.AdminSocket(n.cfg.Socket), control.NewAdminMux(n.agent), 0o600, "", adminConns); err != nil {
+	if _, err := n.control(config.AdminSocket(n.cfg.Socket), control.JSONErrors(control.NewAdminMux(n.agent)), 0o600, "", adminConns); err != nil {
 		return err
 	}
 	if n.cfg.MetricsListen == "" {

@@ -47,8 +47,6 @@ func (n *Node) control(path string, h http.Handler, mode os.FileMode, group stri
 	return limited, nil
 }
 
-// rateLimited logs errors of one kind at most once a second, with how many
-// were suppressed: a broken link must not flood the journal.
 // replicationErrors logs the replication link's errors, rate-limited, but
 // a peer's offer of TLS to this node without it, a step of the documented
 // change of [tls] (operations.md section 4), only once and as news: it
@@ -67,6 +65,8 @@ func replicationErrors(log *slog.Logger) func(error) {
 	}
 }
 
+// rateLimited logs errors of one kind at most once a second, with how many
+// were suppressed: a broken link must not flood the journal.
 func rateLimited(log *slog.Logger, what string) func(error) {
 	var mu sync.Mutex
 	var last time.Time

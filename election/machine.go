@@ -74,6 +74,11 @@ type Machine struct {
 	leaving       bool
 	leaveDeadline time.Time
 	exitAfter     bool // leaving for a graceful stop, not a switchover
+	// switchDue: a switchover waits, until then, for the standby's
+	// heartbeats to show every write of ours (awaitSwitchover);
+	// switchForce is its --force. Zero: none waits.
+	switchDue   time.Time
+	switchForce bool
 
 	// splitSeen: both nodes are active (this one not leaving) and this
 	// node has said so (SplitBrainStarted); frozen is its snapshot for
@@ -127,7 +132,7 @@ func (m *Machine) Flaps() (flaps uint64, holdUntil time.Time) { return m.flaps, 
 // its dead interval). A quiet machine may be ticked seldom.
 func (m *Machine) Quiet() bool {
 	switch {
-	case m.role == Init, m.leaving, !m.holdUntil.IsZero(), m.splitSeen:
+	case m.role == Init, m.leaving, !m.holdUntil.IsZero(), m.splitSeen, !m.switchDue.IsZero():
 		return false
 	case m.role == Active && m.peerSeen && m.peer.Role == Active:
 		return false
@@ -239,6 +244,9 @@ func (m *Machine) Step(ev Event) []Action {
 		if was && !m.heardAnywhere() {
 			m.unheardAt = ev.Now
 		}
+	}
+	if ev.Kind != Switchover {
+		m.awaitSwitchover(ev.Now)
 	}
 	return m.acts
 }
@@ -672,6 +680,18 @@ func (m *Machine) handOff(now time.Time, exit, force bool) {
 		case !m.peerEligible():
 			m.emit(Action{Kind: Refused, Reason: "switchover: no eligible standby peer (" + m.peerIneligible() + ")"})
 			return
+		case m.peer.Written < m.written:
+			// The standby's own word that it holds every write, not
+			// only the replication link's: acknowledgements that
+			// came over a connection to a standby that has since
+			// restarted (and holds nothing) still count there until
+			// its new connection begins. Its heartbeats carry what it
+			// has applied, refreshed within an interval of applying.
+			if m.switchDue.IsZero() {
+				m.switchDue = now.Add(m.cfg.HandoffBound)
+			}
+			m.switchForce = force
+			return
 		}
 	}
 	if m.role != Active {
@@ -686,6 +706,27 @@ func (m *Machine) handOff(now time.Time, exit, force bool) {
 	m.leaving = true
 	m.leaveDeadline = now.Add(m.cfg.HandoffBound)
 	m.advertise()
+}
+
+// awaitSwitchover goes on with a switchover that waits for the standby's
+// heartbeats to show every write (handOff): once they do, or once the
+// standby can no longer take over, handOff is asked again and hands over
+// or says why not; past switchDue it is refused. A node that is no longer
+// an active staying put (a stop, a fault) has moved on without it.
+func (m *Machine) awaitSwitchover(now time.Time) {
+	if m.switchDue.IsZero() {
+		return
+	}
+	switch {
+	case m.role != Active || m.leaving:
+		m.switchDue = time.Time{}
+	case m.peer.Written >= m.written || !m.peerEligible() || m.locked && !m.switchForce:
+		m.switchDue = time.Time{}
+		m.handOff(now, false, m.switchForce)
+	case !now.Before(m.switchDue):
+		m.switchDue = time.Time{}
+		m.emit(Action{Kind: Refused, Reason: fmt.Sprintf("switchover: the standby's heartbeats say it holds writes up to %d, this node up to %d (it restarted, or is still resynchronising); not handing over", m.peer.Written, m.written)})
+	}
 }
 
 func (m *Machine) finishHandOff(now time.Time, reason string) {

@@ -369,6 +369,61 @@ func TestSwitchoverToAStandbyLockedMeanwhile(t *testing.T) {
 	}
 }
 
+// A standby whose heartbeats say it holds fewer writes than the active
+// (it restarted, and the active's acknowledgements are of the connection
+// before): the switchover waits for them to show every write, up to the
+// handoff's bound, and is refused past it, or at once when the standby can
+// no longer take over. Writes are paused meanwhile, so the position holds.
+func TestSwitchoverWaitsForTheStandbysWord(t *testing.T) {
+	const w = 20
+	behind := Peer{Role: Standby, Written: 5}
+	pending := func(t *testing.T) *Machine {
+		t.Helper()
+		m := activeMachine(t)
+		m.Step(Event{Kind: PeerFrame, Now: at(90), Peer: behind, Written: w})
+		if acts := m.Step(Event{Kind: Switchover, Now: at(100), Written: w}); len(acts) != 0 || m.Advert().Leaving || m.Quiet() {
+			t.Fatalf("a switchover to a standby behind: %v, leaving %v, quiet %v", acts, m.Advert().Leaving, m.Quiet())
+		}
+		return m
+	}
+
+	m := pending(t)
+	m.Step(Event{Kind: PeerFrame, Now: at(150), Peer: behind, Written: w})
+	m.Step(Event{Kind: Tick, Now: at(200), Written: w})
+	if m.Advert().Leaving {
+		t.Fatal("handing over to a standby still behind")
+	}
+	m.Step(Event{Kind: PeerFrame, Now: at(250), Peer: Peer{Role: Standby, Written: w}, Written: w})
+	if !m.Advert().Leaving {
+		t.Fatal("the standby caught up and the switchover did not start")
+	}
+
+	m = pending(t)
+	acts := m.Step(Event{Kind: Tick, Now: at(100 + int(2*dead/time.Millisecond)), Written: w})
+	if m.Advert().Leaving || len(acts) == 0 || acts[0].Kind != Refused || !strings.Contains(acts[0].Reason, "holds writes up to 5, this node up to 20") {
+		t.Fatalf("at the bound: leaving %v, %v", m.Advert().Leaving, acts)
+	}
+	if acts := m.Step(Event{Kind: PeerFrame, Now: at(800), Peer: Peer{Role: Standby, Written: w}, Written: w}); m.Advert().Leaving || len(acts) != 0 {
+		t.Fatalf("a refused switchover started later: %v", acts)
+	}
+
+	m = pending(t)
+	acts = m.Step(Event{Kind: PeerFrame, Now: at(150), Peer: Peer{Role: Standby, Written: 5, Locked: true}, Written: w})
+	if len(acts) == 0 || acts[0].Kind != Refused || !strings.Contains(acts[0].Reason, "the peer is locked") {
+		t.Fatalf("standby locked while waited for: %v", acts)
+	}
+	m = pending(t)
+	acts = m.Step(Event{Kind: PeerLost, Now: at(150), Written: w})
+	if len(acts) == 0 || acts[0].Kind != Refused || !strings.Contains(acts[0].Reason, "not heard") {
+		t.Fatalf("standby lost while waited for: %v", acts)
+	}
+	m = pending(t)
+	m.Step(Event{Kind: Stop, Now: at(150), Written: w})
+	if acts := m.Step(Event{Kind: Tick, Now: at(800), Written: w}); slices.ContainsFunc(acts, func(a Action) bool { return a.Kind == Refused }) {
+		t.Fatalf("a stop overtook the switchover, which was refused later: %v", acts)
+	}
+}
+
 func TestSwitchoverNotTakenUpStaysActive(t *testing.T) {
 	m := activeMachine(t)
 	m.Step(Event{Kind: Switchover, Now: at(100)})

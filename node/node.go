@@ -268,6 +268,7 @@ func (n *Node) sessions(peer *config.Node, release string) error {
 		OnPeerConfig: func(peer map[string]uint64, release string) {
 			n.agent.PeerConfig(config.PairDiffers(sums, peer), release)
 		},
+		OnApplied: func() { n.svc.Applied() },
 	})
 	n.svc = statesync.NewService(st, n.repl, statesync.ServiceConfig{
 		Mode: statesync.Mode(cfg.SyncMode), SyncTimeout: cfg.SyncTimeout, SyncPoll: cfg.SyncPoll,

@@ -37,9 +37,10 @@ type ServiceConfig struct {
 	OnNewSession func(time.Time)
 	// OnDegraded, if set, learns when sync mode degrades to async.
 	OnDegraded func(reason string)
-	// OnWrite, if set, learns that writes were applied here, at most
-	// once per writeNotice: the agent then advertises the new position
-	// in its frames without ticking for it.
+	// OnWrite, if set, learns that writes were applied here (written
+	// by an application, or from the active's stream: Applied), at
+	// most once per writeNotice: the agent then advertises the new
+	// position in its frames without ticking for it.
 	OnWrite func()
 }
 
@@ -256,14 +257,25 @@ func (s *Service) applyBatch(ws []store.Write) (term <-chan struct{}) {
 	if created && s.cfg.OnNewSession != nil {
 		s.cfg.OnNewSession(now)
 	}
-	if n := int64(now.Sub(s.started)); last > 0 && s.cfg.OnWrite != nil && n-s.noticed.Load() >= int64(writeNotice) {
-		s.noticed.Store(n)
-		s.cfg.OnWrite()
-	}
 	if last > 0 {
+		s.notice(now)
 		s.backpressure(last)
 	}
 	return term
+}
+
+// Applied tells the service that this standby applied more of the
+// active's stream (repl.Config.OnApplied): as a write here, its new
+// position is noticed (OnWrite), so the frames carry it within an
+// interval and a switchover waits no longer for it than that.
+func (s *Service) Applied() { s.notice(time.Now()) }
+
+// notice calls OnWrite, at most once per writeNotice.
+func (s *Service) notice(now time.Time) {
+	if n := int64(now.Sub(s.started)); s.cfg.OnWrite != nil && n-s.noticed.Load() >= int64(writeNotice) {
+		s.noticed.Store(n)
+		s.cfg.OnWrite()
+	}
 }
 
 // maxLag bounds how far an attached standby may fall behind in async mode:

@@ -66,7 +66,8 @@ type follower struct {
 	snap  []store.Session
 	hdr   wire.Msg // the snapshot being received
 	last  uint64
-	unAck int  // ops applied since the last acknowledgement
+	told  uint64 // the last position OnApplied heard of
+	unAck int    // ops applied since the last acknowledgement
 	begun bool // a snapshot or resume began the stream
 	owed  bool // an acknowledgement is owed even at sequence 0: a ping, or a load
 	// kept: the kernel watches the link (keepAlive), so once the stream
@@ -130,6 +131,10 @@ func (f *follower) run() error {
 			f.unAck, f.owed = 0, false
 			if err := f.send(&wire.Msg{Type: wire.Ack, Seq: f.last}); err != nil {
 				return err
+			}
+			if f.last != f.told && f.r.cfg.OnApplied != nil {
+				f.told = f.last
+				f.r.cfg.OnApplied()
 			}
 		}
 	}

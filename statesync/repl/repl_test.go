@@ -143,6 +143,26 @@ func TestReplicationStreamsAndAcks(t *testing.T) {
 	}
 }
 
+// A standby says when it applied more of the stream, a snapshot included
+// (OnApplied): its frames then carry its position within an interval, which
+// a switchover waits for.
+func TestStandbyTellsWhatItApplied(t *testing.T) {
+	leader := startNode(t, store.New(store.Limits{}), "", [][]byte{key}, true)
+	for i := range 10 {
+		write(t, leader.store, store.OpCreate, fmt.Sprintf("s%d", i), "x")
+	}
+	var told atomic.Int64
+	fstore := store.New(store.Limits{})
+	startNodeCfg(t, fstore, Config{Keys: [][]byte{key}, Peer: leader.ln.Addr().String(), OnApplied: func() { told.Add(1) }}, false)
+	waitFor(t, "the snapshot to be told of", func() bool { return told.Load() > 0 })
+	if _, seq := fstore.Seq(); seq != 10 {
+		t.Fatalf("told at position %d, want the snapshot's 10", seq)
+	}
+	before := told.Load()
+	write(t, leader.store, store.OpUpdate, "s1", "y")
+	waitFor(t, "an applied write to be told of", func() bool { return told.Load() > before })
+}
+
 func TestResumeAndSnapshot(t *testing.T) {
 	leader := startNode(t, store.New(store.Limits{LogBytes: 4096, MaxData: 256}), "", [][]byte{key}, true)
 	fstore := store.New(store.Limits{})

@@ -106,6 +106,10 @@ type Config struct {
 	OnDropped func(ids []string)
 	// OnError, if set, hears connection errors (for rate-limited logs).
 	OnError func(error)
+	// OnApplied, if set, hears that this standby applied and
+	// acknowledged more of the stream (or a snapshot), from the
+	// follower's goroutine: it must not block.
+	OnApplied func()
 	// Poll, if set, is how long a standby polls the link for the next
 	// operation before its reader sleeps (sync mode: the writer waits for
 	// this standby, and the standby's wake-up is part of its wait). Not

@@ -68,8 +68,8 @@ type follower struct {
 	last  uint64
 	told  uint64 // the last position OnApplied heard of
 	unAck int    // ops applied since the last acknowledgement
-	begun bool // a snapshot or resume began the stream
-	owed  bool // an acknowledgement is owed even at sequence 0: a ping, or a load
+	begun bool   // a snapshot or resume began the stream
+	owed  bool   // an acknowledgement is owed even at sequence 0: a ping, or a load
 	// kept: the kernel watches the link (keepAlive), so once the stream
 	// has begun reads wait without a deadline; unbounded: they do now.
 	kept, unbounded bool

@@ -34,12 +34,15 @@ type Config struct {
 type Machine struct {
 	cfg Config
 
-	role           Role
-	locked         bool
-	healthy        bool
-	faultReason    string
-	startedAt      time.Time
-	activeSince    time.Time
+	role        Role
+	locked      bool
+	healthy     bool
+	faultReason string
+	startedAt   time.Time
+	activeSince time.Time
+	// roleAt is when this node took its current role: a peer frame
+	// received before it predates anything this role said.
+	roleAt         time.Time
 	lastNewSession time.Time
 
 	// twin: another node runs under this node's name (twinned).
@@ -258,6 +261,7 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 		return
 	}
 	m.role = to
+	m.roleAt = now
 	switch {
 	case to == Active:
 		m.activeSince = now
@@ -454,10 +458,15 @@ func (m *Machine) peerFrame(ev Event) {
 			m.takeOver(ev.Now, why)
 		case p.Role == Fault:
 			m.takeOver(ev.Now, "peer in fault")
-		case p.Role == Standby && !p.Leaving && !m.peerNewer() && (m.cfg.Preferred || p.Locked || m.written > p.Written):
+		case p.Role == Standby && !p.Leaving && !m.peerNewer() && (m.cfg.Preferred || p.Locked || m.written > p.Written) && !ev.Now.Before(m.roleAt):
 			// Nobody holds the VIPs. The node with the newer session
 			// state takes them, else the preferred node, or we do when
-			// the peer is locked and never will.
+			// the peer is locked and never will. Not on a frame that
+			// came before this node became a standby: one queued while
+			// it did not run (a frozen active, back as a standby
+			// after its lease ran out) tells of a peer that has since
+			// taken over; the peer answers this node's change with a
+			// frame of its own, which says.
 			m.takeOver(ev.Now, "no active node")
 		}
 	case Active:

@@ -424,6 +424,36 @@ func TestSwitchoverWaitsForTheStandbysWord(t *testing.T) {
 	}
 }
 
+// A preferred node back as a standby (its checks recovered, or its lease ran
+// out while it was frozen) reads frames that queued before that: the peer
+// said STANDBY then, and has taken over since. Such a frame must not make
+// it take the VIPs as if nobody held them; the peer's answer to its
+// change, received after it, does when the peer really is a standby.
+func TestStandbyActsOnlyOnFramesAfterItBecameOne(t *testing.T) {
+	m := activeMachine(t)
+	m.Step(Event{Kind: Health, Now: at(100), Healthy: false, Reason: "lease ran out"})
+	m.Step(Event{Kind: Health, Now: at(5000), Healthy: true})
+	if m.Role() != Standby {
+		t.Fatalf("setup: %v", m.Role())
+	}
+	if m.Step(Event{Kind: PeerFrame, Now: at(150), Peer: Peer{Role: Standby}}); m.Role() != Standby {
+		t.Fatal("took over on a frame from before it became a standby")
+	}
+	m.Step(Event{Kind: PeerFrame, Now: at(400), Peer: Peer{Role: Active, Holding: true}})
+	m.Step(Event{Kind: PeerFrame, Now: at(5001), Peer: Peer{Role: Active, Holding: true}})
+	if m.Role() != Standby {
+		t.Fatalf("beside an active peer: %v", m.Role())
+	}
+
+	m = activeMachine(t)
+	m.Step(Event{Kind: Health, Now: at(100), Healthy: false, Reason: "check"})
+	m.Step(Event{Kind: Health, Now: at(5000), Healthy: true})
+	m.Step(Event{Kind: PeerFrame, Now: at(150), Peer: Peer{Role: Standby}})
+	if m.Step(Event{Kind: PeerFrame, Now: at(5002), Peer: Peer{Role: Standby}}); m.Role() != Active {
+		t.Fatalf("the peer's answer says nobody is active: %v", m.Role())
+	}
+}
+
 func TestSwitchoverNotTakenUpStaysActive(t *testing.T) {
 	m := activeMachine(t)
 	m.Step(Event{Kind: Switchover, Now: at(100)})

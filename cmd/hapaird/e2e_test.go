@@ -70,7 +70,18 @@ func cluster(t *testing.T, o lab.ConfigOptions) *lab.Cluster {
 // clusterOn runs a cluster on a pair the test built itself.
 func clusterOn(t *testing.T, p *lab.Pair, o lab.ConfigOptions) *lab.Cluster {
 	t.Helper()
-	c, err := p.NewCluster(daemonBin, t.TempDir(), o)
+	dir := t.TempDir()
+	// Cleanups run last registered first, and the pair's (which ends the
+	// daemons) came before the directory's: the daemons wrote into the
+	// directory while it was being removed ("directory not empty", one
+	// run in dozens). Ended here first; the pair's own Close then finds
+	// nothing left to do.
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	c, err := p.NewCluster(daemonBin, dir, o)
 	if err != nil {
 		t.Fatal(err)
 	}

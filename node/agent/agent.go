@@ -230,6 +230,9 @@ type Agent struct {
 	readying *command
 	synced   chan bool
 	paused   bool
+	// draining: a graceful stop of the active waits, writes paused, for
+	// the standby to apply every write (on synced) before it hands over.
+	draining bool
 }
 
 type command struct {
@@ -346,8 +349,9 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 		select {
 		case <-done:
 			done = nil
-			// Bound the handoff even if the machine never says Exit.
-			hardStop = time.After(2*a.opt.Dead + time.Second)
+			// Bound the drain and the handoff even if the machine
+			// never says Exit.
+			hardStop = time.After(4*a.opt.Dead + time.Second)
 			exit = a.stop()
 		case <-hardStop:
 			a.log.Warn("handoff did not finish; releasing", "op", "stop")
@@ -386,7 +390,11 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 		case c := <-a.cmds:
 			a.switchover(c)
 		case ok := <-a.synced:
-			exit = a.handOver(ok)
+			if a.draining {
+				exit = a.drained(ok)
+			} else {
+				exit = a.handOver(ok)
+			}
 		case err := <-e.hbErr:
 			a.release()
 			return fmt.Errorf("heartbeat stopped: %w", err)
@@ -407,6 +415,41 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 // means exit now.
 func (a *Agent) stop() bool {
 	a.log.Info("stopping", "op", "stop", "role", a.m.Role().String())
+	p, seen := a.m.Peer()
+	if a.m.Role() != election.Active || !seen || p.Role != election.Standby || p.Locked || p.Fault || p.Leaving {
+		return a.step(election.Event{Kind: election.Stop, Now: time.Now()})
+	}
+	// A planned stop loses no write the standby could still take: as
+	// for a switchover, writes pause and the handover waits (up to two
+	// dead intervals) until the standby has applied them all. In async
+	// mode, without this, the writes of the last milliseconds were
+	// acknowledged here and never reached the new active.
+	a.draining = true
+	if a.readying != nil {
+		return false // a switchover's wait is under way: its result serves
+	}
+	if !a.paused {
+		a.opt.Sync.Pause()
+		a.paused = true
+	}
+	bound := 2 * a.opt.Dead
+	go func() { a.synced <- a.opt.Sync.WaitSynced(bound) }()
+	return false
+}
+
+// drained hands over for a graceful stop once the standby has every write
+// (ok), or the wait's bound passed; true means exit now. A switchover
+// whose wait this was is answered when the loop ends.
+func (a *Agent) drained(ok bool) bool {
+	a.draining = false
+	if a.readying != nil {
+		a.waiters = append(a.waiters, a.readying.reply)
+		a.readying = nil
+	}
+	if !ok {
+		written, acked := a.opt.Sync.Position()
+		a.log.Warn("stopping: the standby had not applied every write within the bound; handing over without them", "op", "stop", "behind", written-acked, "bound", 2*a.opt.Dead)
+	}
 	return a.step(election.Event{Kind: election.Stop, Now: time.Now()})
 }
 
@@ -748,6 +791,8 @@ func (a *Agent) notifyFailover(act election.Action, now time.Time) {
 // runs off the loop.
 func (a *Agent) switchover(c command) {
 	switch {
+	case a.draining:
+		c.reply <- errors.New("switchover: hapaird is stopping")
 	case a.m.Role() != election.Active:
 		c.reply <- fmt.Errorf("switchover: this node is %v, not active", a.m.Role())
 	case a.readying != nil || len(a.waiters) > 0:

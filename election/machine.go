@@ -696,8 +696,11 @@ func (m *Machine) handOff(now time.Time, exit, force bool) {
 			// restarted (and holds nothing) still count there until
 			// its new connection begins. Its heartbeats carry what it
 			// has applied, refreshed within an interval of applying.
+			// A second at least: a standby of an earlier version
+			// refreshes its position only at its idle ticks (750 ms
+			// at the default profile) during a rolling upgrade.
 			if m.switchDue.IsZero() {
-				m.switchDue = now.Add(m.cfg.HandoffBound)
+				m.switchDue = now.Add(max(m.cfg.HandoffBound, time.Second))
 			}
 			m.switchForce = force
 			return

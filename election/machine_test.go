@@ -372,7 +372,7 @@ func TestSwitchoverToAStandbyLockedMeanwhile(t *testing.T) {
 // A standby whose heartbeats say it holds fewer writes than the active
 // (it restarted, and the active's acknowledgements are of the connection
 // before): the switchover waits for them to show every write, up to the
-// handoff's bound, and is refused past it, or at once when the standby can
+// handoff's bound (a second at least), and is refused past it, or at once when the standby can
 // no longer take over. Writes are paused meanwhile, so the position holds.
 func TestSwitchoverWaitsForTheStandbysWord(t *testing.T) {
 	const w = 20
@@ -399,11 +399,14 @@ func TestSwitchoverWaitsForTheStandbysWord(t *testing.T) {
 	}
 
 	m = pending(t)
-	acts := m.Step(Event{Kind: Tick, Now: at(100 + int(2*dead/time.Millisecond)), Written: w})
+	if acts := m.Step(Event{Kind: Tick, Now: at(100 + int(2*dead/time.Millisecond)), Written: w}); len(acts) != 0 {
+		t.Fatalf("refused before a second: %v", acts)
+	}
+	acts := m.Step(Event{Kind: Tick, Now: at(1100), Written: w})
 	if m.Advert().Leaving || len(acts) == 0 || acts[0].Kind != Refused || !strings.Contains(acts[0].Reason, "holds writes up to 5, this node up to 20") {
 		t.Fatalf("at the bound: leaving %v, %v", m.Advert().Leaving, acts)
 	}
-	if acts := m.Step(Event{Kind: PeerFrame, Now: at(800), Peer: Peer{Role: Standby, Written: w}, Written: w}); m.Advert().Leaving || len(acts) != 0 {
+	if acts := m.Step(Event{Kind: PeerFrame, Now: at(1200), Peer: Peer{Role: Standby, Written: w}, Written: w}); m.Advert().Leaving || len(acts) != 0 {
 		t.Fatalf("a refused switchover started later: %v", acts)
 	}
 
@@ -419,7 +422,7 @@ func TestSwitchoverWaitsForTheStandbysWord(t *testing.T) {
 	}
 	m = pending(t)
 	m.Step(Event{Kind: Stop, Now: at(150), Written: w})
-	if acts := m.Step(Event{Kind: Tick, Now: at(800), Written: w}); slices.ContainsFunc(acts, func(a Action) bool { return a.Kind == Refused }) {
+	if acts := m.Step(Event{Kind: Tick, Now: at(1200), Written: w}); slices.ContainsFunc(acts, func(a Action) bool { return a.Kind == Refused }) {
 		t.Fatalf("a stop overtook the switchover, which was refused later: %v", acts)
 	}
 }

@@ -80,7 +80,11 @@ type Service struct {
 	term chan struct{}
 
 	degraded atomic.Bool
-	writes   atomic.Uint64
+	// gone closes when the standby said it stops (StandbyStopped): sync
+	// writers waiting for it give up at once. Made anew, under mu, when
+	// sync is restored.
+	gone   chan struct{}
+	writes atomic.Uint64
 	// noticed is when OnWrite was last called, in ns since started: by
 	// the monotonic clock, as a wall clock stepped back by an hour would
 	// hold the notices back for the hour (and the frames' write position
@@ -98,7 +102,7 @@ func NewService(st *store.Store, r *repl.Replicator, cfg ServiceConfig) *Service
 	if cfg.Mode == "" {
 		cfg.Mode = Async
 	}
-	s := &Service{cfg: cfg, store: st, repl: r, hub: NewHub(), role: "INIT", term: closed, started: time.Now()}
+	s := &Service{cfg: cfg, store: st, repl: r, hub: NewHub(), role: "INIT", term: closed, gone: make(chan struct{}), started: time.Now()}
 	s.noticed.Store(-int64(writeNotice)) // the first write is noticed
 	return s
 }
@@ -306,6 +310,13 @@ func (s *Service) settle(seq uint64, term <-chan struct{}) error {
 	}
 	if s.degraded.Load() {
 		if s.repl.Acked() >= seq-1 && s.repl.Connected() {
+			s.mu.Lock()
+			select {
+			case <-s.gone:
+				s.gone = make(chan struct{})
+			default:
+			}
+			s.mu.Unlock()
 			s.degraded.Store(false)
 			s.hub.Publish(Event{Type: "sync-restored"})
 		} else {
@@ -315,7 +326,10 @@ func (s *Service) settle(seq uint64, term <-chan struct{}) error {
 	if s.cfg.SyncPoll > 0 && s.repl.SpinAcked(seq, s.cfg.SyncPoll) {
 		return nil
 	}
-	if s.repl.WaitAckedOr(seq, s.cfg.SyncTimeout, term) {
+	s.mu.RLock()
+	gone := s.gone
+	s.mu.RUnlock()
+	if s.repl.WaitAckedOr(seq, s.cfg.SyncTimeout, term, gone) {
 		return nil
 	}
 	select {
@@ -323,14 +337,44 @@ func (s *Service) settle(seq uint64, term <-chan struct{}) error {
 		return ErrNotReplicated
 	default:
 	}
+	s.degrade(fmt.Sprintf("standby did not apply a write within %v; writes now return without waiting for it", s.cfg.SyncTimeout))
+	return nil
+}
+
+// degrade turns sync mode into async until the standby has caught up, and
+// says so once.
+func (s *Service) degrade(reason string) {
 	if !s.degraded.Swap(true) {
-		reason := fmt.Sprintf("standby did not apply a write within %v; writes now return without waiting for it", s.cfg.SyncTimeout)
 		s.hub.Publish(Event{Type: "sync-degraded", Reason: reason})
 		if s.cfg.OnDegraded != nil {
 			s.cfg.OnDegraded(reason)
 		}
 	}
-	return nil
+}
+
+// StandbyStopped is told that the standby said it stops (its last frame:
+// a planned stop or restart). In sync mode, writes then stop waiting for
+// it at once, rather than each stalling for up to SyncTimeout until it is
+// back: nothing can be gained by waiting for a node that is not there.
+// A standby merely silent is not gone: it may be taking over, and writes
+// acknowledged without it would be lost; those wait out the timeout.
+func (s *Service) StandbyStopped() {
+	if s.cfg.Mode != Sync {
+		return
+	}
+	s.mu.Lock()
+	active := s.active
+	if active {
+		select {
+		case <-s.gone:
+		default:
+			close(s.gone)
+		}
+	}
+	s.mu.Unlock()
+	if active {
+		s.degrade("the standby stopped; writes now return without waiting for it")
+	}
 }
 
 // Write performs one write as the mode says.

@@ -124,6 +124,57 @@ func TestDemotionFailsPendingSyncWrites(t *testing.T) {
 	}
 }
 
+// Sync mode: a write waiting for a standby that then says it stops returns
+// at once, acknowledged (the write stands here), and sync mode says it is
+// degraded; without the word it would wait out the (here minute-long)
+// timeout. A standby said stopping while this node is not active changes
+// nothing.
+func TestStandbyStoppedReleasesSyncWrites(t *testing.T) {
+	st := store.New(store.Limits{})
+	var degraded []string
+	svc := NewService(st, repl.New(st, repl.Config{}), ServiceConfig{Mode: Sync, SyncTimeout: time.Minute, OnDegraded: func(r string) { degraded = append(degraded, r) }})
+	svc.StandbyStopped()
+	if svc.Degraded() {
+		t.Fatal("degraded by a standby's stop while not active")
+	}
+	svc.SetRole(1, "ACTIVE", true, "a", 1)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := svc.Write(store.OpCreate, "pending", []byte("x"))
+		wrote <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); st.Len() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the write never reached the store")
+		}
+	}
+	select {
+	case err := <-wrote:
+		t.Fatalf("returned without a standby: %v", err)
+	default:
+	}
+	svc.StandbyStopped()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write waited for a standby that said it stopped")
+	}
+	if !svc.Degraded() || len(degraded) != 1 || !strings.Contains(degraded[0], "the standby stopped") {
+		t.Errorf("degraded %v, told %q", svc.Degraded(), degraded)
+	}
+	// The next write does not wait either (no standby to restore it).
+	done := make(chan struct{})
+	go func() { svc.Write(store.OpUpdate, "pending", []byte("y")); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write after the stop waited")
+	}
+}
+
 // Writes tell the agent (OnWrite), so that its frames carry the new
 // position: the first write at once, then at most once per writeNotice
 // however fast the writes come, and again once that has passed.

@@ -82,6 +82,9 @@ type Sessions interface {
 	Pause()
 	Resume()
 	WaitSynced(timeout time.Duration) bool
+	// StandbyStopped: the standby said it stops; sync writes need not
+	// wait for it. It must not block.
+	StandbyStopped()
 	Stats() statesync.Stats
 }
 
@@ -875,7 +878,15 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		a.peerAt = ev.At
 		a.mu.Unlock()
 		a.notePeerDead(ev.Frame.Dead)
-		return a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
+		wasStopping := a.peerStopping()
+		exit := a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
+		if !wasStopping && a.peerStopping() && a.m.Role() == election.Active {
+			// The standby's last frame, sent as it stops: the peer is
+			// declared gone only a dead interval later, and sync writes
+			// would wait for it all that time and more.
+			a.opt.Sync.StandbyStopped()
+		}
+		return exit
 	case heartbeat.PeerLost:
 		if a.peerStopping() {
 			a.log.Info("peer stopped: its last frame said so", "op", "peer", "peer", a.opt.Peer)

@@ -25,9 +25,9 @@ func (a *acks) set(seq uint64) {
 	a.mu.Unlock()
 }
 
-// wait waits until seq is acknowledged, until timeout, or until stop
-// closes (nil: never).
-func (a *acks) wait(seq uint64, timeout time.Duration, stop <-chan struct{}) bool {
+// wait waits until seq is acknowledged, until timeout, or until stop or
+// gone closes (nil: never).
+func (a *acks) wait(seq uint64, timeout time.Duration, stop, gone <-chan struct{}) bool {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
@@ -42,6 +42,8 @@ func (a *acks) wait(seq uint64, timeout time.Duration, stop <-chan struct{}) boo
 		case <-deadline.C:
 			return false
 		case <-stop:
+			return a.v.Load() >= seq
+		case <-gone:
 			return a.v.Load() >= seq
 		}
 	}

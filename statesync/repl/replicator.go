@@ -258,12 +258,12 @@ func (r *Replicator) Acked() uint64 { return r.acks.load() }
 
 // WaitAcked waits until the standby acknowledged seq, or until timeout.
 func (r *Replicator) WaitAcked(seq uint64, timeout time.Duration) bool {
-	return r.acks.wait(seq, timeout, nil)
+	return r.acks.wait(seq, timeout, nil, nil)
 }
 
-// WaitAckedOr is WaitAcked that also gives up when stop closes.
-func (r *Replicator) WaitAckedOr(seq uint64, timeout time.Duration, stop <-chan struct{}) bool {
-	return r.acks.wait(seq, timeout, stop)
+// WaitAckedOr is WaitAcked that also gives up when stop or gone closes.
+func (r *Replicator) WaitAckedOr(seq uint64, timeout time.Duration, stop, gone <-chan struct{}) bool {
+	return r.acks.wait(seq, timeout, stop, gone)
 }
 
 // SpinAcked polls the attached standby's connection for the

@@ -362,19 +362,22 @@ func (s *Service) StandbyStopped() {
 	if s.cfg.Mode != Sync {
 		return
 	}
-	s.mu.Lock()
+	s.mu.RLock()
 	active := s.active
-	if active {
-		select {
-		case <-s.gone:
-		default:
-			close(s.gone)
-		}
+	s.mu.RUnlock()
+	if !active {
+		return
+	}
+	// Said before the writers are released: one of them would say it
+	// first, with the timeout's reason.
+	s.degrade("the standby stopped; writes now return without waiting for it")
+	s.mu.Lock()
+	select {
+	case <-s.gone:
+	default:
+		close(s.gone)
 	}
 	s.mu.Unlock()
-	if active {
-		s.degrade("the standby stopped; writes now return without waiting for it")
-	}
 }
 
 // Write performs one write as the mode says.

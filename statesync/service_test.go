@@ -100,17 +100,8 @@ func TestDemotionFailsPendingSyncWrites(t *testing.T) {
 					wrote <- text
 				}()
 			}
-			// No standby acknowledges it; wait until it is written.
-			for deadline := time.Now().Add(5 * time.Second); st.Len() == 0; time.Sleep(time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("the write never reached the store")
-				}
-			}
-			select {
-			case err := <-wrote:
-				t.Fatalf("returned without a standby: %s", err)
-			default:
-			}
+			// No standby acknowledges it.
+			waitPending(t, st, wrote)
 			svc.SetRole(2, "STANDBY", false, "b", 0)
 			select {
 			case err := <-wrote:
@@ -121,6 +112,22 @@ func TestDemotionFailsPendingSyncWrites(t *testing.T) {
 				t.Fatal("the pending write waited out its sync timeout after the demotion")
 			}
 		})
+	}
+}
+
+// waitPending waits until a sync write is in the store, and checks it has
+// not returned (wrote): it waits for a standby.
+func waitPending[T any](t *testing.T, st *store.Store, wrote <-chan T) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); st.Len() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the write never reached the store")
+		}
+	}
+	select {
+	case err := <-wrote:
+		t.Fatalf("returned without a standby: %v", err)
+	default:
 	}
 }
 
@@ -143,16 +150,7 @@ func TestStandbyStoppedReleasesSyncWrites(t *testing.T) {
 		_, err := svc.Write(store.OpCreate, "pending", []byte("x"))
 		wrote <- err
 	}()
-	for deadline := time.Now().Add(5 * time.Second); st.Len() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the write never reached the store")
-		}
-	}
-	select {
-	case err := <-wrote:
-		t.Fatalf("returned without a standby: %v", err)
-	default:
-	}
+	waitPending(t, st, wrote)
 	svc.StandbyStopped()
 	select {
 	case err := <-wrote:

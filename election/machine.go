@@ -332,6 +332,10 @@ func (m *Machine) peerNewer() bool { return m.peerSeen && m.peer.Written > m.wri
 
 func (m *Machine) eligible() bool { return m.healthy && !m.locked }
 
+// PeerEligible says whether the peer would take the VIPs if this node gave
+// them up: a standby heard, not locked, in fault or stopping.
+func (m *Machine) PeerEligible() bool { return m.peerEligible() }
+
 // peerEligible says whether the peer would take the VIPs if we gave them up.
 func (m *Machine) peerEligible() bool {
 	return m.peerSeen && m.peer.Role == Standby && !m.peer.Locked && !m.peer.Fault && !m.peer.Leaving

@@ -418,8 +418,7 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 // means exit now.
 func (a *Agent) stop() bool {
 	a.log.Info("stopping", "op", "stop", "role", a.m.Role().String())
-	p, seen := a.m.Peer()
-	if a.m.Role() != election.Active || !seen || p.Role != election.Standby || p.Locked || p.Fault || p.Leaving {
+	if a.m.Role() != election.Active || !a.m.PeerEligible() {
 		return a.step(election.Event{Kind: election.Stop, Now: time.Now()})
 	}
 	// A planned stop loses no write the standby could still take: as

@@ -83,8 +83,13 @@ type Service struct {
 	// gone closes when the standby said it stops (StandbyStopped): sync
 	// writers waiting for it give up at once. Made anew, under mu, when
 	// sync is restored.
-	gone   chan struct{}
-	writes atomic.Uint64
+	gone chan struct{}
+	// stoppedConns is the replicator's Attached count when the standby
+	// said it stops: until a connection begun after it, the stopping
+	// standby's own acknowledgements (it acked every write up to its
+	// stop) must not restore sync mode.
+	stoppedConns atomic.Uint64
+	writes       atomic.Uint64
 	// noticed is when OnWrite was last called, in ns since started: by
 	// the monotonic clock, as a wall clock stepped back by an hour would
 	// hold the notices back for the hour (and the frames' write position
@@ -309,7 +314,7 @@ func (s *Service) settle(seq uint64, term <-chan struct{}) error {
 		return nil
 	}
 	if s.degraded.Load() {
-		if s.repl.Acked() >= seq-1 && s.repl.Connected() {
+		if s.repl.Attached() > s.stoppedConns.Load() && s.repl.Acked() >= seq-1 && s.repl.Connected() {
 			s.mu.Lock()
 			select {
 			case <-s.gone:
@@ -370,6 +375,7 @@ func (s *Service) StandbyStopped() {
 	}
 	// Said before the writers are released: one of them would say it
 	// first, with the timeout's reason.
+	s.stoppedConns.Store(s.repl.Attached())
 	s.degrade("the standby stopped; writes now return without waiting for it")
 	s.mu.Lock()
 	select {

@@ -173,6 +173,59 @@ func TestStandbyStoppedReleasesSyncWrites(t *testing.T) {
 	}
 }
 
+// The standby said it stops, but its connection still stands for a moment
+// (its process has not closed it yet) and its acknowledgements, up to the
+// last write, still count: they must not restore sync mode, or the next
+// write waits for a standby that is going, until it comes back (2.4 s in
+// a CI run). Only a standby that connects anew restores it.
+func TestStoppingStandbysAcksDoNotRestoreSync(t *testing.T) {
+	ls := store.New(store.Limits{})
+	lr, addr := replicate(t, ls, repl.Config{Keys: [][]byte{key}}, true)
+	svc := NewService(ls, lr, ServiceConfig{Mode: Sync, SyncTimeout: time.Minute})
+	svc.SetRole(1, "ACTIVE", true, "a", 1)
+	follow := func() (stop func()) {
+		fs := store.New(store.Limits{})
+		fr := repl.New(fs, repl.Config{Keys: [][]byte{key}, Peer: addr})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); fr.Run(ctx, ln) }()
+		return func() { cancel(); <-done }
+	}
+	stop := follow()
+	defer func() { stop() }()
+	for deadline := time.Now().Add(5 * time.Second); !lr.Following(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the standby did not attach")
+		}
+	}
+	if _, err := svc.Write(store.OpCreate, "call", []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	svc.StandbyStopped()
+	for i := 1; i <= 5; i++ {
+		if _, err := svc.Write(store.OpUpdate, "call", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+		if !svc.Degraded() {
+			t.Fatalf("write %d: sync restored by the stopping standby's connection", i)
+		}
+	}
+	stop()
+	stop = follow()
+	for deadline := time.Now().Add(5 * time.Second); svc.Degraded(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("sync not restored once a standby connected anew")
+		}
+		if _, err := svc.Write(store.OpUpdate, "call", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Writes tell the agent (OnWrite), so that its frames carry the new
 // position: the first write at once, then at most once per writeNotice
 // however fast the writes come, and again once that has passed.

@@ -39,6 +39,7 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 	// attached. Counted, not flagged: the replaced connection ends after
 	// this one started.
 	r.acks.set(0)
+	r.attached.Add(1) // after the reset: a reader of the count sees it
 	r.leading.Add(1)
 	defer r.leading.Add(-1)
 	snd, err := l.begin(hello)

@@ -172,6 +172,7 @@ type Replicator struct {
 	loaded     atomic.Uint64           // the standby streams once it acknowledged this: its snapshot or resume point
 	connected  atomic.Bool             // following the active
 	leading    atomic.Int32            // standby connections being served
+	attached   atomic.Uint64           // standby connections begun, ever
 	snapshots  atomic.Uint64
 	resumes    atomic.Uint64
 	authErrors atomic.Uint64
@@ -252,6 +253,10 @@ func (r *Replicator) NewEpoch(epoch uint64) {
 	r.store.SetEpoch(epoch)
 	r.acks.set(0)
 }
+
+// Attached counts the standby connections this node has begun to serve:
+// one begun after a count was read is a standby that connected anew.
+func (r *Replicator) Attached() uint64 { return r.attached.Load() }
 
 // Acked is the highest sequence the standby acknowledged in this epoch.
 func (r *Replicator) Acked() uint64 { return r.acks.load() }

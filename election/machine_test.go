@@ -372,8 +372,9 @@ func TestSwitchoverToAStandbyLockedMeanwhile(t *testing.T) {
 // A standby whose heartbeats say it holds fewer writes than the active
 // (it restarted, and the active's acknowledgements are of the connection
 // before): the switchover waits for them to show every write, up to the
-// handoff's bound (a second at least), and is refused past it, or at once when the standby can
-// no longer take over. Writes are paused meanwhile, so the position holds.
+// handoff's bound (a second at least), and is refused past it, or at once
+// when the standby can no longer take over. Writes are paused meanwhile,
+// so the position holds.
 func TestSwitchoverWaitsForTheStandbysWord(t *testing.T) {
 	const w = 20
 	behind := Peer{Role: Standby, Written: 5}

@@ -103,10 +103,11 @@ func (c *Cluster) Missing(node string, acked map[string]int) (missing int) {
 // session is kept (values only grow, so a later write whose answer a dying
 // node never sent may be found too).
 type Writes struct {
-	mu    sync.Mutex
-	acked map[string]int
-	n     int
-	done  chan struct{}
+	mu      sync.Mutex
+	acked   map[string]int
+	n       int
+	longest time.Duration // the longest wait for an acknowledgement
+	done    chan struct{}
 }
 
 // StartWrites writes to sessions sessions on st until a write fails (the
@@ -120,12 +121,15 @@ func StartWrites(st *client.Stream, round, sessions int) *Writes {
 			if i < sessions {
 				kind = store.OpCreate
 			}
+			start := time.Now()
 			if _, err := st.Do(kind, id, []byte(strconv.Itoa(i))); err != nil {
 				return // the node died: this write was never acknowledged
 			}
+			took := time.Since(start)
 			w.mu.Lock()
 			w.acked[id] = i
 			w.n++
+			w.longest = max(w.longest, took)
 			w.mu.Unlock()
 		}
 	}()
@@ -137,6 +141,13 @@ func (w *Writes) Count() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.n
+}
+
+// Longest is the longest any acknowledged write waited so far.
+func (w *Writes) Longest() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.longest
 }
 
 // WaitCount waits until n writes were acknowledged, at most within.

@@ -879,10 +879,11 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		a.notePeerDead(ev.Frame.Dead)
 		wasStopping := a.peerStopping()
 		exit := a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
-		if !wasStopping && a.peerStopping() && a.m.Role() == election.Active {
+		if !wasStopping && a.peerStopping() {
 			// The standby's last frame, sent as it stops: the peer is
 			// declared gone only a dead interval later, and sync writes
-			// would wait for it all that time and more.
+			// would wait for it all that time and more. (The service
+			// acts on it only while this node is active.)
 			a.opt.Sync.StandbyStopped()
 		}
 		return exit

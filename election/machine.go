@@ -14,8 +14,13 @@ type Config struct {
 	// before claiming the VIPs (default 3 dead intervals).
 	StartupWindow time.Duration
 	// HandoffBound is how long a leaving active waits for the standby to
-	// say it is active before it releases anyway (default 2 dead
-	// intervals).
+	// say it holds the VIPs before it releases anyway, or, for a
+	// switchover, stays (default 2 dead intervals, a second at least).
+	// A planned handover keeps the VIPs until then (make before break),
+	// so a long bound costs nothing when the standby takes over; two dead
+	// intervals alone (10 ms at turbo) were shorter than a loaded
+	// standby's claim, and a stop released the VIPs before anybody held
+	// them, a switchover stayed beside a standby that had taken over.
 	HandoffBound time.Duration
 	// HoldDown damps a flapping link (0: off). A standby that lost its
 	// peer within HoldDown of the peer's last return from a loss takes
@@ -98,13 +103,17 @@ func New(cfg Config) *Machine {
 		cfg.StartupWindow = 3 * cfg.Dead
 	}
 	if cfg.HandoffBound == 0 {
-		cfg.HandoffBound = 2 * cfg.Dead
+		cfg.HandoffBound = max(2*cfg.Dead, time.Second)
 	}
 	return &Machine{cfg: cfg, healthy: true, down: map[string]bool{}, heard: map[string]bool{}}
 }
 
 // Role is the current role.
 func (m *Machine) Role() Role { return m.role }
+
+// HandoffBound is how long a planned handover waits for the standby to
+// hold the VIPs.
+func (m *Machine) HandoffBound() time.Duration { return m.cfg.HandoffBound }
 
 // Locked says whether this node is locked.
 func (m *Machine) Locked() bool { return m.locked }
@@ -379,6 +388,11 @@ func (m *Machine) tick(now time.Time) {
 		m.endStartup(now)
 	case m.role == Active && m.leaving && !now.Before(m.leaveDeadline) && m.exitAfter:
 		m.finishHandOff(now, fmt.Sprintf("handoff: peer did not take over within %v", m.cfg.HandoffBound))
+	case m.role == Active && m.leaving && !now.Before(m.leaveDeadline) && m.peer.Role == Active:
+		// The peer took over and has not yet said it holds the VIPs:
+		// staying would make two actives, and a split brain to
+		// arbitrate, out of a planned switchover.
+		m.finishHandOff(now, fmt.Sprintf("handoff: peer is active (it did not say it holds the VIPs within %v)", m.cfg.HandoffBound))
 	case m.role == Active && m.leaving && !now.Before(m.leaveDeadline):
 		// A switchover the peer did not take up: stay active rather
 		// than leave nobody holding the VIPs.
@@ -700,11 +714,12 @@ func (m *Machine) handOff(now time.Time, exit, force bool) {
 			// restarted (and holds nothing) still count there until
 			// its new connection begins. Its heartbeats carry what it
 			// has applied, refreshed within an interval of applying.
-			// A second at least: a standby of an earlier version
-			// refreshes its position only at its idle ticks (750 ms
-			// at the default profile) during a rolling upgrade.
+			// The handover's bound, a second at least: a standby of
+			// an earlier version refreshes its position only at its
+			// idle ticks (750 ms at the default profile) during a
+			// rolling upgrade.
 			if m.switchDue.IsZero() {
-				m.switchDue = now.Add(max(m.cfg.HandoffBound, time.Second))
+				m.switchDue = now.Add(m.cfg.HandoffBound)
 			}
 			m.switchForce = force
 			return

@@ -252,11 +252,11 @@ func TestGracefulStopMakeBeforeBreak(t *testing.T) {
 func TestGracefulStopBoundAndNoPeer(t *testing.T) {
 	m := activeMachine(t)
 	m.Step(Event{Kind: Stop, Now: at(100)})
-	m.Step(Event{Kind: Tick, Now: at(699)})
+	m.Step(Event{Kind: Tick, Now: at(1099)})
 	if m.Role() != Active {
 		t.Fatal("gave up before the bound")
 	}
-	acts := m.Step(Event{Kind: Tick, Now: at(700)})
+	acts := m.Step(Event{Kind: Tick, Now: at(1100)})
 	if k := kinds(acts); !slices.Contains(k, ReleaseVIPs) || k[len(k)-1] != Exit {
 		t.Fatalf("bound passed: %v", acts)
 	}
@@ -461,9 +461,56 @@ func TestStandbyActsOnlyOnFramesAfterItBecameOne(t *testing.T) {
 func TestSwitchoverNotTakenUpStaysActive(t *testing.T) {
 	m := activeMachine(t)
 	m.Step(Event{Kind: Switchover, Now: at(100)})
-	acts := m.Step(Event{Kind: Tick, Now: at(700)})
+	if acts := m.Step(Event{Kind: Tick, Now: at(1099)}); len(acts) != 0 || !m.Advert().Leaving {
+		t.Fatalf("gave up before the bound: %v", acts)
+	}
+	acts := m.Step(Event{Kind: Tick, Now: at(1100)})
 	if m.Role() != Active || m.Advert().Leaving || slices.Contains(kinds(acts), ReleaseVIPs) || kinds(acts)[0] != Refused {
 		t.Fatalf("role %v, leaving %v, actions %v", m.Role(), m.Advert().Leaving, acts)
+	}
+}
+
+// At turbo (a 5 ms dead interval) a loaded standby says it holds the VIPs
+// well after two dead intervals. A planned handover waits a second at
+// least (the VIPs stay held meanwhile), and a standby that said ACTIVE
+// is never left beside an active that changed its mind: at the bound the
+// handover completes. Before, a switchover under a write stream at turbo
+// stayed active beside it every time (a split brain), and a stop
+// released the VIPs tens of milliseconds before anybody held them.
+func TestHandoverWaitsForASlowStandbysClaim(t *testing.T) {
+	for _, stop := range []bool{false, true} {
+		m := New(Config{Node: 1, Preferred: true, Dead: 5 * time.Millisecond})
+		m.Step(Event{Kind: Start, Now: at(0)})
+		m.Step(Event{Kind: PeerFrame, Now: at(1), Peer: Peer{Role: Standby}})
+		m.Step(Event{Kind: Tick, Now: at(2)})
+		if m.Role() != Active {
+			t.Fatalf("setup: %v", m.Role())
+		}
+		kind := Switchover
+		if stop {
+			kind = Stop
+		}
+		m.Step(Event{Kind: kind, Now: at(10)})
+		m.Step(Event{Kind: PeerFrame, Now: at(12), Peer: Peer{Role: Active}})
+		for ms := 13; ms < 60; ms++ {
+			if acts := m.Step(Event{Kind: Tick, Now: at(ms)}); len(acts) != 0 {
+				t.Fatalf("stop %v: at %d ms, the peer claiming: %v", stop, ms, acts)
+			}
+		}
+		m.Step(Event{Kind: PeerFrame, Now: at(60), Peer: Peer{Role: Active, Holding: true}})
+		if m.Role() != Standby {
+			t.Fatalf("stop %v: the peer holds the VIPs: %v", stop, m.Role())
+		}
+	}
+	m := New(Config{Node: 1, Preferred: true, Dead: 5 * time.Millisecond})
+	m.Step(Event{Kind: Start, Now: at(0)})
+	m.Step(Event{Kind: PeerFrame, Now: at(1), Peer: Peer{Role: Standby}})
+	m.Step(Event{Kind: Tick, Now: at(2)})
+	m.Step(Event{Kind: Switchover, Now: at(10)})
+	m.Step(Event{Kind: PeerFrame, Now: at(12), Peer: Peer{Role: Active}})
+	acts := m.Step(Event{Kind: Tick, Now: at(1010)})
+	if m.Role() != Standby || slices.Contains(kinds(acts), Refused) {
+		t.Fatalf("the peer said ACTIVE and never that it holds them: %v %v", m.Role(), acts)
 	}
 }
 

@@ -74,3 +74,56 @@ func TestSwitchoverToARestartedStandbyWaitsForItsSessions(t *testing.T) {
 		t.Errorf("the new active holds %d sessions, want %d (%v)", len(l), sessions+1, err)
 	}
 }
+
+// At turbo, planned handovers under a write stream, in turn: a graceful
+// stop of the active (started again), then a switchover back. The
+// handover waited two dead intervals (10 ms) for the standby to say it
+// holds the VIPs, less than a standby took there: every switchover was
+// refused while the standby had taken over (two actives, a split brain to
+// arbitrate), and every stop released the VIPs before the standby held
+// them (38 ms with nobody holding them, measured).
+func TestPlannedHandoversAtTurboUnderLoad(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{Profile: "turbo", HoldDown: "0s"})
+	act := settle(t, c)
+	waitSynced(t, c, act)
+	sb := other(act)
+	for round := range 4 {
+		w, stop := writeLoad(t, c, act, round)
+		stopping := round%2 == 0
+		if stopping {
+			if err := c.Signal(act, syscall.SIGTERM, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := c.Admin(act).Switchover(ctx, false)
+			cancel()
+			if err != nil {
+				stop()
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		acked := stop()
+		if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if m := c.Missing(sb, acked); m > 0 {
+			t.Errorf("round %d: %d of the %d acknowledged writes missing on the new active", round, m, w.Count())
+		}
+		if stopping {
+			if err := c.Start(act); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		waitSynced(t, c, sb)
+		act, sb = sb, act
+	}
+	for _, n := range []string{"a", "b"} {
+		for _, l := range append(logLines(c, n, "did not take over"), logLines(c, n, "split brain")...) {
+			t.Errorf("%s: %s", n, l)
+		}
+	}
+}

@@ -354,7 +354,7 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			done = nil
 			// Bound the drain and the handoff even if the machine
 			// never says Exit.
-			hardStop = time.After(4*a.opt.Dead + time.Second)
+			hardStop = time.After(2*a.opt.Dead + a.m.HandoffBound() + time.Second)
 			exit = a.stop()
 		case <-hardStop:
 			a.log.Warn("handoff did not finish; releasing", "op", "stop")

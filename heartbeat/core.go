@@ -180,8 +180,17 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 		// the runtime took back meanwhile (it does every 10 ms, the
 		// relief never being scheduled anew) takes an idle one when it
 		// wakes, with no other thread's help: so there must be idle
-		// ones while a stopped CPU's threads hold theirs.
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + ReliefCPUs)
+		// ones while a stopped CPU's threads hold theirs. And one more
+		// P, idle while the loop's runs: with none idle, the runtime's
+		// monitor takes a sleeping relief's P back each time it finds
+		// the loop running, and after each such take it polls again
+		// 20 µs later instead of backing off. At turbo that monitor
+		// was a third of the core's CPU, more under a write stream,
+		// when the agent's updates keep the loop busier (the core at
+		// 46-51 % of a CPU, sync writes 3.7 times slower than at
+		// fast); with the spare P, idle turbo costs a quarter less
+		// and that write stream 60 % more (design-notes.md).
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + ReliefCPUs + 1)
 	}
 	ep, err := openCore(cfg)
 	if err != nil {

@@ -39,7 +39,7 @@ func BenchmarkVerify(b *testing.B) {
 			i = 0
 			b.StartTimer()
 		}
-		if _, ok := r.check(frames[i], 1, &out); !ok {
+		if _, ok := r.check(frames[i], 1, 0, &out); !ok {
 			b.Fatal("dropped")
 		}
 		i++

@@ -828,7 +828,7 @@ func (e *Endpoint) emit(ctx context.Context, ev Event) bool {
 
 func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) bool {
 	var f Frame
-	reason, ok := e.recv.check(r.buf[:r.n], r.path, &f)
+	reason, ok := e.recv.check(r.buf[:r.n], r.path, e.seq, &f)
 	if !ok {
 		e.stats.drops[reason].Add(1)
 		switch reason {

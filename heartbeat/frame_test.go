@@ -147,7 +147,7 @@ func TestReceiverDropReasons(t *testing.T) {
 	binary.BigEndian.PutUint32(forged[16:20], Fingerprint(testKey))
 	first := frame(func(g *Frame) { g.Seq = 20 })
 	var out Frame
-	if reason, ok := r.check(first, 1, &out); !ok {
+	if reason, ok := r.check(first, 1, 0, &out); !ok {
 		t.Fatalf("genuine frame dropped: %v", reason)
 	}
 	if out.Seq != 20 || out.Role != RoleActive {
@@ -179,12 +179,12 @@ func TestReceiverDropReasons(t *testing.T) {
 		{"old generation", frame(func(g *Frame) { g.Generation = 6; g.Seq = 40; g.EchoGeneration = 0 }), 1, DropOldGeneration},
 		{"stale echo", frame(func(g *Frame) { g.Seq = 41; g.EchoGeneration = 2 }), 1, DropStale},
 	} {
-		if reason, ok := r.check(c.b, c.path, &out); ok || reason != c.want {
+		if reason, ok := r.check(c.b, c.path, 0, &out); ok || reason != c.want {
 			t.Errorf("%s: got %v ok=%v, want %v", c.name, reason, ok, c.want)
 		}
 	}
 	// A new generation resets the windows: sequence 1 is fresh again.
-	if reason, ok := r.check(frame(func(g *Frame) { g.Generation = 8; g.Seq = 1 }), 1, &out); !ok {
+	if reason, ok := r.check(frame(func(g *Frame) { g.Generation = 8; g.Seq = 1 }), 1, 0, &out); !ok {
 		t.Errorf("new generation dropped: %v", reason)
 	}
 	if !r.genChanged || r.gen != 8 {
@@ -221,7 +221,7 @@ func TestReceiverAfterRestartWantsFreshFrames(t *testing.T) {
 		{"the peer's counter went back, but it echoes us", frame(2, 1, 4), 0, true},
 		{"its earlier generation, not fresh", frame(7, 103, 3), DropStale, false},
 	} {
-		reason, ok := r.check(c.b, 1, &out)
+		reason, ok := r.check(c.b, 1, 0, &out)
 		if ok != c.ok || (!ok && reason != c.want) {
 			t.Errorf("%s: got %v ok=%v, want %v ok=%v", c.name, reason, ok, c.want, c.ok)
 		}
@@ -229,11 +229,49 @@ func TestReceiverAfterRestartWantsFreshFrames(t *testing.T) {
 	// A peer that starts while we run says nothing of us at first: its
 	// own new generation is trusted without an echo.
 	r = newReceiver(0x01020304, 2, s, 2, 4, 7)
-	if reason, ok := r.check(frame(8, 1, 0), 1, &out); !ok {
+	if reason, ok := r.check(frame(8, 1, 0), 1, 0, &out); !ok {
 		t.Errorf("a new boot of the peer: %v", reason)
 	}
-	if reason, ok := r.check(frame(8, 2, 0), 1, &out); !ok {
+	if reason, ok := r.check(frame(8, 2, 0), 1, 0, &out); !ok {
 		t.Errorf("its second frame: %v", reason)
+	}
+}
+
+// A standby restarted while the active had not yet read its last frames
+// on one path (it reads them when it wakes to send): the new boot's frames
+// came first on the other, then the old boot's last one, which echoes this
+// node's boot. It is not the peer's counter going back (that peer has
+// heard this node since its newer boot came) and is dropped; before, it
+// was taken for current, and the old boot's stop was handled a second
+// time beside the new standby.
+func TestOldBootsFrameReadLateIsDropped(t *testing.T) {
+	s, _ := NewSigner([][]byte{testKey})
+	frame := func(path uint8, gen, seq, echoSeq uint64) []byte {
+		f := sampleFrame()
+		f.Path, f.Generation, f.Seq, f.EchoGeneration, f.EchoSeq = path, gen, seq, 4, echoSeq
+		return s.AppendFrame(nil, &f, 0)
+	}
+	r := newReceiver(0x01020304, 2, s, 2, 4, 0)
+	var out Frame
+	for _, c := range []struct {
+		name  string
+		path  uint8
+		b     []byte
+		mySeq uint64
+		want  DropReason
+		ok    bool
+	}{
+		{"the standby's boot 7", 1, frame(1, 7, 40, 30), 31, 0, true},
+		{"its last frame, on path 1", 1, frame(1, 7, 41, 31), 32, 0, true},
+		{"its new boot 9, first on path 1", 1, frame(1, 9, 1, 0), 40, 0, true},
+		{"boot 7's last frame on path 0, read late", 0, frame(0, 7, 41, 31), 41, DropOldGeneration, false},
+		{"boot 9 goes on", 0, frame(0, 9, 2, 41), 42, 0, true},
+		{"a boot 3 after it (its state lost), heard this node since", 1, frame(1, 3, 1, 50), 51, 0, true},
+	} {
+		reason, ok := r.check(c.b, int(c.path), c.mySeq, &out)
+		if ok != c.ok || (!ok && reason != c.want) {
+			t.Errorf("%s: got %v ok=%v, want %v ok=%v", c.name, reason, ok, c.want, c.ok)
+		}
 	}
 }
 

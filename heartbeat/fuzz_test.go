@@ -33,7 +33,7 @@ func FuzzUnmarshal(f *testing.F) {
 			t.Fatalf("round trip changed bytes:\n%x\n%x", b, out)
 		}
 		r := newReceiver(fr.Cluster, 2, s, 2, 3, 0)
-		r.check(b, 1, &h) // must not panic
+		r.check(b, 1, 0, &h) // must not panic
 	})
 }
 

@@ -25,6 +25,9 @@ type receiver struct {
 	genSeen bool
 	// genChanged is set when gen changed and should be persisted.
 	genChanged bool
+	// genFrom is this node's frame number when gen was first accepted
+	// (0: known from before this start).
+	genFrom uint64
 }
 
 // newReceiver starts with gen, the peer generation known from before this
@@ -33,8 +36,9 @@ func newReceiver(cluster uint32, self uint8, s *Signer, paths int, myGen, gen ui
 	return &receiver{cluster: cluster, self: self, signer: s, windows: make([]Window, paths), myGen: myGen, gen: gen}
 }
 
-// check decides on one frame that arrived on path index p.
-func (r *receiver) check(b []byte, p int, f *Frame) (DropReason, bool) {
+// check decides on one frame that arrived on path index p; mySeq is the
+// number of this node's newest frame.
+func (r *receiver) check(b []byte, p int, mySeq uint64, f *Frame) (DropReason, bool) {
 	if err := checkHeader(b); err != nil {
 		switch {
 		case errors.Is(err, io.ErrUnexpectedEOF):
@@ -103,7 +107,22 @@ func (r *receiver) check(b []byte, p int, f *Frame) (DropReason, bool) {
 		if !fresh && f.EchoGeneration != 0 {
 			return DropStale, false
 		}
-		r.gen, r.genSeen, r.genChanged = f.Generation, true, true
+		// A lower generation that echoes us is a peer whose counter
+		// went back, or a frame of the boot before its current one
+		// read late: an active reads its standby's frames only when
+		// it wakes to send, and a standby restarted in between had
+		// its new boot's frames read first on the other path. Taken
+		// for current, the old boot's last frame (stopping) came
+		// back after the new one, and the active degraded sync again
+		// beside the new standby. Only a boot after the current one
+		// has heard frames of ours sent since that one came. One that
+		// echoes no number of ours has accepted none yet: a boot
+		// whose counter went back echoes this boot it dropped frames
+		// of (staleGen), so each side learns the other is fresh.
+		if f.Generation < r.gen && f.EchoSeq != 0 && f.EchoSeq <= r.genFrom {
+			return DropOldGeneration, false
+		}
+		r.gen, r.genSeen, r.genChanged, r.genFrom = f.Generation, true, true, mySeq
 		for i := range r.windows {
 			r.windows[i].Reset()
 		}

@@ -35,8 +35,10 @@ type ServiceConfig struct {
 	// OnNewSession, if set, learns when a session was created here: the
 	// arbitration fact "last new session".
 	OnNewSession func(time.Time)
-	// OnDegraded, if set, learns when sync mode degrades to async.
-	OnDegraded func(reason string)
+	// OnDegraded, if set, learns when sync mode degrades to async, and
+	// whether the standby said it stops (a planned restart: nothing is
+	// wrong) rather than stopped answering.
+	OnDegraded func(reason string, planned bool)
 	// OnWrite, if set, learns that writes were applied here (written
 	// by an application, or from the active's stream: Applied), at
 	// most once per writeNotice: the agent then advertises the new
@@ -342,17 +344,17 @@ func (s *Service) settle(seq uint64, term <-chan struct{}) error {
 		return ErrNotReplicated
 	default:
 	}
-	s.degrade(fmt.Sprintf("standby did not apply a write within %v; writes now return without waiting for it", s.cfg.SyncTimeout))
+	s.degrade(fmt.Sprintf("standby did not apply a write within %v; writes now return without waiting for it", s.cfg.SyncTimeout), false)
 	return nil
 }
 
 // degrade turns sync mode into async until the standby has caught up, and
 // says so once.
-func (s *Service) degrade(reason string) {
+func (s *Service) degrade(reason string, planned bool) {
 	if !s.degraded.Swap(true) {
 		s.hub.Publish(Event{Type: "sync-degraded", Reason: reason})
 		if s.cfg.OnDegraded != nil {
-			s.cfg.OnDegraded(reason)
+			s.cfg.OnDegraded(reason, planned)
 		}
 	}
 }
@@ -376,7 +378,7 @@ func (s *Service) StandbyStopped() {
 	// Said before the writers are released: one of them would say it
 	// first, with the timeout's reason.
 	s.stoppedConns.Store(s.repl.Attached())
-	s.degrade("the standby stopped; writes now return without waiting for it")
+	s.degrade("the standby stopped; writes now return without waiting for it", true)
 	s.mu.Lock()
 	select {
 	case <-s.gone:

@@ -139,7 +139,12 @@ func waitPending[T any](t *testing.T, st *store.Store, wrote <-chan T) {
 func TestStandbyStoppedReleasesSyncWrites(t *testing.T) {
 	st := store.New(store.Limits{})
 	var degraded []string
-	svc := NewService(st, repl.New(st, repl.Config{}), ServiceConfig{Mode: Sync, SyncTimeout: time.Minute, OnDegraded: func(r string) { degraded = append(degraded, r) }})
+	svc := NewService(st, repl.New(st, repl.Config{}), ServiceConfig{Mode: Sync, SyncTimeout: time.Minute, OnDegraded: func(r string, planned bool) {
+		if planned {
+			r = "planned: " + r
+		}
+		degraded = append(degraded, r)
+	}})
 	svc.StandbyStopped()
 	if svc.Degraded() {
 		t.Fatal("degraded by a standby's stop while not active")
@@ -160,7 +165,7 @@ func TestStandbyStoppedReleasesSyncWrites(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the write waited for a standby that said it stopped")
 	}
-	if !svc.Degraded() || len(degraded) != 1 || !strings.Contains(degraded[0], "the standby stopped") {
+	if !svc.Degraded() || len(degraded) != 1 || !strings.HasPrefix(degraded[0], "planned: the standby stopped") {
 		t.Errorf("degraded %v, told %q", svc.Degraded(), degraded)
 	}
 	// The next write does not wait either (no standby to restore it).

@@ -175,8 +175,21 @@ func TestDifferentKeysNeverMakeTwoHolders(t *testing.T) {
 // error); and a node restarted within the dead interval was taken for a
 // one-way link on every path (its first frames echo nothing: it has heard
 // nothing yet).
+//
+// In sync mode too: the standby's planned stop degrades sync at once (its
+// writes need not wait for it), which is said at INFO, not as the WARN of
+// a standby that stopped answering.
 func TestRoutineOperationsLogNoWarning(t *testing.T) {
-	c := cluster(t, lab.ConfigOptions{})
+	for _, mode := range []string{"async", "sync"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			routineOperations(t, lab.ConfigOptions{SyncMode: mode})
+		})
+	}
+}
+
+func routineOperations(t *testing.T, o lab.ConfigOptions) {
+	c := cluster(t, o)
 	act := settle(t, c)
 	sb := other(act)
 	if _, err := api(t, c, act).Create(t.Context(), "call-1", []byte("v")); err != nil {

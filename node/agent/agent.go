@@ -708,9 +708,16 @@ func (a *Agent) NewSession(at time.Time) {
 	}
 }
 
-// SyncDegraded is called by the session service when sync mode degrades.
-func (a *Agent) SyncDegraded(reason string) {
-	a.log.Warn("sync mode degraded to async", "op", "sync", "reason", reason)
+// SyncDegraded is called by the session service when sync mode degrades:
+// a WARN when the standby stopped answering, which pages someone; INFO when
+// it said it stops, as every planned restart of the standby does (the
+// status and the redundancy reminder still say what it costs).
+func (a *Agent) SyncDegraded(reason string, planned bool) {
+	level := slog.LevelWarn
+	if planned {
+		level = slog.LevelInfo
+	}
+	a.log.Log(context.Background(), level, "sync mode degraded to async", "op", "sync", "reason", reason)
 	if a.opt.Hooks != nil {
 		a.opt.Hooks.Fire(hooks.Env{Event: hooks.SyncDegraded, Reason: reason, Node: a.opt.Node, Peer: a.opt.Peer})
 	}

@@ -275,7 +275,7 @@ func (n *Node) sessions(peer *config.Node, release string) error {
 		// The agent is made after the service it uses: these reach
 		// it through the node, and run only once Run has started.
 		OnNewSession: func(t time.Time) { n.agent.NewSession(t) },
-		OnDegraded:   func(reason string, planned bool) { n.agent.SyncDegraded(reason, planned) }, // n.agent is made after
+		OnDegraded:   func(reason string, planned bool) { n.agent.SyncDegraded(reason, planned) },
 		OnWrite:      func() { n.agent.Wrote() },
 	})
 	return nil

@@ -28,24 +28,33 @@ func TestGracefulStopUnderLoadLosesNoWrite(t *testing.T) {
 				if err := c.Signal(act, syscall.SIGTERM, 5*time.Second); err != nil {
 					t.Fatal(err)
 				}
-				acked := stop()
-				if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
-					t.Fatal(err)
-				}
-				if m := c.Missing(sb, acked); m > 0 {
-					t.Errorf("round %d: %d of the %d acknowledged writes missing on the new active", round, m, w.Count())
-				}
-				if err := c.Start(act); err != nil {
-					t.Fatal(err)
-				}
-				if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
-					t.Fatal(err)
-				}
-				waitSynced(t, c, sb)
+				handedOver(t, c, act, sb, round, w, stop(), true)
 				act, sb = sb, act
 			}
 		})
 	}
+}
+
+// handedOver checks a planned handover from act to sb under the write load
+// w, whose acknowledged writes are acked: sb is active with every one of
+// them, and act (started again if it stopped) is its standby, in sync.
+func handedOver(t *testing.T, c *lab.Cluster, act, sb string, round int, w *lab.Writes, acked map[string]int, stopped bool) {
+	t.Helper()
+	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.Missing(sb, acked); m > 0 {
+		t.Errorf("round %d: %d of the %d acknowledged writes missing on the new active", round, m, w.Count())
+	}
+	if stopped {
+		if err := c.Start(act); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, sb)
 }
 
 // In sync mode, a planned restart of the standby (the documented procedure

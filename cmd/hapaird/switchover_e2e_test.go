@@ -103,22 +103,7 @@ func TestPlannedHandoversAtTurboUnderLoad(t *testing.T) {
 				t.Fatalf("round %d: %v", round, err)
 			}
 		}
-		acked := stop()
-		if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		if m := c.Missing(sb, acked); m > 0 {
-			t.Errorf("round %d: %d of the %d acknowledged writes missing on the new active", round, m, w.Count())
-		}
-		if stopping {
-			if err := c.Start(act); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		waitSynced(t, c, sb)
+		handedOver(t, c, act, sb, round, w, stop(), stopping)
 		act, sb = sb, act
 	}
 	for _, n := range []string{"a", "b"} {

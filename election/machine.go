@@ -103,13 +103,16 @@ func New(cfg Config) *Machine {
 		cfg.StartupWindow = 3 * cfg.Dead
 	}
 	if cfg.HandoffBound == 0 {
-		cfg.HandoffBound = max(2*cfg.Dead, time.Second)
+		cfg.HandoffBound = DefaultHandoffBound(cfg.Dead)
 	}
 	return &Machine{cfg: cfg, healthy: true, down: map[string]bool{}, heard: map[string]bool{}}
 }
 
 // Role is the current role.
 func (m *Machine) Role() Role { return m.role }
+
+// DefaultHandoffBound is Config.HandoffBound's default for a dead interval.
+func DefaultHandoffBound(dead time.Duration) time.Duration { return max(2*dead, time.Second) }
 
 // HandoffBound is how long a planned handover waits for the standby to
 // hold the VIPs.

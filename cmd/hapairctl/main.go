@@ -285,7 +285,19 @@ func switchover(args []string, stdout, stderr io.Writer) int {
 	if c == nil {
 		return rc
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Waited for as long as the daemon's own bounds, which its dead
+	// interval sets, and 5 s more: a fixed 5 s gave up on a pair with a
+	// 1 s dead interval while its switchover went on. The daemon waits
+	// two dead intervals for the standby's acknowledgements, then up to
+	// its handover bound for the standby's frames to say so, and as long
+	// for the standby to hold the VIPs.
+	s, rc := fetchStatus("switchover", c, stderr)
+	if s == nil {
+		return rc
+	}
+	dead := time.Duration(s.DeadMs * float64(time.Millisecond))
+	wait := 2*dead + 2*election.DefaultHandoffBound(dead) + 5*time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	start := time.Now()
 	if err := control.NewClient(config.AdminSocket(c.socket)).Switchover(ctx, force); err != nil {

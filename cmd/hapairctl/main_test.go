@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +13,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/hapair/hapair/config"
+	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
 )
 
@@ -226,5 +231,47 @@ func TestPermissionDeniedSaysWhy(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "permission denied on "+sock+": add yourself to group hapair") || strings.Count(string(out), "\n") != 1 {
 			t.Errorf("%v as nobody: %v, %q; want exit 1 and one line saying to join group hapair", args, err, out)
 		}
+	}
+}
+
+// slowDaemon answers status with a dead interval of 1 s and a switchover
+// only after answerAfter, as a daemon of such timers may (its bounds are
+// six dead intervals and two seconds).
+type slowDaemon struct{ answerAfter time.Duration }
+
+func (slowDaemon) Status() control.Status {
+	return control.Status{Node: "a", Role: "ACTIVE", DeadMs: 1000}
+}
+
+func (d slowDaemon) Switchover(ctx context.Context, force bool) error {
+	select {
+	case <-time.After(d.answerAfter): // the daemon's own waits
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (slowDaemon) SetLock(context.Context, bool, string) error { return nil }
+
+// hapairctl switchover waits as long as the daemon's bounds: it gave up
+// after 5 s (the control client's timeout), saying the switchover failed,
+// while the daemon went on with it.
+func TestSwitchoverWaitsForTheDaemonsBounds(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "hapair.sock")
+	l, err := net.Listen("unix", config.AdminSocket(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: control.NewAdminMux(slowDaemon{answerAfter: 6 * time.Second})}
+	go srv.Serve(l)
+	defer srv.Close()
+	var out, errb bytes.Buffer
+	if rc := run([]string{"switchover", "--socket", sock}, &out, &errb); rc != 0 {
+		t.Fatalf("exit %d: %s", rc, errb.String())
+	}
+	if !strings.Contains(out.String(), "switched over in") {
+		t.Errorf("said %q", out.String())
 	}
 }

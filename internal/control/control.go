@@ -256,9 +256,14 @@ type SwitchoverRequest struct {
 }
 
 // Switchover asks the daemon (which must be active) to hand over to its
-// peer and returns once the peer has taken over.
+// peer and returns once the peer has taken over. It is bounded by ctx
+// alone, not by the 5 s of other requests: the daemon answers within
+// bounds of its own, which custom timers make longer, and a client that
+// gave up before it would say the switchover failed while it went on.
 func (c *Client) Switchover(ctx context.Context, force bool) error {
-	return c.do(ctx, http.MethodPost, "/v1/switchover", SwitchoverRequest{Force: force}, nil)
+	long := *c.http
+	long.Timeout = 0
+	return (&Client{Socket: c.Socket, http: &long}).do(ctx, http.MethodPost, "/v1/switchover", SwitchoverRequest{Force: force}, nil)
 }
 
 // LockRequest sets or clears this node's HA lock; Text says who, when and

@@ -354,7 +354,7 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			done = nil
 			// Bound the drain and the handoff even if the machine
 			// never says Exit.
-			hardStop = time.After(2*a.opt.Dead + a.m.HandoffBound() + time.Second)
+			hardStop = time.After(a.syncedWithin() + a.m.HandoffBound() + time.Second)
 			exit = a.stop()
 		case <-hardStop:
 			a.log.Warn("handoff did not finish; releasing", "op", "stop")
@@ -430,13 +430,23 @@ func (a *Agent) stop() bool {
 	if a.readying != nil {
 		return false // a switchover's wait is under way: its result serves
 	}
+	a.awaitSynced()
+	return false
+}
+
+// syncedWithin bounds a planned handover's wait for the standby to apply
+// every write.
+func (a *Agent) syncedWithin() time.Duration { return 2 * a.opt.Dead }
+
+// awaitSynced pauses writes and waits off the loop, up to syncedWithin,
+// for the standby to apply every write; the outcome comes on synced.
+func (a *Agent) awaitSynced() {
 	if !a.paused {
 		a.opt.Sync.Pause()
 		a.paused = true
 	}
-	bound := 2 * a.opt.Dead
+	bound := a.syncedWithin()
 	go func() { a.synced <- a.opt.Sync.WaitSynced(bound) }()
-	return false
 }
 
 // drained hands over for a graceful stop once the standby has every write
@@ -450,7 +460,7 @@ func (a *Agent) drained(ok bool) bool {
 	}
 	if !ok {
 		written, acked := a.opt.Sync.Position()
-		a.log.Warn("stopping: the standby had not applied every write within the bound; handing over without them", "op", "stop", "behind", written-acked, "bound", 2*a.opt.Dead)
+		a.log.Warn("stopping: the standby had not applied every write within the bound; handing over without them", "op", "stop", "behind", written-acked, "bound", a.syncedWithin())
 	}
 	return a.step(election.Event{Kind: election.Stop, Now: time.Now()})
 }
@@ -809,10 +819,7 @@ func (a *Agent) switchover(c command) {
 		a.waiters = append(a.waiters, c.reply)
 	default:
 		a.readying = &c
-		a.opt.Sync.Pause()
-		a.paused = true
-		bound := 2 * a.opt.Dead
-		go func() { a.synced <- a.opt.Sync.WaitSynced(bound) }()
+		a.awaitSynced()
 	}
 }
 
@@ -823,7 +830,7 @@ func (a *Agent) handOver(ok bool) bool {
 	a.readying = nil
 	a.waiters = append(a.waiters, c.reply)
 	if !ok {
-		a.answer(fmt.Errorf("switchover: the standby has not applied every write within %v; not handing over", 2*a.opt.Dead))
+		a.answer(fmt.Errorf("switchover: the standby has not applied every write within %v; not handing over", a.syncedWithin()))
 		return false
 	}
 	return a.step(election.Event{Kind: election.Switchover, Now: time.Now(), Force: c.force})

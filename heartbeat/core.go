@@ -344,9 +344,24 @@ func (ep *Endpoint) leaseExpired() bool {
 }
 
 // agentDied fences the node for an agent that died, and says whether this
-// core must release the VIPs: not on a locked node.
+// core must release the VIPs: not on a locked node. Its frames say the
+// agent died (FlagAgentDied), so the peer can tell a crash from a stop.
+//
+// A node that is not active says, besides, that it leaves (its frames end
+// with this core), as a standby's graceful stop does: its active's sync
+// writes stop waiting for a standby that is gone, where they stalled up to
+// the sync timeout (TestCrashedStandbyDoesNotStallSyncWrites). An active
+// does not: a leaving active is one handing over, which a dead agent's
+// core does through FAULT.
 func (ep *Endpoint) agentDied() bool {
+	ep.mu.Lock()
+	ep.local.Flags |= FlagAgentDied
+	if ep.local.Role != RoleActive {
+		ep.local.Flags |= FlagLeaving
+	}
+	ep.mu.Unlock()
 	if ep.locked() {
+		ep.SendNow()
 		return false
 	}
 	if !ep.fenced.Load() {

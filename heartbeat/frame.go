@@ -68,6 +68,10 @@ const (
 	// a dead interval, or none heard since it started). Set by its
 	// heartbeat core. An older sender never sets it: it reads as "hears".
 	FlagDeaf
+	// FlagAgentDied: the sender's agent died (killed, a panic); these are
+	// its heartbeat core's last frames (with FAULT, and Leaving when not
+	// active). An older receiver ignores it.
+	FlagAgentDied
 )
 
 // Frame is one heartbeat.

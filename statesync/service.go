@@ -359,13 +359,14 @@ func (s *Service) degrade(reason string, planned bool) {
 	}
 }
 
-// StandbyStopped is told that the standby said it stops (its last frame:
-// a planned stop or restart). In sync mode, writes then stop waiting for
-// it at once, rather than each stalling for up to SyncTimeout until it is
-// back: nothing can be gained by waiting for a node that is not there.
-// A standby merely silent is not gone: it may be taking over, and writes
+// StandbyStopped is told that the standby said it stops (its last frame):
+// planned, a stop or restart; not planned, its heartbeat core saying that
+// its daemon died. In sync mode, writes then stop waiting for it at once,
+// rather than each stalling for up to SyncTimeout until it is back:
+// nothing can be gained by waiting for a node that is not there. A
+// standby merely silent is not gone: it may be taking over, and writes
 // acknowledged without it would be lost; those wait out the timeout.
-func (s *Service) StandbyStopped() {
+func (s *Service) StandbyStopped(planned bool) {
 	if s.cfg.Mode != Sync {
 		return
 	}
@@ -378,7 +379,11 @@ func (s *Service) StandbyStopped() {
 	// Said before the writers are released: one of them would say it
 	// first, with the timeout's reason.
 	s.stoppedConns.Store(s.repl.Attached())
-	s.degrade("the standby stopped; writes now return without waiting for it", true)
+	reason := "the standby stopped; writes now return without waiting for it"
+	if !planned {
+		reason = "the standby stopped: its hapaird died; writes now return without waiting for it"
+	}
+	s.degrade(reason, planned)
 	s.mu.Lock()
 	select {
 	case <-s.gone:

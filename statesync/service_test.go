@@ -145,7 +145,7 @@ func TestStandbyStoppedReleasesSyncWrites(t *testing.T) {
 		}
 		degraded = append(degraded, r)
 	}})
-	svc.StandbyStopped()
+	svc.StandbyStopped(true)
 	if svc.Degraded() {
 		t.Fatal("degraded by a standby's stop while not active")
 	}
@@ -156,7 +156,7 @@ func TestStandbyStoppedReleasesSyncWrites(t *testing.T) {
 		wrote <- err
 	}()
 	waitPending(t, st, wrote)
-	svc.StandbyStopped()
+	svc.StandbyStopped(true)
 	select {
 	case err := <-wrote:
 		if err != nil {
@@ -210,7 +210,7 @@ func TestStoppingStandbysAcksDoNotRestoreSync(t *testing.T) {
 	if _, err := svc.Write(store.OpCreate, "call", []byte("0")); err != nil {
 		t.Fatal(err)
 	}
-	svc.StandbyStopped()
+	svc.StandbyStopped(true)
 	for i := 1; i <= 5; i++ {
 		if _, err := svc.Write(store.OpUpdate, "call", []byte(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)

@@ -82,9 +82,10 @@ type Sessions interface {
 	Pause()
 	Resume()
 	WaitSynced(timeout time.Duration) bool
-	// StandbyStopped: the standby said it stops; sync writes need not
-	// wait for it. It must not block.
-	StandbyStopped()
+	// StandbyStopped: the standby said it stops (planned), or its core
+	// that its daemon died; sync writes need not wait for it. It must
+	// not block.
+	StandbyStopped(planned bool)
 	Stats() statesync.Stats
 }
 
@@ -894,11 +895,16 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		wasStopping := a.peerStopping()
 		exit := a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
 		if !wasStopping && a.peerStopping() {
-			// The standby's last frame, sent as it stops: the peer is
-			// declared gone only a dead interval later, and sync writes
-			// would wait for it all that time and more. (The service
-			// acts on it only while this node is active.)
-			a.opt.Sync.StandbyStopped()
+			// The standby's last frame, sent as it stops, or by its
+			// heartbeat core when its daemon died: the peer is declared
+			// gone only a dead interval later, and sync writes would
+			// wait for it all that time and more. (The service acts on
+			// it only while this node is active.)
+			died := ev.Frame.Flags&heartbeat.FlagAgentDied != 0
+			if died {
+				a.log.Warn("the peer's hapaird died: its heartbeat core says so, and ends", "op", "peer", "peer", a.opt.Peer)
+			}
+			a.opt.Sync.StandbyStopped(!died)
 		}
 		return exit
 	case heartbeat.PeerLost:

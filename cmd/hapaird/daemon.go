@@ -14,6 +14,7 @@ import (
 	"github.com/hapair/hapair/config"
 	"github.com/hapair/hapair/internal/logq"
 	"github.com/hapair/hapair/node"
+	"github.com/hapair/hapair/node/agent"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,6 +32,11 @@ func cleanup(cfg *config.Config, self *config.Node, stdout, stderr io.Writer) in
 	}
 	return 0
 }
+
+// stopAfterAgent bounds what a stop does once the agent let go: the
+// heartbeat core's end and the log's last lines (a second, above), with
+// room to spare.
+const stopAfterAgent = 5 * time.Second
 
 // logQueue is how many bytes of log lines wait for a journal that does not
 // read before the newest are dropped: thousands of lines, far more than a
@@ -69,7 +75,7 @@ func daemon(cfg *config.Config, self *config.Node, rule string, stderr io.Writer
 	defer stop()
 	go func() {
 		<-ctx.Done()
-		sd.Stopping()
+		sd.Stopping(agent.StopWithin(cfg.DeadInterval) + stopAfterAgent)
 	}()
 	go ignoreStrays(log)
 	if err := n.Run(ctx); err != nil {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 )
@@ -27,6 +29,7 @@ type notifier struct {
 	status   string
 	ping     bool
 	stopping bool
+	stopFor  time.Duration // how long the stop may take (EXTEND_TIMEOUT_USEC)
 
 	wake chan struct{}
 }
@@ -51,8 +54,11 @@ func (n *notifier) Status(s string) { n.ask(func() { n.status = s }) }
 // Ping asks for a watchdog ping.
 func (n *notifier) Ping() { n.ask(func() { n.ping = true }) }
 
-// Stopping says the daemon is stopping.
-func (n *notifier) Stopping() { n.ask(func() { n.stopping = true }) }
+// Stopping says the daemon is stopping, and may take up to within.
+// systemd keeps the longer of that and the unit's TimeoutStopSec.
+func (n *notifier) Stopping(within time.Duration) {
+	n.ask(func() { n.stopping, n.stopFor = true, within })
+}
 
 func (n *notifier) ask(f func()) {
 	n.mu.Lock()
@@ -75,7 +81,7 @@ func (n *notifier) Run() {
 				lines = append(lines, sdnotify.SdNotifyReady)
 			}
 			if n.stopping {
-				lines = append(lines, sdnotify.SdNotifyStopping)
+				lines = append(lines, sdnotify.SdNotifyStopping, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", n.stopFor.Microseconds()))
 			}
 			if n.status != "" {
 				lines = append(lines, "STATUS="+n.status)

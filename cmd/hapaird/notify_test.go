@@ -38,8 +38,8 @@ func TestNotifierNeverWaitsForPID1(t *testing.T) {
 		t.Errorf("second message %q", got)
 	}
 	release <- struct{}{}
-	n.Stopping()
-	if got := <-entered; got != "STOPPING=1" {
+	n.Stopping(21500 * time.Millisecond)
+	if got := <-entered; got != "STOPPING=1\nEXTEND_TIMEOUT_USEC=21500000" {
 		t.Errorf("stopping message %q", got)
 	}
 	release <- struct{}{}

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -186,5 +188,67 @@ func TestStalledSystemdHoldsUpNoFailover(t *testing.T) {
 		if strings.Contains(string(buf[:n]), "READY=1") {
 			break
 		}
+	}
+}
+
+// TestStopTellsSystemdHowLongItMayTake stops an active whose standby's
+// agent hangs (its heartbeat core still says STANDBY), so the stop waits
+// out its bounds before it lets go. It tells systemd, with STOPPING=1, how
+// long that may take (EXTEND_TIMEOUT_USEC), and ends within it: with a
+// dead interval of 5 s or more the bounds pass the unit's TimeoutStopSec
+// (20 s), whose kill would end the handover midway.
+func TestStopTellsSystemdHowLongItMayTake(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	path := filepath.Join(t.TempDir(), "notify")
+	pid1, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pid1.Close()
+	node := restartStandbyWith(t, c, lab.StartOptions{Env: []string{"NOTIFY_SOCKET=" + path}})
+	act := other(node)
+	if err := c.Admin(act).Switchover(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(node, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The standby's agent hangs; its core goes on.
+	if err := c.Signal(act, syscall.SIGSTOP, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Signal(act, syscall.SIGCONT, 0)
+	start := time.Now()
+	if err := c.Signal(node, syscall.SIGTERM, 0); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	pid1.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var asked time.Duration
+	for asked == 0 {
+		n, err := pid1.Read(buf)
+		if err != nil {
+			t.Fatalf("no STOPPING=1 with EXTEND_TIMEOUT_USEC: %v", err)
+		}
+		for _, l := range strings.Split(string(buf[:n]), "\n") {
+			if v, ok := strings.CutPrefix(l, "EXTEND_TIMEOUT_USEC="); ok {
+				us, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || us <= 0 {
+					t.Fatalf("EXTEND_TIMEOUT_USEC=%q", v)
+				}
+				asked = time.Duration(us) * time.Microsecond
+			}
+		}
+	}
+	if err := c.WaitExit(node, asked); err != nil {
+		t.Fatalf("the stop did not end within the %v it asked systemd for: %v", asked, err)
+	}
+	took := time.Since(start)
+	t.Logf("asked for %v, took %v", asked, took)
+	if len(logLines(c, node, "did not take over")) == 0 {
+		t.Error("the stop did not wait for the hung standby: the test does not show the bound covers the wait")
 	}
 }

@@ -355,7 +355,7 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			done = nil
 			// Bound the drain and the handoff even if the machine
 			// never says Exit.
-			hardStop = time.After(a.syncedWithin() + a.m.HandoffBound() + time.Second)
+			hardStop = time.After(stopWithin(a.syncedWithin(), a.m.HandoffBound()))
 			exit = a.stop()
 		case <-hardStop:
 			a.log.Warn("handoff did not finish; releasing", "op", "stop")
@@ -437,7 +437,21 @@ func (a *Agent) stop() bool {
 
 // syncedWithin bounds a planned handover's wait for the standby to apply
 // every write.
-func (a *Agent) syncedWithin() time.Duration { return 2 * a.opt.Dead }
+func (a *Agent) syncedWithin() time.Duration { return drainWithin(a.opt.Dead) }
+
+func drainWithin(dead time.Duration) time.Duration { return 2 * dead }
+
+// stopWithin bounds a graceful stop: the drain, the handover, and a second.
+func stopWithin(drain, handoff time.Duration) time.Duration { return drain + handoff + time.Second }
+
+// StopWithin is the longest a graceful stop of an agent whose dead
+// interval is dead takes before it lets go of everything: the daemon asks
+// systemd for that long (EXTEND_TIMEOUT_USEC), since with a long dead
+// interval it passes the unit's TimeoutStopSec, whose kill would end the
+// handover midway.
+func StopWithin(dead time.Duration) time.Duration {
+	return stopWithin(drainWithin(dead), election.DefaultHandoffBound(dead))
+}
 
 // awaitSynced pauses writes and waits off the loop, up to syncedWithin,
 // for the standby to apply every write; the outcome comes on synced.

@@ -435,7 +435,18 @@ func (m *Machine) endStartup(now time.Time) {
 		m.become(Standby, now, "start-up: peer is active")
 	case m.peer.Role == Init && m.peer.Facts.Preferred && !m.peer.Locked && !m.peer.Leaving && !(m.written > m.peer.Written):
 		m.become(Standby, now, "start-up: preferred peer is starting")
-	case m.peerNewer() && !m.peer.Locked && !m.peer.Fault:
+	case m.peerNewer() && m.peer.Locked && !m.peer.Fault:
+		// A locked peer will not take over, so nobody is active; but
+		// this node, active, would stream its empty or older store to
+		// it, and it would drop every session it kept for the pair (the
+		// restarted active of a pair whose standby was locked lost them
+		// all, on both nodes). The operator who locked it decides:
+		// unlocked, it takes over with every session; stopped, it lets
+		// this node take over without them.
+		why := fmt.Sprintf("start-up: peer holds newer session state (position %d, ours %d)", m.peer.Written, m.written)
+		m.become(Standby, now, why)
+		m.emit(Action{Kind: Report, Reason: why + " and is locked: nobody is active. Unlock the peer and it takes over with every session; stop its hapaird and this node takes over without them"})
+	case m.peerNewer() && !m.peer.Fault:
 		m.become(Standby, now, fmt.Sprintf("start-up: peer holds newer session state (position %d, ours %d)", m.peer.Written, m.written))
 	case m.locked:
 		m.become(Standby, now, "start-up: no active node, but this node is locked")

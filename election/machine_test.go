@@ -49,6 +49,11 @@ func kinds(acts []Action) []ActionKind {
 	return k
 }
 
+// hasReport says whether acts report something that says what.
+func hasReport(acts []Action, what string) bool {
+	return slices.ContainsFunc(acts, func(a Action) bool { return a.Kind == Report && strings.Contains(a.Reason, what) })
+}
+
 func transition(acts []Action) (Action, bool) {
 	for _, a := range acts {
 		if a.Kind == Transition {
@@ -631,13 +636,27 @@ func TestRestartedPreferredNodeDefersToNewerPeer(t *testing.T) {
 	if tr, ok := transition(acts); p.Role() != Active || !ok || !strings.Contains(tr.Reason, "no active node") {
 		t.Fatalf("standby with newer state: %v, %v", p.Role(), acts)
 	}
-	// A locked peer never takes over: then the restarted node must,
-	// rather than leave nobody serving.
+	// A locked peer never takes over, and nobody is active. Active, the
+	// restarted node would stream its empty store to it, and it would
+	// drop every session (found by a soak: all lost, on both nodes). It
+	// stays standby and says so, for the operator who locked the peer.
 	l := started(true)
 	l.Step(Event{Kind: PeerFrame, Now: at(10), Peer: Peer{Role: Standby, Locked: true, Written: 200, Facts: Facts{Locked: true}}})
-	l.Step(Event{Kind: Tick, Now: at(900)})
+	acts = l.Step(Event{Kind: Tick, Now: at(900)})
+	if l.Role() != Standby || !hasReport(acts, "is locked: nobody is active") {
+		t.Fatalf("with the newer peer locked: %v, %v", l.Role(), acts)
+	}
+	// Unlocked, the peer takes over (above, "no active node"); this node
+	// waits for it.
+	if l.Step(Event{Kind: PeerFrame, Now: at(950), Peer: Peer{Role: Standby, Written: 200}}); l.Role() != Standby {
+		t.Fatalf("took over from a newer unlocked standby: %v", l.Role())
+	}
+	// Stopped instead (an operator who wants this node active without
+	// the sessions): this node takes over.
+	l.Step(Event{Kind: PeerFrame, Now: at(960), Peer: Peer{Role: Standby, Locked: true, Leaving: true, Written: 200}})
+	l.Step(Event{Kind: PeerLost, Now: at(1300)})
 	if l.Role() != Active {
-		t.Errorf("with the newer peer locked: %v", l.Role())
+		t.Errorf("with the locked peer stopped: %v", l.Role())
 	}
 }
 

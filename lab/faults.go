@@ -170,8 +170,10 @@ func (w *Writes) Wait() map[string]int {
 // LockThenKill locks the standby (lock runs the operator's lock command)
 // and kills -9 the active at once, then watches the standby for watch: it
 // must stay standby without the VIP. Then the killed node comes back and
-// unlock runs, so the next round goes the other way. tookOver says the
-// locked standby changed role or took the VIP.
+// becomes active, and unlock runs, so the next round goes the other way.
+// For a pair that holds no session: beside a locked standby that holds
+// newer ones, a restarted node stays standby. tookOver says the locked
+// standby changed role or took the VIP.
 func (c *Cluster) LockThenKill(watch time.Duration, lock func(node string, on bool) error) (tookOver bool, err error) {
 	act, err := c.Settle(10 * time.Second)
 	if err != nil {

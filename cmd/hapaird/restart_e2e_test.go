@@ -181,3 +181,58 @@ func activeAndCore(t *testing.T, c *lab.Cluster) (act, sb string, core int) {
 	}
 	return act, other(act), cores[0]
 }
+
+// The standby is locked (maintenance on it), and the active's hapaird is
+// killed -9 under a sync-mode write load and started again (systemd does,
+// a second later). The locked standby never takes over, and holds every
+// acknowledged session. The restarted node must not take over beside it
+// with its empty store: the locked standby would resynchronise from it
+// and drop them all. Before, it did, and every session was lost on both
+// nodes (found by a soak at the fast profile). It stays standby and says
+// why; once the operator unlocks the standby, that one takes over with
+// every session.
+func TestRestartBesideALockedStandbyLosesNoSession(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{Profile: "fast", SyncMode: "sync"})
+	act := settle(t, c)
+	sb := other(act)
+	waitSynced(t, c, act)
+	lock(t, c, sb)
+	w, stop := writeLoad(t, c, act, 0)
+	if err := c.Kill(act); err != nil {
+		t.Fatal(err)
+	}
+	acked := stop()
+	if err := c.Start(act); err != nil {
+		t.Fatal(err)
+	}
+	if !pollUntil(10*time.Second, func() bool { s, err := c.Status(act); return err == nil && s.Role != "INIT" }) {
+		t.Fatal("the restarted node did not leave INIT")
+	}
+	for _, n := range []string{act, sb} {
+		if s, err := c.Status(n); err != nil || s.Role != "STANDBY" {
+			t.Fatalf("%s: %+v, %v", n, s, err)
+		}
+		if c.Holds(n, lab.VIP.Addr()) {
+			t.Errorf("%s holds the VIP", n)
+		}
+	}
+	if m := c.Missing(sb, acked); m > 0 {
+		t.Fatalf("%d of the %d acknowledged writes missing on the locked standby", m, w.Count())
+	}
+	if len(logLines(c, act, "is locked: nobody is active")) == 0 {
+		t.Error("the restarted node did not say that the locked peer holds newer sessions")
+	}
+	hapairctl(t, c, sb, "unlock")
+	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := settle(t, c); got != sb {
+		t.Fatalf("%s active, want %s", got, sb)
+	}
+	waitSynced(t, c, sb)
+	for _, n := range []string{sb, act} {
+		if m := c.Missing(n, acked); m > 0 {
+			t.Errorf("%d of the %d acknowledged writes missing on %s", m, w.Count(), n)
+		}
+	}
+}

@@ -482,6 +482,14 @@ func (m *Machine) peerFrame(ev Event) {
 		// the first frame a starting node hears may be stale.
 	case Standby:
 		switch {
+		case p.Role == Active && p.Fault && p.Locked && !p.Leaving:
+			// A locked active keeps its role through a fault (section
+			// 5) and its VIPs with it: taking over made two actives,
+			// and the arbitration the locked one wins, again at every
+			// frame (a standby that went ACTIVE and back every 10 ms).
+			if !(prevSeen && prev.Role == Active && prev.Fault && prev.Locked) {
+				m.emit(Action{Kind: Report, Reason: "peer in fault, but locked: it keeps its role and the VIPs; not taking over"})
+			}
 		case p.Role == Active && (p.Leaving || p.Fault):
 			why := "peer leaving"
 			if p.Fault {

@@ -565,6 +565,38 @@ func TestLockedNeverChangesRoleByItself(t *testing.T) {
 	}
 }
 
+// Design 5: "a locked active does not step down on ... fault". Its frames
+// say FAULT while it keeps the VIPs, and its standby took over at every
+// one: two actives, an arbitration the locked one won, and again at the
+// next frame, every 10 ms for as long as the fault lasted. The standby
+// says once why it waits; it takes over when the locked active leaves (a
+// dead agent's core says so), or when it is unlocked in fault.
+func TestStandbyLeavesALockedActiveInFaultAlone(t *testing.T) {
+	m := standbyMachine(t)
+	locked := Peer{Role: Active, Fault: true, Locked: true, Facts: Facts{Locked: true}}
+	acts := m.Step(Event{Kind: PeerFrame, Now: at(500), Peer: locked})
+	if m.Role() != Standby || !hasReport(acts, "locked: it keeps its role") {
+		t.Fatalf("beside a locked active in fault: %v, %v", m.Role(), acts)
+	}
+	for i := range 5 {
+		if acts := m.Step(Event{Kind: PeerFrame, Now: at(600 + 100*i), Peer: locked}); m.Role() != Standby || len(acts) != 0 {
+			t.Fatalf("frame %d of a locked active in fault: %v, %v", i, m.Role(), acts)
+		}
+	}
+	unlocked := locked
+	unlocked.Locked, unlocked.Facts.Locked = false, false
+	if m.Step(Event{Kind: PeerFrame, Now: at(1200), Peer: unlocked}); m.Role() != Active {
+		t.Fatalf("beside an active unlocked in fault: %v", m.Role())
+	}
+	m = standbyMachine(t)
+	m.Step(Event{Kind: PeerFrame, Now: at(500), Peer: locked})
+	leaving := locked
+	leaving.Leaving = true
+	if m.Step(Event{Kind: PeerFrame, Now: at(600), Peer: leaving}); m.Role() != Active {
+		t.Fatalf("beside a locked active that leaves: %v", m.Role())
+	}
+}
+
 func TestLockedStandbyReportsWhyItDoesNotTakeOver(t *testing.T) {
 	m := standbyMachine(t)
 	m.Step(Event{Kind: Lock, Now: at(20), Locked: true})

@@ -231,19 +231,17 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 			// peer takes over now rather than a dead interval on, and
 			// the VIPs released once it holds them, or after two dead
 			// intervals (releaseWhenTaken), never left to their
-			// kernel lease. A locked node keeps its role, as when
-			// its agent hangs.
+			// kernel lease. A locked node too: its lock keeps its
+			// role against the agent's own decisions, and a dead
+			// agent holds none (agentDied).
 			if errors.Is(err, errBye) {
 				cancel()
 				conn.Close()
 				return nil
 			}
-			if ep.agentDied() {
-				ep.releaseWhenTaken(ctx, func() { fence(cfg) })
-				err = fmt.Errorf("hapaird died (%v): its heartbeat core told the peer FAULT and released the VIPs", err)
-			} else {
-				err = fmt.Errorf("hapaird died (%v) on a locked node: the VIPs stay (hapaird --cleanup removes them)", err)
-			}
+			ep.agentDied()
+			ep.releaseWhenTaken(ctx, func() { fence(cfg) })
+			err = fmt.Errorf("hapaird died (%v): its heartbeat core told the peer FAULT and released the VIPs", err)
 			cancel()
 			conn.Close()
 			return err
@@ -343,31 +341,27 @@ func (ep *Endpoint) leaseExpired() bool {
 	return true
 }
 
-// agentDied fences the node for an agent that died, and says whether this
-// core must release the VIPs: not on a locked node. Its frames say the
-// agent died (FlagAgentDied), so the peer can tell a crash from a stop.
-//
-// A node that is not active says, besides, that it leaves (its frames end
-// with this core), as a standby's graceful stop does: its active's sync
-// writes stop waiting for a standby that is gone, where they stalled up to
-// the sync timeout (TestCrashedStandbyDoesNotStallSyncWrites). An active
-// does not: a leaving active is one handing over, which a dead agent's
-// core does through FAULT.
-func (ep *Endpoint) agentDied() bool {
+// agentDied fences the node for an agent that died: its frames say FAULT,
+// that the agent died (FlagAgentDied), so the peer can tell a crash from
+// a stop, and that the node leaves (its frames end with this core). A
+// standby's leaving is its graceful stop's word: its active's sync writes
+// stop waiting for a standby that is gone, where they stalled up to the
+// sync timeout (TestCrashedStandbyDoesNotStallSyncWrites). An active's is
+// a handover: its standby takes over, and the VIPs go once it holds them.
+// Also on a locked node, whose lock keeps its role against the agent's
+// decisions: a dead agent makes none, its VIPs' lease is not renewed, and
+// its peer took over anyway once its frames stopped, while the VIPs stayed
+// here until their lease ran out (two holders) or systemd's cleanup (a
+// gap); a locked active in fault, by contrast, keeps its VIPs (election).
+func (ep *Endpoint) agentDied() {
 	ep.mu.Lock()
-	ep.local.Flags |= FlagAgentDied
-	if ep.local.Role != RoleActive {
-		ep.local.Flags |= FlagLeaving
-	}
+	ep.local.Flags |= FlagAgentDied | FlagLeaving
 	ep.mu.Unlock()
-	if ep.locked() {
-		ep.SendNow()
-		return false
-	}
 	if !ep.fenced.Load() {
 		ep.setFenced(true)
+	} else {
+		ep.SendNow()
 	}
-	return true
 }
 
 // locked says whether the agent last said this node is locked.

@@ -150,12 +150,7 @@ func takesOverAndStays(t *testing.T, c *lab.Cluster, sb, with string) *control.S
 // takes over the lost active, and stays active.
 func TestStalledSystemdHoldsUpNoFailover(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
-	path := filepath.Join(t.TempDir(), "notify")
-	pid1, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pid1.Close()
+	path, pid1 := notifySocket(t)
 	// Another service's messages, waiting.
 	service, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
@@ -191,6 +186,20 @@ func TestStalledSystemdHoldsUpNoFailover(t *testing.T) {
 	}
 }
 
+// notifySocket is a notify socket for a daemon run as systemd would
+// (NOTIFY_SOCKET=path), read by the test as PID 1 would; closed at the
+// test's end.
+func notifySocket(t *testing.T) (path string, pid1 *net.UnixConn) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "notify")
+	pid1, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pid1.Close() })
+	return path, pid1
+}
+
 // TestStopTellsSystemdHowLongItMayTake stops an active whose standby's
 // agent hangs (its heartbeat core still says STANDBY), so the stop waits
 // out its bounds before it lets go. It tells systemd, with STOPPING=1, how
@@ -199,12 +208,7 @@ func TestStalledSystemdHoldsUpNoFailover(t *testing.T) {
 // (20 s), whose kill would end the handover midway.
 func TestStopTellsSystemdHowLongItMayTake(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
-	path := filepath.Join(t.TempDir(), "notify")
-	pid1, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pid1.Close()
+	path, pid1 := notifySocket(t)
 	node := restartStandbyWith(t, c, lab.StartOptions{Env: []string{"NOTIFY_SOCKET=" + path}})
 	act := other(node)
 	if err := c.Admin(act).Switchover(context.Background(), false); err != nil {

@@ -65,14 +65,51 @@ func handedOver(t *testing.T, c *lab.Cluster, act, sb string, round int, w *lab.
 // timeout passed (767 ms here with a 500 ms restart; the timeout, 3 s in
 // this test, with a 2 s one).
 func TestPlannedStandbyRestartDoesNotStallSyncWrites(t *testing.T) {
-	c := cluster(t, lab.ConfigOptions{SyncMode: "sync", Extra: "\n[sessions]\nsync_timeout = \"3s\"\n"})
-	act := settle(t, c)
+	_, _, reason := standbyAwayUnderSyncWrites(t, syscall.SIGTERM, false)
+	if !strings.Contains(reason, "the standby stopped") {
+		t.Errorf("sync-degraded says %q", reason)
+	}
+}
+
+// In sync mode, the standby's hapaird killed (kill -9, the OOM killer, a
+// panic), locked or not: its heartbeat core's last frames say that it
+// died and leaves, and writes stop waiting for it at once, as for a
+// planned stop; sync is restored once it is back. Before, every write
+// stalled until the standby was back or the sync timeout passed (2.2 s
+// here, the time the standby stayed down), with no word of why.
+func TestCrashedStandbyDoesNotStallSyncWrites(t *testing.T) {
+	for _, locked := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unlocked", true: "locked"}[locked], func(t *testing.T) {
+			t.Parallel()
+			c, act, reason := standbyAwayUnderSyncWrites(t, syscall.SIGKILL, locked)
+			if !strings.Contains(reason, "hapaird died") {
+				t.Errorf("sync-degraded says %q", reason)
+			}
+			if len(logLines(c, act, "the peer's hapaird died")) == 0 {
+				t.Error("the active did not say that the standby's hapaird died")
+			}
+		})
+	}
+}
+
+// standbyAwayUnderSyncWrites runs a sync-mode pair (a 3 s sync timeout)
+// under a write stream, ends the standby's hapaird with sig (locked first,
+// if asked), keeps it down 2 s and starts it again. No write may have
+// waited a second for it, and sync must be restored once it is back. It
+// returns the pair, its active and the sync-degraded event's reason.
+func standbyAwayUnderSyncWrites(t *testing.T, sig syscall.Signal, locked bool) (c *lab.Cluster, act, reason string) {
+	t.Helper()
+	c = cluster(t, lab.ConfigOptions{SyncMode: "sync", Extra: "\n[sessions]\nsync_timeout = \"3s\"\n"})
+	act = settle(t, c)
 	sb := other(act)
+	if locked {
+		lock(t, c, sb)
+	}
 	waitSynced(t, c, act)
 	events := follow(t, c, act)
 	defer events.stop()
 	w, stop := writeLoad(t, c, act, 0)
-	if err := c.Signal(sb, syscall.SIGTERM, 5*time.Second); err != nil {
+	if err := c.Signal(sb, sig, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second) // the standby stays down this long
@@ -91,66 +128,12 @@ func TestPlannedStandbyRestartDoesNotStallSyncWrites(t *testing.T) {
 	}
 	stop()
 	t.Logf("%d writes, the longest %v", w.Count(), w.Longest())
-	// Without the stop's word, a write waited until the standby was back
-	// (or the 3 s timeout).
+	// Without the standby's word, a write waited until it was back (or
+	// the 3 s timeout).
 	if w.Longest() > time.Second {
-		t.Errorf("a write waited %v for a standby that said it stopped", w.Longest())
+		t.Errorf("a write waited %v for a standby that said it is gone (%v)", w.Longest(), sig)
 	}
-	if ev := events.wait(t, "sync-degraded"); !strings.Contains(ev.Reason, "the standby stopped") {
-		t.Errorf("sync-degraded says %q", ev.Reason)
-	}
+	reason = events.wait(t, "sync-degraded").Reason
 	events.wait(t, "sync-restored")
-}
-
-// In sync mode, the standby's hapaird killed (kill -9, the OOM killer, a
-// panic), locked or not: its heartbeat core's last frames say that it
-// died and leaves, and writes stop waiting for it at once, as for a
-// planned stop; sync is restored once it is back. Before, every write
-// stalled until the standby was back or the sync timeout passed (2.2 s
-// here, the time the standby stayed down), with no word of why.
-func TestCrashedStandbyDoesNotStallSyncWrites(t *testing.T) {
-	for _, locked := range []bool{false, true} {
-		t.Run(map[bool]string{false: "unlocked", true: "locked"}[locked], func(t *testing.T) {
-			t.Parallel()
-			c := cluster(t, lab.ConfigOptions{SyncMode: "sync", Extra: "\n[sessions]\nsync_timeout = \"3s\"\n"})
-			act := settle(t, c)
-			sb := other(act)
-			if locked {
-				lock(t, c, sb)
-			}
-			waitSynced(t, c, act)
-			events := follow(t, c, act)
-			defer events.stop()
-			w, stop := writeLoad(t, c, act, 0)
-			if err := c.Kill(sb); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(2 * time.Second) // the standby stays down this long
-			if err := c.Start(sb); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.WaitRole(sb, "STANDBY", 5*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			if !pollUntil(10*time.Second, func() bool { s, err := c.Status(act); return err == nil && !s.Sync.Degraded }) {
-				t.Error("sync mode not restored once the standby was back")
-			}
-			// Writes flow again, so none is left waiting uncounted.
-			if err := w.WaitCount(w.Count()+50, 10*time.Second); err != nil {
-				t.Error(err)
-			}
-			stop()
-			t.Logf("%d writes, the longest %v", w.Count(), w.Longest())
-			if w.Longest() > time.Second {
-				t.Errorf("a write waited %v for a standby whose daemon died", w.Longest())
-			}
-			if ev := events.wait(t, "sync-degraded"); !strings.Contains(ev.Reason, "hapaird died") {
-				t.Errorf("sync-degraded says %q", ev.Reason)
-			}
-			events.wait(t, "sync-restored")
-			if len(logLines(c, act, "the peer's hapaird died")) == 0 {
-				t.Error("the active did not say that the standby's hapaird died")
-			}
-		})
-	}
+	return c, act, reason
 }

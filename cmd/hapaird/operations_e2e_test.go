@@ -98,6 +98,53 @@ var operations = []operation{
 	{"lock the active, its media server dies, unlock", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
 		return mediaDies(t, c, act, true)
 	}, false},
+	{"kill -9 the active and start it again at once", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		send(t, c, act, syscall.SIGKILL)
+		if err := c.Start(act); err != nil {
+			t.Fatal(err)
+		}
+		return true
+	}, false},
+	{"switchover, then kill -9 the new active at once", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		if err := c.Admin(act).Switchover(context.Background(), false); err != nil {
+			t.Logf("switchover: %v", err)
+		}
+		return send(t, c, sb, syscall.SIGKILL)
+	}, false},
+	{"rotate the key as the guide says, one node at a time", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		err := c.RotateKeys(func(active string) error {
+			return c.Admin(active).Switchover(context.Background(), false)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true
+	}, false},
+	// Both paths, one way: the standby takes over, and the old active,
+	// which hears that it is not heard, yields within two dead intervals
+	// (both hold the VIP meanwhile, as designed).
+	{"the standby stops hearing the active 3 s", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		heal := dropHeartbeatsAt(t, c, sb, true)
+		time.Sleep(3 * time.Second)
+		heal()
+		return true
+	}, true},
+	// An upgrade rolled out to both nodes at once: nothing survives both
+	// stopping (the sessions live in the two daemons), but the pair must
+	// come back with one active.
+	{"stop both nodes at once", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		for _, n := range []string{act, sb} {
+			if err := c.Signal(n, syscall.SIGTERM, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, n := range []string{act, sb} {
+			if err := c.WaitExit(n, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return false
+	}, false},
 }
 
 // send signals node's hapaird and waits for it to end.

@@ -29,6 +29,11 @@ type Config struct {
 	// role change per flap, while a failure that follows a quiet spell
 	// still fails over at once.
 	HoldDown time.Duration
+	// CatchUpBound is how long an active in fault that kept its VIPs for
+	// want of a standby waits, once a standby is back, for that standby
+	// to hold its sessions before it steps down anyway (default
+	// DefaultCatchUpBound); its standby waits twice that for it.
+	CatchUpBound time.Duration
 	// Generation is this node's heartbeat generation: of two active
 	// twins (two hosts run as this node), the lower stays (Twin).
 	Generation uint64
@@ -88,6 +93,14 @@ type Machine struct {
 	switchDue   time.Time
 	switchForce bool
 
+	// An active in fault beside a standby that came back with older
+	// session state waits, from catchUpSince, for the standby's position
+	// to reach catchUpMark (handOverInFault); its standby waits, from
+	// peerFaultSince, for it to step down. Zero: nothing waits.
+	catchUpSince   time.Time
+	catchUpMark    uint64
+	peerFaultSince time.Time
+
 	// splitSeen: both nodes are active (this one not leaving) and this
 	// node has said so (SplitBrainStarted); frozen is its snapshot for
 	// the arbitration, taken once the peer hears it (splitBrain).
@@ -105,6 +118,9 @@ func New(cfg Config) *Machine {
 	if cfg.HandoffBound == 0 {
 		cfg.HandoffBound = DefaultHandoffBound(cfg.Dead)
 	}
+	if cfg.CatchUpBound == 0 {
+		cfg.CatchUpBound = DefaultCatchUpBound
+	}
 	return &Machine{cfg: cfg, healthy: true, down: map[string]bool{}, heard: map[string]bool{}}
 }
 
@@ -113,6 +129,12 @@ func (m *Machine) Role() Role { return m.role }
 
 // DefaultHandoffBound is Config.HandoffBound's default for a dead interval.
 func DefaultHandoffBound(dead time.Duration) time.Duration { return max(2*dead, time.Second) }
+
+// DefaultCatchUpBound is Config.CatchUpBound's default: a standby that
+// restarted loads a 300,000-session snapshot (77 MB) in about two seconds
+// here; an active in fault serves badly meanwhile, but it did before the
+// standby came back too.
+const DefaultCatchUpBound = 5 * time.Second
 
 // HandoffBound is how long a planned handover waits for the standby to
 // hold the VIPs.
@@ -147,7 +169,7 @@ func (m *Machine) Flaps() (flaps uint64, holdUntil time.Time) { return m.flaps, 
 // its dead interval). A quiet machine may be ticked seldom.
 func (m *Machine) Quiet() bool {
 	switch {
-	case m.role == Init, m.leaving, !m.holdUntil.IsZero(), m.splitSeen, !m.switchDue.IsZero():
+	case m.role == Init, m.leaving, !m.holdUntil.IsZero(), m.splitSeen, !m.switchDue.IsZero(), !m.catchUpSince.IsZero(), !m.peerFaultSince.IsZero():
 		return false
 	case m.role == Active && m.peerSeen && m.peer.Role == Active:
 		return false
@@ -291,6 +313,7 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 		m.frozen, m.splitSeen = nil, false
 		m.leaving = false
 	}
+	m.catchUpSince, m.peerFaultSince = time.Time{}, time.Time{}
 	m.emit(Action{Kind: Transition, From: from, To: to, Reason: reason})
 	if from == Standby && to == Active {
 		m.emit(Action{Kind: NotifyFailover, From: from, To: to, Reason: reason, PeerWritten: m.peerActiveWritten})
@@ -389,6 +412,16 @@ func (m *Machine) tick(now time.Time) {
 		m.become(Active, now, fmt.Sprintf("start-up: preferred node, peer is %v", m.peer.Role))
 	case m.role == Init && now.Sub(m.startedAt) >= m.cfg.StartupWindow:
 		m.endStartup(now)
+	case m.role == Active && !m.catchUpSince.IsZero() && !now.Before(m.catchUpSince.Add(m.cfg.CatchUpBound)):
+		m.catchUpSince = time.Time{}
+		if !m.healthy && !m.locked && m.peerEligible() {
+			m.become(Fault, now, fmt.Sprintf("fault: %s (the standby did not catch up within %v: handing over without the sessions it lacks)", m.faultReason, m.cfg.CatchUpBound))
+		}
+	case m.role == Standby && !m.peerFaultSince.IsZero() && !now.Before(m.peerFaultSince.Add(2*m.cfg.CatchUpBound)):
+		m.peerFaultSince = time.Time{}
+		if m.peerSeen && m.peer.Role == Active && m.peer.Fault {
+			m.takeOver(now, fmt.Sprintf("peer in fault (it did not hand over its newer sessions within %v)", 2*m.cfg.CatchUpBound))
+		}
 	case m.role == Active && m.leaving && !now.Before(m.leaveDeadline) && m.exitAfter:
 		m.finishHandOff(now, fmt.Sprintf("handoff: peer did not take over within %v", m.cfg.HandoffBound))
 	case m.role == Active && m.leaving && !now.Before(m.leaveDeadline) && m.peer.Role == Active:
@@ -481,6 +514,9 @@ func (m *Machine) peerFrame(ev Event) {
 		// comes back, frames queued while it was down arrive first, and
 		// the first frame a starting node hears may be stale.
 	case Standby:
+		if p.Role != Active || !p.Fault {
+			m.peerFaultSince = time.Time{}
+		}
 		switch {
 		case p.Role == Active && p.Fault && p.Locked && !p.Leaving:
 			// A locked active keeps its role through a fault (section
@@ -489,6 +525,20 @@ func (m *Machine) peerFrame(ev Event) {
 			// frame (a standby that went ACTIVE and back every 10 ms).
 			if !(prevSeen && prev.Role == Active && prev.Fault && prev.Locked) {
 				m.emit(Action{Kind: Report, Reason: "peer in fault, but locked: it keeps its role and the VIPs; not taking over"})
+			}
+		case p.Role == Active && p.Fault && !p.Leaving && !p.Fenced && m.peerNewer():
+			// An active in fault that kept its VIPs for want of a
+			// standby (this one was stopped, locked, in fault) hands
+			// them over, stepping down to FAULT, once this node holds
+			// its sessions (handOverInFault). Taking over first, with an
+			// older store, dropped them on both nodes: this one never
+			// had them, and the old active resynchronised from it. Not
+			// from a fenced peer (its agent hangs: it catches nobody
+			// up) or a leaving one; bounded (tick) for an older peer,
+			// which does not wait.
+			if m.peerFaultSince.IsZero() {
+				m.peerFaultSince = ev.Now
+				m.emit(Action{Kind: Report, Reason: fmt.Sprintf("peer in fault, with newer session state (position %d, ours %d): taking over once it hands over", p.Written, m.written)})
 			}
 		case p.Role == Active && (p.Leaving || p.Fault):
 			why := "peer leaving"
@@ -545,9 +595,7 @@ func (m *Machine) peerFrame(ev Event) {
 			}
 			m.splitBrain(ev.Now, p)
 		case !m.healthy && !m.locked && m.peerEligible():
-			// We kept the VIPs in fault for want of a standby; now there
-			// is one.
-			m.become(Fault, ev.Now, "fault: "+m.faultReason+" (an eligible standby is back)")
+			m.handOverInFault(ev.Now)
 		case m.splitSeen && p.Role != Active:
 			// The peer stepped down: the split is over. Claim again:
 			// the loser's announcements may have pointed clients at
@@ -556,6 +604,25 @@ func (m *Machine) peerFrame(ev Event) {
 			m.claim()
 			m.advertise()
 		}
+	}
+}
+
+// handOverInFault runs on an active that kept its VIPs in fault for want of
+// a standby, at each frame of a standby that now would take them: it steps
+// down (FAULT; the standby takes over) once the standby holds every
+// session this node had when it came back. A standby that restarted
+// holds none until it has loaded a snapshot from this node; handing over
+// before dropped them all, on both nodes (this one resynchronises from
+// the new active). Bounded by CatchUpBound (tick).
+func (m *Machine) handOverInFault(now time.Time) {
+	switch {
+	case m.catchUpSince.IsZero() && m.peer.Written >= m.written:
+		m.become(Fault, now, "fault: "+m.faultReason+" (an eligible standby is back)")
+	case m.catchUpSince.IsZero():
+		m.catchUpSince, m.catchUpMark = now, m.written
+		m.emit(Action{Kind: Report, Reason: fmt.Sprintf("fault on the active node; the standby is back with older session state (position %d, ours %d): keeping the VIPs until it has caught up, at most %v", m.peer.Written, m.written, m.cfg.CatchUpBound)})
+	case m.peer.Written >= m.catchUpMark:
+		m.become(Fault, now, "fault: "+m.faultReason+" (an eligible standby is back and has caught up)")
 	}
 }
 
@@ -581,6 +648,7 @@ func (m *Machine) peerLost(now time.Time) {
 		delete(m.heard, p)
 	}
 	m.lostAt = now
+	m.catchUpSince, m.peerFaultSince = time.Time{}, time.Time{}
 	why := fmt.Sprintf("peer lost: all paths silent for %v", m.cfg.Dead)
 	switch {
 	case m.role == Standby && m.heldDown(now):
@@ -634,6 +702,7 @@ func (m *Machine) health(ev Event) {
 	}
 	m.healthy = ev.Healthy
 	m.faultReason = ev.Reason
+	m.catchUpSince = time.Time{}
 	switch {
 	case m.locked && m.role != Init:
 		// A locked node reports its checks but keeps its role, VIPs

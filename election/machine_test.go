@@ -235,6 +235,107 @@ func TestUnlockedFaultWithoutEligibleStandbyKeepsVIPs(t *testing.T) {
 	}
 }
 
+// An active in fault that kept its VIPs for want of a standby, when one
+// comes back with older session state (it restarted: it holds none until
+// it has loaded this node's): the active keeps the VIPs until the
+// standby's position reaches its own, and the standby does not take over
+// meanwhile; then the active steps down, and the standby takes over.
+// Handing over at once dropped every session on both nodes.
+func TestFaultedActiveHandsOverOnceTheStandbyCaughtUp(t *testing.T) {
+	a := activeMachine(t)
+	a.Step(Event{Kind: PeerLost, Now: at(100), Written: 500})
+	a.Step(Event{Kind: Health, Now: at(200), Healthy: false, Reason: "media died", Written: 500})
+	acts := a.Step(Event{Kind: PeerFrame, Now: at(300), Written: 500, Peer: Peer{Role: Standby, Written: 0}})
+	if a.Role() != Active || slices.Contains(kinds(acts), ReleaseVIPs) || !hasReport(acts, "keeping the VIPs until it has caught up") {
+		t.Fatalf("a standby back with nothing: role %v, actions %v", a.Role(), acts)
+	}
+	if a.Quiet() {
+		t.Error("quiet while a bound may fire")
+	}
+	// The standby, which came up beside it, waits too.
+	b := started(false)
+	b.Step(Event{Kind: PeerFrame, Now: at(300), Written: 0, Peer: Peer{Role: Active, Fault: true, Written: 500}})
+	b.Step(Event{Kind: Tick, Now: at(310), Written: 0})
+	acts = b.Step(Event{Kind: PeerFrame, Now: at(320), Written: 0, Peer: Peer{Role: Active, Fault: true, Written: 500}})
+	if b.Role() != Standby || !hasReport(acts, "taking over once it hands over") {
+		t.Fatalf("the standby beside it, with nothing: role %v, actions %v", b.Role(), acts)
+	}
+	b.Step(Event{Kind: PeerFrame, Now: at(400), Written: 300, Peer: Peer{Role: Active, Fault: true, Written: 510}})
+	if b.Role() != Standby {
+		t.Fatalf("the standby took over halfway: %v", b.Role())
+	}
+	// Halfway, and on: the active waits for what it had when the
+	// standby came back (500), not for writes since.
+	a.Step(Event{Kind: PeerFrame, Now: at(400), Written: 510, Peer: Peer{Role: Standby, Written: 300}})
+	if a.Role() != Active {
+		t.Fatalf("stepped down halfway: %v", a.Role())
+	}
+	acts = a.Step(Event{Kind: PeerFrame, Now: at(500), Written: 520, Peer: Peer{Role: Standby, Written: 505}})
+	tr, _ := transition(acts)
+	if a.Role() != Fault || !slices.Contains(kinds(acts), ReleaseVIPs) || !strings.Contains(tr.Reason, "has caught up") {
+		t.Fatalf("the standby caught up: role %v, actions %v", a.Role(), acts)
+	}
+	acts = b.Step(Event{Kind: PeerFrame, Now: at(510), Written: 520, Peer: Peer{Role: Fault, Fault: true, Written: 520}})
+	if b.Role() != Active {
+		t.Fatalf("the active stepped down, and its standby is %v: %v", b.Role(), acts)
+	}
+}
+
+// The waits are bounded: a standby that does not catch up (its replication
+// refused, a snapshot that does not load) gets the VIPs without the
+// sessions it lacks at the active's bound, and a standby beside an older
+// active, which hands over at once or never, takes over at twice that.
+func TestFaultedActiveHandOverIsBounded(t *testing.T) {
+	a := activeMachine(t)
+	a.Step(Event{Kind: PeerLost, Now: at(100), Written: 500})
+	a.Step(Event{Kind: Health, Now: at(200), Healthy: false, Reason: "media died", Written: 500})
+	a.Step(Event{Kind: PeerFrame, Now: at(300), Written: 500, Peer: Peer{Role: Standby}})
+	a.Step(Event{Kind: Tick, Now: at(300).Add(DefaultCatchUpBound - time.Millisecond), Written: 500})
+	if a.Role() != Active {
+		t.Fatalf("stepped down before the bound: %v", a.Role())
+	}
+	acts := a.Step(Event{Kind: Tick, Now: at(300).Add(DefaultCatchUpBound), Written: 500})
+	tr, _ := transition(acts)
+	if a.Role() != Fault || !strings.Contains(tr.Reason, "did not catch up") {
+		t.Fatalf("at the bound: role %v, actions %v", a.Role(), acts)
+	}
+	b := standbyMachine(t)
+	b.Step(Event{Kind: PeerFrame, Now: at(100), Peer: Peer{Role: Active, Fault: true, Written: 500}})
+	b.Step(Event{Kind: Tick, Now: at(100).Add(2*DefaultCatchUpBound - time.Millisecond)})
+	if b.Role() != Standby {
+		t.Fatalf("took over before its bound: %v", b.Role())
+	}
+	// (Its first transition: this machine was never told that the peer
+	// hears it, and a one-way rule then yields.)
+	acts = b.Step(Event{Kind: Tick, Now: at(100).Add(2 * DefaultCatchUpBound)})
+	if tr, _ := transition(acts); tr.To != Active || !strings.Contains(tr.Reason, "did not hand over") {
+		t.Fatalf("at its bound: %v", acts)
+	}
+}
+
+// A fenced active (its agent hangs; its core says FAULT for it) catches
+// nobody up: its standby takes over at once, older state or not, as it
+// does from a leaving one. So does a standby that holds the active's
+// position, and one whose active's checks recover meanwhile stops waiting.
+func TestStandbyWaitsOnlyForAFaultedActiveThatHandsOver(t *testing.T) {
+	for _, p := range []Peer{
+		{Role: Active, Fault: true, Fenced: true, Written: 500},
+		{Role: Active, Fault: true, Leaving: true, Written: 500},
+		{Role: Active, Fault: true, Written: 100},
+	} {
+		b := standbyMachine(t)
+		if b.Step(Event{Kind: PeerFrame, Now: at(100), Written: 100, Peer: p}); b.Role() != Active {
+			t.Errorf("beside %+v: %v", p, b.Role())
+		}
+	}
+	b := standbyMachine(t)
+	b.Step(Event{Kind: PeerFrame, Now: at(100), Peer: Peer{Role: Active, Fault: true, Written: 500}})
+	b.Step(Event{Kind: PeerFrame, Now: at(200), Peer: Peer{Role: Active, Written: 500}})
+	if !b.Quiet() {
+		t.Error("still waiting on an active whose checks recovered")
+	}
+}
+
 func TestGracefulStopMakeBeforeBreak(t *testing.T) {
 	m := activeMachine(t)
 	acts := m.Step(Event{Kind: Stop, Now: at(100)})

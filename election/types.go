@@ -70,8 +70,12 @@ type Peer struct {
 	Holding bool
 	// Deaf: the peer hears no frame of ours (its heartbeat core lost us,
 	// or has not heard us yet): it cannot hear what we say now.
-	Deaf  bool
-	Facts Facts
+	Deaf bool
+	// Fenced: the peer's agent stopped renewing its heartbeat core's
+	// lease (it hangs), and the core says FAULT for it: nothing on that
+	// node decides anything until the agent is back.
+	Fenced bool
+	Facts  Facts
 	// Generation is the peer's boot generation: a new one means the
 	// peer's daemon restarted, and lost every session it held.
 	Generation uint64

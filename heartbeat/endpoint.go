@@ -1227,7 +1227,7 @@ func (e *Endpoint) sendAll(buf []byte, deaf bool) {
 	}
 	e.mu.Unlock()
 	if e.fenced.Load() {
-		l.Flags |= FlagFault
+		l.Flags |= FlagFault | FlagFenced
 	}
 	if deaf {
 		l.Flags |= FlagDeaf

@@ -72,6 +72,11 @@ const (
 	// its heartbeat core's last frames (with FAULT, and Leaving when not
 	// active). An older receiver ignores it.
 	FlagAgentDied
+	// FlagFenced: the sender's agent let its lease run out (it hangs) and
+	// its heartbeat core says FAULT for it (with FlagFault): nothing on
+	// that node acts until the agent is back, so a peer waiting on it
+	// for anything takes over instead. An older receiver ignores it.
+	FlagFenced
 )
 
 // Frame is one heartbeat.

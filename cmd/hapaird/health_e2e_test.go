@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/statesync/store"
 )
 
 func TestCriticalProcessDeathHandsOver(t *testing.T) {
@@ -346,5 +350,84 @@ func TestPublicInterfaceMadeAnewAnnouncesAgain(t *testing.T) {
 	}
 	if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestFaultedActiveHandsOverItsSessions: the standby is stopped (an
+// upgrade, a reboot), sessions go on being written on the active alone,
+// and then the active's service dies: it keeps the VIPs, in fault, for
+// want of a standby. The standby comes back with none of those sessions.
+// It takes over once it has them, not before: taking over at once, with
+// an empty store, dropped every acknowledged session on both nodes (the
+// old active resynchronised from it).
+func TestFaultedActiveHandsOverItsSessions(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{SyncMode: "sync", Media: true})
+	act := settle(t, c)
+	sb := other(act)
+	waitSynced(t, c, act)
+	send(t, c, sb, syscall.SIGTERM)
+	// Enough sessions that the standby's snapshot takes a moment (without
+	// the wait it took over with none of them, or some, by the race).
+	const bulk = 50_000
+	createSessions(t, c, act, bulk)
+	_, stop := writeLoad(t, c, act, 0)
+	acked := stop()
+	if err := c.KillMedia(act); err != nil {
+		t.Fatal(err)
+	}
+	if !pollUntil(3*time.Second, func() bool { return len(logLines(c, act, "no eligible standby: keeping the VIPs")) > 0 }) {
+		t.Fatalf("%s did not keep the VIPs in fault", act)
+	}
+	started := time.Now()
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "ACTIVE", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s active %v after its start", sb, time.Since(started).Round(time.Millisecond))
+	if m := c.Missing(sb, acked); m > 0 {
+		t.Errorf("%d of %d acknowledged sessions missing on %s, which took over", m, len(acked), sb)
+	}
+	if s, err := c.Status(sb); err != nil || s.Sync.Sessions < bulk+len(acked) {
+		t.Errorf("%s took over with %d sessions of %d: %v", sb, s.Sync.Sessions, bulk+len(acked), err)
+	}
+	if len(logLines(c, act, "keeping the VIPs until it has caught up")) != 1 || len(logLines(c, act, "has caught up)")) == 0 {
+		t.Errorf("%s did not say it waited for its standby to catch up", act)
+	}
+	if err := c.WaitRole(act, "FAULT", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createSessions creates n sessions on node, pipelined.
+func createSessions(t *testing.T, c *lab.Cluster, node string, n int) {
+	t.Helper()
+	st, err := api(t, c, node).Stream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	data := bytes.Repeat([]byte{'s'}, 256)
+	sent := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := st.Send(store.OpCreate, fmt.Sprintf("bulk-%07d", i), data); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- st.Flush()
+	}()
+	for i := range n {
+		if r, err := st.Recv(); err != nil || r.Err != nil {
+			t.Fatalf("write %d: %v %v", i, err, r.Err)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
 	}
 }

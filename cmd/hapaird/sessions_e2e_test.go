@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -657,30 +656,7 @@ func TestLargeSnapshotCausesNoFalseFailover(t *testing.T) {
 	act := settle(t, c)
 	waitSynced(t, c, act)
 	start, _ := c.Status(act)
-	st, err := api(t, c, act).Stream(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	data := bytes.Repeat([]byte{'s'}, 256)
-	sent := make(chan error, 1)
-	go func() {
-		for i := 0; i < sessions; i++ {
-			if err := st.Send(store.OpCreate, fmt.Sprintf("call-%07d", i), data); err != nil {
-				sent <- err
-				return
-			}
-		}
-		sent <- st.Flush()
-	}()
-	for i := 0; i < sessions; i++ {
-		if r, err := st.Recv(); err != nil || r.Err != nil {
-			t.Fatalf("write %d: %v %v", i, err, r.Err)
-		}
-	}
-	if err := <-sent; err != nil {
-		t.Fatal(err)
-	}
+	createSessions(t, c, act, sessions)
 	if err := c.WaitSynced(act, 5*time.Second); err != nil {
 		skipIfHostStalled(t, c, act, start)
 		t.Fatal(err)

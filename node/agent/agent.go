@@ -1303,6 +1303,7 @@ func peerOf(f heartbeat.Frame) election.Peer {
 		SplitBrain: f.Flags&heartbeat.FlagSplitBrain != 0,
 		Holding:    f.Flags&heartbeat.FlagHolding != 0,
 		Deaf:       f.Flags&heartbeat.FlagDeaf != 0,
+		Fenced:     f.Flags&heartbeat.FlagFenced != 0,
 		Facts: election.Facts{
 			Node: f.Node, Locked: f.Flags&heartbeat.FlagLocked != 0, Preferred: f.Flags&heartbeat.FlagPreferred != 0,
 			ActiveFor: f.ActiveFor, LastNewSession: f.LastNewSession,

@@ -100,6 +100,9 @@ type Machine struct {
 	catchUpSince   time.Time
 	catchUpMark    uint64
 	peerFaultSince time.Time
+	// handedInFault: this node stepped down from active on a fault and
+	// its peer has not yet taken over (takeBackInFault).
+	handedInFault bool
 
 	// splitSeen: both nodes are active (this one not leaving) and this
 	// node has said so (SplitBrainStarted); frozen is its snapshot for
@@ -314,6 +317,7 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 		m.leaving = false
 	}
 	m.catchUpSince, m.peerFaultSince = time.Time{}, time.Time{}
+	m.handedInFault = from == Active && to == Fault && !m.twin
 	m.emit(Action{Kind: Transition, From: from, To: to, Reason: reason})
 	if from == Standby && to == Active {
 		m.emit(Action{Kind: NotifyFailover, From: from, To: to, Reason: reason, PeerWritten: m.peerActiveWritten})
@@ -508,7 +512,14 @@ func (m *Machine) peerFrame(ev Event) {
 		m.takeOver(ev.Now, "peer restarted: the old active is gone")
 		return
 	}
+	if p.Role == Active {
+		m.handedInFault = false
+	}
 	switch m.role {
+	case Fault:
+		if p.Role != Active && (p.Leaving || p.Locked || p.Fault) {
+			m.takeBackInFault(ev.Now, m.peerIneligible())
+		}
 	case Init:
 		// Decided at the next tick, on the newest frame: after a link
 		// comes back, frames queued while it was down arrive first, and
@@ -626,6 +637,24 @@ func (m *Machine) handOverInFault(now time.Time) {
 	}
 }
 
+// takeBackInFault makes a node that stepped down from active on a fault
+// active again, in fault, when the standby it stepped down for will not
+// take over after all: it was stopping, or locked, or failed, in the same
+// instant (its frame saying so was not yet in), or it was lost. Design
+// section 5: with nobody better to hand to, the active keeps its VIPs in
+// fault, as it does when the fault finds no eligible standby; and both in
+// fault, the one that was active keeps them. Nobody held them otherwise
+// until the peer came back, which then took over with an empty store
+// over this node's sessions (a soak: the standby stopped and the active's
+// service died 16 ms later). Then, as for any active in fault, a standby
+// that comes back takes over once it holds this node's sessions.
+func (m *Machine) takeBackInFault(now time.Time, why string) {
+	if !m.handedInFault || m.locked || m.healthy || m.twin {
+		return
+	}
+	m.become(Active, now, "fault: "+m.faultReason+"; "+why+": keeping the VIPs in fault")
+}
+
 // takeOver makes a standby active if it may.
 func (m *Machine) takeOver(now time.Time, why string) {
 	switch {
@@ -658,6 +687,8 @@ func (m *Machine) peerLost(now time.Time) {
 		m.emit(Action{Kind: Report, Reason: fmt.Sprintf("%s again within %v of coming back: a flapping link; taking over only if it stays silent for %v (hold_down)", why, m.cfg.HoldDown, m.cfg.HoldDown)})
 	case m.role == Standby:
 		m.takeOver(now, why)
+	case m.role == Fault:
+		m.takeBackInFault(now, "the peer was lost before it took over")
 	case m.role == Active && m.leaving:
 		m.finishHandOff(now, "handoff: "+why)
 	case m.role == Active && m.splitSeen:

@@ -1225,3 +1225,30 @@ func TestRecoveredNodeTakesOverFromASilentPeer(t *testing.T) {
 		}
 	})
 }
+
+// An active steps down on a fault for a standby that, in the same instant,
+// stops (its frame saying so was not yet in): nobody would take the VIPs
+// until it came back, and then with an empty store over this node's
+// sessions. The node takes them back, in fault, as it keeps them when a
+// fault finds no eligible standby; so it does when the standby is lost,
+// locked or in fault before it took over.
+func TestFaultHandedToAStandbyThatWillNotTakeOverIsTakenBack(t *testing.T) {
+	for _, next := range []Event{
+		{Kind: PeerFrame, Peer: Peer{Role: Standby, Leaving: true}},
+		{Kind: PeerFrame, Peer: Peer{Role: Standby, Locked: true}},
+		{Kind: PeerFrame, Peer: Peer{Role: Fault, Fault: true}},
+		{Kind: PeerLost},
+	} {
+		m := activeMachine(t)
+		m.Step(Event{Kind: Health, Now: at(100), Healthy: false, Reason: "media died"})
+		if m.Role() != Fault {
+			t.Fatalf("setup: %v", m.Role())
+		}
+		next.Now = at(120)
+		acts := m.Step(next)
+		tr, _ := transition(acts)
+		if m.Role() != Active || !slices.Contains(kinds(acts), ClaimVIPs) || !strings.Contains(tr.Reason, "keeping the VIPs in fault") {
+			t.Errorf("after %v %+v: role %v, actions %v", next.Kind, next.Peer, m.Role(), acts)
+		}
+	}
+}

@@ -403,6 +403,52 @@ func TestFaultedActiveHandsOverItsSessions(t *testing.T) {
 	}
 }
 
+// TestFaultRightAfterTheStandbyStopsKeepsTheVIPs: the standby is stopped
+// and the active's service dies at once after, before the active has
+// read the standby's last frame (it reads its standby's frames at its own
+// ticks): it steps down for a standby that is gone. It must take the VIPs
+// back, in fault, rather than leave nobody holding them until the standby
+// is back (which then took over with an empty store; found by the soak).
+func TestFaultRightAfterTheStandbyStopsKeepsTheVIPs(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{Media: true})
+	act := settle(t, c)
+	sb := other(act)
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	send(t, c, sb, syscall.SIGTERM)
+	if err := c.KillMedia(act); err != nil {
+		t.Fatal(err)
+	}
+	holds := func() bool {
+		s, err := c.Status(act)
+		return err == nil && s.Role == "ACTIVE" && c.Holds(act, lab.VIP.Addr())
+	}
+	if !pollUntil(2*time.Second, holds) {
+		s, _ := c.Status(act)
+		t.Fatalf("%s, in fault with its standby stopped, does not hold the VIP: %+v", act, s)
+	}
+	// Three dead intervals for anything that would follow.
+	for end := time.Now().Add(900 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if !holds() {
+			t.Fatalf("%s let the VIP go", act)
+		}
+	}
+	none, _ := holders.Stop()
+	t.Logf("no holder for %v; stepped down and took back: %v", none, len(logLines(c, act, "keeping the VIPs in fault")) > 0)
+	if none > time.Second {
+		t.Errorf("no node held the VIP for %v", none)
+	}
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "ACTIVE", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Reach(c.Client, lab.VIP.Addr(), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // createSessions creates n sessions on node, pipelined.
 func createSessions(t *testing.T, c *lab.Cluster, node string, n int) {
 	t.Helper()

@@ -129,6 +129,35 @@ var operations = []operation{
 		heal()
 		return true
 	}, true},
+	// The OOM killer's pick, or a kill -9 of the wrong pid: no frame
+	// leaves the node, and its agent must not keep the VIP.
+	{"kill -9 the active's heartbeat core", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		cores := lab.Children(c.Pid(act))
+		if len(cores) != 1 {
+			t.Fatalf("%s's daemon has children %v, want its heartbeat core", act, cores)
+		}
+		if err := syscall.Kill(cores[0], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		return true
+	}, false},
+	// The active kept the VIPs in fault while its standby was away: the
+	// standby, back without the sessions written meanwhile, must take
+	// over with them.
+	{"stop the standby, the active's media server dies, start the standby", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		send(t, c, sb, syscall.SIGTERM)
+		if err := c.KillMedia(act); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if err := c.Start(sb); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitRole(sb, "ACTIVE", 10*time.Second); err != nil {
+			t.Error(err)
+		}
+		return true
+	}, false},
 	// An upgrade rolled out to both nodes at once: nothing survives both
 	// stopping (the sessions live in the two daemons), but the pair must
 	// come back with one active.

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -138,6 +140,11 @@ var operations = []operation{
 		}
 		if err := syscall.Kill(cores[0], syscall.SIGKILL); err != nil {
 			t.Fatal(err)
+		}
+		// The daemon ends, in error (systemd starts it again).
+		var exit *exec.ExitError
+		if err := c.WaitExit(act, 10*time.Second); !errors.As(err, &exit) {
+			t.Fatalf("%s's hapaird after its core was killed: %v", act, err)
 		}
 		return true
 	}, false},

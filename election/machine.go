@@ -100,6 +100,9 @@ type Machine struct {
 	catchUpSince   time.Time
 	catchUpMark    uint64
 	peerFaultSince time.Time
+	// peerSince is when the peer was last heard anew: its first frame
+	// after a loss, or of a new boot.
+	peerSince time.Time
 	// handedInFault: this node stepped down from active on a fault and
 	// its peer has not yet taken over (takeBackInFault).
 	handedInFault bool
@@ -496,6 +499,9 @@ func (m *Machine) peerFrame(ev Event) {
 	prev, prevSeen := m.peer, m.peerSeen
 	m.peer, m.peerSeen = ev.Peer, true
 	p := ev.Peer
+	if !prevSeen || p.Generation != prev.Generation {
+		m.peerSince = ev.Now
+	}
 	if !prevSeen && !m.lostAt.IsZero() {
 		// Back after a loss: one flap of the link (or a restart).
 		m.returnedAt, m.lostAt, m.holdUntil = ev.Now, time.Time{}, time.Time{}
@@ -631,7 +637,7 @@ func (m *Machine) handOverInFault(now time.Time) {
 		m.become(Fault, now, "fault: "+m.faultReason+" (an eligible standby is back)")
 	case m.catchUpSince.IsZero():
 		m.catchUpSince, m.catchUpMark = now, m.written
-		m.emit(Action{Kind: Report, Reason: fmt.Sprintf("fault on the active node; the standby is back with older session state (position %d, ours %d): keeping the VIPs until it has caught up, at most %v", m.peer.Written, m.written, m.cfg.CatchUpBound)})
+		m.emit(Action{Kind: Report, Reason: fmt.Sprintf("fault on the active node; the standby holds older session state (position %d, ours %d): keeping the VIPs until it has caught up, at most %v", m.peer.Written, m.written, m.cfg.CatchUpBound)})
 	case m.peer.Written >= m.catchUpMark:
 		m.become(Fault, now, "fault: "+m.faultReason+" (an eligible standby is back and has caught up)")
 	}
@@ -748,6 +754,17 @@ func (m *Machine) health(ev Event) {
 		// Nobody better to hand to: a degraded service beats none.
 		m.emit(Action{Kind: Report, Reason: "fault on the active node, but no eligible standby: keeping the VIPs: " + ev.Reason})
 		m.advertise()
+	case !ev.Healthy && m.role == Active && !m.twin && m.peer.Written < m.written && (ev.StandbyLoading || ev.Now.Sub(m.peerSince) < m.cfg.CatchUpBound):
+		// The standby came back (restarted: an upgrade) and has not
+		// dialled yet, or is in the middle of its snapshot of this
+		// node's sessions: taking over now, it would have none or part
+		// of them, and this node would drop the rest when it
+		// resynchronises. Not a standby that follows and has for a
+		// while: its position in frames is up to an interval old, and a
+		// fault with a standby in sync must fail over at once; nor one
+		// whose replication never connects (a wrong key), which would
+		// make every fault wait.
+		m.handOverInFault(ev.Now)
 	case !ev.Healthy && m.role != Init:
 		m.become(Fault, ev.Now, "fault: "+ev.Reason)
 	case ev.Healthy && m.role == Fault:

@@ -1252,3 +1252,33 @@ func TestFaultHandedToAStandbyThatWillNotTakeOverIsTakenBack(t *testing.T) {
 		}
 	}
 }
+
+// A fault while the standby, restarted, has not yet loaded this node's
+// sessions (it came back less than CatchUpBound ago, or it is still
+// loading its snapshot): the active keeps the VIPs until the standby's
+// position reaches its own, as for a standby that comes back. Not for a
+// standby that has followed for a while: its frames' position is up to an
+// interval old, and the fault must fail over at once.
+func TestFaultWhileTheStandbyLoadsWaitsForIt(t *testing.T) {
+	later := at(20).Add(DefaultCatchUpBound) // the peer was first heard at 20
+	for _, ev := range []Event{
+		{Kind: Health, Now: at(100)},
+		{Kind: Health, Now: later, StandbyLoading: true},
+	} {
+		m := activeMachine(t)
+		m.Step(Event{Kind: PeerFrame, Now: at(50), Written: 500, Peer: Peer{Role: Standby}})
+		ev.Reason, ev.Written = "media died", 500
+		acts := m.Step(ev)
+		if m.Role() != Active || !hasReport(acts, "keeping the VIPs until it has caught up") {
+			t.Fatalf("a fault at %v, the standby loading %v: role %v, actions %v", ev.Now.Sub(epoch), ev.StandbyLoading, m.Role(), acts)
+		}
+		if m.Step(Event{Kind: PeerFrame, Now: ev.Now.Add(50 * time.Millisecond), Written: 500, Peer: Peer{Role: Standby, Written: 500}}); m.Role() != Fault {
+			t.Fatalf("the standby loaded it all: %v", m.Role())
+		}
+	}
+	m := activeMachine(t)
+	m.Step(Event{Kind: PeerFrame, Now: at(50), Written: 500, Peer: Peer{Role: Standby, Written: 490}})
+	if m.Step(Event{Kind: Health, Now: later, Healthy: false, Reason: "media died", Written: 500}); m.Role() != Fault {
+		t.Errorf("a fault with the standby following: %v", m.Role())
+	}
+}

@@ -153,7 +153,11 @@ type Event struct {
 	// Written is this node's session-store position at Now; the caller
 	// sets it on every event.
 	Written uint64
-	Heard   bool // Heard
+	// StandbyLoading: this node is active and its standby is still
+	// loading its snapshot (it lacks sessions this node holds); the
+	// caller sets it on every event.
+	StandbyLoading bool
+	Heard          bool // Heard
 	// Unverified: the peer's node sends frames no key of ours verifies,
 	// or authentic ones this node cannot use (Reason: which, for the
 	// transition at the end of the start-up window).

@@ -209,6 +209,10 @@ func (s *Service) WaitSynced(timeout time.Duration) bool {
 	return s.repl.WaitAcked(seq, timeout)
 }
 
+// StandbyLoading says whether the attached standby is still loading its
+// snapshot; it never waits.
+func (s *Service) StandbyLoading() bool { return s.repl.Loading() }
+
 // Degraded says whether sync mode currently runs as async.
 func (s *Service) Degraded() bool { return s.degraded.Load() }
 

@@ -403,6 +403,40 @@ func TestFaultedActiveHandsOverItsSessions(t *testing.T) {
 	}
 }
 
+// TestFaultWhileTheStandbyLoadsItsSnapshot: the standby is restarted (an
+// upgrade) beside an active holding 100,000 sessions, and the active's
+// service dies as the standby is back, before it has loaded them. The
+// standby takes over with all of them: before, it took over with what it
+// had (none), and the old active dropped the rest when it resynchronised.
+func TestFaultWhileTheStandbyLoadsItsSnapshot(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{Media: true})
+	act := settle(t, c)
+	sb := other(act)
+	const bulk = 100_000
+	createSessions(t, c, act, bulk)
+	waitSynced(t, c, act)
+	send(t, c, sb, syscall.SIGTERM)
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	// The standby is one again: it dials now, and loads the snapshot.
+	if err := c.WaitRole(sb, "STANDBY", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.KillMedia(act); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "ACTIVE", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waited := len(logLines(c, act, "keeping the VIPs until it has caught up")) > 0
+	s, err := c.Status(sb)
+	if err != nil || s.Sync.Sessions < bulk {
+		t.Fatalf("%s took over with %d sessions of %d (the active waited for it: %v): %v", sb, s.Sync.Sessions, bulk, waited, err)
+	}
+	t.Logf("the active waited for the snapshot: %v", waited)
+}
+
 // TestFaultRightAfterTheStandbyStopsKeepsTheVIPs: the standby is stopped
 // and the active's service dies at once after, before the active has
 // read the standby's last frame (it reads its standby's frames at its own

@@ -86,6 +86,9 @@ type Sessions interface {
 	// that its daemon died; sync writes need not wait for it. It must
 	// not block.
 	StandbyStopped(planned bool)
+	// StandbyLoading: the attached standby is still loading its
+	// snapshot. It must not block.
+	StandbyLoading() bool
 	Stats() statesync.Stats
 }
 
@@ -619,6 +622,7 @@ func (a *Agent) setPath(m map[string]bool, path string, v bool) {
 // step feeds the machine and performs its actions; true means exit now.
 func (a *Agent) step(ev election.Event) bool {
 	ev.Written, _ = a.opt.Sync.Position()
+	ev.StandbyLoading = a.opt.Sync.StandbyLoading()
 	exit := false
 	acts := a.m.Step(ev)
 	// A node that has handed over and exits does not follow the new

@@ -304,6 +304,13 @@ func (r *Replicator) Following() bool {
 	return r.leading.Load() > 0 && r.acks.load() >= r.loaded.Load()
 }
 
+// Loading says whether an attached standby is still loading its snapshot
+// (or has not yet acknowledged its resume point): it lacks sessions this
+// node holds.
+func (r *Replicator) Loading() bool {
+	return r.leading.Load() > 0 && r.acks.load() < r.loaded.Load()
+}
+
 // Stats counts the replicator's events.
 type Stats struct {
 	Snapshots, Resumes, AuthErrors uint64

@@ -624,13 +624,15 @@ func (m *Machine) peerFrame(ev Event) {
 	}
 }
 
-// handOverInFault runs on an active that kept its VIPs in fault for want of
-// a standby, at each frame of a standby that now would take them: it steps
-// down (FAULT; the standby takes over) once the standby holds every
-// session this node had when it came back. A standby that restarted
-// holds none until it has loaded a snapshot from this node; handing over
-// before dropped them all, on both nodes (this one resynchronises from
-// the new active). Bounded by CatchUpBound (tick).
+// handOverInFault runs on an active in fault beside a standby that would
+// take its VIPs: at each frame of a standby that comes back after the
+// fault kept them here for want of one, and at a fault that finds the
+// standby just back or still loading (health). It steps down (FAULT; the
+// standby takes over) once the standby holds every session this node had
+// when it began to wait. A standby that restarted holds none until it has
+// loaded a snapshot from this node; handing over before dropped them all,
+// on both nodes (this one resynchronises from the new active). Bounded by
+// CatchUpBound (tick).
 func (m *Machine) handOverInFault(now time.Time) {
 	switch {
 	case m.catchUpSince.IsZero() && m.peer.Written >= m.written:
@@ -639,7 +641,7 @@ func (m *Machine) handOverInFault(now time.Time) {
 		m.catchUpSince, m.catchUpMark = now, m.written
 		m.emit(Action{Kind: Report, Reason: fmt.Sprintf("fault on the active node; the standby holds older session state (position %d, ours %d): keeping the VIPs until it has caught up, at most %v", m.peer.Written, m.written, m.cfg.CatchUpBound)})
 	case m.peer.Written >= m.catchUpMark:
-		m.become(Fault, now, "fault: "+m.faultReason+" (an eligible standby is back and has caught up)")
+		m.become(Fault, now, "fault: "+m.faultReason+" (the standby has caught up)")
 	}
 }
 

@@ -756,7 +756,7 @@ func (m *Machine) health(ev Event) {
 		// Nobody better to hand to: a degraded service beats none.
 		m.emit(Action{Kind: Report, Reason: "fault on the active node, but no eligible standby: keeping the VIPs: " + ev.Reason})
 		m.advertise()
-	case !ev.Healthy && m.role == Active && !m.twin && m.peer.Written < m.written && (ev.StandbyLoading || ev.Now.Sub(m.peerSince) < m.cfg.CatchUpBound):
+	case !ev.Healthy && m.role == Active && !m.twin && !ev.Stalled && m.peer.Written < m.written && (ev.StandbyLoading || ev.Now.Sub(m.peerSince) < m.cfg.CatchUpBound):
 		// The standby came back (restarted: an upgrade) and has not
 		// dialled yet, or is in the middle of its snapshot of this
 		// node's sessions: taking over now, it would have none or part
@@ -765,7 +765,9 @@ func (m *Machine) health(ev Event) {
 		// while: its position in frames is up to an interval old, and a
 		// fault with a standby in sync must fail over at once; nor one
 		// whose replication never connects (a wrong key), which would
-		// make every fault wait.
+		// make every fault wait; nor after this node's own stall, on
+		// which its core has told the peer to take over (it does not
+		// wait for a fenced peer), as the machine of a hung node must.
 		m.handOverInFault(ev.Now)
 	case !ev.Healthy && m.role != Init:
 		m.become(Fault, ev.Now, "fault: "+ev.Reason)

@@ -1281,4 +1281,11 @@ func TestFaultWhileTheStandbyLoadsWaitsForIt(t *testing.T) {
 	if m.Step(Event{Kind: Health, Now: later, Healthy: false, Reason: "media died", Written: 500}); m.Role() != Fault {
 		t.Errorf("a fault with the standby following: %v", m.Role())
 	}
+	// This node's own stall: its core has told the standby to take over
+	// (FlagFenced), and the standby does not wait for it.
+	m = activeMachine(t)
+	m.Step(Event{Kind: PeerFrame, Now: at(50), Written: 500, Peer: Peer{Role: Standby}})
+	if m.Step(Event{Kind: Health, Now: at(100), Healthy: false, Reason: "the agent stalled past its lease", Written: 500, Stalled: true}); m.Role() != Fault {
+		t.Errorf("a stall beside a standby just back: %v", m.Role())
+	}
 }

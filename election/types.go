@@ -150,6 +150,10 @@ type Event struct {
 	Healthy bool
 	Reason  string
 	Force   bool // Switchover: also when this node is locked
+	// Stalled (Health): the fault is this node's own stall past its
+	// heartbeat core's lease or its VIPs': the core has told the peer
+	// to take over already (FlagFenced), so this node steps down.
+	Stalled bool
 	// Written is this node's session-store position at Now; the caller
 	// sets it on every event.
 	Written uint64

@@ -997,7 +997,14 @@ func (a *Agent) peerStopping() bool {
 // standby, and one with nobody to hand to stays active (the machine's
 // rule).
 func (a *Agent) stalled(at time.Time) bool {
-	return a.setFault("agent:stalled", "the agent stalled past its lease", at) || a.setFault("agent:stalled", "", at)
+	for _, reason := range []string{"the agent stalled past its lease", ""} {
+		if healthy, first, changed := a.noteFault("agent:stalled", reason); changed {
+			if a.step(election.Event{Kind: election.Health, Now: at, Healthy: healthy, Reason: first, Stalled: true}) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // twin handles another hapaird that sends heartbeats in this node's name:
@@ -1182,6 +1189,16 @@ func (a *Agent) vipEvent(ev vip.Event) bool {
 // setFault records (reason != "") or clears a failing condition and tells
 // the machine when health as a whole changed.
 func (a *Agent) setFault(key, reason string, now time.Time) bool {
+	healthy, first, changed := a.noteFault(key, reason)
+	if !changed {
+		return false
+	}
+	return a.step(election.Event{Kind: election.Health, Now: now, Healthy: healthy, Reason: first})
+}
+
+// noteFault sets (reason) or clears (no reason) the fault key and says
+// whether that changed the node's health, and what it is now.
+func (a *Agent) noteFault(key, reason string) (healthy bool, first string, changed bool) {
 	a.mu.Lock()
 	before := len(a.faults) == 0
 	if reason == "" {
@@ -1190,16 +1207,13 @@ func (a *Agent) setFault(key, reason string, now time.Time) bool {
 		a.faults[key] = reason
 	}
 	after := len(a.faults) == 0
-	first := reason
+	first = reason
 	for _, r := range a.faults {
 		first = r
 		break
 	}
 	a.mu.Unlock()
-	if before == after {
-		return false
-	}
-	return a.step(election.Event{Kind: election.Health, Now: now, Healthy: after, Reason: first})
+	return after, first, before != after
 }
 
 // watchLock follows the lock file for changes made by other means than

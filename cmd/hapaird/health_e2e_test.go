@@ -389,8 +389,10 @@ func TestFaultedActiveHandsOverItsSessions(t *testing.T) {
 	if m := c.Missing(sb, acked); m > 0 {
 		t.Errorf("%d of %d acknowledged sessions missing on %s, which took over", m, len(acked), sb)
 	}
-	if s, err := c.Status(sb); err != nil || s.Sync.Sessions < bulk+len(acked) {
-		t.Errorf("%s took over with %d sessions of %d: %v", sb, s.Sync.Sessions, bulk+len(acked), err)
+	if s, err := c.Status(sb); err != nil {
+		t.Error(err)
+	} else if s.Sync.Sessions < bulk+len(acked) {
+		t.Errorf("%s took over with %d sessions of %d", sb, s.Sync.Sessions, bulk+len(acked))
 	}
 	if len(logLines(c, act, "keeping the VIPs until it has caught up")) != 1 || len(logLines(c, act, "has caught up)")) == 0 {
 		t.Errorf("%s did not say it waited for its standby to catch up", act)
@@ -431,8 +433,11 @@ func TestFaultWhileTheStandbyLoadsItsSnapshot(t *testing.T) {
 	}
 	waited := len(logLines(c, act, "keeping the VIPs until it has caught up")) > 0
 	s, err := c.Status(sb)
-	if err != nil || s.Sync.Sessions < bulk {
-		t.Fatalf("%s took over with %d sessions of %d (the active waited for it: %v): %v", sb, s.Sync.Sessions, bulk, waited, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Sync.Sessions < bulk {
+		t.Fatalf("%s took over with %d sessions of %d (the active waited for it: %v)", sb, s.Sync.Sessions, bulk, waited)
 	}
 	t.Logf("the active waited for the snapshot: %v", waited)
 }

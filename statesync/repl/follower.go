@@ -65,6 +65,7 @@ type follower struct {
 	pend  []store.Op // ops read and not yet applied
 	snap  []store.Session
 	hdr   wire.Msg // the snapshot being received
+	epoch uint64   // the stream the snapshot or resume began
 	last  uint64
 	told  uint64 // the last position OnApplied heard of
 	unAck int    // ops applied since the last acknowledgement
@@ -177,7 +178,7 @@ func (f *follower) apply(now time.Time) error {
 	if len(f.pend) == 0 {
 		return nil
 	}
-	if err := f.r.store.Apply(now, f.pend...); err != nil {
+	if err := f.r.store.Apply(now, f.epoch, f.pend...); err != nil {
 		return err
 	}
 	f.last = f.pend[len(f.pend)-1].Seq
@@ -191,7 +192,7 @@ func (f *follower) control(now time.Time) error {
 	m := &f.m
 	switch m.Type {
 	case wire.Snapshot:
-		f.begun = true
+		f.begun, f.epoch = true, m.Epoch
 		f.hdr, f.snap = *m, make([]store.Session, 0, min(m.Count, 1<<20))
 		if m.Count == 0 {
 			f.r.loadSnapshot(f.hdr, f.snap, now)
@@ -208,7 +209,7 @@ func (f *follower) control(now time.Time) error {
 			f.snap, f.last, f.owed = nil, f.hdr.Seq, true
 		}
 	case wire.Resume:
-		f.begun = true
+		f.begun, f.epoch = true, m.Epoch
 		f.r.store.SetFollowing(m.Epoch)
 		_, f.last = f.r.store.Seq()
 		f.owed = true

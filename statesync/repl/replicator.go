@@ -85,7 +85,7 @@ type Store interface {
 	Wake()
 	ReadLog(dst []byte, pos int64, max int) ([]byte, int64, bool)
 	Snapshot() (epoch, seq uint64, pos int64, sessions []store.Session)
-	Apply(now time.Time, ops ...store.Op) error
+	Apply(now time.Time, epoch uint64, ops ...store.Op) error
 	Load(epoch, seq uint64, sessions []store.Session, now time.Time) (dropped []string)
 	SetFollowing(epoch uint64)
 }
@@ -365,7 +365,9 @@ func (r *Replicator) Run(ctx context.Context, ln net.Listener) error {
 		}
 		err := r.follow(rc)
 		r.connected.Store(false)
-		if err != nil && rc.Err() == nil && r.cfg.OnError != nil && !r.peerNotReady() {
+		// ErrNotFollowing: this node became active while ops were on
+		// their way (its role's context ends a moment later), no fault.
+		if err != nil && rc.Err() == nil && r.cfg.OnError != nil && !r.peerNotReady() && !errors.Is(err, store.ErrNotFollowing) {
 			r.cfg.OnError(err)
 		}
 		select { // back off before dialling again

@@ -129,6 +129,9 @@ var (
 	ErrTooLarge = errors.New("session data too large")
 	ErrBadID    = errors.New("bad session id")
 	ErrFull     = errors.New("session limit reached")
+	// ErrNotFollowing: replicated ops of a stream this store no longer
+	// follows: it became active (SetEpoch) while they were on their way.
+	ErrNotFollowing = errors.New("not following that stream")
 )
 
 // entryCost is what a session costs beyond its id and data: the map slot
@@ -262,12 +265,19 @@ func (s *Store) publish() {
 	s.count.Store(int64(len(s.sessions)))
 }
 
-// Apply applies replicated operations, in order, under one lock. A
-// follower keeps no log of them: a standby that becomes active starts a
-// new epoch, whose standbys take a snapshot.
-func (s *Store) Apply(now time.Time, ops ...Op) error {
+// Apply applies replicated operations of the stream epoch, in order, under
+// one lock. A follower keeps no log of them: a standby that becomes active
+// starts a new epoch, whose standbys take a snapshot. Ops of the old
+// stream that arrive after that are refused: applied, they would be in
+// this store and in no snapshot or log its own standby is sent (the log
+// restarts at each apply), so that standby stayed behind for good, and a
+// later failover to it lost them.
+func (s *Store) Apply(now time.Time, epoch uint64, ops ...Op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if epoch != s.epoch {
+		return fmt.Errorf("%w: ops of stream %d, and this store is in stream %d", ErrNotFollowing, epoch, s.epoch)
+	}
 	for i := range ops {
 		op := &ops[i]
 		if op.Seq != s.seq+1 {

@@ -100,7 +100,7 @@ func BenchmarkApply(b *testing.B) {
 				ops[k].Kind = OpUpdate
 			}
 		}
-		if err := s.Apply(time.Now(), ops...); err != nil {
+		if err := s.Apply(time.Now(), 0, ops...); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -163,4 +163,29 @@ func write(t *testing.T, s *Store, kind OpKind, id, data string) uint64 {
 		t.Fatal(err)
 	}
 	return seq
+}
+
+// A standby that becomes active starts a new stream (SetEpoch); ops of the
+// stream it followed that were still on their way are refused. Applied,
+// they were in this store and in nothing its own standby is sent (the log
+// restarts at each apply, and the new stream's snapshot may predate them):
+// that standby stayed behind for good (seen in a soak, one write), and a
+// failover to it lost them.
+func TestApplyAfterPromotionIsRefused(t *testing.T) {
+	s := New(Limits{})
+	now := time.Now()
+	s.Load(7, 10, nil, now)
+	op := func(seq uint64) Op {
+		return Op{Seq: seq, Kind: OpCreate, ID: []byte(fmt.Sprint("s", seq)), Data: []byte("x")}
+	}
+	if err := s.Apply(now, 7, op(11)); err != nil {
+		t.Fatal(err)
+	}
+	s.SetEpoch(8)
+	if err := s.Apply(now, 7, op(12)); !errors.Is(err, ErrNotFollowing) {
+		t.Fatalf("an op of the old stream after the new one began: %v", err)
+	}
+	if epoch, seq := s.Seq(); epoch != 8 || seq != 11 || s.Len() != 1 {
+		t.Errorf("after the refused op: stream %d at %d, %d sessions", epoch, seq, s.Len())
+	}
 }

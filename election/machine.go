@@ -543,7 +543,7 @@ func (m *Machine) peerFrame(ev Event) {
 			if !(prevSeen && prev.Role == Active && prev.Fault && prev.Locked) {
 				m.emit(Action{Kind: Report, Reason: "peer in fault, but locked: it keeps its role and the VIPs; not taking over"})
 			}
-		case p.Role == Active && p.Fault && !p.Leaving && !p.Fenced && m.peerNewer():
+		case p.Role == Active && p.Fault && !p.Leaving && !p.Fenced && (m.peerNewer() || !m.peerFaultSince.IsZero()):
 			// An active in fault that kept its VIPs for want of a
 			// standby (this one was stopped, locked, in fault) hands
 			// them over, stepping down to FAULT, once this node holds
@@ -552,7 +552,12 @@ func (m *Machine) peerFrame(ev Event) {
 			// had them, and the old active resynchronised from it. Not
 			// from a fenced peer (its agent hangs: it catches nobody
 			// up) or a leaving one; bounded (tick) for an older peer,
-			// which does not wait.
+			// which does not wait. Once waiting, it waits on after it
+			// has caught up, for the peer's word: taking over at the
+			// frame that shows it caught up, before the peer had seen
+			// it, made a split brain that the peer won (it is active
+			// longest), and writes it took meanwhile were lost when it
+			// then stepped down (a soak: 31).
 			if m.peerFaultSince.IsZero() {
 				m.peerFaultSince = ev.Now
 				m.emit(Action{Kind: Report, Reason: fmt.Sprintf("peer in fault, with newer session state (position %d, ours %d): taking over once it hands over", p.Written, m.written)})

@@ -264,6 +264,12 @@ func TestFaultedActiveHandsOverOnceTheStandbyCaughtUp(t *testing.T) {
 	if b.Role() != Standby {
 		t.Fatalf("the standby took over halfway: %v", b.Role())
 	}
+	// Caught up, it still waits for the active's word: taking over now,
+	// before the active has seen it caught up, makes a split brain.
+	b.Step(Event{Kind: PeerFrame, Now: at(450), Written: 510, Peer: Peer{Role: Active, Fault: true, Written: 510}})
+	if b.Role() != Standby {
+		t.Fatalf("the standby took over before the active stepped down: %v", b.Role())
+	}
 	// Halfway, and on: the active waits for what it had when the
 	// standby came back (500), not for writes since.
 	a.Step(Event{Kind: PeerFrame, Now: at(400), Written: 510, Peer: Peer{Role: Standby, Written: 300}})

@@ -91,7 +91,11 @@ type Service struct {
 	// standby's own acknowledgements (it acked every write up to its
 	// stop) must not restore sync mode.
 	stoppedConns atomic.Uint64
-	writes       atomic.Uint64
+	// floor is what the store had written when sync mode degraded: a
+	// standby that has acknowledged that much since has shown it is
+	// alive and applying, so sync may be restored (settle).
+	floor  atomic.Uint64
+	writes atomic.Uint64
 	// noticed is when OnWrite was last called, in ns since started: by
 	// the monotonic clock, as a wall clock stepped back by an hour would
 	// hold the notices back for the hour (and the frames' write position
@@ -320,7 +324,7 @@ func (s *Service) settle(seq uint64, term <-chan struct{}) error {
 		return nil
 	}
 	if s.degraded.Load() {
-		if s.repl.Attached() > s.stoppedConns.Load() && s.repl.Acked() >= seq-1 && s.repl.Connected() {
+		if s.restorable(seq) {
 			s.mu.Lock()
 			select {
 			case <-s.gone:
@@ -352,9 +356,29 @@ func (s *Service) settle(seq uint64, term <-chan struct{}) error {
 	return nil
 }
 
+// restorable says whether the write seq may wait for the standby again,
+// in degraded sync mode: one that connected since it said it stops, that
+// applies the stream (its snapshot loaded) and has applied what was
+// written when sync degraded (so it is not the hung standby that made
+// it degrade), and is within the backpressure's bound of seq, so the
+// write waits milliseconds for it. Not "caught up to this write": a
+// pipelined writer's batch, or a fast writer beside the stream's round
+// trip, keeps it a few writes behind at every write, and sync was then
+// restored only once the writes paused (never, under a steady stream),
+// acknowledging all of them without the standby meanwhile.
+func (s *Service) restorable(seq uint64) bool {
+	acked := s.repl.Acked()
+	return s.repl.Attached() > s.stoppedConns.Load() && s.repl.Following() &&
+		(acked >= s.floor.Load() || acked+1 >= seq) && acked+maxLag >= seq
+}
+
 // degrade turns sync mode into async until the standby has caught up, and
 // says so once.
 func (s *Service) degrade(reason string, planned bool) {
+	if s.degraded.Load() {
+		return
+	}
+	s.floor.Store(s.store.Written())
 	if !s.degraded.Swap(true) {
 		s.hub.Publish(Event{Type: "sync-degraded", Reason: reason})
 		if s.cfg.OnDegraded != nil {

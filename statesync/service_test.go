@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -266,4 +268,204 @@ func TestWritesAreNoticedOncePerWriteNotice(t *testing.T) {
 		time.Sleep(writeNotice / 2)
 		write(i)
 	}
+}
+
+// Degraded sync mode comes back while a pipelined writer goes on, as soon
+// as a standby that connected anew follows the stream. It was restored
+// only by a write with the standby at most one write behind, which a
+// batch's last write never finds: under a steady pipelined stream the
+// writes went on being acknowledged without the standby for as long as
+// the stream ran. Once restored, a batch's answers wait for the standby
+// again.
+func TestSyncIsRestoredUnderAPipelinedStream(t *testing.T) {
+	ls := store.New(store.Limits{})
+	lr, addr := replicate(t, ls, repl.Config{Keys: [][]byte{key}}, true)
+	svc := NewService(ls, lr, ServiceConfig{Mode: Sync, SyncTimeout: time.Minute})
+	c, br := openStream(t, svc)
+	svc.StandbyStopped(true) // no standby yet: degraded
+	if !svc.Degraded() {
+		t.Fatal("not degraded by the standby's stop")
+	}
+	const batch = 4
+	var out []byte
+	for i := range batch {
+		out = append(out, request(store.OpCreate, fmt.Sprint("call-", i), []byte("0"))...)
+	}
+	round := func() (last uint64) {
+		t.Helper()
+		if _, err := c.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		for range batch {
+			seq, text := answer(t, br)
+			if text != "" {
+				t.Fatal(text)
+			}
+			last = seq
+		}
+		out = out[:0]
+		for i := range batch {
+			out = append(out, request(store.OpUpdate, fmt.Sprint("call-", i), []byte("1"))...)
+		}
+		return last
+	}
+	round()
+	// Across a network, a batch's last write is never applied by the
+	// time its writer looks (on loopback it often is).
+	fs := store.New(store.Limits{})
+	replicate(t, fs, repl.Config{Keys: [][]byte{key}, Peer: newLink(t, addr, time.Millisecond).addr}, false)
+	for deadline := time.Now().Add(10 * time.Second); svc.Degraded(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("sync not restored under the stream; the standby follows: %v", lr.Following())
+		}
+		round()
+	}
+	for range 20 {
+		last := round()
+		if _, applied := fs.Seq(); applied < last {
+			t.Fatalf("a batch answered up to %d with the standby at %d", last, applied)
+		}
+	}
+}
+
+// A standby that stops applying (hung, its connection still up) makes sync
+// mode degrade once, after the sync timeout; it does not come back with
+// the next write, or every write would wait out the timeout for it. Once
+// the standby applies again, sync is restored.
+func TestAHungStandbyDoesNotRestoreSync(t *testing.T) {
+	ls := store.New(store.Limits{})
+	lr, addr := replicate(t, ls, repl.Config{Keys: [][]byte{key}}, true)
+	const timeout = 300 * time.Millisecond
+	svc := NewService(ls, lr, ServiceConfig{Mode: Sync, SyncTimeout: timeout})
+	svc.SetRole(1, "ACTIVE", true, "a", 1)
+	p := newLink(t, addr, 0)
+	fs := store.New(store.Limits{})
+	replicate(t, fs, repl.Config{Keys: [][]byte{key}, Peer: p.addr}, false)
+	for deadline := time.Now().Add(5 * time.Second); !lr.Following(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the standby did not attach")
+		}
+	}
+	if _, err := svc.Write(store.OpCreate, "call", []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	p.freeze()
+	if _, err := svc.Write(store.OpUpdate, "call", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if !svc.Degraded() {
+		t.Fatal("a write the standby did not apply did not degrade sync")
+	}
+	for i := range 5 {
+		start := time.Now()
+		if _, err := svc.Write(store.OpUpdate, "call", []byte("2")); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took >= timeout || !svc.Degraded() {
+			t.Fatalf("write %d after the degradation took %v, degraded %v: sync restored for a standby that applies nothing", i, took, svc.Degraded())
+		}
+	}
+	p.thaw()
+	for deadline := time.Now().Add(10 * time.Second); svc.Degraded(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("sync not restored once the standby applied again")
+		}
+		if _, err := svc.Write(store.OpUpdate, "call", []byte("3")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// link is a TCP proxy to addr, as the network between two nodes: it
+// delays what it carries by a fixed latency, and its traffic can be held
+// (freeze) and let go (thaw), as a hung peer's would be: the connection
+// stands and nothing moves.
+type link struct {
+	addr string
+	mu   sync.RWMutex
+}
+
+func newLink(t *testing.T, to string, latency time.Duration) *link {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &link{addr: ln.Addr().String()}
+	var conns sync.WaitGroup
+	type chunk struct {
+		b  []byte
+		at time.Time
+	}
+	pipe := func(dst, src net.Conn) {
+		defer conns.Done()
+		q := make(chan chunk, 4096)
+		go func() {
+			defer close(q)
+			b := make([]byte, 32<<10)
+			for {
+				n, err := src.Read(b)
+				if n > 0 {
+					q <- chunk{slices.Clone(b[:n]), time.Now()}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		defer dst.Close()
+		for c := range q {
+			time.Sleep(time.Until(c.at.Add(latency))) // the wire's latency
+			p.mu.RLock()                              // held while frozen
+			p.mu.RUnlock()
+			if _, err := dst.Write(c.b); err != nil {
+				return
+			}
+		}
+	}
+	var open []net.Conn
+	var omu sync.Mutex
+	conns.Add(1)
+	go func() {
+		defer conns.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			omu.Lock()
+			open = append(open, c, u)
+			omu.Unlock()
+			conns.Add(2)
+			go pipe(u, c)
+			go pipe(c, u)
+		}
+	}()
+	t.Cleanup(func() {
+		p.thaw()
+		ln.Close()
+		omu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		omu.Unlock()
+		conns.Wait()
+	})
+	return p
+}
+
+func (p *link) freeze() { p.mu.Lock() }
+
+// thaw lets traffic move again; a no-op when not frozen.
+func (p *link) thaw() {
+	if !p.mu.TryRLock() {
+		p.mu.Unlock()
+		return
+	}
+	p.mu.RUnlock()
 }

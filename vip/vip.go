@@ -170,6 +170,17 @@ func (m *Manager) find(l netlink.Link, a Addr) (present, permanent bool, err err
 	return false, false, nil
 }
 
+// isPresent says whether a is on its interface now; when that cannot be
+// read, it says no: a removal is then reported rather than missed.
+func (m *Manager) isPresent(a Addr) bool {
+	l, err := m.link(a.Interface)
+	if err != nil {
+		return false
+	}
+	present, _, err := m.find(l, a)
+	return err == nil && present
+}
+
 // Claim adds every VIP with a fresh lease and announces it: the first
 // announcement goes out before Claim returns, the rest of the burst follows
 // in the background. Claiming what is held already only renews it.

@@ -264,6 +264,43 @@ func TestWatch(t *testing.T) {
 	expect(t, events, Foreign)
 }
 
+// A release and a claim back to back (a node that stepped down taking the
+// VIPs back) are not reported as a removal when the watch reads the
+// release's notification after the claim (a busy agent's watch does): the
+// VIP is there. A removal by hand is. The notification is handed to the
+// watch's view directly, the order being the point.
+func TestWatchDoesNotReportItsOwnReleaseReadAfterAClaim(t *testing.T) {
+	p := labtest.NewPair(t, lab.Options{})
+	m := manager(t, p.A, 0, lab.VIP)
+	events := make(chan Event, 1)
+	v := &view{m: m, ctx: context.Background(), out: events}
+	if err := m.Claim(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Claim(); err != nil {
+		t.Fatal(err)
+	}
+	v.removed(lab.VIP.Addr()) // the release's, read now
+	select {
+	case ev := <-events:
+		t.Fatalf("reported %v of %v, which is there", ev.Kind, ev.Addr)
+	default:
+	}
+	removeByHand(t, p, m)
+	v.removed(lab.VIP.Addr())
+	select {
+	case ev := <-events:
+		if ev.Kind != Removed || ev.Addr != m.addrs[0] {
+			t.Fatalf("got %v of %v, want the removal by hand", ev.Kind, ev.Addr)
+		}
+	default:
+		t.Fatal("the removal by hand was not reported")
+	}
+}
+
 // A link without carrier when the watch starts is reported at once: it
 // will send no notification until it changes.
 func TestWatchSaysALinkIsDarkAtTheStart(t *testing.T) {

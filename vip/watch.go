@@ -191,13 +191,17 @@ func (v *view) held() bool {
 	return v.m.held
 }
 
-// removed reports the held VIPs at ip as removed.
+// removed reports the held VIPs at ip as removed, unless they are there
+// again: a release and a claim milliseconds apart (a node that stepped
+// down taking the VIPs back) have the release's notification read after
+// the claim, and reporting it had the agent warn of a removal from
+// outside that was its own, and claim once more.
 func (v *view) removed(ip netip.Addr) bool {
 	if !v.held() {
 		return true
 	}
 	for _, a := range v.m.addrs {
-		if a.Prefix.Addr() == ip && !v.emit(Event{Kind: Removed, Addr: a, Interface: a.Interface}) {
+		if a.Prefix.Addr() == ip && !v.m.isPresent(a) && !v.emit(Event{Kind: Removed, Addr: a, Interface: a.Interface}) {
 			return false
 		}
 	}

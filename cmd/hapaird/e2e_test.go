@@ -611,6 +611,34 @@ func TestVIPAddedByHandOnTheStandbyIsReported(t *testing.T) {
 	}
 }
 
+// An operator (or configuration management) deletes the VIP on the active:
+// the active puts it back at once, says who to look for, and nothing
+// else moves: the standby does not take it.
+func TestVIPRemovedByHandOnTheActiveIsPutBack(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	if out, err := lab.Command(c.Node(act), "ip", "addr", "del", lab.VIP.String(), "dev", lab.Public).CombinedOutput(); err != nil {
+		t.Fatalf("ip addr del: %v %s", err, out)
+	}
+	if !pollUntil(5*time.Second, func() bool { return c.Holds(act, lab.VIP.Addr()) }) {
+		t.Fatalf("%s did not put the VIP back", act)
+	}
+	if !pollUntil(5*time.Second, func() bool { return len(logLines(c, act, "held VIP removed from outside")) == 1 }) {
+		t.Errorf("%s's log says %q", act, logLines(c, act, "held VIP removed from outside"))
+	}
+	if err := c.WaitRole(act, "ACTIVE", time.Second); err != nil {
+		t.Error(err)
+	}
+	if err := c.WaitRole(other(act), "STANDBY", time.Second); err != nil {
+		t.Error(err)
+	}
+	if _, both := holders.Stop(); both > 0 {
+		t.Errorf("two holders for %v", both)
+	}
+}
+
 // A clone of a's host, its addresses and all, booted in b's place (which
 // --check cannot tell from a) runs as a beside it. Each drops the other's
 // frames as its own, so neither hears a peer; before, both held the VIP.

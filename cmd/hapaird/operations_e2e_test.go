@@ -181,6 +181,17 @@ var operations = []operation{
 		}
 		return false
 	}, false},
+	// Configuration management, or a tidy operator, deletes an address
+	// it does not know of: the active puts it back, and nothing moves.
+	{"delete the VIP by hand on the active", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		if out, err := lab.Command(c.Node(act), "ip", "addr", "del", lab.VIP.String(), "dev", lab.Public).CombinedOutput(); err != nil {
+			t.Fatalf("ip addr del: %v %s", err, out)
+		}
+		if !pollUntil(5*time.Second, func() bool { return c.Holds(act, lab.VIP.Addr()) }) {
+			t.Errorf("%s did not put the VIP back", act)
+		}
+		return true
+	}, false},
 }
 
 // send signals node's hapaird and waits for it to end.

@@ -389,6 +389,7 @@ func (ep *Endpoint) releaseWhenTaken(ctx context.Context, release func()) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-ep.taken: // may be an old one: the loop looks again
 		}
 		if !ep.fenced.Load() {
 			return

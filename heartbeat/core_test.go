@@ -1,6 +1,7 @@
 package heartbeat
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -48,5 +49,35 @@ func TestCoreCountsRoundTrip(t *testing.T) {
 	s := getCounts(b[:])
 	if s.Sent != 7 || s.Pauses != 2 || s.Stalls != 1 || s.LongestSendGap != 40*time.Millisecond || s.Drops["bad_mac"] != 5 || s.Drops["replayed"] != 0 {
 		t.Errorf("counts: %+v", s)
+	}
+}
+
+// A core whose agent died (or whose lease ran out) lets go of the VIPs at
+// the frame in which its peer says it holds them, not at its next check a
+// quarter interval on: the two nodes held them that long (20-25 ms at the
+// default profile in the soak's kill of a locked active).
+func TestVIPsGoAtThePeersHoldingFrame(t *testing.T) {
+	w := memWorld()
+	a := startOn(t, w.paths(t, "a"), 1, 2*time.Second) // a check every 500 ms
+	b := startOn(t, w.paths(t, "b"), 2, 2*time.Second)
+	a.waitFor(t, PeerFrame, "", 0, 5*time.Second)
+	a.ep.setFenced(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	released, done := make(chan time.Time, 1), make(chan struct{})
+	go func() {
+		defer close(done)
+		a.ep.releaseWhenTaken(ctx, func() { released <- time.Now() })
+	}()
+	defer func() { cancel(); <-done }()
+	took := time.Now()
+	b.ep.SetLocal(Local{Role: RoleActive, Flags: FlagHolding})
+	select {
+	case at := <-released:
+		// Generous: the next check came 500 ms after the start.
+		if d := at.Sub(took); d > 250*time.Millisecond {
+			t.Errorf("released %v after the peer said it holds them", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("never released")
 	}
 }

@@ -335,7 +335,7 @@ func TestSyncIsRestoredUnderAPipelinedStream(t *testing.T) {
 func TestAHungStandbyDoesNotRestoreSync(t *testing.T) {
 	ls := store.New(store.Limits{})
 	lr, addr := replicate(t, ls, repl.Config{Keys: [][]byte{key}}, true)
-	const timeout = 300 * time.Millisecond
+	const timeout = time.Second
 	svc := NewService(ls, lr, ServiceConfig{Mode: Sync, SyncTimeout: timeout})
 	svc.SetRole(1, "ACTIVE", true, "a", 1)
 	p := newLink(t, addr, 0)

@@ -997,14 +997,8 @@ func (a *Agent) peerStopping() bool {
 // standby, and one with nobody to hand to stays active (the machine's
 // rule).
 func (a *Agent) stalled(at time.Time) bool {
-	for _, reason := range []string{"the agent stalled past its lease", ""} {
-		if healthy, first, changed := a.noteFault("agent:stalled", reason); changed {
-			if a.step(election.Event{Kind: election.Health, Now: at, Healthy: healthy, Reason: first, Stalled: true}) {
-				return true
-			}
-		}
-	}
-	return false
+	const key = "agent:stalled"
+	return a.fault(key, "the agent stalled past its lease", at, true) || a.fault(key, "", at, true)
 }
 
 // twin handles another hapaird that sends heartbeats in this node's name:
@@ -1189,16 +1183,12 @@ func (a *Agent) vipEvent(ev vip.Event) bool {
 // setFault records (reason != "") or clears a failing condition and tells
 // the machine when health as a whole changed.
 func (a *Agent) setFault(key, reason string, now time.Time) bool {
-	healthy, first, changed := a.noteFault(key, reason)
-	if !changed {
-		return false
-	}
-	return a.step(election.Event{Kind: election.Health, Now: now, Healthy: healthy, Reason: first})
+	return a.fault(key, reason, now, false)
 }
 
-// noteFault sets (reason) or clears (no reason) the fault key and says
-// whether that changed the node's health, and what it is now.
-func (a *Agent) noteFault(key, reason string) (healthy bool, first string, changed bool) {
+// fault is setFault, whose health event says whether the fault is this
+// node's own stall (election.Event.Stalled).
+func (a *Agent) fault(key, reason string, now time.Time, stalled bool) bool {
 	a.mu.Lock()
 	before := len(a.faults) == 0
 	if reason == "" {
@@ -1207,13 +1197,16 @@ func (a *Agent) noteFault(key, reason string) (healthy bool, first string, chang
 		a.faults[key] = reason
 	}
 	after := len(a.faults) == 0
-	first = reason
+	first := reason
 	for _, r := range a.faults {
 		first = r
 		break
 	}
 	a.mu.Unlock()
-	return after, first, before != after
+	if before == after {
+		return false
+	}
+	return a.step(election.Event{Kind: election.Health, Now: now, Healthy: after, Reason: first, Stalled: stalled})
 }
 
 // watchLock follows the lock file for changes made by other means than

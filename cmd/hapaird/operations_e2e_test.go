@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -134,19 +135,7 @@ var operations = []operation{
 	// The OOM killer's pick, or a kill -9 of the wrong pid: no frame
 	// leaves the node, and its agent must not keep the VIP.
 	{"kill -9 the active's heartbeat core", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
-		cores := lab.Children(c.Pid(act))
-		if len(cores) != 1 {
-			t.Fatalf("%s's daemon has children %v, want its heartbeat core", act, cores)
-		}
-		if err := syscall.Kill(cores[0], syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		// The daemon ends, in error (systemd starts it again).
-		var exit *exec.ExitError
-		if err := c.WaitExit(act, 10*time.Second); !errors.As(err, &exit) {
-			t.Fatalf("%s's hapaird after its core was killed: %v", act, err)
-		}
-		return true
+		return killCore(t, c, act)
 	}, false},
 	// The active kept the VIPs in fault while its standby was away: the
 	// standby, back without the sessions written meanwhile, must take
@@ -192,6 +181,140 @@ var operations = []operation{
 		}
 		return true
 	}, false},
+	// The replication link's switch port, or its firewall: sync writes
+	// wait out the timeout once and degrade; the heartbeats' raw path
+	// keeps the pair, and the stream resumes when the link is back.
+	{"cut the replication link 2 s", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		if err := c.CutReplication(false); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		if err := c.CutReplication(true); err != nil {
+			t.Fatal(err)
+		}
+		wholeAgain(t, c, act, sb)
+		return true
+	}, false},
+	// The dedicated heartbeat link alone: degraded, nothing moves.
+	{"cut the heartbeat link 2 s", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		if err := c.CutHeartbeat(false); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		if err := c.CutHeartbeat(true); err != nil {
+			t.Fatal(err)
+		}
+		wholeAgain(t, c, act, sb)
+		return true
+	}, false},
+	// A hypervisor's pause, or a live migration, of the standby: its
+	// core stops too, and nothing may move when it resumes.
+	{"the standby's machine pauses 2 s", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		thaw := freeze(t, c, sb)
+		time.Sleep(2 * time.Second)
+		thaw()
+		wholeAgain(t, c, act, sb)
+		return true
+	}, false},
+	{"kill -9 the standby's heartbeat core", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		return killCore(t, c, sb)
+	}, false},
+	// A standby that crashes as it starts, over and over, as a unit
+	// with Restart=always does to a bad host.
+	{"kill -9 the standby three times in a row", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		for range 3 {
+			send(t, c, sb, syscall.SIGKILL)
+			if err := c.Start(sb); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(rand.N(300 * time.Millisecond))
+		}
+		return true
+	}, false},
+	// Two operators, or a script run twice: one handover, not two.
+	{"two switchovers at once", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() { errs <- c.Admin(act).Switchover(context.Background(), false) }()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Logf("switchover: %v", err)
+			}
+		}
+		return true
+	}, false},
+	{"lock the standby, switchover, unlock", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		lock(t, c, sb)
+		err := c.Admin(act).Switchover(context.Background(), false)
+		if err == nil || !strings.Contains(err.Error(), "locked") {
+			t.Errorf("a switchover to a locked standby: %v, want refused because it is locked", err)
+		}
+		hapairctl(t, c, sb, "unlock")
+		return true
+	}, false},
+	// A cable pulled, or a switch port down: the active is in fault,
+	// and hands over with its sessions.
+	{"the active's public link down 2 s", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		if err := c.SetLink(c.Node(act), lab.Public, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+			t.Error(err)
+		}
+		time.Sleep(2 * time.Second)
+		if err := c.SetLink(c.Node(act), lab.Public, true); err != nil {
+			t.Fatal(err)
+		}
+		return true
+	}, false},
+	{"switchover, then switchover back at once", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		if err := c.Admin(act).Switchover(context.Background(), false); err != nil {
+			t.Logf("switchover: %v", err)
+		}
+		if err := c.Admin(sb).Switchover(context.Background(), false); err != nil {
+			t.Logf("switchover back: %v", err)
+		}
+		return true
+	}, false},
+}
+
+// killCore kills node's heartbeat core (the OOM killer's pick, or a kill
+// -9 of the wrong pid) and waits for its hapaird to end, in error (systemd
+// starts it again).
+func killCore(t *testing.T, c *lab.Cluster, node string) bool {
+	t.Helper()
+	cores := lab.Children(c.Pid(node))
+	if len(cores) != 1 {
+		t.Fatalf("%s's daemon has children %v, want its heartbeat core", node, cores)
+	}
+	if err := syscall.Kill(cores[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var exit *exec.ExitError
+	if err := c.WaitExit(node, 10*time.Second); !errors.As(err, &exit) {
+		t.Fatalf("%s's hapaird after its core was killed: %v", node, err)
+	}
+	return true
+}
+
+// wholeAgain checks that a pair whose link or node came back is as it was,
+// act active and sb its standby, and says neither path is down.
+func wholeAgain(t *testing.T, c *lab.Cluster, act, sb string) {
+	t.Helper()
+	whole := func() (bool, string) {
+		a, erra := c.Status(act)
+		b, errb := c.Status(sb)
+		if erra != nil || errb != nil {
+			return false, fmt.Sprint(erra, errb)
+		}
+		return a.Role == "ACTIVE" && b.Role == "STANDBY" && !a.Degraded && !b.Degraded,
+			fmt.Sprintf("%s %s degraded %v, %s %s degraded %v", act, a.Role, a.Degraded, sb, b.Role, b.Degraded)
+	}
+	if !pollUntil(5*time.Second, func() bool { ok, _ := whole(); return ok }) {
+		_, got := whole()
+		t.Errorf("the pair is not as it was: %s", got)
+	}
 }
 
 // send signals node's hapaird and waits for it to end.

@@ -185,27 +185,11 @@ var operations = []operation{
 	// wait out the timeout once and degrade; the heartbeats' raw path
 	// keeps the pair, and the stream resumes when the link is back.
 	{"cut the replication link 2 s", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
-		if err := c.CutReplication(false); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(2 * time.Second)
-		if err := c.CutReplication(true); err != nil {
-			t.Fatal(err)
-		}
-		wholeAgain(t, c, act, sb)
-		return true
+		return cutFor2s(t, c, c.CutReplication, act, sb)
 	}, false},
 	// The dedicated heartbeat link alone: degraded, nothing moves.
 	{"cut the heartbeat link 2 s", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
-		if err := c.CutHeartbeat(false); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(2 * time.Second)
-		if err := c.CutHeartbeat(true); err != nil {
-			t.Fatal(err)
-		}
-		wholeAgain(t, c, act, sb)
-		return true
+		return cutFor2s(t, c, c.CutHeartbeat, act, sb)
 	}, false},
 	// A hypervisor's pause, or a live migration, of the standby: its
 	// core stops too, and nothing may move when it resumes.
@@ -295,6 +279,21 @@ func killCore(t *testing.T, c *lab.Cluster, node string) bool {
 	if err := c.WaitExit(node, 10*time.Second); !errors.As(err, &exit) {
 		t.Fatalf("%s's hapaird after its core was killed: %v", node, err)
 	}
+	return true
+}
+
+// cutFor2s takes a link down with set(false), and up again 2 s later; the
+// pair must then be as it was.
+func cutFor2s(t *testing.T, c *lab.Cluster, set func(up bool) error, act, sb string) bool {
+	t.Helper()
+	if err := set(false); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := set(true); err != nil {
+		t.Fatal(err)
+	}
+	wholeAgain(t, c, act, sb)
 	return true
 }
 

@@ -32,6 +32,8 @@ import (
 //	                     every 'L' also renews the agent's lease
 //	                 'S' stats request
 //	                 'U' unfence: the agent has handled Fenced
+//	                 'R' read the peer's frames at once for a while
+//	                     (Endpoint.ReadAtOnce)
 //	                 'Q' goodbye: the agent ends, its VIPs handed over or
 //	                     released; without it, the end of the socket
 //	                     means the agent died, and the core fences
@@ -76,6 +78,7 @@ const (
 	msgLocal   = 'L'
 	msgStats   = 'S'
 	msgUnfence = 'U'
+	msgReadNow = 'R'
 	msgBye     = 'Q'
 	msgHello   = 'H'
 	msgEvent   = 'E'
@@ -481,6 +484,8 @@ func readParent(ctx context.Context, conn io.ReadWriter, ep *Endpoint, buf []byt
 			case ep.unfence <- struct{}{}:
 			default:
 			}
+		case msgReadNow:
+			ep.ReadAtOnce()
 		case msgBye:
 			return errBye
 		case msgStats:
@@ -612,11 +617,18 @@ func (c *Core) sendLocked(now bool) {
 
 // Unfence tells the core the agent has handled Fenced: its frames may say
 // what the agent says again.
-func (c *Core) Unfence() {
+func (c *Core) Unfence() { c.message(msgUnfence) }
+
+// ReadAtOnce asks the core to read the peer's frames as they come for a
+// while (Endpoint.ReadAtOnce). Any goroutine may call it.
+func (c *Core) ReadAtOnce() { c.message(msgReadNow) }
+
+// message sends the core a message of one byte, typ.
+func (c *Core) message(typ byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn != nil {
-		c.conn.Write([]byte{msgUnfence})
+		c.conn.Write([]byte{typ})
 	}
 }
 

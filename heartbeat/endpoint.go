@@ -202,6 +202,10 @@ type Endpoint struct {
 	renewed chan struct{}
 	unfence chan struct{}
 	persist chan uint64 // the peer's generation, to write to StateDir
+	// readNow is signalled by ReadAtOnce; readAtOnceUntil, the loop's
+	// own, is when the reading at once it asked for ends.
+	readNow         chan struct{}
+	readAtOnceUntil time.Time
 
 	// canPoll: every path's socket is owned (sockIO), so the loop can
 	// read them itself instead of waking for each frame; peerRole is the
@@ -331,6 +335,7 @@ func New(cfg Config, paths ...Path) (*Endpoint, error) {
 		renewed: make(chan struct{}, 1),
 		unfence: make(chan struct{}, 1),
 		persist: make(chan uint64, 1),
+		readNow: make(chan struct{}, 1),
 	}
 	if cfg.StateDir != "" {
 		e.store = peerGenerations{path: filepath.Join(cfg.StateDir, "peer-generation")}
@@ -491,7 +496,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		if park := e.park.Load(); park != nil {
 			(*park)()
 		}
-		send, got := false, false
+		send, got, readNow := false, false, false
 		select {
 		case <-ctx.Done():
 		case <-tick.C:
@@ -501,6 +506,8 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		case r = <-e.rx:
 			got = true
 		case <-live.C:
+		case <-e.readNow:
+			readNow = true
 		}
 		e.sendMu.Lock()
 		if ctx.Err() != nil {
@@ -533,6 +540,9 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			}
 		}
 		lastRun = now
+		if readNow {
+			e.readAtOnceUntil = now.Add(e.judgeDead())
+		}
 		if polling && !e.poll(ctx, &peerAlive) {
 			return nil
 		}
@@ -546,7 +556,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		if ok, err := e.rebind(ctx, now, polling, &peerAlive); !ok || err != nil {
 			return err
 		}
-		if want := e.wantPoll(peerAlive); want != polling {
+		if want := e.wantPoll(now, peerAlive); want != polling {
 			if want {
 				handle := func(r *rxFrame) bool { return e.receive(ctx, r, &peerAlive) }
 				if !e.stopReaders(handle) || !e.receiveQueued(ctx, &peerAlive) {
@@ -581,15 +591,30 @@ func (e *Endpoint) Run(ctx context.Context) error {
 // hears the other; an active that read the returning peer only at its next
 // tick froze up to an interval before the peer did (the peer freezes on
 // the frame this node sends once it has seen the split), and a newer
-// session could lose to an older one by that skew.
-func (e *Endpoint) wantPoll(peerAlive bool) bool {
-	if !e.canPoll || !peerAlive || e.fenced.Load() || e.peerRole != RoleStandby {
+// session could lose to an older one by that skew. And for a dead
+// interval after ReadAtOnce.
+func (e *Endpoint) wantPoll(now time.Time, peerAlive bool) bool {
+	if !e.canPoll || !peerAlive || e.fenced.Load() || e.peerRole != RoleStandby || now.Before(e.readAtOnceUntil) {
 		return false
 	}
 	e.mu.Lock()
 	role, flags := e.local.Role, e.local.Flags
 	e.mu.Unlock()
 	return role == RoleActive && flags&(FlagLeaving|FlagSplitBrain|FlagFault) == 0
+}
+
+// ReadAtOnce has the endpoint read the peer's frames as they come, not at
+// its own wake-ups, for the peer's dead interval: the agent saw its
+// standby's replication connection end. What the standby's core says next
+// (its daemon died, or stops) is what sync writes wait for, and read at
+// the active's next tick it held them up to an interval (100 ms at the
+// default profile); the frame may also arrive just after the connection's
+// end, so one read now would not do. It does not wait.
+func (e *Endpoint) ReadAtOnce() {
+	select {
+	case e.readNow <- struct{}{}:
+	default:
+	}
 }
 
 // pollBatch bounds the frames one poll reads from a path: a flood (forged

@@ -408,6 +408,19 @@ func TestActiveReadsAStandbyAtItsOwnWakeUps(t *testing.T) {
 	nextFrame(RoleStandby, 0)
 	polledBy(true)
 
+	// The agent saw the standby's replication connection end: a reads
+	// b's frames as they come for a dead interval, then at its wake-ups
+	// again.
+	a.ReadAtOnce()
+	for i := range 3 {
+		written := uint64(10 + i)
+		b.SetLocal(Local{Role: RoleStandby, SyncWritten: written})
+		if s := nextFrame(RoleStandby, written); s.delay > interval/4 {
+			t.Errorf("asked to read at once, a read the standby's frame %v after it came", s.delay)
+		}
+	}
+	polledBy(true)
+
 	// A standby that stops is lost, polled or not.
 	bstop()
 	for deadline := time.After(10 * dead); ; {

@@ -129,7 +129,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 	if err != nil {
 		return err
 	}
-	if err := n.sessions(peer, opt.Version); err != nil {
+	if err := n.sessions(peer, opt.Version, hb); err != nil {
 		return err
 	}
 	monitor, err := health.New(checks(cfg, self))
@@ -216,8 +216,9 @@ func (n *Node) heartbeatCore(peer *config.Node, start func() (net.Conn, func() e
 
 // sessions makes the session store, its replication and the service
 // applications use; release is this hapaird's version, which replication
-// tells the peer.
-func (n *Node) sessions(peer *config.Node, release string) error {
+// tells the peer, and hb the heartbeat core, told when a standby's
+// connection ends.
+func (n *Node) sessions(peer *config.Node, release string, hb *heartbeat.Core) error {
 	cfg, self := n.cfg, n.self
 	var err error
 	replAddr := netip.AddrPortFrom(self.ReplicationAddress, uint16(cfg.ReplicationPort)).String()
@@ -269,6 +270,9 @@ func (n *Node) sessions(peer *config.Node, release string) error {
 			n.agent.PeerConfig(config.PairDiffers(sums, peer), release)
 		},
 		OnApplied: func() { n.svc.Applied() },
+		// Sync writes wait for what the standby's core says of its
+		// end; the core reads it at once, not at its next tick.
+		OnStandbyLost: hb.ReadAtOnce,
 	})
 	n.svc = statesync.NewService(st, n.repl, statesync.ServiceConfig{
 		Mode: statesync.Mode(cfg.SyncMode), SyncTimeout: cfg.SyncTimeout, SyncPoll: cfg.SyncPoll,

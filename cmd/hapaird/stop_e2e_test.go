@@ -92,6 +92,44 @@ func TestCrashedStandbyDoesNotStallSyncWrites(t *testing.T) {
 	}
 }
 
+// The same crash, timed: sync writes wait for the word of the standby's
+// heartbeat core that its daemon died, and the active's core, which reads
+// a standby's frames at its own ticks, read it up to an interval late
+// (15-87 ms at the default profile in a crash loop). The standby's
+// replication connection, which ends at once, now has the active's core
+// read as frames come. A 1 s interval makes the late read plain: up to a
+// second, against milliseconds.
+func TestCrashedStandbysWordIsReadAtOnce(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{SyncMode: "sync", Interval: "1s", Dead: "3s", Extra: "\n[sessions]\nsync_timeout = \"10s\"\n"})
+	act := settle(t, c)
+	sb := other(act)
+	for round := range 3 {
+		if err := c.WaitRole(sb, "STANDBY", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		// Sync mode comes back with a write.
+		w, stop := writeLoad(t, c, act, round)
+		if !pollUntil(10*time.Second, func() bool { s, err := c.Status(act); return err == nil && !s.Sync.Degraded }) {
+			t.Fatal("sync mode not restored with the standby back")
+		}
+		if err := c.Signal(sb, syscall.SIGKILL, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WaitCount(w.Count()+50, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		stop()
+		// Generous: what a broken read takes is up to the interval.
+		if w.Longest() > 300*time.Millisecond {
+			t.Errorf("round %d: a sync write waited %v for a standby whose hapaird died", round, w.Longest())
+		}
+		t.Logf("round %d: %d writes, the longest %v", round, w.Count(), w.Longest())
+		if err := c.Start(sb); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // standbyAwayUnderSyncWrites runs a sync-mode pair (a 3 s sync timeout)
 // under a write stream, ends the standby's hapaird with sig (locked first,
 // if asked), keeps it down 2 s and starts it again. No write may have

@@ -42,6 +42,14 @@ func (r *Replicator) lead(ctx context.Context, cancel context.CancelFunc, c net.
 	r.attached.Add(1) // after the reset: a reader of the count sees it
 	r.leading.Add(1)
 	defer r.leading.Add(-1)
+	// A connection that ends by itself (not replaced by the standby's
+	// next one, not ended by this node's change of role) may be a
+	// standby that died: its heartbeat core says so next.
+	defer func() {
+		if ctx.Err() == nil && r.cfg.OnStandbyLost != nil {
+			r.cfg.OnStandbyLost()
+		}
+	}()
 	snd, err := l.begin(hello)
 	if err != nil {
 		return closedByPeer(err)

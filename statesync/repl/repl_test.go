@@ -312,6 +312,34 @@ func TestOldActiveResumesAfterRoleChange(t *testing.T) {
 	}
 }
 
+// The active hears when its standby's connection ends by itself (the
+// standby's process died, and its kernel closed the connection): the
+// daemon then has its heartbeat core read what the standby's core says
+// at once. Not when the active itself stops leading.
+func TestActiveHearsItsStandbysConnectionEnd(t *testing.T) {
+	lost := make(chan struct{}, 4)
+	l := startNodeCfg(t, store.New(store.Limits{}), Config{Keys: [][]byte{key}, OnStandbyLost: func() { lost <- struct{}{} }}, true)
+	standby := func() *node {
+		f := startNode(t, store.New(store.Limits{}), l.ln.Addr().String(), [][]byte{key}, false)
+		seq := write(t, l.store, store.OpCreate, fmt.Sprint("s", time.Now().UnixNano()), "x")
+		waitFor(t, "the standby to follow", func() bool { return l.repl.Acked() == seq })
+		return f
+	}
+	standby().stop()
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the active did not hear its standby's connection end")
+	}
+	standby()
+	l.stop() // waits for every connection's end
+	select {
+	case <-lost:
+		t.Error("the active's own stop was taken for its standby's end")
+	default:
+	}
+}
+
 // A standby waits for a snapshot however long the active takes to copy its
 // store, rather than give up after deadAfter and dial again: on a loaded
 // node with 300,000 sessions every attempt timed out in the copy, and each

@@ -110,6 +110,10 @@ type Config struct {
 	// acknowledged more of the stream (or a snapshot), from the
 	// follower's goroutine: it must not block.
 	OnApplied func()
+	// OnStandbyLost, if set, hears that an attached standby's connection
+	// ended by itself, on the active, from the connection's goroutine: it
+	// must not block.
+	OnStandbyLost func()
 	// Poll, if set, is how long a standby polls the link for the next
 	// operation before its reader sleeps (sync mode: the writer waits for
 	// this standby, and the standby's wake-up is part of its wait). Not

@@ -36,3 +36,27 @@ func TestJSONErrors(t *testing.T) {
 		}
 	}
 }
+
+// A peer in fault that keeps its role (locked, or its hapaird dead and
+// its heartbeat core saying so) is said to be in fault where its role is:
+// the peer's line read "STANDBY" beside "redundancy: unavailable: peer is
+// in fault".
+func TestPeerInFaultIsSaidBesideItsRole(t *testing.T) {
+	for _, tc := range []struct {
+		peer PeerStatus
+		want string
+	}{
+		{PeerStatus{Seen: true, Role: "STANDBY", Fault: true}, "peer b: STANDBY, last frame 1.0ms ago (IN FAULT)\n"},
+		{PeerStatus{Seen: true, Role: "ACTIVE", Locked: true, Fault: true}, "peer b: ACTIVE, last frame 1.0ms ago (LOCKED) (IN FAULT)\n"},
+		{PeerStatus{Seen: true, Role: "FAULT", Fault: true}, "peer b: FAULT, last frame 1.0ms ago\n"},
+		{PeerStatus{Seen: true, Role: "STANDBY"}, "peer b: STANDBY, last frame 1.0ms ago\n"},
+	} {
+		tc.peer.LastFrameAge = 1
+		s := Status{Node: "a", PeerName: "b", Role: "ACTIVE", Peer: tc.peer}
+		var b strings.Builder
+		s.writeRoles(&b)
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("%+v: %q, want it to contain %q", tc.peer, b.String(), tc.want)
+		}
+	}
+}

@@ -65,6 +65,11 @@ func (s Status) writeRoles(b *strings.Builder) {
 		if s.Peer.Locked {
 			fmt.Fprint(b, " (LOCKED)")
 		}
+		// A node in fault may keep its role: locked, or its hapaird
+		// dead and its heartbeat core saying so for it.
+		if s.Peer.Fault && s.Peer.Role != "FAULT" {
+			fmt.Fprint(b, " (IN FAULT)")
+		}
 	} else {
 		fmt.Fprint(b, "not heard")
 	}

@@ -215,16 +215,23 @@ var operations = []operation{
 		}
 		return true
 	}, false},
-	// Two operators, or a script run twice: one handover, not two.
+	// Two operators, or a script run twice: one handover, not two, so
+	// either answer that says it succeeded leaves sb active.
 	{"two switchovers at once", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
 		errs := make(chan error, 2)
 		for range 2 {
 			go func() { errs <- c.Admin(act).Switchover(context.Background(), false) }()
 		}
+		done, want := 0, act
 		for range 2 {
 			if err := <-errs; err != nil {
 				t.Logf("switchover: %v", err)
+			} else {
+				done, want = done+1, sb
 			}
+		}
+		if err := c.WaitRole(want, "ACTIVE", 5*time.Second); err != nil {
+			t.Errorf("%d of two switchovers said they were done: %v", done, err)
 		}
 		return true
 	}, false},

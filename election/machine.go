@@ -325,7 +325,26 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 	if from == Standby && to == Active {
 		m.emit(Action{Kind: NotifyFailover, From: from, To: to, Reason: reason, PeerWritten: m.peerActiveWritten})
 	}
+	if to == Standby && m.peerSeen {
+		// A standby that starts beside an active in fault with newer
+		// sessions may have loaded them before it hears that active's
+		// next frame; judged only then, it took over at once, before
+		// the active had seen it caught up: a split brain the active
+		// won, and a session dropped on each node's resync (CI).
+		m.awaitFaultedPeer(now)
+	}
 	m.advertise()
+}
+
+// awaitFaultedPeer starts the wait for an active peer in fault with newer
+// session state to hand it over (the Standby rule in peerFrame).
+func (m *Machine) awaitFaultedPeer(now time.Time) {
+	p := m.peer
+	if !m.peerFaultSince.IsZero() || p.Role != Active || !p.Fault || p.Leaving || p.Fenced || p.Locked || !m.peerNewer() {
+		return
+	}
+	m.peerFaultSince = now
+	m.emit(Action{Kind: Report, Reason: fmt.Sprintf("peer in fault, with newer session state (position %d, ours %d): taking over once it hands over", p.Written, m.written)})
 }
 
 // heardAnywhere says whether the peer hears us on some path.
@@ -558,10 +577,7 @@ func (m *Machine) peerFrame(ev Event) {
 			// it, made a split brain that the peer won (it is active
 			// longest), and writes it took meanwhile were lost when it
 			// then stepped down (a soak: 31).
-			if m.peerFaultSince.IsZero() {
-				m.peerFaultSince = ev.Now
-				m.emit(Action{Kind: Report, Reason: fmt.Sprintf("peer in fault, with newer session state (position %d, ours %d): taking over once it hands over", p.Written, m.written)})
-			}
+			m.awaitFaultedPeer(ev.Now)
 		case p.Role == Active && (p.Leaving || p.Fault):
 			why := "peer leaving"
 			if p.Fault {

@@ -255,11 +255,11 @@ func TestFaultedActiveHandsOverOnceTheStandbyCaughtUp(t *testing.T) {
 	// The standby, which came up beside it, waits too.
 	b := started(false)
 	b.Step(Event{Kind: PeerFrame, Now: at(300), Written: 0, Peer: Peer{Role: Active, Fault: true, Written: 500}})
-	b.Step(Event{Kind: Tick, Now: at(310), Written: 0})
-	acts = b.Step(Event{Kind: PeerFrame, Now: at(320), Written: 0, Peer: Peer{Role: Active, Fault: true, Written: 500}})
+	acts = b.Step(Event{Kind: Tick, Now: at(310), Written: 0})
 	if b.Role() != Standby || !hasReport(acts, "taking over once it hands over") {
 		t.Fatalf("the standby beside it, with nothing: role %v, actions %v", b.Role(), acts)
 	}
+	b.Step(Event{Kind: PeerFrame, Now: at(320), Written: 0, Peer: Peer{Role: Active, Fault: true, Written: 500}})
 	b.Step(Event{Kind: PeerFrame, Now: at(400), Written: 300, Peer: Peer{Role: Active, Fault: true, Written: 510}})
 	if b.Role() != Standby {
 		t.Fatalf("the standby took over halfway: %v", b.Role())
@@ -284,6 +284,39 @@ func TestFaultedActiveHandsOverOnceTheStandbyCaughtUp(t *testing.T) {
 	acts = b.Step(Event{Kind: PeerFrame, Now: at(510), Written: 520, Peer: Peer{Role: Fault, Fault: true, Written: 520}})
 	if b.Role() != Active {
 		t.Fatalf("the active stepped down, and its standby is %v: %v", b.Role(), acts)
+	}
+}
+
+// A standby that starts beside an active in fault with newer sessions, and
+// loads them before it hears that active's next frame, waits for the
+// active's word all the same. Judged only at that frame, it took over at
+// once, before the active had seen it caught up: a split brain the active
+// won (active longest), and a session dropped on each node's resync (CI,
+// the soak's "stop the standby, the active's media server dies, start the
+// standby").
+func TestStandbyStartedBesideAFaultedActiveWaitsForItsWord(t *testing.T) {
+	b := started(false)
+	b.Step(Event{Kind: PeerFrame, Now: at(300), Written: 0, Peer: Peer{Role: Active, Fault: true, Written: 500}})
+	acts := b.Step(Event{Kind: Tick, Now: at(310), Written: 0})
+	if b.Role() != Standby || !hasReport(acts, "taking over once it hands over") {
+		t.Fatalf("started beside an active in fault with newer sessions: role %v, actions %v", b.Role(), acts)
+	}
+	acts = b.Step(Event{Kind: PeerFrame, Now: at(360), Written: 500, Peer: Peer{Role: Active, Fault: true, Written: 500}})
+	if b.Role() != Standby {
+		t.Fatalf("caught up, the standby took over before the active stepped down: %v", acts)
+	}
+	acts = b.Step(Event{Kind: PeerFrame, Now: at(400), Written: 500, Peer: Peer{Role: Fault, Fault: true, Written: 500}})
+	if b.Role() != Active {
+		t.Fatalf("the active stepped down, and its standby is %v: %v", b.Role(), acts)
+	}
+	// Beside an active in fault whose state it already holds, nothing
+	// to wait for: it takes over at the frame, as before.
+	c := started(false)
+	c.Step(Event{Kind: PeerFrame, Now: at(300), Written: 500, Peer: Peer{Role: Active, Fault: true, Written: 500}})
+	c.Step(Event{Kind: Tick, Now: at(310), Written: 500})
+	c.Step(Event{Kind: PeerFrame, Now: at(360), Written: 500, Peer: Peer{Role: Active, Fault: true, Written: 500}})
+	if c.Role() != Active {
+		t.Fatalf("beside an active in fault whose state it holds: %v", c.Role())
 	}
 }
 

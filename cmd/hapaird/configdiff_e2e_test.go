@@ -69,7 +69,7 @@ func TestADifferentFileOnOneNodeIsReported(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s with a VIP only in the standby's file: %s", n, last)
 		}
-		if l := logLines(c, n, "the peer's configuration differs from this node's"); len(l) != 1 || !strings.Contains(l[0], "differs=[[vip]]") {
+		if l := loggedLines(c, n, "the peer's configuration differs from this node's", 1); len(l) != 1 || !strings.Contains(l[0], "differs=[[vip]]") {
 			t.Errorf("%s's log says %q, want one line naming [[vip]]", n, l)
 		}
 	}
@@ -98,7 +98,7 @@ func TestADifferentFileOnOneNodeIsReported(t *testing.T) {
 		s, err := c.Status(sb)
 		t.Fatalf("%s once both run the new file: %+v %v", sb, s, err)
 	}
-	if l := logLines(c, sb, "the peer's configuration agrees with this node's again"); len(l) != 1 {
+	if l := loggedLines(c, sb, "the peer's configuration agrees with this node's again", 1); len(l) != 1 {
 		t.Errorf("%s's log says %q, want one line", sb, l)
 	}
 }
@@ -124,6 +124,16 @@ func logLines(c *lab.Cluster, node, s string) []string {
 			out = append(out, l)
 		}
 	}
+	return out
+}
+
+// loggedLines is logLines once node's log holds at least n such lines, or
+// after 3 s. The daemon writes its log off its loop (logq), so a line
+// may follow by a moment the state that status already shows; a test
+// that reads the log right after status must wait for it.
+func loggedLines(c *lab.Cluster, node, s string, n int) []string {
+	var out []string
+	pollUntil(3*time.Second, func() bool { out = logLines(c, node, s); return len(out) >= n })
 	return out
 }
 
@@ -167,7 +177,7 @@ func TestARollingUpgradeShowsThePeersVersion(t *testing.T) {
 		}) {
 			t.Fatalf("%s halfway through the upgrade:\n%s", n.node, last)
 		}
-		if l := logLines(c, n.node, "the peer runs another version of hapaird than this node"); len(l) != 1 || !strings.Contains(l[0], "peer_version="+n.peers) {
+		if l := loggedLines(c, n.node, "the peer runs another version of hapaird than this node", 1); len(l) != 1 || !strings.Contains(l[0], "peer_version="+n.peers) {
 			t.Errorf("%s's log says %q, want one line naming %s", n.node, l, n.peers)
 		}
 	}
@@ -183,7 +193,7 @@ func TestARollingUpgradeShowsThePeersVersion(t *testing.T) {
 		s, err := c.Status(sb)
 		t.Fatalf("%s once both run %s: %+v %v", sb, newer, s, err)
 	}
-	if l := logLines(c, sb, "the peer runs this node's version of hapaird again"); len(l) != 1 {
+	if l := loggedLines(c, sb, "the peer runs this node's version of hapaird again", 1); len(l) != 1 {
 		t.Errorf("%s's log says %q, want one line", sb, l)
 	}
 }
@@ -231,7 +241,7 @@ func TestClusterRenamedOnOneNodeMakesNoSecondHolder(t *testing.T) {
 			t.Errorf("%s: %+v %v, want %s", n, s, err, role)
 			continue
 		}
-		if !strings.Contains(s.Text(), "CLUSTER NAMES DIFFER") || len(logLines(c, n, "the peer's heartbeats name another cluster")) != 1 {
+		if !strings.Contains(s.Text(), "CLUSTER NAMES DIFFER") || len(loggedLines(c, n, "the peer's heartbeats name another cluster", 1)) != 1 {
 			t.Errorf("%s does not say the cluster names differ:\n%s", n, s.Text())
 		}
 	}

@@ -394,7 +394,7 @@ func TestFaultedActiveHandsOverItsSessions(t *testing.T) {
 	} else if s.Sync.Sessions < bulk+len(acked) {
 		t.Errorf("%s took over with %d sessions of %d", sb, s.Sync.Sessions, bulk+len(acked))
 	}
-	if len(logLines(c, act, "keeping the VIPs until it has caught up")) != 1 || len(logLines(c, act, "has caught up)")) == 0 {
+	if len(loggedLines(c, act, "keeping the VIPs until it has caught up", 1)) != 1 || len(loggedLines(c, act, "has caught up)", 1)) == 0 {
 		t.Errorf("%s did not say it waited for its standby to catch up", act)
 	}
 	if err := c.WaitRole(act, "FAULT", time.Second); err != nil {

@@ -160,7 +160,7 @@ func TestCoreKilledLeavesOneHolder(t *testing.T) {
 		t.Errorf("%s still holds the VIP 5 s after its core was killed", act)
 	}
 	// The operator reads why.
-	if len(logLines(c, act, "child gone: signal: killed")) == 0 {
+	if len(loggedLines(c, act, "child gone: signal: killed", 1)) == 0 {
 		t.Errorf("%s's log does not say its core was killed: %q", act, logLines(c, act, "level=ERROR"))
 	}
 	none, both := holders.Stop()
@@ -219,7 +219,7 @@ func TestRestartBesideALockedStandbyLosesNoSession(t *testing.T) {
 	if m := c.Missing(sb, acked); m > 0 {
 		t.Fatalf("%d of the %d acknowledged writes missing on the locked standby", m, w.Count())
 	}
-	if len(logLines(c, act, "is locked: nobody is active")) == 0 {
+	if len(loggedLines(c, act, "is locked: nobody is active", 1)) == 0 {
 		t.Error("the restarted node did not say that the locked peer holds newer sessions")
 	}
 	hapairctl(t, c, sb, "unlock")

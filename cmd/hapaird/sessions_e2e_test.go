@@ -542,7 +542,7 @@ func TestCertificateNearItsEndIsReported(t *testing.T) {
 				startWithoutReplication(t, c)
 			}
 			for _, n := range []string{"a", "b"} {
-				if len(logLines(c, n, tc.log+dir+"/"+n+".crt")) != 1 {
+				if len(loggedLines(c, n, tc.log+dir+"/"+n+".crt", 1)) != 1 {
 					t.Errorf("%s's log says nothing of its certificate's end as %q", n, tc.log)
 				}
 			}
@@ -632,7 +632,7 @@ func TestCertificatesRenewedInPlaceNeedNoRestart(t *testing.T) {
 			s, _ := c.Status(n)
 			t.Errorf("%s's status still says the old certificates: %+v", n, s.TLS)
 		}
-		if len(logLines(c, n, "took in renewed certificate files")) == 0 {
+		if len(loggedLines(c, n, "took in renewed certificate files", 1)) == 0 {
 			t.Errorf("%s's log does not say it took in the renewed files", n)
 		}
 	}
@@ -853,7 +853,7 @@ func TestTurningTLSOnAndOffLosesNoSession(t *testing.T) {
 	}
 	// Once by each of its two daemons without TLS: the active before it
 	// turned TLS on, and the one that turned it off again.
-	if l := logLines(c, act, "the peer offers replication over TLS and this node has none"); len(l) != 2 {
+	if l := loggedLines(c, act, "the peer offers replication over TLS and this node has none", 2); len(l) != 2 {
 		t.Errorf("%s, without TLS, said %d times that its peer offers it, want once per daemon (2)", act, len(l))
 	}
 	// A documented procedure: nothing in it is a warning.

@@ -85,7 +85,7 @@ func TestCrashedStandbyDoesNotStallSyncWrites(t *testing.T) {
 			if !strings.Contains(reason, "hapaird died") {
 				t.Errorf("sync-degraded says %q", reason)
 			}
-			if len(logLines(c, act, "the peer's hapaird died")) == 0 {
+			if len(loggedLines(c, act, "the peer's hapaird died", 1)) == 0 {
 				t.Error("the active did not say that the standby's hapaird died")
 			}
 		})

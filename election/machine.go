@@ -77,10 +77,12 @@ type Machine struct {
 	peerActiveWritten uint64
 
 	// The hold-down (Config.HoldDown): lostAt is when the peer was last
-	// lost, returnedAt when it was last heard again after a loss (flaps
-	// counts those returns), holdUntil when a held-down takeover is due
-	// (zero: none pending).
+	// lost, lostGeneration its boot generation then; returnedAt when it
+	// was last heard again after a loss from the same boot (flaps counts
+	// those returns), holdUntil when a held-down takeover is due (zero:
+	// none pending).
 	lostAt, returnedAt, holdUntil time.Time
+	lostGeneration                uint64
 	flaps                         uint64
 
 	holding       bool // the VIPs are claimed (ClaimVIPs until ReleaseVIPs)
@@ -522,9 +524,16 @@ func (m *Machine) peerFrame(ev Event) {
 		m.peerSince = ev.Now
 	}
 	if !prevSeen && !m.lostAt.IsZero() {
-		// Back after a loss: one flap of the link (or a restart).
-		m.returnedAt, m.lostAt, m.holdUntil = ev.Now, time.Time{}, time.Time{}
-		m.flaps++
+		// Back after a loss from the same boot: one flap of the link. A
+		// peer back from a restart (an upgrade, a crash, a reboot) says
+		// nothing of the link, and counting it held the next takeover
+		// down: restart the standby, switch over to it, and a failure of
+		// that new active within hold_down waited hold_down.
+		if p.Generation == m.lostGeneration {
+			m.returnedAt = ev.Now
+			m.flaps++
+		}
+		m.lostAt, m.holdUntil = time.Time{}, time.Time{}
 	}
 	if p.Role == Active {
 		m.peerActiveWritten = p.Written
@@ -698,6 +707,7 @@ func (m *Machine) takeOver(now time.Time, why string) {
 
 func (m *Machine) peerLost(now time.Time) {
 	m.peerSeen = false
+	m.lostGeneration = m.peer.Generation
 	m.peer = Peer{}
 	for p := range m.down {
 		delete(m.down, p)

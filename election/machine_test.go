@@ -1328,3 +1328,38 @@ func TestFaultWhileTheStandbyLoadsWaitsForIt(t *testing.T) {
 		t.Errorf("a stall beside a standby just back: %v", m.Role())
 	}
 }
+
+// A standby restarted (an upgrade, a crash) is lost and heard again, with
+// a new boot generation: a restart, not a flap of the link. The active
+// that heard it, once a switchover made it the standby, takes over within
+// the dead interval when that peer is lost; it held the takeover down for
+// hold_down (2 s by default) when a restart counted as a flap, the common
+// rolling upgrade being restart the standby, then switch over to it. The
+// same loss and return with the same generation is a flap, and held down.
+func TestAPeersRestartIsNotAFlap(t *testing.T) {
+	for _, restarted := range []bool{true, false} {
+		m := New(Config{Node: 1, Preferred: true, Dead: dead, HoldDown: 10 * dead})
+		m.Step(Event{Kind: Start, Now: at(0)})
+		m.Step(Event{Kind: PeerFrame, Now: at(10), Peer: Peer{Role: Standby, Generation: 1}})
+		m.Step(Event{Kind: Tick, Now: at(25)})
+		m.Step(Event{Kind: PeerLost, Now: at(1000)})
+		gen := uint64(1)
+		if restarted {
+			gen = 2
+		}
+		m.Step(Event{Kind: PeerFrame, Now: at(1100), Peer: Peer{Role: Standby, Generation: gen}})
+		m.Step(Event{Kind: Switchover, Now: at(1200)})
+		m.Step(Event{Kind: PeerFrame, Now: at(1210), Peer: Peer{Role: Active, Holding: true, Generation: gen}})
+		if m.Role() != Standby {
+			t.Fatalf("restarted %v: after the switchover %v", restarted, m.Role())
+		}
+		m.Step(Event{Kind: PeerLost, Now: at(1500)})
+		flaps, until := m.Flaps()
+		switch {
+		case restarted && (m.Role() != Active || flaps != 0):
+			t.Errorf("the peer restarted, then was lost: %v, %d flaps, held until %v", m.Role(), flaps, until)
+		case !restarted && (m.Role() != Standby || flaps != 1 || until.IsZero()):
+			t.Errorf("the link flapped, then the peer was lost: %v, %d flaps, held until %v", m.Role(), flaps, until)
+		}
+	}
+}

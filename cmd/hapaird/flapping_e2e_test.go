@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,4 +73,43 @@ func TestFlappingLinksChangeRolesOnceAndLoseNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A rolling upgrade's first steps: the standby stopped, and started again
+// once the active lost it (its new package installed), then a switchover
+// to it. The old active, now the standby, heard its peer come back from a
+// restart, not from a flap of the link: when the new active's machine
+// hangs a moment later, it takes over within the dead interval, not after
+// hold_down (10 s here) as it did when the restart counted as a flap. A
+// restart quicker than the dead interval was never counted: the peer is
+// not lost, it is heard with a new boot.
+func TestRestartedStandbyIsNoFlapOfTheLink(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{HoldDown: "10s"})
+	act := settle(t, c)
+	sb := other(act)
+	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !pollUntil(5*time.Second, func() bool { s, err := c.Status(act); return err == nil && !s.Peer.Seen }) {
+		t.Fatalf("%s did not lose its stopped standby", act)
+	}
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "STANDBY", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, c, act)
+	if s, err := c.Status(act); err != nil || s.HoldDown.Flaps != 0 {
+		t.Errorf("%s after its standby's restart: %+v %v, want no flap counted", act, s.HoldDown, err)
+	}
+	switchover(t, c, act)
+	thaw := freeze(t, c, sb)
+	defer thaw()
+	start := time.Now()
+	if err := c.WaitRole(act, "ACTIVE", 5*time.Second); err != nil {
+		s, _ := c.Status(act)
+		t.Fatalf("%s did not take over from its frozen peer: %v\n%s", act, err, s.Text())
+	}
+	t.Logf("%s took over %v after %s froze", act, time.Since(start).Round(time.Millisecond), sb)
 }

@@ -102,7 +102,8 @@ type Sync struct {
 type HoldDown struct {
 	// Ms is the configured hold-down (0: off).
 	Ms float64 `json:"hold_down_ms"`
-	// Flaps counts the peer's returns after being lost.
+	// Flaps counts the peer's returns after being lost, from the same
+	// boot (a restart is no flap of the link).
 	Flaps uint64 `json:"flaps"`
 	// TakeoverInMs, while a takeover is held down, is how long until it
 	// happens if the peer stays silent (0: none held down).

@@ -38,7 +38,7 @@ var (
 	dPeerLocked = desc("peer_locked", "1 while the peer says it is locked.")
 	dRedundant  = desc("redundancy_available", "1 when both nodes are unlocked, the peer is seen and sync is complete.")
 	dSplit      = desc("split_brain", "1 while both nodes are active.")
-	dFlaps      = desc("peer_flaps_total", "Times the peer was heard again after being lost: flaps of the link (or restarts of the peer).")
+	dFlaps      = desc("peer_flaps_total", "Times the peer was heard again after being lost, from the same boot: flaps of the link (a peer back from a restart is not counted).")
 	dHeldDown   = desc("takeover_held_down", "1 while a takeover waits out the hold-down of a flapping link.")
 	dVIPs       = desc("vips_held", "VIPs this node holds.")
 	dSessions   = desc("sessions", "Sessions held by this node.")

@@ -268,6 +268,26 @@ var operations = []operation{
 		}
 		return true
 	}, false},
+	{"the active's machine shuts down: its media server and hapaird stop at once", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		return shutDown(t, c, act)
+	}, false},
+	{"the standby's machine shuts down: its media server and hapaird stop at once", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		return shutDown(t, c, sb)
+	}, false},
+}
+
+// shutDown stops node's media server and its hapaird at once, as systemd
+// does at a reboot or poweroff: the two units stop in parallel, so the
+// check fails (a fault, which hands over) while the stop hands over too.
+func shutDown(t *testing.T, c *lab.Cluster, node string) bool {
+	t.Helper()
+	media := make(chan error, 1)
+	go func() { media <- c.KillMedia(node) }()
+	send(t, c, node, syscall.SIGTERM)
+	if err := <-media; err != nil {
+		t.Fatal(err)
+	}
+	return true
 }
 
 // killCore kills node's heartbeat core (the OOM killer's pick, or a kill

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -75,7 +76,8 @@ func TestFlappingLinksChangeRolesOnceAndLoseNothing(t *testing.T) {
 	}
 }
 
-// A rolling upgrade's first steps: the standby stopped, and started again
+// A crash of the standby and systemd's restart of it; then a rolling
+// upgrade's first steps: the standby stopped, and started again
 // once the active lost it (its new package installed), then a switchover
 // to it. The old active, now the standby, heard its peer come back from a
 // restart, not from a flap of the link: when the new active's machine
@@ -87,6 +89,26 @@ func TestRestartedStandbyIsNoFlapOfTheLink(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{HoldDown: "10s"})
 	act := settle(t, c)
 	sb := other(act)
+	// Each restart, quick or not, is said in the active's log, with the
+	// peer's start counter one up.
+	restarted := func(n int) {
+		t.Helper()
+		if l := loggedLines(c, act, "peer restarted: its frames come from a new boot", n); len(l) != n || !bootsFollow(l[n-1]) {
+			t.Errorf("%s's log after %d restarts of its standby: %q", act, n, l)
+		}
+	}
+	// First a crash and systemd's restart: the standby is back within
+	// about the dead interval, so it may not even be lost.
+	if err := c.Kill(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "STANDBY", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	restarted(1)
 	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +125,7 @@ func TestRestartedStandbyIsNoFlapOfTheLink(t *testing.T) {
 	if s, err := c.Status(act); err != nil || s.HoldDown.Flaps != 0 {
 		t.Errorf("%s after its standby's restart: %+v %v, want no flap counted", act, s.HoldDown, err)
 	}
+	restarted(2)
 	switchover(t, c, act)
 	thaw := freeze(t, c, sb)
 	defer thaw()
@@ -112,4 +135,19 @@ func TestRestartedStandbyIsNoFlapOfTheLink(t *testing.T) {
 		t.Fatalf("%s did not take over from its frozen peer: %v\n%s", act, err, s.Text())
 	}
 	t.Logf("%s took over %v after %s froze", act, time.Since(start).Round(time.Millisecond), sb)
+}
+
+// bootsFollow says whether a "peer restarted" log line's boot is its
+// previous_boot plus one.
+func bootsFollow(line string) bool {
+	var boot, prev uint64
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, "boot="); ok {
+			boot, _ = strconv.ParseUint(v, 10, 64)
+		}
+		if v, ok := strings.CutPrefix(f, "previous_boot="); ok {
+			prev, _ = strconv.ParseUint(v, 10, 64)
+		}
+	}
+	return prev > 0 && boot == prev+1
 }

@@ -196,7 +196,10 @@ type Agent struct {
 	wroteAt, pushedAt time.Time
 	// peerDead is the dead interval the peer's frames last said (the
 	// loop's; logged when it changes).
-	peerDead  time.Duration
+	peerDead time.Duration
+	// peerBoot is the peer's boot generation in its last frame (the
+	// loop's; a new one is logged as the peer's restart).
+	peerBoot  uint64
 	lockInfo  string
 	lastTrans *control.Transition
 	// unverified says, for status, that the peer's node sends frames no
@@ -910,6 +913,7 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		a.peerAt = ev.At
 		a.mu.Unlock()
 		a.notePeerDead(ev.Frame.Dead)
+		a.notePeerBoot(ev.Frame.Generation)
 		wasStopping := a.peerStopping()
 		exit := a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
 		if !wasStopping && a.peerStopping() {
@@ -1122,6 +1126,19 @@ func (a *Agent) notePeerDead(d time.Duration) {
 		a.log.Warn("the peer runs another dead interval than this node: each judges the other by the longer until both run the same configuration", "op", "timers", "dead", a.opt.Dead, "peer_dead", d, "judged_by", max(d, a.opt.Dead))
 	case prev != 0:
 		a.log.Info("the peer runs this node's dead interval again", "op", "timers", "dead", a.opt.Dead)
+	}
+}
+
+// notePeerBoot logs a peer heard from a new boot: its hapaird restarted
+// (an upgrade, a crash, a reboot). A restart quicker than the dead
+// interval is never a loss of the peer, and nothing else said it; the
+// boot counter (a generation's high half) tells the operator which start
+// this is.
+func (a *Agent) notePeerBoot(gen uint64) {
+	prev := a.peerBoot
+	a.peerBoot = gen
+	if prev != 0 && gen != prev {
+		a.log.Info("peer restarted: its frames come from a new boot", "op", "peer", "peer", a.opt.Peer, "boot", gen>>32, "previous_boot", prev>>32)
 	}
 }
 

@@ -309,6 +309,27 @@ target = "/usr/bin/sleep"
 		t.Errorf("journal does not show the watchdog:\n%s", tail(out))
 	}
 
+	// Every process of the unit killed at once (systemctl kill, or the
+	// OOM killer taking the cgroup): nothing of hapaird's is left to let
+	// the VIP go or hand it over, and ExecStopPost's --cleanup removes it
+	// before systemd starts the daemon again; left, it would stay until
+	// its lease ran out, beside the standby's. The watchdog's kill above
+	// proves nothing of this: the frozen agent's core had fenced the node,
+	// and its VIP was gone before the kill.
+	c.waitFor("the VIP back after the restart", 10*time.Second, func() bool { return p.Holds("a", lab.VIP.Addr()) })
+	removed := func() int {
+		out, _ := c.exec("journalctl", "-u", "hapaird", "--no-pager", "-o", "cat")
+		return strings.Count(out, "removed "+lab.VIP.Addr().String())
+	}
+	before = c.show("MainPID,NRestarts")
+	cleaned := removed()
+	c.must("systemctl", "kill", "--signal=SIGKILL", "hapaird")
+	c.waitFor("a restart after the kill", 20*time.Second, func() bool {
+		s := c.show("MainPID,NRestarts,SubState")
+		return s["NRestarts"] != before["NRestarts"] && s["MainPID"] != before["MainPID"] && s["SubState"] == "running"
+	})
+	c.waitFor("ExecStopPost's word that it removed the killed daemon's VIP", 5*time.Second, func() bool { return removed() > cleaned })
+
 	// Stop: ExecStopPost's --cleanup leaves no VIP.
 	c.waitFor("the VIP back after the restart", 10*time.Second, func() bool { return p.Holds("a", lab.VIP.Addr()) })
 	c.must("systemctl", "stop", "hapaird")

@@ -871,15 +871,9 @@ func (m *Machine) Twinned() bool { return m.twin }
 // the VIPs until the peer says it is active, or the bound passes.
 func (m *Machine) handOff(now time.Time, exit, force bool) {
 	if !exit {
-		switch {
-		case m.role != Active:
-			m.emit(Action{Kind: Refused, Reason: fmt.Sprintf("switchover: this node is %v, not active", m.role)})
-			return
-		case m.locked && !force:
-			m.emit(Action{Kind: Refused, Reason: "switchover: this node is locked (use --force)"})
-			return
-		case !m.peerEligible():
-			m.emit(Action{Kind: Refused, Reason: "switchover: no eligible standby peer (" + m.peerIneligible() + ")"})
+		switch why := m.switchoverRefusal(force); {
+		case why != "":
+			m.emit(Action{Kind: Refused, Reason: why})
 			return
 		case m.peer.Written < m.written:
 			// The standby's own word that it holds every write, not
@@ -911,6 +905,35 @@ func (m *Machine) handOff(now time.Time, exit, force bool) {
 	m.leaving = true
 	m.leaveDeadline = now.Add(m.cfg.HandoffBound)
 	m.advertise()
+}
+
+// switchoverRefusal is why a switchover asked now is refused ("": it goes
+// ahead, once the standby holds every write).
+func (m *Machine) switchoverRefusal(force bool) string {
+	switch {
+	case m.role != Active:
+		return fmt.Sprintf("switchover: this node is %v, not active", m.role)
+	case m.locked && !force:
+		return "switchover: this node is locked (use --force)"
+	case !m.peerEligible():
+		return "switchover: no eligible standby peer (" + m.peerIneligible() + ")"
+	}
+	return ""
+}
+
+// SwitchoverRefusal is why a switchover asked now will be refused however
+// long it waits ("": it may go ahead), in the words of its Refused action.
+// The agent asks before it pauses writes until the standby has applied
+// them: beside a standby that is gone, that wait ran its whole bound (two
+// dead intervals of stalled writes) for a refusal that blamed the writes.
+// A peer still starting may be a standby by the end of the wait, and is
+// left to it.
+func (m *Machine) SwitchoverRefusal(force bool) string {
+	starting := m.peerSeen && m.peer.Role == Init && !m.peer.Locked && !m.peer.Fault && !m.peer.Leaving
+	if starting && m.role == Active && (!m.locked || force) {
+		return ""
+	}
+	return m.switchoverRefusal(force)
 }
 
 // awaitSwitchover goes on with a switchover that waits for the standby's

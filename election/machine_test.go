@@ -1363,3 +1363,41 @@ func TestAPeersRestartIsNotAFlap(t *testing.T) {
 		}
 	}
 }
+
+// What the agent asks before it pauses writes for a switchover: a peer
+// that is gone, locked, in fault or stopping refuses it however long the
+// wait, and says so; a starting peer may be a standby by the wait's end
+// (a switchover right after the standby's restart), and is left to it.
+func TestSwitchoverRefusalAskedBeforeTheWait(t *testing.T) {
+	for _, tc := range []struct {
+		peer   *Peer // nil: lost
+		locked bool  // this node
+		want   string
+	}{
+		{peer: nil, want: "the peer is not heard"},
+		{peer: &Peer{Role: Standby, Locked: true}, want: "the peer is locked"},
+		{peer: &Peer{Role: Standby, Fault: true}, want: "the peer is in fault"},
+		{peer: &Peer{Role: Standby, Leaving: true}, want: "the peer is stopping"},
+		{peer: &Peer{Role: Init}, want: ""},
+		{peer: &Peer{Role: Init}, locked: true, want: "this node is locked"},
+		{peer: &Peer{Role: Standby}, want: ""},
+	} {
+		m := activeMachine(t)
+		if tc.peer == nil {
+			m.Step(Event{Kind: PeerLost, Now: at(100)})
+		} else {
+			m.Step(Event{Kind: PeerFrame, Now: at(100), Peer: *tc.peer})
+		}
+		if tc.locked {
+			m.Step(Event{Kind: Lock, Now: at(150), Locked: true})
+		}
+		got := m.SwitchoverRefusal(false)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("peer %+v, locked %v: %q, want %q", tc.peer, tc.locked, got, tc.want)
+		}
+		// handOff refuses in the same words.
+		if acts := m.Step(Event{Kind: Switchover, Now: at(200)}); got != "" && (len(acts) == 0 || acts[0].Kind != Refused || acts[0].Reason != got) {
+			t.Errorf("peer %+v: the switchover itself: %v, want refused with %q", tc.peer, acts, got)
+		}
+	}
+}

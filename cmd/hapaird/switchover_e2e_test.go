@@ -118,3 +118,44 @@ func TestPlannedHandoversAtTurboUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// An operator asks for a switchover while the standby is stopping, then
+// once it is gone (an incident: "fail over now"), with the application
+// writing. Each is refused at once, with the standby's state as the
+// reason. Writes paused first for the standby to apply them: beside a
+// standby that is gone they waited the whole bound, two dead intervals
+// (3 s here), and the refusal then said the standby had not applied them.
+func TestSwitchoverBesideAGoneStandbyPausesNoWrite(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{SyncMode: "sync", Interval: "500ms", Dead: "1500ms"})
+	act := settle(t, c)
+	sb := other(act)
+	waitSynced(t, c, act)
+	w, stop := writeLoad(t, c, act, 1)
+	defer stop()
+	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"the peer is stopping", "the peer is not heard"} {
+		if want == "the peer is not heard" && !pollUntil(5*time.Second, func() bool { s, err := c.Status(act); return err == nil && !s.Peer.Seen }) {
+			t.Fatalf("%s did not lose its stopped standby", act)
+		}
+		before := w.Count()
+		err := c.Admin(act).Switchover(context.Background(), false)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("a switchover beside a standby that is %s: %v", strings.TrimPrefix(want, "the peer is "), err)
+		}
+		// Writes go on past the refusal; the bound is a third of the
+		// wait that held them.
+		if err := w.WaitCount(before+50, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if l := w.Longest(); l > time.Second {
+			t.Errorf("refused (%v), and a write waited %v", err, l)
+		} else {
+			t.Logf("refused (%v); the longest write so far %v", err, l)
+		}
+	}
+	if s, err := c.Status(act); err != nil || s.Role != "ACTIVE" || !c.Holds(act, lab.VIP.Addr()) {
+		t.Errorf("%s after the refusals: %+v %v", act, s, err)
+	}
+}

@@ -839,14 +839,15 @@ func (a *Agent) switchover(c command) {
 	case a.readying != nil || len(a.waiters) > 0:
 		// One is under way: this request gets its answer.
 		a.waiters = append(a.waiters, c.reply)
-	case a.m.SwitchoverRefusal(c.force) != "":
+	default:
 		// Refused before writes pause: beside a standby that is gone
 		// they waited two dead intervals for it, and the refusal then
 		// blamed them.
-		why := a.m.SwitchoverRefusal(c.force)
-		a.log.Warn(why, "op", "refused", "role", a.m.Role().String())
-		c.reply <- errors.New(why)
-	default:
+		if why := a.m.SwitchoverRefusal(c.force); why != "" {
+			a.log.Warn(why, "op", "refused", "role", a.m.Role().String())
+			c.reply <- errors.New(why)
+			return
+		}
 		a.readying = &c
 		a.awaitSynced()
 	}

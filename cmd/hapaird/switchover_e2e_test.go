@@ -135,6 +135,12 @@ func TestSwitchoverBesideAGoneStandbyPausesNoWrite(t *testing.T) {
 	if err := c.Signal(sb, syscall.SIGTERM, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// The active has heard the standby's last frame, which says it
+	// stops, once sync mode runs as async for it (StandbyStopped); before,
+	// the active may still take it for an eligible standby.
+	if !pollUntil(5*time.Second, func() bool { s, err := c.Status(act); return err == nil && s.Sync.Degraded }) {
+		t.Fatalf("%s did not hear its standby stop", act)
+	}
 	for _, want := range []string{"the peer is stopping", "the peer is not heard"} {
 		if want == "the peer is not heard" && !pollUntil(5*time.Second, func() bool { s, err := c.Status(act); return err == nil && !s.Peer.Seen }) {
 			t.Fatalf("%s did not lose its stopped standby", act)

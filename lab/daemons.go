@@ -365,13 +365,49 @@ func (c *Cluster) ClientNeighbour(ip netip.Addr) net.HardwareAddr {
 // frames go. The caller lists them beforehand (Children reads /proc, which
 // takes long enough for a child to send several turbo frames), so one may
 // have ended since (a hook that ran and exited): it needs no stopping.
+//
+// It returns once every thread of each has stopped. The signal only
+// starts a group stop, which a process's threads join as each next runs,
+// and a thread woken meanwhile acts first: a daemon whose heartbeat core
+// was killed right after its freeze saw the core end and released its
+// VIPs before it stopped (CI, TestCleanupRemovesStaleVIP).
 func Freeze(pids []int) error {
 	for _, p := range pids {
 		if err := syscall.Kill(p, syscall.SIGSTOP); err != nil && err != syscall.ESRCH {
 			return fmt.Errorf("lab: freeze %d: %w", p, err)
 		}
 	}
+	deadline := time.Now().Add(2 * time.Second)
+	for _, p := range pids {
+		for !stopped(p) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("lab: freeze %d: not stopped within 2 s", p)
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
 	return nil
+}
+
+// stopped says whether every thread of pid is stopped (or gone), by the
+// state in /proc/PID/task/TID/stat: the field after the command's closing
+// parenthesis (a command may hold spaces and parentheses of its own).
+func stopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return true // the process is gone
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		i := strings.LastIndexByte(string(b), ')')
+		if err != nil || i < 0 || i+2 >= len(b) {
+			continue // the thread ended
+		}
+		if state := b[i+2]; state != 'T' && state != 't' && state != 'Z' && state != 'X' {
+			return false
+		}
+	}
+	return true
 }
 
 // Children lists pid's child processes, from every thread: a Go program

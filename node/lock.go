@@ -63,21 +63,41 @@ func vipManager(cfg *config.Config, self *config.Node) (*vip.Manager, error) {
 	return vip.New(addrs, vip.Options{Lease: cfg.Lease, Count: cfg.GARPCount, Spacing: cfg.GARPSpacing})
 }
 
-// Cleanup releases every VIP of the config this node holds, for a daemon
-// that is not running (ExecStopPost); it fails while one runs. It returns
-// what it removed.
+// Cleanup releases every VIP of the config this node holds, and those
+// the last run recorded (vipRecord), for a daemon that is not running
+// (ExecStopPost); it fails while one runs. It returns what it removed.
 func Cleanup(cfg *config.Config, self *config.Node) ([]vip.Addr, error) {
+	var configured []vip.Addr
+	for _, v := range cfg.VIPs {
+		configured = append(configured, vip.Addr{Prefix: v.Prefix, Interface: v.VIPInterface(self)})
+	}
+	return cleanup(cfg, configured)
+}
+
+// CleanupRecorded releases the VIPs the last run recorded in stateDir,
+// for a daemon that is not running, when the config no longer loads:
+// socket and stateDir are then what a lenient read of it found
+// (config.Paths). The dead interval is not known either: a core still
+// handing over is waited for as at a dead interval of 2 s, longer than
+// every profile's (a dead_interval set longer is rare).
+func CleanupRecorded(socket, stateDir string) ([]vip.Addr, error) {
+	return cleanup(&config.Config{Socket: socket, StateDir: stateDir, DeadInterval: 2 * time.Second}, nil)
+}
+
+func cleanup(cfg *config.Config, configured []vip.Addr) ([]vip.Addr, error) {
 	lock, err := instanceLock(cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Close()
-	m, err := vipManager(cfg, self)
+	recorded, rerr := readVIPRecord(cfg.StateDir)
+	m, err := vip.New(configured, vip.Options{})
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
-	return m.Cleanup()
+	removed, err := m.Cleanup(recorded...)
+	return removed, errors.Join(err, rerr)
 }
 
 // DaemonRunning says whether a hapaird holds the node's instance lock: the

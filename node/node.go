@@ -117,13 +117,24 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 		return err
 	}
 	n.closers = append(n.closers, n.vips.Close)
-	// Not active yet: whatever VIP is here is a leftover of a crash.
-	removed, err := n.vips.Cleanup()
+	// Not active yet: whatever VIP is here is a leftover of a crash, of
+	// this configuration or of the one the last run read (vipRecord).
+	recorded, err := readVIPRecord(cfg.StateDir)
+	if err != nil {
+		log.Warn("VIP record partly unreadable: what it names is released, the rest is not", "op", "cleanup", "err", err)
+	}
+	removed, err := n.vips.Cleanup(recorded...)
 	for _, a := range removed {
 		log.Warn("removed stale VIP", "op", "cleanup", "vip", a.String())
 	}
 	if err != nil {
 		return err
+	}
+	// Before the first claim. Not kept (a full disk, say), the record
+	// names what the last run held, which the next cleanup releases all
+	// the same; only an edit made since goes unread.
+	if err := writeVIPRecord(cfg.StateDir, n.vips.Addrs()); err != nil {
+		log.Error("VIP record not kept: a crash with a VIP edited out of the config since would leave that VIP until its lease ends", "op", "start", "err", err)
 	}
 	hb, err := n.heartbeatCore(peer, func() (net.Conn, func() error, error) { return opt.StartCore(n.lock) })
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -154,20 +155,30 @@ const forever = 0xFFFFFFFF
 
 // find reports whether a is on its interface and whether it is permanent.
 func (m *Manager) find(l netlink.Link, a Addr) (present, permanent bool, err error) {
+	x, err := m.lookup(l, a)
+	if err != nil || x == nil {
+		return false, false, err
+	}
+	return true, uint32(x.ValidLft) == forever, nil
+}
+
+// lookup is a's address on l as the kernel lists it (its own prefix
+// length, which a removal must name), or nil.
+func (m *Manager) lookup(l netlink.Link, a Addr) (*netlink.Addr, error) {
 	family := netlink.FAMILY_V4
 	if a.Prefix.Addr().Is6() {
 		family = netlink.FAMILY_V6
 	}
 	list, err := m.nl.AddrList(l, family)
 	if err != nil {
-		return false, false, fmt.Errorf("vip: list addresses on %s: %w", a.Interface, err)
+		return nil, fmt.Errorf("vip: list addresses on %s: %w", a.Interface, err)
 	}
-	for _, x := range list {
+	for i, x := range list {
 		if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == a.Prefix.Addr() {
-			return true, uint32(x.ValidLft) == forever, nil
+			return &list[i], nil
 		}
 	}
-	return false, false, nil
+	return nil, nil
 }
 
 // isPresent says whether a is on its interface now; when that cannot be
@@ -279,13 +290,23 @@ func (m *Manager) Release() error {
 	return err
 }
 
-// Cleanup removes every configured VIP that hapair may have left on this
-// host (one with a lifetime), and returns what it removed. Permanent
-// addresses are left alone.
-func (m *Manager) Cleanup() ([]Addr, error) {
+// Cleanup removes the configured VIPs, and also, that this host holds
+// with a lifetime (hapair's, never an operator's permanent address): for
+// a daemon that starts after a crash, and for ExecStopPost. also names
+// VIPs a previous run may have held that the configuration no longer
+// names. It returns what it removed.
+func (m *Manager) Cleanup(also ...Addr) ([]Addr, error) {
 	var removed []Addr
 	var errs []error
-	for _, a := range m.addrs {
+	seen := map[Addr]bool{}
+	for _, a := range append(slices.Clip(m.addrs), also...) {
+		// By address and interface: a prefix edited in the config
+		// names the same address, which goes once, as listed.
+		key := Addr{Prefix: netip.PrefixFrom(a.Prefix.Addr(), 0), Interface: a.Interface}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
 		l, err := m.link(a.Interface)
 		if err != nil {
 			var nf netlink.LinkNotFoundError
@@ -295,19 +316,20 @@ func (m *Manager) Cleanup() ([]Addr, error) {
 			errs = append(errs, err)
 			continue
 		}
-		present, permanent, err := m.find(l, a)
+		x, err := m.lookup(l, a)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if !present || permanent {
+		if x == nil || uint32(x.ValidLft) == forever {
 			continue
 		}
-		if err := m.nl.AddrDel(l, m.nlAddr(a, false)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		if err := m.nl.AddrDel(l, &netlink.Addr{IPNet: x.IPNet}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			errs = append(errs, fmt.Errorf("vip: release %s: %w", a, err))
 			continue
 		}
-		removed = append(removed, a)
+		bits, _ := x.Mask.Size()
+		removed = append(removed, Addr{Prefix: netip.PrefixFrom(a.Prefix.Addr(), bits), Interface: a.Interface})
 	}
 	return removed, errors.Join(errs...)
 }

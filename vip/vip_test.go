@@ -158,6 +158,32 @@ func TestLeaseExpiresWithoutRenewal(t *testing.T) {
 	}
 }
 
+// A cleanup is also given the VIPs a previous run recorded, and finds a
+// VIP whose prefix the config now gives otherwise: it removes each as
+// the kernel lists it, once, and says so with the kernel's prefix.
+func TestCleanupOfARecordedVIPAndAnEditedPrefix(t *testing.T) {
+	p := labtest.NewPair(t, lab.Options{})
+	moved := netip.MustParsePrefix("192.0.2.101/24")
+	crashed := manager(t, p.A, 0, lab.VIP, moved)
+	if err := crashed.Claim(); err != nil {
+		t.Fatal(err)
+	}
+	// The config now names lab.VIP as a /25, and moved no more; the
+	// record names moved, and lab.VIP again.
+	edited := manager(t, p.A, 0, netip.PrefixFrom(lab.VIP.Addr(), 25))
+	removed, err := edited.Cleanup(Addr{Prefix: moved, Interface: lab.Public}, Addr{Prefix: lab.VIP, Interface: lab.Public})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Addr{{Prefix: lab.VIP, Interface: lab.Public}, {Prefix: moved, Interface: lab.Public}}
+	if len(removed) != 2 || removed[0] != want[0] || removed[1] != want[1] {
+		t.Fatalf("removed %v, want %v", removed, want)
+	}
+	if present, _ := crashed.Present(); len(present) != 0 {
+		t.Fatalf("still on the host: %v", present)
+	}
+}
+
 func TestCleanupReleaseAndForeign(t *testing.T) {
 	p := labtest.NewPair(t, lab.Options{})
 	crashed := manager(t, p.A, 0, lab.VIP, lab.VIP6)

@@ -33,6 +33,35 @@ func cleanup(cfg *config.Config, self *config.Node, stdout, stderr io.Writer) in
 	return 0
 }
 
+// cleanupRecorded is --cleanup with a config that does not load, or does
+// not name this machine: an edit made while the daemon ran, read only
+// now by ExecStopPost after a crash. The VIPs the daemon recorded at its
+// start are released all the same: left, they would stay until their
+// lease ends, beside the peer that took them over. It finds the state
+// directory and socket by a lenient read of the file (config.Paths) or
+// the flags; a file that is not TOML at all, without both flags, leaves
+// it nothing to go on: the defaults could name another daemon's.
+func cleanupRecorded(o *options, stdout, stderr io.Writer) {
+	sock, dir, err := config.Paths(o.config)
+	if err != nil && (o.socket == "" || o.stateDir == "") {
+		fmt.Fprintf(stderr, "hapaird --cleanup: no VIP released: the file does not say where the state directory is (--state-dir and --socket would)\n")
+		return
+	}
+	if o.socket != "" {
+		sock = o.socket
+	}
+	if o.stateDir != "" {
+		dir = o.stateDir
+	}
+	removed, err := node.CleanupRecorded(sock, dir)
+	for _, a := range removed {
+		fmt.Fprintf(stdout, "removed %s (recorded in %s at the daemon's start)\n", a, dir)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "hapaird --cleanup:", err)
+	}
+}
+
 // stopAfterAgent bounds what a stop does once the agent let go: the
 // heartbeat core's end and the log's last lines (a second, above), with
 // room to spare.

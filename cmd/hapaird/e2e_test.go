@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -436,21 +437,7 @@ func TestCleanupRemovesStaleVIP(t *testing.T) {
 	if out, err := cleanup(); err == nil || !strings.Contains(string(out), "another hapaird is running") {
 		t.Fatalf("--cleanup beside a running daemon: %v\n%s", err, out)
 	}
-	// A crash that takes the heartbeat core with the daemon, as
-	// systemctl kill -s KILL does: nothing is left to release the VIP
-	// (of hapaird alone killed, the core releases it). The daemon is
-	// stopped first, so it does not act on its core's end.
-	pid := c.Pid(act)
-	cores := lab.Children(pid)
-	if err := lab.Freeze([]int{pid}); err != nil {
-		t.Fatal(err)
-	}
-	for _, core := range cores {
-		syscall.Kill(core, syscall.SIGKILL)
-	}
-	if err := c.Kill(act); err != nil {
-		t.Fatal(err)
-	}
+	crashWithCore(t, c, act)
 	out, err := cleanup()
 	if err != nil {
 		t.Fatalf("--cleanup: %v\n%s", err, out)
@@ -460,6 +447,98 @@ func TestCleanupRemovesStaleVIP(t *testing.T) {
 	}
 	if c.Holds(act, lab.VIP.Addr()) {
 		t.Error("VIP still there after --cleanup")
+	}
+}
+
+// crashWithCore kills node's daemon and its heartbeat core, as systemctl
+// kill -s KILL or the OOM killer's cgroup kill does: nothing is left to
+// release the VIPs (of hapaird alone killed, the core releases them).
+// The daemon is stopped first, so it does not act on its core's end.
+func crashWithCore(t *testing.T, c *lab.Cluster, node string) {
+	t.Helper()
+	pid := c.Pid(node)
+	cores := lab.Children(pid)
+	if err := lab.Freeze([]int{pid}); err != nil {
+		t.Fatal(err)
+	}
+	for _, core := range cores {
+		syscall.Kill(core, syscall.SIGKILL)
+	}
+	if err := c.Kill(node); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCrashAfterAConfigEditLeavesNoVIP edits the config while the daemon
+// runs (a VIP's address changed, as a change pushed by configuration
+// management before its restart), then crashes the daemon with its core:
+// the cleanup that follows reads the new file, which no longer names the
+// VIP the node holds. It must release it all the same, from the record
+// the daemon wrote at its start: left, it stays until its lease ends (60
+// s here, 10 s by default) beside the peer that took it over. So must a
+// daemon started with the new file, and ExecStopPost's cleanup with a
+// file that does not load at all (an edit with a typo in it).
+func TestCrashAfterAConfigEditLeavesNoVIP(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{Lease: "60s"})
+	act := settle(t, c)
+	sb := other(act)
+	src, err := os.ReadFile(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, moved := lab.VIP.String(), "192.0.2.101/24"
+	edited := filepath.Join(c.Dir, "edited.toml")
+	if err := os.WriteFile(edited, []byte(strings.Replace(string(src), `address = "`+old+`"`, `address = "`+moved+`"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cleanup := func(node, cfg string) (string, error) {
+		out, err := lab.Command(c.Node(node), daemonBin, "--cleanup", "-c", cfg, "--node", node, "--state-dir", c.StateDir(node), "--socket", c.Socket(node)).CombinedOutput()
+		return string(out), err
+	}
+	vip, vipMoved := lab.VIP.Addr(), netip.MustParsePrefix(moved).Addr()
+
+	// ExecStopPost after the crash, with the edited file.
+	crashWithCore(t, c, act)
+	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	out, err := cleanup(act, edited)
+	if err != nil || !strings.Contains(out, "removed "+old) {
+		t.Fatalf("--cleanup with the edited file: %v\n%s", err, out)
+	}
+	if c.Holds(act, vip) {
+		t.Fatalf("%s still holds %s, which the edited file no longer names, beside %s", act, old, sb)
+	}
+
+	// A daemon started with the edited file, after the same crash.
+	crashWithCore(t, c, sb)
+	c.SetConfig(sb, edited)
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil { // its peer is down
+		t.Fatal(err)
+	}
+	if lines := loggedLines(c, sb, "removed stale VIP", 1); len(lines) != 1 || !strings.Contains(lines[0], old) {
+		t.Fatalf("%s started with the edited file logged %q", sb, lines)
+	}
+	if c.Holds(sb, vip) || !c.Holds(sb, vipMoved) {
+		t.Fatalf("%s holds %s: %v, %s: %v; want only the edited file's", sb, old, c.Holds(sb, vip), moved, c.Holds(sb, vipMoved))
+	}
+
+	// ExecStopPost with a file that no longer loads: the record of the
+	// daemon's start (the edited file's VIP now) is released.
+	broken := filepath.Join(c.Dir, "broken.toml")
+	if err := os.WriteFile(broken, append(src, "\nintreval = \"50ms\"\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	crashWithCore(t, c, sb)
+	out, err = cleanup(sb, broken)
+	if err == nil || !strings.Contains(out, "intreval") || !strings.Contains(out, "removed "+moved) {
+		t.Fatalf("--cleanup with a file that does not load: %v, want it to fail, naming the key and the VIP it released\n%s", err, out)
+	}
+	if c.Holds(sb, vipMoved) {
+		t.Fatalf("%s still holds %s after --cleanup with a broken file", sb, moved)
 	}
 }
 

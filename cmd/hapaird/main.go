@@ -67,6 +67,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(o.config)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+		if o.cleanup {
+			cleanupRecorded(&o, stdout, stderr)
+		}
 		return 1
 	}
 	if o.stateDir != "" {
@@ -78,6 +81,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	self, rule, err := findSelf(cfg, o.node)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+		if o.cleanup {
+			cleanupRecorded(&o, stdout, stderr)
+		}
 		return 1
 	}
 	switch {

@@ -169,7 +169,8 @@ func TestCleanupOfARecordedVIPAndAnEditedPrefix(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The config now names lab.VIP as a /25, and moved no more; the
-	// record names moved, and lab.VIP again.
+	// record names moved, and lab.VIP as it was. A removal that named the /25 failed as "not
+	// there" (EADDRNOTAVAIL), which reads as gone.
 	edited := manager(t, p.A, 0, netip.PrefixFrom(lab.VIP.Addr(), 25))
 	removed, err := edited.Cleanup(Addr{Prefix: moved, Interface: lab.Public}, Addr{Prefix: lab.VIP, Interface: lab.Public})
 	if err != nil {

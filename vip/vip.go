@@ -290,11 +290,11 @@ func (m *Manager) Release() error {
 	return err
 }
 
-// Cleanup removes the configured VIPs, and also, that this host holds
-// with a lifetime (hapair's, never an operator's permanent address): for
-// a daemon that starts after a crash, and for ExecStopPost. also names
+// Cleanup removes what this host holds with a lifetime (hapair's; never
+// an operator's permanent address) of the configured VIPs and of also:
 // VIPs a previous run may have held that the configuration no longer
-// names. It returns what it removed.
+// names. For a daemon that starts after a crash, and for ExecStopPost.
+// It returns what it removed.
 func (m *Manager) Cleanup(also ...Addr) ([]Addr, error) {
 	var removed []Addr
 	var errs []error

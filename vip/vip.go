@@ -154,24 +154,39 @@ func (m *Manager) nlAddr(a Addr, lease bool) *netlink.Addr {
 const forever = 0xFFFFFFFF
 
 // find reports whether a is on its interface and whether it is permanent.
-func (m *Manager) find(l netlink.Link, a Addr) (present, permanent bool, err error) {
-	x, err := m.lookup(l, a)
+func (m *Manager) find(ls listing, l netlink.Link, a Addr) (present, permanent bool, err error) {
+	x, err := m.lookup(ls, l, a)
 	if err != nil || x == nil {
 		return false, false, err
 	}
 	return true, uint32(x.ValidLft) == forever, nil
 }
 
+// listing holds, for one claim, renewal or cleanup, what one dump of
+// each interface's addresses of a family read: a dump per VIP made a
+// claim of n VIPs cost n dumps of n addresses each, 11.6-14.1 ms for 128
+// VIPs where the additions alone take a third of it. nil dumps at each
+// lookup.
+type listing map[listed][]netlink.Addr
+
+type listed struct{ index, family int }
+
 // lookup is a's address on l as the kernel lists it (its own prefix
 // length, which a removal must name), or nil.
-func (m *Manager) lookup(l netlink.Link, a Addr) (*netlink.Addr, error) {
-	family := netlink.FAMILY_V4
+func (m *Manager) lookup(ls listing, l netlink.Link, a Addr) (*netlink.Addr, error) {
+	key := listed{l.Attrs().Index, netlink.FAMILY_V4}
 	if a.Prefix.Addr().Is6() {
-		family = netlink.FAMILY_V6
+		key.family = netlink.FAMILY_V6
 	}
-	list, err := m.nl.AddrList(l, family)
-	if err != nil {
-		return nil, fmt.Errorf("vip: list addresses on %s: %w", a.Interface, err)
+	list, ok := ls[key]
+	if !ok {
+		var err error
+		if list, err = m.nl.AddrList(l, key.family); err != nil {
+			return nil, fmt.Errorf("vip: list addresses on %s: %w", a.Interface, err)
+		}
+		if ls != nil {
+			ls[key] = list
+		}
 	}
 	for i, x := range list {
 		if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == a.Prefix.Addr() {
@@ -188,7 +203,7 @@ func (m *Manager) isPresent(a Addr) bool {
 	if err != nil {
 		return false
 	}
-	present, _, err := m.find(l, a)
+	present, _, err := m.find(nil, l, a)
 	return err == nil && present
 }
 
@@ -198,8 +213,9 @@ func (m *Manager) isPresent(a Addr) bool {
 func (m *Manager) Claim() error {
 	var errs []error
 	var claimed []Addr
+	ls := listing{}
 	for _, a := range m.addrs {
-		if err := m.add(a, true); err != nil {
+		if err := m.add(ls, a, true); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -214,12 +230,12 @@ func (m *Manager) Claim() error {
 }
 
 // add claims a, or with create false only renews it if present.
-func (m *Manager) add(a Addr, create bool) error {
+func (m *Manager) add(ls listing, a Addr, create bool) error {
 	m.mu.Lock()
 	l := m.links[a.Interface]
 	m.mu.Unlock()
 	if l != nil {
-		if err := m.addOn(l, a, create); err == nil || errors.Is(err, ErrForeign) {
+		if err := m.addOn(ls, l, a, create); err == nil || errors.Is(err, ErrForeign) {
 			return err
 		}
 		// The interface may have been replaced since: look again.
@@ -234,13 +250,13 @@ func (m *Manager) add(a Addr, create bool) error {
 	}
 	m.links[a.Interface] = l
 	m.mu.Unlock()
-	return m.addOn(l, a, create)
+	return m.addOn(ls, l, a, create)
 }
 
 // addOn claims a on l, unless it is the operator's (permanent); with
 // create false, only if a is there.
-func (m *Manager) addOn(l netlink.Link, a Addr, create bool) error {
-	present, permanent, err := m.find(l, a)
+func (m *Manager) addOn(ls listing, l netlink.Link, a Addr, create bool) error {
+	present, permanent, err := m.find(ls, l, a)
 	if err != nil {
 		return err
 	}
@@ -273,8 +289,9 @@ func (m *Manager) Renew() error {
 		return nil
 	}
 	var errs []error
+	ls := listing{}
 	for _, a := range m.addrs {
-		errs = append(errs, m.add(a, false))
+		errs = append(errs, m.add(ls, a, false))
 	}
 	return errors.Join(errs...)
 }
@@ -299,6 +316,7 @@ func (m *Manager) Cleanup(also ...Addr) ([]Addr, error) {
 	var removed []Addr
 	var errs []error
 	seen := map[Addr]bool{}
+	ls := listing{}
 	for _, a := range append(slices.Clip(m.addrs), also...) {
 		// By address and interface: a prefix edited in the config
 		// names the same address, which goes once, as listed.
@@ -316,7 +334,7 @@ func (m *Manager) Cleanup(also ...Addr) ([]Addr, error) {
 			errs = append(errs, err)
 			continue
 		}
-		x, err := m.lookup(l, a)
+		x, err := m.lookup(ls, l, a)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -350,12 +368,13 @@ func (m *Manager) Present() ([]Addr, error) {
 // one whose interface is not here is not listed.
 func (m *Manager) which(keep func(present, permanent bool) bool) ([]Addr, error) {
 	var out []Addr
+	ls := listing{}
 	for _, a := range m.addrs {
 		l, err := m.link(a.Interface)
 		if err != nil {
 			continue
 		}
-		present, permanent, err := m.find(l, a)
+		present, permanent, err := m.find(ls, l, a)
 		if err != nil {
 			return nil, err
 		}

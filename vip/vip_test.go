@@ -3,6 +3,7 @@ package vip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"golang.org/x/sys/unix"
 	"net"
 	"net/netip"
@@ -387,24 +388,36 @@ func expect(t *testing.T, ch <-chan Event, kind EventKind) {
 	}
 }
 
+// BenchmarkClaim claims n VIPs on one interface, as a takeover does: a
+// load balancer's pair carries tens of them.
 func BenchmarkClaim(b *testing.B) {
-	p, err := lab.New(lab.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	m, err := New([]Addr{{Prefix: lab.VIP, Interface: lab.Public}}, Options{NetNS: p.A, Count: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	for b.Loop() {
-		if err := m.Claim(); err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		m.Release()
-		b.StartTimer()
+	for _, n := range []int{1, 8, 32, 128} {
+		b.Run(fmt.Sprintf("vips=%d", n), func(b *testing.B) {
+			p, err := lab.New(lab.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			var addrs []Addr
+			for i := range n {
+				a4 := lab.VIP.Addr().As4()
+				a4[3] += byte(i) // .100 to .227
+				addrs = append(addrs, Addr{Prefix: netip.PrefixFrom(netip.AddrFrom4(a4), 24), Interface: lab.Public})
+			}
+			m, err := New(addrs, Options{NetNS: p.A, Count: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			for b.Loop() {
+				if err := m.Claim(); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				m.Release()
+				b.StartTimer()
+			}
+		})
 	}
 }
 

@@ -42,13 +42,19 @@ func readVIPRecord(dir string) ([]vip.Addr, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		p, ifname, _ := strings.Cut(line, " ")
-		pr, err := netip.ParsePrefix(p)
-		if err != nil || ifname == "" {
+		// Fields after the interface are a later version's (a VIP's
+		// group, say): a downgraded daemon still releases the VIP.
+		f := strings.Fields(line)
+		var pr netip.Prefix
+		err := fmt.Errorf("no interface")
+		if len(f) >= 2 {
+			pr, err = netip.ParsePrefix(f[0])
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s:%d: %q is not a VIP and its interface", path, i+1, line))
 			continue
 		}
-		addrs = append(addrs, vip.Addr{Prefix: pr, Interface: ifname})
+		addrs = append(addrs, vip.Addr{Prefix: pr, Interface: f[1]})
 	}
 	return addrs, errors.Join(errs...)
 }

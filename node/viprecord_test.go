@@ -49,11 +49,15 @@ func TestVIPRecord(t *testing.T) {
 	}
 	// A line damaged by hand: the others are still read, the damage named.
 	b, _ := os.ReadFile(path)
-	if err := os.WriteFile(path, append(b, "192.0.2.300/24 eth0\n2001:db8::1/64\n"...), 0o640); err != nil {
+	if err := os.WriteFile(path, append(b, "192.0.2.300/24 eth0\n2001:db8::1/64\n198.51.100.7/32 eth1 group=b\n"...), 0o640); err != nil {
 		t.Fatal(err)
 	}
 	got, err = readVIPRecord(dir)
-	if len(got) != 2 || err == nil || !strings.Contains(err.Error(), path+":5") || !strings.Contains(err.Error(), path+":6") {
-		t.Fatalf("damaged record: %v, %v; want both VIPs and lines 5 and 6 named", got, err)
+	if len(got) != 3 || err == nil || !strings.Contains(err.Error(), path+":5") || !strings.Contains(err.Error(), path+":6") || strings.Contains(err.Error(), path+":7") {
+		t.Fatalf("damaged record: %v, %v; want both VIPs, lines 5 and 6 named, line 7 read", got, err)
+	}
+	// A later version's field after the interface is left alone.
+	if want := (vip.Addr{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Interface: "eth1"}); got[2] != want {
+		t.Errorf("line 7 read as %v, want %v", got[2], want)
 	}
 }

@@ -65,8 +65,10 @@ func vipManager(cfg *config.Config, self *config.Node) (*vip.Manager, error) {
 
 // Cleanup releases every VIP of the config this node holds, and those
 // the last run recorded (vipRecord), for a daemon that is not running
-// (ExecStopPost); it fails while one runs. It returns what it removed.
-func Cleanup(cfg *config.Config, self *config.Node) ([]vip.Addr, error) {
+// (ExecStopPost); it fails while one runs. It returns what it removed,
+// and apart, what of the record it could not read (lines edited by hand:
+// the rest was released).
+func Cleanup(cfg *config.Config, self *config.Node) (removed []vip.Addr, record, err error) {
 	var configured []vip.Addr
 	for _, v := range cfg.VIPs {
 		configured = append(configured, vip.Addr{Prefix: v.Prefix, Interface: v.VIPInterface(self)})
@@ -80,24 +82,24 @@ func Cleanup(cfg *config.Config, self *config.Node) ([]vip.Addr, error) {
 // (config.Paths). The dead interval is not known either: a core still
 // handing over is waited for as at a dead interval of 2 s, longer than
 // every profile's (a dead_interval set longer is rare).
-func CleanupRecorded(socket, stateDir string) ([]vip.Addr, error) {
+func CleanupRecorded(socket, stateDir string) (removed []vip.Addr, record, err error) {
 	return cleanup(&config.Config{Socket: socket, StateDir: stateDir, DeadInterval: 2 * time.Second}, nil)
 }
 
-func cleanup(cfg *config.Config, configured []vip.Addr) ([]vip.Addr, error) {
+func cleanup(cfg *config.Config, configured []vip.Addr) (removed []vip.Addr, record, err error) {
 	lock, err := instanceLock(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer lock.Close()
-	recorded, rerr := readVIPRecord(cfg.StateDir)
+	recorded, record := readVIPRecord(cfg.StateDir)
 	m, err := vip.New(configured, vip.Options{})
 	if err != nil {
-		return nil, err
+		return nil, record, err
 	}
 	defer m.Close()
-	removed, err := m.Cleanup(recorded...)
-	return removed, errors.Join(err, rerr)
+	removed, err = m.Cleanup(recorded...)
+	return removed, record, err
 }
 
 // DaemonRunning says whether a hapaird holds the node's instance lock: the

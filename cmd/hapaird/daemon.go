@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,9 +20,14 @@ import (
 )
 
 func cleanup(cfg *config.Config, self *config.Node, stdout, stderr io.Writer) int {
-	removed, err := node.Cleanup(cfg, self)
+	removed, record, err := node.Cleanup(cfg, self)
 	for _, a := range removed {
 		fmt.Fprintf(stdout, "removed %s\n", a)
+	}
+	if record != nil {
+		// Lines edited by hand; what could be read was released, and
+		// the next start writes the record anew.
+		fmt.Fprintln(stderr, "hapaird --cleanup: warning:", record)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "hapaird --cleanup:", err)
@@ -53,11 +59,11 @@ func cleanupRecorded(o *options, stdout, stderr io.Writer) {
 	if o.stateDir != "" {
 		dir = o.stateDir
 	}
-	removed, err := node.CleanupRecorded(sock, dir)
+	removed, record, err := node.CleanupRecorded(sock, dir)
 	for _, a := range removed {
 		fmt.Fprintf(stdout, "removed %s (recorded in %s at the daemon's start)\n", a, dir)
 	}
-	if err != nil {
+	if err = errors.Join(err, record); err != nil {
 		fmt.Fprintln(stderr, "hapaird --cleanup:", err)
 	}
 }

@@ -502,8 +502,17 @@ func TestCrashAfterAConfigEditLeavesNoVIP(t *testing.T) {
 	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// A line of the record edited by hand is said, and costs the rest
+	// nothing: the cleanup releases what it names and succeeds.
+	record := filepath.Join(c.StateDir(act), "vips")
+	f, err := os.OpenFile(record, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("192.0.2.999/24\n")
+	f.Close()
 	out, err := cleanup(act, edited)
-	if err != nil || !strings.Contains(out, "removed "+old) {
+	if err != nil || !strings.Contains(out, "removed "+old) || !strings.Contains(out, "warning: "+record+":4") {
 		t.Fatalf("--cleanup with the edited file: %v\n%s", err, out)
 	}
 	if c.Holds(act, vip) {

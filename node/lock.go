@@ -56,11 +56,16 @@ func instanceLock(cfg *config.Config) (*os.File, error) {
 }
 
 func vipManager(cfg *config.Config, self *config.Node) (*vip.Manager, error) {
+	return vip.New(configuredVIPs(cfg, self), vip.Options{Lease: cfg.Lease, Count: cfg.GARPCount, Spacing: cfg.GARPSpacing})
+}
+
+// configuredVIPs are the config's VIPs on self's interfaces.
+func configuredVIPs(cfg *config.Config, self *config.Node) []vip.Addr {
 	var addrs []vip.Addr
 	for _, v := range cfg.VIPs {
 		addrs = append(addrs, vip.Addr{Prefix: v.Prefix, Interface: v.VIPInterface(self)})
 	}
-	return vip.New(addrs, vip.Options{Lease: cfg.Lease, Count: cfg.GARPCount, Spacing: cfg.GARPSpacing})
+	return addrs
 }
 
 // Cleanup releases every VIP of the config this node holds, and those
@@ -69,11 +74,7 @@ func vipManager(cfg *config.Config, self *config.Node) (*vip.Manager, error) {
 // and apart, what of the record it could not read (lines edited by hand:
 // the rest was released).
 func Cleanup(cfg *config.Config, self *config.Node) (removed []vip.Addr, record, err error) {
-	var configured []vip.Addr
-	for _, v := range cfg.VIPs {
-		configured = append(configured, vip.Addr{Prefix: v.Prefix, Interface: v.VIPInterface(self)})
-	}
-	return cleanup(cfg, configured)
+	return cleanup(cfg, configuredVIPs(cfg, self))
 }
 
 // CleanupRecorded releases the VIPs the last run recorded in stateDir,

@@ -269,3 +269,68 @@ func TestClusterRenamedOnOneNodeMakesNoSecondHolder(t *testing.T) {
 	}
 	t.Logf("a pair again %v after the active stopped", time.Since(stopped))
 }
+
+// An operator (or configuration management) edits the file on both nodes
+// and restarts neither: the new VIP is in no kernel, and the pair's
+// files agree, so CONFIG DIFFERS says nothing; SIGHUP reloads nothing.
+// Each node's status must name what differs from what it runs, and stop
+// once the file says what it runs again; a comment changes nothing.
+func TestAFileEditedAndNotAppliedIsReported(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	src, err := os.ReadFile(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	differs := func(node string) ([]string, string) {
+		t.Helper()
+		s, err := c.Status(node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.ConfigFileDiffers, s.ConfigFileError
+	}
+	write := func(b []byte) {
+		t.Helper()
+		// Replaced as editors and configuration management do: a new
+		// file renamed over the old one.
+		tmp := c.Config + ".new"
+		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, c.Config); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"a", "b"} {
+		if d, e := differs(n); d != nil || e != "" {
+			t.Fatalf("%s before any edit: differs in %v (%s)", n, d, e)
+		}
+	}
+	write(append([]byte("# reviewed 2026-12-06\n"), src...))
+	if d, e := differs(act); d != nil || e != "" {
+		t.Fatalf("a comment added: differs in %v (%s)", d, e)
+	}
+	write(append(slices.Clone(src), "\n[[vip]]\naddress = \"192.0.2.101/24\"\n"...))
+	for _, n := range []string{"a", "b"} {
+		if d, e := differs(n); !slices.Equal(d, []string{"vip"}) || e != "" {
+			t.Fatalf("%s after a VIP was added to its file: differs in %v (%s), want [vip]", n, d, e)
+		}
+	}
+	if out := hapairctl(t, c, act, "status"); !strings.Contains(out, "config file edited since the start: vip differ") {
+		t.Errorf("hapairctl status does not say the file was edited:\n%s", out)
+	}
+	if c.Holds(act, netip.MustParsePrefix("192.0.2.101/24").Addr()) {
+		t.Error("the edited file's VIP was taken without a restart")
+	}
+	os.Remove(c.Config)
+	if _, e := differs(act); !strings.Contains(e, "no such file") {
+		t.Errorf("the file removed: error %q", e)
+	}
+	write(src)
+	for _, n := range []string{"a", "b"} {
+		if d, e := differs(n); d != nil || e != "" {
+			t.Fatalf("%s with its file as it was: differs in %v (%s)", n, d, e)
+		}
+	}
+}

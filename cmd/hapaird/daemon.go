@@ -137,7 +137,7 @@ func ignoreStrays(log *slog.Logger) {
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGHUP:
-			log.Warn("SIGHUP ignored: this version does not reload its configuration; the running one is unchanged (check a new file with hapaird --check, then restart the standby, switch over and restart the other node)", "op", "signal", "signal", "SIGHUP")
+			log.Warn("SIGHUP ignored: this version does not reload its configuration; the running one is unchanged (check a new file with hapaird --check, then restart the standby, switch over and restart the other node; hapairctl status names what the file changes)", "op", "signal", "signal", "SIGHUP")
 		case syscall.SIGUSR1, syscall.SIGUSR2:
 			name := unix.SignalName(sig.(syscall.Signal))
 			log.Warn(name+" ignored: hapairctl status and /metrics show this node's state", "op", "signal", "signal", name)

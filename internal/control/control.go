@@ -66,6 +66,13 @@ type Status struct {
 	// TLS is when the replication link's certificates (this node's and
 	// the CA's, as read at start) are valid; empty without TLS.
 	TLS []Cert `json:"tls"`
+	// ConfigFileDiffers names the top-level keys of this node's
+	// configuration file ("vip", "profile") that differ from what the
+	// daemon read at its start: a restart applies them, as SIGHUP
+	// reloads nothing. ConfigFileError says why the file could not be
+	// read to compare.
+	ConfigFileDiffers []string `json:"config_file_differs,omitempty"`
+	ConfigFileError   string   `json:"config_file_error,omitempty"`
 }
 
 // Cert is one certificate's dates, as the replication package reads them.

@@ -87,6 +87,11 @@ func (s Status) writeRoles(b *strings.Builder) {
 	if d := s.Peer.ConfigDiffers; len(d) > 0 {
 		fmt.Fprintf(b, "\nCONFIG DIFFERS: the peer's file differs from this node's in %s: each node fails over to what its own file says", strings.Join(d, "; "))
 	}
+	if d := s.ConfigFileDiffers; len(d) > 0 {
+		fmt.Fprintf(b, "\nconfig file edited since the start: %s differ from what this daemon runs; a restart applies them (check it with hapaird --check, restart the standby first)", strings.Join(d, ", "))
+	} else if e := s.ConfigFileError; e != "" {
+		fmt.Fprintf(b, "\nconfig file no longer readable to compare with what this daemon runs: %s", e)
+	}
 	fmt.Fprintf(b, "\nredundancy: %s\n", s.Redundancy)
 	if s.SplitBrain {
 		fmt.Fprintln(b, "SPLIT BRAIN: both nodes active")

@@ -140,6 +140,11 @@ type Options struct {
 	// TLS gives the replication link's certificates' dates, for status
 	// (nil: no TLS). It must not wait on a disk.
 	TLS func() []control.Cert
+	// ConfigFile says which top-level keys of the configuration file
+	// differ from what the daemon read at its start, or why it cannot
+	// tell (nil: not asked). Status calls it in its caller's goroutine,
+	// never in the loop: it may read the disk.
+	ConfigFile func() (differ []string, err string)
 	// Watchdog, if set, is called from the loop every tick, so a hung loop
 	// (not only a dead process) stops the pings (optional).
 	Watchdog func()

@@ -128,6 +128,9 @@ func (a *Agent) Status() control.Status {
 	case <-timeout.C:
 	}
 	s := a.snapshot()
+	if a.opt.ConfigFile != nil {
+		s.ConfigFileDiffers, s.ConfigFileError = a.opt.ConfigFile()
+	}
 	select {
 	case <-a.loopDone:
 	default:

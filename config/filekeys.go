@@ -1,0 +1,54 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/BurntSushi/toml"
+)
+
+// FileKeys is a sum of each top-level key's value in the file at path,
+// by key, as TOML reads it: comments, blank lines and the order of keys
+// within a table change no sum. A daemon keeps its file's sums from its
+// start and compares them with the file's now (KeysDiffer): a file
+// edited and never applied (a new VIP, a new check) is otherwise silent
+// until the next restart, since SIGHUP reloads nothing. The file is read
+// leniently: what it means is Load's business.
+func FileKeys(path string) (map[string]uint64, error) {
+	var top map[string]any
+	if _, err := toml.DecodeFile(path, &top); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	sums := make(map[string]uint64, len(top))
+	for k, v := range top {
+		b, err := json.Marshal(v) // maps in key order
+		if err != nil {
+			return nil, fmt.Errorf("config: %s: %w", k, err)
+		}
+		h := sha256.Sum256(b)
+		sums[k] = binary.BigEndian.Uint64(h[:])
+	}
+	return sums, nil
+}
+
+// KeysDiffer names the top-level keys whose sums differ between two
+// FileKeys, added and removed ones included, sorted.
+func KeysDiffer(was, now map[string]uint64) []string {
+	var differ []string
+	for _, k := range slices.Sorted(maps.Keys(was)) {
+		if s, ok := now[k]; !ok || s != was[k] {
+			differ = append(differ, k)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(now)) {
+		if _, ok := was[k]; !ok {
+			differ = append(differ, k)
+		}
+	}
+	slices.Sort(differ)
+	return differ
+}

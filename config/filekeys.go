@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"slices"
 
 	"github.com/BurntSushi/toml"
@@ -39,12 +38,12 @@ func FileKeys(path string) (map[string]uint64, error) {
 // FileKeys, added and removed ones included, sorted.
 func KeysDiffer(was, now map[string]uint64) []string {
 	var differ []string
-	for _, k := range slices.Sorted(maps.Keys(was)) {
-		if s, ok := now[k]; !ok || s != was[k] {
+	for k, s := range was {
+		if n, ok := now[k]; !ok || n != s {
 			differ = append(differ, k)
 		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(now)) {
+	for k := range now {
 		if _, ok := was[k]; !ok {
 			differ = append(differ, k)
 		}

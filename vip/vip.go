@@ -135,6 +135,21 @@ func (m *Manager) link(name string) (netlink.Link, error) {
 	return l, nil
 }
 
+// linkOnce is link, asked once per interface of a cleanup or a listing:
+// asking for each VIP was more than half of what releasing 64 VIPs on one
+// interface cost (3.2 ms, 1.3 ms without), and a release is what a node
+// whose critical process failed does before its peer may take over.
+func (m *Manager) linkOnce(seen map[string]netlink.Link, name string) (netlink.Link, error) {
+	if l, ok := seen[name]; ok {
+		return l, nil
+	}
+	l, err := m.link(name)
+	if err == nil {
+		seen[name] = l
+	}
+	return l, err
+}
+
 func (m *Manager) nlAddr(a Addr, lease bool) *netlink.Addr {
 	p := a.Prefix
 	na := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
@@ -317,6 +332,7 @@ func (m *Manager) Cleanup(also ...Addr) ([]Addr, error) {
 	var errs []error
 	seen := map[Addr]bool{}
 	ls := listing{}
+	links := map[string]netlink.Link{}
 	for _, a := range append(slices.Clip(m.addrs), also...) {
 		// By address and interface: a prefix edited in the config
 		// names the same address, which goes once, as listed.
@@ -325,7 +341,7 @@ func (m *Manager) Cleanup(also ...Addr) ([]Addr, error) {
 			continue
 		}
 		seen[key] = true
-		l, err := m.link(a.Interface)
+		l, err := m.linkOnce(links, a.Interface)
 		if err != nil {
 			var nf netlink.LinkNotFoundError
 			if errors.As(err, &nf) {
@@ -369,8 +385,9 @@ func (m *Manager) Present() ([]Addr, error) {
 func (m *Manager) which(keep func(present, permanent bool) bool) ([]Addr, error) {
 	var out []Addr
 	ls := listing{}
+	links := map[string]netlink.Link{}
 	for _, a := range m.addrs {
-		l, err := m.link(a.Interface)
+		l, err := m.linkOnce(links, a.Interface)
 		if err != nil {
 			continue
 		}

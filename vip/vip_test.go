@@ -390,7 +390,14 @@ func expect(t *testing.T, ch <-chan Event, kind EventKind) {
 
 // BenchmarkClaim claims n VIPs on one interface, as a takeover does: a
 // load balancer's pair carries tens of them.
-func BenchmarkClaim(b *testing.B) {
+func BenchmarkClaim(b *testing.B) { benchmarkVIPs(b, true) }
+
+// BenchmarkRelease times what a node that steps down (a failed critical
+// process, a switchover) does before its peer may claim.
+func BenchmarkRelease(b *testing.B) { benchmarkVIPs(b, false) }
+
+// benchmarkVIPs times a claim, or a release, of n VIPs on one interface.
+func benchmarkVIPs(b *testing.B, claim bool) {
 	for _, n := range []int{1, 8, 32, 128} {
 		b.Run(fmt.Sprintf("vips=%d", n), func(b *testing.B) {
 			p, err := lab.New(lab.Options{})
@@ -410,12 +417,22 @@ func BenchmarkClaim(b *testing.B) {
 			}
 			defer m.Close()
 			for b.Loop() {
+				if !claim {
+					b.StopTimer()
+				}
 				if err := m.Claim(); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()
-				m.Release()
-				b.StartTimer()
+				if !claim {
+					b.StartTimer()
+				}
+				if err := m.Release(); err != nil {
+					b.Fatal(err)
+				}
+				if claim {
+					b.StartTimer()
+				}
 			}
 		})
 	}

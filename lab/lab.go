@@ -85,6 +85,17 @@ type Pair struct {
 	// watchers are the holder watchers started on the pair (WatchHolders),
 	// stopped by Close before the handles they read go.
 	watchers []*Holders
+	// Probe is the address Measure probes and watches; zero: VIP. A
+	// pair that floats many VIPs sets the one its holder adds last.
+	Probe netip.Addr
+}
+
+// probed is the address Measure probes and watches.
+func (p *Pair) probed() netip.Addr {
+	if p.Probe.IsValid() {
+		return p.Probe
+	}
+	return VIP.Addr()
 }
 
 // proc is a process the pair started; exited closes when Wait returned.

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -49,5 +50,40 @@ func TestWatchVIPTimesTheArrival(t *testing.T) {
 	}
 	if !p.Holds("b", VIP.Addr()) || p.Holds("a", VIP.Addr()) {
 		t.Error("the VIP is not where it was added")
+	}
+}
+
+// With many VIPs the bench times the one its holder adds last (Probe): the
+// others' notifications come first and must not end the watch.
+func TestWatchVIPTimesTheProbedAddress(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	p, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.Probe = netip.MustParseAddr("192.0.2.200")
+
+	seen, stop, err := p.watchVIP("b", time.Minute, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if err := p.addr(p.B, Public, VIP); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if err := p.addr(p.B, Public, netip.PrefixFrom(p.Probe, VIP.Bits())); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-seen:
+		if at.Before(before) {
+			t.Errorf("seen %v before the probed address was added: the first VIP ended the watch", before.Sub(at))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("probed address added, not seen in 10s")
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,15 +31,36 @@ func profileLabel(profile string) string {
 	return fmt.Sprintf("hapair %s (%v/%v)", profile, t.Interval, t.Dead)
 }
 
+// vipCount is how many VIPs each contender floats in the failover table
+// (--vips): a load balancer's pair carries tens of them.
+var vipCount = 1
+
+// benchVIPs are the VIPs the contenders float: lab.VIP and the addresses
+// after it.
+func benchVIPs() []netip.Prefix {
+	vips := []netip.Prefix{lab.VIP}
+	for i := 1; i < vipCount; i++ {
+		a4 := lab.VIP.Addr().As4()
+		a4[3] += byte(i) // at most .227
+		vips = append(vips, netip.PrefixFrom(netip.AddrFrom4(a4), lab.VIP.Bits()))
+	}
+	return vips
+}
+
 func newHapair(bin, profile string) (contender, error) {
 	p, err := lab.New(lab.Options{})
 	if err != nil {
 		return nil, err
 	}
 	dir, _ := os.MkdirTemp("", "hapair-bench-pair-")
+	var extra strings.Builder
+	for _, v := range benchVIPs()[1:] {
+		fmt.Fprintf(&extra, "\n[[vip]]\naddress = %q\n", v)
+	}
+	p.Probe = benchVIPs()[vipCount-1].Addr()
 	// The shipped VIP lease, not the lab's shorter one (tests wait out
 	// leases): the lease sets how often an idle active renews its VIPs.
-	c, err := p.NewCluster(bin, dir, lab.ConfigOptions{Profile: profile, Media: true, Lease: config.DefaultLease.String()})
+	c, err := p.NewCluster(bin, dir, lab.ConfigOptions{Profile: profile, Media: true, Lease: config.DefaultLease.String(), Extra: extra.String()})
 	if err != nil {
 		p.Close()
 		return nil, err
@@ -210,6 +232,7 @@ func startKeepalived(advert string, rt bool) (*keepalived, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.Probe = benchVIPs()[vipCount-1].Addr()
 	dir, _ := os.MkdirTemp("", "hapair-bench-keepalived-")
 	k := &keepalived{p: p, dir: dir, advert: advert, rt: rt, wait: map[string]func(time.Duration) (bool, error){}, cmds: map[string]*exec.Cmd{},
 		media: map[string]*exec.Cmd{}, mwait: map[string]func(time.Duration) (bool, error){}}
@@ -267,13 +290,14 @@ vrrp_instance VI {
   priority %[3]d
   advert_int %[4]s
   virtual_ipaddress {
-    %[5]s dev %[2]s
-  }
+%[5]s  }
+  virtual_ipaddress_excluded {
+%[8]s  }
   track_script {
     media
   }
 }
-`, node, lab.Public, prio, k.advert, lab.VIP, filepath.Join(k.dir, "media-"+node+".pid"), rt)
+`, node, lab.Public, prio, k.advert, vipLines(benchVIPs()[:min(vipCount, 20)]), filepath.Join(k.dir, "media-"+node+".pid"), rt, vipLines(benchVIPs()[min(vipCount, 20):]))
 	path := filepath.Join(k.dir, node+".conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
@@ -292,6 +316,17 @@ vrrp_instance VI {
 	}
 	k.wait[node], k.cmds[node] = wait, cmd
 	return nil
+}
+
+// vipLines lists vips for a keepalived virtual_ipaddress block. Its
+// adverts carry 20 at most; the rest go in virtual_ipaddress_excluded,
+// which it adds and removes with the others.
+func vipLines(vips []netip.Prefix) string {
+	var b strings.Builder
+	for _, v := range vips {
+		fmt.Fprintf(&b, "    %s dev %s\n", v, lab.Public)
+	}
+	return b.String()
 }
 
 func (k *keepalived) holder() string {
@@ -406,7 +441,9 @@ func (k *keepalived) run(sc string) (lab.Result, error) {
 	if sc == "host-loss" {
 		// A killed keepalived leaves its VIP behind (no lease): remove
 		// it as an operator would before the node rejoins.
-		exec.Command("ip", "netns", "exec", k.p.Node(from), "ip", "addr", "del", lab.VIP.String(), "dev", lab.Public).Run()
+		for _, v := range benchVIPs() {
+			exec.Command("ip", "netns", "exec", k.p.Node(from), "ip", "addr", "del", v.String(), "dev", lab.Public).Run()
+		}
 	}
 	return res, err
 }

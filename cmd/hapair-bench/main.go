@@ -47,7 +47,11 @@ func main() {
 	only := flag.String("only", "", "comma-separated contenders to run (default all); \"sessions\": session replication only; \"sync-latency\": only the sync write latency against Redis; \"faults\": only the fault table; \"links\": only one-way and flapping heartbeats; \"load\": only the load campaign (\"load:turbo,keepalived,probe\": only those of it; \"probe\" is a real-time thread alone beside the same load)")
 	nwrites := flag.Int("writes", 1_000_000, "session writes per throughput run (200,000 with --quick)")
 	loadFor := flag.Duration("load-for", 3*time.Minute, "how long each contender runs under the load campaign (30s with --quick)")
+	flag.IntVar(&vipCount, "vips", 1, "VIPs each contender floats on the public interface in the failover table (at most 128); the client probes the last")
 	flag.Parse()
+	if vipCount < 1 || vipCount > 128 {
+		fatal(fmt.Errorf("--vips %d: 1 to 128", vipCount))
+	}
 	if *quick {
 		*runs = 5
 		*loadFor = 30 * time.Second
@@ -74,6 +78,9 @@ func main() {
 	if *only != "faults" && *only != "links" && !strings.HasPrefix(*only, "load") {
 		cells, idle := benchFailovers(bin, *only, *runs)
 		report = render(cells, idle, *runs)
+		if vipCount > 1 {
+			report = fmt.Sprintf("Each contender floats %d VIPs on one interface; the client probes, and the VIP column times, %s, which each adds last.\n\n", vipCount, benchVIPs()[vipCount-1]) + report
+		}
 	}
 	if loadOnly, ok := strings.CutPrefix(*only, "load"); *only == "" || ok {
 		report += benchLoad(bin, *loadFor, strings.TrimPrefix(loadOnly, ":"))

@@ -175,12 +175,9 @@ func (m *Manager) announce(a Addr) error {
 	return err
 }
 
-// announceBurst sends the first announcement now and the rest of the
-// burst from a goroutine that Release and Close stop.
-func (m *Manager) announceBurst(addrs []Addr) {
-	for _, a := range addrs {
-		m.announce(a)
-	}
+// announceRest sends the rest of the burst after the first announcement
+// (Claim's), from a goroutine that Release and Close stop.
+func (m *Manager) announceRest(addrs []Addr) {
 	if m.opt.Count <= 1 || len(addrs) == 0 {
 		return
 	}

@@ -35,6 +35,18 @@ func profileLabel(profile string) string {
 // (--vips): a load balancer's pair carries tens of them.
 var vipCount = 1
 
+// probeFirst makes the client probe the VIP each contender adds first
+// (--probe-first), not the one it adds last.
+var probeFirst bool
+
+// probedVIP is the VIP the client probes and the VIP column times.
+func probedVIP() netip.Prefix {
+	if probeFirst {
+		return benchVIPs()[0]
+	}
+	return benchVIPs()[vipCount-1]
+}
+
 // benchVIPs are the VIPs the contenders float: lab.VIP and the addresses
 // after it.
 func benchVIPs() []netip.Prefix {
@@ -57,7 +69,7 @@ func newHapair(bin, profile string) (contender, error) {
 	for _, v := range benchVIPs()[1:] {
 		fmt.Fprintf(&extra, "\n[[vip]]\naddress = %q\n", v)
 	}
-	p.Probe = benchVIPs()[vipCount-1].Addr()
+	p.Probe = probedVIP().Addr()
 	// The shipped VIP lease, not the lab's shorter one (tests wait out
 	// leases): the lease sets how often an idle active renews its VIPs.
 	c, err := p.NewCluster(bin, dir, lab.ConfigOptions{Profile: profile, Media: true, Lease: config.DefaultLease.String(), Extra: extra.String()})
@@ -232,7 +244,7 @@ func startKeepalived(advert string, rt bool) (*keepalived, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Probe = benchVIPs()[vipCount-1].Addr()
+	p.Probe = probedVIP().Addr()
 	dir, _ := os.MkdirTemp("", "hapair-bench-keepalived-")
 	k := &keepalived{p: p, dir: dir, advert: advert, rt: rt, wait: map[string]func(time.Duration) (bool, error){}, cmds: map[string]*exec.Cmd{},
 		media: map[string]*exec.Cmd{}, mwait: map[string]func(time.Duration) (bool, error){}}

@@ -48,6 +48,7 @@ func main() {
 	nwrites := flag.Int("writes", 1_000_000, "session writes per throughput run (200,000 with --quick)")
 	loadFor := flag.Duration("load-for", 3*time.Minute, "how long each contender runs under the load campaign (30s with --quick)")
 	flag.IntVar(&vipCount, "vips", 1, "VIPs each contender floats on the public interface in the failover table (at most 128); the client probes the last")
+	flag.BoolVar(&probeFirst, "probe-first", false, "with --vips, the client probes the VIP each contender adds first, not the last")
 	flag.Parse()
 	if vipCount < 1 || vipCount > 128 {
 		fatal(fmt.Errorf("--vips %d: 1 to 128", vipCount))
@@ -79,7 +80,11 @@ func main() {
 		cells, idle := benchFailovers(bin, *only, *runs)
 		report = render(cells, idle, *runs)
 		if vipCount > 1 {
-			report = fmt.Sprintf("Each contender floats %d VIPs on one interface; the client probes, and the VIP column times, %s, which each adds last.\n\n", vipCount, benchVIPs()[vipCount-1]) + report
+			which := "last"
+			if probeFirst {
+				which = "first"
+			}
+			report = fmt.Sprintf("Each contender floats %d VIPs on one interface; the client probes, and the VIP column times, %s, which each adds %s.\n\n", vipCount, probedVIP(), which) + report
 		}
 	}
 	if loadOnly, ok := strings.CutPrefix(*only, "load"); *only == "" || ok {

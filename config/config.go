@@ -69,6 +69,7 @@ var Profiles = map[string]struct{ Interval, Dead time.Duration }{
 type Config struct {
 	File      string
 	lines     keyLines // where each key is, for Errorf
+	src       []byte   // the file as read, for FileKeys
 	Cluster   string
 	ClusterID uint32 // derived from Cluster, carried in every frame
 	KeyFiles  []string
@@ -295,7 +296,7 @@ func Parse(path string, src []byte) (*Config, error) {
 		sort.SliceStable(v.errs, func(i, j int) bool { return v.errs[i].Line < v.errs[j].Line })
 		return nil, v.errs
 	}
-	cfg.lines = v.lines
+	cfg.lines, cfg.src = v.lines, src
 	return cfg, nil
 }
 

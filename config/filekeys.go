@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 
 	"github.com/BurntSushi/toml"
@@ -18,8 +19,22 @@ import (
 // until the next restart, since SIGHUP reloads nothing. The file is read
 // leniently: what it means is Load's business.
 func FileKeys(path string) (map[string]uint64, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return keysOf(src)
+}
+
+// FileKeys is the sums of the file as this configuration was read from it:
+// the baseline a daemon compares the file with. Read again after Load, a
+// file replaced in between became the baseline, and its edit was never
+// said.
+func (c *Config) FileKeys() (map[string]uint64, error) { return keysOf(c.src) }
+
+func keysOf(src []byte) (map[string]uint64, error) {
 	var top map[string]any
-	if _, err := toml.DecodeFile(path, &top); err != nil {
+	if _, err := toml.Decode(string(src), &top); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	sums := make(map[string]uint64, len(top))

@@ -31,16 +31,16 @@ type fileStamp struct {
 	mtime     time.Time
 }
 
-// newFileWatch reads path's sums now; nil when it cannot (the daemon
-// loaded it a moment ago, so only a file replaced in between).
-func newFileWatch(path string) *fileWatch {
-	sums, err := config.FileKeys(path)
+// newFileWatch compares cfg's file with cfg as it was read from it (nil
+// when its sums cannot be taken). The file's stamp is not taken now: a
+// file replaced since it was read would match it, and its edit would go
+// unsaid; the first question reads the file.
+func newFileWatch(cfg *config.Config) *fileWatch {
+	sums, err := cfg.FileKeys()
 	if err != nil {
 		return nil
 	}
-	w := &fileWatch{path: path, start: sums}
-	w.stamp, _ = stampOf(path)
-	return w
+	return &fileWatch{path: cfg.File, start: sums}
 }
 
 func stampOf(path string) (fileStamp, error) {

@@ -165,7 +165,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 		IdleTick: idleTick(cfg.DeadInterval, opt.WatchdogPeriod),
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version, Keys: heartbeat.Fingerprints(cfg.Keys),
-		TLS: n.currentCerts, ClusterID: cfg.ClusterID, ConfigFile: newFileWatch(cfg.File).differs,
+		TLS: n.currentCerts, ClusterID: cfg.ClusterID, ConfigFile: newFileWatch(cfg).differs,
 		Ready: opt.Ready, Notify: opt.Notify, Watchdog: opt.Watchdog, LogDropped: opt.LogDropped,
 		API: func() control.Conns { return n.api.conns() },
 	})

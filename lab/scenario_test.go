@@ -11,14 +11,7 @@ import (
 // arrival by the kernel's notification, not the next time it looks, and it
 // must say when the address never came.
 func TestWatchVIPTimesTheArrival(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	p, err := New(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPair(t)
 
 	seen, stop, err := p.watchVIP("b", 300*time.Millisecond, 20*time.Millisecond)
 	if err != nil {
@@ -56,14 +49,7 @@ func TestWatchVIPTimesTheArrival(t *testing.T) {
 // With many VIPs the bench times the one its holder adds last (Probe): the
 // others' notifications come first and must not end the watch.
 func TestWatchVIPTimesTheProbedAddress(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	p, err := New(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPair(t)
 	p.Probe = netip.MustParseAddr("192.0.2.200")
 
 	seen, stop, err := p.watchVIP("b", time.Minute, 20*time.Second)
@@ -86,4 +72,18 @@ func TestWatchVIPTimesTheProbedAddress(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("probed address added, not seen in 10s")
 	}
+}
+
+// newPair builds a lab pair that the test's end removes.
+func newPair(t *testing.T) *Pair {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	p, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
 }

@@ -86,7 +86,8 @@ type Pair struct {
 	// stopped by Close before the handles they read go.
 	watchers []*Holders
 	// Probe is the address Measure probes and watches; zero: VIP. A
-	// pair that floats many VIPs sets the one its holder adds last.
+	// pair that floats many VIPs sets the one it times (the bench: the
+	// one its holder adds last, or first).
 	Probe netip.Addr
 }
 

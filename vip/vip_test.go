@@ -396,6 +396,15 @@ func BenchmarkClaim(b *testing.B) { benchmarkVIPs(b, true) }
 // process, a switchover) does before its peer may claim.
 func BenchmarkRelease(b *testing.B) { benchmarkVIPs(b, false) }
 
+// timedIf runs f with the benchmark's timer running only if timed.
+func timedIf(b *testing.B, timed bool, f func() error) error {
+	if !timed {
+		b.StopTimer()
+		defer b.StartTimer()
+	}
+	return f()
+}
+
 // benchmarkVIPs times a claim, or a release, of n VIPs on one interface.
 func benchmarkVIPs(b *testing.B, claim bool) {
 	for _, n := range []int{1, 8, 32, 128} {
@@ -417,21 +426,11 @@ func benchmarkVIPs(b *testing.B, claim bool) {
 			}
 			defer m.Close()
 			for b.Loop() {
-				if !claim {
-					b.StopTimer()
-				}
-				if err := m.Claim(); err != nil {
+				if err := timedIf(b, claim, m.Claim); err != nil {
 					b.Fatal(err)
 				}
-				b.StopTimer()
-				if !claim {
-					b.StartTimer()
-				}
-				if err := m.Release(); err != nil {
+				if err := timedIf(b, !claim, m.Release); err != nil {
 					b.Fatal(err)
-				}
-				if claim {
-					b.StartTimer()
 				}
 			}
 		})

@@ -53,6 +53,12 @@ func main() {
 	if vipCount < 1 || vipCount > 128 {
 		fatal(fmt.Errorf("--vips %d: 1 to 128", vipCount))
 	}
+	// The other tables build pairs of their own with one VIP, and the load
+	// campaign's keepalived would float N beside them.
+	if vipCount > 1 && (*only == "" || *only == "faults" || *only == "links" || *only == "sync-latency" ||
+		strings.HasPrefix(*only, "load") || containsAny("sessions", strings.Split(*only, ","))) {
+		fatal(fmt.Errorf("--vips is for the failover table alone: name its contenders with --only (\"hapair fast,advert 0.01s\")"))
+	}
 	if *quick {
 		*runs = 5
 		*loadFor = 30 * time.Second
@@ -84,7 +90,8 @@ func main() {
 			if probeFirst {
 				which = "first"
 			}
-			report = fmt.Sprintf("Each contender floats %d VIPs on one interface; the client probes, and the VIP column times, %s, which each adds %s.\n\n", vipCount, probedVIP(), which) + report
+			// Under the title, which render writes first.
+			report = strings.Replace(report, "\n\n", fmt.Sprintf("\n\nEach contender floats %d VIPs on one interface; the client probes, and the VIP column times, %s, which each adds %s.\n\n", vipCount, probedVIP(), which), 1)
 		}
 	}
 	if loadOnly, ok := strings.CutPrefix(*only, "load"); *only == "" || ok {

@@ -53,10 +53,17 @@ func main() {
 	if vipCount < 1 || vipCount > 128 {
 		fatal(fmt.Errorf("--vips %d: 1 to 128", vipCount))
 	}
+	// Which tables run, by --only.
+	loadOnly, loadAsked := strings.CutPrefix(*only, "load")
+	runFailovers := *only != "faults" && *only != "links" && !loadAsked
+	runLoad := *only == "" || loadAsked
+	runLinks := *only == "" || *only == "links"
+	runFaults := *only == "" || *only == "faults"
+	syncLatency := *only == "sync-latency"
+	runSessions := *only == "" || containsAny("sessions", strings.Split(*only, ","))
 	// The other tables build pairs of their own with one VIP, and the load
 	// campaign's keepalived would float N beside them.
-	if vipCount > 1 && (*only == "" || *only == "faults" || *only == "links" || *only == "sync-latency" ||
-		strings.HasPrefix(*only, "load") || containsAny("sessions", strings.Split(*only, ","))) {
+	if vipCount > 1 && (runLoad || runLinks || runFaults || syncLatency || runSessions) {
 		fatal(fmt.Errorf("--vips is for the failover table alone: name its contenders with --only (\"hapair fast,advert 0.01s\")"))
 	}
 	if *quick {
@@ -82,7 +89,7 @@ func main() {
 		fatal(err)
 	}
 	report := ""
-	if *only != "faults" && *only != "links" && !strings.HasPrefix(*only, "load") {
+	if runFailovers {
 		cells, idle := benchFailovers(bin, *only, *runs)
 		report = render(cells, idle, *runs)
 		if vipCount > 1 {
@@ -94,13 +101,13 @@ func main() {
 			report = strings.Replace(report, "\n\n", fmt.Sprintf("\n\nEach contender floats %d VIPs on one interface; the client probes, and the VIP column times, %s, which each adds %s.\n\n", vipCount, probedVIP(), which), 1)
 		}
 	}
-	if loadOnly, ok := strings.CutPrefix(*only, "load"); *only == "" || ok {
+	if runLoad {
 		report += benchLoad(bin, *loadFor, strings.TrimPrefix(loadOnly, ":"))
 	}
-	if *only == "" || *only == "links" {
+	if runLinks {
 		report += benchLinksAll(bin, *quick)
 	}
-	if *only == "" || *only == "faults" {
+	if runFaults {
 		crash, rotations, locks := 100, 20, 20
 		if *quick {
 			crash, rotations, locks = 20, 5, 5
@@ -108,7 +115,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "== faults")
 		report += renderFaults(benchFaults(bin, crash, rotations, locks))
 	}
-	if *only == "sync-latency" {
+	if syncLatency {
 		// Only the alternating sync-write latency, for comparing settings.
 		h, r, err := benchSyncLatency(bin, *nwrites/20)
 		if err != nil {
@@ -119,7 +126,7 @@ func main() {
 			us(h[0]), us(h[1]), us(r[0]), us(r[1]), float64(h[0])/float64(r[0]), float64(h[1])/float64(r[1]))
 		return
 	}
-	if *only == "" || containsAny("sessions", strings.Split(*only, ",")) {
+	if runSessions {
 		report += benchSessions(bin, *nwrites, *quick)
 	}
 	fmt.Print(report)

@@ -87,8 +87,9 @@ const (
 	localLen = 1 + 1 + 1 + 2 + 8 + 8 + 1 + 8 + 8 + 8 + 8
 	eventLen = 1 + 1 + 1 + 8 + FrameLen
 	// fixedCounts are the counters a counts message carries before one
-	// per drop reason (putCounts).
-	fixedCounts = 12
+	// per drop reason (putCounts): twelve, then each of pathNames'
+	// heard and lost.
+	fixedCounts = 12 + 2*len(pathNames)
 	numCounts   = fixedCounts + int(numDropReasons)
 )
 
@@ -504,6 +505,11 @@ func readParent(ctx context.Context, conn io.ReadWriter, ep *Endpoint, buf []byt
 
 func putCounts(b []byte, c *Counters) {
 	vals := [fixedCounts]uint64{c.sent.Load(), c.recv.Load(), c.sendErrors.Load(), c.stale.Load(), c.pauses.Load(), c.queuedAtExpiry.Load(), uint64(c.lastFrame.Load()), c.agentBehind.Load(), c.stalls.Load(), uint64(c.longestGap.Load()), c.polled.Load(), c.relieved.Load()}
+	for i := range c.paths {
+		if j := int(pathIndex(c.paths[i].name)); j < len(pathNames) {
+			vals[12+2*j], vals[13+2*j] = c.paths[i].heard.Load(), c.paths[i].lost.Load()
+		}
+	}
 	for i, v := range vals {
 		binary.BigEndian.PutUint64(b[8*i:], v)
 	}
@@ -521,6 +527,10 @@ func getCounts(b []byte) Stats {
 	}
 	for i := range int(numDropReasons) {
 		s.Drops[DropReason(i).String()] = u(fixedCounts + i)
+	}
+	s.Paths = make(map[string]PathFrames, len(pathNames))
+	for j, n := range pathNames {
+		s.Paths[n] = PathFrames{Heard: u(12 + 2*j), Lost: u(13 + 2*j)}
 	}
 	return s
 }

@@ -2,6 +2,7 @@ package heartbeat
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 )
@@ -44,11 +45,21 @@ func TestCoreCountsRoundTrip(t *testing.T) {
 	c.sendGap(40*time.Millisecond, 30*time.Millisecond)
 	c.sendGap(20*time.Millisecond, 30*time.Millisecond)
 	c.drops[DropMAC].Store(5)
+	// The core's paths, in another order than pathNames'.
+	c.paths = make([]pathCounts, 2)
+	c.paths[0].name, c.paths[1].name = "udp", "raw"
+	c.paths[0].heard.Store(100)
+	c.paths[0].lost.Store(3)
+	c.paths[1].heard.Store(90)
+	c.paths[1].lost.Store(11)
 	var b [8 * numCounts]byte
 	putCounts(b[:], &c)
 	s := getCounts(b[:])
 	if s.Sent != 7 || s.Pauses != 2 || s.Stalls != 1 || s.LongestSendGap != 40*time.Millisecond || s.Drops["bad_mac"] != 5 || s.Drops["replayed"] != 0 {
 		t.Errorf("counts: %+v", s)
+	}
+	if want := (map[string]PathFrames{"raw": {90, 11}, "udp": {100, 3}}); !maps.Equal(s.Paths, want) {
+		t.Errorf("paths: %v, want %v", s.Paths, want)
 	}
 }
 

@@ -82,6 +82,40 @@ type Counters struct {
 	// relieved counts the frames a relief sender sent because the loop
 	// was late (relief.go).
 	relieved atomic.Uint64
+	// paths count the peer's frames per path, in the endpoint's order.
+	paths []pathCounts
+}
+
+// pathCounts are one path's counts of the peer's frames: heard, new and
+// authentic; lost, the gaps in their sequence (the peer sends every frame
+// on every path, numbered once), less those that came late. A lossy link
+// shows here long before it costs a failover, where a path's state only
+// says when three frames in a row were lost.
+type pathCounts struct {
+	name        string
+	heard, lost atomic.Uint64
+}
+
+// frame counts a frame numbered seq, where newest is the highest heard
+// on the path from the peer's boot (0: none yet, so nothing is missed).
+func (c *pathCounts) frame(newest, seq uint64) {
+	c.heard.Add(1)
+	switch {
+	case newest == 0:
+	case seq > newest+1:
+		c.lost.Add(seq - newest - 1)
+	case seq < newest && c.lost.Load() > 0:
+		// Counted lost when a later frame came first (the UDP path
+		// may reorder); only this goroutine writes.
+		c.lost.Add(^uint64(0))
+	}
+}
+
+// PathFrames are one path's counts of the peer's frames since start.
+type PathFrames struct {
+	// Heard counts the peer's new authentic frames on the path; Lost,
+	// those the peer sent on it that never came.
+	Heard, Lost uint64
 }
 
 // Stats is a snapshot of Counters.
@@ -100,6 +134,8 @@ type Stats struct {
 	// LastFrame is when the peer's newest authentic frame arrived (zero:
 	// none yet).
 	LastFrame time.Time
+	// Paths are the peer's frames per path, by name.
+	Paths map[string]PathFrames
 }
 
 func (c *Counters) snapshot() Stats {
@@ -110,6 +146,11 @@ func (c *Counters) snapshot() Stats {
 	}
 	for i := range c.drops {
 		s.Drops[DropReason(i).String()] = c.drops[i].Load()
+	}
+	s.Paths = make(map[string]PathFrames, len(c.paths))
+	for i := range c.paths {
+		p := &c.paths[i]
+		s.Paths[p.name] = PathFrames{Heard: p.heard.Load(), Lost: p.lost.Load()}
 	}
 	return s
 }

@@ -346,7 +346,9 @@ func New(cfg Config, paths ...Path) (*Endpoint, error) {
 	}
 	e.recv = newReceiver(cfg.Cluster, cfg.Node, s, len(paths), cfg.Generation, gen)
 	e.canPoll = true
-	for _, p := range paths {
+	e.stats.paths = make([]pathCounts, len(paths))
+	for i, p := range paths {
+		e.stats.paths[i].name = p.Name
 		ps := pathState{Path: p, io: newSockIO(p.Conn, p.ifindex, EtherType)}
 		if pa, ok := p.Peer.(*packet.Addr); ok && ps.io != nil && ps.io.link {
 			ps.io.setPeer(pa.HardwareAddr)
@@ -911,6 +913,7 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	if f.Generation != p.peerGen {
 		p.peerGen, p.peerSeq, p.genAt = f.Generation, 0, r.at
 	}
+	e.stats.paths[r.path].frame(p.peerSeq, f.Seq)
 	p.peerSeq = max(p.peerSeq, f.Seq)
 	if heard := e.echoFresh(&f, r.at); heard != p.heardBack && (heard || e.sentWithin(r.at, p.genAt)) {
 		p.heardBack = heard

@@ -1008,3 +1008,75 @@ func TestProcessRestoredFromASnapshotIsHeard(t *testing.T) {
 		t.Errorf("a dropped nothing as replayed: the test did not set the case up")
 	}
 }
+
+// A lossy link: every fifth frame a sends on the raw path is lost on the
+// way. b counts the loss on that path from the gaps in the frames'
+// numbers (a sends each frame on every path, numbered once), exactly as
+// many as the link lost, and none on the path that lost none.
+func TestLostFramesAreCountedPerPath(t *testing.T) {
+	links, paths := memLinks()
+	const iv = 5 * time.Millisecond
+	startOn(t, paths("a"), 1, iv)
+	b := startOn(t, paths("b"), 2, iv)
+	for _, p := range []string{"raw", "udp"} {
+		b.waitFor(t, PathUp, p, 0, 2*time.Second)
+	}
+	ends := map[string]*memConn{"raw": links["raw"].end(true), "udp": links["udp"].end(true)}
+	// What b counted against what its ends of the links lost (to a
+	// full queue too, under load), from here on.
+	counted := func(p string) (heard, lost, linkLost int64) {
+		s := b.ep.Stats().Paths[p]
+		return int64(s.Heard), int64(s.Lost), ends[p].lost.Load()
+	}
+	type mark struct{ heard, lost, linkLost int64 }
+	before := map[string]mark{}
+	for _, p := range []string{"raw", "udp"} {
+		h, l, ll := counted(p)
+		before[p] = mark{h, l, ll}
+	}
+	ends["raw"].loseEvery.Store(5)
+	poll := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(iv) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10s", what)
+			}
+		}
+	}
+	poll("200 frames on raw", func() bool { h, _, _ := counted("raw"); return h-before["raw"].heard >= 200 })
+	ends["raw"].loseEvery.Store(0)
+	// Once a frame after the last one lost came, b knows of every loss.
+	for _, p := range []string{"raw", "udp"} {
+		poll(p+": b counts what the link lost", func() bool {
+			_, l, ll := counted(p)
+			return l-before[p].lost == ll-before[p].linkLost
+		})
+		h, l, _ := counted(p)
+		heard, lost := h-before[p].heard, l-before[p].lost
+		t.Logf("%s: b heard %d frames and counted %d lost, as the link lost", p, heard, lost)
+		if p == "raw" && lost < heard/5 {
+			t.Errorf("raw: %d of %d frames lost, want about one in five", lost, heard)
+		}
+	}
+}
+
+// A frame that comes after a later one (the UDP path may reorder) was
+// counted lost when the later one came; it is not lost after all.
+func TestLateFrameIsNotLost(t *testing.T) {
+	var c pathCounts
+	for _, f := range []struct{ newest, seq, lost uint64 }{
+		{0, 5, 0}, // the first of a boot: nothing before it is known
+		{5, 6, 0},
+		{6, 9, 2},
+		{9, 8, 1}, // late
+		{9, 10, 1},
+	} {
+		c.frame(f.newest, f.seq)
+		if got := c.lost.Load(); got != f.lost {
+			t.Errorf("after %d (newest %d): %d lost, want %d", f.seq, f.newest, got, f.lost)
+		}
+	}
+	if c.heard.Load() != 5 {
+		t.Errorf("%d heard, want 5", c.heard.Load())
+	}
+}

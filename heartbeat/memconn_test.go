@@ -25,11 +25,15 @@ func (a memAddr) String() string  { return string(a) }
 type memConn struct {
 	link *memLink
 	// deaf loses what the peer writes to this end only: a one-way link.
-	deaf   atomic.Bool
-	local  memAddr
-	in     chan []byte
-	closed chan struct{}
-	once   sync.Once
+	deaf atomic.Bool
+	// loseEvery, when n > 0, loses every nth frame the peer writes to
+	// this end; lost counts what was written to it and lost, for any
+	// reason.
+	loseEvery, written, lost atomic.Int64
+	local                    memAddr
+	in                       chan []byte
+	closed                   chan struct{}
+	once                     sync.Once
 }
 
 // newMemLink makes a link with a conn for each end.
@@ -81,12 +85,16 @@ func (c *memConn) WriteTo(b []byte, _ net.Addr) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
-	if c.link.down.Load() || c.peer().deaf.Load() {
+	p := c.peer()
+	n := p.written.Add(1)
+	if k := p.loseEvery.Load(); c.link.down.Load() || p.deaf.Load() || k > 0 && n%k == 0 {
+		p.lost.Add(1)
 		return len(b), nil
 	}
 	select {
-	case c.peer().in <- append([]byte(nil), b...):
+	case p.in <- append([]byte(nil), b...):
 	default: // a full queue drops, as a socket's does
+		p.lost.Add(1)
 	}
 	return len(b), nil
 }

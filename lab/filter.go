@@ -2,6 +2,8 @@ package lab
 
 import (
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 )
@@ -23,32 +25,77 @@ var filters atomic.Int64
 // DropAt drops, at node's ingress, what drops select and nothing else, as
 // a NIC that lost its receive side or a switch filter would: an nftables
 // netdev ingress hook (tc's classifiers are not in every kernel). heal
-// lets it through again; the pair's Close removes it with the namespace.
+// lets it through again; the pair's Close removes the rest with the
+// namespace.
 func (p *Pair) DropAt(node string, drops []Drop) (heal func() error, err error) {
+	heal, _, err = p.filter(node, drops, "")
+	return heal, err
+}
+
+// LoseAt drops percent of what drops select at node's ingress, each
+// packet at random, as a lossy link would (netem is not in every kernel
+// either). dropped counts what it dropped, per drop, up to now or, once
+// healed, up to the heal.
+func (p *Pair) LoseAt(node string, drops []Drop, percent int) (heal func() error, dropped func() ([]uint64, error), err error) {
+	return p.filter(node, drops, fmt.Sprintf("numgen random mod 100 < %d", percent))
+}
+
+var counted = regexp.MustCompile(`counter k(\d+) \{\s*packets (\d+)`)
+
+// filter drops what drops select and also matches at node's ingress,
+// counting it. Healing takes the rules away and keeps their counters
+// (the table goes with the namespace): read first, a frame could still
+// be dropped between the read and the heal.
+func (p *Pair) filter(node string, drops []Drop, also string) (heal func() error, dropped func() ([]uint64, error), err error) {
 	table := fmt.Sprintf("hplab_drop%d", filters.Add(1))
-	var b strings.Builder
+	var b, unset strings.Builder
 	fmt.Fprintf(&b, "table netdev %s {\n", table)
 	for i, d := range drops {
-		fmt.Fprintf(&b, "  chain c%d { type filter hook ingress device %q priority 0; %s drop; }\n", i, d.Device, d.Match)
+		fmt.Fprintf(&b, "  counter k%d { }\n", i)
+		fmt.Fprintf(&b, "  chain c%d { type filter hook ingress device %q priority 0; %s %s counter name \"k%d\" drop; }\n", i, d.Device, d.Match, also, i)
+		fmt.Fprintf(&unset, "delete chain netdev %s c%d\n", table, i)
 	}
 	b.WriteString("}\n")
-	nft := func(rules string) error {
-		cmd := Command(p.Node(node), "nft", "-f", "-")
+	nft := func(rules string, args ...string) ([]byte, error) {
+		cmd := Command(p.Node(node), "nft", args...)
 		cmd.Stdin = strings.NewReader(rules)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("lab: nft: %v\n%s\n%s", err, rules, out)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("lab: nft: %v\n%s\n%s", err, rules, out)
 		}
-		return nil
+		return out, nil
 	}
-	if err := nft(b.String()); err != nil {
-		return nil, err
+	if _, err := nft(b.String(), "-f", "-"); err != nil {
+		return nil, nil, err
 	}
 	healed := false
-	return func() error {
+	heal = func() error {
 		if healed {
 			return nil
 		}
 		healed = true
-		return nft("delete table netdev " + table + "\n")
-	}, nil
+		// One transaction: every chain goes at once.
+		_, err := nft(unset.String(), "-f", "-")
+		return err
+	}
+	dropped = func() ([]uint64, error) {
+		out, err := nft("", "list", "table", "netdev", table)
+		if err != nil {
+			return nil, err
+		}
+		n := make([]uint64, len(drops))
+		found := 0
+		for _, m := range counted.FindAllSubmatch(out, -1) {
+			i, _ := strconv.Atoi(string(m[1]))
+			if i < len(n) {
+				n[i], _ = strconv.ParseUint(string(m[2]), 10, 64)
+				found++
+			}
+		}
+		if found != len(drops) {
+			return nil, fmt.Errorf("lab: %d counters in table %s, want %d:\n%s", found, table, len(drops), out)
+		}
+		return n, nil
+	}
+	return heal, dropped, nil
 }

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
 )
 
@@ -150,4 +153,153 @@ func bootsFollow(line string) bool {
 		}
 	}
 	return prev > 0 && boot == prev+1
+}
+
+// A lossy link: the network loses a fifth of the heartbeat frames, each
+// at random, on both paths and both ways, at the fast profile (nftables
+// at each node's ingress; netem is not in this kernel). Each node counts
+// per path exactly the frames that its ingress dropped, and status says
+// so. Three frames lost in a row take a path down until the next comes,
+// several times a second here: the log said each change, about seven
+// WARN lines a second on each node. Now the path is unsteady: the log
+// says so once and sums its changes up every 10 s, and once the loss
+// stops, a still 10 s, the path is said steady again.
+func TestLossyLinkIsCountedAndSummedUp(t *testing.T) {
+	t.Parallel()
+	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
+	settle(t, c)
+	nodes := []string{"a", "b"}
+	paths := []string{"raw", "udp"} // lab.HeartbeatDrops' order
+	dropped := map[string]func() ([]uint64, error){}
+	heals := map[string]func() error{}
+	for _, n := range nodes {
+		heal, d, err := c.LoseAt(n, lab.HeartbeatDrops, 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		heals[n], dropped[n] = heal, d
+		t.Cleanup(func() { heal() })
+	}
+	for _, n := range nodes {
+		for _, p := range paths {
+			if !pollUntil(20*time.Second, func() bool { return pathLines(c, n, p, `msg="heartbeat path unsteady:`) > 0 }) {
+				t.Fatalf("%s never said its %s path is unsteady", n, p)
+			}
+		}
+		// The first summary: what a path did in 10 s, in one line.
+		for _, p := range paths {
+			if !pollUntil(15*time.Second, func() bool { return pathLines(c, n, p, `msg="heartbeat path unsteady" `) > 0 }) {
+				t.Fatalf("%s never summed up its unsteady %s path", n, p)
+			}
+		}
+	}
+	for _, n := range nodes {
+		for _, p := range paths {
+			// Between the path's becoming unsteady and its summary, no
+			// line of a change of its own.
+			if l := changeLinesWhileUnsteady(c, n, p); len(l) > 0 {
+				t.Errorf("%s logged %d changes of its unsteady %s path, from:\n%s", n, len(l), p, l[0])
+			}
+			t.Logf("%s %s: %q", n, p, lastPathLine(c, n, p, `msg="heartbeat path unsteady" `))
+		}
+	}
+	for _, n := range nodes {
+		if err := heals[n](); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every frame a node's ingress dropped, and no other, it counts lost
+	// (once a later frame closed the gap).
+	for _, n := range nodes {
+		d, err := dropped[n]()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s *control.Status
+		if !pollUntil(5*time.Second, func() bool {
+			if s, err = c.Status(n); err != nil {
+				return false
+			}
+			for i, p := range paths {
+				if lost(s, p) != d[i] {
+					return false
+				}
+			}
+			return true
+		}) {
+			t.Errorf("%s: status %+v; its ingress dropped %v (raw, udp)", n, s.Paths, d)
+			continue
+		}
+		t.Logf("%s: dropped and counted lost %v (raw, udp); status: %+v", n, d, s.Paths)
+		for _, p := range s.Paths {
+			if !p.Unsteady || p.WentDown == 0 || p.FramesHeard == 0 {
+				t.Errorf("%s: status of an unsteady path: %+v", n, p)
+			}
+		}
+		text := hapairctl(t, c, n, "status")
+		for i, p := range paths {
+			if want := fmt.Sprintf(`%s UNSTEADY, now [^;]*\(%d of \d+ frames lost`, p, d[i]); !regexp.MustCompile(want).MatchString(text) {
+				t.Errorf("%s's status does not say %q:\n%s", n, want, text)
+			}
+		}
+	}
+	for _, n := range nodes {
+		for _, p := range paths {
+			if !pollUntil(25*time.Second, func() bool { return pathLines(c, n, p, `msg="heartbeat path steady again" `) > 0 }) {
+				t.Errorf("%s never said its %s path is steady again", n, p)
+			}
+		}
+	}
+}
+
+// pathLines counts node's log lines that contain s and are of path.
+func pathLines(c *lab.Cluster, node, path, s string) int {
+	n := 0
+	for _, l := range logLines(c, node, s) {
+		if strings.Contains(l, " path="+path) {
+			n++
+		}
+	}
+	return n
+}
+
+// lastPathLine is the last of node's log lines that contain s and are of
+// path.
+func lastPathLine(c *lab.Cluster, node, path, s string) string {
+	last := ""
+	for _, l := range logLines(c, node, s) {
+		if strings.Contains(l, " path="+path) {
+			last = l
+		}
+	}
+	return last
+}
+
+// changeLinesWhileUnsteady are the lines of path's own changes that node
+// logged after it said the path is unsteady and before its first summary.
+func changeLinesWhileUnsteady(c *lab.Cluster, node, path string) []string {
+	var out []string
+	in := false
+	for _, l := range logLines(c, node, " path="+path) {
+		switch {
+		case strings.Contains(l, `msg="heartbeat path unsteady:`):
+			in = true
+		case strings.Contains(l, `msg="heartbeat path unsteady" `):
+			return out
+		case in && (strings.Contains(l, `msg="heartbeat path down"`) || strings.Contains(l, `msg="heartbeat path up"`) ||
+			strings.Contains(l, `msg="one-way path:`) || strings.Contains(l, `msg="the peer hears this node"`)):
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// lost is the frames status says were lost on path.
+func lost(s *control.Status, path string) uint64 {
+	for _, p := range s.Paths {
+		if p.Name == path {
+			return p.FramesLost
+		}
+	}
+	return 0
 }

@@ -156,6 +156,17 @@ type Path struct {
 	Name      string `json:"name"`
 	Up        bool   `json:"up"`
 	PeerHears bool   `json:"peer_hears"`
+	// Unsteady: the path went down or one-way three times within 10 s
+	// and has not been still for 10 s since (a lossy link); the log sums
+	// its changes up every 10 s meanwhile.
+	Unsteady bool `json:"unsteady"`
+	// WentDown counts the times the path went down since this node
+	// started (not when its peer stopped).
+	WentDown uint64 `json:"went_down"`
+	// FramesHeard and FramesLost count the peer's frames on the path
+	// since this node started: heard, and sent but never come.
+	FramesHeard uint64 `json:"frames_heard"`
+	FramesLost  uint64 `json:"frames_lost"`
 }
 
 // Transition is a role change.

@@ -114,6 +114,12 @@ func (s Status) writeHeartbeat(b *strings.Builder) {
 		case !p.PeerHears:
 			st = "ONE-WAY (the peer does not hear this node)"
 		}
+		if p.Unsteady {
+			st = "UNSTEADY, now " + st
+		}
+		if p.FramesLost > 0 || p.WentDown > 0 {
+			st += fmt.Sprintf(" (%d of %d frames lost, down %d times)", p.FramesLost, p.FramesLost+p.FramesHeard, p.WentDown)
+		}
 		paths = append(paths, p.Name+" "+st)
 	}
 	deg := ""

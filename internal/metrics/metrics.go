@@ -23,6 +23,10 @@ var (
 	dPeerSeen   = desc("peer_seen", "1 while the peer is heard on some heartbeat path.")
 	dPathUp     = desc("heartbeat_path_up", "1 while a heartbeat path is up.", "path")
 	dPathHeard  = desc("heartbeat_path_peer_hears", "1 while the peer hears this node on a heartbeat path (its frames there echo ours).", "path")
+	dPathLost   = desc("heartbeat_path_frames_lost_total", "The peer's heartbeat frames on a path that never came (gaps in their numbers): a lossy link shows here before it costs a failover.", "path")
+	dPathHeardN = desc("heartbeat_path_frames_heard_total", "The peer's new authentic heartbeat frames heard on a path.", "path")
+	dPathDowns  = desc("heartbeat_path_down_total", "Times a heartbeat path went down (not when the peer stopped).", "path")
+	dUnsteady   = desc("heartbeat_path_unsteady", "1 while a heartbeat path goes down or one-way again and again (three times in 10 s, until a still 10 s).", "path")
 	dSent       = desc("heartbeat_frames_sent_total", "Heartbeat frames sent.")
 	dRecv       = desc("heartbeat_frames_received_total", "Authentic heartbeat frames received.")
 	dDropped    = desc("heartbeat_frames_dropped_total", "Heartbeat frames dropped, by reason.", "reason")
@@ -63,7 +67,7 @@ var (
 type collector struct{ status func() control.Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dSent, dRecv, dDropped, dPauses, dStalls, dRelieved, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr, dLogDropped, dAPIConns, dAPIMax, dAPIRefused, dCfgDiffers, dTLSExpiry} {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dPathLost, dPathHeardN, dPathDowns, dUnsteady, dSent, dRecv, dDropped, dPauses, dStalls, dRelieved, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr, dLogDropped, dAPIConns, dAPIMax, dAPIRefused, dCfgDiffers, dTLSExpiry} {
 		ch <- d
 	}
 }
@@ -90,6 +94,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range s.Paths {
 		g(dPathUp, b2f(p.Up), p.Name)
 		g(dPathHeard, b2f(p.PeerHears), p.Name)
+		n(dPathLost, float64(p.FramesLost), p.Name)
+		n(dPathHeardN, float64(p.FramesHeard), p.Name)
+		n(dPathDowns, float64(p.WentDown), p.Name)
+		g(dUnsteady, b2f(p.Unsteady), p.Name)
 	}
 	n(dSent, float64(s.Frames.Sent))
 	n(dRecv, float64(s.Frames.Received))

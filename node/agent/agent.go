@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -194,8 +195,12 @@ type Agent struct {
 	status    control.Status
 	paths     map[string]bool
 	heardBack map[string]bool // the peer hears us, per path
-	faults    map[string]string
-	peerAt    time.Time
+	// noise decides which path changes are logged, per path; wentDown
+	// counts a path's losses (not its peer's stops).
+	noise    map[string]*pathNoise
+	wentDown map[string]uint64
+	faults   map[string]string
+	peerAt   time.Time
 	// wroteAt is when writes last came (Wrote, NewSession), pushedAt
 	// when the position last went to the frames.
 	wroteAt, pushedAt time.Time
@@ -232,7 +237,9 @@ type Agent struct {
 	ready       bool
 	failovers   map[string]uint64
 	dropsLogged map[string]uint64
-	reported    map[string]time.Time // last time each report was logged
+	// framesLogged are each path's frame counts when last logged.
+	framesLogged map[string]heartbeat.PathFrames
+	reported     map[string]time.Time // last time each report was logged
 	// app tells the session service and the applications, in order and
 	// off the loop.
 	app     *queue
@@ -263,23 +270,26 @@ type lockChange struct {
 // New builds an agent; it starts nothing.
 func New(opt Options) *Agent {
 	return &Agent{
-		opt:         opt,
-		m:           election.New(opt.Election),
-		log:         opt.Log,
-		cmds:        make(chan command),
-		synced:      make(chan bool, 1),
-		statusReq:   make(chan chan struct{}),
-		locks:       make(chan lockChange),
-		loopDone:    make(chan struct{}),
-		newSession:  make(chan struct{}, 1),
-		wrote:       make(chan struct{}, 1),
-		paths:       map[string]bool{},
-		heardBack:   map[string]bool{},
-		faults:      map[string]string{},
-		reported:    map[string]time.Time{},
-		failovers:   map[string]uint64{},
-		dropsLogged: map[string]uint64{},
-		app:         newQueue(),
+		opt:          opt,
+		m:            election.New(opt.Election),
+		log:          opt.Log,
+		cmds:         make(chan command),
+		synced:       make(chan bool, 1),
+		statusReq:    make(chan chan struct{}),
+		locks:        make(chan lockChange),
+		loopDone:     make(chan struct{}),
+		newSession:   make(chan struct{}, 1),
+		wrote:        make(chan struct{}, 1),
+		paths:        map[string]bool{},
+		heardBack:    map[string]bool{},
+		noise:        map[string]*pathNoise{},
+		wentDown:     map[string]uint64{},
+		faults:       map[string]string{},
+		reported:     map[string]time.Time{},
+		failovers:    map[string]uint64{},
+		dropsLogged:  map[string]uint64{},
+		framesLogged: map[string]heartbeat.PathFrames{},
+		app:          newQueue(),
 	}
 }
 
@@ -396,7 +406,7 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 		case <-nag.C:
 			a.nagRedundancy()
 		case <-dropLog.C:
-			a.logDrops()
+			a.logFrames()
 		case lc := <-a.locks:
 			exit = a.applyLock(lc.state, time.Now())
 			close(lc.applied)
@@ -627,6 +637,28 @@ func (a *Agent) setPath(m map[string]bool, path string, v bool) {
 	a.mu.Unlock()
 }
 
+// pathQuiet records a change of a heartbeat path at (pathNoise.change)
+// and says not to log it on its own: the path is unsteady. It logs the
+// path becoming so.
+func (a *Agent) pathQuiet(path string, at time.Time, down, oneWay bool) bool {
+	a.mu.Lock()
+	n := a.noise[path]
+	if n == nil {
+		n = &pathNoise{}
+		a.noise[path] = n
+	}
+	if down {
+		a.wentDown[path]++
+	}
+	quiet, began := n.change(at, down, oneWay)
+	a.mu.Unlock()
+	if began {
+		a.log.Warn("heartbeat path unsteady: it went down or one-way again and again; its changes are summed up until it is steady", "op", "path", "path", path,
+			"times", unsteadyAt, "within", unsteadyWindow, "every", unsteadyWindow)
+	}
+	return quiet
+}
+
 // step feeds the machine and performs its actions; true means exit now.
 func (a *Agent) step(ev election.Event) bool {
 	ev.Written, _ = a.opt.Sync.Position()
@@ -701,8 +733,9 @@ func (a *Agent) publish(ev statesync.Event) {
 	a.app.put(func() { a.opt.Sync.Publish(ev) })
 }
 
-// logDrops logs the frames dropped since the last call, by reason.
-func (a *Agent) logDrops() {
+// logFrames logs, since the last call, the frames dropped, by reason,
+// each path's lost frames, and what each unsteady path did.
+func (a *Agent) logFrames() {
 	st := a.opt.Heartbeat.Stats()
 	var parts []string
 	for reason, n := range st.Drops {
@@ -715,6 +748,53 @@ func (a *Agent) logDrops() {
 		slices.Sort(parts)
 		a.log.Warn("heartbeat frames dropped", "op", "drops", "since", dropLogEvery, "counts", strings.Join(parts, " "))
 	}
+	a.mu.Lock()
+	names := slices.Sorted(maps.Keys(a.paths))
+	a.mu.Unlock()
+	for _, name := range names {
+		f, last := st.Paths[name], a.framesLogged[name]
+		a.framesLogged[name] = f
+		// Never below nothing: a late frame takes a loss back.
+		lost, heard := f.Lost-min(f.Lost, last.Lost), f.Heard-min(f.Heard, last.Heard)
+		share := fmt.Sprintf("%d of %d (%.1f%%)", lost, lost+heard, 100*float64(lost)/float64(max(1, lost+heard)))
+		a.mu.Lock()
+		now := pathWord(a.paths[name], a.heardBack[name])
+		unsteady, downs, oneWays, settled := false, 0, 0, false
+		if n := a.noise[name]; n != nil {
+			unsteady, downs, oneWays, settled = n.summary()
+		}
+		a.mu.Unlock()
+		switch {
+		case settled && now == "up":
+			a.log.Info("heartbeat path steady again", "op", "path", "path", name, "now", now)
+		case settled:
+			a.log.Warn("heartbeat path steady again, but not up", "op", "path", "path", name, "now", now)
+		case unsteady:
+			a.log.Warn("heartbeat path unsteady", "op", "path", "path", name, "since", unsteadyWindow,
+				"went_down", downs, "one_way", oneWays, "frames_lost", share, "now", now)
+			continue
+		}
+		// One frame in a hundred or more is a link to look at; fewer,
+		// at the fast profiles, a note.
+		switch {
+		case lost == 0:
+		case lost*100 >= lost+heard:
+			a.log.Warn("heartbeat frames lost", "op", "path", "path", name, "since", dropLogEvery, "frames_lost", share)
+		default:
+			a.log.Info("heartbeat frames lost", "op", "path", "path", name, "since", dropLogEvery, "frames_lost", share)
+		}
+	}
+}
+
+// pathWord says a path's state as status's text does.
+func pathWord(up, heardBack bool) string {
+	switch {
+	case !up:
+		return "DOWN"
+	case !heardBack:
+		return "one-way"
+	}
+	return "up"
 }
 
 // Wrote is called by the session service when writes were applied here
@@ -956,22 +1036,26 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 			a.setPath(a.heardBack, ev.Path, false)
 		}
 		if up {
-			a.log.Info("heartbeat path up", "op", "path", "path", ev.Path)
+			if !a.pathQuiet(ev.Path, ev.At, false, false) {
+				a.log.Info("heartbeat path up", "op", "path", "path", ev.Path)
+			}
 			return a.step(election.Event{Kind: election.PathUp, Now: ev.At, Path: ev.Path})
 		}
 		if a.peerStopping() {
 			// Nothing is wrong with the path: the peer stopped.
 			a.log.Info("heartbeat path down: the peer stopped", "op", "path", "path", ev.Path)
-		} else {
+		} else if !a.pathQuiet(ev.Path, ev.At, true, false) {
 			a.log.Warn("heartbeat path down", "op", "path", "path", ev.Path)
 		}
 		return a.step(election.Event{Kind: election.PathDown, Now: ev.At, Path: ev.Path})
 	case heartbeat.PathHeard, heartbeat.PathUnheard:
 		heard := ev.Kind == heartbeat.PathHeard
 		a.setPath(a.heardBack, ev.Path, heard)
-		if heard {
+		switch {
+		case a.pathQuiet(ev.Path, ev.At, false, !heard):
+		case heard:
 			a.log.Info("the peer hears this node", "op", "path", "path", ev.Path)
-		} else {
+		default:
 			a.log.Warn("one-way path: this node hears the peer, the peer does not hear it", "op", "path", "path", ev.Path)
 		}
 		return a.step(election.Event{Kind: election.Heard, Now: ev.At, Path: ev.Path, Heard: heard})

@@ -147,7 +147,8 @@ func (a *Agent) snapshot() control.Status {
 	s := a.status
 	paths := make([]control.Path, 0, len(a.paths))
 	for name, up := range a.paths {
-		paths = append(paths, control.Path{Name: name, Up: up, PeerHears: up && a.heardBack[name]})
+		n := a.noise[name]
+		paths = append(paths, control.Path{Name: name, Up: up, PeerHears: up && a.heardBack[name], Unsteady: n != nil && n.unsteady, WentDown: a.wentDown[name]})
 	}
 	peerAt := a.peerAt
 	a.mu.Unlock()
@@ -162,6 +163,10 @@ func (a *Agent) snapshot() control.Status {
 		}
 	}
 	st := a.opt.Heartbeat.Stats()
+	for i := range s.Paths {
+		f := st.Paths[s.Paths[i].Name]
+		s.Paths[i].FramesHeard, s.Paths[i].FramesLost = f.Heard, f.Lost
+	}
 	s.Frames = control.Frames{Sent: st.Sent, Received: st.Received, Dropped: st.Drops,
 		CorePauses: st.Pauses, QueuedAtExpiry: st.QueuedAtExpiry, NotReported: st.AgentBehind,
 		CoreStalls: st.Stalls, LongestSendGapMs: float64(st.LongestSendGap.Microseconds()) / 1000, Polled: st.Polled, Relieved: st.Relieved}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -469,5 +470,32 @@ func TestArrivalSurvivesAWallClockStep(t *testing.T) {
 	}
 	if got := arrival(now, 0, prev); !got.Equal(now) {
 		t.Errorf("no stamp: arrived %v after the frame before, want now (%v)", got.Sub(prev), now.Sub(prev))
+	}
+}
+
+// Both paths' frames are marked to go ahead of bulk traffic: the kernel's
+// priority (pfifo_fast's first band) and, over UDP, DSCP CS6. The UDP
+// path's test of the effect is TestBusyReplicationLinkIsNoDeadPeer (real
+// daemons, a busy replication link).
+func TestFramesAreMarkedAsNetworkControl(t *testing.T) {
+	p := labtest.NewPair(t, lab.Options{})
+	paths := labPaths(t, p, "a")
+	defer closePaths(paths)
+	for _, path := range paths {
+		rc, err := path.Conn.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc.Control(func(fd uintptr) {
+			if prio, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PRIORITY); err != nil || prio != framePriority {
+				t.Errorf("%s: priority %d, %v; want %d", path.Name, prio, err, framePriority)
+			}
+			if path.Name != "udp" {
+				return
+			}
+			if tos, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TOS); err != nil || tos != frameTOS {
+				t.Errorf("%s: TOS %#x, %v; want %#x", path.Name, tos, err, frameTOS)
+			}
+		})
 	}
 }

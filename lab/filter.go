@@ -99,3 +99,27 @@ func (p *Pair) filter(node string, drops []Drop, also string) (heal func() error
 	}
 	return heal, dropped, nil
 }
+
+// Shape makes dev's egress on node a slow link: a token bucket of rate
+// (tc's units: "10mbit") in front of pfifo_fast, the kernel's classic
+// queue, which serves its three bands by the packets' priority and holds
+// the device's 1000 packets, as a NIC of that speed queues. undo takes it
+// away; the pair's Close does with the namespace.
+func (p *Pair) Shape(node, dev, rate string) (undo func() error, err error) {
+	tc := func(args ...string) error {
+		if out, err := Command(p.Node(node), "tc", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("lab: tc %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	// tbf's own limit is that of the queue it makes; with pfifo_fast in
+	// its place the latency says nothing, so any will do.
+	if err := tc("qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", rate, "burst", "32kbit", "latency", "10s"); err != nil {
+		return nil, err
+	}
+	if err := tc("qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "pfifo_fast"); err != nil {
+		tc("qdisc", "del", "dev", dev, "root")
+		return nil, err
+	}
+	return func() error { return tc("qdisc", "del", "dev", dev, "root") }, nil
+}

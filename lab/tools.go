@@ -9,7 +9,7 @@ import (
 // tools are the programs the lab runs besides the daemon (and go, which
 // builds it), each with the Debian package that has it.
 var tools = []struct{ bin, pkg string }{
-	{"ip", "iproute2"},  // every command in a node's namespace
+	{"ip", "iproute2"},  // every command in a node's namespace; tc (Shape) is in it too
 	{"nft", "nftables"}, // host loss and one-way faults drop at an ingress
 }
 

@@ -28,7 +28,7 @@ var filters atomic.Int64
 // lets it through again; the pair's Close removes the rest with the
 // namespace.
 func (p *Pair) DropAt(node string, drops []Drop) (heal func() error, err error) {
-	heal, _, err = p.filter(node, drops, "")
+	heal, _, err = p.filter(node, drops, "", false)
 	return heal, err
 }
 
@@ -37,16 +37,16 @@ func (p *Pair) DropAt(node string, drops []Drop) (heal func() error, err error) 
 // either). dropped counts what it dropped, per drop, up to now or, once
 // healed, up to the heal.
 func (p *Pair) LoseAt(node string, drops []Drop, percent int) (heal func() error, dropped func() ([]uint64, error), err error) {
-	return p.filter(node, drops, fmt.Sprintf("numgen random mod 100 < %d", percent))
+	return p.filter(node, drops, fmt.Sprintf("numgen random mod 100 < %d", percent), true)
 }
 
 var counted = regexp.MustCompile(`counter k(\d+) \{\s*packets (\d+)`)
 
 // filter drops what drops select and also matches at node's ingress,
-// counting it. Healing takes the rules away and keeps their counters
-// (the table goes with the namespace): read first, a frame could still
-// be dropped between the read and the heal.
-func (p *Pair) filter(node string, drops []Drop, also string) (heal func() error, dropped func() ([]uint64, error), err error) {
+// counting it. Healing takes the rules away, and with keep leaves their
+// counters to read (the table goes with the namespace): read first, a
+// frame could still be dropped between the read and the heal.
+func (p *Pair) filter(node string, drops []Drop, also string, keep bool) (heal func() error, dropped func() ([]uint64, error), err error) {
 	table := fmt.Sprintf("hplab_drop%d", filters.Add(1))
 	var b, unset strings.Builder
 	fmt.Fprintf(&b, "table netdev %s {\n", table)
@@ -56,6 +56,10 @@ func (p *Pair) filter(node string, drops []Drop, also string) (heal func() error
 		fmt.Fprintf(&unset, "delete chain netdev %s c%d\n", table, i)
 	}
 	b.WriteString("}\n")
+	if !keep {
+		unset.Reset()
+		fmt.Fprintf(&unset, "delete table netdev %s\n", table)
+	}
 	nft := func(rules string, args ...string) ([]byte, error) {
 		cmd := Command(p.Node(node), "nft", args...)
 		cmd.Stdin = strings.NewReader(rules)

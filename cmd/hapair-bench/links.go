@@ -19,15 +19,23 @@ import (
 //     holder is left at the end;
 //   - flapping: all heartbeats between the two are dropped and let
 //     through again every 400 ms for flapFor; how often the VIP changes
-//     hands (each claim or release on either node counts one).
+//     hands (each claim or release on either node counts one);
+//   - lossy: lossyPercent of all heartbeats between the two dropped,
+//     each at random, for lossyFor: a failing cable or port; how often
+//     the VIP changes hands, every move a false failover.
 type linkFigures struct {
 	name       string
 	oneWayBoth time.Duration // both held the VIP, in all, during the fault
 	oneWayEnd  int           // holders when the fault ended
 	flaps      int
 	moves      int // claims and releases during the flapping
+	lossyMoves int // claims and releases during the loss
+	lossyBoth  time.Duration
 	err        error
 }
+
+// lossyPercent is the share of heartbeats the lossy stage drops.
+const lossyPercent = 20
 
 // linker is what the links bench needs of a contender.
 type linker interface {
@@ -43,7 +51,7 @@ func (k *keepalived) links() (*lab.Pair, []lab.Drop, func() error) {
 }
 
 // benchLinks measures one contender.
-func benchLinks(name string, c contender, oneWayFor, flapFor time.Duration) linkFigures {
+func benchLinks(name string, c contender, oneWayFor, flapFor, lossyFor time.Duration) linkFigures {
 	f := linkFigures{name: name}
 	l, ok := c.(linker)
 	if !ok {
@@ -93,29 +101,50 @@ func benchLinks(name string, c contender, oneWayFor, flapFor time.Duration) link
 	time.Sleep(2 * time.Second) // what the last flap leads to
 	w.Stop()
 	_, f.moves, _ = w.Summary()
+	if f.err = settle(); f.err != nil {
+		return f
+	}
+	var heals []func() error
+	for _, n := range []string{"a", "b"} {
+		h, _, err := p.LoseAt(n, drops, lossyPercent)
+		if err != nil {
+			f.err = err
+			return f
+		}
+		heals = append(heals, h)
+	}
+	w = p.WatchHolders()
+	time.Sleep(lossyFor) // the fault's length
+	w.Stop()
+	f.lossyBoth, f.lossyMoves, _ = w.Summary()
+	for _, h := range heals {
+		if err := h(); err != nil && f.err == nil {
+			f.err = err
+		}
+	}
 	return f
 }
 
-func renderLinks(figs []linkFigures, oneWayFor, flapFor time.Duration) string {
+func renderLinks(figs []linkFigures, oneWayFor, flapFor, lossyFor time.Duration) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n## One-way and flapping heartbeats (issue 17)\n\n")
-	fmt.Fprintf(&b, "Each contender's own heartbeats (hapair: raw frames and the UDP path; keepalived: VRRP adverts) dropped by a filter at a node's ingress, nothing else. One-way: the holder's heartbeats dropped at the other node for %v. Flapping: all heartbeats between the two dropped and let through again every 400 ms for %v. A VIP move is one claim or release on either node, sampled every millisecond.\n\n", oneWayFor, flapFor)
-	fmt.Fprintf(&b, "| contender | one-way: both hold the VIP, in all | one-way: holders at the end | flapping: flaps | flapping: VIP moves |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "\n## One-way, flapping and lossy heartbeats (issue 17)\n\n")
+	fmt.Fprintf(&b, "Each contender's own heartbeats (hapair: raw frames and the UDP path; keepalived: VRRP adverts) dropped by a filter at a node's ingress, nothing else. One-way: the holder's heartbeats dropped at the other node for %v. Flapping: all heartbeats between the two dropped and let through again every 400 ms for %v. Lossy: %d %% of all heartbeats between the two dropped, each at random (nftables' `numgen random`), both ways, for %v: every VIP move is a false failover. A VIP move is one claim or release on either node, sampled every millisecond.\n\n", oneWayFor, flapFor, lossyPercent, lossyFor)
+	fmt.Fprintf(&b, "| contender | one-way: both hold the VIP, in all | one-way: holders at the end | flapping: flaps | flapping: VIP moves | lossy: VIP moves | lossy: both hold the VIP, in all |\n|---|---|---|---|---|---|---|\n")
 	for _, f := range figs {
 		if f.err != nil {
-			fmt.Fprintf(&b, "| %s | failed: %v | | | |\n", f.name, strings.ReplaceAll(f.err.Error(), "\n", " "))
+			fmt.Fprintf(&b, "| %s | failed: %v | | | | | |\n", f.name, strings.ReplaceAll(f.err.Error(), "\n", " "))
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %v | %d | %d | %d |\n", f.name, f.oneWayBoth.Round(time.Millisecond), f.oneWayEnd, f.flaps, f.moves)
+		fmt.Fprintf(&b, "| %s | %v | %d | %d | %d | %d | %v |\n", f.name, f.oneWayBoth.Round(time.Millisecond), f.oneWayEnd, f.flaps, f.moves, f.lossyMoves, f.lossyBoth.Round(time.Millisecond))
 	}
 	return b.String()
 }
 
 // benchLinksAll runs the links bench for every contender selected.
 func benchLinksAll(bin string, quick bool) string {
-	oneWayFor, flapFor := 15*time.Second, 60*time.Second
+	oneWayFor, flapFor, lossyFor := 15*time.Second, 60*time.Second, 60*time.Second
 	if quick {
-		oneWayFor, flapFor = 5*time.Second, 20*time.Second
+		oneWayFor, flapFor, lossyFor = 5*time.Second, 20*time.Second, 20*time.Second
 	}
 	var figs []linkFigures
 	for _, mk := range makers(bin) {
@@ -125,10 +154,10 @@ func benchLinksAll(bin string, quick bool) string {
 			figs = append(figs, linkFigures{name: mk.name, err: err})
 			continue
 		}
-		f := benchLinks(mk.name, c, oneWayFor, flapFor)
-		fmt.Fprintf(os.Stderr, "   one-way: both %v, %d holders at the end; flapping: %d flaps, %d VIP moves (%v)\n", f.oneWayBoth, f.oneWayEnd, f.flaps, f.moves, f.err)
+		f := benchLinks(mk.name, c, oneWayFor, flapFor, lossyFor)
+		fmt.Fprintf(os.Stderr, "   one-way: both %v, %d holders at the end; flapping: %d flaps, %d VIP moves; lossy: %d VIP moves, both %v (%v)\n", f.oneWayBoth, f.oneWayEnd, f.flaps, f.moves, f.lossyMoves, f.lossyBoth, f.err)
 		figs = append(figs, f)
 		c.close()
 	}
-	return renderLinks(figs, oneWayFor, flapFor)
+	return renderLinks(figs, oneWayFor, flapFor, lossyFor)
 }

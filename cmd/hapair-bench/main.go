@@ -44,7 +44,7 @@ func main() {
 	runs := flag.Int("runs", 20, "runs per cell")
 	quick := flag.Bool("quick", false, "5 runs per cell")
 	write := flag.String("write", "", "also write the report to this markdown file")
-	only := flag.String("only", "", "comma-separated contenders to run (default all); \"sessions\": session replication only; \"sync-latency\": only the sync write latency against Redis; \"faults\": only the fault table; \"links\": only one-way and flapping heartbeats; \"load\": only the load campaign (\"load:turbo,keepalived,probe\": only those of it; \"probe\" is a real-time thread alone beside the same load)")
+	only := flag.String("only", "", "comma-separated contenders to run (default all); \"sessions\": session replication only; \"sync-latency\": only the sync write latency against Redis; \"faults\": only the fault table; \"links\": only one-way, flapping and lossy heartbeats; \"load\": only the load campaign (\"load:turbo,keepalived,probe\": only those of it; \"probe\" is a real-time thread alone beside the same load)")
 	nwrites := flag.Int("writes", 1_000_000, "session writes per throughput run (200,000 with --quick)")
 	loadFor := flag.Duration("load-for", 3*time.Minute, "how long each contender runs under the load campaign (30s with --quick)")
 	flag.IntVar(&vipCount, "vips", 1, "VIPs each contender floats on the public interface in the failover table (at most 128); the client probes the last")

@@ -274,6 +274,9 @@ type pathState struct {
 	// interval: the peer hears us on it.
 	peerGen, peerSeq uint64
 	heardBack        bool
+	// echo is the path's round trip as the peer's echoes show it: see
+	// roundTrip.
+	echo roundTrip
 	// genAt is when this path first heard the peer's generation: the
 	// peer, started then, could not have heard a frame of ours sent
 	// before (sentWithin).
@@ -915,7 +918,7 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	}
 	e.stats.paths[r.path].frame(p.peerSeq, f.Seq)
 	p.peerSeq = max(p.peerSeq, f.Seq)
-	if heard := e.echoFresh(&f, r.at); heard != p.heardBack && (heard || e.sentWithin(r.at, p.genAt)) {
+	if heard := e.echoFresh(p, &f, r.at); heard != p.heardBack && (heard || e.sentWithin(r.at, p.genAt, p.echo.least())) {
 		p.heardBack = heard
 		kind := PathUnheard
 		if heard {
@@ -1176,22 +1179,29 @@ func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) (
 	return recheck, true
 }
 
-// echoFresh says whether f, from the peer, echoes a frame of ours that
-// left within a dead interval before at. A peer that hears us echoes a
-// frame at most an interval old (its interval), plus the way there and
-// back.
-func (e *Endpoint) echoFresh(f *Frame, at time.Time) bool {
+// echoFresh says whether f, from the peer on path p, echoes a frame of
+// ours that left within a dead interval and the path's round trip before
+// at. A peer that hears us echoes a frame at most an interval old (its
+// interval), plus the way there and back. A new echo is a sample of the
+// round trip.
+func (e *Endpoint) echoFresh(p *pathState, f *Frame, at time.Time) bool {
 	if f.EchoGeneration != e.cfg.Generation || f.EchoSeq == 0 {
 		return false
 	}
 	s := e.sent[f.EchoSeq%sentRing]
-	return s.seq == f.EchoSeq && at.Sub(s.at) <= e.judgeDead()
+	if s.seq != f.EchoSeq {
+		return false
+	}
+	age := at.Sub(s.at)
+	p.echo.sample(f.EchoSeq, age, at)
+	return age <= e.judgeDead()+p.echo.least()
 }
 
 // sentWithin says whether this node sent a frame that the peer, hearing
 // it, would have echoed by at: one sent within a dead interval before at
 // and at least half of one before (the peer sends at least twice a dead
-// interval), and not before since, when the peer's process started. Only
+// interval), both a round trip rtt earlier, and not before since, when
+// the peer's process started. Only
 // then can a frame received at at, echoing none of ours that fresh, show
 // that the peer does not hear us. After a pause of this node's own (a
 // stopped virtual machine), the peer's frames that queued meanwhile, and
@@ -1201,14 +1211,61 @@ func (e *Endpoint) echoFresh(f *Frame, at time.Time) bool {
 // And a peer restarted within a dead interval (systemctl restart) sends
 // before it hears anything: its peer warned of a one-way link on every
 // path. Looked at only when the path would turn unheard.
-func (e *Endpoint) sentWithin(at, since time.Time) bool {
+func (e *Endpoint) sentWithin(at, since time.Time, rtt time.Duration) bool {
 	dead := e.judgeDead()
 	for _, s := range e.sent {
-		if age := at.Sub(s.at); s.seq != 0 && age >= dead/2 && age <= dead && !s.at.Before(since) {
+		if age := at.Sub(s.at) - rtt; s.seq != 0 && age >= dead/2 && age <= dead && !s.at.Before(since) {
 			return true
 		}
 	}
 	return false
+}
+
+// roundTrip follows a path's round trip: the least age, when it came back,
+// of a frame of ours the peer echoed for the first time, over the last
+// one to two windows. A peer that hears us echoes our newest frame at
+// its next send, so the least age is the way there and back. Only new
+// echoes count: a peer that stops hearing us echoes the same frame,
+// older and older, and that is the one-way link the echo is there to
+// show. Without it, a link whose round trip is over the dead interval
+// less an interval (18 ms at the fast profile, 4 ms at turbo: two sites
+// apart) was one-way on every path, both ways, for as long as it ran
+// (TestLongLinkIsNoOneWayLink).
+type roundTrip struct {
+	seq  uint64    // the newest echo sampled
+	from time.Time // when the current window began
+	// cur and prev are the least samples of the current window and the
+	// one before, if it has any (hasCur, hasPrev).
+	cur, prev       time.Duration
+	hasCur, hasPrev bool
+}
+
+// rttWindow is how long a window of round-trip samples lasts.
+const rttWindow = 2 * time.Second
+
+// sample takes the age of our frame seq, echoed at at.
+func (r *roundTrip) sample(seq uint64, age time.Duration, at time.Time) {
+	if seq <= r.seq && r.hasCur {
+		return
+	}
+	r.seq = seq
+	if !r.hasCur || at.Sub(r.from) >= rttWindow {
+		r.prev, r.hasPrev = r.cur, r.hasCur
+		r.cur, r.hasCur, r.from = age, true, at
+		return
+	}
+	r.cur = min(r.cur, age)
+}
+
+// least is the round trip: the least sample of the two windows (0: none).
+func (r *roundTrip) least() time.Duration {
+	switch {
+	case r.hasCur && r.hasPrev:
+		return min(r.cur, r.prev)
+	case r.hasCur:
+		return r.cur
+	}
+	return 0
 }
 
 // judgeDead is the dead interval the peer is judged by: the longer of

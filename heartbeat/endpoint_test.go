@@ -1080,3 +1080,73 @@ func TestLateFrameIsNotLost(t *testing.T) {
 		t.Errorf("%d heard, want 5", c.heard.Load())
 	}
 }
+
+// A long link: each frame takes 12 ms to come, 24 ms there and back,
+// more than the dead interval of 15 ms (5 ms frames). Every frame still
+// comes, and each path stays up; the peer's frames echo ours a round
+// trip late, which is no sign that the peer does not hear us (before,
+// no path was ever heard). A peer that stops hearing is still said to.
+func TestLongLinkIsNoOneWayLink(t *testing.T) {
+	const iv = 5 * time.Millisecond
+	links, paths := memLinks()
+	for _, l := range links {
+		l.a.delay.Store(int64(12 * time.Millisecond))
+		l.b.delay.Store(int64(12 * time.Millisecond))
+	}
+	a := startOn(t, paths("a"), 1, iv)
+	b := startOn(t, paths("b"), 2, iv)
+	for _, n := range []*node{a, b} {
+		for _, path := range []string{"raw", "udp"} {
+			n.waitFor(t, PathHeard, path, 0, 2*time.Second)
+		}
+	}
+	mark := [2]int{a.len(), b.len()}
+	time.Sleep(100 * iv)
+	for i, n := range []*node{a, b} {
+		if c := n.count(PathUnheard, mark[i]); c != 0 {
+			t.Errorf("%s: %d path-unheard events on a long link", []string{"a", "b"}[i], c)
+		}
+		if c := n.count(PathDown, mark[i]); c != 0 {
+			t.Errorf("%s: %d path-down events on a long link", []string{"a", "b"}[i], c)
+		}
+	}
+	// A real one-way link is still said: b stops hearing a, so a
+	// hears b's echo grow old.
+	mark[0] = a.len()
+	for _, l := range links {
+		l.b.deaf.Store(true)
+	}
+	for _, path := range []string{"raw", "udp"} {
+		a.waitFor(t, PathUnheard, path, mark[0], 2*time.Second)
+	}
+}
+
+// The round trip is the least age of new echoes over the last one to two
+// windows; the same echo again (a peer that stopped hearing us) is no
+// sample, however old it has grown.
+func TestRoundTripCountsNewEchoesOnly(t *testing.T) {
+	var r roundTrip
+	t0 := time.Unix(1000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	ms := time.Millisecond
+	if r.least() != 0 {
+		t.Fatalf("no sample yet: %v", r.least())
+	}
+	r.sample(10, 30*ms, at(0))
+	r.sample(11, 25*ms, at(5*ms))
+	r.sample(11, 500*ms, at(480*ms)) // the same echo, older: not heard anew
+	r.sample(9, 1*ms, at(490*ms))    // an older one, late
+	if got := r.least(); got != 25*ms {
+		t.Errorf("after two new echoes: %v, want 25ms", got)
+	}
+	// The next window: its samples and the last window's least.
+	r.sample(12, 40*ms, at(rttWindow+10*ms))
+	if got := r.least(); got != 25*ms {
+		t.Errorf("a window on: %v, want the last window's 25ms", got)
+	}
+	// Two windows on, the 25 ms is forgotten: the link got longer.
+	r.sample(13, 45*ms, at(2*rttWindow+20*ms))
+	if got := r.least(); got != 40*ms {
+		t.Errorf("two windows on: %v, want 40ms", got)
+	}
+}

@@ -30,10 +30,13 @@ type memConn struct {
 	// this end; lost counts what was written to it and lost, for any
 	// reason.
 	loseEvery, written, lost atomic.Int64
-	local                    memAddr
-	in                       chan []byte
-	closed                   chan struct{}
-	once                     sync.Once
+	// delay, when set, is how long a frame the peer writes takes to
+	// come to this end (ns): a long link.
+	delay  atomic.Int64
+	local  memAddr
+	in     chan []byte
+	closed chan struct{}
+	once   sync.Once
 }
 
 // newMemLink makes a link with a conn for each end.
@@ -91,11 +94,19 @@ func (c *memConn) WriteTo(b []byte, _ net.Addr) (int, error) {
 		p.lost.Add(1)
 		return len(b), nil
 	}
-	select {
-	case p.in <- append([]byte(nil), b...):
-	default: // a full queue drops, as a socket's does
-		p.lost.Add(1)
+	deliver := func(b []byte) {
+		select {
+		case p.in <- b:
+		default: // a full queue drops, as a socket's does
+			p.lost.Add(1)
+		}
 	}
+	if d := time.Duration(p.delay.Load()); d > 0 {
+		b := append([]byte(nil), b...)
+		time.AfterFunc(d, func() { deliver(b) })
+		return len(b), nil
+	}
+	deliver(append([]byte(nil), b...))
 	return len(b), nil
 }
 

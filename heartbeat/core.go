@@ -87,10 +87,11 @@ const (
 	localLen = 1 + 1 + 1 + 2 + 8 + 8 + 1 + 8 + 8 + 8 + 8
 	eventLen = 1 + 1 + 1 + 8 + FrameLen
 	// fixedCounts are the counters a counts message carries before one
-	// per drop reason (putCounts): twelve, then each of pathNames'
+	// per drop reason (putCounts): scalarCounts, then each of pathNames'
 	// heard and lost.
-	fixedCounts = 12 + 2*len(pathNames)
-	numCounts   = fixedCounts + int(numDropReasons)
+	scalarCounts = 12
+	fixedCounts  = scalarCounts + 2*len(pathNames)
+	numCounts    = fixedCounts + int(numDropReasons)
 )
 
 // pathNames are the core's paths, in order.
@@ -507,7 +508,7 @@ func putCounts(b []byte, c *Counters) {
 	vals := [fixedCounts]uint64{c.sent.Load(), c.recv.Load(), c.sendErrors.Load(), c.stale.Load(), c.pauses.Load(), c.queuedAtExpiry.Load(), uint64(c.lastFrame.Load()), c.agentBehind.Load(), c.stalls.Load(), uint64(c.longestGap.Load()), c.polled.Load(), c.relieved.Load()}
 	for i := range c.paths {
 		if j := int(pathIndex(c.paths[i].name)); j < len(pathNames) {
-			vals[12+2*j], vals[13+2*j] = c.paths[i].heard.Load(), c.paths[i].lost.Load()
+			vals[scalarCounts+2*j], vals[scalarCounts+2*j+1] = c.paths[i].heard.Load(), c.paths[i].lost.Load()
 		}
 	}
 	for i, v := range vals {
@@ -530,7 +531,7 @@ func getCounts(b []byte) Stats {
 	}
 	s.Paths = make(map[string]PathFrames, len(pathNames))
 	for j, n := range pathNames {
-		s.Paths[n] = PathFrames{Heard: u(12 + 2*j), Lost: u(13 + 2*j)}
+		s.Paths[n] = PathFrames{Heard: u(scalarCounts + 2*j), Lost: u(scalarCounts + 2*j + 1)}
 	}
 	return s
 }

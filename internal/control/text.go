@@ -118,7 +118,11 @@ func (s Status) writeHeartbeat(b *strings.Builder) {
 			st = "UNSTEADY, now " + st
 		}
 		if p.FramesLost > 0 || p.WentDown > 0 {
-			st += fmt.Sprintf(" (%d of %d frames lost, down %d times)", p.FramesLost, p.FramesLost+p.FramesHeard, p.WentDown)
+			times := fmt.Sprintf("%d times", p.WentDown)
+			if p.WentDown == 1 {
+				times = "once"
+			}
+			st += fmt.Sprintf(" (%d of %d frames lost, down %s)", p.FramesLost, p.FramesLost+p.FramesHeard, times)
 		}
 		paths = append(paths, p.Name+" "+st)
 	}

@@ -1201,16 +1201,16 @@ func (e *Endpoint) echoFresh(p *pathState, f *Frame, at time.Time) bool {
 // it, would have echoed by at: one sent within a dead interval before at
 // and at least half of one before (the peer sends at least twice a dead
 // interval), both a round trip rtt earlier, and not before since, when
-// the peer's process started. Only
-// then can a frame received at at, echoing none of ours that fresh, show
-// that the peer does not hear us. After a pause of this node's own (a
-// stopped virtual machine), the peer's frames that queued meanwhile, and
-// those on their way when it sent again, echo nothing fresh because
-// nothing was sent, not because the link lost it; a node that took them
-// for a one-way link yielded to the one-way rule instead of arbitrating.
-// And a peer restarted within a dead interval (systemctl restart) sends
-// before it hears anything: its peer warned of a one-way link on every
-// path. Looked at only when the path would turn unheard.
+// the peer's process started. Only then can a frame received at at,
+// echoing none of ours that fresh, show that the peer does not hear us.
+// After a pause of this node's own (a stopped virtual machine), the
+// peer's frames that queued meanwhile, and those on their way when it
+// sent again, echo nothing fresh because nothing was sent, not because
+// the link lost it; a node that took them for a one-way link yielded to
+// the one-way rule instead of arbitrating. And a peer restarted within a
+// dead interval (systemctl restart) sends before it hears anything: its
+// peer warned of a one-way link on every path. Looked at only when the
+// path would turn unheard.
 func (e *Endpoint) sentWithin(at, since time.Time, rtt time.Duration) bool {
 	dead := e.judgeDead()
 	for _, s := range e.sent {

@@ -42,25 +42,25 @@ func TestBusyReplicationLinkIsNoDeadPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	flood := make(chan error, 1)
+	var floodErr error
+	flooding := make(chan struct{})
 	go func() {
+		defer close(flooding)
 		data := bytes.Repeat([]byte("x"), 32<<10)
 		for i := 0; ctx.Err() == nil; i++ {
 			kind := store.OpUpdate
 			if i < 16 {
 				kind = store.OpCreate
 			}
-			if _, err := st.Do(kind, fmt.Sprintf("bulk-%d", i%16), data); err != nil {
-				flood <- err
+			if _, floodErr = st.Do(kind, fmt.Sprintf("bulk-%d", i%16), data); floodErr != nil {
 				return
 			}
 		}
-		flood <- nil
 	}()
 	defer func() {
 		cancel()
 		st.Close()
-		<-flood
+		<-flooding
 	}()
 	// The link is full once the standby is more than a second's worth of
 	// it behind (10 Mbit/s is 38 of these writes a second).
@@ -89,8 +89,8 @@ func TestBusyReplicationLinkIsNoDeadPeer(t *testing.T) {
 		t.Errorf("%s's UDP path went down on a link that was only busy: before %+v, after %+v", sb, before, after)
 	}
 	select {
-	case err := <-flood:
-		t.Fatalf("the stream ended: %v", err)
+	case <-flooding:
+		t.Fatalf("the stream ended: %v", floodErr)
 	default:
 	}
 }

@@ -221,7 +221,7 @@ func TestLossyLinkIsCountedAndSummedUp(t *testing.T) {
 				return false
 			}
 			for i, p := range paths {
-				if lost(s, p) != d[i] {
+				if framesLost(s, p) != d[i] {
 					return false
 				}
 			}
@@ -294,8 +294,8 @@ func changeLinesWhileUnsteady(c *lab.Cluster, node, path string) []string {
 	return out
 }
 
-// lost is the frames status says were lost on path.
-func lost(s *control.Status, path string) uint64 {
+// framesLost is the frames status says were lost on path.
+func framesLost(s *control.Status, path string) uint64 {
 	for _, p := range s.Paths {
 		if p.Name == path {
 			return p.FramesLost

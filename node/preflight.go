@@ -241,6 +241,51 @@ func CarrierWarnings(cfg *config.Config, self *config.Node) []string {
 	return out
 }
 
+// PathWarnings names, for --check, a UDP heartbeat path that leaves by
+// the heartbeat interface (or a VLAN or macvlan on the same device): the
+// two paths then share one cable, one NIC and one switch port, and one
+// fault silences both, so the standby takes over from a live active,
+// while status shows two paths up. Not an error: a lab, or a pair with
+// one link by choice, runs so.
+func PathWarnings(cfg *config.Config, self *config.Node) []string {
+	peer := cfg.Peer(self)
+	routes, err := netlink.RouteGetWithOptions(peer.ReplicationAddress.AsSlice(), &netlink.RouteGetOptions{SrcAddr: self.ReplicationAddress.AsSlice()})
+	if err != nil || len(routes) == 0 {
+		return nil
+	}
+	out, err := netlink.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return nil
+	}
+	hb, err := netlink.LinkByName(self.HeartbeatInterface)
+	if err != nil {
+		return nil // Preflight's error
+	}
+	if lower(out) != lower(hb) {
+		return nil
+	}
+	return []string{fmt.Sprintf("the UDP heartbeat path to %s leaves by %s, on the same device as the heartbeat interface %s: one fault of that link silences both paths, and the standby takes over from a live active; route the replication addresses over another link", peer.ReplicationAddress, out.Attrs().Name, self.HeartbeatInterface)}
+}
+
+// lower is the index of the device link runs on: its parent's for a VLAN,
+// a macvlan or an ipvlan, its own otherwise. (A veth's parent index names
+// its peer, perhaps in another namespace: not followed.)
+func lower(link netlink.Link) int {
+	for range 8 { // a VLAN on a VLAN, at most a few deep
+		switch link.(type) {
+		case *netlink.Vlan, *netlink.Macvlan, *netlink.IPVlan:
+			parent, err := netlink.LinkByIndex(link.Attrs().ParentIndex)
+			if err != nil {
+				return link.Attrs().Index
+			}
+			link = parent
+		default:
+			return link.Attrs().Index
+		}
+	}
+	return link.Attrs().Index
+}
+
 // certDates reads the dates of the replication link's certificates: this
 // node's and the CAs that signed it (none without TLS).
 func certDates(cfg *config.Config, self *config.Node) ([]repl.CertDate, error) {

@@ -177,6 +177,9 @@ func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule stri
 	for _, msg := range node.CarrierWarnings(cfg, self) {
 		fmt.Fprintf(warn, "warning: %s\n", msg)
 	}
+	for _, msg := range node.PathWarnings(cfg, self) {
+		fmt.Fprintf(warn, "warning: %s\n", msg)
+	}
 	for _, msg := range node.TLSWarnings(cfg, self, time.Now()) {
 		fmt.Fprintf(warn, "warning: %s\n", msg)
 	}

@@ -150,6 +150,25 @@ func TestCheckFindsWhatThisMachineLacks(t *testing.T) {
 	if err := p.SetLink(p.Client, "pb", true); err != nil {
 		t.Fatal(err)
 	}
+	// The peer's replication address routed over the heartbeat link, or
+	// over a macvlan on it (VLANs are not in this kernel): both paths on
+	// one cable, a warning.
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := lab.Command(p.B, "ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("link", "add", "link", lab.Heartbeat, "name", "hbmv", "type", "macvlan", "mode", "bridge")
+	ip("link", "set", "hbmv", "up")
+	for _, dev := range []string{lab.Heartbeat, "hbmv"} {
+		ip("route", "add", "198.51.100.1/32", "dev", dev)
+		if rc, stderr := check(); rc != 0 || !strings.Contains(stderr, "warning: the UDP heartbeat path to 198.51.100.1 leaves by "+dev+", on the same device as the heartbeat interface "+lab.Heartbeat) {
+			t.Errorf("the example on node b with its replication routed over %s: exit %d: %s", dev, rc, stderr)
+		}
+		ip("route", "del", "198.51.100.1/32", "dev", dev)
+	}
+	ip("link", "del", "hbmv")
 	dir := filepath.Dir(path)
 	lines := strings.Count(string(src), "\n")
 	src = append(src, []byte(`

@@ -103,17 +103,22 @@ func (s Status) writeRoles(b *strings.Builder) {
 	}
 }
 
+// State says in a word or two how the path is: up, DOWN, or ONE-WAY.
+func (p Path) State() string {
+	switch {
+	case !p.Up:
+		return "DOWN"
+	case !p.PeerHears:
+		return "ONE-WAY (the peer does not hear this node)"
+	}
+	return "up"
+}
+
 // writeHeartbeat writes the paths, the timers and the core's rights.
 func (s Status) writeHeartbeat(b *strings.Builder) {
 	var paths []string
 	for _, p := range s.Paths {
-		st := "up"
-		switch {
-		case !p.Up:
-			st = "DOWN"
-		case !p.PeerHears:
-			st = "ONE-WAY (the peer does not hear this node)"
-		}
+		st := p.State()
 		if p.Unsteady {
 			st = "UNSTEADY, now " + st
 		}

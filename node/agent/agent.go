@@ -758,7 +758,7 @@ func (a *Agent) logFrames() {
 		lost, heard := f.Lost-min(f.Lost, last.Lost), f.Heard-min(f.Heard, last.Heard)
 		share := fmt.Sprintf("%d of %d (%.1f%%)", lost, lost+heard, 100*float64(lost)/float64(max(1, lost+heard)))
 		a.mu.Lock()
-		now := pathWord(a.paths[name], a.heardBack[name])
+		now := control.Path{Up: a.paths[name], PeerHears: a.heardBack[name]}.State()
 		unsteady, downs, oneWays, settled := false, 0, 0, false
 		if n := a.noise[name]; n != nil {
 			unsteady, downs, oneWays, settled = n.summary()
@@ -784,17 +784,6 @@ func (a *Agent) logFrames() {
 			a.log.Info("heartbeat frames lost", "op", "path", "path", name, "since", dropLogEvery, "frames_lost", share)
 		}
 	}
-}
-
-// pathWord says a path's state as status's text does.
-func pathWord(up, heardBack bool) string {
-	switch {
-	case !up:
-		return "DOWN"
-	case !heardBack:
-		return "one-way"
-	}
-	return "up"
 }
 
 // Wrote is called by the session service when writes were applied here

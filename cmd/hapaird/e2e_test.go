@@ -1118,6 +1118,48 @@ func TestStoppedAgentIsFenced(t *testing.T) {
 	}
 }
 
+// An agent stopped past its core's lease and resumed the moment its
+// standby has taken over, at turbo under a write stream in sync mode: the
+// standby's core answers the fence's FAULT with a frame that still says
+// STANDBY (its agent has not acted yet), and the stopped node, with
+// writes its peer had not acknowledged, is the one to take the VIPs when
+// nobody holds them. It must come back a standby: handled after the
+// fence, that frame, queued while it was stopped, found no active node,
+// and it took the VIPs beside the peer that had (two holders and a split
+// brain, in the second round here; in a turbo soak, two holders 27 ms).
+func TestFencedAgentResumedComesBackAStandby(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{Profile: "turbo", SyncMode: "sync"})
+	act := settle(t, c)
+	vip := lab.VIP.Addr()
+	fenced := map[string]int{}
+	for round := range 4 {
+		sb := other(act)
+		waitSynced(t, c, act)
+		_, stop := writeLoad(t, c, act, round)
+		if err := c.Signal(act, syscall.SIGSTOP, 0); err != nil {
+			t.Fatal(err)
+		}
+		// The turbo core's lease is 2 s.
+		if !pollUntil(10*time.Second, func() bool { return c.Holds(sb, vip) }) {
+			c.Signal(act, syscall.SIGCONT, 0)
+			t.Fatalf("round %d: %s never took over from the stopped %s", round, sb, act)
+		}
+		if err := c.Signal(act, syscall.SIGCONT, 0); err != nil {
+			t.Fatal(err)
+		}
+		stop()
+		fenced[act]++
+		loggedLines(c, act, "checks recovered", fenced[act]) // the fence, handled
+		if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if l := logLines(c, act, `reason="no active node"`); len(l) > 0 {
+			t.Fatalf("round %d: the resumed %s took over beside %s, on frames queued while it was stopped: %s", round, act, sb, l[0])
+		}
+		act = sb
+	}
+}
+
 // Two operators at once: one locks the standby (maintenance on it), the
 // other switches over to it, in the same instant, or just after the lock
 // is in force and before the active has heard of it (an interval). Either

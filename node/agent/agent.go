@@ -1066,7 +1066,13 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		// node must not come back believing it is active: a fault, at
 		// once over.
 		a.log.Error("the agent stalled past its lease: its heartbeat core said FAULT, so the peer takes over if it can", "op", "fenced")
-		exit := a.stalled(ev.At)
+		// At the time handled, not the fence's: the machine ignores
+		// frames that came before this node's new role, and those the
+		// core queued behind the fence while this loop was stuck are a
+		// standby's that had not yet taken over. Dated at the fence,
+		// they found no active node, and this node claimed the VIPs
+		// beside the peer that had.
+		exit := a.stalled(time.Now())
 		a.opt.Heartbeat.Unfence()
 		return exit
 	}

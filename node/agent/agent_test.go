@@ -700,3 +700,56 @@ func TestFrozenFactsCrossTheWireUnchanged(t *testing.T) {
 		}
 	}
 }
+
+// A loop that stalls past the heartbeat core's lease is fenced: the core
+// says FAULT, and the standby takes over. The frames the peer sent in
+// between, still a standby's (its agent had not acted yet), wait unread
+// with the peer's frame that says it took over. Handled after the fence,
+// the first of them found two standbys and no active node, and the node
+// took the VIPs again beside the peer (a soak at turbo: two holders for
+// 17-27 ms, and a split brain to arbitrate).
+func TestFencedLoopDoesNotTakeOverOnFramesQueuedInTheStall(t *testing.T) {
+	r := newRig(t, true, nil)
+	r.run(t)
+	r.waitRole(t, "ACTIVE")
+	r.hb.events <- frame(heartbeat.RoleStandby, 0)
+	for deadline := time.Now().Add(2 * time.Second); r.a.Status().Peer.Role != "STANDBY"; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the peer's standby frame was not seen")
+		}
+	}
+	r.hb.hang.Store(true)
+	select {
+	case <-r.hb.hung:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the loop never ticked")
+	}
+	// What the core queued while the loop was stuck: its fence, the
+	// peer's frames before it took over, then the one that says it did.
+	fencedAt := time.Now()
+	r.hb.events <- heartbeat.Event{Kind: heartbeat.Fenced, At: fencedAt}
+	still := frame(heartbeat.RoleStandby, 0)
+	still.At = fencedAt.Add(time.Millisecond)
+	r.hb.events <- still
+	took := frame(heartbeat.RoleActive, heartbeat.FlagHolding)
+	took.At = fencedAt.Add(3 * time.Millisecond)
+	r.hb.events <- took
+	time.Sleep(10 * time.Millisecond) // the stall goes on after them
+	r.vips.mu.Lock()
+	claims := r.vips.claims
+	r.vips.mu.Unlock()
+	r.hb.hang.Store(false)
+	close(r.hb.release)
+	for deadline := time.Now().Add(2 * time.Second); r.a.Status().Peer.Role != "ACTIVE"; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the peer's frame that says it took over was not seen")
+		}
+	}
+	r.waitRole(t, "STANDBY")
+	r.vips.mu.Lock()
+	after := r.vips.claims
+	r.vips.mu.Unlock()
+	if n := r.log.count("no active node"); n != 0 || after != claims || r.vips.isHeld() {
+		t.Fatalf("took over %d times on frames queued in the stall (%d claims after the fence); VIPs held %v", n, after-claims, r.vips.isHeld())
+	}
+}

@@ -8,7 +8,8 @@
 //	 0  magic "HPHB"                  4
 //	 4  version (2)                   1
 //	 5  type (1 = heartbeat)          1
-//	 6  flags                         2   locked, fault, leaving, split brain, preferred, holding
+//	 6  flags                         2   locked, fault, leaving, split brain, preferred, holding,
+//	                                      deaf, agent died, fenced, late (bits 0-9, in that order)
 //	 8  cluster id                    4   FNV-1a of the cluster name
 //	12  node id                       1
 //	13  role                          1

@@ -482,7 +482,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	if !e.emit(ctx, Event{Kind: Running, At: time.Now()}) {
 		return nil
 	}
-	e.sendAll(out, !peerAlive)
+	e.sendAll(out, !peerAlive, false)
 	// The loop runs at least once per interval (the ticker), so a longer
 	// gap since its last run means this process did not run: a GC pause,
 	// a starved CPU, a stopped VM. Its own lateness is never taken for the
@@ -525,12 +525,15 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			default:
 			}
 			if send {
-				e.sendAll(out, !peerAlive)
+				e.sendAll(out, !peerAlive, false)
 			}
 			return nil
 		}
 		if send {
-			e.sendAll(out, !peerAlive)
+			// Sent before the peer's frames are read, so that a
+			// send never waits on the agent (receive may): after a
+			// late wake-up its echo is as old as the pause (FlagLate).
+			e.sendAll(out, !peerAlive, time.Since(lastRun) > e.cfg.Dead/2)
 		}
 		if got && !e.receive(ctx, &r, &peerAlive) {
 			return nil
@@ -918,7 +921,12 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	}
 	e.stats.paths[r.path].frame(p.peerSeq, f.Seq)
 	p.peerSeq = max(p.peerSeq, f.Seq)
-	if heard := e.echoFresh(p, &f, r.at); heard != p.heardBack && (heard || e.sentWithin(r.at, p.genAt, p.echo.least())) {
+	// A relief's frame echoes what the peer's loop last read, however
+	// long ago: that the loop is late, not whether the link carries our
+	// frames. Taken for a one-way link, every stall of the peer's loop
+	// at turbo warned of one on every path. Its next frame says.
+	if f.Flags&FlagLate != 0 {
+	} else if heard := e.echoFresh(p, &f, r.at); heard != p.heardBack && (heard || e.sentWithin(r.at, p.genAt, p.echo.least())) {
 		p.heardBack = heard
 		kind := PathUnheard
 		if heard {
@@ -1136,6 +1144,7 @@ func (e *Endpoint) learn(p *pathState, r *rxFrame) {
 func agentView(f Frame) Frame {
 	f.Path, f.Key, f.Held, f.Seq, f.MAC = 0, 0, [HeldKeys]uint32{}, 0, [32]byte{}
 	f.EchoGeneration, f.EchoSeq, f.SyncAcked = 0, 0, 0
+	f.Flags &^= FlagLate // the peer's loop, not what it says
 	if f.Flags&FlagSplitBrain == 0 {
 		f.ActiveFor, f.LastNewSession = min(f.ActiveFor, 0), min(f.LastNewSession, 0)
 	}
@@ -1311,8 +1320,9 @@ func (e *Endpoint) nextDeadline(now time.Time) time.Duration {
 }
 
 // sendAll sends this node's frame on every path; deaf says this node hears
-// no peer (FlagDeaf).
-func (e *Endpoint) sendAll(buf []byte, deaf bool) {
+// no peer (FlagDeaf), late that a relief sends it for a loop that is late
+// (FlagLate).
+func (e *Endpoint) sendAll(buf []byte, deaf, late bool) {
 	now := time.Now()
 	e.mu.Lock()
 	l := e.local
@@ -1326,6 +1336,9 @@ func (e *Endpoint) sendAll(buf []byte, deaf bool) {
 	}
 	if deaf {
 		l.Flags |= FlagDeaf
+	}
+	if late {
+		l.Flags |= FlagLate
 	}
 	f := Frame{
 		Cluster: e.cfg.Cluster, Node: e.cfg.Node, Role: l.Role, Flags: l.Flags, Dead: e.cfg.Dead,
@@ -1346,9 +1359,10 @@ func (e *Endpoint) sendAll(buf []byte, deaf bool) {
 	}
 	e.seq++
 	f.Seq = e.seq
-	// What the agent decided, not whether the core hears the peer: that
-	// the peer hears us again is no news to answer.
-	if said := f.Flags &^ FlagDeaf; f.Role != e.saidRole || said != e.saidFlags {
+	// What the agent decided, not whether the core hears the peer (that
+	// the peer hears us again is no news to answer) or whether its loop
+	// ran late.
+	if said := f.Flags &^ (FlagDeaf | FlagLate); f.Role != e.saidRole || said != e.saidFlags {
 		e.saidRole, e.saidFlags, e.changedSeq = f.Role, said, e.seq
 	}
 	e.sent[e.seq%sentRing].seq, e.sent[e.seq%sentRing].at = e.seq, now

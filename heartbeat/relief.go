@@ -134,7 +134,7 @@ func (e *Endpoint) relieve(cpu, fd int, stop <-chan struct{}, started chan<- err
 		}
 		// Another relief may have sent meanwhile.
 		if e.reliefDue(e.mono(), every) {
-			e.sendAll(buf, e.deaf)
+			e.sendAll(buf, e.deaf, true)
 			e.relievedLast.Store(true)
 			e.stats.relieved.Add(1)
 		}

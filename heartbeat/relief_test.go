@@ -24,6 +24,13 @@ func TestReliefSendsForALoopThatDoesNotRun(t *testing.T) {
 				} else if !relief && lost == 0 {
 					t.Errorf("without relief, b did not take a stalled a for lost: the stall tests nothing")
 				}
+				// The relief's frames echo what a's loop last read,
+				// older and older: a stalled a, not a link that lost
+				// b's frames (b warned of a one-way link on every
+				// path at every such stall).
+				if n := b.count(PathUnheard, from); relief && n != 0 {
+					t.Errorf("with relief, b took a stalled a for deaf on a path %d times", n)
+				}
 				if n := a.ep.Stats().Relieved; relief == (n == 0) {
 					t.Errorf("relief %v: %d frames relieved", relief, n)
 				}

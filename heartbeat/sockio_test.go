@@ -114,7 +114,7 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 		}
 	}
 	round := func() {
-		a.sendAll(out, false)
+		a.sendAll(out, false, false)
 		for i, path := range b.paths {
 			var err error
 			r.n, r.at, r.mac, err = path.io.read(r.buf[:])
@@ -145,7 +145,7 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	}
 	polls := func() {
 		want := b.stats.polled.Load() + uint64(len(b.paths))
-		a.sendAll(out, false)
+		a.sendAll(out, false, false)
 		for deadline := time.Now().Add(time.Second); b.stats.polled.Load() < want; {
 			if time.Now().After(deadline) {
 				t.Fatal("frames sent were not polled within a second")

@@ -214,6 +214,7 @@ func TestHeldCPUIsRelievedAtTurbo(t *testing.T) {
 	if len(kids) != 1 {
 		t.Fatalf("daemon has children %v, want the heartbeat core alone", kids)
 	}
+	oneWay := len(logLines(c, other(act), "one-way path"))
 	for range holds {
 		// Again before each hold: the runtime may have started a thread
 		// since.
@@ -244,6 +245,13 @@ func TestHeldCPUIsRelievedAtTurbo(t *testing.T) {
 	}
 	if relieved == 0 {
 		t.Error("no frame relieved")
+	}
+	// The relief's frames, and the loop's first after a hold, echo what
+	// the loop read before it: a late loop, which the peer must not
+	// take for a link that no longer carries its frames (a stall, when
+	// nothing left in time, may be taken for anything).
+	if l := logLines(c, other(act), "one-way path"); stalls == 0 && len(l) > oneWay {
+		t.Errorf("the peer took the held core for deaf on a path %d times: %s", len(l)-oneWay, l[oneWay])
 	}
 }
 

@@ -921,20 +921,8 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	}
 	e.stats.paths[r.path].frame(p.peerSeq, f.Seq)
 	p.peerSeq = max(p.peerSeq, f.Seq)
-	// A relief's frame echoes what the peer's loop last read, however
-	// long ago: that the loop is late, not whether the link carries our
-	// frames. Taken for a one-way link, every stall of the peer's loop
-	// at turbo warned of one on every path. Its next frame says.
-	if f.Flags&FlagLate != 0 {
-	} else if heard := e.echoFresh(p, &f, r.at); heard != p.heardBack && (heard || e.sentWithin(r.at, p.genAt, p.echo.least())) {
-		p.heardBack = heard
-		kind := PathUnheard
-		if heard {
-			kind = PathHeard
-		}
-		if !e.emit(ctx, Event{Kind: kind, Path: p.Name, At: r.at}) {
-			return false
-		}
+	if !e.judgeEcho(ctx, p, &f, r.at) {
+		return false
 	}
 	if !*peerAlive {
 		*peerAlive = true
@@ -1188,6 +1176,29 @@ func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) (
 	return recheck, true
 }
 
+// judgeEcho reports, from the echo in f (the peer's, received on p at at),
+// that the peer hears us on p again or no longer does; false when ctx
+// ended. Not from a late frame (FlagLate): it echoes what the peer's loop
+// read before a pause, however long ago, which says that the loop was
+// late, not whether the link carries our frames. Taken for a one-way
+// link, every stall of the peer's loop at turbo warned of one on every
+// path. The peer's next frame says.
+func (e *Endpoint) judgeEcho(ctx context.Context, p *pathState, f *Frame, at time.Time) bool {
+	if f.Flags&FlagLate != 0 {
+		return true
+	}
+	heard := e.echoFresh(p, f, at)
+	if heard == p.heardBack || !heard && !e.sentWithin(at, p.genAt, p.echo.least()) {
+		return true
+	}
+	p.heardBack = heard
+	kind := PathUnheard
+	if heard {
+		kind = PathHeard
+	}
+	return e.emit(ctx, Event{Kind: kind, Path: p.Name, At: at})
+}
+
 // echoFresh says whether f, from the peer on path p, echoes a frame of
 // ours that left within a dead interval and the path's round trip before
 // at. A peer that hears us echoes a frame at most an interval old (its
@@ -1320,8 +1331,8 @@ func (e *Endpoint) nextDeadline(now time.Time) time.Duration {
 }
 
 // sendAll sends this node's frame on every path; deaf says this node hears
-// no peer (FlagDeaf), late that a relief sends it for a loop that is late
-// (FlagLate).
+// no peer (FlagDeaf), late that its echo is as old as a pause of the loop
+// (FlagLate: a relief's frame, or the loop's first after a pause).
 func (e *Endpoint) sendAll(buf []byte, deaf, late bool) {
 	now := time.Now()
 	e.mu.Lock()

@@ -205,6 +205,30 @@ func (r *rig) waitRole(t *testing.T, role string) {
 	}
 }
 
+// waitPeerRole waits until status shows the peer's frame that says role.
+func (r *rig) waitPeerRole(t *testing.T, role string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for r.a.Status().Peer.Role != role {
+		if time.Now().After(deadline) {
+			t.Fatalf("the peer's frame that says %s was not seen", role)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// hangLoop makes the loop stick at its next tick, until r.hb.release is
+// closed, and waits until it has.
+func (r *rig) hangLoop(t *testing.T) {
+	t.Helper()
+	r.hb.hang.Store(true)
+	select {
+	case <-r.hb.hung:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the loop never ticked")
+	}
+}
+
 func frame(role heartbeat.Role, flags heartbeat.Flags) heartbeat.Event {
 	return heartbeat.Event{Kind: heartbeat.PeerFrame, Path: "raw", At: time.Now(), Frame: heartbeat.Frame{Node: 2, Role: role, Flags: flags, ActiveFor: -1, LastNewSession: -1}}
 }
@@ -515,18 +539,9 @@ func TestStallPastTheVIPLeaseIsAFault(t *testing.T) {
 			r.waitRole(t, "ACTIVE")
 			if withPeer {
 				r.hb.events <- frame(heartbeat.RoleStandby, 0)
-				for deadline := time.Now().Add(2 * time.Second); r.a.Status().Peer.Role != "STANDBY"; time.Sleep(2 * time.Millisecond) {
-					if time.Now().After(deadline) {
-						t.Fatal("the peer's standby frame was not seen")
-					}
-				}
+				r.waitPeerRole(t, "STANDBY")
 			}
-			r.hb.hang.Store(true)
-			select {
-			case <-r.hb.hung:
-			case <-time.After(2 * time.Second):
-				t.Fatal("the loop never ticked")
-			}
+			r.hangLoop(t)
 			// The stall itself: longer than the rig's 2 s lease.
 			time.Sleep(r.a.opt.Lease + 100*time.Millisecond)
 			r.vips.Release() // what the kernel did meanwhile
@@ -713,17 +728,8 @@ func TestFencedLoopDoesNotTakeOverOnFramesQueuedInTheStall(t *testing.T) {
 	r.run(t)
 	r.waitRole(t, "ACTIVE")
 	r.hb.events <- frame(heartbeat.RoleStandby, 0)
-	for deadline := time.Now().Add(2 * time.Second); r.a.Status().Peer.Role != "STANDBY"; time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the peer's standby frame was not seen")
-		}
-	}
-	r.hb.hang.Store(true)
-	select {
-	case <-r.hb.hung:
-	case <-time.After(2 * time.Second):
-		t.Fatal("the loop never ticked")
-	}
+	r.waitPeerRole(t, "STANDBY")
+	r.hangLoop(t)
 	// What the core queued while the loop was stuck: its fence, the
 	// peer's frames before it took over, then the one that says it did.
 	fencedAt := time.Now()
@@ -740,11 +746,7 @@ func TestFencedLoopDoesNotTakeOverOnFramesQueuedInTheStall(t *testing.T) {
 	r.vips.mu.Unlock()
 	r.hb.hang.Store(false)
 	close(r.hb.release)
-	for deadline := time.Now().Add(2 * time.Second); r.a.Status().Peer.Role != "ACTIVE"; time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the peer's frame that says it took over was not seen")
-		}
-	}
+	r.waitPeerRole(t, "ACTIVE")
 	r.waitRole(t, "STANDBY")
 	r.vips.mu.Lock()
 	after := r.vips.claims

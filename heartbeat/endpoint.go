@@ -1178,13 +1178,13 @@ func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) (
 
 // judgeEcho reports, from the echo in f (the peer's, received on p at at),
 // that the peer hears us on p again or no longer does; false when ctx
-// ended. Not from a late frame (FlagLate): it echoes what the peer's loop
-// read before a pause, however long ago, which says that the loop was
-// late, not whether the link carries our frames. Taken for a one-way
-// link, every stall of the peer's loop at turbo warned of one on every
-// path. The peer's next frame says.
+// ended. Not from a late frame (FlagLate) as long as its echo is within
+// lateEchoes: it echoes what the peer's loop read before a pause, which
+// says that the loop was late, not whether the link carries our frames.
+// Taken for a one-way link, every stall of the peer's loop at turbo
+// warned of one on every path. The peer's next frame says.
 func (e *Endpoint) judgeEcho(ctx context.Context, p *pathState, f *Frame, at time.Time) bool {
-	if f.Flags&FlagLate != 0 {
+	if age, ok := e.echoAge(f, at); f.Flags&FlagLate != 0 && ok && age <= lateEchoes*e.judgeDead()+p.echo.least() {
 		return true
 	}
 	heard := e.echoFresh(p, f, at)
@@ -1205,17 +1205,34 @@ func (e *Endpoint) judgeEcho(ctx context.Context, p *pathState, f *Frame, at tim
 // interval), plus the way there and back. A new echo is a sample of the
 // round trip.
 func (e *Endpoint) echoFresh(p *pathState, f *Frame, at time.Time) bool {
-	if f.EchoGeneration != e.cfg.Generation || f.EchoSeq == 0 {
+	age, ok := e.echoAge(f, at)
+	if !ok {
 		return false
 	}
-	s := e.sent[f.EchoSeq%sentRing]
-	if s.seq != f.EchoSeq {
-		return false
-	}
-	age := at.Sub(s.at)
 	p.echo.sample(f.EchoSeq, age, at)
 	return age <= e.judgeDead()+p.echo.least()
 }
+
+// echoAge is how long before at this node sent the frame f echoes; false
+// when f echoes none this node remembers sending.
+func (e *Endpoint) echoAge(f *Frame, at time.Time) (time.Duration, bool) {
+	if f.EchoGeneration != e.cfg.Generation || f.EchoSeq == 0 {
+		return 0, false
+	}
+	s := e.sent[f.EchoSeq%sentRing]
+	if s.seq != f.EchoSeq {
+		return 0, false
+	}
+	return at.Sub(s.at), true
+}
+
+// lateEchoes bounds, in dead intervals and a round trip, the age of a late
+// frame's echo that is not judged: the echo was fresh when the peer's loop
+// last ran, and its relief covers a loop that does not run for reliefFor
+// dead intervals at most. An older one is judged after all, so a one-way
+// link is still said beside a peer whose loop is late at every wake-up,
+// and marks every frame.
+const lateEchoes = reliefFor + 1
 
 // sentWithin says whether this node sent a frame that the peer, hearing
 // it, would have echoed by at: one sent within a dead interval before at

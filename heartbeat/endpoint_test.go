@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -1148,5 +1149,50 @@ func TestRoundTripCountsNewEchoesOnly(t *testing.T) {
 	r.sample(13, 45*ms, at(2*rttWindow+20*ms))
 	if got := r.least(); got != 40*ms {
 		t.Errorf("two windows on: %v, want 40ms", got)
+	}
+}
+
+// A late frame's echo (FlagLate: a relief's, or the first after a pause of
+// the peer's loop) is not judged while it is within the relief's reach:
+// the peer's loop was late, and no one-way link is said. One older than
+// that is judged, so a peer whose loop is late at every wake-up, and
+// marks every frame, still shows a link that stopped carrying ours.
+func TestLateFrameEchoIsJudgedOnlyWhenLongGone(t *testing.T) {
+	const dead = 5 * time.Millisecond
+	e := &Endpoint{cfg: Config{Generation: 9, Dead: dead, Interval: time.Millisecond}, events: make(chan Event, 8)}
+	t0 := time.Unix(1000, 0)
+	for seq := uint64(1); seq <= 60; seq++ {
+		e.sent[seq%sentRing].seq, e.sent[seq%sentRing].at = seq, t0.Add(time.Duration(seq)*time.Millisecond)
+	}
+	at := t0.Add(60 * time.Millisecond)
+	var p *pathState
+	judge := func(echo uint64, late bool) (said []EventKind) {
+		f := Frame{EchoGeneration: 9, EchoSeq: echo}
+		if late {
+			f.Flags |= FlagLate
+		}
+		if !e.judgeEcho(context.Background(), p, &f, at) {
+			t.Fatal("judgeEcho ended")
+		}
+		for len(e.events) > 0 {
+			said = append(said, (<-e.events).Kind)
+		}
+		return said
+	}
+	for _, c := range []struct {
+		echo uint64
+		late bool
+		want []EventKind
+	}{
+		{58, true, nil},                       // fresh anyway
+		{30, true, nil},                       // 30 ms: a relief's, within 9 dead intervals
+		{30, false, []EventKind{PathUnheard}}, // the loop's own: judged
+		{10, true, []EventKind{PathUnheard}},  // 50 ms: past the relief's reach
+	} {
+		p = &pathState{Path: Path{Name: "raw"}, heardBack: true}
+		p.echo.sample(59, time.Millisecond, at) // a round trip of 1 ms
+		if got := judge(c.echo, c.late); !slices.Equal(got, c.want) {
+			t.Errorf("echo %v old, late %v: %v, want %v", at.Sub(e.sent[c.echo%sentRing].at), c.late, got, c.want)
+		}
 	}
 }

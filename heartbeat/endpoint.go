@@ -1210,7 +1210,15 @@ func (e *Endpoint) echoFresh(p *pathState, f *Frame, at time.Time) bool {
 		return false
 	}
 	p.echo.sample(f.EchoSeq, age, at)
-	return age <= e.judgeDead()+p.echo.least()
+	// Less an interval: the least age is the round trip and the peer's
+	// wait for its next send, a constant up to an interval set by the
+	// phase between the two timers, and judged with it a one-way link
+	// was said up to an interval late (a split at the default profile
+	// lasted 100 ms longer). A fresh echo is at most our interval and
+	// the round trip old (the peer's interval more when it polls, whose
+	// least age then holds that too), within the dead interval, three
+	// intervals, and the round trip less an interval.
+	return age <= e.judgeDead()+max(0, p.echo.least()-e.cfg.Interval)
 }
 
 // echoAge is how long before at this node sent the frame f echoes; false

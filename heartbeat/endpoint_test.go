@@ -1196,3 +1196,35 @@ func TestLateFrameEchoIsJudgedOnlyWhenLongGone(t *testing.T) {
 		}
 	}
 }
+
+// The least age of a new echo is the round trip and the peer's wait for
+// its next send: a constant up to an interval, set by the phase between
+// the two nodes' timers. Judged against it whole, an echo was said stale
+// up to an interval late, and at the default profile a one-way split
+// lasted up to 100 ms longer. The interval is taken out: a short link is
+// judged by the dead interval alone, a long one by its round trip as
+// well (TestLongLinkIsNoOneWayLink).
+func TestEchoIsJudgedWithoutThePeersPhase(t *testing.T) {
+	const iv, dead = 100 * time.Millisecond, 300 * time.Millisecond
+	e := &Endpoint{cfg: Config{Generation: 9, Dead: dead, Interval: iv}}
+	t0 := time.Unix(1000, 0)
+	for seq := uint64(1); seq <= 10; seq++ {
+		e.sent[seq%sentRing].seq, e.sent[seq%sentRing].at = seq, t0.Add(time.Duration(seq)*iv)
+	}
+	for _, c := range []struct {
+		least, age time.Duration
+		fresh      bool
+	}{
+		{90 * time.Millisecond, 290 * time.Millisecond, true},  // the peer sends 90 ms after us: short link
+		{90 * time.Millisecond, 350 * time.Millisecond, false}, // a dead interval past that: not heard
+		{130 * time.Millisecond, 320 * time.Millisecond, true}, // a link of 30 ms or more: its round trip allowed
+		{130 * time.Millisecond, 340 * time.Millisecond, false},
+	} {
+		p := &pathState{}
+		p.echo.sample(10, c.least, t0.Add(10*iv+c.least))
+		f := Frame{EchoGeneration: 9, EchoSeq: 5}
+		if got := e.echoFresh(p, &f, e.sent[5].at.Add(c.age)); got != c.fresh {
+			t.Errorf("round trip and phase %v, echo %v old: fresh %v, want %v", c.least, c.age, got, c.fresh)
+		}
+	}
+}

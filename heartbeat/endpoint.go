@@ -1184,11 +1184,13 @@ func (e *Endpoint) expire(ctx context.Context, now time.Time, peerAlive *bool) (
 // Taken for a one-way link, every stall of the peer's loop at turbo
 // warned of one on every path. The peer's next frame says.
 func (e *Endpoint) judgeEcho(ctx context.Context, p *pathState, f *Frame, at time.Time) bool {
-	if age, ok := e.echoAge(f, at); f.Flags&FlagLate != 0 && ok && age <= lateEchoes*e.judgeDead()+p.echo.least() {
-		return true
+	if f.Flags&FlagLate != 0 {
+		if age, ok := e.echoAge(f, at); ok && age <= lateEchoes*e.judgeDead()+p.echo.least() {
+			return true
+		}
 	}
 	heard := e.echoFresh(p, f, at)
-	if heard == p.heardBack || !heard && !e.sentWithin(at, p.genAt, p.echo.least()) {
+	if heard == p.heardBack || !heard && !e.sentWithin(at, p.genAt, e.roundTrip(p)) {
 		return true
 	}
 	p.heardBack = heard
@@ -1200,25 +1202,31 @@ func (e *Endpoint) judgeEcho(ctx context.Context, p *pathState, f *Frame, at tim
 }
 
 // echoFresh says whether f, from the peer on path p, echoes a frame of
-// ours that left within a dead interval and the path's round trip before
-// at. A peer that hears us echoes a frame at most an interval old (its
-// interval), plus the way there and back. A new echo is a sample of the
-// round trip.
+// ours that left within a dead interval and the path's round trip, less
+// an interval, before at. A new echo is a sample of the round trip.
 func (e *Endpoint) echoFresh(p *pathState, f *Frame, at time.Time) bool {
 	age, ok := e.echoAge(f, at)
 	if !ok {
 		return false
 	}
 	p.echo.sample(f.EchoSeq, age, at)
-	// Less an interval: the least age is the round trip and the peer's
-	// wait for its next send, a constant up to an interval set by the
-	// phase between the two timers, and judged with it a one-way link
-	// was said up to an interval late (a split at the default profile
-	// lasted 100 ms longer). A fresh echo is at most our interval and
-	// the round trip old (the peer's interval more when it polls, whose
-	// least age then holds that too), within the dead interval, three
-	// intervals, and the round trip less an interval.
-	return age <= e.judgeDead()+max(0, p.echo.least()-e.cfg.Interval)
+	return age <= e.judgeDead()+e.roundTrip(p)
+}
+
+// roundTrip is the round trip p's echoes allow for: their least age less
+// an interval. The least age is the round trip and the peer's wait for
+// its next send, a constant up to an interval set by the phase between
+// the two timers; judged with it whole, a one-way link was said up to an
+// interval late (a split at the default profile lasted 100 ms longer). A
+// peer that hears us echoes a frame at most our interval and the round
+// trip old (its own interval more when it polls, and then its least age
+// holds that interval too): within the dead interval, at least three
+// intervals, by an interval. sentWithin takes the same, or an echo that
+// had just gone stale still found a frame the peer should have echoed
+// since: a node back from a pause of its own took its peer's queued
+// frames for a one-way link.
+func (e *Endpoint) roundTrip(p *pathState) time.Duration {
+	return max(0, p.echo.least()-e.cfg.Interval)
 }
 
 // echoAge is how long before at this node sent the frame f echoes; false

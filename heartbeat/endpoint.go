@@ -1213,20 +1213,24 @@ func (e *Endpoint) echoFresh(p *pathState, f *Frame, at time.Time) bool {
 	return age <= e.judgeDead()+e.roundTrip(p)
 }
 
-// roundTrip is the round trip p's echoes allow for: their least age less
-// an interval. The least age is the round trip and the peer's wait for
-// its next send, a constant up to an interval set by the phase between
-// the two timers; judged with it whole, a one-way link was said up to an
-// interval late (a split at the default profile lasted 100 ms longer). A
-// peer that hears us echoes a frame at most our interval and the round
-// trip old (its own interval more when it polls, and then its least age
-// holds that interval too): within the dead interval, at least three
-// intervals, by an interval. sentWithin takes the same, or an echo that
-// had just gone stale still found a frame the peer should have echoed
-// since: a node back from a pause of its own took its peer's queued
-// frames for a one-way link.
+// roundTrip is the round trip p's echoes allow for. Their least age is
+// the round trip and the peer's wait for its next send, a constant up to
+// an interval set by the phase between the two timers. Within an
+// interval it is a short link, and none is allowed: a fresh echo is then
+// at most two intervals old (our interval and the round trip), within
+// the dead interval by one. Allowed whole there, the phase made a one-way
+// link said up to an interval late (a split at the default profile
+// lasted 100 ms longer). Longer is a long link, allowed whole, the phase
+// a margin against its jitter (TestLongLinkIsNoOneWayLink failed under
+// load with an interval taken off). sentWithin takes the same, or an echo
+// that had just gone stale still found a frame the peer should have
+// echoed since: a node back from a pause of its own took its peer's
+// queued frames for a one-way link.
 func (e *Endpoint) roundTrip(p *pathState) time.Duration {
-	return max(0, p.echo.least()-e.cfg.Interval)
+	if least := p.echo.least(); least > e.cfg.Interval {
+		return least
+	}
+	return 0
 }
 
 // echoAge is how long before at this node sent the frame f echoes; false

@@ -1201,8 +1201,8 @@ func TestLateFrameEchoIsJudgedOnlyWhenLongGone(t *testing.T) {
 // its next send: a constant up to an interval, set by the phase between
 // the two nodes' timers. Judged against it whole, an echo was said stale
 // up to an interval late, and at the default profile a one-way split
-// lasted up to 100 ms longer. The interval is taken out: a short link is
-// judged by the dead interval alone, a long one by its round trip as
+// lasted up to 100 ms longer. A short link (least age within an interval)
+// is judged by the dead interval alone, a long one by its round trip as
 // well (TestLongLinkIsNoOneWayLink).
 func TestEchoIsJudgedWithoutThePeersPhase(t *testing.T) {
 	const iv, dead = 100 * time.Millisecond, 300 * time.Millisecond
@@ -1217,8 +1217,8 @@ func TestEchoIsJudgedWithoutThePeersPhase(t *testing.T) {
 	}{
 		{90 * time.Millisecond, 290 * time.Millisecond, true},  // the peer sends 90 ms after us: short link
 		{90 * time.Millisecond, 350 * time.Millisecond, false}, // a dead interval past that: not heard
-		{130 * time.Millisecond, 320 * time.Millisecond, true}, // a link of 30 ms or more: its round trip allowed
-		{130 * time.Millisecond, 340 * time.Millisecond, false},
+		{130 * time.Millisecond, 420 * time.Millisecond, true}, // a long link: its round trip allowed
+		{130 * time.Millisecond, 440 * time.Millisecond, false},
 	} {
 		p := &pathState{}
 		p.echo.sample(10, c.least, t0.Add(10*iv+c.least))

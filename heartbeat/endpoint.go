@@ -1202,8 +1202,8 @@ func (e *Endpoint) judgeEcho(ctx context.Context, p *pathState, f *Frame, at tim
 }
 
 // echoFresh says whether f, from the peer on path p, echoes a frame of
-// ours that left within a dead interval and the path's round trip, less
-// an interval, before at. A new echo is a sample of the round trip.
+// ours that left within a dead interval and the round trip the path
+// allows for (roundTrip) before at. A new echo is a sample of it.
 func (e *Endpoint) echoFresh(p *pathState, f *Frame, at time.Time) bool {
 	age, ok := e.echoAge(f, at)
 	if !ok {

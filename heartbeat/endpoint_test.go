@@ -1082,17 +1082,20 @@ func TestLateFrameIsNotLost(t *testing.T) {
 	}
 }
 
-// A long link: each frame takes 12 ms to come, 24 ms there and back,
-// more than the dead interval of 15 ms (5 ms frames). Every frame still
+// A long link: each frame takes 48 ms to come, 96 ms there and back,
+// more than the dead interval of 60 ms (20 ms frames). Every frame still
 // comes, and each path stays up; the peer's frames echo ours a round
 // trip late, which is no sign that the peer does not hear us (before,
 // no path was ever heard). A peer that stops hearing is still said to.
+// Scaled at 20 ms, not 5: the link's delay is goroutine timers, and
+// beside a loaded CPU (two hogs and a disk flood, race detector) their
+// lateness at 5 ms was a jitter of the link's the test then measured.
 func TestLongLinkIsNoOneWayLink(t *testing.T) {
-	const iv = 5 * time.Millisecond
+	const iv = 20 * time.Millisecond
 	links, paths := memLinks()
 	for _, l := range links {
-		l.a.delay.Store(int64(12 * time.Millisecond))
-		l.b.delay.Store(int64(12 * time.Millisecond))
+		l.a.delay.Store(int64(48 * time.Millisecond))
+		l.b.delay.Store(int64(48 * time.Millisecond))
 	}
 	a := startOn(t, paths("a"), 1, iv)
 	b := startOn(t, paths("b"), 2, iv)

@@ -14,7 +14,8 @@
 //	12  node id                       1
 //	13  role                          1
 //	14  path index                    1   the path sent on (authenticated)
-//	15  reserved                      1   zero
+//	15  dead interval                 1   the sender's: unit<<6 | n, n units of 1 ms, 10 ms, 100 ms
+//	                                      or 1 s, rounded up; 0: not said (an older sender's reserved byte)
 //	16  signing key fingerprint       4   Fingerprint of the key that made the MAC
 //	20  held key fingerprints        12   the sender's first three keys, newest first; 0: none
 //	32  boot generation               8   raised at every start of the sender

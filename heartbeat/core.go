@@ -79,13 +79,14 @@ const (
 	msgStats   = 'S'
 	msgUnfence = 'U'
 	msgReadNow = 'R'
+	msgRenews  = 'N'
 	msgBye     = 'Q'
 	msgHello   = 'H'
 	msgEvent   = 'E'
 	msgCounts  = 'T'
 
 	localLen = 1 + 1 + 1 + 2 + 8 + 8 + 1 + 8 + 8 + 8 + 8
-	eventLen = 1 + 1 + 1 + 8 + FrameLen
+	eventLen = 1 + 1 + 1 + 8 + 8 + FrameLen
 	// fixedCounts are the counters a counts message carries before one
 	// per drop reason (putCounts): scalarCounts, then each of pathNames'
 	// heard and lost.
@@ -440,7 +441,8 @@ func forwardEvents(ctx context.Context, conn io.Writer, ep *Endpoint) {
 			b[1] = byte(ev.Kind)
 			b[2] = pathIndex(ev.Path)
 			binary.BigEndian.PutUint64(b[3:11], uint64(time.Since(ev.At)))
-			ev.Frame.put(b[11:])
+			binary.BigEndian.PutUint64(b[11:19], uint64(Mono()))
+			ev.Frame.put(b[19:])
 			if _, err := conn.Write(b[:]); err != nil {
 				// The agent is gone. Events are drained, not
 				// sent, so the endpoint never waits on them while
@@ -488,6 +490,8 @@ func readParent(ctx context.Context, conn io.ReadWriter, ep *Endpoint, buf []byt
 			}
 		case msgReadNow:
 			ep.ReadAtOnce()
+		case msgRenews:
+			ep.Renews()
 		case msgBye:
 			return errBye
 		case msgStats:
@@ -634,6 +638,10 @@ func (c *Core) Unfence() { c.message(msgUnfence) }
 // while (Endpoint.ReadAtOnce). Any goroutine may call it.
 func (c *Core) ReadAtOnce() { c.message(msgReadNow) }
 
+// Renews asks the core to pass on the peer's next frame even if it says
+// nothing new (Endpoint.Renews). Any goroutine may call it.
+func (c *Core) Renews() { c.message(msgRenews) }
+
 // message sends the core a message of one byte, typ.
 func (c *Core) message(typ byte) {
 	c.mu.Lock()
@@ -734,12 +742,12 @@ func (c *Core) Run(ctx context.Context) error {
 		}
 		switch {
 		case buf[0] == msgEvent && n == eventLen:
-			ev := Event{Kind: EventKind(buf[1]), At: time.Now().Add(-time.Duration(binary.BigEndian.Uint64(buf[3:11])))}
+			ev := Event{Kind: EventKind(buf[1]), At: time.Now().Add(-time.Duration(binary.BigEndian.Uint64(buf[3:11]))), Sent: int64(binary.BigEndian.Uint64(buf[11:19]))}
 			if int(buf[2]) < len(pathNames) {
 				ev.Path = pathNames[buf[2]]
 			}
 			if ev.Kind == PeerFrame || ev.Kind == Twin || ev.Kind == Unverified || ev.Kind == Unanswered {
-				if err := ev.Frame.UnmarshalBinary(buf[11:eventLen]); err != nil {
+				if err := ev.Frame.UnmarshalBinary(buf[19:eventLen]); err != nil {
 					return fmt.Errorf("heartbeat core: %w", err)
 				}
 			}

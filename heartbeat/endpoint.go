@@ -10,8 +10,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
 )
 
 // Path is one way to the peer. The endpoint owns Conn from New on and
@@ -129,6 +131,31 @@ type Event struct {
 	Path  string
 	Frame Frame // PeerFrame only
 	At    time.Time
+	// Sent is when the heartbeat core passed the event on to its agent,
+	// on this host's CLOCK_MONOTONIC (Mono), which both processes read
+	// alike; zero for an event that did not come through a core. At is
+	// rebuilt in the agent from the event's age when it was sent, so the
+	// time it then waited in the socket, unread by a stopped agent, is in
+	// Sent alone (Waited).
+	Sent int64
+}
+
+// Waited is how long ev has waited since its core sent it: unread while
+// the agent did not run. Zero for an event that came through no core.
+func (ev *Event) Waited() time.Duration {
+	if ev.Sent == 0 {
+		return 0
+	}
+	return time.Duration(Mono() - ev.Sent)
+}
+
+// Mono reads CLOCK_MONOTONIC in nanoseconds: one clock for every process
+// on the host, where a time.Time's monotonic reading is its process's own.
+// A raw call, as the core's others (sysRaw): it never blocks.
+func Mono() int64 {
+	var ts unix.Timespec
+	sysRaw(unix.SYS_CLOCK_GETTIME, unix.CLOCK_MONOTONIC, uintptr(unsafe.Pointer(&ts)), 0, 0, 0, 0)
+	return ts.Nano()
 }
 
 // Endpoint sends this node's heartbeats on every path and watches the
@@ -206,6 +233,9 @@ type Endpoint struct {
 	// own, is when the reading at once it asked for ends.
 	readNow         chan struct{}
 	readAtOnceUntil time.Time
+	// renews is set by Renews: the next peer frame is reported whatever
+	// Refresh says.
+	renews atomic.Bool
 
 	// canPoll: every path's socket is owned (sockIO), so the loop can
 	// read them itself instead of waking for each frame; peerRole is the
@@ -625,6 +655,13 @@ func (e *Endpoint) ReadAtOnce() {
 	}
 }
 
+// Renews has the endpoint report the peer's next frame to the agent even
+// if it says nothing new: the agent set aside what it had read late
+// (a frame that waited in its queue while it did not run may tell of a
+// peer that has moved on since) and needs the peer's word as it is now.
+// It does not wait.
+func (e *Endpoint) Renews() { e.renews.Store(true) }
+
 // pollBatch bounds the frames one poll reads from a path: a flood (forged
 // frames are read to be dropped) waits for the next wake-up rather than
 // hold up the send tick.
@@ -969,7 +1006,7 @@ func (e *Endpoint) receive(ctx context.Context, r *rxFrame, peerAlive *bool) boo
 	answer := e.changedSeq != 0 && f.EchoGeneration == e.cfg.Generation && f.EchoSeq >= e.changedSeq
 	if answer {
 		e.changedSeq = 0
-	} else if e.cfg.Refresh > 0 && v == e.reportedView && r.at.Sub(e.reportedAt) < e.cfg.Refresh {
+	} else if !e.renews.Swap(false) && e.cfg.Refresh > 0 && v == e.reportedView && r.at.Sub(e.reportedAt) < e.cfg.Refresh {
 		return true
 	}
 	// A peer frame is a whole state: when the agent is behind, a frame it

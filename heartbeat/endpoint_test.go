@@ -619,6 +619,39 @@ func TestUnchangedFramesWaitForRefresh(t *testing.T) {
 	b.waitFor(t, PeerFrame, "", lost, 2*time.Second)
 }
 
+// Renews has the next frame reported even though it says nothing new:
+// the agent set aside a frame it read late and asks for the peer's word
+// as it is now. Once: the frames after it wait for Refresh again.
+func TestRenewsReportsTheNextFrame(t *testing.T) {
+	leaktest.Check(t)
+	w := memWorld()
+	const iv = 10 * time.Millisecond
+	startOn(t, w.paths(t, "a"), 1, iv)
+	b := startOn(t, w.paths(t, "b"), 2, iv, func(c *Config) { c.Refresh = time.Hour })
+	ev, i := b.waitFor(t, PeerFrame, "", 0, 2*time.Second)
+	for ev.Frame.Flags&FlagDeaf != 0 {
+		ev, i = b.waitFor(t, PeerFrame, "", i+1, 2*time.Second)
+	}
+	if !b.receiveMore(5, time.Now().Add(5*time.Second), iv) {
+		t.Fatal("frames stopped")
+	}
+	from := b.len()
+	if n := b.count(PeerFrame, i+1); n != 0 {
+		t.Fatalf("%d frames that said the same were reported before Renews", n)
+	}
+	b.ep.Renews()
+	again, j := b.waitFor(t, PeerFrame, "", from, 2*time.Second)
+	if again.Frame.Seq <= ev.Frame.Seq {
+		t.Errorf("reported frame %d after Renews, not one newer than %d", again.Frame.Seq, ev.Frame.Seq)
+	}
+	if !b.receiveMore(5, time.Now().Add(5*time.Second), iv) {
+		t.Fatal("frames stopped")
+	}
+	if n := b.count(PeerFrame, j+1); n != 0 {
+		t.Errorf("%d more frames reported after the one Renews asked for", n)
+	}
+}
+
 // The peer's first frame sent after it heard a change of ours reaches the
 // agent even when it says nothing new (Refresh aside): it is the peer's
 // answer. An active whose check failed and recovered within one frame

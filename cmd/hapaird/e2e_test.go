@@ -1160,6 +1160,79 @@ func TestFencedAgentResumedComesBackAStandby(t *testing.T) {
 	}
 }
 
+// A standby whose hapaird is stopped (a debugger, a stopped container, a
+// starved process) under the lease, while the active tries to hand over,
+// acts on the active's word as it is when it runs again, not as it was
+// when it stopped: the frames its core queued meanwhile tell of a peer
+// that may have moved on.
+//   - A switchover it could not take up: the active stays active at the
+//     bound (1 s). Resumed after that, the standby read the queued
+//     "leaving" first and took over beside it, a split brain it lost
+//     (two holders for 5-16 ms, in three runs of three at every profile).
+//   - A graceful stop of the active, the standby resumed within the
+//     bound: it must still take over before the active gives up waiting,
+//     or nobody holds the VIPs until the active's silence is judged.
+func TestStoppedStandbyActsOnTheActivesWordAsItIsNow(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	holders := c.WatchHolders()
+	if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Admin(act).Switchover(context.Background(), false); err == nil {
+		t.Fatalf("switchover beside a stopped standby succeeded")
+	}
+	time.Sleep(500 * time.Millisecond) // past half the bound: read late
+	if err := c.Signal(sb, syscall.SIGCONT, 0); err != nil {
+		t.Fatal(err)
+	}
+	if next, err := c.Settle(10 * time.Second); err != nil || next != act {
+		t.Fatalf("settled with %q active (%v), want %s, which stayed active", next, err, act)
+	}
+	if l := logLines(c, sb, "to=ACTIVE"); len(l) != 0 {
+		t.Errorf("the resumed standby took over: %s", l[0])
+	}
+	if _, both := holders.Stop(); both > 0 {
+		t.Errorf("two holders for %v", both)
+	}
+	if len(logLines(c, sb, "read late set aside")) == 0 {
+		t.Error("no frame was read late: the test did not stop the standby long enough")
+	}
+
+	// A graceful stop; the standby resumed 600 ms on, within the bound.
+	mark := len(logLines(c, sb, "read late set aside"))
+	gaveUp := len(logLines(c, act, "did not take over within"))
+	holders = c.WatchHolders()
+	if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Signal(act, syscall.SIGTERM, 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if err := c.Signal(sb, syscall.SIGCONT, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitExit(act, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Generous: a standby that waited for the active's silence instead
+	// left nobody holding them for about a dead interval (300 ms).
+	if none, _ := holders.Stop(); none > 100*time.Millisecond {
+		t.Errorf("nobody held the VIP for %v", none)
+	}
+	if len(logLines(c, sb, "read late set aside")) == mark {
+		t.Error("no frame was read late in the graceful stop: the test did not stop the standby long enough")
+	}
+	if l := logLines(c, act, "did not take over within"); len(l) > gaveUp {
+		t.Errorf("the stopping active gave up waiting: %s", l[gaveUp])
+	}
+}
+
 // Two operators at once: one locks the standby (maintenance on it), the
 // other switches over to it, in the same instant, or just after the lock
 // is in force and before the active has heard of it (an interval). Either

@@ -37,6 +37,8 @@ type Heartbeat interface {
 	Stats() heartbeat.Stats
 	// Unfence says a Fenced event has been handled.
 	Unfence()
+	// Renews asks for the peer's next frame even if it says nothing new.
+	Renews()
 	// Isolation says whether liveness runs with real-time scheduling and
 	// locked memory.
 	Isolation() heartbeat.CoreHello
@@ -991,6 +993,20 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 			return a.step(election.Event{Kind: election.Lock, Now: ev.At, Locked: true})
 		}
 	case heartbeat.PeerFrame:
+		if w := ev.Waited(); w > staleAfter(a.m.HandoffBound()) {
+			// Read late: this loop did not run (the process was
+			// stopped, or starved) while the frame waited. The core
+			// passes on a frame when it says something new, so those
+			// queued behind it may say the peer has moved on since: an
+			// active whose switchover this node was too stopped to take
+			// up stays active once the bound passes, and its "leaving"
+			// read after that made this node take over beside it (a
+			// split brain it lost). Set aside, as a frame lost on the
+			// wire would be, and the peer's next frame asked for.
+			a.log.Info("a peer frame read late set aside; asking for the peer's next", "op", "peer", "waited", w.Round(time.Millisecond).String(), "peer_role", ev.Frame.Role.String())
+			a.opt.Heartbeat.Renews()
+			return false
+		}
 		a.mu.Lock()
 		a.peerAt = ev.At
 		a.mu.Unlock()
@@ -1078,6 +1094,16 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 	}
 	return false
 }
+
+// staleAfter is how long a peer frame may wait unread and still be acted
+// on: half the handover bound. A peer's word changes under a frame that
+// waited no longer only if the peer moved on by itself, which its next
+// frame says (the core passes on every change); a leaving peer, the
+// case that matters, waits the whole bound for this node before it
+// stays. Well above the agent's lag under load (milliseconds), which
+// must not set the peer's frames aside: each one set aside costs a frame
+// of the peer's (Renews).
+func staleAfter(handoffBound time.Duration) time.Duration { return handoffBound / 2 }
 
 // peerStopping says the peer's last frame said it stops (Leaving, not
 // active), so its silence is no fault. Asked before the machine hears of

@@ -42,6 +42,7 @@ type fakeHB struct {
 	// after every event it sent before, so what it puts in events is
 	// what a starved agent had not read yet.
 	onStats func()
+	renews  atomic.Int32 // Renews calls
 }
 
 func (f *fakeHB) Run(ctx context.Context) error {
@@ -51,6 +52,7 @@ func (f *fakeHB) Run(ctx context.Context) error {
 }
 func (f *fakeHB) Events() <-chan heartbeat.Event { return f.events }
 func (f *fakeHB) Unfence()                       {}
+func (f *fakeHB) Renews()                        { f.renews.Add(1) }
 func (f *fakeHB) Isolation() heartbeat.CoreHello { return heartbeat.CoreHello{} }
 func (f *fakeHB) Stats() heartbeat.Stats {
 	if f.onStats != nil {
@@ -723,6 +725,44 @@ func TestFrozenFactsCrossTheWireUnchanged(t *testing.T) {
 // the first of them found two standbys and no active node, and the node
 // took the VIPs again beside the peer (a soak at turbo: two holders for
 // 17-27 ms, and a split brain to arbitrate).
+// A frame that waited in the queue longer than half the handover bound
+// (the loop did not run) is set aside and the peer's next asked for: the
+// leaving active it tells of may have stayed active since (a switchover
+// this node was too stopped to take up). Read fresh, the same frame is
+// taken up at once.
+func TestPeerFrameReadLateIsSetAside(t *testing.T) {
+	r := newRig(t, false, nil)
+	r.run(t)
+	r.hb.events <- frame(heartbeat.RoleActive, heartbeat.FlagHolding)
+	r.waitRole(t, "STANDBY")
+	bound := election.DefaultHandoffBound(30 * time.Millisecond)
+	late := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagLeaving)
+	late.Sent = heartbeat.Mono() - int64(bound) // sent a bound ago, unread since
+	r.hb.events <- late
+	// The peer's next frame, sent after the stall: it stayed active (and
+	// was locked meanwhile, which status shows once it is handled).
+	stayed := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagLocked)
+	stayed.Sent = heartbeat.Mono()
+	r.hb.events <- stayed
+	deadline := time.Now().Add(2 * time.Second)
+	for !r.a.Status().Peer.Locked {
+		if time.Now().After(deadline) {
+			t.Fatal("the peer's frame sent after the stall was not handled")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if r.hb.renews.Load() == 0 {
+		t.Error("the frame read late was not set aside: the peer's next was not asked for")
+	}
+	if role := r.a.Status().Role; role != "STANDBY" || r.vips.isHeld() || r.log.count("peer leaving") != 0 {
+		t.Fatalf("took over on a leaving frame read %v late: role %s, VIPs held %v", bound, role, r.vips.isHeld())
+	}
+	fresh := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagLeaving)
+	fresh.Sent = heartbeat.Mono() - int64(bound/4)
+	r.hb.events <- fresh
+	r.waitRole(t, "ACTIVE")
+}
+
 func TestFencedLoopDoesNotTakeOverOnFramesQueuedInTheStall(t *testing.T) {
 	r := newRig(t, true, nil)
 	r.run(t)

@@ -274,6 +274,30 @@ var operations = []operation{
 	{"the standby's machine shuts down: its media server and hapaird stop at once", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
 		return shutDown(t, c, sb)
 	}, false},
+	// A switchover run while the standby's hapaird is stopped (a
+	// debugger on it, a stopped container): refused at the bound, and
+	// the standby, resumed after it, must not act on the "leaving" its
+	// core queued meanwhile (it took over beside the active).
+	{"switchover while the standby's hapaird is stopped", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		took := len(logLines(c, sb, "to=ACTIVE"))
+		if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Admin(act).Switchover(context.Background(), false); err == nil {
+			t.Error("a switchover beside a stopped standby succeeded")
+		}
+		time.Sleep(500 * time.Millisecond)
+		if err := c.Signal(sb, syscall.SIGCONT, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Settle(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if l := logLines(c, sb, "to=ACTIVE"); len(l) > took {
+			t.Errorf("the resumed standby took over: %s", l[took])
+		}
+		return true
+	}, false},
 }
 
 // shutDown stops node's media server and its hapaird at once, as systemd

@@ -993,7 +993,7 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 			return a.step(election.Event{Kind: election.Lock, Now: ev.At, Locked: true})
 		}
 	case heartbeat.PeerFrame:
-		if w := ev.Waited(); w > staleAfter(a.m.HandoffBound()) {
+		if w := ev.Waited(); w > staleAfter {
 			// Read late: this loop did not run (the process was
 			// stopped, or starved) while the frame waited. The core
 			// passes on a frame when it says something new, so those
@@ -1096,14 +1096,16 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 }
 
 // staleAfter is how long a peer frame may wait unread and still be acted
-// on: half the handover bound. A peer's word changes under a frame that
-// waited no longer only if the peer moved on by itself, which its next
-// frame says (the core passes on every change); a leaving peer, the
-// case that matters, waits the whole bound for this node before it
-// stays. Well above the agent's lag under load (milliseconds), which
-// must not set the peer's frames aside: each one set aside costs a frame
-// of the peer's (Renews).
-func staleAfter(handoffBound time.Duration) time.Duration { return handoffBound / 2 }
+// on: half the shortest handover bound a peer uses (1 s, whatever its
+// dead interval; the peer's own, not this node's, is the one that ends
+// its "leaving"). A peer's word changes under a frame that waited no
+// longer only if the peer moved on by itself, which its next frame says
+// (the core passes on every change); a leaving peer, the case that
+// matters, waits its whole bound for this node before it stays. Well
+// above the agent's lag under load (milliseconds), which must not set the
+// peer's frames aside: each one set aside costs a frame of the peer's
+// (Renews).
+var staleAfter = election.DefaultHandoffBound(0) / 2
 
 // peerStopping says the peer's last frame said it stops (Leaving, not
 // active), so its silence is no fault. Asked before the machine hears of

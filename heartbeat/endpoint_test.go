@@ -580,6 +580,24 @@ func TestUDPPathHearsOnlyThePeer(t *testing.T) {
 	}
 }
 
+// refreshInterval is the frame interval of refreshPair's endpoints.
+const refreshInterval = 10 * time.Millisecond
+
+// refreshPair starts a, and b with a Refresh of an hour, on w, and returns
+// b's first report of a frame of a's that says it hears b, and its index
+// in b's events: a's first frames say it hears nobody yet (FlagDeaf), a
+// change reported at once.
+func refreshPair(t *testing.T, w world) (a, b *node, ev Event, i int) {
+	t.Helper()
+	a = startOn(t, w.paths(t, "a"), 1, refreshInterval)
+	b = startOn(t, w.paths(t, "b"), 2, refreshInterval, func(c *Config) { c.Refresh = time.Hour })
+	ev, i = b.waitFor(t, PeerFrame, "", 0, 2*time.Second)
+	for ev.Frame.Flags&FlagDeaf != 0 {
+		ev, i = b.waitFor(t, PeerFrame, "", i+1, 2*time.Second)
+	}
+	return a, b, ev, i
+}
+
 // With Refresh, a frame that says nothing new reaches the agent once a
 // Refresh, not every interval (an idle agent need not wake for each); a
 // change, and the first frame after a loss, reach it at once, and Stats
@@ -587,14 +605,8 @@ func TestUDPPathHearsOnlyThePeer(t *testing.T) {
 func TestUnchangedFramesWaitForRefresh(t *testing.T) {
 	leaktest.Check(t)
 	w := memWorld()
-	const iv = 10 * time.Millisecond
-	a := startOn(t, w.paths(t, "a"), 1, iv)
-	b := startOn(t, w.paths(t, "b"), 2, iv, func(c *Config) { c.Refresh = time.Hour })
-	// a's first frames say it hears nobody yet (FlagDeaf), a change.
-	ev, i := b.waitFor(t, PeerFrame, "", 0, 2*time.Second)
-	for ev.Frame.Flags&FlagDeaf != 0 {
-		ev, i = b.waitFor(t, PeerFrame, "", i+1, 2*time.Second)
-	}
+	const iv = refreshInterval
+	a, b, _, i := refreshPair(t, w)
 	if !b.receiveMore(20, time.Now().Add(5*time.Second), iv) {
 		t.Fatal("frames stopped")
 	}
@@ -624,14 +636,8 @@ func TestUnchangedFramesWaitForRefresh(t *testing.T) {
 // as it is now. Once: the frames after it wait for Refresh again.
 func TestRenewsReportsTheNextFrame(t *testing.T) {
 	leaktest.Check(t)
-	w := memWorld()
-	const iv = 10 * time.Millisecond
-	startOn(t, w.paths(t, "a"), 1, iv)
-	b := startOn(t, w.paths(t, "b"), 2, iv, func(c *Config) { c.Refresh = time.Hour })
-	ev, i := b.waitFor(t, PeerFrame, "", 0, 2*time.Second)
-	for ev.Frame.Flags&FlagDeaf != 0 {
-		ev, i = b.waitFor(t, PeerFrame, "", i+1, 2*time.Second)
-	}
+	const iv = refreshInterval
+	_, b, ev, i := refreshPair(t, memWorld())
 	if !b.receiveMore(5, time.Now().Add(5*time.Second), iv) {
 		t.Fatal("frames stopped")
 	}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/statesync/repl"
 )
 
@@ -43,7 +44,7 @@ func (n *Node) control(path string, h http.Handler, mode os.FileMode, group stri
 	// are long-lived by design.
 	limited := limitConns(l, conns, rateLimited(n.log, "control socket"))
 	limited.answer = tooMany(conns, path)
-	n.server(&http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}, limited)
+	n.server(&http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10, ConnContext: control.WithConn}, limited)
 	return limited, nil
 }
 

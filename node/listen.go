@@ -110,6 +110,9 @@ func (c *slotConn) Close() error {
 	return err
 }
 
+// NetConn is the connection c wraps (control.ClientGone looks through it).
+func (c *slotConn) NetConn() net.Conn { return c.Conn }
+
 // CloseWrite passes the half-close through: net/http uses it, when the
 // conn has it, to let the client read the response before the reset an
 // unread request would cause.

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -135,6 +138,54 @@ func TestSplitBrainLockedNodeStays(t *testing.T) {
 func lock(t *testing.T, c *lab.Cluster, node string) {
 	t.Helper()
 	hapairctl(t, c, node, "lock", "--reason", "test")
+}
+
+// An operator's command sent to a hapaird that does not run (stopped, or
+// a host starved for seconds) times out at the client, which tells the
+// operator it failed. The daemon must not apply it when it runs again:
+// a lock, an unlock or a handover the operator was told did not happen
+// would happen behind their back, an unlock in the middle of the
+// maintenance it was to end. (Before, each was applied.)
+func TestCommandsTheirClientGaveUpOnAreNotApplied(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	giveUp := func(what string, send func(context.Context) error) {
+		t.Helper()
+		mark := len(logLines(c, act, "was not applied"))
+		if err := c.Signal(act, syscall.SIGSTOP, 0); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		err := send(ctx)
+		cancel()
+		if err == nil {
+			t.Fatalf("%s answered by a stopped hapaird", what)
+		}
+		if err := c.Signal(act, syscall.SIGCONT, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !pollUntil(5*time.Second, func() bool { return len(logLines(c, act, "was not applied")) > mark }) {
+			t.Errorf("%s given up on: the daemon did not say it set it aside", what)
+		}
+	}
+	giveUp("lock", func(ctx context.Context) error { return c.Admin(act).Lock(ctx, true, "given up on\n") })
+	if st, err := c.Status(act); err != nil || st.Locked {
+		t.Errorf("locked by a lock its client gave up on: %+v, %v", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(c.StateDir(act), "locked")); err == nil {
+		t.Error("a lock file written for a lock its client gave up on")
+	}
+	giveUp("switchover", func(ctx context.Context) error { return c.Admin(act).Switchover(ctx, false) })
+	if l := logLines(c, act, "to=STANDBY"); len(l) != 0 {
+		t.Errorf("handed over for a switchover its client gave up on: %s", l[0])
+	}
+	// And the other way: locked for maintenance, an unlock given up on
+	// leaves the node locked.
+	lock(t, c, act)
+	giveUp("unlock", func(ctx context.Context) error { return c.Admin(act).Lock(ctx, false, "") })
+	if st, err := c.Status(act); err != nil || !st.Locked {
+		t.Errorf("unlocked by an unlock its client gave up on: %+v, %v", st, err)
+	}
 }
 
 func TestLockSetWhileStoppedHonouredAtStart(t *testing.T) {

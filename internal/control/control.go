@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/hapair/hapair/health"
 	"github.com/hapair/hapair/statesync/client"
@@ -303,6 +304,54 @@ type Handler interface {
 	Status() Status
 	Switchover(ctx context.Context, force bool) error
 	SetLock(ctx context.Context, locked bool, text string) error
+}
+
+type connKey struct{}
+
+// WithConn is an http.Server's ConnContext: it keeps the connection a
+// request came on in the request's context, for ClientGone.
+func WithConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// ClientGone says whether the client of the request ctx belongs to has
+// closed its connection (or the request's context ended): an operator's
+// command that waited unread while the daemon did not run (stopped, or
+// starved) past the client's timeout. The client told its operator that
+// the command failed; applying it then, seconds or minutes later, would
+// lock or unlock a node, or hand it over, behind the operator's back.
+// Connections that WithConn did not keep (and a wrapper without NetConn)
+// are never gone. A peek that does not wait: a client that waits for the
+// answer has nothing more to send, and one that closed reads as the end.
+func ClientGone(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	c, _ := ctx.Value(connKey{}).(net.Conn)
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	gone := false
+	// Control, not Read: the server's own background read may be
+	// waiting on the connection, and Read would wait behind it.
+	raw.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		gone = errno == 0 && n == 0
+	})
+	return gone
 }
 
 // NewServeMux routes the read-only part of the API to h: status, for the

@@ -1,9 +1,13 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -58,5 +62,44 @@ func TestPeerInFaultIsSaidBesideItsRole(t *testing.T) {
 		if !strings.Contains(b.String(), tc.want) {
 			t.Errorf("%+v: %q, want it to contain %q", tc.peer, b.String(), tc.want)
 		}
+	}
+}
+
+// ClientGone tells a client that waits for its answer from one that
+// closed its connection, on a real unix socket served by net/http with
+// WithConn, as the daemon's admin socket is.
+func TestClientGoneSeesAClosedConnection(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "admin.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan bool)
+	proceed := make(chan struct{})
+	srv := &http.Server{ConnContext: WithConn, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		seen <- ClientGone(r.Context())
+		<-proceed
+		seen <- ClientGone(r.Context())
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, "POST /v1/lock HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"); err != nil {
+		t.Fatal(err)
+	}
+	if <-seen {
+		t.Error("a client waiting for its answer counts as gone")
+	}
+	conn.Close()
+	close(proceed)
+	if !<-seen {
+		t.Error("a client that closed its connection does not count as gone")
+	}
+	if ClientGone(context.Background()) {
+		t.Error("a context with no connection counts as gone")
 	}
 }

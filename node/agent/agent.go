@@ -262,6 +262,8 @@ type Agent struct {
 type command struct {
 	force bool
 	reply chan error
+	// gone says the operator's client gave up waiting (ClientGone).
+	gone func() bool
 }
 
 type lockChange struct {
@@ -908,6 +910,9 @@ func (a *Agent) notifyFailover(act election.Action, now time.Time) {
 // runs off the loop.
 func (a *Agent) switchover(c command) {
 	switch {
+	case c.gone():
+		a.abandoned("switchover")
+		c.reply <- errAbandoned
 	case a.draining:
 		c.reply <- errors.New("switchover: hapaird is stopping")
 	case a.m.Role() != election.Active:
@@ -1386,6 +1391,10 @@ func (a *Agent) sendLock(ctx context.Context, st lockfile.State) error {
 func (a *Agent) SetLock(ctx context.Context, locked bool, text string) error {
 	a.lockMu.Lock()
 	defer a.lockMu.Unlock()
+	if control.ClientGone(ctx) {
+		a.abandoned(map[bool]string{true: "lock", false: "unlock"}[locked])
+		return errAbandoned
+	}
 	var err error
 	if locked {
 		err = lockfile.Write(a.opt.LockFile, text)
@@ -1396,6 +1405,16 @@ func (a *Agent) SetLock(ctx context.Context, locked bool, text string) error {
 		return fmt.Errorf("lock file %s: %w", a.opt.LockFile, err)
 	}
 	return a.sendLock(ctx, lockfile.State{Locked: locked, Info: text})
+}
+
+// errAbandoned answers an operator's command whose client had gone.
+var errAbandoned = errors.New("not applied: the client gave up waiting")
+
+// abandoned logs an operator's command that is not applied because its
+// client gave up waiting for it (control.ClientGone): this process did
+// not run meanwhile, and the operator was told it failed.
+func (a *Agent) abandoned(what string) {
+	a.log.Warn("an operator's command was not applied: its client gave up waiting while hapaird did not run (the operator was told it failed)", "op", what)
 }
 
 // applyLock puts a lock state in force; true means exit now.
@@ -1423,9 +1442,13 @@ func (a *Agent) applyLock(st lockfile.State, now time.Time) bool {
 // Switchover asks the loop to hand over and waits for the outcome: the
 // peer active, or why not.
 func (a *Agent) Switchover(ctx context.Context, force bool) error {
+	if control.ClientGone(ctx) {
+		a.abandoned("switchover")
+		return errAbandoned
+	}
 	reply := make(chan error, 1)
 	select {
-	case a.cmds <- command{force: force, reply: reply}:
+	case a.cmds <- command{force: force, reply: reply, gone: func() bool { return control.ClientGone(ctx) }}:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-a.loopDone:

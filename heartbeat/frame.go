@@ -77,12 +77,13 @@ const (
 	// that node acts until the agent is back, so a peer waiting on it
 	// for anything takes over instead. An older receiver ignores it.
 	FlagFenced
-	// FlagLate: a relief sender sent the frame because the sender's
-	// heartbeat loop is late (its CPU kept from it): the frame is the
-	// loop's last, and its echo what the loop last read, however old,
-	// so it says nothing of whether the sender hears us. An older
-	// receiver ignores the flag, and may take a stall for a one-way link
-	// on every path, as it did before.
+	// FlagLate: the sender's heartbeat loop is late (its CPU kept from
+	// it, the process paused): a relief sender sent the loop's last
+	// frame for it, or this is the loop's first send after the pause,
+	// which goes out before it reads. Its echo is what the loop last
+	// read, however old, so it says nothing of whether the sender hears
+	// us. An older receiver ignores the flag, and may take a stall for a
+	// one-way link on every path, as it did before.
 	FlagLate
 )
 

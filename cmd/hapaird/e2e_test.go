@@ -1177,22 +1177,7 @@ func TestStoppedStandbyActsOnTheActivesWordAsItIsNow(t *testing.T) {
 	act := settle(t, c)
 	sb := other(act)
 	holders := c.WatchHolders()
-	if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Admin(act).Switchover(context.Background(), false); err == nil {
-		t.Fatalf("switchover beside a stopped standby succeeded")
-	}
-	time.Sleep(500 * time.Millisecond) // past half the bound: read late
-	if err := c.Signal(sb, syscall.SIGCONT, 0); err != nil {
-		t.Fatal(err)
-	}
-	if next, err := c.Settle(10 * time.Second); err != nil || next != act {
-		t.Fatalf("settled with %q active (%v), want %s, which stayed active", next, err, act)
-	}
-	if l := logLines(c, sb, "to=ACTIVE"); len(l) != 0 {
-		t.Errorf("the resumed standby took over: %s", l[0])
-	}
+	switchoverBesideAStoppedStandby(t, c, act, sb)
 	if _, both := holders.Stop(); both > 0 {
 		t.Errorf("two holders for %v", both)
 	}

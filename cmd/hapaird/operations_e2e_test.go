@@ -279,25 +279,34 @@ var operations = []operation{
 	// the standby, resumed after it, must not act on the "leaving" its
 	// core queued meanwhile (it took over beside the active).
 	{"switchover while the standby's hapaird is stopped", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
-		took := len(logLines(c, sb, "to=ACTIVE"))
-		if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Admin(act).Switchover(context.Background(), false); err == nil {
-			t.Error("a switchover beside a stopped standby succeeded")
-		}
-		time.Sleep(500 * time.Millisecond)
-		if err := c.Signal(sb, syscall.SIGCONT, 0); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Settle(10 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-		if l := logLines(c, sb, "to=ACTIVE"); len(l) > took {
-			t.Errorf("the resumed standby took over: %s", l[took])
-		}
+		switchoverBesideAStoppedStandby(t, c, act, sb)
 		return true
 	}, false},
+}
+
+// switchoverBesideAStoppedStandby stops sb's hapaird, runs a switchover
+// on act, which must be refused at the bound, resumes sb half a bound
+// later (its queued frames are read late), and checks that the pair
+// settles with act still active and sb never having taken over.
+func switchoverBesideAStoppedStandby(t *testing.T, c *lab.Cluster, act, sb string) {
+	t.Helper()
+	took := len(logLines(c, sb, "to=ACTIVE"))
+	if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Admin(act).Switchover(context.Background(), false); err == nil {
+		t.Error("a switchover beside a stopped standby succeeded")
+	}
+	time.Sleep(500 * time.Millisecond) // past half the bound: read late
+	if err := c.Signal(sb, syscall.SIGCONT, 0); err != nil {
+		t.Fatal(err)
+	}
+	if next, err := c.Settle(10 * time.Second); err != nil || next != act {
+		t.Fatalf("settled with %q active (%v), want %s, which stayed active", next, err, act)
+	}
+	if l := logLines(c, sb, "to=ACTIVE"); len(l) > took {
+		t.Errorf("the resumed standby took over: %s", l[took])
+	}
 }
 
 // shutDown stops node's media server and its hapaird at once, as systemd

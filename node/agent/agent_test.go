@@ -18,6 +18,7 @@ import (
 	"github.com/hapair/hapair/election"
 	"github.com/hapair/hapair/health"
 	"github.com/hapair/hapair/heartbeat"
+	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/internal/leaktest"
 	"github.com/hapair/hapair/statesync"
 	"github.com/hapair/hapair/statesync/repl"
@@ -210,10 +211,17 @@ func (r *rig) waitRole(t *testing.T, role string) {
 // waitPeerRole waits until status shows the peer's frame that says role.
 func (r *rig) waitPeerRole(t *testing.T, role string) {
 	t.Helper()
+	r.waitPeer(t, "says "+role, func(p control.PeerStatus) bool { return p.Role == role })
+}
+
+// waitPeer waits until status shows a peer frame for which ok holds
+// (what names it).
+func (r *rig) waitPeer(t *testing.T, what string, ok func(control.PeerStatus) bool) {
+	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
-	for r.a.Status().Peer.Role != role {
+	for !ok(r.a.Status().Peer) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the peer's frame that says %s was not seen", role)
+			t.Fatalf("the peer's frame that %s was not seen", what)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -718,13 +726,6 @@ func TestFrozenFactsCrossTheWireUnchanged(t *testing.T) {
 	}
 }
 
-// A loop that stalls past the heartbeat core's lease is fenced: the core
-// says FAULT, and the standby takes over. The frames the peer sent in
-// between, still a standby's (its agent had not acted yet), wait unread
-// with the peer's frame that says it took over. Handled after the fence,
-// the first of them found two standbys and no active node, and the node
-// took the VIPs again beside the peer (a soak at turbo: two holders for
-// 17-27 ms, and a split brain to arbitrate).
 // A frame that waited in the queue longer than half the handover bound
 // (the loop did not run) is set aside and the peer's next asked for: the
 // leaving active it tells of may have stayed active since (a switchover
@@ -744,13 +745,7 @@ func TestPeerFrameReadLateIsSetAside(t *testing.T) {
 	stayed := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagLocked)
 	stayed.Sent = heartbeat.Mono()
 	r.hb.events <- stayed
-	deadline := time.Now().Add(2 * time.Second)
-	for !r.a.Status().Peer.Locked {
-		if time.Now().After(deadline) {
-			t.Fatal("the peer's frame sent after the stall was not handled")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	r.waitPeer(t, "says it is locked (sent after the stall)", func(p control.PeerStatus) bool { return p.Locked })
 	if r.hb.renews.Load() == 0 {
 		t.Error("the frame read late was not set aside: the peer's next was not asked for")
 	}
@@ -763,6 +758,13 @@ func TestPeerFrameReadLateIsSetAside(t *testing.T) {
 	r.waitRole(t, "ACTIVE")
 }
 
+// A loop that stalls past the heartbeat core's lease is fenced: the core
+// says FAULT, and the standby takes over. The frames the peer sent in
+// between, still a standby's (its agent had not acted yet), wait unread
+// with the peer's frame that says it took over. Handled after the fence,
+// the first of them found two standbys and no active node, and the node
+// took the VIPs again beside the peer (a soak at turbo: two holders for
+// 17-27 ms, and a split brain to arbitrate).
 func TestFencedLoopDoesNotTakeOverOnFramesQueuedInTheStall(t *testing.T) {
 	r := newRig(t, true, nil)
 	r.run(t)

@@ -538,11 +538,17 @@ func (m *Machine) peerFrame(ev Event) {
 	if p.Role == Active {
 		m.peerActiveWritten = p.Written
 	}
-	if m.role == Standby && prevSeen && prev.Role == Active && p.Generation != prev.Generation {
+	if m.role == Standby && prevSeen && prev.Role == Active && p.Generation != prev.Generation && p.Role != Active {
 		// The active's daemon restarted faster than the dead interval:
 		// it is gone with every session it held, and this standby holds
 		// every acknowledged write. It takes over; the restarted node
-		// resynchronises from it.
+		// resynchronises from it. Not when the new boot already says
+		// ACTIVE: its start-up rules let it take over only when this
+		// node could not (its hapaird stopped, its core fenced it) or
+		// held no newer sessions, and it may have taken sessions since.
+		// Taking over then made a split brain that the restarted node
+		// won (it is active longest), or lost only on a session this
+		// node took in its milliseconds as an active.
 		m.takeOver(ev.Now, "peer restarted: the old active is gone")
 		return
 	}
@@ -595,6 +601,15 @@ func (m *Machine) peerFrame(ev Event) {
 			m.takeOver(ev.Now, why)
 		case p.Role == Fault:
 			m.takeOver(ev.Now, "peer in fault")
+		case p.Role == Standby && p.Fault && !p.Leaving && !ev.Now.Before(m.roleAt):
+			// Nobody holds the VIPs and the peer cannot take them: its
+			// checks fail, or its agent stopped and its heartbeat core
+			// fenced it. Newer sessions there do not hold this node
+			// back, as they do not at the end of the start-up window:
+			// a restarted active that deferred to a standby whose
+			// hapaird was stopped left nobody active for as long as it
+			// stayed stopped.
+			m.takeOver(ev.Now, "no active node: the peer is in fault")
 		case p.Role == Standby && !p.Leaving && !m.peerNewer() && (m.cfg.Preferred || p.Locked || m.written > p.Written) && !ev.Now.Before(m.roleAt):
 			// Nobody holds the VIPs. The node with the newer session
 			// state takes them, else the preferred node, or we do when

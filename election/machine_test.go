@@ -781,6 +781,52 @@ func TestRestartedActiveIsReplacedByTheStandby(t *testing.T) {
 	}
 }
 
+// A standby that did not run while the active restarted (its hapaird
+// stopped, its lease run out) may first hear the new boot when it already
+// says ACTIVE: it took over because this node could not. It is the
+// active; taking over made a split brain.
+func TestARestartedPeerAlreadyActiveIsNotReplaced(t *testing.T) {
+	m := started(false)
+	m.Step(Event{Kind: PeerFrame, Now: at(10), Written: 0, Peer: Peer{Role: Active, Generation: 1, Written: 0}})
+	m.Step(Event{Kind: Tick, Now: at(15)})
+	m.Step(Event{Kind: PeerFrame, Now: at(100), Written: 200, Peer: Peer{Role: Active, Generation: 1, Written: 200}})
+	if m.Role() != Standby {
+		t.Fatalf("setup: %v", m.Role())
+	}
+	acts := m.Step(Event{Kind: PeerFrame, Now: at(3000), Written: 200, Peer: Peer{Role: Active, Generation: 2, Written: 3, Facts: Facts{Preferred: true, ActiveFor: 2 * time.Second}}})
+	if m.Role() != Standby || len(acts) != 0 {
+		t.Fatalf("role %v, actions %v", m.Role(), acts)
+	}
+	// Leaving, it is handed over to at once, as any active.
+	acts = m.Step(Event{Kind: PeerFrame, Now: at(3100), Written: 200, Peer: Peer{Role: Active, Generation: 2, Written: 3, Leaving: true}})
+	if tr, ok := transition(acts); m.Role() != Active || !ok || tr.Reason != "peer leaving" {
+		t.Errorf("a leaving peer: role %v, actions %v", m.Role(), acts)
+	}
+}
+
+// A restarted active defers to the standby's newer sessions (design 3);
+// when that standby then cannot take over (its hapaird stopped and its
+// core fenced it, or its checks failed), nobody would hold the VIPs for
+// as long as it stays so. This node takes them, as it would have at the
+// end of its start-up window had the peer been in fault then.
+func TestAStandbyBesideANewerStandbyInFaultTakesOver(t *testing.T) {
+	m := started(true)
+	peer := Peer{Role: Standby, Generation: 1, Written: 27}
+	m.Step(Event{Kind: PeerFrame, Now: at(10), Peer: peer})
+	for ms := 20; m.Role() == Init && ms < 60_000; ms += 100 {
+		m.Step(Event{Kind: Tick, Now: at(ms)})
+	}
+	if m.Role() != Standby {
+		t.Fatalf("setup: %v", m.Role())
+	}
+	now := int(m.roleAt.Sub(epoch)/time.Millisecond) + 1000
+	peer.Fault, peer.Fenced = true, true
+	acts := m.Step(Event{Kind: PeerFrame, Now: at(now), Peer: peer})
+	if tr, ok := transition(acts); m.Role() != Active || !ok || tr.Reason != "no active node: the peer is in fault" {
+		t.Fatalf("role %v, actions %v", m.Role(), acts)
+	}
+}
+
 func lockedStandby(t *testing.T) *Machine {
 	m := standbyMachine(t)
 	m.Step(Event{Kind: Lock, Now: at(20), Locked: true})

@@ -1218,6 +1218,79 @@ func TestStoppedStandbyActsOnTheActivesWordAsItIsNow(t *testing.T) {
 	}
 }
 
+// The standby's hapaird stops (a debugger, a host starved for seconds)
+// and the active crash-restarts meanwhile. The restarted node defers to
+// the standby's newer sessions (design 3), so nobody holds the VIP until
+// the stopped standby's heartbeat core fences it at the end of its lease;
+// then the restarted node must take over, not wait for a standby that
+// cannot. The sessions held only by the stopped standby are lost: the
+// price of serving at all. When the standby runs again, the restarted
+// node's new boot already says ACTIVE: it is the active, and the standby
+// must not take over from it as from a plain restart (a split brain).
+func TestAnActiveRestartedBesideAStoppedStandby(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{})
+	act := settle(t, c)
+	sb := other(act)
+	_, stop := writeLoad(t, c, act, 1)
+	acked := stop()
+	waitSynced(t, c, act)
+	// The standby's frames carry the last write (they do within a busy
+	// tick of it), or the restarted node takes the store it shows for
+	// an empty one and does not defer.
+	if !pollUntil(5*time.Second, func() bool {
+		s, err := c.Status(act)
+		return err == nil && s.Peer.Written == s.Sync.Written
+	}) {
+		t.Fatal("the standby's frames never carried its position")
+	}
+	holders := c.WatchHolders()
+	if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			c.Signal(sb, syscall.SIGCONT, 0)
+		}
+	}()
+	if err := c.Kill(act); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(act); err != nil {
+		t.Fatal(err)
+	}
+	if len(loggedLines(c, act, "peer holds newer session state", 1)) == 0 {
+		t.Error("the restarted node did not defer to the standby's newer sessions")
+	}
+	// The lease is 3 s at the default profile.
+	if err := c.WaitRole(act, "ACTIVE", 10*time.Second); err != nil {
+		t.Fatalf("nobody took the VIP beside a stopped standby: %v", err)
+	}
+	if l := logLines(c, act, "no active node: the peer is in fault"); len(l) == 0 {
+		t.Error("the restarted node did not say why it took over")
+	}
+	if err := c.Signal(sb, syscall.SIGCONT, 0); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	if len(loggedLines(c, sb, "peer restarted: its frames come from a new boot", 1)) == 0 {
+		t.Fatal("the standby never heard the restarted node")
+	}
+	waitSynced(t, c, act)
+	if _, both := holders.Stop(); both > 0 {
+		t.Errorf("two holders for %v", both)
+	}
+	if st, err := c.Status(sb); err != nil || st.Role != "STANDBY" {
+		t.Errorf("the standby: %+v %v", st, err)
+	}
+	for _, n := range []string{act, sb} {
+		if l := logLines(c, n, "split brain"); len(l) > 0 {
+			t.Errorf("%s: %s", n, l[0])
+		}
+	}
+	t.Logf("%d of %d acknowledged sessions were held only by the stopped standby", c.Missing(act, acked), len(acked))
+}
+
 // Two operators at once: one locks the standby (maintenance on it), the
 // other switches over to it, in the same instant, or just after the lock
 // is in force and before the active has heard of it (an interval). Either

@@ -125,6 +125,11 @@ type PeerStatus struct {
 	Locked       bool    `json:"locked"`
 	Fault        bool    `json:"fault"`
 	LastFrameAge float64 `json:"last_frame_age_ms"`
+	// Written is the session store position the peer's frames say it
+	// holds: its own writes on an active, the active's it applied on a
+	// standby. A restarting node compares it with its own before it
+	// takes over, and a switchover waits for it.
+	Written uint64 `json:"written"`
 	// Unverified, when set, says the peer's node sends heartbeats that
 	// no key of this node verifies, and with which key, or that name
 	// another cluster, or that say it is active and echo an earlier boot

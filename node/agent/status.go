@@ -27,6 +27,7 @@ func (a *Agent) updateStatus() {
 	}
 	if seen {
 		s.Peer.Role, s.Peer.Locked, s.Peer.Fault = peer.Role.String(), peer.Locked, peer.Fault
+		s.Peer.Written = peer.Written
 	}
 	if a.opt.TLS != nil {
 		s.TLS = append(s.TLS, a.opt.TLS()...)

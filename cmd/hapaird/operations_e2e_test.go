@@ -282,6 +282,36 @@ var operations = []operation{
 		switchoverBesideAStoppedStandby(t, c, act, sb)
 		return true
 	}, false},
+	// Two faults: the standby's hapaird hangs past its lease, and the
+	// active crashes and is restarted meanwhile. The restarted node must
+	// take over (the writes only the stopped standby held are lost),
+	// and the standby, running again, must not take over from it.
+	{"the standby's hapaird stops, the active is killed and started again", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
+		splits := len(logLines(c, sb, "split brain"))
+		if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Kill(act); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(act); err != nil {
+			t.Fatal(err)
+		}
+		err := c.WaitRole(act, "ACTIVE", 10*time.Second)
+		if err := c.Signal(sb, syscall.SIGCONT, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err != nil {
+			t.Fatalf("nobody took the VIP beside the stopped standby: %v", err)
+		}
+		if next, err := c.Settle(10 * time.Second); err != nil || next != act {
+			t.Fatalf("settled with %q active (%v), want %s", next, err, act)
+		}
+		if l := logLines(c, sb, "split brain"); len(l) > splits {
+			t.Errorf("the standby running again made a split brain: %s", l[splits])
+		}
+		return false
+	}, false},
 }
 
 // switchoverBesideAStoppedStandby stops sb's hapaird, runs a switchover

@@ -257,6 +257,8 @@ type Agent struct {
 	// draining: a graceful stop of the active waits, writes paused, for
 	// the standby to apply every write (on synced) before it hands over.
 	draining bool
+	// replaying: the loop handles what replay took off the core's queue.
+	replaying bool
 }
 
 type command struct {
@@ -974,6 +976,9 @@ func (a *Agent) stepNewSession() bool {
 }
 
 func (a *Agent) heartbeat(ev heartbeat.Event) bool {
+	if !a.replaying && ev.Waited() > lateRead {
+		return a.replay(ev)
+	}
 	// A new session taken before this frame was handled goes to the
 	// machine first: the loop's select picks among ready inputs at
 	// random, and a frame that starts a split freezes this node's facts,
@@ -998,40 +1003,7 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 			return a.step(election.Event{Kind: election.Lock, Now: ev.At, Locked: true})
 		}
 	case heartbeat.PeerFrame:
-		if w := ev.Waited(); w > staleAfter {
-			// Read late: this loop did not run (the process was
-			// stopped, or starved) while the frame waited. The core
-			// passes on a frame when it says something new, so those
-			// queued behind it may say the peer has moved on since: an
-			// active whose switchover this node was too stopped to take
-			// up stays active once the bound passes, and its "leaving"
-			// read after that made this node take over beside it (a
-			// split brain it lost). Set aside, as a frame lost on the
-			// wire would be, and the peer's next frame asked for.
-			a.log.Info("a peer frame read late set aside; asking for the peer's next", "op", "peer", "waited", w.Round(time.Millisecond).String(), "peer_role", ev.Frame.Role.String())
-			a.opt.Heartbeat.Renews()
-			return false
-		}
-		a.mu.Lock()
-		a.peerAt = ev.At
-		a.mu.Unlock()
-		a.notePeerDead(ev.Frame.Dead)
-		a.notePeerBoot(ev.Frame.Generation)
-		wasStopping := a.peerStopping()
-		exit := a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
-		if !wasStopping && a.peerStopping() {
-			// The standby's last frame, sent as it stops, or by its
-			// heartbeat core when its daemon died: the peer is declared
-			// gone only a dead interval later, and sync writes would
-			// wait for it all that time and more. (The service acts on
-			// it only while this node is active.)
-			died := ev.Frame.Flags&heartbeat.FlagAgentDied != 0
-			if died {
-				a.log.Warn("the peer's hapaird died: its heartbeat core says so, and ends", "op", "peer", "peer", a.opt.Peer)
-			}
-			a.opt.Sync.StandbyStopped(!died)
-		}
-		return exit
+		return a.peerFrame(ev)
 	case heartbeat.PeerLost:
 		if a.peerStopping() {
 			a.log.Info("peer stopped: its last frame said so", "op", "peer", "peer", a.opt.Peer)
@@ -1098,6 +1070,125 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		return exit
 	}
 	return false
+}
+
+// replay handles ev, which waited in the core's queue, and every event
+// the core sent before now, as their net effect (netEffect). A loop that
+// runs late (its process was stopped, or starved) finds history queued:
+// the standby of an active that restarted while it was stopped read the
+// peer lost, then the new boot's INIT, and took over from a node that had
+// meanwhile taken over itself (a split brain it lost). The core's queue
+// is first waited for (Stats), so that what it sent is all in Events.
+func (a *Agent) replay(ev heartbeat.Event) bool {
+	a.opt.Heartbeat.Stats()
+	q := []heartbeat.Event{ev}
+	for more := true; more; {
+		select {
+		case next := <-a.opt.Heartbeat.Events():
+			q = append(q, next)
+		default:
+			more = false
+		}
+	}
+	a.replaying = true
+	defer func() { a.replaying = false }()
+	for _, e := range netEffect(q, staleAfter) {
+		if a.heartbeat(e) {
+			return true
+		}
+	}
+	return false
+}
+
+// netEffect is what of the queued events q, in the order the core sent
+// them, is still news. Of the peer's frames only the newest: each is the
+// peer's whole state, and one with a newer behind it says what the peer
+// no longer says (a frame lost on the wire is the same). A path down, or
+// the peer lost, that waited longer than stale and came back later in q
+// goes with its return: nothing acted on the loss in time, and the peer,
+// which has since heard from this node's core, may have acted instead.
+// What is left keeps its order.
+func netEffect(q []heartbeat.Event, stale time.Duration) []heartbeat.Event {
+	drop := make([]bool, len(q))
+	last := -1
+	for i, e := range q {
+		if e.Kind == heartbeat.PeerFrame {
+			if last >= 0 {
+				drop[last] = true
+			}
+			last = i
+		}
+	}
+	for i, e := range q {
+		var back heartbeat.EventKind
+		switch e.Kind {
+		case heartbeat.PathDown:
+			back = heartbeat.PathUp
+		case heartbeat.PeerLost:
+			back = heartbeat.PeerAlive
+		default:
+			continue
+		}
+		if drop[i] || e.Waited() <= stale {
+			continue
+		}
+		for j := i + 1; j < len(q); j++ {
+			if !drop[j] && q[j].Kind == back && (back == heartbeat.PeerAlive || q[j].Path == e.Path) {
+				drop[i], drop[j] = true, true
+				break
+			}
+		}
+	}
+	out := q[:0:0]
+	for i, e := range q {
+		if !drop[i] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// lateRead is how long an event waits unread before the loop counts itself
+// late and replays the core's queue (replay): well above the loop's lag on
+// an idle node, which costs nothing then.
+const lateRead = 5 * time.Millisecond
+
+// peerFrame handles the peer's frame ev.
+func (a *Agent) peerFrame(ev heartbeat.Event) bool {
+	if w := ev.Waited(); w > staleAfter {
+		// Read late: this loop did not run (the process was
+		// stopped, or starved) while the frame waited. The core
+		// passes on a frame when it says something new, so those
+		// queued behind it may say the peer has moved on since: an
+		// active whose switchover this node was too stopped to take
+		// up stays active once the bound passes, and its "leaving"
+		// read after that made this node take over beside it (a
+		// split brain it lost). Set aside, as a frame lost on the
+		// wire would be, and the peer's next frame asked for.
+		a.log.Info("a peer frame read late set aside; asking for the peer's next", "op", "peer", "waited", w.Round(time.Millisecond).String(), "peer_role", ev.Frame.Role.String())
+		a.opt.Heartbeat.Renews()
+		return false
+	}
+	a.mu.Lock()
+	a.peerAt = ev.At
+	a.mu.Unlock()
+	a.notePeerDead(ev.Frame.Dead)
+	a.notePeerBoot(ev.Frame.Generation)
+	wasStopping := a.peerStopping()
+	exit := a.step(election.Event{Kind: election.PeerFrame, Now: ev.At, Peer: peerOf(ev.Frame)})
+	if !wasStopping && a.peerStopping() {
+		// The standby's last frame, sent as it stops, or by its
+		// heartbeat core when its daemon died: the peer is declared
+		// gone only a dead interval later, and sync writes would
+		// wait for it all that time and more. (The service acts on
+		// it only while this node is active.)
+		died := ev.Frame.Flags&heartbeat.FlagAgentDied != 0
+		if died {
+			a.log.Warn("the peer's hapaird died: its heartbeat core says so, and ends", "op", "peer", "peer", a.opt.Peer)
+		}
+		a.opt.Sync.StandbyStopped(!died)
+	}
+	return exit
 }
 
 // staleAfter is how long a peer frame may wait unread and still be acted

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -740,15 +741,19 @@ func TestPeerFrameReadLateIsSetAside(t *testing.T) {
 	late := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagLeaving)
 	late.Sent = heartbeat.Mono() - int64(bound) // sent a bound ago, unread since
 	r.hb.events <- late
+	// The core sends the next frame once asked (the frame set aside is
+	// the newest queued: one behind it would supersede it).
+	for deadline := time.Now().Add(2 * time.Second); r.hb.renews.Load() == 0; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the frame read late was not set aside: the peer's next was not asked for")
+		}
+	}
 	// The peer's next frame, sent after the stall: it stayed active (and
 	// was locked meanwhile, which status shows once it is handled).
 	stayed := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagLocked)
 	stayed.Sent = heartbeat.Mono()
 	r.hb.events <- stayed
 	r.waitPeer(t, "says it is locked (sent after the stall)", func(p control.PeerStatus) bool { return p.Locked })
-	if r.hb.renews.Load() == 0 {
-		t.Error("the frame read late was not set aside: the peer's next was not asked for")
-	}
 	if role := r.a.Status().Role; role != "STANDBY" || r.vips.isHeld() || r.log.count("peer leaving") != 0 {
 		t.Fatalf("took over on a leaving frame read %v late: role %s, VIPs held %v", bound, role, r.vips.isHeld())
 	}
@@ -756,6 +761,115 @@ func TestPeerFrameReadLateIsSetAside(t *testing.T) {
 	fresh.Sent = heartbeat.Mono() - int64(bound/4)
 	r.hb.events <- fresh
 	r.waitRole(t, "ACTIVE")
+}
+
+// A standby whose loop did not run while the active restarted finds the
+// new boot's frames queued: its INIT, milliseconds old, then its ACTIVE
+// (it took over meanwhile). Acting on the INIT, the standby took over
+// from a node that was active already; only the newest frame is the
+// peer's word.
+func TestQueuedPeerFramesAreReadNewestFirst(t *testing.T) {
+	r := newRig(t, false, nil)
+	r.run(t)
+	old := frame(heartbeat.RoleActive, heartbeat.FlagHolding)
+	old.Frame.Generation = 1 << 32
+	r.hb.events <- old
+	r.waitRole(t, "STANDBY")
+	r.hangLoop(t)
+	restarted := frame(heartbeat.RoleInit, heartbeat.FlagPreferred)
+	restarted.Frame.Generation = 2 << 32
+	restarted.Sent = heartbeat.Mono() - int64(30*time.Millisecond)
+	r.hb.events <- restarted
+	took := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagPreferred)
+	took.Frame.Generation = 2 << 32
+	r.hb.events <- took
+	r.hb.hang.Store(false)
+	close(r.hb.release)
+	r.waitPeer(t, "says the restarted peer is active", func(p control.PeerStatus) bool { return p.Role == "ACTIVE" })
+	if n := r.log.count("old active is gone"); n != 0 || r.vips.isHeld() || r.a.Status().Role != "STANDBY" {
+		t.Fatalf("took over %d times on the restarted peer's first frame; VIPs held %v, role %s", n, r.vips.isHeld(), r.a.Status().Role)
+	}
+}
+
+// What a late loop replays of the core's queue (netEffect).
+func TestNetEffectOfQueuedEvents(t *testing.T) {
+	now := heartbeat.Mono()
+	ev := func(k heartbeat.EventKind, path string, waited time.Duration) heartbeat.Event {
+		return heartbeat.Event{Kind: k, Path: path, Sent: now - int64(waited)}
+	}
+	long, short := 2*time.Second, 20*time.Millisecond
+	down, up := ev(heartbeat.PathDown, "raw", long), ev(heartbeat.PathUp, "raw", short)
+	lost, alive := ev(heartbeat.PeerLost, "", long), ev(heartbeat.PeerAlive, "raw", short)
+	f1, f2 := ev(heartbeat.PeerFrame, "raw", long), ev(heartbeat.PeerFrame, "udp", short)
+	fenced := ev(heartbeat.Fenced, "", short)
+	for _, c := range []struct {
+		name    string
+		in, out []heartbeat.Event
+	}{
+		{"the newest frame only", []heartbeat.Event{f1, fenced, f2}, []heartbeat.Event{fenced, f2}},
+		{"a stale loss and its return go", []heartbeat.Event{f1, down, lost, up, alive, f2, fenced}, []heartbeat.Event{f2, fenced}},
+		{"a loss with no return stays", []heartbeat.Event{f1, down, lost}, []heartbeat.Event{f1, down, lost}},
+		{"a return on another path is no return", []heartbeat.Event{down, ev(heartbeat.PathUp, "udp", short)}, []heartbeat.Event{down, ev(heartbeat.PathUp, "udp", short)}},
+		{"a recent loss stays, with its return", []heartbeat.Event{ev(heartbeat.PeerLost, "", short), alive, f2}, []heartbeat.Event{ev(heartbeat.PeerLost, "", short), alive, f2}},
+		{"one return per loss", []heartbeat.Event{down, up, down, up}, nil},
+	} {
+		got := netEffect(slices.Clone(c.in), time.Second)
+		if !slices.Equal(got, c.out) {
+			t.Errorf("%s: got %v, want %v", c.name, kindsOf(got), kindsOf(c.out))
+		}
+	}
+}
+
+func kindsOf(q []heartbeat.Event) []string {
+	var k []string
+	for _, e := range q {
+		k = append(k, e.Kind.String()+"/"+e.Path)
+	}
+	return k
+}
+
+// The standby's hapaird stops past its lease; the active crashes and is
+// started again meanwhile, and takes over once the stopped standby's core
+// fences it. Running again, the standby finds queued the active's loss,
+// its return, the new boot's frames and its own fence: it must not take
+// over on a loss that is history (a split brain it lost, at fast).
+func TestALateLoopDoesNotActOnALossThatEnded(t *testing.T) {
+	r := newRig(t, false, nil)
+	r.run(t)
+	old := frame(heartbeat.RoleActive, heartbeat.FlagHolding)
+	old.Frame.Generation = 1 << 32
+	r.hb.events <- old
+	r.waitRole(t, "STANDBY")
+	r.hangLoop(t)
+	at := func(e heartbeat.Event, ago time.Duration) heartbeat.Event {
+		e.Sent = heartbeat.Mono() - int64(ago)
+		e.At = time.Now().Add(-ago)
+		return e
+	}
+	for _, e := range []heartbeat.Event{
+		at(heartbeat.Event{Kind: heartbeat.PathDown, Path: "raw"}, 1800*time.Millisecond),
+		at(heartbeat.Event{Kind: heartbeat.PathDown, Path: "udp"}, 1800*time.Millisecond),
+		at(heartbeat.Event{Kind: heartbeat.PeerLost}, 1800*time.Millisecond),
+		at(heartbeat.Event{Kind: heartbeat.PathUp, Path: "raw"}, 1700*time.Millisecond),
+		at(heartbeat.Event{Kind: heartbeat.PeerAlive, Path: "raw"}, 1700*time.Millisecond),
+		at(heartbeat.Event{Kind: heartbeat.PathUp, Path: "udp"}, 1700*time.Millisecond),
+	} {
+		r.hb.events <- e
+	}
+	restarted := at(frame(heartbeat.RoleInit, heartbeat.FlagPreferred), 1700*time.Millisecond)
+	restarted.Frame.Generation = 2 << 32
+	r.hb.events <- restarted
+	r.hb.events <- at(heartbeat.Event{Kind: heartbeat.Fenced}, 20*time.Millisecond)
+	took := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagPreferred)
+	took.Frame.Generation = 2 << 32
+	r.hb.events <- took
+	r.hb.hang.Store(false)
+	close(r.hb.release)
+	r.waitPeer(t, "says the restarted peer is active", func(p control.PeerStatus) bool { return p.Role == "ACTIVE" })
+	r.waitRole(t, "STANDBY")
+	if n := r.log.count("to=ACTIVE"); n != 0 || r.vips.isHeld() {
+		t.Fatalf("took over %d times on a loss that had ended; VIPs held %v", n, r.vips.isHeld())
+	}
 }
 
 // A loop that stalls past the heartbeat core's lease is fenced: the core

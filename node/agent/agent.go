@@ -1090,9 +1090,13 @@ func (a *Agent) replay(ev heartbeat.Event) bool {
 			more = false
 		}
 	}
+	net := netEffect(q, staleAfter)
+	if w := ev.Waited(); w > staleAfter {
+		a.log.Info("this loop ran late: what the heartbeat core queued meanwhile is handled as its net effect", "op", "peer", "waited", w.Round(time.Millisecond).String(), "queued", len(q), "superseded", len(q)-len(net))
+	}
 	a.replaying = true
 	defer func() { a.replaying = false }()
-	for _, e := range netEffect(q, staleAfter) {
+	for _, e := range net {
 		if a.heartbeat(e) {
 			return true
 		}

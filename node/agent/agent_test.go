@@ -870,6 +870,9 @@ func TestALateLoopDoesNotActOnALossThatEnded(t *testing.T) {
 	if n := r.log.count("to=ACTIVE"); n != 0 || r.vips.isHeld() {
 		t.Fatalf("took over %d times on a loss that had ended; VIPs held %v", n, r.vips.isHeld())
 	}
+	if r.log.count("this loop ran late") != 1 {
+		t.Error("the late loop did not say it replayed the core's queue, once")
+	}
 }
 
 // A loop that stalls past the heartbeat core's lease is fenced: the core

@@ -757,13 +757,7 @@ func TestLockedStandbyReportsWhyItDoesNotTakeOver(t *testing.T) {
 // changed is a peer that restarted: the standby, holding every
 // acknowledged write, takes over, and the restarted node resyncs from it."
 func TestRestartedActiveIsReplacedByTheStandby(t *testing.T) {
-	m := started(false)
-	m.Step(Event{Kind: PeerFrame, Now: at(10), Written: 0, Peer: Peer{Role: Active, Generation: 1, Written: 0}})
-	m.Step(Event{Kind: Tick, Now: at(15)})
-	m.Step(Event{Kind: PeerFrame, Now: at(100), Written: 200, Peer: Peer{Role: Active, Generation: 1, Written: 200}})
-	if m.Role() != Standby {
-		t.Fatalf("setup: %v", m.Role())
-	}
+	m := standbyInSync(t)
 	// The active's daemon is killed and back before the dead interval.
 	acts := m.Step(Event{Kind: PeerFrame, Now: at(150), Written: 200, Peer: Peer{Role: Init, Generation: 2, Facts: Facts{Preferred: true}}})
 	tr, ok := transition(acts)
@@ -786,13 +780,7 @@ func TestRestartedActiveIsReplacedByTheStandby(t *testing.T) {
 // says ACTIVE: it took over because this node could not. It is the
 // active; taking over made a split brain.
 func TestARestartedPeerAlreadyActiveIsNotReplaced(t *testing.T) {
-	m := started(false)
-	m.Step(Event{Kind: PeerFrame, Now: at(10), Written: 0, Peer: Peer{Role: Active, Generation: 1, Written: 0}})
-	m.Step(Event{Kind: Tick, Now: at(15)})
-	m.Step(Event{Kind: PeerFrame, Now: at(100), Written: 200, Peer: Peer{Role: Active, Generation: 1, Written: 200}})
-	if m.Role() != Standby {
-		t.Fatalf("setup: %v", m.Role())
-	}
+	m := standbyInSync(t)
 	acts := m.Step(Event{Kind: PeerFrame, Now: at(3000), Written: 200, Peer: Peer{Role: Active, Generation: 2, Written: 3, Facts: Facts{Preferred: true, ActiveFor: 2 * time.Second}}})
 	if m.Role() != Standby || len(acts) != 0 {
 		t.Fatalf("role %v, actions %v", m.Role(), acts)
@@ -825,6 +813,20 @@ func TestAStandbyBesideANewerStandbyInFaultTakesOver(t *testing.T) {
 	if tr, ok := transition(acts); m.Role() != Active || !ok || tr.Reason != "no active node: the peer is in fault" {
 		t.Fatalf("role %v, actions %v", m.Role(), acts)
 	}
+}
+
+// standbyInSync is a standby whose active, of boot generation 1, and it
+// hold writes up to 200.
+func standbyInSync(t *testing.T) *Machine {
+	t.Helper()
+	m := started(false)
+	m.Step(Event{Kind: PeerFrame, Now: at(10), Written: 0, Peer: Peer{Role: Active, Generation: 1, Written: 0}})
+	m.Step(Event{Kind: Tick, Now: at(15)})
+	m.Step(Event{Kind: PeerFrame, Now: at(100), Written: 200, Peer: Peer{Role: Active, Generation: 1, Written: 200}})
+	if m.Role() != Standby {
+		t.Fatalf("setup: %v", m.Role())
+	}
+	return m
 }
 
 func lockedStandby(t *testing.T) *Machine {

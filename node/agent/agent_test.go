@@ -763,12 +763,10 @@ func TestPeerFrameReadLateIsSetAside(t *testing.T) {
 	r.waitRole(t, "ACTIVE")
 }
 
-// A standby whose loop did not run while the active restarted finds the
-// new boot's frames queued: its INIT, milliseconds old, then its ACTIVE
-// (it took over meanwhile). Acting on the INIT, the standby took over
-// from a node that was active already; only the newest frame is the
-// peer's word.
-func TestQueuedPeerFramesAreReadNewestFirst(t *testing.T) {
+// hungStandby is a standby of an active of boot 1, its loop stuck (hangLoop)
+// until resume.
+func hungStandby(t *testing.T) *rig {
+	t.Helper()
 	r := newRig(t, false, nil)
 	r.run(t)
 	old := frame(heartbeat.RoleActive, heartbeat.FlagHolding)
@@ -776,6 +774,22 @@ func TestQueuedPeerFramesAreReadNewestFirst(t *testing.T) {
 	r.hb.events <- old
 	r.waitRole(t, "STANDBY")
 	r.hangLoop(t)
+	return r
+}
+
+// resume lets a loop stuck by hangLoop go on.
+func (r *rig) resume() {
+	r.hb.hang.Store(false)
+	close(r.hb.release)
+}
+
+// A standby whose loop did not run while the active restarted finds the
+// new boot's frames queued: its INIT, milliseconds old, then its ACTIVE
+// (it took over meanwhile). Acting on the INIT, the standby took over
+// from a node that was active already; only the newest frame is the
+// peer's word.
+func TestQueuedPeerFramesAreReadNewestFirst(t *testing.T) {
+	r := hungStandby(t)
 	restarted := frame(heartbeat.RoleInit, heartbeat.FlagPreferred)
 	restarted.Frame.Generation = 2 << 32
 	restarted.Sent = heartbeat.Mono() - int64(30*time.Millisecond)
@@ -783,8 +797,7 @@ func TestQueuedPeerFramesAreReadNewestFirst(t *testing.T) {
 	took := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagPreferred)
 	took.Frame.Generation = 2 << 32
 	r.hb.events <- took
-	r.hb.hang.Store(false)
-	close(r.hb.release)
+	r.resume()
 	r.waitPeer(t, "says the restarted peer is active", func(p control.PeerStatus) bool { return p.Role == "ACTIVE" })
 	if n := r.log.count("old active is gone"); n != 0 || r.vips.isHeld() || r.a.Status().Role != "STANDBY" {
 		t.Fatalf("took over %d times on the restarted peer's first frame; VIPs held %v, role %s", n, r.vips.isHeld(), r.a.Status().Role)
@@ -834,13 +847,7 @@ func kindsOf(q []heartbeat.Event) []string {
 // its return, the new boot's frames and its own fence: it must not take
 // over on a loss that is history (a split brain it lost, at fast).
 func TestALateLoopDoesNotActOnALossThatEnded(t *testing.T) {
-	r := newRig(t, false, nil)
-	r.run(t)
-	old := frame(heartbeat.RoleActive, heartbeat.FlagHolding)
-	old.Frame.Generation = 1 << 32
-	r.hb.events <- old
-	r.waitRole(t, "STANDBY")
-	r.hangLoop(t)
+	r := hungStandby(t)
 	at := func(e heartbeat.Event, ago time.Duration) heartbeat.Event {
 		e.Sent = heartbeat.Mono() - int64(ago)
 		e.At = time.Now().Add(-ago)
@@ -863,8 +870,7 @@ func TestALateLoopDoesNotActOnALossThatEnded(t *testing.T) {
 	took := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagPreferred)
 	took.Frame.Generation = 2 << 32
 	r.hb.events <- took
-	r.hb.hang.Store(false)
-	close(r.hb.release)
+	r.resume()
 	r.waitPeer(t, "says the restarted peer is active", func(p control.PeerStatus) bool { return p.Role == "ACTIVE" })
 	r.waitRole(t, "STANDBY")
 	if n := r.log.count("to=ACTIVE"); n != 0 || r.vips.isHeld() {

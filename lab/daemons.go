@@ -240,6 +240,19 @@ func (c *Cluster) Signal(node string, sig syscall.Signal, wait time.Duration) er
 	return c.reap(node, wait, sig == syscall.SIGKILL)
 }
 
+// Pause stops node's hapaird (SIGSTOP, by PID; its heartbeat core, a child
+// process, runs on), as a debugger or a starved host would, and returns
+// once every thread of it has stopped: a signal takes effect when each
+// thread next enters the kernel, and on a loaded machine a daemon sent
+// SIGSTOP still handled a frame that came after the kill returned.
+func (c *Cluster) Pause(node string) error {
+	pid := c.Pid(node)
+	if pid == 0 {
+		return fmt.Errorf("lab: %s is not running", node)
+	}
+	return Freeze([]int{pid})
+}
+
 // WaitExit waits for node's daemon to exit by itself (a signal sent
 // another way than Signal) and forgets it; an exit that is not clean is
 // an error.

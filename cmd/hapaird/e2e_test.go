@@ -1189,7 +1189,7 @@ func TestStoppedStandbyActsOnTheActivesWordAsItIsNow(t *testing.T) {
 	mark := len(logLines(c, sb, "read late set aside"))
 	gaveUp := len(logLines(c, act, "did not take over within"))
 	holders = c.WatchHolders()
-	if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
+	if err := c.Pause(sb); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Signal(act, syscall.SIGTERM, 0); err != nil {
@@ -1244,7 +1244,7 @@ func TestAnActiveRestartedBesideAStoppedStandby(t *testing.T) {
 		t.Fatal("the standby's frames never carried its position")
 	}
 	holders := c.WatchHolders()
-	if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
+	if err := c.Pause(sb); err != nil {
 		t.Fatal(err)
 	}
 	resumed := false

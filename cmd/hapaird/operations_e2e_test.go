@@ -288,7 +288,7 @@ var operations = []operation{
 	// and the standby, running again, must not take over from it.
 	{"the standby's hapaird stops, the active is killed and started again", func(t *testing.T, c *lab.Cluster, act, sb string) bool {
 		splits := len(logLines(c, sb, "split brain"))
-		if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
+		if err := c.Pause(sb); err != nil {
 			t.Fatal(err)
 		}
 		if err := c.Kill(act); err != nil {
@@ -321,7 +321,7 @@ var operations = []operation{
 func switchoverBesideAStoppedStandby(t *testing.T, c *lab.Cluster, act, sb string) {
 	t.Helper()
 	took := len(logLines(c, sb, "to=ACTIVE"))
-	if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
+	if err := c.Pause(sb); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Admin(act).Switchover(context.Background(), false); err == nil {
@@ -418,7 +418,7 @@ func send(t *testing.T, c *lab.Cluster, node string, sig syscall.Signal) bool {
 // hangAgent stops node's hapaird, not its heartbeat core, for 2 s.
 func hangAgent(t *testing.T, c *lab.Cluster, node string) bool {
 	t.Helper()
-	if err := c.Signal(node, syscall.SIGSTOP, 0); err != nil {
+	if err := c.Pause(node); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second)

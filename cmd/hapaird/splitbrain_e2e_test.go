@@ -152,7 +152,7 @@ func TestCommandsTheirClientGaveUpOnAreNotApplied(t *testing.T) {
 	giveUp := func(what string, send func(context.Context) error) {
 		t.Helper()
 		mark := len(logLines(c, act, "was not applied"))
-		if err := c.Signal(act, syscall.SIGSTOP, 0); err != nil {
+		if err := c.Pause(act); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)

@@ -221,7 +221,7 @@ func TestStopTellsSystemdHowLongItMayTake(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The standby's agent hangs; its core goes on.
-	if err := c.Signal(act, syscall.SIGSTOP, 0); err != nil {
+	if err := c.Pause(act); err != nil {
 		t.Fatal(err)
 	}
 	defer c.Signal(act, syscall.SIGCONT, 0)

@@ -783,6 +783,25 @@ func hungStandby(t *testing.T) *rig {
 	return r
 }
 
+// restartQueued queues, for a loop stuck by hungStandby, the new boot's
+// first frame (restarted, boot 2), then between, then the frame that says
+// the new boot took over; resumes the loop and waits until it has handled
+// that last frame.
+func (r *rig) restartQueued(t *testing.T, restarted heartbeat.Event, between ...heartbeat.Event) {
+	t.Helper()
+	restarted.Frame.Generation = 2 << 32
+	r.hb.events <- restarted
+	for _, e := range between {
+		r.hb.events <- e
+	}
+	took := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagPreferred)
+	took.Frame.Generation = 2 << 32
+	took.Frame.SyncWritten = 7 // the old boot's said 0: seen once it is handled
+	r.hb.events <- took
+	r.resume()
+	r.waitPeer(t, "says the restarted peer is active", func(p control.PeerStatus) bool { return p.Role == "ACTIVE" && p.Written == 7 })
+}
+
 // resume lets a loop stuck by hangLoop go on.
 func (r *rig) resume() {
 	r.hb.hang.Store(false)
@@ -797,15 +816,8 @@ func (r *rig) resume() {
 func TestQueuedPeerFramesAreReadNewestFirst(t *testing.T) {
 	r := hungStandby(t)
 	restarted := frame(heartbeat.RoleInit, heartbeat.FlagPreferred)
-	restarted.Frame.Generation = 2 << 32
 	restarted.Sent = heartbeat.Mono() - int64(30*time.Millisecond)
-	r.hb.events <- restarted
-	took := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagPreferred)
-	took.Frame.Generation = 2 << 32
-	took.Frame.SyncWritten = 7 // the old boot's said 0: seen once it is handled
-	r.hb.events <- took
-	r.resume()
-	r.waitPeer(t, "says the restarted peer is active", func(p control.PeerStatus) bool { return p.Role == "ACTIVE" && p.Written == 7 })
+	r.restartQueued(t, restarted)
 	if n := r.log.count("old active is gone"); n != 0 || r.vips.isHeld() || r.a.Status().Role != "STANDBY" {
 		t.Fatalf("took over %d times on the restarted peer's first frame; VIPs held %v, role %s", n, r.vips.isHeld(), r.a.Status().Role)
 	}
@@ -870,16 +882,8 @@ func TestALateLoopDoesNotActOnALossThatEnded(t *testing.T) {
 	} {
 		r.hb.events <- e
 	}
-	restarted := at(frame(heartbeat.RoleInit, heartbeat.FlagPreferred), 1700*time.Millisecond)
-	restarted.Frame.Generation = 2 << 32
-	r.hb.events <- restarted
-	r.hb.events <- at(heartbeat.Event{Kind: heartbeat.Fenced}, 20*time.Millisecond)
-	took := frame(heartbeat.RoleActive, heartbeat.FlagHolding|heartbeat.FlagPreferred)
-	took.Frame.Generation = 2 << 32
-	took.Frame.SyncWritten = 7 // the old boot's said 0: seen once it is handled
-	r.hb.events <- took
-	r.resume()
-	r.waitPeer(t, "says the restarted peer is active", func(p control.PeerStatus) bool { return p.Role == "ACTIVE" && p.Written == 7 })
+	r.restartQueued(t, at(frame(heartbeat.RoleInit, heartbeat.FlagPreferred), 1700*time.Millisecond),
+		at(heartbeat.Event{Kind: heartbeat.Fenced}, 20*time.Millisecond))
 	r.waitRole(t, "STANDBY")
 	if n := r.log.count("to=ACTIVE"); n != 0 || r.vips.isHeld() {
 		t.Fatalf("took over %d times on a loss that had ended; VIPs held %v", n, r.vips.isHeld())

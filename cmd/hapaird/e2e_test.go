@@ -1144,6 +1144,14 @@ func TestFencedAgentResumedComesBackAStandby(t *testing.T) {
 			c.Signal(act, syscall.SIGCONT, 0)
 			t.Fatalf("round %d: %s never took over from the stopped %s", round, sb, act)
 		}
+		// And the stopped node is fenced: a turbo core held up by kernel
+		// work on a loaded machine may let the standby take over at a
+		// peer loss before the lease runs out, and a node resumed then,
+		// not fenced, rightly wins the split brain (active longest).
+		if !pollUntil(10*time.Second, func() bool { s, err := c.Status(sb); return err == nil && s.Peer.Fault }) {
+			c.Signal(act, syscall.SIGCONT, 0)
+			t.Fatalf("round %d: the stopped %s was never fenced", round, act)
+		}
 		if err := c.Signal(act, syscall.SIGCONT, 0); err != nil {
 			t.Fatal(err)
 		}

@@ -32,6 +32,10 @@ const (
 	MinLease           = 2 * time.Second
 	DefaultGARPCount   = 3
 	DefaultGARPSpacing = 20 * time.Millisecond
+	// DefaultVIPProbe: the active asks whether another host answers for
+	// its VIPs this often (node/agent/guard.go says why).
+	DefaultVIPProbe = 30 * time.Second
+	MinVIPProbe     = 2 * time.Second
 	// A sync write's round trip to the standby takes tens of
 	// microseconds when the CPUs on the way stay awake; 200 µs also
 	// covers most of an application's pause between two writes, which
@@ -113,6 +117,9 @@ type Config struct {
 	GARPCount   int
 	GARPSpacing time.Duration
 	GARPRefresh time.Duration // 0: no periodic refresh
+	// VIPProbe spaces the active's probes for other hosts that answer
+	// for its VIPs (0: never).
+	VIPProbe time.Duration
 
 	Nodes  []Node
 	VIPs   []VIP

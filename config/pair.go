@@ -50,7 +50,7 @@ var pairSections = []struct {
 		fmt.Fprintln(h, c.SyncMode, c.MaxSessions, c.MaxData, c.MaxMemory, c.SyncTimeout, c.SyncPoll)
 	}},
 	{"failover", "lease, hold_down and [announce]", func(c *Config, h hash.Hash) {
-		fmt.Fprintln(h, c.Lease, c.HoldDown, c.GARPCount, c.GARPSpacing, c.GARPRefresh)
+		fmt.Fprintln(h, c.Lease, c.HoldDown, c.GARPCount, c.GARPSpacing, c.GARPRefresh, c.VIPProbe)
 	}},
 	{"check", "[[check]]", func(c *Config, h hash.Hash) {
 		checks := make([]string, len(c.Checks))

@@ -39,6 +39,7 @@ type file struct {
 		Count   *int   `toml:"count"`
 		Spacing string `toml:"spacing"`
 		Refresh string `toml:"refresh"`
+		Probe   string `toml:"probe"`
 	} `toml:"announce"`
 	Metrics struct {
 		Listen string `toml:"listen"`
@@ -106,6 +107,7 @@ func (v *validator) build(f *file) *Config {
 		Lease:           DefaultLease,
 		GARPCount:       DefaultGARPCount,
 		GARPSpacing:     DefaultGARPSpacing,
+		VIPProbe:        DefaultVIPProbe,
 	}
 	switch {
 	case f.Cluster == "":
@@ -431,6 +433,12 @@ func (v *validator) timers(f *file, c *Config) {
 		c.GARPRefresh = v.duration("announce.refresh", f.Announce.Refresh, 0)
 		if c.GARPRefresh > 0 && c.GARPRefresh < time.Second {
 			v.errf("announce.refresh", "%v is too short: refresh at most once a second, or \"0s\" for never", c.GARPRefresh)
+		}
+	}
+	if f.Announce.Probe != "" {
+		c.VIPProbe = v.duration("announce.probe", f.Announce.Probe, 0)
+		if c.VIPProbe > 0 && c.VIPProbe < MinVIPProbe {
+			v.errf("announce.probe", "%v is too short: probe at most every %v, or \"0s\" for never", c.VIPProbe, MinVIPProbe)
 		}
 	}
 }

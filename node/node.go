@@ -161,7 +161,7 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 		Health: monitor, Hooks: n.hooks,
 		Election:  election.Config{Node: self.ID, Preferred: cfg.Primary == self.Name, Dead: cfg.DeadInterval, StartupWindow: cfg.StartupWindow(), HoldDown: cfg.HoldDown, Generation: hb.Generation()},
 		Heartbeat: hb, VIPs: n.vips, VIPWatch: watch, Log: log, Sync: n.svc, SyncMode: statesync.Mode(cfg.SyncMode),
-		Interval: cfg.Interval, Dead: cfg.DeadInterval, Lease: cfg.Lease, Refresh: cfg.GARPRefresh,
+		Interval: cfg.Interval, Dead: cfg.DeadInterval, Lease: cfg.Lease, Refresh: cfg.GARPRefresh, Probe: cfg.VIPProbe,
 		IdleTick: idleTick(cfg.DeadInterval, opt.WatchdogPeriod),
 		LockFile: filepath.Join(cfg.StateDir, "locked"),
 		Cluster:  cfg.Cluster, Node: self.Name, Peer: peer.Name, Profile: cfg.Profile, Version: opt.Version, Keys: heartbeat.Fingerprints(cfg.Keys),

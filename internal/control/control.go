@@ -48,6 +48,9 @@ type Status struct {
 
 	VIPs    []string `json:"vips"`
 	Holding []string `json:"holding"` // VIPs present on this node now
+	// VIPConflicts are the other hosts that answered for a held VIP
+	// when this node last asked (every 30s while it holds them).
+	VIPConflicts []VIPConflict `json:"vip_conflicts"`
 
 	LastTransition *Transition `json:"last_transition,omitempty"`
 	Redundancy     string      `json:"redundancy"` // "available" or "unavailable: why"
@@ -74,6 +77,14 @@ type Status struct {
 	// read to compare.
 	ConfigFileDiffers []string `json:"config_file_differs,omitempty"`
 	ConfigFileError   string   `json:"config_file_error,omitempty"`
+}
+
+// VIPConflict is another host that answers for a VIP this node holds.
+type VIPConflict struct {
+	VIP       string    `json:"vip"`
+	Interface string    `json:"interface"`
+	MAC       string    `json:"mac"`
+	Since     time.Time `json:"since"` // first seen, by this run of hapaird
 }
 
 // Cert is one certificate's dates, as the replication package reads them.

@@ -20,6 +20,10 @@ func (s Status) Text() string {
 		holding = strings.Join(s.Holding, ", ")
 	}
 	fmt.Fprintf(&b, "VIPs held here: %s\n", holding)
+	for _, c := range s.VIPConflicts {
+		fmt.Fprintf(&b, "VIP ALSO ANSWERED BY ANOTHER HOST: %s on %s by %s, since %s: clients reach one or the other; remove the address from that host\n",
+			c.VIP, c.Interface, c.MAC, c.Since.Format(time.DateTime))
+	}
 	s.writeSessions(&b)
 	if s.Lock != "" {
 		fmt.Fprintf(&b, "lock: %s\n", s.Lock)

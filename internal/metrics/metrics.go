@@ -45,6 +45,7 @@ var (
 	dFlaps      = desc("peer_flaps_total", "Times the peer was heard again after being lost, from the same boot: flaps of the link (a peer back from a restart is not counted).")
 	dHeldDown   = desc("takeover_held_down", "1 while a takeover waits out the hold-down of a flapping link.")
 	dVIPs       = desc("vips_held", "VIPs this node holds.")
+	dConflicts  = desc("vip_conflicts", "Other hosts that answered for a VIP this node holds when it last asked (every 30s while it holds them; a host per VIP): clients reach one or the other.")
 	dSessions   = desc("sessions", "Sessions held by this node.")
 	dWritten    = desc("replication_written_seq", "Last session write sequence written or applied here.")
 	dAcked      = desc("replication_acked_seq", "Last sequence the standby applied (active only).")
@@ -67,7 +68,7 @@ var (
 type collector struct{ status func() control.Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dPathLost, dPathHeardN, dPathDowns, dUnsteady, dSent, dRecv, dDropped, dPauses, dStalls, dRelieved, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr, dLogDropped, dAPIConns, dAPIMax, dAPIRefused, dCfgDiffers, dTLSExpiry} {
+	for _, d := range []*prometheus.Desc{dRole, dPeerSeen, dPathUp, dPathHeard, dPathLost, dPathHeardN, dPathDowns, dUnsteady, dSent, dRecv, dDropped, dPauses, dStalls, dRelieved, dLongest, dQueued, dPolled, dBehind, dFailovers, dLocked, dPeerLocked, dRedundant, dSplit, dFlaps, dHeldDown, dVIPs, dConflicts, dSessions, dWritten, dAcked, dLag, dConnected, dSyncDeg, dCheck, dWrites, dCutOff, dAnnounce, dAnnErr, dLogDropped, dAPIConns, dAPIMax, dAPIRefused, dCfgDiffers, dTLSExpiry} {
 		ch <- d
 	}
 }
@@ -121,6 +122,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	n(dFlaps, float64(s.HoldDown.Flaps))
 	g(dHeldDown, b2f(s.HoldDown.TakeoverInMs > 0))
 	g(dVIPs, float64(len(s.Holding)))
+	g(dConflicts, float64(len(s.VIPConflicts)))
 	g(dSessions, float64(s.Sync.Sessions))
 	g(dWritten, float64(s.Sync.Written))
 	g(dConnected, b2f(s.Sync.Connected))

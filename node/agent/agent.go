@@ -50,6 +50,9 @@ type VIPs interface {
 	Renew() error
 	Release() error
 	Announce() error
+	// Probe asks the network whether another host answers for the
+	// VIPs, listening for wait (vipGuard says when).
+	Probe(ctx context.Context, wait time.Duration) ([]vip.Sighting, error)
 	Present() ([]vip.Addr, error)
 	Addrs() []vip.Addr
 	Stats() vip.Stats
@@ -129,6 +132,9 @@ type Options struct {
 	Lease time.Duration
 	// Refresh re-announces held VIPs this often (optional).
 	Refresh time.Duration
+	// Probe asks the network this often, while this node holds the
+	// VIPs, whether another host answers for them (0: never).
+	Probe time.Duration
 	// LockFile is this node's lock file; its existence means locked.
 	LockFile string
 	// Identity for status.
@@ -254,6 +260,10 @@ type Agent struct {
 	readying *command
 	synced   chan bool
 	paused   bool
+	// guard probes for other hosts that answer for the held VIPs;
+	// probeErr is the last probe's error logged.
+	guard    vipGuard
+	probeErr string
 	// draining: a graceful stop of the active waits, writes paused, for
 	// the standby to apply every write (on synced) before it hands over.
 	draining bool
@@ -296,6 +306,7 @@ func New(opt Options) *Agent {
 		dropsLogged:  map[string]uint64{},
 		framesLogged: map[string]heartbeat.PathFrames{},
 		app:          newQueue(),
+		guard:        vipGuard{lease: opt.Lease, every: opt.Probe},
 	}
 }
 
@@ -305,6 +316,9 @@ type edges struct {
 	vipEvents chan vip.Event
 	hbErr     chan error
 	watchErr  chan error
+	// probe asks probeVIPs for a probe; probed is its answer.
+	probe  chan struct{}
+	probed chan probeResult
 }
 
 // Run runs the node until ctx ends, then stops gracefully: an active node
@@ -329,7 +343,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			f()
 		}()
 	}
-	e := edges{vipEvents: make(chan vip.Event, 16), hbErr: make(chan error, 1), watchErr: make(chan error, 1)}
+	e := edges{vipEvents: make(chan vip.Event, 16), hbErr: make(chan error, 1), watchErr: make(chan error, 1), probe: make(chan struct{}, 1), probed: make(chan probeResult, 1)}
 	goes(func() { a.app.run(appStop) })
 	if a.opt.Health != nil {
 		e.checks = a.opt.Health.Events()
@@ -345,6 +359,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	goes(func() { e.hbErr <- a.opt.Heartbeat.Run(edgeCtx) })
 	goes(func() { e.watchErr <- a.opt.VIPWatch.Run(edgeCtx, e.vipEvents) })
 	goes(func() { a.watchLock(edgeCtx) })
+	goes(func() { a.probeVIPs(edgeCtx, e.probe, e.probed) })
 	err := a.loop(ctx, e)
 	// Nothing is left waiting or paused, and Status serves how it ended.
 	a.answer(errors.New("switchover: hapaird is stopping"))
@@ -399,6 +414,9 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			if exit = a.tick(now); !exit {
 				exit = a.renewIfDue(now, tick.idle)
 			}
+			a.guardTick(now, e.probe)
+		case r := <-e.probed:
+			a.probed(r)
 		case <-a.wrote:
 			a.wroteAt = time.Now()
 			a.advertisePosition(a.wroteAt)

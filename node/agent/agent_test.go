@@ -114,7 +114,8 @@ func (f *fakeVIPs) renewals() int { f.mu.Lock(); defer f.mu.Unlock(); return len
 func (f *fakeVIPs) Announce() error {
 	return nil
 }
-func (f *fakeVIPs) Present() ([]vip.Addr, error) { return nil, nil }
+func (f *fakeVIPs) Probe(context.Context, time.Duration) ([]vip.Sighting, error) { return nil, nil }
+func (f *fakeVIPs) Present() ([]vip.Addr, error)                                 { return nil, nil }
 func (f *fakeVIPs) Addrs() []vip.Addr {
 	return []vip.Addr{{Prefix: netip.MustParsePrefix("192.0.2.100/24"), Interface: "pub0"}}
 }

@@ -1,0 +1,154 @@
+package agent
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/hapair/hapair/vip"
+)
+
+var (
+	t0       = time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
+	someVIP  = vip.Addr{Prefix: netip.MustParsePrefix("192.0.2.100/24"), Interface: "pub0"}
+	otherMAC = net.HardwareAddr{0x00, 0x00, 0x5e, 0x00, 0x53, 0x01}
+)
+
+// probeEvery is the default [announce] probe.
+const probeEvery = 30 * time.Second
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+// The guard probes once this node has held the VIPs, and its peer said
+// it holds none, for probeSettle; then every probeEvery.
+func TestGuardProbesOnceTheHandoverHasSettled(t *testing.T) {
+	g := vipGuard{lease: 10 * time.Second, every: probeEvery}
+	// The peer is active and lets go as this node takes over.
+	g.observe(at(0), false, true, true)
+	g.observe(at(100*time.Millisecond), true, true, true)
+	g.observe(at(200*time.Millisecond), true, true, false)
+	for _, d := range []time.Duration{200 * time.Millisecond, time.Second, 1100 * time.Millisecond} {
+		if g.due(at(d)) {
+			t.Fatalf("due %v after the claim, %v after the peer let go", d-100*time.Millisecond, d-200*time.Millisecond)
+		}
+	}
+	now := at(1200 * time.Millisecond)
+	g.observe(now, true, true, false)
+	if !g.due(now) {
+		t.Fatal("not due once both had settled")
+	}
+	g.begin(now)
+	if g.due(now) {
+		t.Error("due again while a probe runs")
+	}
+	if appeared, gone := g.done(now, nil); len(appeared)+len(gone) != 0 {
+		t.Errorf("nothing seen: %v appeared, %v gone", appeared, gone)
+	}
+	if g.due(now.Add(probeEvery - time.Millisecond)) {
+		t.Error("due again before probeEvery")
+	}
+	if !g.due(now.Add(probeEvery)) {
+		t.Error("not due after probeEvery")
+	}
+}
+
+// A peer that is not heard may still hold the VIPs until its kernel's
+// lease runs out (its daemon hung, its host frozen); after that, a host
+// answering is news: the peer active too, or another host.
+func TestGuardWaitsOutASilentPeersLease(t *testing.T) {
+	g := vipGuard{lease: 10 * time.Second, every: probeEvery}
+	g.observe(at(0), true, false, false)
+	if g.due(at(10 * time.Second)) {
+		t.Error("due within the silent peer's lease")
+	}
+	if !g.due(at(11 * time.Second)) {
+		t.Error("not due once the silent peer's lease and the settle passed")
+	}
+}
+
+// While the peer may hold the VIPs (active, holding, leaving, in a split),
+// the guard does not probe: the peer would answer.
+func TestGuardDoesNotProbeWhileThePeerMayHold(t *testing.T) {
+	off := vipGuard{lease: 10 * time.Second}
+	off.observe(at(0), true, true, false)
+	if off.due(at(time.Hour)) {
+		t.Error("due with probes off")
+	}
+	g := vipGuard{lease: 10 * time.Second, every: probeEvery}
+	for s := time.Duration(0); s < 2*probeEvery; s += time.Second {
+		g.observe(at(s), true, true, true)
+		if g.due(at(s)) {
+			t.Fatalf("due at %v with the peer saying it may hold", s)
+		}
+	}
+}
+
+// What a probe saw is told once: when a host first answers and when it
+// no longer does.
+func TestGuardTellsWhatChanged(t *testing.T) {
+	g := vipGuard{lease: 10 * time.Second, every: probeEvery}
+	g.observe(at(0), true, true, false)
+	seen := []vip.Sighting{{Addr: someVIP, MAC: otherMAC}}
+	probe := func(now time.Time, s []vip.Sighting) (int, int) {
+		t.Helper()
+		g.observe(now, true, true, false)
+		if !g.due(now) {
+			t.Fatalf("not due at %v", now.Sub(t0))
+		}
+		g.begin(now)
+		appeared, gone := g.done(now, s)
+		return len(appeared), len(gone)
+	}
+	if a, gn := probe(at(time.Second), seen); a != 1 || gn != 0 {
+		t.Errorf("first sighting: %d appeared, %d gone", a, gn)
+	}
+	if c := g.conflicts(); len(c) != 1 || c[0].MAC != otherMAC.String() || !c[0].Since.Equal(at(time.Second)) {
+		t.Errorf("conflicts %+v", c)
+	}
+	if a, gn := probe(at(time.Second+probeEvery), seen); a != 0 || gn != 0 {
+		t.Errorf("the same host again: %d appeared, %d gone", a, gn)
+	}
+	if c := g.conflicts(); len(c) != 1 || !c[0].Since.Equal(at(time.Second)) {
+		t.Errorf("conflicts after the second probe %+v: since is the first sighting", c)
+	}
+	if a, gn := probe(at(time.Second+2*probeEvery), nil); a != 0 || gn != 1 {
+		t.Errorf("the host let go: %d appeared, %d gone", a, gn)
+	}
+	if c := g.conflicts(); len(c) != 0 {
+		t.Errorf("conflicts %+v after the host let go", c)
+	}
+}
+
+// An answer to a probe that began before this node let go, or before the
+// peer said it may hold the VIPs, is not read: the peer may be what
+// answered.
+func TestGuardDropsAStaleAnswer(t *testing.T) {
+	for _, c := range []struct {
+		name             string
+		holding, mayHold bool
+	}{{"this node let go", false, false}, {"the peer may hold", true, true}} {
+		g := vipGuard{lease: 10 * time.Second, every: probeEvery}
+		g.observe(at(0), true, true, false)
+		now := at(time.Second)
+		g.begin(now)
+		g.observe(now.Add(100*time.Millisecond), c.holding, true, c.mayHold)
+		appeared, _ := g.done(now.Add(200*time.Millisecond), []vip.Sighting{{Addr: someVIP, MAC: otherMAC}})
+		if len(appeared) != 0 || len(g.conflicts()) != 0 {
+			t.Errorf("%s during the probe: %v appeared, conflicts %v", c.name, appeared, g.conflicts())
+		}
+	}
+	// Letting go forgets what was seen: a new hold probes afresh.
+	g := vipGuard{lease: 10 * time.Second, every: probeEvery}
+	g.observe(at(0), true, true, false)
+	g.begin(at(time.Second))
+	g.done(at(time.Second), []vip.Sighting{{Addr: someVIP, MAC: otherMAC}})
+	g.observe(at(2*time.Second), false, true, false)
+	if len(g.conflicts()) != 0 {
+		t.Errorf("conflicts kept after letting go: %v", g.conflicts())
+	}
+	g.observe(at(3*time.Second), true, true, false)
+	if !g.due(at(4 * time.Second)) {
+		t.Error("a new hold does not probe once settled")
+	}
+}

@@ -405,6 +405,9 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			return nil
 		case ev := <-a.opt.Heartbeat.Events():
 			exit = a.heartbeat(ev)
+			// A peer that holds the VIPs for less than a tick still
+			// makes a probe under way stale.
+			a.observeGuard(time.Now())
 		case ev := <-e.vipEvents:
 			exit = a.vipEvent(ev)
 		case ev := <-e.checks:

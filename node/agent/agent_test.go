@@ -88,6 +88,7 @@ type fakeVIPs struct {
 	held             bool
 	claimedAt        time.Time
 	renewed          []time.Time
+	probes           chan chan []vip.Sighting
 }
 
 func (f *fakeVIPs) Claim() error {
@@ -114,8 +115,27 @@ func (f *fakeVIPs) renewals() int { f.mu.Lock(); defer f.mu.Unlock(); return len
 func (f *fakeVIPs) Announce() error {
 	return nil
 }
-func (f *fakeVIPs) Probe(context.Context, time.Duration) ([]vip.Sighting, error) { return nil, nil }
-func (f *fakeVIPs) Present() ([]vip.Addr, error)                                 { return nil, nil }
+
+// Probe hands the test a channel for its answer on f.probes (none: it
+// sees nobody).
+func (f *fakeVIPs) Probe(ctx context.Context, _ time.Duration) ([]vip.Sighting, error) {
+	if f.probes == nil {
+		return nil, nil
+	}
+	answer := make(chan []vip.Sighting)
+	select {
+	case f.probes <- answer:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case s := <-answer:
+		return s, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+func (f *fakeVIPs) Present() ([]vip.Addr, error) { return nil, nil }
 func (f *fakeVIPs) Addrs() []vip.Addr {
 	return []vip.Addr{{Prefix: netip.MustParsePrefix("192.0.2.100/24"), Interface: "pub0"}}
 }

@@ -71,22 +71,24 @@ func (g *vipGuard) observe(now time.Time, holding, peerHeard, peerMayHold bool) 
 	case g.holdingSince.IsZero():
 		g.holdingSince = now
 	}
+	// Any change in what the peer may be doing makes a probe under way
+	// stale: from clear to silent too, as a peer lost may have taken
+	// over in the same instant.
+	clear, silent := peerHeard && !peerMayHold, !peerHeard
+	if clear != !g.clearSince.IsZero() || silent != !g.silentSince.IsZero() {
+		g.epoch++
+	}
 	switch {
-	case peerHeard && !peerMayHold:
-		if g.clearSince.IsZero() {
-			g.clearSince = now
-		}
-		g.silentSince = time.Time{}
-	case !peerHeard:
-		if g.silentSince.IsZero() {
-			g.silentSince = now
-		}
+	case clear && g.clearSince.IsZero():
+		g.clearSince = now
+	case !clear:
 		g.clearSince = time.Time{}
-	default:
-		if !g.clearSince.IsZero() || !g.silentSince.IsZero() {
-			g.epoch++
-		}
-		g.clearSince, g.silentSince = time.Time{}, time.Time{}
+	}
+	switch {
+	case silent && g.silentSince.IsZero():
+		g.silentSince = now
+	case !silent:
+		g.silentSince = time.Time{}
 	}
 }
 
@@ -169,9 +171,7 @@ func (a *Agent) probeVIPs(ctx context.Context, ask <-chan struct{}, out chan<- p
 // guardTick tells the guard how things stand and starts a probe when
 // one is due.
 func (a *Agent) guardTick(now time.Time, ask chan<- struct{}) {
-	peer, heard := a.m.Peer()
-	mayHold := peer.Holding || peer.Leaving || peer.SplitBrain || peer.Role == election.Active
-	a.guard.observe(now, a.holding, heard, mayHold)
+	a.observeGuard(now)
 	if !a.guard.due(now) {
 		return
 	}
@@ -182,10 +182,21 @@ func (a *Agent) guardTick(now time.Time, ask chan<- struct{}) {
 	}
 }
 
+// observeGuard tells the guard whether this node holds the VIPs and
+// whether the peer is heard and may hold them.
+func (a *Agent) observeGuard(now time.Time) {
+	peer, heard := a.m.Peer()
+	mayHold := peer.Holding || peer.Leaving || peer.SplitBrain || peer.Role == election.Active
+	a.guard.observe(now, a.holding, heard, mayHold)
+}
+
 // probed reports a probe's answer: each host newly seen answering for a
-// VIP this node holds as an error, each no longer seen as news.
+// VIP this node holds as an error, each no longer seen as news. The guard
+// is told how things stand at every tick and peer event, and now.
 func (a *Agent) probed(r probeResult) {
-	appeared, gone := a.guard.done(time.Now(), r.seen)
+	now := time.Now()
+	a.observeGuard(now)
+	appeared, gone := a.guard.done(now, r.seen)
 	if r.err != nil && r.err.Error() != a.probeErr {
 		a.log.Warn("cannot ask the network whether another host answers for the VIPs", "op", "probe", "err", r.err)
 	}

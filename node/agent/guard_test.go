@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"github.com/hapair/hapair/heartbeat"
 	"net"
 	"net/netip"
 	"testing"
@@ -14,6 +15,9 @@ var (
 	someVIP  = vip.Addr{Prefix: netip.MustParsePrefix("192.0.2.100/24"), Interface: "pub0"}
 	otherMAC = net.HardwareAddr{0x00, 0x00, 0x5e, 0x00, 0x53, 0x01}
 )
+
+// conflictMsg starts the line that reports a sighting.
+const conflictMsg = "another host answers for a VIP this node holds"
 
 // probeEvery is the default [announce] probe.
 const probeEvery = 30 * time.Second
@@ -125,14 +129,14 @@ func TestGuardTellsWhatChanged(t *testing.T) {
 // answered.
 func TestGuardDropsAStaleAnswer(t *testing.T) {
 	for _, c := range []struct {
-		name             string
-		holding, mayHold bool
-	}{{"this node let go", false, false}, {"the peer may hold", true, true}} {
+		name                    string
+		holding, heard, mayHold bool
+	}{{"this node let go", false, true, false}, {"the peer may hold", true, true, true}, {"the peer went silent", true, false, false}} {
 		g := vipGuard{lease: 10 * time.Second, every: probeEvery}
 		g.observe(at(0), true, true, false)
 		now := at(time.Second)
 		g.begin(now)
-		g.observe(now.Add(100*time.Millisecond), c.holding, true, c.mayHold)
+		g.observe(now.Add(100*time.Millisecond), c.holding, c.heard, c.mayHold)
 		appeared, _ := g.done(now.Add(200*time.Millisecond), []vip.Sighting{{Addr: someVIP, MAC: otherMAC}})
 		if len(appeared) != 0 || len(g.conflicts()) != 0 {
 			t.Errorf("%s during the probe: %v appeared, conflicts %v", c.name, appeared, g.conflicts())
@@ -150,5 +154,55 @@ func TestGuardDropsAStaleAnswer(t *testing.T) {
 	g.observe(at(3*time.Second), true, true, false)
 	if !g.due(at(4 * time.Second)) {
 		t.Error("a new hold does not probe once settled")
+	}
+}
+
+// nextProbe waits for the agent's next probe and returns where to answer.
+func (r *rig) nextProbe(t *testing.T) chan<- []vip.Sighting {
+	t.Helper()
+	select {
+	case answer := <-r.vips.probes:
+		return answer
+	case <-time.After(5 * time.Second):
+		t.Fatal("no probe")
+		return nil
+	}
+}
+
+// An answer is reported while the peer says it holds nothing; one that
+// comes after the peer began to hold the VIPs (a split, a takeover), a
+// moment after the last tick, may be the peer's and is not.
+func TestAProbeAnsweredOnceThePeerHoldsIsNotReported(t *testing.T) {
+	r := newRig(t, true, nil)
+	r.vips.probes = make(chan chan []vip.Sighting)
+	r.a.guard.every = time.Second
+	r.run(t)
+	r.hb.events <- frame(heartbeat.RoleStandby, 0)
+	r.waitRole(t, "ACTIVE")
+	r.nextProbe(t) <- []vip.Sighting{{Addr: someVIP, MAC: otherMAC}}
+	deadline := time.Now().Add(2 * time.Second)
+	for len(r.a.Status().VIPConflicts) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sighting is not in status: %+v", r.a.Status().VIPConflicts)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if n := r.log.count(conflictMsg); n != 1 {
+		t.Fatalf("%d conflict lines, want 1:\n%s", n, r.log.String())
+	}
+	answer := r.nextProbe(t)
+	r.hb.events <- frame(heartbeat.RoleActive, heartbeat.FlagHolding)
+	r.waitPeerRole(t, "ACTIVE")
+	peerMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x0b}
+	answer <- []vip.Sighting{{Addr: someVIP, MAC: peerMAC}}
+	// The peer lets go; the next probe shows the answer above was
+	// handled (a probe at a time).
+	r.hb.events <- frame(heartbeat.RoleStandby, 0)
+	r.nextProbe(t) <- nil
+	if n := r.log.count(peerMAC.String()); n != 0 {
+		t.Errorf("the answer given while the peer held the VIPs was reported:\n%s", r.log.String())
+	}
+	if r.a.Status().Role != "ACTIVE" {
+		t.Errorf("role %s: the test means this node to keep the VIPs throughout", r.a.Status().Role)
 	}
 }

@@ -183,7 +183,10 @@ func TestRoutineOperationsLogNoWarning(t *testing.T) {
 	for _, mode := range []string{"async", "sync"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			routineOperations(t, lab.ConfigOptions{SyncMode: mode})
+			// Probing every 2 s, so that a probe falls inside the
+			// operations (a restart, a switchover, a stop): none of
+			// them is another host answering for the VIP.
+			routineOperations(t, lab.ConfigOptions{SyncMode: mode, Extra: probeOften})
 		})
 	}
 }
@@ -210,6 +213,10 @@ func routineOperations(t *testing.T, o lab.ConfigOptions) {
 	}
 	waitSynced(t, c, act)
 	switchover(t, c, act)
+	// The new active probes once the handover has settled.
+	if !pollUntil(10*time.Second, func() bool { s, _ := c.Status(sb); return s != nil && s.VIPProbes > 0 }) {
+		t.Errorf("%s did not probe after the switchover", sb)
+	}
 	if _, err := api(t, c, sb).Create(t.Context(), "call-3", []byte("v")); err != nil {
 		t.Fatal(err)
 	}

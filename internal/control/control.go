@@ -51,6 +51,8 @@ type Status struct {
 	// VIPConflicts are the other hosts that answered for a held VIP
 	// when this node last asked (every 30s while it holds them).
 	VIPConflicts []VIPConflict `json:"vip_conflicts"`
+	// VIPProbes counts the probes whose answers were read (this run).
+	VIPProbes uint64 `json:"vip_probes"`
 
 	LastTransition *Transition `json:"last_transition,omitempty"`
 	Redundancy     string      `json:"redundancy"` // "available" or "unavailable: why"

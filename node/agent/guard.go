@@ -50,6 +50,7 @@ type vipGuard struct {
 	// in another epoch is not read.
 	epoch, probeEpoch uint64
 	seen              map[string]conflict
+	read              uint64 // answers read (for status)
 }
 
 // conflict is another host seen answering for a VIP, and since when.
@@ -116,6 +117,7 @@ func (g *vipGuard) done(now time.Time, seen []vip.Sighting) (appeared []conflict
 	if g.probeEpoch != g.epoch {
 		return nil, nil
 	}
+	g.read++
 	next := map[string]conflict{}
 	for _, s := range seen {
 		k := s.Addr.String() + " " + s.MAC.String()

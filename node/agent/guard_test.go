@@ -104,7 +104,7 @@ func TestGuardTellsWhatChanged(t *testing.T) {
 		appeared, gone := g.done(now, s)
 		return len(appeared), len(gone)
 	}
-	if a, gn := probe(at(time.Second), seen); a != 1 || gn != 0 {
+	if a, gn := probe(at(time.Second), seen); a != 1 || gn != 0 || g.read != 1 {
 		t.Errorf("first sighting: %d appeared, %d gone", a, gn)
 	}
 	if c := g.conflicts(); len(c) != 1 || c[0].MAC != otherMAC.String() || !c[0].Since.Equal(at(time.Second)) {
@@ -138,7 +138,7 @@ func TestGuardDropsAStaleAnswer(t *testing.T) {
 		g.begin(now)
 		g.observe(now.Add(100*time.Millisecond), c.holding, c.heard, c.mayHold)
 		appeared, _ := g.done(now.Add(200*time.Millisecond), []vip.Sighting{{Addr: someVIP, MAC: otherMAC}})
-		if len(appeared) != 0 || len(g.conflicts()) != 0 {
+		if len(appeared) != 0 || len(g.conflicts()) != 0 || g.read != 0 {
 			t.Errorf("%s during the probe: %v appeared, conflicts %v", c.name, appeared, g.conflicts())
 		}
 	}

@@ -38,7 +38,7 @@ func (a *Agent) updateStatus() {
 		s.HoldDown.TakeoverInMs = max(msOf(time.Until(until)), 0.001)
 	}
 	s.Sync = a.syncStatus()
-	s.VIPConflicts = a.guard.conflicts()
+	s.VIPConflicts, s.VIPProbes = a.guard.conflicts(), a.guard.read
 	for _, v := range a.opt.VIPs.Addrs() {
 		s.VIPs = append(s.VIPs, v.String())
 	}

@@ -96,7 +96,7 @@ func TestDefaultsAndProfiles(t *testing.T) {
 	if c.Interval != 100*time.Millisecond || c.DeadInterval != 300*time.Millisecond {
 		t.Errorf("default profile = %v/%v, want 100ms/300ms", c.Interval, c.DeadInterval)
 	}
-	if c.Lease != DefaultLease || c.SyncMode != "async" || c.Socket != DefaultSocket || c.GARPCount != DefaultGARPCount {
+	if c.Lease != DefaultLease || c.SyncMode != "async" || c.Socket != DefaultSocket || c.GARPCount != DefaultGARPCount || c.VIPProbe != DefaultVIPProbe {
 		t.Errorf("defaults not applied: %+v", c)
 	}
 	if c.Nodes[0].ID != 1 || c.Nodes[1].ID != 2 || c.Primary != "alpha" {

@@ -609,3 +609,18 @@ func TestProbeFindsAnotherHostAnsweringForAVIP(t *testing.T) {
 		t.Errorf("a probe cancelled after 50ms took %v", took)
 	}
 }
+
+// BenchmarkProbe is what a probe costs besides its listening: the sockets
+// opened and closed, a frame per VIP sent (one of each family here).
+func BenchmarkProbe(b *testing.B) {
+	p := labtest.NewPair(b, lab.Options{})
+	m := manager(b, p.A, 0, lab.VIP, lab.VIP6)
+	if err := m.Claim(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := m.Probe(context.Background(), 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

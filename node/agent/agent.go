@@ -260,6 +260,9 @@ type Agent struct {
 	readying *command
 	synced   chan bool
 	paused   bool
+	// stallHandled is when the loop last handled a stall of its own
+	// (stalled): a fence from before it is the same stall.
+	stallHandled time.Time
 	// guard probes for other hosts that answer for the held VIPs;
 	// probeErr is the last probe's error logged.
 	guard    vipGuard
@@ -1079,6 +1082,14 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		// (or two dead intervals on, unless this is handled first). This
 		// node must not come back believing it is active: a fault, at
 		// once over.
+		if ev.At.Before(a.stallHandled) {
+			// The core fenced this node during the stall the loop has
+			// handled already, as the VIPs' lease running out: one
+			// stall, one fault (hooks and all), not a second.
+			a.log.Info("the heartbeat core fenced this node in the stall just handled: nothing more to do", "op", "fenced")
+			a.opt.Heartbeat.Unfence()
+			return false
+		}
 		a.log.Error("the agent stalled past its lease: its heartbeat core said FAULT, so the peer takes over if it can", "op", "fenced")
 		// At the time handled, not the fence's: the machine ignores
 		// frames that came before this node's new role, and those the
@@ -1242,6 +1253,7 @@ func (a *Agent) peerStopping() bool {
 // standby, and one with nobody to hand to stays active (the machine's
 // rule).
 func (a *Agent) stalled(at time.Time) bool {
+	a.stallHandled = time.Now()
 	const key = "agent:stalled"
 	return a.fault(key, "the agent stalled past its lease", at, true) || a.fault(key, "", at, true)
 }

@@ -45,6 +45,7 @@ type fakeHB struct {
 	// what a starved agent had not read yet.
 	onStats func()
 	renews  atomic.Int32 // Renews calls
+	unfence atomic.Int32 // Unfence calls
 }
 
 func (f *fakeHB) Run(ctx context.Context) error {
@@ -53,7 +54,7 @@ func (f *fakeHB) Run(ctx context.Context) error {
 	return nil
 }
 func (f *fakeHB) Events() <-chan heartbeat.Event { return f.events }
-func (f *fakeHB) Unfence()                       {}
+func (f *fakeHB) Unfence()                       { f.unfence.Add(1) }
 func (f *fakeHB) Renews()                        { f.renews.Add(1) }
 func (f *fakeHB) Isolation() heartbeat.CoreHello { return heartbeat.CoreHello{} }
 func (f *fakeHB) Stats() heartbeat.Stats {
@@ -569,6 +570,8 @@ func TestHeldVIPsAreRenewedOnTicks(t *testing.T) {
 // peer it comes back a standby without claiming; alone it stays active
 // and claims them again. Its first tick after the stall, which renewed
 // the VIPs, used to put them back beside the peer that had taken over.
+// The heartbeat core fenced the node in the same stall: one stall, one
+// fault (its hooks fired once), where the fence used to make a second.
 func TestStallPastTheVIPLeaseIsAFault(t *testing.T) {
 	for _, withPeer := range []bool{true, false} {
 		t.Run(fmt.Sprintf("standby-peer-%v", withPeer), func(t *testing.T) {
@@ -580,8 +583,11 @@ func TestStallPastTheVIPLeaseIsAFault(t *testing.T) {
 				r.waitPeerRole(t, "STANDBY")
 			}
 			r.hangLoop(t)
-			// The stall itself: longer than the rig's 2 s lease.
-			time.Sleep(r.a.opt.Lease + 100*time.Millisecond)
+			// The stall itself: longer than the rig's 2 s lease. The
+			// core's shorter lease ran out in it too.
+			time.Sleep(r.a.opt.Lease / 2)
+			r.hb.events <- heartbeat.Event{Kind: heartbeat.Fenced, At: time.Now()}
+			time.Sleep(r.a.opt.Lease/2 + 100*time.Millisecond)
 			r.vips.Release() // what the kernel did meanwhile
 			r.hb.hang.Store(false)
 			close(r.hb.release)
@@ -598,8 +604,22 @@ func TestStallPastTheVIPLeaseIsAFault(t *testing.T) {
 			if r.vips.isHeld() != !withPeer {
 				t.Errorf("VIPs held %v after the stall, peer standby %v", r.vips.isHeld(), withPeer)
 			}
-			if n := r.log.count("to=FAULT"); withPeer && n != 1 {
-				t.Errorf("%d transitions to FAULT, want 1", n)
+			for deadline := time.Now().Add(2 * time.Second); r.hb.unfence.Load() == 0; time.Sleep(2 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the fence was not handled")
+				}
+			}
+			r.vips.mu.Lock()
+			claims := r.vips.claims
+			r.vips.mu.Unlock()
+			// One fault: with a standby, the node goes through FAULT;
+			// alone, it keeps the VIPs in it and says so.
+			what := map[bool]string{true: "to=FAULT", false: "no eligible standby: keeping the VIPs"}[withPeer]
+			if n := r.log.count(what); n != 1 {
+				t.Errorf("%d lines with %q, want 1:\n%s", n, what, r.log.String())
+			}
+			if want := map[bool]int{true: 1, false: 2}[withPeer]; claims != want {
+				t.Errorf("%d claims, want %d (the first, and again only with nobody to hand to)", claims, want)
 			}
 		})
 	}

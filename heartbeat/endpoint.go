@@ -149,6 +149,16 @@ func (ev *Event) Waited() time.Duration {
 	return time.Duration(Mono() - ev.Sent)
 }
 
+// SentAt is when ev's core sent it, on this process's clock (At for an
+// event that came through no core): At is rebuilt when the agent reads
+// the event, so for one that waited unread it is the time of the read.
+func (ev *Event) SentAt() time.Time {
+	if ev.Sent == 0 {
+		return ev.At
+	}
+	return time.Now().Add(-ev.Waited())
+}
+
 // Mono reads CLOCK_MONOTONIC in nanoseconds: one clock for every process
 // on the host, where a time.Time's monotonic reading is its process's own.
 // A raw call, as the core's others (sysRaw): it never blocks.

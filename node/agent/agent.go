@@ -1082,10 +1082,14 @@ func (a *Agent) heartbeat(ev heartbeat.Event) bool {
 		// (or two dead intervals on, unless this is handled first). This
 		// node must not come back believing it is active: a fault, at
 		// once over.
-		if ev.At.Before(a.stallHandled) {
+		if ev.SentAt().Before(a.stallHandled) && a.m.Role() != election.Active {
 			// The core fenced this node during the stall the loop has
-			// handled already, as the VIPs' lease running out: one
-			// stall, one fault (hooks and all), not a second.
+			// handled already, as the VIPs' lease running out, which
+			// made it a standby: one stall, one fault (hooks and all),
+			// not a second. When the core sent it, not At: At is when
+			// it was read, after. A node that stayed active (nobody to
+			// hand to, as it saw the peer then) handles the fence as
+			// before: what it knows of the peer may be newer now.
 			a.log.Info("the heartbeat core fenced this node in the stall just handled: nothing more to do", "op", "fenced")
 			a.opt.Heartbeat.Unfence()
 			return false

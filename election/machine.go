@@ -651,6 +651,21 @@ func (m *Machine) peerFrame(ev Event) {
 		case m.leaving && p.Role == Active:
 			// It said ACTIVE and is claiming: keep the VIPs until it
 			// says it holds them.
+		case p.Role == Active && p.Fenced:
+			// Its agent hangs, and its heartbeat core says FAULT under
+			// the role the agent last gave: it lets the VIPs go once
+			// this node holds them, and the agent comes back a standby.
+			// No split brain: taken for one, it alerted the operator,
+			// and the hung node's frozen facts (a split it was in when
+			// it stopped) won the arbitration, so this node yielded to
+			// a node that cannot act, and took over again at its next
+			// frame. A split seen before it hung is over, and this
+			// node announces again, as at the end of any split.
+			if m.splitSeen {
+				m.frozen, m.splitSeen = nil, false
+				m.claim()
+				m.advertise()
+			}
 		case p.Role == Active && !p.Leaving && !m.leaving:
 			if prev.Role != Active || !prevSeen {
 				m.splitAt = ev.Now

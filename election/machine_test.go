@@ -1449,3 +1449,38 @@ func TestSwitchoverRefusalAskedBeforeTheWait(t *testing.T) {
 		}
 	}
 }
+
+// A standby that took over from a fenced active (its agent hangs; its core
+// says FAULT for it, under the role its agent last gave, ACTIVE) goes on
+// hearing it say ACTIVE. That is no split brain: the hung node's core
+// lets the VIPs go once this node holds them, and its agent comes back a
+// standby. Taken for one, it alerted the operator to both nodes active,
+// and where the hung node had been in a split when it stopped, its frozen
+// facts won the arbitration (active longest): the new active yielded to
+// a node that cannot act, took over again at its next frame, and so on.
+func TestAFencedActiveIsNoSplitBrain(t *testing.T) {
+	b := standbyMachine(t)
+	fenced := Peer{Role: Active, Fault: true, Fenced: true, Holding: true, Facts: Facts{Node: 2, ActiveFor: time.Hour, LastNewSession: -1}}
+	if b.Step(Event{Kind: PeerFrame, Now: at(100), Peer: fenced}); b.Role() != Active {
+		t.Fatalf("beside a fenced active: %v", b.Role())
+	}
+	acts := b.Step(Event{Kind: PeerFrame, Now: at(110), Peer: fenced})
+	if b.SplitBrain() || slices.Contains(kinds(acts), SplitBrainStarted) {
+		t.Errorf("a split brain with a fenced peer: %v", acts)
+	}
+	fenced.SplitBrain = true
+	b.Step(Event{Kind: PeerFrame, Now: at(120), Peer: fenced})
+	if b.Role() != Active || b.SplitBrain() {
+		t.Errorf("beside a fenced peer that was in a split when it hung: %v, split %v", b.Role(), b.SplitBrain())
+	}
+	// Its agent runs again and says what it is: a standby.
+	b.Step(Event{Kind: PeerFrame, Now: at(200), Peer: Peer{Role: Standby, Facts: Facts{Node: 2, LastNewSession: -1}}})
+	if b.Role() != Active || b.SplitBrain() {
+		t.Errorf("once the peer is back a standby: %v, split %v", b.Role(), b.SplitBrain())
+	}
+	// An active that is not fenced is a split, as before.
+	acts = b.Step(Event{Kind: PeerFrame, Now: at(300), Peer: Peer{Role: Active, Holding: true, Facts: Facts{Node: 2, LastNewSession: -1}}})
+	if !b.SplitBrain() {
+		t.Errorf("an active peer, not fenced: no split: %v", acts)
+	}
+}

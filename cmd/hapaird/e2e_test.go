@@ -1176,7 +1176,9 @@ func TestFencedAgentResumedComesBackAStandby(t *testing.T) {
 // after the lapse, is acknowledged and logged at INFO. It was handled as
 // a second stall (ACTIVE -> FAULT -> STANDBY -> FAULT -> STANDBY); the
 // agent's rig did not see it, for it dated the fence when it was sent
-// and the daemon dated it when it was read.
+// and the daemon dated it when it was read. Nor is the stopped node,
+// whose core says FAULT under the role ACTIVE, a split brain to the node
+// that took over from it.
 func TestAStallPastBothLeasesIsOneFault(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{})
 	act := settle(t, c)
@@ -1188,6 +1190,7 @@ func TestAStallPastBothLeasesIsOneFault(t *testing.T) {
 		sb := other(act)
 		count := func(s string) int { return len(logLines(c, act, s)) }
 		fenced, lapsed, faults := count("op=fenced"), count("op=lapsed"), count("to=FAULT")
+		splits := len(logLines(c, sb, "op=split-brain"))
 		stopped := time.Now()
 		if err := c.Pause(act); err != nil {
 			t.Fatal(err)
@@ -1215,6 +1218,11 @@ func TestAStallPastBothLeasesIsOneFault(t *testing.T) {
 		}
 		if c.Holds(act, lab.VIP.Addr()) || !c.Holds(sb, lab.VIP.Addr()) {
 			t.Errorf("round %d, after the stall: %s holds the VIP %v, %s %v", round, act, c.Holds(act, lab.VIP.Addr()), sb, c.Holds(sb, lab.VIP.Addr()))
+		}
+		// The stopped node's core says FAULT under its last role,
+		// ACTIVE: the node that took over sees no split brain in it.
+		if l := logLines(c, sb, "op=split-brain"); len(l) > splits {
+			t.Errorf("round %d: %s took its fenced peer for a second active: %s", round, sb, l[splits])
 		}
 		// The next stall begins with the pair settled, as a single
 		// stall does (two in a row are another case).

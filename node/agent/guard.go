@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"time"
 
 	"github.com/hapair/hapair/election"
@@ -137,12 +139,19 @@ func (g *vipGuard) done(now time.Time, seen []vip.Sighting) (appeared []conflict
 	return appeared, gone
 }
 
-// conflicts lists what the last probe saw, for status.
+// failed takes a probe that could not ask (a socket it could not open):
+// it says nothing of who answers, so what was seen stands.
+func (g *vipGuard) failed() { g.probing = false }
+
+// conflicts lists what the last probe saw, for status, in one order.
 func (g *vipGuard) conflicts() []control.VIPConflict {
 	out := []control.VIPConflict{}
 	for _, c := range g.seen {
 		out = append(out, control.VIPConflict{VIP: c.Addr.Prefix.Addr().String(), Interface: c.Addr.Interface, MAC: c.MAC.String(), Since: c.since})
 	}
+	slices.SortFunc(out, func(a, b control.VIPConflict) int {
+		return cmp.Or(cmp.Compare(a.VIP, b.VIP), cmp.Compare(a.MAC, b.MAC))
+	})
 	return out
 }
 
@@ -196,9 +205,6 @@ func (a *Agent) observeGuard(now time.Time) {
 // VIP this node holds as an error, each no longer seen as news. The guard
 // is told how things stand at every tick and peer event, and now.
 func (a *Agent) probed(r probeResult) {
-	now := time.Now()
-	a.observeGuard(now)
-	appeared, gone := a.guard.done(now, r.seen)
 	if r.err != nil && r.err.Error() != a.probeErr {
 		a.log.Warn("cannot ask the network whether another host answers for the VIPs", "op", "probe", "err", r.err)
 	}
@@ -206,6 +212,14 @@ func (a *Agent) probed(r probeResult) {
 	if r.err != nil {
 		a.probeErr = r.err.Error()
 	}
+	if r.err != nil && len(r.seen) == 0 {
+		// Not "nobody answers": a host seen before is not gone.
+		a.guard.failed()
+		return
+	}
+	now := time.Now()
+	a.observeGuard(now)
+	appeared, gone := a.guard.done(now, r.seen)
 	_, heard := a.m.Peer()
 	for _, c := range appeared {
 		hint := "find the host with this MAC and remove the address there"

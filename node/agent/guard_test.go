@@ -206,3 +206,42 @@ func TestAProbeAnsweredOnceThePeerHoldsIsNotReported(t *testing.T) {
 		t.Errorf("role %s: the test means this node to keep the VIPs throughout", r.a.Status().Role)
 	}
 }
+
+// A probe that could not ask says nothing of who answers: a host seen
+// before stays listed, and is not told gone.
+func TestGuardKeepsWhatItSawThroughAFailedProbe(t *testing.T) {
+	g := vipGuard{lease: 10 * time.Second, every: probeEvery}
+	g.observe(at(0), true, true, false)
+	g.begin(at(time.Second))
+	g.done(at(time.Second), []vip.Sighting{{Addr: someVIP, MAC: otherMAC}})
+	now := at(time.Second + probeEvery)
+	if !g.due(now) {
+		t.Fatal("not due")
+	}
+	g.begin(now)
+	g.failed()
+	if len(g.conflicts()) != 1 || g.read != 1 {
+		t.Errorf("after a failed probe: conflicts %v, %d read", g.conflicts(), g.read)
+	}
+	if !g.due(now.Add(probeEvery)) {
+		t.Error("no probe after a failed one")
+	}
+}
+
+// Status lists the hosts in one order, whatever the map's.
+func TestGuardListsConflictsInOrder(t *testing.T) {
+	g := vipGuard{lease: 10 * time.Second, every: probeEvery}
+	g.observe(at(0), true, true, false)
+	g.begin(at(time.Second))
+	var seen []vip.Sighting
+	for i := 9; i >= 0; i-- {
+		seen = append(seen, vip.Sighting{Addr: someVIP, MAC: net.HardwareAddr{0, 0, 0x5e, 0, 0x53, byte(i)}})
+	}
+	g.done(at(time.Second), seen)
+	c := g.conflicts()
+	for i := 1; i < len(c); i++ {
+		if c[i-1].MAC >= c[i].MAC {
+			t.Fatalf("out of order: %v", c)
+		}
+	}
+}

@@ -35,7 +35,8 @@ func (s Sighting) String() string { return s.Addr.Prefix.Addr().String() + " at 
 // A host that holds a VIP answers (a VIP left on an old keepalived master
 // while the pair moves to hapair, an address given twice, the peer
 // active too where the heartbeat links are cut but the public network is
-// not); so is anything that host says with the VIP's address meanwhile.
+// not), and anything a host says from a VIP's address meanwhile counts
+// too.
 // The caller probes only while it holds the VIPs and its peer says it
 // holds none; the sockets are open only while Probe runs.
 func (m *Manager) Probe(ctx context.Context, wait time.Duration) ([]Sighting, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -143,7 +144,7 @@ func (m *Manager) probeARP(ctx context.Context, ifi *net.Interface, addrs []Addr
 	for {
 		p, _, err := c.Read()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || isTimeout(err) {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
 				return seen, nil
 			}
 			return seen, fmt.Errorf("vip: arp probe on %s: %w", ifi.Name, err)
@@ -199,7 +200,7 @@ func (m *Manager) probeNDP(ctx context.Context, ifi *net.Interface, addrs []Addr
 		// which ReadFrom drops as this host's own (it holds it too).
 		n, _, _, err := c.ReadRaw(buf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || isTimeout(err) {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
 				return seen, nil
 			}
 			return seen, fmt.Errorf("vip: ndp probe on %s: %w", ifi.Name, err)
@@ -232,9 +233,4 @@ func sighted(ifi *net.Interface, addrs []Addr, ip netip.Addr, mac net.HardwareAd
 		}
 	}
 	return Sighting{}, false
-}
-
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.As(err, &t) && t.Timeout()
 }

@@ -2,6 +2,7 @@ package vip
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -14,7 +15,10 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
+	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 // Sighting is another host that answers for a VIP: an ARP packet or a
@@ -115,10 +119,22 @@ func (m *Manager) Probe(ctx context.Context, wait time.Duration) ([]Sighting, er
 // deadline, every ARP packet whose sender address is one of them and
 // whose sender MAC is not ifi's.
 func (m *Manager) probeARP(ctx context.Context, ifi *net.Interface, addrs []Addr, deadline time.Time) ([]Sighting, error) {
+	filter, err := arpFilter(ifi.HardwareAddr, addrs)
+	if err != nil {
+		return nil, err
+	}
 	var c *arp.Client
-	err := m.inNS(func() (err error) {
-		// Dial wants an IPv4 address on the interface; a held VIP is one.
-		c, err = arp.Dial(ifi)
+	err = m.inNS(func() error {
+		// The filter is in place before the socket is bound: no ARP of
+		// the segment's is queued for it, whatever the window.
+		pc, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, &packet.Config{Filter: filter})
+		if err != nil {
+			return err
+		}
+		// New wants an IPv4 address on the interface; a held VIP is one.
+		if c, err = arp.New(ifi, pc); err != nil {
+			pc.Close()
+		}
 		return err
 	})
 	if err != nil {
@@ -149,10 +165,69 @@ func (m *Manager) probeARP(ctx context.Context, ifi *net.Interface, addrs []Addr
 			}
 			return seen, fmt.Errorf("vip: arp probe on %s: %w", ifi.Name, err)
 		}
+		m.countProbeRead()
 		if s, ok := sighted(ifi, addrs, p.SenderIP, p.SenderHardwareAddr); ok {
 			seen = append(seen, s)
 		}
 	}
+}
+
+func (m *Manager) countProbeRead() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stats.ProbeReads++
+}
+
+// arpFilter is the socket filter of an ARP probe on an interface with
+// MAC own for addrs: it passes an ARP packet for IPv4 whose sender
+// address is one of addrs and whose sender MAC is not own, and nothing
+// else. Without it the probe's socket took every ARP packet on the
+// segment while it listened (on a large one, every host's broadcasts),
+// to drop all but these in user space.
+func arpFilter(own net.HardwareAddr, addrs []Addr) ([]bpf.RawInstruction, error) {
+	if len(own) != 6 {
+		return nil, fmt.Errorf("vip: arp probe: %s is not an Ethernet address", own)
+	}
+	// Offsets in the frame a raw packet socket reads: the Ethernet
+	// header (14 bytes), then the ARP packet (RFC 826). A load past a
+	// short frame's end ends the filter with 0, which drops it.
+	const (
+		protoType = 14 + 2
+		senderMAC = 14 + 8
+		senderIP  = 14 + 14
+	)
+	// A jump skips at most 255 instructions; a VIP takes one. No
+	// interface carries so many, but a filter must not be wrong if one
+	// does: past the bound the socket takes every ARP packet, as before.
+	if len(addrs) > 250 {
+		return nil, nil
+	}
+	n := uint8(len(addrs))
+	prog := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: protoType, Size: 2},
+		// Not IPv4: past the VIPs' tests, to the first drop.
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.ETH_P_IP, SkipFalse: n + 1},
+		bpf.LoadAbsolute{Off: senderIP, Size: 4},
+	}
+	for i, a := range addrs {
+		ip := a.Prefix.Addr().As4()
+		// Matched: past the remaining VIPs' tests and the drop, to the
+		// MAC's test.
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: binary.BigEndian.Uint32(ip[:]), SkipTrue: n - uint8(i)})
+	}
+	prog = append(prog,
+		bpf.RetConstant{Val: 0},
+		// The sender's MAC, its first four bytes and its last two: this
+		// interface's own (its kernel's answers, its announcements) is
+		// dropped.
+		bpf.LoadAbsolute{Off: senderMAC, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: binary.BigEndian.Uint32(own[:4]), SkipFalse: 2},
+		bpf.LoadAbsolute{Off: senderMAC + 4, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(binary.BigEndian.Uint16(own[4:])), SkipTrue: 1},
+		bpf.RetConstant{Val: 0xffff},
+		bpf.RetConstant{Val: 0},
+	)
+	return bpf.Assemble(prog)
 }
 
 // probeNDP sends one neighbour solicitation for each of addrs on ifi and reads, until deadline, the neighbour
@@ -205,6 +280,7 @@ func (m *Manager) probeNDP(ctx context.Context, ifi *net.Interface, addrs []Addr
 			}
 			return seen, fmt.Errorf("vip: ndp probe on %s: %w", ifi.Name, err)
 		}
+		m.countProbeRead()
 		msg, err := ndp.ParseMessage(buf[:n])
 		na, ok := msg.(*ndp.NeighborAdvertisement)
 		if err != nil || !ok {

@@ -64,6 +64,9 @@ type Manager struct {
 // Stats counts what the manager did.
 type Stats struct {
 	Claims, Renewals, Releases, Announcements, AnnounceErrors uint64
+	// ProbeReads are the packets the probes read: their sockets' filters
+	// pass only what may be another host answering for a VIP.
+	ProbeReads uint64
 }
 
 // New prepares a manager for addrs; it changes nothing on the host.

@@ -107,6 +107,9 @@ func dumpLogs(c *lab.Cluster, w io.Writer) {
 	}
 }
 
+// labInput is what the lab reads its keys from; a test gives its own.
+var labInput io.Reader = os.Stdin
+
 func interactive(c *lab.Cluster, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -130,7 +133,7 @@ func interactive(c *lab.Cluster, stdout, stderr io.Writer) int {
 	}()
 	lines := make(chan string)
 	go func() {
-		sc := bufio.NewScanner(os.Stdin)
+		sc := bufio.NewScanner(labInput)
 		for sc.Scan() {
 			lines <- strings.TrimSpace(sc.Text())
 		}
@@ -152,8 +155,12 @@ func interactive(c *lab.Cluster, stdout, stderr io.Writer) int {
 			}
 		case l, ok := <-lines:
 			if !ok {
-				lines = nil
-				continue
+				// The end of a script piped in (printf 's\n' | hapairctl
+				// lab), or of a terminal (Ctrl-D): like a shell, done. Left
+				// running, a lab whose input has ended is a pair of daemons
+				// and three namespaces that nobody can stop but by a signal.
+				fmt.Fprintln(stdout, "end of input: removing the lab ...")
+				return 0
 			}
 			if quit := command(c, l, &hbCut, stdout, stderr); quit {
 				return 0

@@ -70,6 +70,38 @@ func TestLabScenario(t *testing.T) {
 	}
 }
 
+// Keys piped in are run, and the end of the input ends the lab as q
+// does: it used to run on, daemons and namespaces, until a signal.
+func TestLabRunsPipedKeysAndEndsWithItsInput(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the lab needs root for network namespaces")
+	}
+	labInput = strings.NewReader("s\n")
+	t.Cleanup(func() { labInput = os.Stdin })
+	var out, errb bytes.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run([]string{"lab"}, &out, &errb) }()
+	var rc int
+	select {
+	case rc = <-done:
+	case <-time.After(2 * time.Minute):
+		// The lab is still up: a signal is what ends it now.
+		syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		rc = <-done
+		t.Fatalf("the lab ran on 2 minutes after its input ended (rc %d once signalled):\n%s", rc, out.String())
+	}
+	if rc != 0 || !strings.Contains(out.String(), "switchover: VIP moved") || !strings.Contains(out.String(), "end of input: removing the lab") {
+		t.Fatalf("rc %d, want 0 with the switchover run and the end of input said:\n%s\n%s", rc, out.String(), errb.String())
+	}
+	// Its namespaces are named in its output; other packages' tests may
+	// have theirs meanwhile.
+	for _, ns := range lab.Leftovers() {
+		if strings.Contains(out.String(), ns) {
+			t.Errorf("the lab left namespace %s behind", ns)
+		}
+	}
+}
+
 // On a machine without the lab's tools, the demo says which and how to
 // install them, in one line, before it builds anything (without nft it
 // used to come up and fail at the first host loss).

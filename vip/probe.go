@@ -184,9 +184,16 @@ func (m *Manager) countProbeRead() {
 // else. Without it the probe's socket took every ARP packet on the
 // segment while it listened (on a large one, every host's broadcasts),
 // to drop all but these in user space.
+//
+// Where it cannot be that filter, it is none, and the socket takes every
+// ARP packet as it did: past 250 VIPs on one interface, or on one whose
+// address is not an Ethernet one.
 func arpFilter(own net.HardwareAddr, addrs []Addr) ([]bpf.RawInstruction, error) {
-	if len(own) != 6 {
-		return nil, fmt.Errorf("vip: arp probe: %s is not an Ethernet address", own)
+	// A jump skips at most 255 instructions and a VIP takes one. No
+	// interface carries so many, but a filter must not be wrong if one
+	// does.
+	if len(own) != 6 || len(addrs) > 250 {
+		return nil, nil
 	}
 	// Offsets in the frame a raw packet socket reads: the Ethernet
 	// header (14 bytes), then the ARP packet (RFC 826). A load past a
@@ -196,12 +203,6 @@ func arpFilter(own net.HardwareAddr, addrs []Addr) ([]bpf.RawInstruction, error)
 		senderMAC = 14 + 8
 		senderIP  = 14 + 14
 	)
-	// A jump skips at most 255 instructions; a VIP takes one. No
-	// interface carries so many, but a filter must not be wrong if one
-	// does: past the bound the socket takes every ARP packet, as before.
-	if len(addrs) > 250 {
-		return nil, nil
-	}
 	n := uint8(len(addrs))
 	prog := []bpf.Instruction{
 		bpf.LoadAbsolute{Off: protoType, Size: 2},

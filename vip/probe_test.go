@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,5 +151,77 @@ func TestProbeReadsOnlyAnswersForTheVIPs(t *testing.T) {
 	}
 	if a.Stats().ProbeReads == 0 {
 		t.Error("the probe found the other holder but counted no packet read")
+	}
+}
+
+// A probe finds a host that answers for a held VIP, and only such a host:
+// not this one, whose own kernel answers its probes, and not its
+// announcements.
+func TestProbeFindsAnotherHostAnsweringForAVIP(t *testing.T) {
+	p := labtest.NewPair(t, lab.Options{})
+	a := manager(t, p.A, 0, lab.VIP, lab.VIP6)
+	if err := a.Claim(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if got, err := a.Probe(ctx, 300*time.Millisecond); err != nil || len(got) != 0 {
+		t.Fatalf("alone on the network, the probe saw %v, %v; want nobody", got, err)
+	}
+	// The other node holds both VIPs too (the peer active beside it, or
+	// an address given twice). Its announcements end before the probe:
+	// what the probe sees, it is answered.
+	b := manager(t, p.B, 0, lab.VIP, lab.VIP6)
+	if err := b.Claim(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for b.Stats().Announcements < 6 {
+		if time.Now().After(deadline) {
+			t.Fatalf("b's announcements: %+v", b.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	got, err := a.Probe(ctx, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{lab.VIP.Addr().String() + " at " + mac(t, p, p.B).String(), lab.VIP6.Addr().String() + " at " + mac(t, p, p.B).String()}
+	var saw []string
+	for _, s := range got {
+		saw = append(saw, s.String())
+	}
+	if strings.Join(saw, ", ") != strings.Join(want, ", ") {
+		t.Errorf("the probe saw %q, want %q", saw, want)
+	}
+	if err := b.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Probe(ctx, 300*time.Millisecond); err != nil || len(got) != 0 {
+		t.Errorf("after the other host let go, the probe saw %v, %v; want nobody", got, err)
+	}
+	// A daemon that stops does not wait out the listening.
+	stopping, stop := context.WithCancel(ctx)
+	time.AfterFunc(50*time.Millisecond, stop)
+	start := time.Now()
+	if _, err := a.Probe(stopping, time.Minute); err != nil {
+		t.Error(err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("a probe cancelled after 50ms took %v", took)
+	}
+}
+
+// BenchmarkProbe is what a probe costs besides its listening: the sockets
+// opened and closed, a frame per VIP sent (one of each family here).
+func BenchmarkProbe(b *testing.B) {
+	p := labtest.NewPair(b, lab.Options{})
+	m := manager(b, p.A, 0, lab.VIP, lab.VIP6)
+	if err := m.Claim(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := m.Probe(context.Background(), 0); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -94,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if !o.fileOnly {
 			errs = node.Preflight(cfg, self)
 		}
-		summary(stdout, stderr, cfg, self, rule, len(errs) == 0)
+		summary(stdout, stderr, cfg, self, rule, len(errs) == 0, !o.fileOnly)
 		if len(errs) > 0 {
 			fmt.Fprintln(stderr, errs)
 			fmt.Fprintf(stderr, "hapaird would not start on this machine as %s\n", self.Name)
@@ -142,8 +142,11 @@ func localAddrs() []netip.Addr {
 	return out
 }
 
-// summary is --check's one screen: what this node would do.
-func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule string, machineOK bool) {
+// summary is --check's one screen: what this node would do. With
+// onNode false (--file-only) it says nothing of this machine: its kernel,
+// links, routes and daemon are not the node's, and a warning drawn from
+// them would mislead the operator checking a file on a workstation.
+func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule string, machineOK, onNode bool) {
 	peer := cfg.Peer(self)
 	if machineOK {
 		fmt.Fprintf(w, "%s: ok\n", cfg.File)
@@ -168,27 +171,31 @@ func summary(w, warn io.Writer, cfg *config.Config, self *config.Node, rule stri
 	fmt.Fprintf(w, "VIPs:        %s (lease %v, %d announcements %v apart)\n", strings.Join(vips, ", "), cfg.Lease, cfg.GARPCount, cfg.GARPSpacing)
 	fmt.Fprintf(w, "keys:        %d, newest first, fingerprints %s\n", len(cfg.Keys), heartbeat.FormatFingerprints(heartbeat.Fingerprints(cfg.Keys)))
 	fmt.Fprintf(w, "operators:   %s (root only)\n", config.AdminSocket(cfg.Socket))
-	if err := node.CanRealTime(); err != nil && cfg.DeadInterval < config.Profiles["default"].Dead {
-		fmt.Fprintf(warn, "warning: profile %s (dead interval %v) without real-time scheduling for the heartbeat core (%v): a loaded node may take its own stall for the peer's silence\n", cfg.Profile, cfg.DeadInterval, err)
+	var warnings []string
+	if onNode {
+		if err := node.CanRealTime(); err != nil && cfg.DeadInterval < config.Profiles["default"].Dead {
+			warnings = append(warnings, fmt.Sprintf("profile %s (dead interval %v) without real-time scheduling for the heartbeat core (%v): a loaded node may take its own stall for the peer's silence", cfg.Profile, cfg.DeadInterval, err))
+		}
+		if msg := node.PreemptionWarning(cfg); msg != "" {
+			warnings = append(warnings, msg)
+		}
+		warnings = append(warnings, node.CarrierWarnings(cfg, self)...)
+		warnings = append(warnings, node.PathWarnings(cfg, self)...)
 	}
-	if msg := node.PreemptionWarning(cfg); msg != "" {
-		fmt.Fprintf(warn, "warning: %s\n", msg)
-	}
-	for _, msg := range node.CarrierWarnings(cfg, self) {
-		fmt.Fprintf(warn, "warning: %s\n", msg)
-	}
-	for _, msg := range node.PathWarnings(cfg, self) {
-		fmt.Fprintf(warn, "warning: %s\n", msg)
-	}
-	for _, msg := range node.TLSWarnings(cfg, self, time.Now()) {
+	// The certificates' dates come from files the configuration names:
+	// where they are at hand, they are the node's.
+	warnings = append(warnings, node.TLSWarnings(cfg, self, time.Now())...)
+	for _, msg := range warnings {
 		fmt.Fprintf(warn, "warning: %s\n", msg)
 	}
 	fmt.Fprintf(w, "state:       %s, socket %s\n", cfg.StateDir, cfg.Socket)
-	switch running, err := node.DaemonRunning(cfg); {
-	case err != nil:
-		fmt.Fprintf(w, "ports:       not tried: cannot tell whether hapaird runs for this node (%v)\n", err)
-	case running:
-		fmt.Fprintf(w, "ports:       not tried: hapaird runs for this node, and they are its own\n")
+	if onNode {
+		switch running, err := node.DaemonRunning(cfg); {
+		case err != nil:
+			fmt.Fprintf(w, "ports:       not tried: cannot tell whether hapaird runs for this node (%v)\n", err)
+		case running:
+			fmt.Fprintf(w, "ports:       not tried: hapaird runs for this node, and they are its own\n")
+		}
 	}
 	if len(cfg.Checks) > 0 {
 		fmt.Fprintf(w, "checks:      %d\n", len(cfg.Checks))

@@ -51,7 +51,17 @@ func clientHoldsTheVIP(t *testing.T, c *lab.Cluster, add bool) {
 // when it no longer does; a handover is no such host, and neither is the
 // standby, which holds nothing.
 func TestAVIPAnsweredByAnotherHostIsReported(t *testing.T) {
-	c := cluster(t, lab.ConfigOptions{Extra: probeOften})
+	const metricsAddr = "127.0.0.1:9405"
+	c := cluster(t, lab.ConfigOptions{Extra: probeOften + "\n[metrics]\nlisten = \"" + metricsAddr + "\"\n"})
+	gauge := func(node string) string {
+		t.Helper()
+		for _, l := range strings.Split(scrape(t, c.Node(node), metricsAddr), "\n") {
+			if strings.HasPrefix(l, `hapair_vip_conflicts{vip="`+lab.VIP.Addr().String()+`"} `) {
+				return l
+			}
+		}
+		return ""
+	}
 	// The "old master" is the client's namespace, on the same segment.
 	clientHoldsTheVIP(t, c, true)
 	act := settle(t, c)
@@ -70,6 +80,9 @@ func TestAVIPAnsweredByAnotherHostIsReported(t *testing.T) {
 	if text := s.Text(); !strings.Contains(text, "VIP ALSO ANSWERED BY ANOTHER HOST: "+lab.VIP.Addr().String()) {
 		t.Errorf("hapairctl status does not say so:\n%s", text)
 	}
+	if l := gauge(act); !strings.HasSuffix(l, "} 1") {
+		t.Errorf("%s's metrics: %q, want the VIP's conflict gauge at 1", act, l)
+	}
 	if n := len(conflicts(c, other(act))); n != 0 {
 		t.Errorf("the standby names %d hosts", n)
 	}
@@ -77,6 +90,9 @@ func TestAVIPAnsweredByAnotherHostIsReported(t *testing.T) {
 	clientHoldsTheVIP(t, c, false)
 	if !pollUntil(10*time.Second, func() bool { return len(conflicts(c, act)) == 0 }) {
 		t.Fatalf("%s still names %+v", act, conflicts(c, act))
+	}
+	if l := gauge(act); !strings.HasSuffix(l, "} 0") {
+		t.Errorf("%s's metrics: %q, want the VIP's conflict gauge at 0", act, l)
 	}
 	if lines := loggedLines(c, act, "no other host answers for the VIP any more", 1); len(lines) != 1 {
 		t.Errorf("%s's log: %q", act, lines)

@@ -55,6 +55,7 @@ func TestMetricsScrape(t *testing.T) {
 		`hapair_peer_config_differs 0`,
 		`hapair_replication_connected 1`,
 		`hapair_vips_held 1`,
+		`hapair_vip_conflicts{vip="` + lab.VIP.Addr().String() + `"} 0`,
 		`hapair_heartbeat_frames_dropped_total{reason="bad_mac"} 0`,
 		`hapair_transitions_to_active_total{reason="start-up"} 1`,
 		`# TYPE hapair_heartbeat_frames_sent_total counter`,

@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/hapair/hapair/election"
@@ -45,7 +46,7 @@ var (
 	dFlaps      = desc("peer_flaps_total", "Times the peer was heard again after being lost, from the same boot: flaps of the link (a peer back from a restart is not counted).")
 	dHeldDown   = desc("takeover_held_down", "1 while a takeover waits out the hold-down of a flapping link.")
 	dVIPs       = desc("vips_held", "VIPs this node holds.")
-	dConflicts  = desc("vip_conflicts", "Other hosts that answered for a VIP this node holds when it last asked (every 30s while it holds them; a host per VIP): clients reach one or the other.")
+	dConflicts  = desc("vip_conflicts", "Other hosts that answered for a VIP this node holds when it last asked (every 30s while it holds them), by VIP: clients reach one or the other.", "vip")
 	dSessions   = desc("sessions", "Sessions held by this node.")
 	dWritten    = desc("replication_written_seq", "Last session write sequence written or applied here.")
 	dAcked      = desc("replication_acked_seq", "Last sequence the standby applied (active only).")
@@ -122,7 +123,24 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	n(dFlaps, float64(s.HoldDown.Flaps))
 	g(dHeldDown, b2f(s.HoldDown.TakeoverInMs > 0))
 	g(dVIPs, float64(len(s.Holding)))
-	g(dConflicts, float64(len(s.VIPConflicts)))
+	// A series for each VIP held, 0 while nobody else answers, so that
+	// an alert names the VIP and a series does not come and go; and one
+	// for a VIP still reported after this node let it go (status keeps a
+	// sighting until the probe looks again).
+	conflicts := map[string]int{}
+	for _, c := range s.VIPConflicts {
+		conflicts[c.VIP]++
+	}
+	for _, v := range s.Holding {
+		if p, err := netip.ParsePrefix(strings.SplitN(v, " ", 2)[0]); err == nil {
+			if a := p.Addr().String(); conflicts[a] == 0 {
+				conflicts[a] = 0
+			}
+		}
+	}
+	for addr, hosts := range conflicts {
+		g(dConflicts, float64(hosts), addr)
+	}
 	g(dSessions, float64(s.Sync.Sessions))
 	g(dWritten, float64(s.Sync.Written))
 	g(dConnected, b2f(s.Sync.Connected))

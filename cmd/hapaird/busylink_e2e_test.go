@@ -93,6 +93,13 @@ func TestBusyReplicationLinkIsNoDeadPeer(t *testing.T) {
 		t.Fatalf("the stream ended: %v", floodErr)
 	default:
 	}
+	// The standby fell behind by more than the active's log holds and
+	// was sent a snapshot on the same connection: it began where an
+	// operation did (a snapshot cut into one was read as the rest of the
+	// operation, then as a message of a length spelt by its data).
+	if lines := logLines(c, sb, "malformed"); len(lines) > 0 {
+		t.Errorf("%s read the replication stream wrong: %q", sb, lines)
+	}
 }
 
 // udpPath is node's UDP heartbeat path as its status says.

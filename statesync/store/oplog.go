@@ -61,13 +61,41 @@ func (l *opLog) find(seq uint64) (pos int64, ok bool) {
 	return pos, true
 }
 
-// read appends to dst the logged bytes from pos, at most max, and returns
-// the position after them; ok is false when pos was overwritten.
+// read appends to dst the logged ops from pos, whole ones: as many as fit
+// in max bytes, and at least one. It returns the position after them; ok
+// is false when pos was overwritten. pos is where an op starts (find's, or
+// the end of a read): a reader that stopped inside an op and then found
+// the rest overwritten could follow it only with a snapshot in the middle
+// of a message, which the standby would take for the rest of the op's
+// data and apply.
 func (l *opLog) read(dst []byte, pos int64, max int) ([]byte, int64, bool) {
 	if pos < l.start || pos > l.end {
 		return dst, pos, false
 	}
-	n := int(min(l.end-pos, int64(max)))
+	end := l.end
+	if end-pos > int64(max) {
+		// Walked only when a reader is behind by more than max: one
+		// that keeps up reads up to the end, where an op ends. By
+		// index into the ring, without a division per op: an op is
+		// shorter than the ring.
+		end = pos
+		for i := int(pos % int64(len(l.ring))); end < l.end; {
+			var n int64
+			if i+4 <= len(l.ring) {
+				n = 4 + int64(binary.BigEndian.Uint32(l.ring[i:]))
+			} else {
+				n = l.sizeAt(end)
+			}
+			if end > pos && end+n-pos > int64(max) {
+				break
+			}
+			end += n
+			if i += int(n); i >= len(l.ring) {
+				i -= len(l.ring)
+			}
+		}
+	}
+	n := int(end - pos)
 	k := len(dst)
 	dst = append(dst, make([]byte, n)...)
 	l.copyAt(dst[k:], pos)

@@ -40,17 +40,17 @@ func TestOpLogAgainstModel(t *testing.T) {
 		if !ok || end != l.end || !bytes.Equal(got, want) {
 			t.Fatalf("seq %d: read from op %d: %d bytes, want %d (ok %v)", seq, from, len(got), len(want), ok)
 		}
-		// A read of at most max bytes holds whole ops, at least one,
-		// and as many as fit: a snapshot may follow it (oplog.go).
+		// A read of max bytes holds whole ops, as few as make max or
+		// all there are: a snapshot may follow it (oplog.go).
 		if pos < l.end {
 			limit := rng.IntN(400) + 1
 			got, end, _ := l.read(nil, pos, limit)
 			rest, k := all[from-1:], 1
-			for k < len(rest) && len(bytes.Join(rest[:k+1], nil)) <= limit {
+			for k < len(rest) && len(bytes.Join(rest[:k], nil)) < limit {
 				k++
 			}
 			if want := bytes.Join(rest[:k], nil); !bytes.Equal(got, want) || end != pos+int64(len(want)) {
-				t.Fatalf("seq %d: read of at most %d bytes from op %d: %d bytes, want %d (%d ops)", seq, limit, from, len(got), len(want), k)
+				t.Fatalf("seq %d: read of %d bytes from op %d: %d bytes, want %d (%d ops)", seq, limit, from, len(got), len(want), k)
 			}
 		}
 		// Positions and sequences agree on what is kept.

@@ -133,7 +133,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, v := range s.Holding {
 		if p, err := netip.ParsePrefix(strings.SplitN(v, " ", 2)[0]); err == nil {
-			if a := p.Addr().String(); conflicts[a] == 0 {
+			a := p.Addr().String()
+			if _, seen := conflicts[a]; !seen {
 				conflicts[a] = 0
 			}
 		}

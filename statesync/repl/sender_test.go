@@ -44,7 +44,11 @@ func TestSnapshotAfterTheLogRanAheadStartsOnAMessage(t *testing.T) {
 			n := 0
 			write := func() uint64 {
 				n++
-				seq, err := st.Write(map[bool]store.OpKind{true: store.OpCreate, false: store.OpUpdate}[n == 1], "s0", payload(n), time.Now())
+				kind := store.OpUpdate
+				if n == 1 {
+					kind = store.OpCreate
+				}
+				seq, err := st.Write(kind, "s0", payload(n), time.Now())
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -94,12 +94,11 @@ func TestBusyReplicationLinkIsNoDeadPeer(t *testing.T) {
 	default:
 	}
 	// The standby fell behind by more than the active's log holds and
-	// was sent a snapshot on the same connection: it began where an
-	// operation did (a snapshot cut into one was read as the rest of the
-	// operation, then as a message of a length spelt by its data).
-	if lines := logLines(c, sb, "malformed"); len(lines) > 0 {
-		t.Errorf("%s read the replication stream wrong: %q", sb, lines)
-	}
+	// was sent a snapshot on the same connection: it must begin where an
+	// operation does (a snapshot cut into one was read as the rest of the
+	// operation, then as a message of a length spelt by its data). The
+	// cluster's cleanup fails the test on a malformed message in either
+	// log (clusterOn).
 }
 
 // udpPath is node's UDP heartbeat path as its status says.

@@ -117,13 +117,15 @@ func main() {
 	}
 	if syncLatency {
 		// Only the alternating sync-write latency, for comparing settings.
-		h, r, err := benchSyncLatency(bin, *nwrites/20)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+		for _, own := range []bool{false, true} {
+			h, r, err := benchSyncLatency(bin, *nwrites/20, own)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			fmt.Printf("%s sync write p50/p99: hapair %.1f/%.1f µs, Redis SET+WAIT 1 %.1f/%.1f µs, ratio %.2f/%.2f\n", map[bool]string{false: "shared CPUs:", true: "own CPUs:   "}[own],
+				us(h[0]), us(h[1]), us(r[0]), us(r[1]), float64(h[0])/float64(r[0]), float64(h[1])/float64(r[1]))
 		}
-		fmt.Printf("sync write p50/p99: hapair %.1f/%.1f µs, Redis SET+WAIT 1 %.1f/%.1f µs, ratio %.2f/%.2f\n",
-			us(h[0]), us(h[1]), us(r[0]), us(r[1]), float64(h[0])/float64(r[0]), float64(h[1])/float64(r[1]))
 		return
 	}
 	if runSessions {
@@ -216,12 +218,19 @@ func benchSessions(bin string, nwrites int, quick bool) string {
 		}
 		figs = append(figs, f)
 	}
-	fmt.Fprintln(os.Stderr, "== sync write latency: hapair and Redis, alternating")
-	if h, r, err := benchSyncLatency(bin, writes/20); err != nil {
-		fmt.Fprintln(os.Stderr, "  ", err)
-	} else {
-		figs[0].syncP50, figs[0].syncP99 = h[0], h[1]
-		figs[1].syncP50, figs[1].syncP99 = r[0], r[1]
+	for _, own := range []bool{false, true} {
+		fmt.Fprintln(os.Stderr, "== sync write latency: hapair and Redis, alternating; each node on CPUs of its own:", own)
+		h, r, err := benchSyncLatency(bin, writes/20, own)
+		switch {
+		case err != nil:
+			fmt.Fprintln(os.Stderr, "  ", err)
+		case own:
+			figs[0].ownP50, figs[0].ownP99 = h[0], h[1]
+			figs[1].ownP50, figs[1].ownP99 = r[0], r[1]
+		default:
+			figs[0].syncP50, figs[0].syncP99 = h[0], h[1]
+			figs[1].syncP50, figs[1].syncP99 = r[0], r[1]
+		}
 	}
 	rounds := 100
 	if quick {

@@ -29,6 +29,8 @@ type syncFigures struct {
 	lagP99        float64       // writes behind, sampled
 	syncP50       time.Duration // one write acknowledged by the standby
 	syncP99       time.Duration
+	ownP50        time.Duration // the same, each node on CPUs of its own
+	ownP99        time.Duration
 	memPerSession float64 // bytes of RSS per 256-byte session
 	note          string
 }
@@ -407,15 +409,15 @@ func redisMemPerSession(r *resp, sessions int) (float64, error) {
 func renderSync(figs []syncFigures) string {
 	var b strings.Builder
 	fmt.Fprint(&b, "\n## Session state replication\n\n")
-	fmt.Fprint(&b, "256-byte session updates; the standby (replica) in the other namespace over the replication veth. Throughput for hapair is end to end: until the standby has applied the last write. Sync latency: one write at a time that returns only once the standby applied it (hapair `sync_mode = \"sync\"` with the default `sync_poll`, Redis `SET` + `WAIT 1`), both over a unix socket, master and replica in the same two namespaces as hapair's pair, alternating in 10 rounds that each start after 300 ms idle. Memory: RSS growth of the active (master) per 256-byte session from 100,000 to 200,000 sessions (the slope: fixed costs such as the replication log, and memory freed earlier and reused, count for neither).\n\n")
-	fmt.Fprintln(&b, "| system | writes/s | lag p99 | sync write p50 | sync write p99 | RSS per session | note |")
-	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|---|")
+	fmt.Fprint(&b, "256-byte session updates; the standby (replica) in the other namespace over the replication veth. Throughput for hapair is end to end: until the standby has applied the last write. Sync latency: one write at a time that returns only once the standby applied it (hapair `sync_mode = \"sync\"` with the default `sync_poll`, Redis `SET` + `WAIT 1`), both over a unix socket, master and replica in the same two namespaces as hapair's pair, alternating in 10 rounds that each start after 300 ms idle; measured twice: with both nodes and the client sharing this machine's CPUs, and with each node on CPUs of its own (the first half of them for the active, or master, and the client; the second for the standby, or replica), as on two servers. Memory: RSS growth of the active (master) per 256-byte session from 100,000 to 200,000 sessions (the slope: fixed costs such as the replication log, and memory freed earlier and reused, count for neither).\n\n")
+	fmt.Fprintln(&b, "| system | writes/s | lag p99 | sync write p50 | sync write p99 | own CPUs: sync p50 | own CPUs: sync p99 | RSS per session | note |")
+	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---|")
 	for _, f := range figs {
 		lag := "n/a"
 		if f.rate > 0 && f.name != "Redis 7 + replica" {
 			lag = fmt.Sprintf("%.0f writes = %.1f ms", f.lagP99, f.lagP99/f.rate*1000)
 		}
-		fmt.Fprintf(&b, "| %s | %.0f | %s | %.1f µs | %.1f µs | %.0f B | %s |\n", f.name, f.rate, lag, float64(f.syncP50.Nanoseconds())/1000, float64(f.syncP99.Nanoseconds())/1000, f.memPerSession, f.note)
+		fmt.Fprintf(&b, "| %s | %.0f | %s | %.1f µs | %.1f µs | %.1f µs | %.1f µs | %.0f B | %s |\n", f.name, f.rate, lag, us(f.syncP50), us(f.syncP99), us(f.ownP50), us(f.ownP99), f.memPerSession, f.note)
 	}
 	if len(figs) == 2 && figs[1].rate > 0 && figs[1].syncP50 > 0 {
 		h, r := figs[0], figs[1]
@@ -432,6 +434,10 @@ func renderSync(figs []syncFigures) string {
 		fmt.Fprintf(&b, "| replication lag p99 < 5 ms at that load | %.1f ms | %s |\n", h.lagP99/h.rate*1000, verdict(h.lagP99/h.rate*1000 < 5))
 		fmt.Fprintf(&b, "| sync write p50 <= SET + WAIT 1 | %.2f | %s |\n", float64(h.syncP50)/float64(r.syncP50), verdict(h.syncP50 <= r.syncP50))
 		fmt.Fprintf(&b, "| sync write p99 <= SET + WAIT 1 | %.2f | %s |\n", float64(h.syncP99)/float64(r.syncP99), verdict(h.syncP99 <= r.syncP99))
+		if r.ownP50 > 0 {
+			fmt.Fprintf(&b, "| sync write p50 <= SET + WAIT 1, each node on CPUs of its own | %.2f | %s |\n", float64(h.ownP50)/float64(r.ownP50), verdict(h.ownP50 <= r.ownP50))
+			fmt.Fprintf(&b, "| sync write p99 <= SET + WAIT 1, each node on CPUs of its own | %.2f | %s |\n", float64(h.ownP99)/float64(r.ownP99), verdict(h.ownP99 <= r.ownP99))
+		}
 		fmt.Fprintf(&b, "| memory per session < Redis | %.2f | %s |\n", h.memPerSession/r.memPerSession, verdict(h.memPerSession < r.memPerSession))
 	}
 	return b.String()
@@ -504,27 +510,30 @@ func renderZeroLoss(z zeroLoss, rounds int, err error) string {
 // startRedisBeside starts a Redis master beside c's active and a replica
 // beside its standby, on port 6380 of the replication addresses, and
 // returns a connection to the master's unix socket once the replica is
-// online.
-func startRedisBeside(c *lab.Cluster, act string) (*resp, error) {
+// online, and the two processes.
+func startRedisBeside(c *lab.Cluster, act string) (rc *resp, master, replica int, err error) {
 	p, dir := c.Pair, c.Dir
 	ns := map[string]string{"a": p.A, "b": p.B}
 	sb := map[string]string{"a": "b", "b": "a"}[act]
-	master, replica := lab.ReplAddr[act].Addr().String(), lab.ReplAddr[sb].Addr().String()
+	masterAt, replicaAt := lab.ReplAddr[act].Addr().String(), lab.ReplAddr[sb].Addr().String()
 	sock := filepath.Join(dir, "redis.sock")
+	var pids []int
 	for _, n := range []struct {
 		ns, bind string
 		extra    []string
 	}{
-		{ns[act], master, []string{"--unixsocket", sock, "--unixsocketperm", "700"}},
-		{ns[sb], replica, []string{"--replicaof", master, "6380"}},
+		{ns[act], masterAt, []string{"--unixsocket", sock, "--unixsocketperm", "700"}},
+		{ns[sb], replicaAt, []string{"--replicaof", masterAt, "6380"}},
 	} {
 		d, _ := os.MkdirTemp(dir, "redis-")
 		args := append([]string{"--port", "6380", "--bind", n.bind, "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", d, "--daemonize", "no"}, n.extra...)
-		if _, err := p.Start(lab.Command(n.ns, "redis-server", args...)); err != nil {
-			return nil, err
+		// ip netns exec execs redis-server: the same process.
+		cmd := lab.Command(n.ns, "redis-server", args...)
+		if _, err := p.Start(cmd); err != nil {
+			return nil, 0, 0, err
 		}
+		pids = append(pids, cmd.Process.Pid)
 	}
-	var rc *resp
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if rc == nil {
 			if conn, err := net.Dial("unix", sock); err == nil {
@@ -535,18 +544,19 @@ func startRedisBeside(c *lab.Cluster, act string) (*resp, error) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, errors.New("redis replica did not attach")
+			return nil, 0, 0, errors.New("redis replica did not attach")
 		}
 	}
-	return rc, nil
+	return rc, pids[0], pids[1], nil
 }
 
 // benchSyncLatency measures one write at a time that returns only once the
 // standby applied it: hapair in sync mode, and Redis's SET + WAIT 1 with
 // its master and replica in the same two namespaces, both reached over a
 // unix socket. The two alternate in rounds, so a noisy stretch of the
-// machine falls on both.
-func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error) {
+// machine falls on both. ownCPUs gives each node CPUs of its own
+// (asTwoMachines), the client those of the active (master).
+func benchSyncLatency(bin string, samples int, ownCPUs bool) (h, r [2]time.Duration, err error) {
 	if err := ensureRedis(); err != nil {
 		return h, r, err
 	}
@@ -564,11 +574,19 @@ func benchSyncLatency(bin string, samples int) (h, r [2]time.Duration, err error
 		return h, r, err
 	}
 
-	rc, err := startRedisBeside(c, act)
+	rc, master, replica, err := startRedisBeside(c, act)
 	if err != nil {
 		return h, r, err
 	}
 	defer rc.c.Close()
+	if ownCPUs {
+		sb := map[string]string{"a": "b", "b": "a"}[act]
+		undo, err := asTwoMachines([]int{c.Pid(act), master}, []int{c.Pid(sb), replica})
+		if err != nil {
+			return h, r, err
+		}
+		defer undo()
+	}
 
 	const rounds = 10
 	var hl, rl []time.Duration

@@ -42,9 +42,27 @@ import (
 //	                 'T' stats: counters as big-endian uint64s
 //
 // Times cross as ages: each process has its own monotonic origin.
+//
+// Agent and core are one executable today, so they always speak the same
+// version. A hitless restart will keep a core under a newer agent
+// (design-notes.md, "Designed for, not built"), which is why the two say
+// their versions (CoreProtocol) in 'I' and 'H', and why a reader takes
+// what a later version may send: a message longer than it knows carries
+// fields appended at its end, which it skips; a message of a type it
+// does not know is skipped whole; a counts message carries as many
+// counters as its writer has, the reader taking those it knows (one it
+// lacks reads as zero). A later version grows each message at its end
+// only, and sends what the other side must understand only once that
+// side's version says it does.
+
+// CoreProtocol is the version of the messages between agent and core that
+// this build speaks (see above).
+const CoreProtocol = 1
 
 // CoreConfig is what the child needs to run the endpoint.
 type CoreConfig struct {
+	// Protocol is the agent's CoreProtocol (NewCore sets it).
+	Protocol int
 	Endpoint Config
 	// Raw path: the dedicated interface, and the peer's MAC if known.
 	RawInterface string
@@ -65,8 +83,9 @@ type CoreConfig struct {
 	RTPriority int
 }
 
-// CoreHello says what isolation the child got.
+// CoreHello says what isolation the child got, and the core's version.
 type CoreHello struct {
+	Protocol  int
 	RealTime  bool
 	RTError   string `json:",omitempty"`
 	Locked    bool
@@ -130,7 +149,7 @@ func putLocal(b []byte, l *Local, now time.Time, sendNow bool) {
 // getLocal decodes b into l at now. frozen is l.Frozen's storage, so
 // decoding allocates nothing.
 func getLocal(b []byte, l *Local, frozen *FrozenAges, now time.Time) (sendNow bool, err error) {
-	if len(b) != localLen {
+	if len(b) < localLen {
 		return false, fmt.Errorf("heartbeat core: local message of %d bytes", len(b))
 	}
 	at := func(v uint64) time.Time {
@@ -175,7 +194,9 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 	if err != nil {
 		return err
 	}
-	hb, _ := json.Marshal(isolate(cfg))
+	hello := isolate(cfg)
+	hello.Protocol = CoreProtocol
+	hb, _ := json.Marshal(hello)
 	if _, err := conn.Write(append([]byte{msgHello}, hb...)); err != nil {
 		return err
 	}
@@ -500,7 +521,7 @@ func readParent(ctx context.Context, conn io.ReadWriter, ep *Endpoint, buf []byt
 				return err
 			}
 		default:
-			return fmt.Errorf("heartbeat core: unknown message %q", buf[0])
+			// A later agent's, which this core does without.
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -523,8 +544,16 @@ func putCounts(b []byte, c *Counters) {
 	}
 }
 
+// getCounts reads a counts message's counters: those of a core that has
+// fewer (an older one) read as zero, those past the ones this build knows
+// (a later core's) are skipped.
 func getCounts(b []byte) Stats {
-	u := func(i int) uint64 { return binary.BigEndian.Uint64(b[8*i:]) }
+	u := func(i int) uint64 {
+		if 8*i+8 > len(b) {
+			return 0
+		}
+		return binary.BigEndian.Uint64(b[8*i:])
+	}
 	s := Stats{Sent: u(0), Received: u(1), SendErrors: u(2), Stale: u(3), Pauses: u(4), QueuedAtExpiry: u(5), AgentBehind: u(7),
 		Stalls: u(8), LongestSendGap: time.Duration(u(9)), Polled: u(10), Relieved: u(11), Drops: map[string]uint64{}}
 	if ns := int64(u(6)); ns != 0 {
@@ -581,6 +610,7 @@ func NewCore(cfg CoreConfig, start func() (net.Conn, func() error, error)) (*Cor
 	if _, err := NewSigner(cfg.Endpoint.Keys); err != nil {
 		return nil, err
 	}
+	cfg.Protocol = CoreProtocol
 	return &Core{cfg: cfg, start: start, events: make(chan Event, 256), stats: make(chan Stats, 1)}, nil
 }
 
@@ -704,6 +734,14 @@ func (c *Core) Run(ctx context.Context) error {
 	}
 	var hello CoreHello
 	json.Unmarshal(buf[1:n], &hello)
+	if hello.Protocol < CoreProtocol {
+		// A core this agent cannot drive (none today: the two are one
+		// executable). It ends on goodbye, without fencing: its agent
+		// has not run it, so it holds nothing.
+		conn.Write([]byte{msgBye})
+		conn.Close()
+		return fmt.Errorf("heartbeat core: the core speaks protocol %d, older than this agent's %d", hello.Protocol, CoreProtocol)
+	}
 	c.mu.Lock()
 	c.hello = hello
 	c.mu.Unlock()
@@ -741,7 +779,7 @@ func (c *Core) Run(ctx context.Context) error {
 			return fmt.Errorf("heartbeat core: child gone: %v", err)
 		}
 		switch {
-		case buf[0] == msgEvent && n == eventLen:
+		case buf[0] == msgEvent && n >= eventLen:
 			ev := Event{Kind: EventKind(buf[1]), At: time.Now().Add(-time.Duration(binary.BigEndian.Uint64(buf[3:11]))), Sent: int64(binary.BigEndian.Uint64(buf[11:19]))}
 			if int(buf[2]) < len(pathNames) {
 				ev.Path = pathNames[buf[2]]
@@ -756,13 +794,15 @@ func (c *Core) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			}
-		case buf[0] == msgCounts && n == 1+8*numCounts:
+		case buf[0] == msgCounts:
 			select {
 			case c.stats <- getCounts(buf[1:n]):
 			default:
 			}
+		case buf[0] == msgEvent:
+			return fmt.Errorf("heartbeat core: event of %d bytes", n)
 		default:
-			return fmt.Errorf("heartbeat core: unexpected message %q of %d bytes", buf[0], n)
+			// A later core's, which this agent does without.
 		}
 	}
 }

@@ -2,9 +2,16 @@ package heartbeat
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"maps"
+	"net"
+	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // What the agent says crosses to the core whole, with its instants turned
@@ -90,5 +97,174 @@ func TestVIPsGoAtThePeersHoldingFrame(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("never released")
+	}
+}
+
+// A later version grows the agent's and the core's messages at their end
+// (CoreProtocol): a local with fields appended decodes as before, and a
+// counts message reads right whether its writer has fewer counters (an
+// older core: the missing ones read as zero) or more.
+func TestCoreMessagesGrowAtTheirEnd(t *testing.T) {
+	now := time.Now()
+	in := Local{Role: RoleActive, Flags: FlagHolding, ActiveSince: now.Add(-time.Minute), SyncWritten: 9, SyncAcked: 8}
+	b := make([]byte, localLen, localLen+16)
+	putLocal(b, &in, now, true)
+	b = append(b, "a later field..."...)
+	var out Local
+	var frozen FrozenAges
+	if sendNow, err := getLocal(b, &out, &frozen, now); err != nil || !sendNow || out.Role != in.Role || out.Flags != in.Flags || out.SyncAcked != 8 || now.Sub(out.ActiveSince) != time.Minute {
+		t.Errorf("a longer local: %+v (send now %v, %v)", out, sendNow, err)
+	}
+
+	var c Counters
+	c.sent.Store(7)
+	c.relieved.Store(3) // the last scalar counter
+	c.drops[DropMAC].Store(5)
+	full := make([]byte, 8*numCounts)
+	putCounts(full, &c)
+	if s := getCounts(append(full, make([]byte, 24)...)); s.Sent != 7 || s.Relieved != 3 || s.Drops["bad_mac"] != 5 {
+		t.Errorf("counts with three more after them: %+v", s)
+	}
+	// A core that had no relief counter, nor paths or drops after it.
+	if s := getCounts(full[:8*(scalarCounts-1)]); s.Sent != 7 || s.Relieved != 0 || s.Drops["bad_mac"] != 0 {
+		t.Errorf("counts of an older core: %+v", s)
+	}
+}
+
+// seqpacket returns the two ends of a unix SOCK_SEQPACKET pair, as the
+// agent and its core talk over.
+func seqpacket(t *testing.T) (agent, core net.Conn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "core-socket")
+		if conns[i], err = net.FileConn(f); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		t.Cleanup(func() { conns[i].Close() })
+	}
+	return conns[0], conns[1]
+}
+
+// testCore makes a Core whose child is the returned connection's far end,
+// played by the test.
+func testCore(t *testing.T) (*Core, net.Conn) {
+	t.Helper()
+	agent, child := seqpacket(t)
+	c, err := NewCore(CoreConfig{Endpoint: Config{Cluster: testCluster, Node: 1, Keys: [][]byte{testKey}, Interval: time.Second, Dead: 3 * time.Second}, Lease: time.Second},
+		func() (net.Conn, func() error, error) { return agent, func() error { return nil }, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, child
+}
+
+// readMsg reads one message from the agent, within a generous bound.
+func readMsg(t *testing.T, conn net.Conn) []byte {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64<<10)
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("reading the agent's message: %v", err)
+	}
+	return buf[:n]
+}
+
+// An agent asks its core for CoreProtocol, and a core of an older version
+// it cannot drive is told goodbye (so it ends without fencing) and named
+// in the error.
+func TestAgentRefusesACoreOlderThanItself(t *testing.T) {
+	c, child := testCore(t)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(context.Background()) }()
+	init := readMsg(t, child)
+	var cfg CoreConfig
+	if init[0] != msgInit || json.Unmarshal(init[1:], &cfg) != nil || cfg.Protocol != CoreProtocol {
+		t.Fatalf("the agent's first message: %q", init)
+	}
+	child.Write(append([]byte{msgHello}, `{"RealTime":true}`...)) // no version: older than any
+	if bye := readMsg(t, child); string(bye) != string([]byte{msgBye}) {
+		t.Errorf("the agent sent %q to a core it cannot drive, want goodbye", bye)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "protocol 0") {
+			t.Errorf("Run: %v, want the core's protocol named", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not end")
+	}
+}
+
+// A core of a later version may send messages this agent does not know,
+// and longer ones than it knows: the agent skips the unknown ones and
+// reads what it knows of the rest.
+func TestAgentSkipsWhatALaterCoreAdds(t *testing.T) {
+	c, child := testCore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	readMsg(t, child) // init
+	child.Write(append([]byte{msgHello}, `{"Protocol":2,"Locked":true,"Later":"field"}`...))
+	if l := readMsg(t, child); l[0] != msgLocal {
+		t.Fatalf("the agent's first message after the hello: %q", l)
+	}
+	child.Write([]byte("Zsomething a later core says"))
+	ev := make([]byte, eventLen, eventLen+8)
+	ev[0], ev[1], ev[2] = msgEvent, byte(PathDown), 1
+	child.Write(append(ev, "appended"...))
+	select {
+	case got := <-c.Events():
+		if got.Kind != PathDown || got.Path != "udp" {
+			t.Errorf("event %+v, want the udp path down", got)
+		}
+	case err := <-done:
+		t.Fatalf("Run ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event")
+	}
+	if !c.Isolation().Locked {
+		t.Error("the hello's fields were not read")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+// The core skips a message of a type it does not know (a later agent's)
+// and reads on.
+func TestCoreSkipsWhatALaterAgentAdds(t *testing.T) {
+	agent, core := seqpacket(t)
+	ep, err := New(Config{Cluster: testCluster, Node: 1, Keys: [][]byte{testKey}, Interval: time.Second, Dead: 3 * time.Second, Generation: 1}, memWorld().paths(t, "a")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- readParent(context.Background(), core, ep, make([]byte, 64<<10)) }()
+	agent.Write([]byte("Za later agent's message"))
+	l := make([]byte, localLen, localLen+8)
+	putLocal(l, &Local{Role: RoleActive}, time.Now(), false)
+	agent.Write(append(l, "appended"...))
+	agent.Write([]byte{msgBye})
+	select {
+	case err := <-done:
+		if !errors.Is(err, errBye) {
+			t.Fatalf("readParent: %v, want goodbye", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("readParent did not end")
+	}
+	ep.mu.Lock()
+	role := ep.local.Role
+	ep.mu.Unlock()
+	if role != RoleActive {
+		t.Errorf("the local after an unknown message was not applied: role %v", role)
 	}
 }

@@ -1082,10 +1082,11 @@ func (e *Endpoint) unverified(ctx context.Context, f *Frame, r *rxFrame, peerAli
 }
 
 // unverifiedEnded ends an Unverified report once the peer's node sent no
-// such frame for a dead interval, or an authentic frame came.
+// such frame for twice a dead interval (goneAfter), or an authentic frame
+// came.
 func (e *Endpoint) unverifiedEnded(ctx context.Context, now time.Time, peerAlive bool) bool {
 	u := &e.unver
-	if !u.reported || (!peerAlive && now.Sub(u.last) < e.judgeDead()) {
+	if !u.reported || (!peerAlive && !e.goneAfter(now, u.last, e.judgeDead())) {
 		return true
 	}
 	*u = unverState{}
@@ -1119,15 +1120,41 @@ func (e *Endpoint) unanswered(ctx context.Context, f *Frame, r *rxFrame) bool {
 }
 
 // unansweredEnded ends an Unanswered report once a frame of the peer's was
-// used, or none that said it is active came for the dead interval its
-// frames said.
+// used, or none that said it is active came for twice the dead interval
+// its frames said (goneAfter).
 func (e *Endpoint) unansweredEnded(ctx context.Context, now time.Time, peerAlive bool) bool {
 	u := &e.unans
-	if !u.reported || (!peerAlive && now.Sub(u.last) < u.dead) {
+	if !u.reported || (!peerAlive && !e.goneAfter(now, u.last, u.dead)) {
 		return true
 	}
 	*u = unansState{}
 	return e.emit(ctx, Event{Kind: UnansweredEnded, At: now})
+}
+
+// goneAfter says whether a peer whose frames this node can neither verify
+// nor use (Unverified, Unanswered), the last at last, is gone by now: none
+// for twice dead, and none waiting in a socket. Its report's end is taken
+// by a standby for the peer's silence, and it takes over. Such a peer
+// does not hear this node either (it holds another key, or cannot hear
+// it: a one-way link), so if it was only late (a stall of its sender, a
+// burst of loss), the two are active beside each other and neither can
+// arbitrate until the fault ends, where a peer heard both ways is
+// arbitrated at its next frame. One dead interval was a stall's length:
+// the active's frames stopped for 29-33 ms at fast (27 ms) on an
+// overloaded test machine, and the restarted standby it could not hear
+// took over beside it until the link healed. The price is a slower
+// takeover when such a peer really died, a fault on top of the one that
+// made its frames unusable.
+func (e *Endpoint) goneAfter(now, last time.Time, dead time.Duration) bool {
+	if now.Sub(last) < 2*dead {
+		return false
+	}
+	for i := range e.paths {
+		if e.paths[i].queued() {
+			return false // read at the loop's next turn
+		}
+	}
+	return true
 }
 
 // unansState is what unanswered keeps: when the last such frame came, and

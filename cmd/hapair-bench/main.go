@@ -123,7 +123,11 @@ func main() {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(1)
 			}
-			fmt.Printf("%s sync write p50/p99: hapair %.1f/%.1f µs, Redis SET+WAIT 1 %.1f/%.1f µs, ratio %.2f/%.2f\n", map[bool]string{false: "shared CPUs:", true: "own CPUs:   "}[own],
+			cpus := "shared CPUs:"
+			if own {
+				cpus = "own CPUs:   "
+			}
+			fmt.Printf("%s sync write p50/p99: hapair %.1f/%.1f µs, Redis SET+WAIT 1 %.1f/%.1f µs, ratio %.2f/%.2f\n", cpus,
 				us(h[0]), us(h[1]), us(r[0]), us(r[1]), float64(h[0])/float64(r[0]), float64(h[1])/float64(r[1]))
 		}
 		return

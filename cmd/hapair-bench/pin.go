@@ -17,6 +17,9 @@ import (
 // each node on CPUs of its own, as on two machines, the client beside the
 // active as an application is.
 
+// maxCPUs is how many CPUs a CPUSet holds (the kernel's CPU_SETSIZE).
+const maxCPUs = 1024
+
 // asTwoMachines gives the first half of this process's CPUs to active's
 // processes (with their children) and to this one, the client, and the
 // other half to standby's. undo gives this process all of them back; the
@@ -27,7 +30,7 @@ func asTwoMachines(active, standby []int) (undo func(), err error) {
 		return nil, err
 	}
 	var cpus []int
-	for c := 0; c < len(all)*64; c++ {
+	for c := range maxCPUs {
 		if all.IsSet(c) {
 			cpus = append(cpus, c)
 		}

@@ -57,7 +57,7 @@ func TestAsTwoMachinesSplitsTheCPUs(t *testing.T) {
 		t.Errorf("the active's child on %v, this process on %v, want the active's %v", cpus(child), self, a)
 	}
 	var both unix.CPUSet
-	for c := 0; c < len(all)*64; c++ {
+	for c := range maxCPUs {
 		if a.IsSet(c) && s.IsSet(c) {
 			t.Errorf("CPU %d given to both nodes", c)
 		}

@@ -1132,8 +1132,8 @@ func (e *Endpoint) unansweredEnded(ctx context.Context, now time.Time, peerAlive
 }
 
 // goneAfter says whether a peer whose frames this node can neither verify
-// nor use (Unverified, Unanswered), the last at last, is gone by now: none
-// for twice dead, and none waiting in a socket. Its report's end is taken
+// nor use (Unverified, Unanswered), the last of them received at last, is
+// gone at now: none for twice dead, and none waiting in a socket. Its report's end is taken
 // by a standby for the peer's silence, and it takes over. Such a peer
 // does not hear this node either (it holds another key, or cannot hear
 // it: a one-way link), so if it was only late (a stall of its sender, a

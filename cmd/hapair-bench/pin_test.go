@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,6 +42,9 @@ func TestAsTwoMachinesSplitsTheCPUs(t *testing.T) {
 			t.Fatal("the shell started no child")
 		}
 	}
+	// Killing the shell leaves its child: ended by its PID, before the
+	// shell's cleanup (cleanups run last first).
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
 	undo, err := asTwoMachines([]int{act.Process.Pid}, []int{sb.Process.Pid})
 	if err != nil {
 		t.Fatal(err)

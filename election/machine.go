@@ -62,6 +62,10 @@ type Machine struct {
 	// (Unverified); unverifiedWhy says which, for the transition.
 	unverified    bool
 	unverifiedWhy string
+	// deafSince is when this active node began to hear, in frames it
+	// cannot use, an active peer that does not hear it and that it had
+	// heard so before (Event.Resumed; deafPeerSplit). Zero: none.
+	deafSince time.Time
 
 	peerSeen bool
 	peer     Peer
@@ -250,6 +254,7 @@ func (m *Machine) Step(ev Event) []Action {
 		}
 		m.tick(ev.Now)
 		m.oneWaySplit(ev.Now)
+		m.deafPeerSplit(ev.Now)
 	case PeerFrame:
 		m.peerFrame(ev)
 	case PeerLost:
@@ -278,6 +283,12 @@ func (m *Machine) Step(ev Event) []Action {
 		m.twinned(ev)
 	case Unverified:
 		m.unverified, m.unverifiedWhy = ev.Unverified, ev.Reason
+		switch {
+		case !ev.Unverified || !ev.Resumed || m.role != Active:
+			m.deafSince = time.Time{}
+		case m.deafSince.IsZero():
+			m.deafSince = ev.Now
+		}
 		if !m.unverified && m.role == Standby && !m.peerSeen && m.holdUntil.IsZero() {
 			m.takeOver(ev.Now, "peer silent: the heartbeats this node could not verify or use stopped")
 		}
@@ -320,6 +331,7 @@ func (m *Machine) become(to Role, now time.Time, reason string) {
 	if to != Active {
 		m.frozen, m.splitSeen = nil, false
 		m.leaving = false
+		m.deafSince = time.Time{}
 	}
 	m.catchUpSince, m.peerFaultSince = time.Time{}, time.Time{}
 	m.handedInFault = from == Active && to == Fault && !m.twin
@@ -386,6 +398,31 @@ func (m *Machine) oneWaySplit(now time.Time) {
 		return
 	}
 	m.become(Standby, now, "one-way link: the peer is active and does not hear this node; yielding")
+}
+
+// deafPeerSplit handles both nodes active while the peer does not hear
+// this node and this node cannot use the peer's frames: it took over when
+// the frames of an active that cannot hear it (they echo an earlier boot
+// of its) stopped for twice the dead interval, and they came back from the
+// same boot, numbered past those it saw (Event.Resumed). The peer was late
+// (its sender stalled, or the link lost a burst), not gone, and will never
+// learn of this node to arbitrate, so, as in oneWaySplit, this node yields
+// once it has held for a dead interval; a peer that hears this node again
+// within it is arbitrated with as usual. Its frames carry no echo this
+// node can check, so they could be a recording of frames it never
+// received (played by someone who kept them from it, and then only a
+// continuation of the same boot): that keeps this node from the VIPs for
+// as long as it plays, which any recording of the peer could already do
+// to a starting node, and never makes two holders.
+func (m *Machine) deafPeerSplit(now time.Time) {
+	if m.role != Active || m.leaving || m.deafSince.IsZero() || now.Sub(m.deafSince) < m.cfg.Dead {
+		return
+	}
+	if m.locked {
+		m.emit(Action{Kind: Report, Reason: "one-way link: both nodes active and the peer, which does not hear this locked node, came back after a silence; fix the link or unlock"})
+		return
+	}
+	m.become(Standby, now, "one-way link: the peer, active and unable to hear this node, was only late; yielding")
 }
 
 // peerNewer says whether the peer holds newer session state than this

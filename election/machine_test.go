@@ -1126,6 +1126,85 @@ func TestSplitArbitratesOnWhatTheWireCarries(t *testing.T) {
 	}
 }
 
+// A node kept standby by an active whose frames it cannot use (they echo
+// an earlier boot of its: the active does not hear it) took over when
+// those frames stopped for a while, and they came back from the same boot
+// (Resumed): the active was late, not gone, and will never hear this node
+// to arbitrate. It yields after a dead interval, unless locked; it keeps
+// the VIPs when the frames are not known to continue what it saw, or when
+// they end within the interval (the peer answered, or fell silent).
+func TestActiveYieldsToALateActiveThatCannotHearIt(t *testing.T) {
+	unanswered := func(ms int, on, resumed bool) Event {
+		return Event{Kind: Unverified, Now: at(ms), Unverified: on, Resumed: resumed, Reason: "node 2 says it is active"}
+	}
+	tookOver := func(t *testing.T) *Machine {
+		t.Helper()
+		m := started(false)
+		m.Step(unanswered(50, true, false))
+		if m.Step(Event{Kind: Tick, Now: at(1000)}); m.Role() != Standby {
+			t.Fatalf("setup: start-up beside the active: role %v", m.Role())
+		}
+		if m.Step(unanswered(2000, false, false)); m.Role() != Active {
+			t.Fatalf("setup: its frames stopped: role %v", m.Role())
+		}
+		m.Step(unanswered(2500, true, true))
+		return m
+	}
+	hasTransition := func(acts []Action, prefix string) bool {
+		return slices.ContainsFunc(acts, func(a Action) bool { return a.Kind == Transition && strings.HasPrefix(a.Reason, prefix) })
+	}
+
+	m := tookOver(t)
+	if acts := m.Step(Event{Kind: Tick, Now: at(2500 + 299)}); m.Role() != Active || len(acts) != 0 {
+		t.Fatalf("within a dead interval: role %v, actions %v", m.Role(), acts)
+	}
+	acts := m.Step(Event{Kind: Tick, Now: at(2500 + 300)})
+	if m.Role() != Standby || !slices.Contains(kinds(acts), ReleaseVIPs) || !hasTransition(acts, "one-way link: the peer, active and unable to hear this node, was only late") {
+		t.Fatalf("a dead interval on: role %v, actions %v", m.Role(), acts)
+	}
+	// Its frames stop again: the peer is gone now, and this node takes
+	// over as before.
+	if acts := m.Step(unanswered(4000, false, false)); m.Role() != Active || !hasTransition(acts, "peer silent") {
+		t.Errorf("the late active's frames stopped: role %v, actions %v", m.Role(), acts)
+	}
+
+	locked := tookOver(t)
+	locked.Step(Event{Kind: Lock, Now: at(2600), Locked: true})
+	acts = locked.Step(Event{Kind: Tick, Now: at(3000)})
+	if locked.Role() != Active || !slices.ContainsFunc(acts, func(a Action) bool { return a.Kind == Report && strings.Contains(a.Reason, "locked") }) {
+		t.Errorf("locked: role %v, actions %v", locked.Role(), acts)
+	}
+
+	// Frames not known to continue those it saw (another boot of the
+	// peer's, or a recording of one this node never saw continue).
+	fresh := started(false)
+	fresh.Step(Event{Kind: Tick, Now: at(1000)})
+	if fresh.Role() != Active {
+		t.Fatalf("setup: a peer silent through the start-up window: role %v", fresh.Role())
+	}
+	fresh.Step(unanswered(1500, true, false))
+	if fresh.Step(Event{Kind: Tick, Now: at(3000)}); fresh.Role() != Active {
+		t.Errorf("frames not known to continue a boot it saw: role %v", fresh.Role())
+	}
+
+	// The report ends within the dead interval.
+	ended := tookOver(t)
+	ended.Step(unanswered(2600, false, false))
+	if ended.Step(Event{Kind: Tick, Now: at(3500)}); ended.Role() != Active {
+		t.Errorf("the report ended within a dead interval: role %v", ended.Role())
+	}
+
+	// A standby that hears the same is already where it belongs: the
+	// report, made while it was standby, does not count once it took
+	// over on its authentic active's silence.
+	sb := standbyMachine(t)
+	sb.Step(unanswered(100, true, true))
+	sb.Step(Event{Kind: PeerLost, Now: at(400)})
+	if sb.Step(Event{Kind: Tick, Now: at(1000)}); sb.Role() != Active {
+		t.Errorf("standby whose authentic active fell silent: role %v", sb.Role())
+	}
+}
+
 // A peer that signs with a key this node does not hold (the two nodes hold
 // different keys): a starting node does not take the VIPs beside it, not
 // even when unlocked, and takes them once such frames stop. A node that

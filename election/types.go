@@ -166,6 +166,11 @@ type Event struct {
 	// or authentic ones this node cannot use (Reason: which, for the
 	// transition at the end of the start-up window).
 	Unverified bool
+	// Resumed (Unverified): the frames this node cannot use continue a
+	// boot of the peer's whose frames it saw before, numbered past them:
+	// a live active that does not hear this node, whose frames stopped
+	// for a while (a stall of its sender, a burst of loss) and came back.
+	Resumed bool
 }
 
 // ActionKind says what the caller must do.

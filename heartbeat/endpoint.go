@@ -388,6 +388,7 @@ func New(cfg Config, paths ...Path) (*Endpoint, error) {
 		return nil, err
 	}
 	e.recv = newReceiver(cfg.Cluster, cfg.Node, s, len(paths), cfg.Generation, gen)
+	e.unans.seq = make([]uint64, len(paths))
 	e.canPoll = true
 	e.stats.paths = make([]pathCounts, len(paths))
 	for i, p := range paths {
@@ -1106,8 +1107,26 @@ func (e *Endpoint) unverifiedEnded(ctx context.Context, now time.Time, peerAlive
 // and until UnansweredEnded: the peer could be a recording, and only fresh
 // frames prove it is there, but a recording can at most keep a starting
 // node standby, as frames this node cannot verify can.
+//
+// Only a frame numbered past every such frame of the peer's boot on its
+// path counts, and none of a boot older than the newest seen: the rest
+// are a recording played again (each path numbers its frames upwards).
+// Its agent takes a report whose frame continues the boot of the
+// report before for a live active that does not hear this node, and a
+// node that took over on that report's end yields (the machine's
+// deafPeerSplit); a recording of what it already saw must not make it.
 func (e *Endpoint) unanswered(ctx context.Context, f *Frame, r *rxFrame) bool {
 	u := &e.unans
+	switch {
+	case f.Generation < u.gen:
+		return true
+	case f.Generation > u.gen:
+		u.gen = f.Generation
+		clear(u.seq)
+	case f.Seq <= u.seq[r.path]:
+		return true
+	}
+	u.seq[r.path] = f.Seq
 	if f.Role != RoleActive {
 		return true
 	}
@@ -1127,7 +1146,7 @@ func (e *Endpoint) unansweredEnded(ctx context.Context, now time.Time, peerAlive
 	if !u.reported || (!peerAlive && !e.goneAfter(now, u.last, u.dead)) {
 		return true
 	}
-	*u = unansState{}
+	u.last, u.dead, u.reported = time.Time{}, 0, false
 	return e.emit(ctx, Event{Kind: UnansweredEnded, At: now})
 }
 
@@ -1158,11 +1177,15 @@ func (e *Endpoint) goneAfter(now, last time.Time, dead time.Duration) bool {
 }
 
 // unansState is what unanswered keeps: when the last such frame came, and
-// the dead interval, the longer of the two nodes', that ends it.
+// the dead interval, the longer of the two nodes', that ends it; and,
+// across reports, the newest boot of the peer's such frames came from and
+// the highest number seen of it on each path.
 type unansState struct {
 	last     time.Time
 	dead     time.Duration
 	reported bool
+	gen      uint64
+	seq      []uint64
 }
 
 // unverState is what unverified keeps.

@@ -977,6 +977,56 @@ func TestActivePeerThatDoesNotAnswerIsReported(t *testing.T) {
 	}
 }
 
+// An active's frames that this node cannot use (they echo an earlier boot
+// of this node's) are reported again after a silence only when they go on
+// past what was seen: numbered higher, of the newest boot. The same frames
+// played again, or frames of an older boot of the peer's, are a recording,
+// and neither keep this node from the VIPs anew nor say that a live
+// active came back (the agent makes an active yield on that).
+func TestUnansweredFramesPlayedAgainAreNotReported(t *testing.T) {
+	w := memWorld()
+	const iv = 20 * time.Millisecond
+	a := startOn(t, w.paths(t, "a"), 1, iv, func(c *Config) { c.Generation = 6 << 32 })
+	raw := w.paths(t, "b")[0].Conn
+	s, _ := NewSigner([][]byte{testKey})
+	frame := func(gen, seq uint64) []byte {
+		f := Frame{Cluster: testCluster, Node: 2, Role: RoleActive, Generation: gen, Seq: seq, ActiveFor: time.Second, LastNewSession: -1, EchoGeneration: 5 << 32, EchoSeq: 40}
+		return s.AppendFrame(nil, &f, 0)
+	}
+	var recorded [][]byte
+	for seq := uint64(1); seq <= 5; seq++ {
+		recorded = append(recorded, frame(10<<32, seq))
+	}
+	play := func(frames [][]byte) {
+		t.Helper()
+		for _, b := range frames {
+			if _, err := raw.WriteTo(b, nil); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(iv)
+		}
+	}
+	stale := func() uint64 { return a.ep.Stats().Drops[DropStale.String()] }
+	play(recorded)
+	_, i := a.waitFor(t, Unanswered, "", 0, 2*time.Second)
+	_, j := a.waitFor(t, UnansweredEnded, "", i, 2*time.Second)
+
+	// The same frames again, and then a boot of the peer's before them:
+	// dropped and counted, never reported.
+	before := stale()
+	play(recorded)
+	play([][]byte{frame(9<<32, 100), frame(9<<32, 101)})
+	waitStat(t, a.ep, func(Stats) bool { return stale() == before+7 })
+	if n := a.count(Unanswered, j); n != 0 {
+		t.Fatalf("frames played again reported %d times", n)
+	}
+	// The boot seen, numbered on: reported.
+	play([][]byte{frame(10<<32, 6)})
+	if ev, _ := a.waitFor(t, Unanswered, "", j, 2*time.Second); ev.Frame.Generation != 10<<32 || ev.Frame.Seq != 6 {
+		t.Errorf("reported %+v", ev.Frame)
+	}
+}
+
 // The peer's node running another cluster name (the name changed in one
 // node's file) signs with a key of ours: reported as a peer that cannot be
 // used, as one that holds another key is, so that a starting node does not

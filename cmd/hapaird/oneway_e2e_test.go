@@ -367,6 +367,53 @@ func TestStandbyRestartedUnheardTakesOverWhenTheActiveDies(t *testing.T) {
 	}
 }
 
+// The same restarted standby, and then the active's frames stop reaching it
+// for a while and come back (the active's sender stalled, or the link lost
+// a burst: seen beside a loaded CI machine's Debian build). The standby
+// took over on the silence, beside an active that cannot hear it and so
+// never arbitrates; the frames that come back, numbered on from those it
+// saw, show the active was late, not gone, and the standby yields. Before,
+// the two held the VIP until the link healed. The active never changes
+// role, and the standby stays standby while the active's frames last.
+func TestStandbyThatTookOverBesideALateDeafActiveYields(t *testing.T) {
+	t.Parallel()
+	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
+	act := settle(t, c)
+	sb := other(act)
+	dropHeartbeatsAt(t, c, act, true)
+	restartUnheard(t, c, sb)
+	before := transitions(t, c, act)
+	silence := dropHeartbeatsAt(t, c, sb, true)
+	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	silence()
+	if err := c.WaitRole(sb, "STANDBY", 5*time.Second); err != nil {
+		t.Fatalf("%s stayed active beside the late active: %v", sb, err)
+	}
+	if lines := logLines(c, sb, "to=STANDBY"); len(lines) == 0 || !strings.Contains(lines[len(lines)-1], "was only late") {
+		t.Errorf("%s's step down: %q", sb, lines)
+	}
+	if !pollUntil(5*time.Second, func() bool { return c.Holds(act, lab.VIP.Addr()) && !c.Holds(sb, lab.VIP.Addr()) }) {
+		t.Errorf("%s holds the VIP: %v, %s: %v", act, c.Holds(act, lab.VIP.Addr()), sb, c.Holds(sb, lab.VIP.Addr()))
+	}
+	// Many dead intervals (27 ms at fast): a node that took over again
+	// on the same frames would have by now.
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if s, err := c.Status(sb); err == nil && s.Role != "STANDBY" {
+			t.Fatalf("%s went %s again while the active's frames last", sb, s.Role)
+		}
+	}
+	if none, both := holders.Stop(); none > 0 || both > 0 {
+		t.Errorf("after the step down: no holder for %v, two for %v", none, both)
+	}
+	if n := transitions(t, c, act) - before; n != 0 {
+		t.Errorf("%s changed role %d times", act, n)
+	}
+}
+
 // Two one-way faults, crossed: the raw path works only from the active to
 // the standby and the UDP path only back (a NIC's receive side on each
 // node, a firewall rule on one). Each node hears the other, on one path,

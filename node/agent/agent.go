@@ -229,6 +229,14 @@ type Agent struct {
 	// frames that echo an earlier boot of this node's, and nothing of
 	// the peer's was usable this boot (empty: not so).
 	unanswered string
+	// unansweredGen is the peer's boot whose frames the last Unanswered
+	// report was of, and unansweredResumed says the current report's
+	// continue it (the endpoint reports only frames numbered past those
+	// it saw): the peer is an active that does not hear this node, and
+	// its frames only stopped for a while (election.Event.Resumed).
+	// Loop-owned.
+	unansweredGen     uint64
+	unansweredResumed bool
 	// configDiffers names the pair sections of the peer's file that
 	// differ from this node's, and peerRelease is the peer's hapaird
 	// version, as the peer's replication last said.
@@ -1347,9 +1355,16 @@ func (a *Agent) unverifiedPeer(ev heartbeat.Event) bool {
 // VIPs while it lasts, as for frames it cannot verify.
 func (a *Agent) unansweredPeer(ev heartbeat.Event) bool {
 	why := ""
+	a.unansweredResumed = false
 	if ev.Kind == heartbeat.Unanswered {
 		why = fmt.Sprintf("node %d says it is active, in frames that echo an earlier boot of this node's: it does not hear this one (a one-way link), or not yet", ev.Frame.Node)
-		a.log.Info("the peer is active and has not yet answered this node's new boot: not taking the VIPs beside it until it answers or falls silent", "op", "peer", "path", ev.Path)
+		a.unansweredResumed = ev.Frame.Generation == a.unansweredGen
+		a.unansweredGen = ev.Frame.Generation
+		if a.unansweredResumed {
+			a.log.Warn("the peer's frames came back after a silence, still active and still not answering this node: it was late, not gone, and cannot hear this node", "op", "peer", "path", ev.Path, "role", a.m.Role().String())
+		} else {
+			a.log.Info("the peer is active and has not yet answered this node's new boot: not taking the VIPs beside it until it answers or falls silent", "op", "peer", "path", ev.Path)
+		}
 	} else if _, seen := a.m.Peer(); !seen {
 		a.log.Info("the peer no longer says it is active without hearing this node", "op", "peer")
 	}
@@ -1365,7 +1380,7 @@ func (a *Agent) stepUnverified(at time.Time) bool {
 	a.mu.Lock()
 	why := cmp.Or(a.unverified, a.unanswered)
 	a.mu.Unlock()
-	return a.step(election.Event{Kind: election.Unverified, Now: at, Unverified: why != "", Reason: why})
+	return a.step(election.Event{Kind: election.Unverified, Now: at, Unverified: why != "", Reason: why, Resumed: a.unansweredResumed})
 }
 
 // notePeerDead logs when the peer's dead interval, as its frames say it,

@@ -94,8 +94,16 @@ type Service struct {
 	// floor is what the store had written when sync mode degraded: a
 	// standby that has acknowledged that much since has shown it is
 	// alive and applying, so sync may be restored (settle).
-	floor  atomic.Uint64
-	writes atomic.Uint64
+	floor atomic.Uint64
+	// pace is how many writes a second the standby acknowledged over
+	// the last window (paceWindow) measured while sync was degraded,
+	// from paceAcked at paceAt: sync is restored only for a standby
+	// that applies what it lacks within half the sync timeout (settle).
+	paceMu    sync.Mutex
+	paceAt    time.Time
+	paceAcked uint64
+	pace      float64
+	writes    atomic.Uint64
 	// noticed is when OnWrite was last called, in ns since started: by
 	// the monotonic clock, as a wall clock stepped back by an hour would
 	// hold the notices back for the hour (and the frames' write position
@@ -366,10 +374,51 @@ func (s *Service) settle(seq uint64, term <-chan struct{}) error {
 // trip, keeps it a few writes behind at every write, and sync was then
 // restored only once the writes paused (never, under a steady stream),
 // acknowledging all of them without the standby meanwhile.
+//
+// Nor one that is further behind than it applies in half the sync
+// timeout, at the pace it acknowledged writes lately (keepsPace): a
+// standby that applies, but slower than the writer writes, is kept
+// within the backpressure's bound, thousands of writes behind, and the
+// write that restored sync waited out the timeout for it and degraded
+// sync again, every few seconds for as long as the stream lasted (each
+// time every writer waited the timeout). Such a standby restores sync
+// when the writer slows below its pace, as a paused writer's standby does.
 func (s *Service) restorable(seq uint64) bool {
+	if s.repl.Attached() <= s.stoppedConns.Load() || !s.repl.Following() {
+		return false
+	}
 	acked := s.repl.Acked()
-	return s.repl.Attached() > s.stoppedConns.Load() && s.repl.Following() &&
-		(acked >= s.floor.Load() || acked+1 >= seq) && acked+maxLag >= seq
+	if acked+1 >= seq {
+		return true // it lacks only this write
+	}
+	return acked >= s.floor.Load() && acked+maxLag >= seq && s.keepsPace(acked, seq-acked)
+}
+
+// paceWindow is how long keepsPace measures the standby's pace over: long
+// enough for a pipelined stream's acknowledgements to average out, short
+// enough that sync comes back within a fraction of the timeout.
+func (s *Service) paceWindow() time.Duration {
+	return min(max(s.cfg.SyncTimeout/8, 5*time.Millisecond), 50*time.Millisecond)
+}
+
+// keepsPace says whether a standby at acked, lag writes behind, applies
+// them within half the sync timeout at the pace it kept over the last
+// window. Degraded writes only: one of them at a time measures, and a
+// write that finds another measuring does not restore sync (the next
+// will), so many writers do not queue on the lock.
+func (s *Service) keepsPace(acked, lag uint64) bool {
+	if !s.paceMu.TryLock() {
+		return false
+	}
+	defer s.paceMu.Unlock()
+	now := time.Now()
+	if d := now.Sub(s.paceAt); d >= s.paceWindow() {
+		if !s.paceAt.IsZero() && acked >= s.paceAcked {
+			s.pace = float64(acked-s.paceAcked) / d.Seconds()
+		}
+		s.paceAt, s.paceAcked = now, acked
+	}
+	return float64(lag) <= s.pace*(s.cfg.SyncTimeout/2).Seconds()
 }
 
 // degrade turns sync mode into async until the standby has caught up, and
@@ -379,6 +428,11 @@ func (s *Service) degrade(reason string, planned bool) {
 		return
 	}
 	s.floor.Store(s.store.Written())
+	// The pace is measured anew: a standby that was quick before may
+	// be the one that just made sync degrade.
+	s.paceMu.Lock()
+	s.paceAt, s.pace = time.Time{}, 0
+	s.paceMu.Unlock()
 	if !s.degraded.Swap(true) {
 		s.hub.Publish(Event{Type: "sync-degraded", Reason: reason})
 		if s.cfg.OnDegraded != nil {

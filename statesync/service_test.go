@@ -1,6 +1,7 @@
 package statesync
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -376,13 +377,89 @@ func TestAHungStandbyDoesNotRestoreSync(t *testing.T) {
 	}
 }
 
+// A standby that applies, but slower than the writer writes (a busy
+// disk, a loaded CPU), once sync degraded: the next write that found it
+// within the backpressure's bound restored sync and waited the timeout for
+// the thousands of writes it lacked, and sync degraded again, every cycle
+// for as long as the stream lasted. Now sync stays degraded, the writer
+// paced by the backpressure, and comes back once the writer slows below
+// the standby's pace.
+func TestAStandbySlowerThanTheWriterDoesNotRestoreSyncInTurn(t *testing.T) {
+	ls := store.New(store.Limits{})
+	lr, addr := replicate(t, ls, repl.Config{Keys: [][]byte{key}}, true)
+	const timeout = 200 * time.Millisecond
+	var degrades atomic.Int64
+	svc := NewService(ls, lr, ServiceConfig{Mode: Sync, SyncTimeout: timeout, OnDegraded: func(string, bool) { degrades.Add(1) }})
+	svc.SetRole(1, "ACTIVE", true, "a", 1)
+	p := newLink(t, addr, 0)
+	fs := store.New(store.Limits{})
+	replicate(t, fs, repl.Config{Keys: [][]byte{key}, Peer: p.addr}, false)
+	for deadline := time.Now().Add(5 * time.Second); !lr.Following(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the standby did not attach")
+		}
+	}
+	data := bytes.Repeat([]byte("d"), 100)
+	write := func(i int) time.Duration {
+		t.Helper()
+		start := time.Now()
+		if _, err := svc.Write(store.OpCreate, fmt.Sprint("call-", i), data); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	write(0)
+	// The standby stalls past the timeout, and then applies a few
+	// thousand writes a second (the link carries 1.5 MB/s): far below
+	// what one writer writes while sync is degraded.
+	p.freeze()
+	if d := write(1); !svc.Degraded() || d < timeout {
+		t.Fatalf("a write the stalled standby did not apply: degraded %v after %v", svc.Degraded(), d)
+	}
+	// Writes go on meanwhile, acknowledged without it: it comes back
+	// thousands of writes behind.
+	n := 0
+	for ; n < 3000; n++ {
+		write(2 + n)
+	}
+	p.bps.Store(1500 << 10)
+	p.thaw()
+	slow := 0
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); n++ {
+		if write(2+n) >= timeout/2 {
+			slow++
+		}
+	}
+	if d := degrades.Load(); d != 1 || slow != 0 {
+		t.Errorf("%d writes flat out beside a slow standby: sync degraded %d times, %d writes waited the timeout", n, d, slow)
+	}
+	// The writer slows below the standby's pace: sync comes back, and a
+	// write waits for the standby again.
+	for deadline := time.Now().Add(10 * time.Second); svc.Degraded(); n++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("sync not restored with the writer slower than the standby: acked %d of %d", lr.Acked(), ls.Written())
+		}
+		write(2 + n)
+		time.Sleep(time.Millisecond) // the writer's own pace
+	}
+	seq, err := svc.Write(store.OpCreate, "last", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, applied := fs.Seq(); applied < seq {
+		t.Errorf("a write acknowledged at %d with the standby at %d after sync was restored", seq, applied)
+	}
+}
+
 // link is a TCP proxy to addr, as the network between two nodes: it
 // delays what it carries by a fixed latency, and its traffic can be held
 // (freeze) and let go (thaw), as a hung peer's would be: the connection
-// stands and nothing moves.
+// stands and nothing moves. bps, when set, is the most it carries a
+// second each way, as a standby that applies only so fast.
 type link struct {
 	addr string
 	mu   sync.RWMutex
+	bps  atomic.Int64
 }
 
 func newLink(t *testing.T, to string, latency time.Duration) *link {
@@ -420,6 +497,9 @@ func newLink(t *testing.T, to string, latency time.Duration) *link {
 			p.mu.RUnlock()
 			if _, err := dst.Write(c.b); err != nil {
 				return
+			}
+			if r := p.bps.Load(); r > 0 {
+				time.Sleep(time.Duration(int64(len(c.b)) * int64(time.Second) / r))
 			}
 		}
 	}

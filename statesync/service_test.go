@@ -334,19 +334,8 @@ func TestSyncIsRestoredUnderAPipelinedStream(t *testing.T) {
 // the next write, or every write would wait out the timeout for it. Once
 // the standby applies again, sync is restored.
 func TestAHungStandbyDoesNotRestoreSync(t *testing.T) {
-	ls := store.New(store.Limits{})
-	lr, addr := replicate(t, ls, repl.Config{Keys: [][]byte{key}}, true)
 	const timeout = time.Second
-	svc := NewService(ls, lr, ServiceConfig{Mode: Sync, SyncTimeout: timeout})
-	svc.SetRole(1, "ACTIVE", true, "a", 1)
-	p := newLink(t, addr, 0)
-	fs := store.New(store.Limits{})
-	replicate(t, fs, repl.Config{Keys: [][]byte{key}, Peer: p.addr}, false)
-	for deadline := time.Now().Add(5 * time.Second); !lr.Following(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the standby did not attach")
-		}
-	}
+	svc, _, _, _, p := activeBehindLink(t, ServiceConfig{Mode: Sync, SyncTimeout: timeout})
 	if _, err := svc.Write(store.OpCreate, "call", []byte("0")); err != nil {
 		t.Fatal(err)
 	}
@@ -385,20 +374,9 @@ func TestAHungStandbyDoesNotRestoreSync(t *testing.T) {
 // paced by the backpressure, and comes back once the writer slows below
 // the standby's pace.
 func TestAStandbySlowerThanTheWriterDoesNotRestoreSyncInTurn(t *testing.T) {
-	ls := store.New(store.Limits{})
-	lr, addr := replicate(t, ls, repl.Config{Keys: [][]byte{key}}, true)
 	const timeout = 200 * time.Millisecond
 	var degrades atomic.Int64
-	svc := NewService(ls, lr, ServiceConfig{Mode: Sync, SyncTimeout: timeout, OnDegraded: func(string, bool) { degrades.Add(1) }})
-	svc.SetRole(1, "ACTIVE", true, "a", 1)
-	p := newLink(t, addr, 0)
-	fs := store.New(store.Limits{})
-	replicate(t, fs, repl.Config{Keys: [][]byte{key}, Peer: p.addr}, false)
-	for deadline := time.Now().Add(5 * time.Second); !lr.Following(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the standby did not attach")
-		}
-	}
+	svc, ls, lr, fs, p := activeBehindLink(t, ServiceConfig{Mode: Sync, SyncTimeout: timeout, OnDegraded: func(string, bool) { degrades.Add(1) }})
 	data := bytes.Repeat([]byte("d"), 100)
 	write := func(i int) time.Duration {
 		t.Helper()
@@ -449,6 +427,26 @@ func TestAStandbySlowerThanTheWriterDoesNotRestoreSyncInTurn(t *testing.T) {
 	if _, applied := fs.Seq(); applied < seq {
 		t.Errorf("a write acknowledged at %d with the standby at %d after sync was restored", seq, applied)
 	}
+}
+
+// activeBehindLink is an active node's service, configured by cfg, and
+// its standby's store attached to it across a link (newLink, no latency),
+// once the standby follows.
+func activeBehindLink(t *testing.T, cfg ServiceConfig) (svc *Service, ls *store.Store, lr *repl.Replicator, fs *store.Store, p *link) {
+	t.Helper()
+	ls = store.New(store.Limits{})
+	lr, addr := replicate(t, ls, repl.Config{Keys: [][]byte{key}}, true)
+	svc = NewService(ls, lr, cfg)
+	svc.SetRole(1, "ACTIVE", true, "a", 1)
+	p = newLink(t, addr, 0)
+	fs = store.New(store.Limits{})
+	replicate(t, fs, repl.Config{Keys: [][]byte{key}, Peer: p.addr}, false)
+	for deadline := time.Now().Add(5 * time.Second); !lr.Following(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the standby did not attach")
+		}
+	}
+	return svc, ls, lr, fs, p
 }
 
 // link is a TCP proxy to addr, as the network between two nodes: it

@@ -339,16 +339,24 @@ func restartUnheard(t *testing.T, c *lab.Cluster, sb string) {
 	}
 }
 
+// unheardRestartedStandby is a pair at fast whose active no longer hears
+// its standby, and the standby restarted behind that (restartUnheard).
+func unheardRestartedStandby(t *testing.T) (c *lab.Cluster, act, sb string) {
+	t.Helper()
+	c = cluster(t, lab.ConfigOptions{Profile: "fast"})
+	act = settle(t, c)
+	sb = other(act)
+	dropHeartbeatsAt(t, c, act, true)
+	restartUnheard(t, c, sb)
+	return c, act, sb
+}
+
 // The same restarted standby still takes over when that active dies (its
 // daemon killed, so its frames stop): the rule that keeps it standby
 // lasts only while the active says it is there.
 func TestStandbyRestartedUnheardTakesOverWhenTheActiveDies(t *testing.T) {
 	t.Parallel()
-	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
-	act := settle(t, c)
-	sb := other(act)
-	dropHeartbeatsAt(t, c, act, true)
-	restartUnheard(t, c, sb)
+	c, act, sb := unheardRestartedStandby(t)
 	// Its log's earlier boots count for nothing here: at the pair's start
 	// on a loaded machine, either node may have been active for a moment
 	// (a start-up split, arbitrated; seen in a new-machine CI run).
@@ -377,11 +385,7 @@ func TestStandbyRestartedUnheardTakesOverWhenTheActiveDies(t *testing.T) {
 // role, and the standby stays standby while the active's frames last.
 func TestStandbyThatTookOverBesideALateDeafActiveYields(t *testing.T) {
 	t.Parallel()
-	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
-	act := settle(t, c)
-	sb := other(act)
-	dropHeartbeatsAt(t, c, act, true)
-	restartUnheard(t, c, sb)
+	c, act, sb := unheardRestartedStandby(t)
 	before := transitions(t, c, act)
 	silence := dropHeartbeatsAt(t, c, sb, true)
 	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {

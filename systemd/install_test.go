@@ -330,6 +330,36 @@ target = "/usr/bin/sleep"
 	})
 	c.waitFor("ExecStopPost's word that it removed the killed daemon's VIP", 5*time.Second, func() bool { return removed() > cleaned })
 
+	// The same kill with a file that is not TOML at all (a merge
+	// conflict pushed by configuration management while the daemon ran):
+	// nothing in it says where the daemon recorded its VIPs, and
+	// ExecStopPost's --cleanup finds the record in the unit's state
+	// directory, which systemd names to it. The restarts fail on the file
+	// until it is mended.
+	c.waitFor("the VIP back after the restart", 10*time.Second, func() bool { return p.Holds("a", lab.VIP.Addr()) })
+	conf := filepath.Join(root, "etc/hapair/hapair.toml")
+	good, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := func() int {
+		out, _ := c.exec("journalctl", "-u", "hapaird", "--no-pager", "-o", "cat")
+		return strings.Count(out, "(recorded in /var/lib/hapair at the daemon's start)")
+	}
+	cleaned = recorded()
+	os.WriteFile(conf, []byte("<<<<<<< HEAD\n"), 0o640)
+	before = c.show("MainPID")
+	c.must("systemctl", "kill", "--signal=SIGKILL", "hapaird")
+	c.waitFor("ExecStopPost's word that it removed the VIP recorded in the unit's state directory", 10*time.Second, func() bool { return recorded() > cleaned })
+	if p.Holds("a", lab.VIP.Addr()) {
+		t.Error("the killed daemon's VIP still on the node after ExecStopPost with a file that is not TOML")
+	}
+	os.WriteFile(conf, good, 0o640)
+	c.waitFor("a restart with the file mended", 20*time.Second, func() bool {
+		s := c.show("MainPID,SubState")
+		return s["MainPID"] != before["MainPID"] && s["MainPID"] != "0" && s["SubState"] == "running"
+	})
+
 	// Stop: ExecStopPost's --cleanup leaves no VIP.
 	c.waitFor("the VIP back after the restart", 10*time.Second, func() bool { return p.Holds("a", lab.VIP.Addr()) })
 	c.must("systemctl", "stop", "hapaird")

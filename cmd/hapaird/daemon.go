@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,19 +47,24 @@ func cleanup(cfg *config.Config, self *config.Node, stdout, stderr io.Writer) in
 // start are released all the same: left, they would stay until their
 // lease ends, beside the peer that took them over. It finds the state
 // directory and socket by a lenient read of the file (config.Paths) or
-// the flags; a file that is not TOML at all, without both flags, leaves
-// it nothing to go on: the defaults could name another daemon's.
+// the flags. A file that is not TOML at all leaves it only the flags, or,
+// run by the unit (ExecStopPost), the unit's own directories, which
+// systemd passes every process of the unit (unitPaths); the defaults
+// alone could name another daemon's.
 func cleanupRecorded(o *options, stdout, stderr io.Writer) {
 	sock, dir, err := config.Paths(o.config)
-	if err != nil && (o.socket == "" || o.stateDir == "") {
-		fmt.Fprintf(stderr, "hapaird --cleanup: no VIP released: the file does not say where the state directory is (--state-dir and --socket would)\n")
-		return
+	if err != nil {
+		sock, dir = unitPaths()
 	}
 	if o.socket != "" {
 		sock = o.socket
 	}
 	if o.stateDir != "" {
 		dir = o.stateDir
+	}
+	if sock == "" || dir == "" {
+		fmt.Fprintf(stderr, "hapaird --cleanup: no VIP released: the file does not say where the state directory is (--state-dir and --socket would)\n")
+		return
 	}
 	removed, record, err := node.CleanupRecorded(sock, dir)
 	for _, a := range removed {
@@ -66,6 +73,23 @@ func cleanupRecorded(o *options, stdout, stderr io.Writer) {
 	if err = errors.Join(err, record); err != nil {
 		fmt.Fprintln(stderr, "hapaird --cleanup:", err)
 	}
+}
+
+// unitPaths is the socket and state directory of the systemd unit this
+// process runs in ("" when it runs in none): its RuntimeDirectory and
+// StateDirectory, which systemd names in $RUNTIME_DIRECTORY and
+// $STATE_DIRECTORY (the first, where the unit has several), with the
+// socket's default name. Those are the shipped unit's and the defaults';
+// a file that set its own socket elsewhere put the daemon's lock there,
+// and a heartbeat core still handing over under it is then not waited
+// for: its VIPs go before the peer holds them, one holder at most.
+func unitPaths() (socket, stateDir string) {
+	run, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":")
+	state, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":")
+	if run == "" || state == "" {
+		return "", ""
+	}
+	return filepath.Join(run, filepath.Base(config.DefaultSocket)), state
 }
 
 // stopAfterAgent bounds what a stop does once the agent let go: the

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -557,6 +558,38 @@ func TestCrashAfterAConfigEditLeavesNoVIP(t *testing.T) {
 	}
 	if c.Holds(sb, vipMoved) {
 		t.Fatalf("%s still holds %s after --cleanup with a broken file", sb, moved)
+	}
+
+	// ExecStopPost with a file that is not TOML at all (a merge conflict
+	// pushed by configuration management): nothing in it says where the
+	// record is. Run by hand without flags, nothing is released, and it
+	// says so; run by the unit, systemd names the unit's directories, and
+	// the record there is released.
+	if err := c.Start(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "ACTIVE", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	crashWithCore(t, c, sb)
+	garbage := filepath.Join(c.Dir, "conflict.toml")
+	if err := os.WriteFile(garbage, []byte("<<<<<<< HEAD\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bare := func(env ...string) string {
+		cmd := lab.Command(c.Node(sb), daemonBin, "--cleanup", "-c", garbage, "--node", sb)
+		cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool {
+			return strings.HasPrefix(kv, "RUNTIME_DIRECTORY=") || strings.HasPrefix(kv, "STATE_DIRECTORY=")
+		}), env...)
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	if out := bare(); !strings.Contains(out, "no VIP released") || !c.Holds(sb, vipMoved) {
+		t.Fatalf("--cleanup by hand with a file that is not TOML: %s holds %s: %v\n%s", sb, moved, c.Holds(sb, vipMoved), out)
+	}
+	out = bare("RUNTIME_DIRECTORY="+filepath.Dir(c.Socket(sb)), "STATE_DIRECTORY="+c.StateDir(sb))
+	if !strings.Contains(out, "removed "+moved) || !strings.Contains(out, "(recorded in "+c.StateDir(sb)) || c.Holds(sb, vipMoved) {
+		t.Fatalf("--cleanup by the unit with a file that is not TOML: %s holds %s: %v\n%s", sb, moved, c.Holds(sb, vipMoved), out)
 	}
 }
 

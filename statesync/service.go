@@ -82,6 +82,8 @@ type Service struct {
 	term chan struct{}
 
 	degraded atomic.Bool
+	// degradedWhy is the reason sync mode last degraded, for status.
+	degradedWhy atomic.Pointer[string]
 	// gone closes when the standby said it stops (StandbyStopped): sync
 	// writers waiting for it give up at once. Made anew, under mu, when
 	// sync is restored.
@@ -144,16 +146,30 @@ type Stats struct {
 	OverTLS                    bool // the replication link's last connection
 	Snapshots, Resumes, Writes uint64
 	CutOff                     uint64 // event subscribers dropped for not reading
+	// DegradedReason is why sync mode degraded, and StandbyPace the
+	// writes a second the standby acknowledged over the last window
+	// measured while degraded (0: none yet), while Degraded.
+	DegradedReason string
+	StandbyPace    float64
 }
 
 // Stats reads the figures without waiting for the store.
 func (s *Service) Stats() Stats {
 	rs := s.repl.Stats()
-	return Stats{
+	st := Stats{
 		Sessions: s.store.Len(), Written: s.store.Written(), Acked: s.repl.Acked(),
 		Connected: s.repl.Connected(), Degraded: s.Degraded(), OverTLS: s.repl.OverTLS(),
 		Snapshots: rs.Snapshots, Resumes: rs.Resumes, Writes: s.Writes(), CutOff: s.hub.CutOff(),
 	}
+	if st.Degraded {
+		if why := s.degradedWhy.Load(); why != nil {
+			st.DegradedReason = *why
+		}
+		s.paceMu.Lock()
+		st.StandbyPace = s.pace
+		s.paceMu.Unlock()
+	}
+	return st
 }
 
 // SetRole tells the service this node's role and which node is active.
@@ -433,6 +449,7 @@ func (s *Service) degrade(reason string, planned bool) {
 	s.paceMu.Lock()
 	s.paceAt, s.pace = time.Time{}, 0
 	s.paceMu.Unlock()
+	s.degradedWhy.Store(&reason)
 	if !s.degraded.Swap(true) {
 		s.hub.Publish(Event{Type: "sync-degraded", Reason: reason})
 		if s.cfg.OnDegraded != nil {

@@ -411,6 +411,10 @@ func TestAStandbySlowerThanTheWriterDoesNotRestoreSyncInTurn(t *testing.T) {
 	if d := degrades.Load(); d != 1 || slow != 0 {
 		t.Errorf("%d writes flat out beside a slow standby: sync degraded %d times, %d writes waited the timeout", n, d, slow)
 	}
+	// Status says why it is degraded, and the standby's pace.
+	if st := svc.Stats(); !st.Degraded || !strings.Contains(st.DegradedReason, "did not apply a write within 200ms") || st.StandbyPace < 100 || st.StandbyPace > 1e6 {
+		t.Errorf("status while degraded: %+v", st)
+	}
 	// The writer slows below the standby's pace: sync comes back, and a
 	// write waits for the standby again.
 	for deadline := time.Now().Add(10 * time.Second); svc.Degraded(); n++ {
@@ -426,6 +430,9 @@ func TestAStandbySlowerThanTheWriterDoesNotRestoreSyncInTurn(t *testing.T) {
 	}
 	if _, applied := fs.Seq(); applied < seq {
 		t.Errorf("a write acknowledged at %d with the standby at %d after sync was restored", seq, applied)
+	}
+	if st := svc.Stats(); st.Degraded || st.DegradedReason != "" || st.StandbyPace != 0 {
+		t.Errorf("status once restored: %+v", st)
 	}
 }
 

@@ -117,6 +117,12 @@ type Sync struct {
 	Resumes   uint64 `json:"resumes"`             // reconnects resumed from the log (active)
 	Writes    uint64 `json:"writes"`              // session writes accepted here
 	CutOff    uint64 `json:"subscribers_cut_off"` // event subscribers dropped for not reading
+	// DegradedReason is why, and StandbyPace the writes a second the
+	// standby acknowledged lately (0: not measured yet), while Degraded:
+	// sync comes back once it can apply what it lacks within half the
+	// sync timeout at that pace.
+	DegradedReason string  `json:"degraded_reason,omitempty"`
+	StandbyPace    float64 `json:"standby_writes_per_second,omitempty"`
 }
 
 // HoldDown is the damping of a flapping link (hapair.toml's hold_down).

@@ -65,6 +65,26 @@ func TestPeerInFaultIsSaidBesideItsRole(t *testing.T) {
 	}
 }
 
+// Degraded sync mode says why, and how fast the standby applies: what an
+// operator asks first when it stays degraded under a steady stream.
+func TestDegradedSyncSaysWhyAndThePace(t *testing.T) {
+	why := "standby did not apply a write within 1s; writes now return without waiting for it"
+	for _, tc := range []struct {
+		sync Sync
+		want string
+	}{
+		{Sync{Mode: "sync", Degraded: true, DegradedReason: why, StandbyPace: 4312.4}, "sync degraded: " + why + "; the standby applied 4312 writes/s lately; sync comes back once"},
+		{Sync{Mode: "sync", Degraded: true, DegradedReason: why}, "sync degraded: " + why + "; sync comes back once"},
+		{Sync{Mode: "sync"}, ""},
+	} {
+		s := Status{Node: "a", Role: "ACTIVE", Sync: tc.sync}
+		text := s.Text()
+		if tc.want == "" && strings.Contains(text, "sync degraded") || !strings.Contains(text, tc.want) {
+			t.Errorf("%+v:\n%s\nwant %q", tc.sync, text, tc.want)
+		}
+	}
+}
+
 // ClientGone tells a client that waits for its answer from one that
 // closed its connection, on a real unix socket served by net/http with
 // WithConn, as the daemon's admin socket is.

@@ -166,6 +166,13 @@ func (s Status) writeSessions(b *strings.Builder) {
 		pos = fmt.Sprintf("written %d, standby applied %d", s.Sync.Written, s.Sync.Acked)
 	}
 	fmt.Fprintf(b, "sessions: %d, replication %s, mode %s%s, %s\n", s.Sync.Sessions, conn, s.Sync.Mode, syncDeg, pos)
+	if s.Sync.Degraded && s.Sync.DegradedReason != "" {
+		pace := ""
+		if s.Sync.StandbyPace > 0 {
+			pace = fmt.Sprintf("; the standby applied %.0f writes/s lately", s.Sync.StandbyPace)
+		}
+		fmt.Fprintf(b, "sync degraded: %s%s; sync comes back once the standby can apply what it lacks within half the sync timeout\n", s.Sync.DegradedReason, pace)
+	}
 }
 
 // writeChecks writes one line per health check.

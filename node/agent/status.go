@@ -203,7 +203,7 @@ func (a *Agent) syncStatus() control.Sync {
 	st := a.opt.Sync.Stats()
 	return control.Sync{Mode: string(a.opt.SyncMode), Sessions: st.Sessions, Written: st.Written, Acked: st.Acked,
 		Connected: st.Connected, TLS: st.Connected && st.OverTLS, Degraded: st.Degraded, Snapshots: st.Snapshots, Resumes: st.Resumes,
-		Writes: st.Writes, CutOff: st.CutOff}
+		Writes: st.Writes, CutOff: st.CutOff, DegradedReason: st.DegradedReason, StandbyPace: st.StandbyPace}
 }
 
 // oneWay says some path that is up does not carry this node's frames to

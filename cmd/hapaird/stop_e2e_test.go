@@ -150,6 +150,18 @@ func standbyAwayUnderSyncWrites(t *testing.T, sig syscall.Signal, locked bool) (
 	if err := c.Signal(sb, sig, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// Status says why sync is degraded, while it is.
+	said := ""
+	if !pollUntil(2*time.Second, func() bool {
+		s, err := c.Status(act)
+		if err == nil && s.Sync.Degraded && strings.Contains(s.Text(), "sync degraded: "+s.Sync.DegradedReason+";") {
+			said = s.Sync.DegradedReason
+		}
+		return said != ""
+	}) {
+		s, _ := c.Status(act)
+		t.Errorf("status does not say why sync is degraded: %+v\n%s", s.Sync, s.Text())
+	}
 	time.Sleep(2 * time.Second) // the standby stays down this long
 	if err := c.Start(sb); err != nil {
 		t.Fatal(err)
@@ -173,5 +185,8 @@ func standbyAwayUnderSyncWrites(t *testing.T, sig syscall.Signal, locked bool) (
 	}
 	reason = events.wait(t, "sync-degraded").Reason
 	events.wait(t, "sync-restored")
+	if said != reason {
+		t.Errorf("status said sync degraded because %q, the event %q", said, reason)
+	}
 	return c, act, reason
 }

@@ -1152,18 +1152,19 @@ func (e *Endpoint) unansweredEnded(ctx context.Context, now time.Time, peerAlive
 
 // goneAfter says whether a peer whose frames this node can neither verify
 // nor use (Unverified, Unanswered), the last of them received at last, is
-// gone at now: none for twice dead, and none waiting in a socket. Its report's end is taken
-// by a standby for the peer's silence, and it takes over. Such a peer
-// does not hear this node either (it holds another key, or cannot hear
-// it: a one-way link), so if it was only late (a stall of its sender, a
-// burst of loss), the two are active beside each other and neither can
-// arbitrate until the fault ends, where a peer heard both ways is
-// arbitrated at its next frame. One dead interval was a stall's length:
-// the active's frames stopped for 29-33 ms at fast (27 ms) on an
-// overloaded test machine, and the restarted standby it could not hear
-// took over beside it until the link healed. The price is a slower
-// takeover when such a peer really died, a fault on top of the one that
-// made its frames unusable.
+// gone at now: none for twice dead, and none waiting in a socket. A
+// standby takes the report's end for the peer's silence, and takes over.
+// Such a peer does not hear this node either (it holds another key, or
+// cannot hear it: a one-way link), so if it was only late (a stall of its
+// sender, a burst of loss), the two are active beside each other where a
+// peer heard both ways is arbitrated at its next frame: one that holds
+// another key until the fault ends, one that does not answer until this
+// node yields to its returning frames (the machine's deafPeerSplit). One
+// dead interval was a stall's length: the active's frames stopped for
+// 29-33 ms at fast (27 ms) on an overloaded test machine, and the
+// restarted standby it could not hear took over beside it until the link
+// healed. The price is a slower takeover when such a peer really died, a
+// fault on top of the one that made its frames unusable.
 func (e *Endpoint) goneAfter(now, last time.Time, dead time.Duration) bool {
 	if now.Sub(last) < 2*dead {
 		return false

@@ -449,8 +449,10 @@ func (s *Service) degrade(reason string, planned bool) {
 	s.paceMu.Lock()
 	s.paceAt, s.pace = time.Time{}, 0
 	s.paceMu.Unlock()
-	s.degradedWhy.Store(&reason)
 	if !s.degraded.Swap(true) {
+		// The reason of the degrade that won, as its event says: two
+		// may race here (a write's timeout, the standby's word).
+		s.degradedWhy.Store(&reason)
 		s.hub.Publish(Event{Type: "sync-degraded", Reason: reason})
 		if s.cfg.OnDegraded != nil {
 			s.cfg.OnDegraded(reason, planned)

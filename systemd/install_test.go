@@ -347,14 +347,18 @@ target = "/usr/bin/sleep"
 		return strings.Count(out, "(recorded in /var/lib/hapair at the daemon's start)")
 	}
 	cleaned = recorded()
-	os.WriteFile(conf, []byte("<<<<<<< HEAD\n"), 0o640)
+	if err := os.WriteFile(conf, []byte("<<<<<<< HEAD\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
 	before = c.show("MainPID")
 	c.must("systemctl", "kill", "--signal=SIGKILL", "hapaird")
 	c.waitFor("ExecStopPost's word that it removed the VIP recorded in the unit's state directory", 10*time.Second, func() bool { return recorded() > cleaned })
 	if p.Holds("a", lab.VIP.Addr()) {
 		t.Error("the killed daemon's VIP still on the node after ExecStopPost with a file that is not TOML")
 	}
-	os.WriteFile(conf, good, 0o640)
+	if err := os.WriteFile(conf, good, 0o640); err != nil {
+		t.Fatal(err)
+	}
 	c.waitFor("a restart with the file mended", 20*time.Second, func() bool {
 		s := c.show("MainPID,SubState")
 		return s["MainPID"] != before["MainPID"] && s["MainPID"] != "0" && s["SubState"] == "running"

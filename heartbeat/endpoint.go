@@ -1452,6 +1452,11 @@ func (p *pathState) queued() bool {
 	return p.io != nil && p.io.inQueue() > 0
 }
 
+// nextDeadline is how long the loop may sleep before a deadline of its
+// own: a path's silence, and the end of a report of a peer whose frames
+// this node cannot use (Unanswered, Unverified). A standby takes over on
+// that end, so it is kept on time, not left to the next send tick (up to
+// an interval late, 100 ms at the default profile).
 func (e *Endpoint) nextDeadline(now time.Time) time.Duration {
 	next := e.cfg.Dead
 	dead := e.judgeDead()
@@ -1462,7 +1467,24 @@ func (e *Endpoint) nextDeadline(now time.Time) time.Duration {
 			}
 		}
 	}
+	if u := &e.unans; u.reported {
+		next = min(next, e.goneIn(now, u.last, u.dead))
+	}
+	if u := &e.unver; u.reported {
+		next = min(next, e.goneIn(now, u.last, dead))
+	}
 	return max(next, 0)
+}
+
+// goneIn is how long until goneAfter may say a peer whose last unusable
+// frame came at last is gone. Past that, goneAfter waits on a frame still
+// queued in a socket: the loop looks again shortly, as expire's recheck
+// does, rather than spin until a reader takes it.
+func (e *Endpoint) goneIn(now, last time.Time, dead time.Duration) time.Duration {
+	if d := last.Add(2 * dead).Sub(now); d > 0 {
+		return d
+	}
+	return e.cfg.Interval / 4
 }
 
 // sendAll sends this node's frame on every path; deaf says this node hears

@@ -765,9 +765,11 @@ func TestUnverifiedPeerIsReported(t *testing.T) {
 	theirs, _ := NewSigner([][]byte{otherKey})
 	ours, _ := NewSigner([][]byte{testKey})
 	seq := uint64(0)
+	var sent time.Time
 	send := func(s *Signer) {
 		seq++
 		f := Frame{Cluster: testCluster, Node: 2, Role: RoleStandby, Generation: 5, Seq: seq, ActiveFor: -1, LastNewSession: -1}
+		sent = time.Now()
 		if _, err := raw.WriteTo(s.AppendFrame(nil, &f, 0), nil); err != nil {
 			t.Fatal(err)
 		}
@@ -801,11 +803,9 @@ func TestUnverifiedPeerIsReported(t *testing.T) {
 	}
 	// They stop: the report ends twice a dead interval later (goneAfter),
 	// not one: such a peer cannot hear this node to arbitrate.
-	stopped := time.Now()
-	_, i := a.waitFor(t, UnverifiedEnded, "", 0, 2*time.Second)
-	// The last frame left an interval before stopped.
-	if d := time.Since(stopped); d < 5*iv {
-		t.Errorf("ended %v after the frames stopped, before twice the dead interval (120 ms) from the last", d)
+	end, i := a.waitFor(t, UnverifiedEnded, "", 0, 2*time.Second)
+	if d := end.At.Sub(sent); d < 6*iv {
+		t.Errorf("ended %v after the last frame, before twice the dead interval (120 ms)", d)
 	}
 	// Unknown-key frames beside authentic ones: the peer is heard, and
 	// whatever else sends is no report.
@@ -1024,6 +1024,67 @@ func TestUnansweredFramesPlayedAgainAreNotReported(t *testing.T) {
 	play([][]byte{frame(10<<32, 6)})
 	if ev, _ := a.waitFor(t, Unanswered, "", j, 2*time.Second); ev.Frame.Generation != 10<<32 || ev.Frame.Seq != 6 {
 		t.Errorf("reported %+v", ev.Frame)
+	}
+}
+
+// The end of a report of a peer whose frames this node cannot use is what
+// a standby takes over on, so it comes when the peer's frames have stopped
+// for twice the dead interval, not at the send tick after that: the last
+// frame comes just after a tick of the endpoint's, so its end falls just
+// after another, and an end left to the ticks would come nearly an
+// interval (400 ms) late. Frames that do not answer this boot are
+// reported at once; frames signed with a key this node does not hold once
+// they have come for a dead interval.
+func TestUnusablePeerReportsEndOnTimeNotAtTheNextTick(t *testing.T) {
+	const iv = 400 * time.Millisecond
+	for _, c := range []struct {
+		name        string
+		key         []byte
+		frames      int
+		report, end EventKind
+	}{
+		{"unanswered", testKey, 1, Unanswered, UnansweredEnded},
+		{"unverified", bytes.Repeat([]byte{0x17}, 32), 5, Unverified, UnverifiedEnded},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			w := memWorld()
+			a := startOn(t, w.paths(t, "a"), 1, iv, func(c *Config) { c.Generation = 6 << 32 })
+			raw := w.paths(t, "b")[0].Conn
+			s, _ := NewSigner([][]byte{c.key})
+			// The endpoint's frames queued since its start come at
+			// once; the first read that waits is its tick.
+			buf := make([]byte, FrameLen)
+			for {
+				start := time.Now()
+				if _, _, err := raw.ReadFrom(buf); err != nil {
+					t.Fatal(err)
+				}
+				if time.Since(start) > iv/2 {
+					break
+				}
+			}
+			var sent time.Time
+			for seq := range c.frames {
+				if seq > 0 {
+					if _, _, err := raw.ReadFrom(buf); err != nil { // the next tick
+						t.Fatal(err)
+					}
+				}
+				f := Frame{Cluster: testCluster, Node: 2, Role: RoleActive, Generation: 10 << 32, Seq: uint64(seq + 1), ActiveFor: time.Second, LastNewSession: -1, EchoGeneration: 5 << 32, EchoSeq: 40}
+				sent = time.Now()
+				if _, err := raw.WriteTo(s.AppendFrame(nil, &f, 0), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, i := a.waitFor(t, c.report, "", 0, 2*time.Second)
+			ev, _ := a.waitFor(t, c.end, "", i, 10*iv)
+			// Generous against a loaded machine, and still short of
+			// the tick.
+			if late := ev.At.Sub(sent) - 2*3*iv; late > iv/2 {
+				t.Errorf("the report ended %v after twice the dead interval", late)
+			}
+		})
 	}
 }
 

@@ -97,15 +97,17 @@ type Service struct {
 	// standby that has acknowledged that much since has shown it is
 	// alive and applying, so sync may be restored (settle).
 	floor atomic.Uint64
-	// pace is how many writes a second the standby acknowledged over
-	// the last window (paceWindow) measured while sync was degraded,
-	// from paceAcked at paceAt: sync is restored only for a standby
-	// that applies what it lacks within half the sync timeout (settle).
+	// pace is how many writes a second the standby acknowledged lately
+	// while sync was degraded, averaged over windows (paceWindow) from
+	// paceAcked at paceAt: sync is restored only for a standby that
+	// applies what it lacks within half the sync timeout (settle).
 	paceMu    sync.Mutex
 	paceAt    time.Time
 	paceAcked uint64
 	pace      float64
-	writes    atomic.Uint64
+	// paceWindows is how many windows pace averages.
+	paceWindows int
+	writes      atomic.Uint64
 	// noticed is when OnWrite was last called, in ns since started: by
 	// the monotonic clock, as a wall clock stepped back by an hour would
 	// hold the notices back for the hour (and the frames' write position
@@ -418,10 +420,18 @@ func (s *Service) paceWindow() time.Duration {
 }
 
 // keepsPace says whether a standby at acked, lag writes behind, applies
-// them within half the sync timeout at the pace it kept over the last
-// window. Degraded writes only: one of them at a time measures, and a
-// write that finds another measuring does not restore sync (the next
-// will), so many writers do not queue on the lock.
+// them within half the sync timeout at the pace it kept lately. Degraded
+// writes only: one of them at a time measures, and a write that finds
+// another measuring does not restore sync (the next will), so many
+// writers do not queue on the lock.
+//
+// Each window's pace is averaged into the last (exponentially, over half
+// the sync timeout, the span it predicts): acknowledgements come in lumps
+// (a TCP segment of many writes; a standby's busy CPU), so one window
+// read 0 and the next twice the standby's pace. Through a 256 kbit/s link
+// beside busy CPUs, the pace of a single window read 0 in two of three
+// runs, as status said, and a lump could restore sync for a standby that
+// could not keep it.
 func (s *Service) keepsPace(acked, lag uint64) bool {
 	if !s.paceMu.TryLock() {
 		return false
@@ -430,11 +440,23 @@ func (s *Service) keepsPace(acked, lag uint64) bool {
 	now := time.Now()
 	if d := now.Sub(s.paceAt); d >= s.paceWindow() {
 		if !s.paceAt.IsZero() && acked >= s.paceAcked {
-			s.pace = float64(acked-s.paceAcked) / d.Seconds()
+			s.pace = averagePace(s.pace, float64(acked-s.paceAcked)/d.Seconds(), d, s.cfg.SyncTimeout/2, s.paceWindows)
+			s.paceWindows++
 		}
 		s.paceAt, s.paceAcked = now, acked
 	}
 	return float64(lag) <= s.pace*(s.cfg.SyncTimeout/2).Seconds()
+}
+
+// averagePace is the pace once a window of d that read pace was averaged
+// into avg, the average of n windows before, over span: the first window
+// is taken as it is, and each later one weighs d/span (all of it once d
+// is span or longer).
+func averagePace(avg, pace float64, d, span time.Duration, n int) float64 {
+	if n == 0 {
+		return pace
+	}
+	return avg + (pace-avg)*min(1, d.Seconds()/span.Seconds())
 }
 
 // degrade turns sync mode into async until the standby has caught up, and
@@ -447,7 +469,7 @@ func (s *Service) degrade(reason string, planned bool) {
 	// The pace is measured anew: a standby that was quick before may
 	// be the one that just made sync degrade.
 	s.paceMu.Lock()
-	s.paceAt, s.pace = time.Time{}, 0
+	s.paceAt, s.pace, s.paceWindows = time.Time{}, 0, 0
 	s.paceMu.Unlock()
 	if !s.degraded.Swap(true) {
 		// The reason of the degrade that won, as its event says: two

@@ -439,6 +439,28 @@ func TestAStandbySlowerThanTheWriterDoesNotRestoreSyncInTurn(t *testing.T) {
 	}
 }
 
+// The standby's pace is averaged over half the sync timeout: a window
+// with no acknowledgement (they come in lumps) takes only its share off
+// it, and a window as long as the span replaces it.
+func TestStandbyPaceIsAveragedOverHalfTheTimeout(t *testing.T) {
+	const span = 100 * time.Millisecond
+	for _, c := range []struct {
+		avg, pace float64
+		d         time.Duration
+		n         int
+		want      float64
+	}{
+		{0, 800, 25 * time.Millisecond, 0, 800},     // the first window, as it is
+		{800, 0, 25 * time.Millisecond, 1, 600},     // a lull takes a quarter off
+		{800, 1600, 25 * time.Millisecond, 4, 1000}, // a lump adds a quarter
+		{800, 0, 150 * time.Millisecond, 4, 0},      // a stop longer than the span
+	} {
+		if got := averagePace(c.avg, c.pace, c.d, span, c.n); got != c.want {
+			t.Errorf("averagePace(%v, %v, %v, %v, %d) = %v, want %v", c.avg, c.pace, c.d, span, c.n, got, c.want)
+		}
+	}
+}
+
 // activeBehindLink is an active node's service, configured by cfg, and
 // its standby's store attached to it across a link (newLink, no latency),
 // once the standby follows.

@@ -105,9 +105,9 @@ type Service struct {
 	paceAt    time.Time
 	paceAcked uint64
 	pace      float64
-	// paceWindows is how many windows pace averages.
-	paceWindows int
-	writes      atomic.Uint64
+	// paced says pace holds a window's measure since the degrade.
+	paced  bool
+	writes atomic.Uint64
 	// noticed is when OnWrite was last called, in ns since started: by
 	// the monotonic clock, as a wall clock stepped back by an hour would
 	// hold the notices back for the hour (and the frames' write position
@@ -440,8 +440,8 @@ func (s *Service) keepsPace(acked, lag uint64) bool {
 	now := time.Now()
 	if d := now.Sub(s.paceAt); d >= s.paceWindow() {
 		if !s.paceAt.IsZero() && acked >= s.paceAcked {
-			s.pace = averagePace(s.pace, float64(acked-s.paceAcked)/d.Seconds(), d, s.cfg.SyncTimeout/2, s.paceWindows)
-			s.paceWindows++
+			s.pace = averagePace(s.pace, float64(acked-s.paceAcked)/d.Seconds(), d, s.cfg.SyncTimeout/2, s.paced)
+			s.paced = true
 		}
 		s.paceAt, s.paceAcked = now, acked
 	}
@@ -449,11 +449,11 @@ func (s *Service) keepsPace(acked, lag uint64) bool {
 }
 
 // averagePace is the pace once a window of d that read pace was averaged
-// into avg, the average of n windows before, over span: the first window
-// is taken as it is, and each later one weighs d/span (all of it once d
-// is span or longer).
-func averagePace(avg, pace float64, d, span time.Duration, n int) float64 {
-	if n == 0 {
+// into avg (if paced: the windows before) over span: the first window is
+// taken as it is, and each later one weighs d/span (all of it once d is
+// span or longer).
+func averagePace(avg, pace float64, d, span time.Duration, paced bool) float64 {
+	if !paced {
 		return pace
 	}
 	return avg + (pace-avg)*min(1, d.Seconds()/span.Seconds())
@@ -469,7 +469,7 @@ func (s *Service) degrade(reason string, planned bool) {
 	// The pace is measured anew: a standby that was quick before may
 	// be the one that just made sync degrade.
 	s.paceMu.Lock()
-	s.paceAt, s.pace, s.paceWindows = time.Time{}, 0, 0
+	s.paceAt, s.pace, s.paced = time.Time{}, 0, false
 	s.paceMu.Unlock()
 	if !s.degraded.Swap(true) {
 		// The reason of the degrade that won, as its event says: two

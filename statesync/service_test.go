@@ -447,16 +447,16 @@ func TestStandbyPaceIsAveragedOverHalfTheTimeout(t *testing.T) {
 	for _, c := range []struct {
 		avg, pace float64
 		d         time.Duration
-		n         int
+		paced     bool
 		want      float64
 	}{
-		{0, 800, 25 * time.Millisecond, 0, 800},     // the first window, as it is
-		{800, 0, 25 * time.Millisecond, 1, 600},     // a lull takes a quarter off
-		{800, 1600, 25 * time.Millisecond, 4, 1000}, // a lump adds a quarter
-		{800, 0, 150 * time.Millisecond, 4, 0},      // a stop longer than the span
+		{0, 800, 25 * time.Millisecond, false, 800},    // the first window, as it is
+		{800, 0, 25 * time.Millisecond, true, 600},     // a lull takes a quarter off
+		{800, 1600, 25 * time.Millisecond, true, 1000}, // a lump adds a quarter
+		{800, 0, 150 * time.Millisecond, true, 0},      // a stop longer than the span
 	} {
-		if got := averagePace(c.avg, c.pace, c.d, span, c.n); got != c.want {
-			t.Errorf("averagePace(%v, %v, %v, %v, %d) = %v, want %v", c.avg, c.pace, c.d, span, c.n, got, c.want)
+		if got := averagePace(c.avg, c.pace, c.d, span, c.paced); got != c.want {
+			t.Errorf("averagePace(%v, %v, %v, %v, %v) = %v, want %v", c.avg, c.pace, c.d, span, c.paced, got, c.want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,7 +43,8 @@ func TestSlowStandbyKeepsSyncDegradedWhileTheStreamOutrunsIt(t *testing.T) {
 		}
 		return n
 	}
-	w, stop := writeLoad(t, c, act, 0)
+	w, stopWrites := writeLoad(t, c, act, 0)
+	stop := sync.OnceValue(stopWrites) // here on failure, and below
 	defer stop()
 	// 32 KiB take a second across the link: the standby applies it past
 	// the timeout, and sync degrades.
@@ -67,6 +69,9 @@ func TestSlowStandbyKeepsSyncDegradedWhileTheStreamOutrunsIt(t *testing.T) {
 	var s statusSync
 	from := uint64(0)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the standby did not apply, within 30 s, what was written when the watch began: %+v", s)
+		}
 		st, err := c.Status(act)
 		if err != nil {
 			continue
@@ -77,9 +82,6 @@ func TestSlowStandbyKeepsSyncDegradedWhileTheStreamOutrunsIt(t *testing.T) {
 		}
 		if st.Sync.Acked >= from && time.Since(start) > time.Second {
 			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the standby did not apply what was written 30 s before: %+v", st.Sync)
 		}
 	}
 	// A turn of the old cycle: a write waits out the timeout, and sync

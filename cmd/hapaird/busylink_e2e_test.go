@@ -28,11 +28,7 @@ func TestBusyReplicationLinkIsNoDeadPeer(t *testing.T) {
 	act := settle(t, c)
 	sb := other(act)
 	waitSynced(t, c, act)
-	undo, err := c.Shape(act, lab.Repl, "10mbit")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { undo() })
+	shapeRepl(t, c, act, "10mbit")
 	before := udpPath(t, c, sb)
 
 	// The stream: 32 KiB sessions rewritten as fast as the active takes
@@ -99,6 +95,17 @@ func TestBusyReplicationLinkIsNoDeadPeer(t *testing.T) {
 	// operation, then as a message of a length spelt by its data). The
 	// cluster's cleanup fails the test on a malformed message in either
 	// log (clusterOn).
+}
+
+// shapeRepl makes node's side of the replication link a slow one of rate
+// (lab's Shape), for the rest of the test.
+func shapeRepl(t *testing.T, c *lab.Cluster, node, rate string) {
+	t.Helper()
+	undo, err := c.Shape(node, lab.Repl, rate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { undo() })
 }
 
 // udpPath is node's UDP heartbeat path as its status says.

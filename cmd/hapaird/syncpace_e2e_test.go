@@ -25,11 +25,7 @@ func TestSlowStandbyKeepsSyncDegradedWhileTheStreamOutrunsIt(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{SyncMode: "sync", Extra: "\n[sessions]\nsync_timeout = \"200ms\"\n"})
 	act := settle(t, c)
 	waitSynced(t, c, act)
-	undo, err := c.Shape(act, lab.Repl, "256kbit")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { undo() })
+	shapeRepl(t, c, act, "256kbit")
 	events := follow(t, c, act)
 	defer events.stop()
 	degrades := func() int {

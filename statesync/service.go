@@ -149,8 +149,9 @@ type Stats struct {
 	Snapshots, Resumes, Writes uint64
 	CutOff                     uint64 // event subscribers dropped for not reading
 	// DegradedReason is why sync mode degraded, and StandbyPace the
-	// writes a second the standby acknowledged over the last window
-	// measured while degraded (0: none yet), while Degraded.
+	// writes a second the standby acknowledged lately, averaged over
+	// half the sync timeout (keepsPace; 0: none measured yet), while
+	// Degraded.
 	DegradedReason string
 	StandbyPace    float64
 }

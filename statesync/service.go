@@ -105,9 +105,11 @@ type Service struct {
 	paceAt    time.Time
 	paceAcked uint64
 	pace      float64
-	// paced says pace holds a window's measure since the degrade.
-	paced  bool
-	writes atomic.Uint64
+	// paced says pace holds a window's measure since the degrade, of the
+	// standby connection paceConn counts (Attached).
+	paced    bool
+	paceConn uint64
+	writes   atomic.Uint64
 	// noticed is when OnWrite was last called, in ns since started: by
 	// the monotonic clock, as a wall clock stepped back by an hour would
 	// hold the notices back for the hour (and the frames' write position
@@ -150,10 +152,11 @@ type Stats struct {
 	CutOff                     uint64 // event subscribers dropped for not reading
 	// DegradedReason is why sync mode degraded, and StandbyPace the
 	// writes a second the standby acknowledged lately, averaged over
-	// half the sync timeout (keepsPace; 0: none measured yet), while
+	// half the sync timeout (measurePace; nil: none measured yet, so a
+	// standby that stopped applying reads 0, not nothing), while
 	// Degraded.
 	DegradedReason string
-	StandbyPace    float64
+	StandbyPace    *float64
 }
 
 // Stats reads the figures without waiting for the store.
@@ -169,7 +172,9 @@ func (s *Service) Stats() Stats {
 			st.DegradedReason = *why
 		}
 		s.paceMu.Lock()
-		st.StandbyPace = s.pace
+		if s.paced {
+			st.StandbyPace = new(s.pace)
+		}
 		s.paceMu.Unlock()
 	}
 	return st
@@ -395,7 +400,7 @@ func (s *Service) settle(seq uint64, term <-chan struct{}) error {
 // acknowledging all of them without the standby meanwhile.
 //
 // Nor one that is further behind than it applies in half the sync
-// timeout, at the pace it acknowledged writes lately (keepsPace): a
+// timeout, at the pace it acknowledged writes lately (measurePace): a
 // standby that applies, but slower than the writer writes, is kept
 // within the backpressure's bound, thousands of writes behind, and the
 // write that restored sync waited out the timeout for it and degraded
@@ -410,21 +415,24 @@ func (s *Service) restorable(seq uint64) bool {
 	if acked+1 >= seq {
 		return true // it lacks only this write
 	}
-	return acked >= s.floor.Load() && acked+maxLag >= seq && s.keepsPace(acked, seq-acked)
+	// Measured before the other tests, so a standby that is far behind
+	// or hung has a pace too: status says it applies nothing.
+	pace, ok := s.measurePace(acked)
+	return ok && acked >= s.floor.Load() && acked+maxLag >= seq && float64(seq-acked) <= pace*(s.cfg.SyncTimeout/2).Seconds()
 }
 
-// paceWindow is how long keepsPace measures the standby's pace over: long
+// paceWindow is how long measurePace measures the standby's pace over: long
 // enough for a pipelined stream's acknowledgements to average out, short
 // enough that sync comes back within a fraction of the timeout.
 func (s *Service) paceWindow() time.Duration {
 	return min(max(s.cfg.SyncTimeout/8, 5*time.Millisecond), 50*time.Millisecond)
 }
 
-// keepsPace says whether a standby at acked, lag writes behind, applies
-// them within half the sync timeout at the pace it kept lately. Degraded
-// writes only: one of them at a time measures, and a write that finds
-// another measuring does not restore sync (the next will), so many
-// writers do not queue on the lock.
+// measurePace is the pace the standby kept lately, measured at acked
+// (ok false: another write measures it, and does not restore sync, so
+// many writers do not queue on the lock; the next will). Degraded writes
+// only. Sync is restored for a standby that applies what it lacks within
+// half the sync timeout at that pace (restorable).
 //
 // Each window's pace is averaged into the last (exponentially, over half
 // the sync timeout, the span it predicts): acknowledgements come in lumps
@@ -433,20 +441,26 @@ func (s *Service) paceWindow() time.Duration {
 // beside busy CPUs, the pace of a single window read 0 in two of three
 // runs, as status said, and a lump could restore sync for a standby that
 // could not keep it.
-func (s *Service) keepsPace(acked, lag uint64) bool {
+//
+// A standby that connected anew starts a new measure: its
+// acknowledgements restart from its snapshot's or resume's point, and a
+// window across that jump would read the snapshot as a pace.
+func (s *Service) measurePace(acked uint64) (float64, bool) {
 	if !s.paceMu.TryLock() {
-		return false
+		return 0, false
 	}
 	defer s.paceMu.Unlock()
-	now := time.Now()
-	if d := now.Sub(s.paceAt); d >= s.paceWindow() {
+	now, conn := time.Now(), s.repl.Attached()
+	if conn != s.paceConn {
+		s.paceAt, s.paceAcked, s.paceConn, s.pace, s.paced = now, acked, conn, 0, false
+	} else if d := now.Sub(s.paceAt); d >= s.paceWindow() {
 		if !s.paceAt.IsZero() && acked >= s.paceAcked {
 			s.pace = averagePace(s.pace, float64(acked-s.paceAcked)/d.Seconds(), d, s.cfg.SyncTimeout/2, s.paced)
 			s.paced = true
 		}
 		s.paceAt, s.paceAcked = now, acked
 	}
-	return float64(lag) <= s.pace*(s.cfg.SyncTimeout/2).Seconds()
+	return s.pace, true
 }
 
 // averagePace is the pace once a window of d that read pace was averaged

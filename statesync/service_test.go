@@ -331,8 +331,9 @@ func TestSyncIsRestoredUnderAPipelinedStream(t *testing.T) {
 
 // A standby that stops applying (hung, its connection still up) makes sync
 // mode degrade once, after the sync timeout; it does not come back with
-// the next write, or every write would wait out the timeout for it. Once
-// the standby applies again, sync is restored.
+// the next write, or every write would wait out the timeout for it;
+// status says it applies nothing. Once the standby applies again, sync is
+// restored.
 func TestAHungStandbyDoesNotRestoreSync(t *testing.T) {
 	const timeout = time.Second
 	svc, _, _, _, p := activeBehindLink(t, ServiceConfig{Mode: Sync, SyncTimeout: timeout})
@@ -354,6 +355,19 @@ func TestAHungStandbyDoesNotRestoreSync(t *testing.T) {
 		if took := time.Since(start); took >= timeout || !svc.Degraded() {
 			t.Fatalf("write %d after the degradation took %v, degraded %v: sync restored for a standby that applies nothing", i, took, svc.Degraded())
 		}
+	}
+	// Once writes have gone on for a window, status says the standby
+	// applied nothing: a pace of 0, not one left out as not measured.
+	for deadline := time.Now().Add(10 * time.Second); svc.Stats().StandbyPace == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no pace measured for the hung standby in 10 s of writes")
+		}
+		if _, err := svc.Write(store.OpUpdate, "call", []byte("2")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := svc.Stats(); !st.Degraded || *st.StandbyPace != 0 {
+		t.Errorf("status beside a standby that applies nothing: degraded %v, pace %v", st.Degraded, *st.StandbyPace)
 	}
 	p.thaw()
 	for deadline := time.Now().Add(10 * time.Second); svc.Degraded(); time.Sleep(time.Millisecond) {
@@ -415,7 +429,7 @@ func TestAStandbySlowerThanTheWriterDoesNotRestoreSyncInTurn(t *testing.T) {
 		t.Errorf("%d writes flat out beside a slow standby: sync degraded %d times, %d writes waited the timeout", n, d, slow)
 	}
 	// Status says why it is degraded, and the standby's pace.
-	if st := svc.Stats(); !st.Degraded || !strings.Contains(st.DegradedReason, "did not apply a write within 200ms") || st.StandbyPace < 100 || st.StandbyPace > 1e6 {
+	if st := svc.Stats(); !st.Degraded || !strings.Contains(st.DegradedReason, "did not apply a write within 200ms") || st.StandbyPace == nil || *st.StandbyPace < 100 || *st.StandbyPace > 1e6 {
 		t.Errorf("status while degraded: %+v", st)
 	}
 	// The writer slows below the standby's pace: sync comes back, and a
@@ -434,7 +448,7 @@ func TestAStandbySlowerThanTheWriterDoesNotRestoreSyncInTurn(t *testing.T) {
 	if _, applied := fs.Seq(); applied < seq {
 		t.Errorf("a write acknowledged at %d with the standby at %d after sync was restored", seq, applied)
 	}
-	if st := svc.Stats(); st.Degraded || st.DegradedReason != "" || st.StandbyPace != 0 {
+	if st := svc.Stats(); st.Degraded || st.DegradedReason != "" || st.StandbyPace != nil {
 		t.Errorf("status once restored: %+v", st)
 	}
 }

@@ -118,11 +118,11 @@ type Sync struct {
 	Writes    uint64 `json:"writes"`              // session writes accepted here
 	CutOff    uint64 `json:"subscribers_cut_off"` // event subscribers dropped for not reading
 	// DegradedReason is why, and StandbyPace the writes a second the
-	// standby acknowledged lately (0: not measured yet), while Degraded:
-	// sync comes back once it can apply what it lacks within half the
-	// sync timeout at that pace.
-	DegradedReason string  `json:"degraded_reason,omitempty"`
-	StandbyPace    float64 `json:"standby_writes_per_second,omitempty"`
+	// standby acknowledged lately (absent: not measured yet; 0: it
+	// applied nothing), while Degraded: sync comes back once it can
+	// apply what it lacks within half the sync timeout at that pace.
+	DegradedReason string   `json:"degraded_reason,omitempty"`
+	StandbyPace    *float64 `json:"standby_writes_per_second,omitempty"`
 }
 
 // HoldDown is the damping of a flapping link (hapair.toml's hold_down).

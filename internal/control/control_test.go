@@ -73,7 +73,8 @@ func TestDegradedSyncSaysWhyAndThePace(t *testing.T) {
 		sync Sync
 		want string
 	}{
-		{Sync{Mode: "sync", Degraded: true, DegradedReason: why, StandbyPace: 4312.4}, "sync degraded: " + why + "; the standby applied 4312 writes/s lately; sync comes back once"},
+		{Sync{Mode: "sync", Degraded: true, DegradedReason: why, StandbyPace: new(4312.4)}, "sync degraded: " + why + "; the standby applied 4312 writes/s lately; sync comes back once"},
+		{Sync{Mode: "sync", Degraded: true, DegradedReason: why, StandbyPace: new(0.0)}, "sync degraded: " + why + "; the standby applied no writes lately; sync comes back once"},
 		{Sync{Mode: "sync", Degraded: true, DegradedReason: why}, "sync degraded: " + why + "; sync comes back once"},
 		{Sync{Mode: "sync"}, ""},
 	} {

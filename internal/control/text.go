@@ -168,8 +168,12 @@ func (s Status) writeSessions(b *strings.Builder) {
 	fmt.Fprintf(b, "sessions: %d, replication %s, mode %s%s, %s\n", s.Sync.Sessions, conn, s.Sync.Mode, syncDeg, pos)
 	if s.Sync.Degraded && s.Sync.DegradedReason != "" {
 		pace := ""
-		if s.Sync.StandbyPace > 0 {
-			pace = fmt.Sprintf("; the standby applied %.0f writes/s lately", s.Sync.StandbyPace)
+		switch p := s.Sync.StandbyPace; {
+		case p == nil: // not measured yet
+		case *p < 0.5:
+			pace = "; the standby applied no writes lately"
+		default:
+			pace = fmt.Sprintf("; the standby applied %.0f writes/s lately", *p)
 		}
 		fmt.Fprintf(b, "sync degraded: %s%s; sync comes back once the standby can apply what it lacks within half the sync timeout\n", s.Sync.DegradedReason, pace)
 	}

@@ -13,13 +13,32 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
+	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 var allNodes = netip.MustParseAddr("ff02::1")
 
+// takeNothing is a socket filter that drops every frame: set before the
+// socket is bound, so none is queued.
+var takeNothing = func() []bpf.RawInstruction {
+	raw, err := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
+	if err != nil {
+		panic(err) // a constant program
+	}
+	return raw
+}()
+
 // announcer sends the announcements for one interface. Its sockets are
 // opened on first use and kept while the manager lives: opening a packet
-// socket costs more than sending a frame.
+// socket costs more than sending a frame. They only send, and take
+// nothing in (takeNothing, an ICMPv6 filter that blocks every type):
+// unfiltered and never read, each kept every ARP frame or ICMPv6 message
+// of the segment until its buffer was full, about 200 KB of the kernel's
+// memory for as long as the daemon ran, and each of those woke the Go
+// runtime's poller.
 type announcer struct {
 	mu  sync.Mutex // the burst and a refresh may send at once
 	ifi *net.Interface
@@ -88,10 +107,16 @@ func (m *Manager) send(a *announcer, addr netip.Addr) error {
 	defer a.mu.Unlock()
 	if addr.Is4() {
 		if a.arp == nil {
-			// arp.Dial wants an IPv4 address on the interface: the VIP
+			// arp.New wants an IPv4 address on the interface: the VIP
 			// itself, just added, will do.
-			err := m.inNS(func() (err error) {
-				a.arp, err = arp.Dial(a.ifi)
+			err := m.inNS(func() error {
+				p, err := packet.Listen(a.ifi, packet.Raw, unix.ETH_P_ARP, &packet.Config{Filter: takeNothing})
+				if err != nil {
+					return err
+				}
+				if a.arp, err = arp.New(a.ifi, p); err != nil {
+					p.Close()
+				}
 				return err
 			})
 			if err != nil {
@@ -117,13 +142,25 @@ func (m *Manager) send(a *announcer, addr netip.Addr) error {
 	}
 	if a.ndp == nil {
 		err := m.inNS(func() (err error) {
-			a.ndp, _, err = ndp.Listen(a.ifi, ndp.LinkLocal)
+			c, _, err := ndp.Listen(a.ifi, ndp.LinkLocal)
 			if err != nil {
 				// No link-local address yet (DAD still running): the
 				// VIP itself is a valid source for an advertisement.
-				a.ndp, _, err = ndp.Listen(a.ifi, ndp.Addr(addr.String()))
+				c, _, err = ndp.Listen(a.ifi, ndp.Addr(addr.String()))
 			}
-			return err
+			if err != nil {
+				return err
+			}
+			// Only sends: it takes no ICMPv6 (what came in the
+			// moment before this is held, not grown).
+			var f ipv6.ICMPFilter
+			f.SetAll(true)
+			if err := c.SetICMPFilter(&f); err != nil {
+				c.Close()
+				return err
+			}
+			a.ndp = c
+			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("vip: ndp socket on %s: %w", a.ifi.Name, err)

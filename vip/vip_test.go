@@ -4,16 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hapair/hapair/lab"
 	"github.com/hapair/hapair/lab/labtest"
+	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/net/icmp"
+	"golang.org/x/sys/unix"
 )
 
 func manager(t testing.TB, ns string, lease time.Duration, addrs ...netip.Prefix) *Manager {
@@ -551,4 +556,147 @@ func TestAnnouncesTheMACTheInterfaceHasNow(t *testing.T) {
 		m.Announce()
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// The announcer's sockets only send. Unfiltered and never read, the ARP
+// socket kept every ARP frame of the segment and the NDP socket every
+// ICMPv6 message to the node, each until its buffer was full: about 200 KB
+// of kernel memory held for as long as the daemon ran, and a wake-up of
+// the runtime's poller for each. Another host announces its own address,
+// often, while a socket of the test's own sees the frames arrive; the
+// announcer's sockets hold none of them.
+func TestAnnouncerSocketsTakeNothingIn(t *testing.T) {
+	for _, tc := range []struct {
+		vip, other netip.Prefix
+		table      string
+	}{
+		{lab.VIP, netip.MustParsePrefix("192.0.2.77/24"), "packet"},
+		{lab.VIP6, netip.MustParsePrefix("2001:db8:1::77/64"), "raw6"},
+	} {
+		t.Run(tc.vip.Addr().String(), func(t *testing.T) {
+			p := labtest.NewPair(t, lab.Options{})
+			a := manager(t, p.A, 0, tc.vip)
+			if err := a.Claim(); err != nil {
+				t.Fatal(err)
+			}
+			if a.Stats().Announcements == 0 {
+				t.Fatal("the claim announced nothing: no socket to look at")
+			}
+			// The announcer's sockets are among the test's open
+			// sockets now; the one opened next to watch the segment
+			// is not.
+			announcers := socketInodes(t)
+			var watch interface {
+				SetReadDeadline(time.Time) error
+				ReadFrom([]byte) (int, net.Addr, error)
+				Close() error
+			}
+			err := a.inNS(func() (err error) {
+				if tc.vip.Addr().Is4() {
+					ifi, err := net.InterfaceByName(lab.Public)
+					if err != nil {
+						return err
+					}
+					watch, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
+					return err
+				}
+				watch, err = icmp.ListenPacket("ip6:ipv6-icmp", "::")
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer watch.Close()
+			b := manager(t, p.B, 0, tc.other)
+			if err := b.Claim(); err != nil {
+				t.Fatal(err)
+			}
+			seen, buf := 0, make([]byte, 1500)
+			for deadline := time.Now().Add(5 * time.Second); seen < 50; {
+				if time.Now().After(deadline) {
+					t.Fatalf("the watching socket saw %d frames in 5 s of the other host's announcements; the test needs 50", seen)
+				}
+				if err := b.Announce(); err != nil {
+					t.Fatal(err)
+				}
+				watch.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+				for {
+					if _, _, err := watch.ReadFrom(buf); err != nil {
+						break
+					}
+					seen++
+				}
+			}
+			queued := map[uint64]uint64{}
+			err = a.inNS(func() error {
+				var err error
+				queued, err = socketQueues("/proc/thread-self/net/"+tc.table, announcers)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(queued) == 0 {
+				t.Fatalf("no socket of the announcer's in /proc/net/%s", tc.table)
+			}
+			for ino, n := range queued {
+				if n != 0 {
+					t.Errorf("the announcer's socket %d holds %d bytes of the segment's traffic (%d frames seen meanwhile); want none", ino, n, seen)
+				}
+			}
+		})
+	}
+}
+
+// socketInodes lists the inodes of the test process's open sockets.
+func socketInodes(t *testing.T) map[uint64]bool {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint64]bool{}
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err != nil {
+			continue // closed since the listing
+		}
+		var ino uint64
+		if _, err := fmt.Sscanf(target, "socket:[%d]", &ino); err == nil {
+			out[ino] = true
+		}
+	}
+	return out
+}
+
+// socketQueues reads, from a /proc/net table of packet or raw6 sockets,
+// the bytes queued to receive on each socket among inodes.
+func socketQueues(table string, inodes map[uint64]bool) (map[uint64]uint64, error) {
+	b, err := os.ReadFile(table)
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint64]uint64{}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for _, line := range lines[1:] {
+		f := strings.Fields(line)
+		var ino, queued uint64
+		switch {
+		case strings.HasSuffix(table, "packet") && len(f) >= 9:
+			// sk RefCnt Type Proto Iface R Rmem User Inode
+			ino, _ = strconv.ParseUint(f[8], 10, 64)
+			queued, _ = strconv.ParseUint(f[6], 10, 64)
+		case strings.HasSuffix(table, "raw6") && len(f) >= 10:
+			// sl local remote st tx_queue:rx_queue tr:when retrnsmt uid timeout inode
+			ino, _ = strconv.ParseUint(f[9], 10, 64)
+			_, rx, _ := strings.Cut(f[4], ":")
+			queued, _ = strconv.ParseUint(rx, 16, 64)
+		default:
+			return nil, fmt.Errorf("%s: a line not understood: %q", table, line)
+		}
+		if inodes[ino] {
+			out[ino] = queued
+		}
+	}
+	return out, nil
 }

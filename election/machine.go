@@ -70,11 +70,11 @@ type Machine struct {
 	peerSeen bool
 	peer     Peer
 	down     map[string]bool // heartbeat paths down: degraded
-	// heard says, per path, whether the peer hears us there; unheardAt
-	// is when it last came to hear us on none, splitAt when we last began
-	// to see it active while we are.
-	heard              map[string]bool
-	unheardAt, splitAt time.Time
+	// heard says, per path, whether the peer hears us there; oneWayAt
+	// is when the one-way split began (oneWay), zero while it does not
+	// hold.
+	heard    map[string]bool
+	oneWayAt time.Time
 	// written is this node's store position; peerActiveWritten the last
 	// position the peer advertised while active.
 	written           uint64
@@ -295,14 +295,16 @@ func (m *Machine) Step(ev Event) []Action {
 	case NewSession:
 		m.lastNewSession = ev.Now
 	case Heard:
-		was := m.heardAnywhere()
 		m.heard[ev.Path] = ev.Heard
-		if was && !m.heardAnywhere() {
-			m.unheardAt = ev.Now
-		}
 	}
 	if ev.Kind != Switchover {
 		m.awaitSwitchover(ev.Now)
+	}
+	switch {
+	case !m.oneWay():
+		m.oneWayAt = time.Time{}
+	case m.oneWayAt.IsZero():
+		m.oneWayAt = ev.Now
 	}
 	return m.acts
 }
@@ -375,22 +377,29 @@ func (m *Machine) heardAnywhere() bool {
 // no path: a one-way link.
 func (m *Machine) unheard() bool { return m.peerSeen && !m.heardAnywhere() }
 
+// oneWay says both nodes are active, neither leaving, and the peer, not
+// fenced, does not hear this node: a one-way split (oneWaySplit).
+func (m *Machine) oneWay() bool {
+	return m.role == Active && !m.leaving && m.peerSeen && m.peer.Role == Active && !m.peer.Leaving && !m.peer.Fenced && m.unheard()
+}
+
 // oneWaySplit handles both nodes active while the peer does not hear us
 // (design.md section 4): the peer can never learn it lost an arbitration,
 // so both would stay active for as long as the fault lasts. This node, the
 // one that sees the whole picture, yields, once the condition has held for
 // a dead interval (after a healed isolation both hear each other within an
 // interval and arbitrate as usual). A locked node never changes role by
-// itself: it reports.
+// itself: it reports. Not to a fenced peer: its agent hangs and its core
+// lets the VIPs go to this node.
+//
+// The interval counts from when the condition began (oneWayAt, read after
+// every event), not from a frame that turned the peer active: a frozen
+// active's first frame after it thawed said it was fenced, the next one
+// active, and the split's start, taken only after a frame that was not
+// an active's, was long past, so this node yielded at once and the
+// thawed node took the VIPs back (CI; TestOneWaySplitCountsFromWhenItBegan).
 func (m *Machine) oneWaySplit(now time.Time) {
-	if m.role != Active || !m.peerSeen || m.peer.Role != Active || m.peer.Leaving || m.leaving || !m.unheard() {
-		return
-	}
-	since := m.splitAt
-	if m.unheardAt.After(since) {
-		since = m.unheardAt
-	}
-	if now.Sub(since) < m.cfg.Dead {
+	if !m.oneWay() || now.Sub(m.oneWayAt) < m.cfg.Dead {
 		return
 	}
 	if m.locked {
@@ -704,9 +713,6 @@ func (m *Machine) peerFrame(ev Event) {
 				m.advertise()
 			}
 		case p.Role == Active && !p.Leaving && !m.leaving:
-			if prev.Role != Active || !prevSeen {
-				m.splitAt = ev.Now
-			}
 			m.splitBrain(ev.Now, p)
 		case !m.healthy && !m.locked && m.peerEligible():
 			m.handOverInFault(ev.Now)

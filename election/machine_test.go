@@ -917,6 +917,43 @@ func TestOneWaySplitYields(t *testing.T) {
 	}
 }
 
+// The one-way rule's dead interval counts from when the condition began,
+// whatever the peer's frames said before. A frozen active thawed (CI,
+// beside a loaded machine's Debian build): its core's first frame said it
+// was fenced (its agent's lease ran out in the freeze), the next, before
+// its agent had stepped down, ACTIVE without the fence, and neither yet
+// echoed this node, which had taken over. The split's start was taken
+// only from a frame after one that was not an active's, so the rule
+// measured from long before and this node yielded at once; the thawed
+// node, stepping down a moment later, found nobody active and took the
+// VIPs back. A peer that is fenced, or leaving, is no reason to yield.
+func TestOneWaySplitCountsFromWhenItBegan(t *testing.T) {
+	for _, first := range []Peer{
+		{Role: Active, Fault: true, Fenced: true},
+		{Role: Active, Leaving: true},
+	} {
+		m := standbyMachine(t)
+		m.Step(Event{Kind: Heard, Now: at(20), Path: "raw", Heard: true})
+		m.Step(Event{Kind: PathDown, Now: at(400), Path: "raw"})
+		m.Step(Event{Kind: PeerLost, Now: at(400)})
+		if m.Role() != Active {
+			t.Fatalf("setup: %v after the peer was lost", m.Role())
+		}
+		m.Step(Event{Kind: PathUp, Now: at(5000), Path: "raw"})
+		m.Step(Event{Kind: PeerFrame, Now: at(5000), Peer: first})
+		if m.Step(Event{Kind: Tick, Now: at(5000 + 400)}); m.Role() != Active {
+			t.Fatalf("after %+v: yielded to a peer fenced or leaving: %v", first, m.Role())
+		}
+		m.Step(Event{Kind: PeerFrame, Now: at(5400), Peer: Peer{Role: Active}})
+		if m.Step(Event{Kind: Tick, Now: at(5400 + 299)}); m.Role() != Active {
+			t.Fatalf("after %+v: yielded before a dead interval of the one-way condition: %v", first, m.Role())
+		}
+		if m.Step(Event{Kind: Tick, Now: at(5400 + 300)}); m.Role() != Standby {
+			t.Errorf("after %+v: the one-way condition held a dead interval and this node is %v", first, m.Role())
+		}
+	}
+}
+
 // The machine says when a split brain starts, once, so that the agent need
 // not compare states before and after a step.
 func TestSplitBrainStartedOnce(t *testing.T) {

@@ -393,11 +393,11 @@ func (m *Machine) oneWay() bool {
 // lets the VIPs go to this node.
 //
 // The interval counts from when the condition began (oneWayAt, read after
-// every event), not from a frame that turned the peer active: a frozen
-// active's first frame after it thawed said it was fenced, the next one
-// active, and the split's start, taken only after a frame that was not
-// an active's, was long past, so this node yielded at once and the
-// thawed node took the VIPs back (CI; TestOneWaySplitCountsFromWhenItBegan).
+// every event). It was taken from the frame that turned the peer active,
+// and a fenced active's frame took no start: a frozen active's first
+// frames after it thawed said ACTIVE and fenced, and this node yielded at
+// its next tick, measured from long before; the thawed node then took
+// the VIPs back (CI; TestOneWaySplitCountsFromWhenItBegan).
 func (m *Machine) oneWaySplit(now time.Time) {
 	if !m.oneWay() || now.Sub(m.oneWayAt) < m.cfg.Dead {
 		return

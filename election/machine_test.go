@@ -919,14 +919,15 @@ func TestOneWaySplitYields(t *testing.T) {
 
 // The one-way rule's dead interval counts from when the condition began,
 // whatever the peer's frames said before. A frozen active thawed (CI,
-// beside a loaded machine's Debian build): its core's first frame said it
-// was fenced (its agent's lease ran out in the freeze), the next, before
-// its agent had stepped down, ACTIVE without the fence, and neither yet
-// echoed this node, which had taken over. The split's start was taken
-// only from a frame after one that was not an active's, so the rule
-// measured from long before and this node yielded at once; the thawed
-// node, stepping down a moment later, found nobody active and took the
-// VIPs back. A peer that is fenced, or leaving, is no reason to yield.
+// beside a loaded machine's Debian build): its core's first frames said
+// ACTIVE and fenced (its agent's lease ran out in the freeze), and did not
+// echo this node, which had taken over. The split's start was taken only
+// from an unfenced active's frame after one that was not, and the rule
+// did not look at the fence, so it measured from long before and this
+// node yielded at its next tick; the thawed node, stepping down a moment
+// later, found nobody active and took the VIPs back. A peer that is
+// fenced, or leaving, is no reason to yield; an active's frame after
+// such a one starts the dead interval.
 func TestOneWaySplitCountsFromWhenItBegan(t *testing.T) {
 	for _, first := range []Peer{
 		{Role: Active, Fault: true, Fenced: true},

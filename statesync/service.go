@@ -408,16 +408,17 @@ func (s *Service) settle(seq uint64, term <-chan struct{}) error {
 // time every writer waited the timeout). Such a standby restores sync
 // when the writer slows below its pace, as a paused writer's standby does.
 func (s *Service) restorable(seq uint64) bool {
-	if s.repl.Attached() <= s.stoppedConns.Load() || !s.repl.Following() {
+	conn := s.repl.Attached()
+	if conn <= s.stoppedConns.Load() || !s.repl.Following() {
 		return false
 	}
-	acked := s.repl.Acked()
+	acked := s.repl.Acked() // read after conn: of that connection or a newer one
 	if acked+1 >= seq {
 		return true // it lacks only this write
 	}
 	// Measured before the other tests, so a standby that is far behind
 	// or hung has a pace too: status says it applies nothing.
-	pace, ok := s.measurePace(acked)
+	pace, ok := s.measurePace(conn, acked)
 	return ok && acked >= s.floor.Load() && acked+maxLag >= seq && float64(seq-acked) <= pace*(s.cfg.SyncTimeout/2).Seconds()
 }
 
@@ -428,11 +429,12 @@ func (s *Service) paceWindow() time.Duration {
 	return min(max(s.cfg.SyncTimeout/8, 5*time.Millisecond), 50*time.Millisecond)
 }
 
-// measurePace is the pace the standby kept lately, measured at acked
-// (ok false: another write measures it, and does not restore sync, so
-// many writers do not queue on the lock; the next will). Degraded writes
-// only. Sync is restored for a standby that applies what it lacks within
-// half the sync timeout at that pace (restorable).
+// measurePace is the pace the standby kept lately, measured at acked on
+// its connection conn (Attached). ok false: another write measures it,
+// and this one does not restore sync, so many writers do not queue on
+// the lock (the next will). Degraded writes only. Sync is restored for a
+// standby that applies what it lacks within half the sync timeout at
+// that pace (restorable).
 //
 // Each window's pace is averaged into the last (exponentially, over half
 // the sync timeout, the span it predicts): acknowledgements come in lumps
@@ -445,12 +447,12 @@ func (s *Service) paceWindow() time.Duration {
 // A standby that connected anew starts a new measure: its
 // acknowledgements restart from its snapshot's or resume's point, and a
 // window across that jump would read the snapshot as a pace.
-func (s *Service) measurePace(acked uint64) (float64, bool) {
+func (s *Service) measurePace(conn, acked uint64) (float64, bool) {
 	if !s.paceMu.TryLock() {
 		return 0, false
 	}
 	defer s.paceMu.Unlock()
-	now, conn := time.Now(), s.repl.Attached()
+	now := time.Now()
 	if conn != s.paceConn {
 		s.paceAt, s.paceAcked, s.paceConn, s.pace, s.paced = now, acked, conn, 0, false
 	} else if d := now.Sub(s.paceAt); d >= s.paceWindow() {

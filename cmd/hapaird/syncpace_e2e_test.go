@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -117,4 +118,64 @@ type statusSync struct {
 	reason   string
 	pace     float64 // -1: not measured
 	behind   uint64
+}
+
+// In sync mode, a standby whose daemon hangs (SIGSTOP; its heartbeat core,
+// host and links run on, so its replication connection stays up) applies
+// nothing while the application writes on: sync degrades, and status says
+// the standby applied no writes lately, where it said nothing about its
+// pace before (only a standby past the degrade's floor was measured).
+// Resumed, it catches up and sync comes back.
+func TestHungStandbyShowsNoWritesApplied(t *testing.T) {
+	t.Parallel()
+	c := cluster(t, lab.ConfigOptions{SyncMode: "sync", Extra: "\n[sessions]\nsync_timeout = \"200ms\"\n"})
+	act := settle(t, c)
+	sb := other(act)
+	waitSynced(t, c, act)
+	events := follow(t, c, act)
+	defer events.stop()
+	if err := c.Signal(sb, syscall.SIGSTOP, 0); err != nil {
+		t.Fatal(err)
+	}
+	resume := sync.OnceValue(func() error { return c.Signal(sb, syscall.SIGCONT, 0) })
+	defer resume()
+	_, stopWrites := writeLoad(t, c, act, 0)
+	stop := sync.OnceValue(stopWrites)
+	defer stop()
+	events.wait(t, "sync-degraded")
+	var last string
+	if !pollUntil(10*time.Second, func() bool {
+		s, err := c.Status(act)
+		if err != nil {
+			return false
+		}
+		last = s.Text()
+		return s.Sync.Degraded && s.Sync.StandbyPace != nil
+	}) {
+		t.Fatalf("no pace measured for the hung standby within 10 s:\n%s", last)
+	}
+	if !strings.Contains(last, "the standby applied no writes lately") {
+		t.Errorf("status beside the hung standby:\n%s", last)
+	}
+	stop()
+	if err := resume(); err != nil {
+		t.Fatal(err)
+	}
+	cl := api(t, c, act)
+	if _, err := cl.Create(context.Background(), "after", nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if i == 2000 {
+			t.Fatal("sync not restored once the standby resumed")
+		}
+		if _, err := cl.Update(context.Background(), "after", []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if s, err := c.Status(act); err == nil && !s.Sync.Degraded {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // the application's own pace
+	}
+	events.wait(t, "sync-restored")
 }

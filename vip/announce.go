@@ -141,7 +141,7 @@ func (m *Manager) send(a *announcer, addr netip.Addr) error {
 		return nil
 	}
 	if a.ndp == nil {
-		err := m.inNS(func() (err error) {
+		err := m.inNS(func() error {
 			c, _, err := ndp.Listen(a.ifi, ndp.LinkLocal)
 			if err != nil {
 				// No link-local address yet (DAD still running): the

@@ -97,19 +97,28 @@ func TestSlowStandbyKeepsSyncDegradedWhileTheStreamOutrunsIt(t *testing.T) {
 	}
 	// The application slows below the standby's pace: sync comes back.
 	stop()
+	writeSlowlyUntilRestored(t, c, act, "big", "with the writer slower than the standby")
+	events.wait(t, "sync-restored")
+}
+
+// writeSlowlyUntilRestored updates session on node every 10 ms until the
+// node's sync mode is no longer degraded, for at most 2,000 writes; when
+// says in what case sync should have come back.
+func writeSlowlyUntilRestored(t *testing.T, c *lab.Cluster, node, session, when string) {
+	t.Helper()
+	cl := api(t, c, node)
 	for i := 0; ; i++ {
 		if i == 2000 {
-			t.Fatal("sync not restored with the writer slower than the standby")
+			t.Fatal("sync not restored " + when)
 		}
-		if _, err := cl.Update(context.Background(), "big", []byte{byte(i)}); err != nil {
+		if _, err := cl.Update(context.Background(), session, []byte{byte(i)}); err != nil {
 			t.Fatal(err)
 		}
-		if st, err := c.Status(act); err == nil && !st.Sync.Degraded {
-			break
+		if st, err := c.Status(node); err == nil && !st.Sync.Degraded {
+			return
 		}
 		time.Sleep(10 * time.Millisecond) // the application's own pace
 	}
-	events.wait(t, "sync-restored")
 }
 
 // statusSync is what the slow-standby test keeps of the active's status.
@@ -161,21 +170,9 @@ func TestHungStandbyShowsNoWritesApplied(t *testing.T) {
 	if err := resume(); err != nil {
 		t.Fatal(err)
 	}
-	cl := api(t, c, act)
-	if _, err := cl.Create(context.Background(), "after", nil); err != nil {
+	if _, err := api(t, c, act).Create(context.Background(), "after", nil); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; ; i++ {
-		if i == 2000 {
-			t.Fatal("sync not restored once the standby resumed")
-		}
-		if _, err := cl.Update(context.Background(), "after", []byte{byte(i)}); err != nil {
-			t.Fatal(err)
-		}
-		if s, err := c.Status(act); err == nil && !s.Sync.Degraded {
-			break
-		}
-		time.Sleep(10 * time.Millisecond) // the application's own pace
-	}
+	writeSlowlyUntilRestored(t, c, act, "after", "once the standby resumed")
 	events.wait(t, "sync-restored")
 }

@@ -152,9 +152,9 @@ type Stats struct {
 	CutOff                     uint64 // event subscribers dropped for not reading
 	// DegradedReason is why sync mode degraded, and StandbyPace the
 	// writes a second the standby acknowledged lately, averaged over
-	// half the sync timeout (measurePace; nil: none measured yet, so a
-	// standby that stopped applying reads 0, not nothing), while
-	// Degraded.
+	// half the sync timeout (measurePace; nil: none measured yet on the
+	// standby connected now, so a standby that stopped applying reads 0,
+	// not nothing), while Degraded.
 	DegradedReason string
 	StandbyPace    *float64
 }
@@ -171,8 +171,11 @@ func (s *Service) Stats() Stats {
 		if why := s.degradedWhy.Load(); why != nil {
 			st.DegradedReason = *why
 		}
+		// The pace of the standby connected now: one measured on a
+		// connection since gone says nothing of it.
+		conn := s.repl.Attached()
 		s.paceMu.Lock()
-		if s.paced {
+		if s.paced && st.Connected && s.paceConn == conn {
 			st.StandbyPace = new(s.pace)
 		}
 		s.paceMu.Unlock()

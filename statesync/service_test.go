@@ -336,7 +336,7 @@ func TestSyncIsRestoredUnderAPipelinedStream(t *testing.T) {
 // restored.
 func TestAHungStandbyDoesNotRestoreSync(t *testing.T) {
 	const timeout = time.Second
-	svc, _, _, _, p := activeBehindLink(t, ServiceConfig{Mode: Sync, SyncTimeout: timeout})
+	svc, _, lr, _, p := activeBehindLink(t, ServiceConfig{Mode: Sync, SyncTimeout: timeout})
 	if _, err := svc.Write(store.OpCreate, "call", []byte("0")); err != nil {
 		t.Fatal(err)
 	}
@@ -368,6 +368,18 @@ func TestAHungStandbyDoesNotRestoreSync(t *testing.T) {
 	}
 	if st := svc.Stats(); !st.Degraded || *st.StandbyPace != 0 {
 		t.Errorf("status beside a standby that applies nothing: degraded %v, pace %v", st.Degraded, *st.StandbyPace)
+	}
+	// Its connection broken (the standby reconnects), that pace is no
+	// longer said: it was another connection's.
+	attached := lr.Attached()
+	p.cut()
+	for deadline := time.Now().Add(10 * time.Second); lr.Connected() && lr.Attached() == attached; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the standby's connection was cut and the active still sees it")
+		}
+	}
+	if st := svc.Stats(); st.StandbyPace != nil {
+		t.Errorf("status once the standby's connection is gone: pace %v, connected %v", *st.StandbyPace, st.Connected)
 	}
 	p.thaw()
 	for deadline := time.Now().Add(10 * time.Second); svc.Degraded(); time.Sleep(time.Millisecond) {
@@ -504,6 +516,8 @@ type link struct {
 	addr string
 	mu   sync.RWMutex
 	bps  atomic.Int64
+	omu  sync.Mutex
+	open []net.Conn // the connections it carries (cut)
 }
 
 func newLink(t *testing.T, to string, latency time.Duration) *link {
@@ -547,8 +561,6 @@ func newLink(t *testing.T, to string, latency time.Duration) *link {
 			}
 		}
 	}
-	var open []net.Conn
-	var omu sync.Mutex
 	conns.Add(1)
 	go func() {
 		defer conns.Done()
@@ -562,9 +574,9 @@ func newLink(t *testing.T, to string, latency time.Duration) *link {
 				c.Close()
 				continue
 			}
-			omu.Lock()
-			open = append(open, c, u)
-			omu.Unlock()
+			p.omu.Lock()
+			p.open = append(p.open, c, u)
+			p.omu.Unlock()
 			conns.Add(2)
 			go pipe(u, c)
 			go pipe(c, u)
@@ -573,17 +585,24 @@ func newLink(t *testing.T, to string, latency time.Duration) *link {
 	t.Cleanup(func() {
 		p.thaw()
 		ln.Close()
-		omu.Lock()
-		for _, c := range open {
-			c.Close()
-		}
-		omu.Unlock()
+		p.cut()
 		conns.Wait()
 	})
 	return p
 }
 
 func (p *link) freeze() { p.mu.Lock() }
+
+// cut closes every connection the link carries, as a broken network
+// would; new ones are accepted as before.
+func (p *link) cut() {
+	p.omu.Lock()
+	defer p.omu.Unlock()
+	for _, c := range p.open {
+		c.Close()
+	}
+	p.open = nil
+}
 
 // thaw lets traffic move again; a no-op when not frozen.
 func (p *link) thaw() {

@@ -226,6 +226,7 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 	if err := readFirstLocal(conn, ep, buf); err != nil {
 		return err
 	}
+	ep.leaseFor(cfg.Lease)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
@@ -499,6 +500,9 @@ func readParent(ctx context.Context, conn io.ReadWriter, ep *Endpoint, buf []byt
 			if err != nil {
 				return err
 			}
+			// The lease the frames go by runs from here, not from when
+			// the loop below resets its timer.
+			ep.renewLease()
 			ep.setLocal(&l, sendNow)
 			select {
 			case ep.renewed <- struct{}{}:

@@ -100,6 +100,53 @@ func TestVIPsGoAtThePeersHoldingFrame(t *testing.T) {
 	}
 }
 
+// A frame sent once the agent's lease has run out says FAULT and fenced,
+// whether or not the lease's timer has fenced the node yet: after a pause
+// of the whole host (a virtual machine paused, the daemon stopped with its
+// core), the sender and the timer woke together, and a frame sent first
+// said ACTIVE to a peer that had taken over meanwhile, a split brain to it
+// until the fence came. No timer fences here (that is ServeCore's): only
+// the frames' own check can. A locked node is never fenced.
+func TestFramesAfterTheLeaseSayFenced(t *testing.T) {
+	const lease = 300 * time.Millisecond
+	for _, locked := range []bool{false, true} {
+		w := memWorld()
+		a := startOn(t, w.paths(t, "a"), 1, 20*time.Millisecond)
+		b := startOn(t, w.paths(t, "b"), 2, 20*time.Millisecond)
+		local := Local{Role: RoleActive}
+		if locked {
+			local.Flags = FlagLocked
+		}
+		a.ep.SetLocal(local)
+		start := time.Now()
+		a.ep.leaseFor(lease)
+		fencedAt := func() time.Time {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for _, ev := range b.events {
+				if ev.Kind == PeerFrame && ev.Frame.Flags&FlagFenced != 0 {
+					return ev.At
+				}
+			}
+			return time.Time{}
+		}
+		// Long enough for a frame after the lease on a loaded machine.
+		for end := start.Add(lease + 2*time.Second); time.Now().Before(end) && fencedAt().IsZero(); time.Sleep(10 * time.Millisecond) {
+		}
+		at := fencedAt()
+		switch {
+		case locked && !at.IsZero():
+			t.Errorf("a locked node's frames said fenced %v after its lease began", at.Sub(start))
+		case !locked && at.IsZero():
+			t.Errorf("no frame said fenced within %v after the lease ran out", 2*time.Second)
+		case !locked && at.Before(start.Add(lease)):
+			t.Errorf("a frame said fenced %v after a lease of %v began", at.Sub(start), lease)
+		}
+		a.stop()
+		b.stop()
+	}
+}
+
 // A later version grows the agent's and the core's messages at their end
 // (CoreProtocol): a local with fields appended decodes as before, and a
 // counts message reads right whether its writer has fewer counters (an

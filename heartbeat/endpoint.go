@@ -229,6 +229,16 @@ type Endpoint struct {
 	// fenced marks every frame FAULT: the agent's lease ran out
 	// (ServeCore), and the peer must take over at once.
 	fenced atomic.Bool
+	// leaseEnd, under mu, is when the agent's lease runs out (ServeCore;
+	// zero: no lease). A frame sent after it is marked as fenced frames
+	// are, before the lease's timer has fenced the node: after a pause
+	// of the whole host (a virtual machine paused, the daemon stopped
+	// with its core), the sender and the timer wake together, and a frame
+	// sent first said what the agent last gave, ACTIVE, to a peer that
+	// had taken over meanwhile (a split brain to it, hooks and all, until
+	// the fence came). A locked node is not fenced (leaseExpired).
+	leaseEnd time.Time
+	lease    time.Duration // its length, set once (leaseFor)
 	// peerHolds says the peer's newest frame says it is active and holds
 	// the VIPs.
 	peerHolds atomic.Bool
@@ -443,6 +453,23 @@ func (e *Endpoint) setLocal(l *Local, now bool) {
 	if now {
 		e.SendNow()
 	}
+}
+
+// leaseFor says the agent holds a lease of d, from now (leaseEnd). Called
+// once, before the agent's messages are read.
+func (e *Endpoint) leaseFor(d time.Duration) {
+	e.mu.Lock()
+	e.lease, e.leaseEnd = d, time.Now().Add(d)
+	e.mu.Unlock()
+}
+
+// renewLease restarts the agent's lease, if it holds one.
+func (e *Endpoint) renewLease() {
+	e.mu.Lock()
+	if e.lease > 0 {
+		e.leaseEnd = time.Now().Add(e.lease)
+	}
+	e.mu.Unlock()
 }
 
 // setFenced marks (true) every frame FAULT from now on, sending one at
@@ -1498,8 +1525,9 @@ func (e *Endpoint) sendAll(buf []byte, deaf, late bool) {
 	if l.Frozen != nil {
 		frozen = *l.Frozen
 	}
+	lapsed := !e.leaseEnd.IsZero() && now.After(e.leaseEnd) && l.Flags&FlagLocked == 0
 	e.mu.Unlock()
-	if e.fenced.Load() {
+	if e.fenced.Load() || lapsed {
 		l.Flags |= FlagFault | FlagFenced
 	}
 	if deaf {

@@ -120,20 +120,17 @@ func TestFramesAfterTheLeaseSayFenced(t *testing.T) {
 		a.ep.SetLocal(local)
 		start := time.Now()
 		a.ep.leaseFor(lease)
-		fencedAt := func() time.Time {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			for _, ev := range b.events {
-				if ev.Kind == PeerFrame && ev.Frame.Flags&FlagFenced != 0 {
-					return ev.At
-				}
+		var at time.Time // when b first heard a fenced frame
+		fenced := func(ev Event) bool {
+			if ev.Kind == PeerFrame && ev.Frame.Flags&FlagFenced != 0 {
+				at = ev.At
+				return true
 			}
-			return time.Time{}
+			return false
 		}
 		// Long enough for a frame after the lease on a loaded machine.
-		for end := start.Add(lease + 2*time.Second); time.Now().Before(end) && fencedAt().IsZero(); time.Sleep(10 * time.Millisecond) {
+		for end := start.Add(lease + 2*time.Second); time.Now().Before(end) && !b.saw(0, fenced); time.Sleep(10 * time.Millisecond) {
 		}
-		at := fencedAt()
 		switch {
 		case locked && !at.IsZero():
 			t.Errorf("a locked node's frames said fenced %v after its lease began", at.Sub(start))

@@ -188,6 +188,12 @@ func pathIndex(name string) byte {
 // config is read and before any path is opened. fence releases cfg.VIPs
 // when the agent's lease runs out.
 func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreConfig)) error {
+	return serveCore(nc, isolate, fence, openCore)
+}
+
+// serveCore is ServeCore with the paths opened by open: the tests' are in
+// memory.
+func serveCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreConfig), open func(CoreConfig) (*Endpoint, error)) error {
 	conn := raw(nc)
 	buf := make([]byte, 64<<10)
 	cfg, err := readCoreConfig(conn, buf)
@@ -219,7 +225,7 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 		// and that write stream 60 % more (design-notes.md).
 		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + ReliefCPUs + 1)
 	}
-	ep, err := openCore(cfg)
+	ep, err := open(cfg)
 	if err != nil {
 		return err
 	}
@@ -247,6 +253,23 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 	}()
 	lease := time.NewTimer(cfg.Lease)
 	defer lease.Stop()
+	// lapse fences the node at the lease's end (unless it is fenced, or
+	// locked, already), releases the VIPs once the peer holds them, and
+	// tells the agent.
+	lapse := func() {
+		if !ep.leaseExpired() {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ep.releaseWhenTaken(ctx, func() { fence(cfg) })
+		}()
+		select {
+		case ep.events <- Event{Kind: Fenced, At: time.Now()}:
+		case <-ctx.Done():
+		}
+	}
 	for {
 		select {
 		case err := <-runErr:
@@ -277,19 +300,16 @@ func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreC
 			lease.Reset(cfg.Lease)
 		case <-ep.unfence:
 			ep.setFenced(false)
+		case <-ep.lapsed:
+			// The agent's renewal came after the lease's end, read
+			// before the timer's firing (both were ready when the
+			// core woke from a stop of the whole daemon): the lease
+			// ended all the same, and runs anew once fenced.
+			lapse()
+			ep.restartLease()
+			lease.Reset(cfg.Lease)
 		case <-lease.C:
-			if !ep.leaseExpired() {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ep.releaseWhenTaken(ctx, func() { fence(cfg) })
-			}()
-			select {
-			case ep.events <- Event{Kind: Fenced, At: time.Now()}:
-			case <-ctx.Done():
-			}
+			lapse()
 		}
 	}
 }
@@ -502,10 +522,13 @@ func readParent(ctx context.Context, conn io.ReadWriter, ep *Endpoint, buf []byt
 			}
 			// The lease the frames go by runs from here, not from when
 			// the loop below resets its timer.
-			ep.renewLease()
+			renewed := ep.renewed
+			if ep.renewLease() {
+				renewed = ep.lapsed
+			}
 			ep.setLocal(&l, sendNow)
 			select {
-			case ep.renewed <- struct{}{}:
+			case renewed <- struct{}{}:
 			default:
 			}
 		case msgUnfence:

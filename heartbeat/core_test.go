@@ -312,3 +312,115 @@ func TestCoreSkipsWhatALaterAgentAdds(t *testing.T) {
 		t.Errorf("the local after an unknown message was not applied: role %v", role)
 	}
 }
+
+// A renewal the core reads after the agent's lease ran out fences the node
+// as the lease's timer does, once: it comes from an agent that was stopped
+// past its lease. When the core wakes from a stop of the whole daemon, the
+// renewal queued meanwhile and the timer are ready together; read first,
+// it renewed the lease, the reset timer fenced nobody, and the frames
+// said ACTIVE again to a peer that had taken over at the fenced ones. That
+// instant is made here by ending the lease early, with a timer that does
+// not fire during the test. The lease runs again once fenced, so frames
+// say what the agent says after it has handled the fence.
+func TestARenewalAfterTheLeaseFencesTheNode(t *testing.T) {
+	w := memWorld()
+	b := startOn(t, w.paths(t, "b"), 2, 20*time.Millisecond)
+	defer b.stop()
+	agent, child := seqpacket(t)
+	cfg := CoreConfig{Endpoint: Config{Cluster: testCluster, Node: 1, Keys: [][]byte{testKey}, Interval: 20 * time.Millisecond, Dead: 60 * time.Millisecond, Generation: 1},
+		Lease: time.Minute}
+	c, err := NewCore(cfg, func() (net.Conn, func() error, error) { return agent, func() error { return nil }, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan *Endpoint, 1)
+	open := func(cfg CoreConfig) (*Endpoint, error) {
+		ep, err := New(cfg.Endpoint, w.paths(t, "a")...)
+		opened <- ep
+		return ep, err
+	}
+	released := make(chan struct{}, 1)
+	served := make(chan error, 1)
+	go func() {
+		served <- serveCore(child, func(CoreConfig) CoreHello { return CoreHello{} }, func(CoreConfig) { released <- struct{}{} }, open)
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- c.Run(ctx) }()
+	fenced, drained := make(chan struct{}, 2), make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			select {
+			case ev := <-c.Events():
+				if ev.Kind == Fenced {
+					fenced <- struct{}{}
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() {
+		cancel()
+		<-ran
+		<-drained
+		if len(fenced) > 0 {
+			t.Error("the core fenced the node twice")
+		}
+		if err := <-served; err != nil {
+			t.Errorf("the core ended with %v, not at the agent's goodbye", err)
+		}
+	}()
+	c.SetLocal(Local{Role: RoleActive})
+	ep := <-opened
+	// The core starts the lease once it has the first local.
+	if !pollUntil(5*time.Second, func() bool {
+		ep.mu.Lock()
+		defer ep.mu.Unlock()
+		return !ep.leaseEnd.IsZero()
+	}) {
+		t.Fatal("the core never started the agent's lease")
+	}
+	ep.mu.Lock()
+	ep.leaseEnd = time.Now().Add(-time.Millisecond)
+	ep.mu.Unlock()
+	from := b.len()
+	c.SetLocal(Local{Role: RoleActive})
+	select {
+	case <-fenced:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a renewal after the lease's end did not fence the node")
+	}
+	saysFenced := func(want bool) func(Event) bool {
+		return func(ev Event) bool {
+			return ev.Kind == PeerFrame && ev.Frame.Role == RoleActive && (ev.Frame.Flags&FlagFenced != 0) == want
+		}
+	}
+	if !pollUntil(5*time.Second, func() bool { return b.saw(from, saysFenced(true)) }) {
+		t.Error("the peer heard no fenced frame")
+	}
+	select {
+	case <-released: // two dead intervals on: the peer holds nothing
+	case <-time.After(10 * time.Second):
+		t.Error("the fenced core never released the VIPs")
+	}
+	// The agent handles the fence and renews in time: the lease runs
+	// again, and the frames say ACTIVE unfenced.
+	c.Unfence()
+	from = b.len()
+	c.SetLocal(Local{Role: RoleActive, Flags: FlagPreferred})
+	if !pollUntil(5*time.Second, func() bool { return b.saw(from, saysFenced(false)) }) {
+		t.Error("after the fence was handled, the frames still said fenced")
+	}
+}
+
+// pollUntil asks ok every millisecond until it holds, or within passes.
+func pollUntil(within time.Duration, ok func() bool) bool {
+	for end := time.Now().Add(within); !ok(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			return false
+		}
+	}
+	return true
+}

@@ -247,6 +247,7 @@ type Endpoint struct {
 	// quarter interval on: 25 ms of two holders at the default profile).
 	taken   chan struct{}
 	renewed chan struct{}
+	lapsed  chan struct{} // a renewal came after the lease's end
 	unfence chan struct{}
 	persist chan uint64 // the peer's generation, to write to StateDir
 	// readNow is signalled by ReadAtOnce; readAtOnceUntil, the loop's
@@ -386,6 +387,7 @@ func New(cfg Config, paths ...Path) (*Endpoint, error) {
 		rx:      make(chan rxFrame, 64),
 		taken:   make(chan struct{}, 1),
 		renewed: make(chan struct{}, 1),
+		lapsed:  make(chan struct{}, 1),
 		unfence: make(chan struct{}, 1),
 		persist: make(chan uint64, 1),
 		readNow: make(chan struct{}, 1),
@@ -463,12 +465,33 @@ func (e *Endpoint) leaseFor(d time.Duration) {
 	e.mu.Unlock()
 }
 
-// renewLease restarts the agent's lease, if it holds one.
-func (e *Endpoint) renewLease() {
+// renewLease restarts the agent's lease from now, if it holds one, unless
+// it has run out: then it says so (lapsed) and leaves it run out. A
+// renewal read after the lease's end is from an agent that was stopped
+// past it (the daemon stopped with its core, a paused virtual machine):
+// the lease ended, as it does when the timer fires, and the node is
+// fenced before the lease runs again (restartLease). Renewed here, the
+// frames said ACTIVE again, and the timer, reset, fenced nobody: to a peer
+// that had taken over at the fenced frames, a split brain.
+func (e *Endpoint) renewLease() (lapsed bool) {
+	now := time.Now()
 	e.mu.Lock()
-	if e.lease > 0 {
-		e.leaseEnd = time.Now().Add(e.lease)
+	defer e.mu.Unlock()
+	if e.lease == 0 {
+		return false
 	}
+	if now.After(e.leaseEnd) {
+		return true
+	}
+	e.leaseEnd = now.Add(e.lease)
+	return false
+}
+
+// restartLease starts the agent's lease anew from now, once the core has
+// fenced the node for a renewal that came after the lease's end.
+func (e *Endpoint) restartLease() {
+	e.mu.Lock()
+	e.leaseEnd = time.Now().Add(e.lease)
 	e.mu.Unlock()
 }
 

@@ -48,6 +48,9 @@ type Machine struct {
 	locked      bool
 	healthy     bool
 	faultReason string
+	// stallFault: the fault is this node's own stall past a lease
+	// (Event.Stalled), which its heartbeat core told the peer of.
+	stallFault  bool
 	startedAt   time.Time
 	activeSince time.Time
 	// roleAt is when this node took its current role: a peer frame
@@ -712,6 +715,17 @@ func (m *Machine) peerFrame(ev Event) {
 				m.claim()
 				m.advertise()
 			}
+		case p.Role == Active && !p.Leaving && !m.leaving && m.stallFault && !m.locked:
+			// This node stalled past its lease and kept the VIPs, its
+			// last word of the peer, from before the stall, saying
+			// that the peer could not take them (in fault, say). The
+			// peer's frames since, read in the stall's fault, say it
+			// took over at the fence its core sent: it holds them
+			// rightly, and this node steps down. Taken for a split
+			// brain, it alerted the operator, and this node, active
+			// longest, took the VIPs back from the one that had
+			// served while it hung.
+			m.become(Fault, ev.Now, "the peer took over while this node stalled")
 		case p.Role == Active && !p.Leaving && !m.leaving:
 			m.splitBrain(ev.Now, p)
 		case !m.healthy && !m.locked && m.peerEligible():
@@ -845,6 +859,7 @@ func (m *Machine) health(ev Event) {
 	}
 	m.healthy = ev.Healthy
 	m.faultReason = ev.Reason
+	m.stallFault = !ev.Healthy && ev.Stalled
 	m.catchUpSince = time.Time{}
 	switch {
 	case m.locked && m.role != Init:

@@ -955,6 +955,50 @@ func TestOneWaySplitCountsFromWhenItBegan(t *testing.T) {
 	}
 }
 
+// An active that stalled past its lease keeps the VIPs when its last word
+// of the peer, from before the stall, says the peer cannot take them (in
+// fault). When the peer's frames since, read in the stall's fault, say
+// it took over at the fence, this node steps down: no split brain, which
+// this node, active longest, won, taking the VIPs back from the node that
+// had served while it hung. A fault of another kind keeps the old rule
+// (arbitrate), and so does a locked node, whose lock keeps its role.
+func TestAStalledActiveStepsDownToThePeerThatTookOver(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		stalled, locked bool
+		want            Role
+	}{
+		{"stalled", true, false, Fault},
+		{"check-failed", false, false, Active},
+		{"stalled-locked", true, true, Active},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := activeMachine(t)
+			if tc.locked {
+				m.Step(Event{Kind: Lock, Now: at(30), Locked: true})
+			}
+			m.Step(Event{Kind: PeerFrame, Now: at(40), Peer: Peer{Role: Standby, Fault: true}})
+			if acts := m.Step(Event{Kind: Health, Now: at(5000), Healthy: false, Reason: "stalled", Stalled: tc.stalled}); m.Role() != Active {
+				t.Fatalf("setup: %v after a fault beside a peer in fault (%v)", m.Role(), kinds(acts))
+			}
+			acts := m.Step(Event{Kind: PeerFrame, Now: at(5001), Peer: Peer{Role: Active, Holding: true}})
+			if m.Role() != tc.want {
+				t.Fatalf("%v at the frame of a peer that took over, want %v (%v)", m.Role(), tc.want, kinds(acts))
+			}
+			if split := slices.Contains(kinds(acts), SplitBrainStarted); split != (tc.want == Active) {
+				t.Errorf("split brain started %v", split)
+			}
+			if tc.want != Fault {
+				return
+			}
+			m.Step(Event{Kind: Health, Now: at(5002), Healthy: true})
+			if m.Role() != Standby || m.SplitBrain() {
+				t.Errorf("%v once the stall's fault was over (split %v), want a standby", m.Role(), m.SplitBrain())
+			}
+		})
+	}
+}
+
 // The machine says when a split brain starts, once, so that the agent need
 // not compare states before and after a step.
 func TestSplitBrainStartedOnce(t *testing.T) {

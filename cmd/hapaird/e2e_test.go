@@ -1160,6 +1160,72 @@ func TestStoppedAgentIsFenced(t *testing.T) {
 	}
 }
 
+// An active whose hapaird is stopped while its standby's service is down
+// keeps the VIPs: nobody can take them. The standby's service comes back
+// during the stop, and the standby takes over from the fenced active. The
+// stopped node resumes with its last word of the peer, from before the
+// stop, saying the peer is in fault: it keeps the VIPs in the stall's
+// fault, hears the frames its core queued meanwhile, and steps down to
+// the peer that took over. Heard after the fault, they made a split
+// brain, which the resumed node won (active longest), taking the VIPs
+// back from the node that had served while it hung.
+func TestStoppedActiveComesBackAStandbyToAStandbyThatRecovered(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{Media: true, Lease: "10s"})
+	act := settle(t, c)
+	sb := other(act)
+	if err := c.KillMedia(sb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(sb, "FAULT", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	vip := lab.VIP.Addr()
+	if err := c.Signal(act, syscall.SIGSTOP, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Signal(act, syscall.SIGCONT, 0)
+	stopped := time.Now()
+	// Its core fences the stopped node after 3 s at the default profile,
+	// well before the VIPs' 10 s kernel lease. The service comes back
+	// after that: had it come before, the stopped node's core had queued
+	// the standby's recovery ahead of the fence, and the resumed node
+	// heard it first.
+	if !pollUntil(8*time.Second, func() bool {
+		s, err := c.Status(sb)
+		return err == nil && s.Peer.Role == "ACTIVE" && s.Peer.Fault
+	}) {
+		t.Fatalf("the stopped %s was not fenced within 8 s", act)
+	}
+	if err := c.StartMedia(sb); err != nil {
+		t.Fatal(err)
+	}
+	// The standby takes over from the fenced active, whose core then
+	// lets the VIPs go.
+	if !pollUntil(8*time.Second, func() bool { return c.Holds(sb, vip) && !c.Holds(act, vip) }) {
+		t.Fatalf("%v after the stop: %s holds the VIP %v, the stopped %s %v", time.Since(stopped), sb, c.Holds(sb, vip), act, c.Holds(act, vip))
+	}
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	if err := c.Signal(act, syscall.SIGCONT, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.Status(sb); err != nil || s.Role != "ACTIVE" || !c.Holds(sb, vip) || c.Holds(act, vip) {
+		t.Fatalf("after the resume: %s %+v %v; VIP on %s %v", sb, s, err, act, c.Holds(act, vip))
+	}
+	if none, both := holders.Stop(); none > 0 || both > 0 {
+		t.Errorf("after the resume: no holder for %v, two for %v", none, both)
+	}
+	for _, n := range []string{act, sb} {
+		if l := logLines(c, n, "split brain"); len(l) > 0 {
+			t.Errorf("%s saw a split brain: %q", n, l)
+		}
+	}
+	clientTalksTo(t, c, vip, sb)
+}
+
 // An agent stopped past its core's lease and resumed the moment its
 // standby has taken over, at turbo under a write stream in sync mode: the
 // standby's core answers the fence's FAULT with a frame that still says

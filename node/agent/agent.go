@@ -1263,11 +1263,19 @@ func (a *Agent) peerStopping() bool {
 // core (Fenced) or by the kernel (the VIPs' lease ran out): a fault, at
 // once over, so a node whose peer has taken over meanwhile comes back a
 // standby, and one with nobody to hand to stays active (the machine's
-// rule).
+// rule). What the core queued in the stall is heard before the fault
+// ends: a node whose last word of the peer, from before the stall, said
+// it could not take over keeps the VIPs in the fault, and the peer may
+// have taken over at the fence since; heard in the fault, the node steps
+// down to it (the machine's stallFault); heard after, they made a split
+// brain, which this node, active longest, could win.
 func (a *Agent) stalled(at time.Time) bool {
 	a.stallHandled = time.Now()
 	const key = "agent:stalled"
-	return a.fault(key, "the agent stalled past its lease", at, true) || a.fault(key, "", at, true)
+	if a.fault(key, "the agent stalled past its lease", at, true) || a.catchUp() {
+		return true
+	}
+	return a.fault(key, "", at, true)
 }
 
 // twin handles another hapaird that sends heartbeats in this node's name:

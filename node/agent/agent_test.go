@@ -625,6 +625,58 @@ func TestStallPastTheVIPLeaseIsAFault(t *testing.T) {
 	}
 }
 
+// A node that stalls past its lease while its last word of the peer says
+// the peer cannot take over (in fault) keeps the VIPs in the stall's
+// fault, as a node with nobody to hand to does. But the peer may have
+// recovered and taken over at the fence meanwhile, its frames queued
+// behind the fence: they are read before the fault ends, and the node
+// steps down to the peer. Read after, they made a split brain, which this
+// node, active longest, won: it took the VIPs back from the node that had
+// served while it hung. Whether the fence or the VIPs' lapsed kernel lease
+// is what the loop finds first.
+func TestStalledNodeHearsThePeerTookOverBeforeKeepingTheVIPs(t *testing.T) {
+	for _, lapsed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lapsed-%v", lapsed), func(t *testing.T) {
+			r := newRig(t, true, nil)
+			r.run(t)
+			r.waitRole(t, "ACTIVE")
+			r.hb.events <- frame(heartbeat.RoleStandby, heartbeat.FlagFault)
+			r.waitPeerRole(t, "STANDBY")
+			r.hangLoop(t)
+			fencedAt := time.Now()
+			r.hb.events <- heartbeat.Event{Kind: heartbeat.Fenced, At: fencedAt}
+			took := frame(heartbeat.RoleActive, heartbeat.FlagHolding)
+			took.At = fencedAt.Add(3 * time.Millisecond)
+			r.hb.events <- took
+			if lapsed {
+				// Past the rig's 2 s lease: the kernel took the VIPs.
+				time.Sleep(r.a.opt.Lease + 100*time.Millisecond)
+				r.vips.Release()
+			}
+			r.vips.mu.Lock()
+			claims := r.vips.claims
+			r.vips.mu.Unlock()
+			r.hb.hang.Store(false)
+			close(r.hb.release)
+			r.waitRole(t, "STANDBY")
+			for deadline := time.Now().Add(2 * time.Second); r.hb.unfence.Load() == 0; time.Sleep(2 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the fence was not handled")
+				}
+			}
+			r.vips.mu.Lock()
+			after := r.vips.claims
+			r.vips.mu.Unlock()
+			if n := r.log.count("split brain"); n != 0 || after != claims || r.vips.isHeld() {
+				t.Errorf("%d split-brain lines, %d claims after the stall, VIPs held %v:\n%s", n, after-claims, r.vips.isHeld(), r.log.String())
+			}
+			if lapsed && r.log.count("kernel lease ran out") != 1 {
+				t.Errorf("the lapse was not what the loop found first:\n%s", r.log.String())
+			}
+		})
+	}
+}
+
 // A node that took a new session just before it saw the split counts it,
 // whichever of the two its loop's select would pick first: the session is
 // its newest fact in the frozen snapshot, and it stays active against a

@@ -183,12 +183,19 @@ func pathIndex(name string) byte {
 }
 
 // ServeCore runs the child's side on conn (the SEQPACKET socket to the
-// parent) until the parent goes away. isolate applies real-time scheduling
+// parent) until the parent goes away, and writes in sent (if any) when it
+// sends. isolate applies real-time scheduling
 // and memory locking as cfg asks and says what it got; it runs after the
 // config is read and before any path is opened. fence releases cfg.VIPs
 // when the agent's lease runs out.
-func ServeCore(nc net.Conn, isolate func(CoreConfig) CoreHello, fence func(CoreConfig)) error {
-	return serveCore(nc, isolate, fence, openCore)
+func ServeCore(nc net.Conn, sent *SentPage, isolate func(CoreConfig) CoreHello, fence func(CoreConfig)) error {
+	return serveCore(nc, isolate, fence, func(cfg CoreConfig) (*Endpoint, error) {
+		ep, err := openCore(cfg)
+		if err == nil && sent != nil {
+			ep.shareSent(sent)
+		}
+		return ep, err
+	})
 }
 
 // serveCore is ServeCore with the paths opened by open: the tests' are in
@@ -605,6 +612,9 @@ type Core struct {
 	// OnHello, if set, learns what isolation the child got, once it
 	// runs.
 	OnHello func(CoreHello)
+	// Sent, if set, is the page the child writes when it sends in
+	// (SentPage; given to it by start).
+	Sent *SentPage
 
 	events chan Event
 	stats  chan Stats
@@ -615,6 +625,15 @@ type Core struct {
 	last   Stats
 	hello  CoreHello
 	sentAt time.Time // the last local sent, which renewed the lease
+}
+
+// SentAgo says how long ago the child last sent its frames, false when
+// that is not known (no page, or nothing sent yet).
+func (c *Core) SentAgo() (time.Duration, bool) {
+	if c.Sent == nil {
+		return 0, false
+	}
+	return c.Sent.Ago()
 }
 
 // Generation is the heartbeat generation this start sends.

@@ -289,6 +289,8 @@ type Endpoint struct {
 	epoch  time.Time
 	ranAt  atomic.Int64
 	sentAt atomic.Int64
+	// sentPage, if set, is where sentAt is shared with the agent.
+	sentPage *SentPage
 	// relievedLast says a relief sender sent the last frame.
 	relievedLast atomic.Bool
 	// park, when set (by tests), is called where the loop parks, without
@@ -1610,6 +1612,17 @@ func (e *Endpoint) sendAll(buf []byte, deaf, late bool) {
 		}
 		e.stats.sent.Add(1)
 	}
-	e.sentAt.Store(e.mono())
+	sent := e.mono()
+	e.sentAt.Store(sent)
+	if e.sentPage != nil {
+		e.sentPage.word(1).Store(sent)
+	}
 	e.relievedLast.Store(false)
+}
+
+// shareSent has the endpoint write when it sends in page, for its agent
+// to read (SentPage). Before Run.
+func (e *Endpoint) shareSent(page *SentPage) {
+	page.word(0).Store(Mono() - e.mono())
+	e.sentPage = page
 }

@@ -24,8 +24,11 @@ import (
 const RTPriority = 40
 
 // ServeCore is the heartbeat core's main, in the child process a node's
-// StartCore started, on its end of the socket.
-func ServeCore(conn net.Conn) error { return heartbeat.ServeCore(conn, isolate, fence) }
+// StartCore started, on its end of the socket; it writes when it sends in
+// sent, if the agent gave it one.
+func ServeCore(conn net.Conn, sent *heartbeat.SentPage) error {
+	return heartbeat.ServeCore(conn, sent, isolate, fence)
+}
 
 // fence releases the node's VIPs for a core whose agent stopped renewing
 // its lease: a hung agent must not keep them until their kernel lease runs

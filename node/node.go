@@ -39,8 +39,9 @@ type Options struct {
 	// StartCore starts the heartbeat core (a child process running
 	// ServeCore) and returns the parent's end of its socket. The core
 	// inherits lock, the node's instance lock, and holds it as long as
-	// it lives: past a dead agent, while it hands over.
-	StartCore func(lock *os.File) (net.Conn, func() error, error)
+	// it lives: past a dead agent, while it hands over. It shares sent
+	// with the core, which writes there when it sends (SentPage).
+	StartCore func(lock, sent *os.File) (net.Conn, func() error, error)
 	// Ready is called once the first role is decided, Notify on every
 	// transition, Watchdog on every tick of the agent's loop.
 	Ready    func(role string)
@@ -136,10 +137,16 @@ func (n *Node) open(peer *config.Node, opt Options) error {
 	if err := writeVIPRecord(cfg.StateDir, n.vips.Addrs()); err != nil {
 		log.Error("VIP record not kept: a crash with a VIP edited out of the config since would leave that VIP until its lease ends", "op", "start", "err", err)
 	}
-	hb, err := n.heartbeatCore(peer, func() (net.Conn, func() error, error) { return opt.StartCore(n.lock) })
+	sent, err := heartbeat.NewSentPage()
 	if err != nil {
 		return err
 	}
+	n.closers = append(n.closers, sent.Close)
+	hb, err := n.heartbeatCore(peer, func() (net.Conn, func() error, error) { return opt.StartCore(n.lock, sent.File()) })
+	if err != nil {
+		return err
+	}
+	hb.Sent = sent
 	if err := n.sessions(peer, opt.Version, hb); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hapair/hapair/heartbeat"
 	"github.com/hapair/hapair/node"
 	"golang.org/x/sys/unix"
 )
@@ -35,7 +36,13 @@ func runCore() int {
 		fmt.Fprintln(os.Stderr, "hapaird heartbeat core:", err)
 		return 1
 	}
-	if err := node.ServeCore(conn); err != nil {
+	// fd 5: the page it writes when it sends in, for its agent to read.
+	sent, err := heartbeat.OpenSentPage(os.NewFile(5, "hapaird-core-sent"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hapaird heartbeat core:", err)
+		return 1
+	}
+	if err := node.ServeCore(conn, sent); err != nil {
 		fmt.Fprintln(os.Stderr, "hapaird heartbeat core:", err)
 		return 1
 	}
@@ -45,7 +52,7 @@ func runCore() int {
 // startCore runs the heartbeat core as a child of this process: the same
 // executable (/proc/self/exe, so an upgrade that replaced the file still
 // starts this version), connected by a SEQPACKET socket pair.
-func startCore(lock *os.File) (net.Conn, func() error, error) {
+func startCore(lock, sent *os.File) (net.Conn, func() error, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, err
@@ -61,7 +68,7 @@ func startCore(lock *os.File) (net.Conn, func() error, error) {
 	cmd.Env = append(os.Environ(), coreEnv+"=1")
 	// fd 4: the instance lock, held by the core until it ends, so a
 	// daemon started after this one died waits for its handover.
-	cmd.ExtraFiles = []*os.File{theirs, lock}
+	cmd.ExtraFiles = []*os.File{theirs, lock, sent}
 	cmd.Stderr = os.Stderr
 	// The core ends when the agent does, on the socket's end-of-file:
 	// after a goodbye at once, and after the agent died only once it has

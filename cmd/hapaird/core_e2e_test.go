@@ -127,6 +127,54 @@ func TestStalledCoreIsCounted(t *testing.T) {
 	}
 }
 
+// The active's heartbeat core stopped alone (SIGSTOP, a debugger attached
+// to it): the node falls silent, its standby takes over, and the agent,
+// which runs on, must let the VIPs go. It renewed them beside the standby
+// for as long as the core stayed stopped (21 s of two holders in the run
+// that found it). Resumed, the node comes back a standby.
+func TestStoppedCoreOnTheActiveLetsTheVIPsGo(t *testing.T) {
+	c := cluster(t, lab.ConfigOptions{Lease: "10s"})
+	act := settle(t, c)
+	sb := other(act)
+	kids := lab.Children(c.Pid(act))
+	if len(kids) != 1 {
+		t.Fatalf("daemon has children %v, want the heartbeat core alone", kids)
+	}
+	vip := lab.VIP.Addr()
+	holders := c.WatchHolders()
+	defer holders.Stop()
+	if err := unix.Kill(kids[0], unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			unix.Kill(kids[0], unix.SIGCONT)
+		}
+	}
+	defer resume()
+	stopped := time.Now()
+	// Generous, well inside the 10 s kernel lease: the agent looks at
+	// each idle tick (750 ms at the default profile).
+	if !pollUntil(5*time.Second, func() bool { return c.Holds(sb, vip) && !c.Holds(act, vip) }) {
+		t.Fatalf("%v after its core stopped: %s holds the VIP %v, %s %v", time.Since(stopped), act, c.Holds(act, vip), sb, c.Holds(sb, vip))
+	}
+	none, both := holders.Stop()
+	t.Logf("the VIP off %s %v after its core stopped; two holders for %v, none for %v", act, time.Since(stopped).Round(time.Millisecond), both, none)
+	if s, err := c.Status(act); err != nil || s.Role != "FAULT" {
+		t.Errorf("%s with its core stopped: %+v, %v", act, s, err)
+	}
+	resume()
+	if err := c.WaitRole(act, "STANDBY", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.Status(sb); err != nil || s.Role != "ACTIVE" || !c.Holds(sb, vip) || c.Holds(act, vip) {
+		t.Fatalf("after the resume: %s %+v %v; VIP on %s %v", sb, s, err, act, c.Holds(act, vip))
+	}
+	clientTalksTo(t, c, vip, sb)
+}
+
 // The active's heartbeat core reads its standby's frames when it wakes to
 // send (a wake-up less per frame); the standby's reads them as they come,
 // since the active's FAULT or leaving frame is what its claim waits on. A

@@ -42,6 +42,9 @@ type Heartbeat interface {
 	// Isolation says whether liveness runs with real-time scheduling and
 	// locked memory.
 	Isolation() heartbeat.CoreHello
+	// SentAgo says how long ago the frames were last sent, false when
+	// that is not known.
+	SentAgo() (time.Duration, bool)
 }
 
 // VIPs is what the agent needs of the VIP manager.
@@ -271,6 +274,10 @@ type Agent struct {
 	// stallHandled is when the loop last handled a stall of its own
 	// (stalled): a fence from before it is the same stall.
 	stallHandled time.Time
+	// tickedAt is when the loop last ticked; coreSilent says it found
+	// the heartbeat core sending nothing (watchCore).
+	tickedAt   time.Time
+	coreSilent bool
 	// guard probes for other hosts that answer for the held VIPs;
 	// probeErr is the last probe's error logged.
 	guard    vipGuard
@@ -424,9 +431,18 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 		case ev := <-e.checks:
 			exit = a.checkEvent(ev)
 		case now := <-tick.t.C:
+			// Late by more than a dead interval, this loop stalled
+			// itself (the whole daemon stopped, its core with it),
+			// which the leases handle: the core's silence cannot be
+			// judged in the same instant.
+			late := !a.tickedAt.IsZero() && now.Sub(a.tickedAt) > tick.idle+a.opt.Dead
+			a.tickedAt = now
 			tick.fired(now)
 			if exit = a.tick(now); !exit {
 				exit = a.renewIfDue(now, tick.idle)
+			}
+			if !exit && !late {
+				exit = a.watchCore(time.Now())
 			}
 			a.guardTick(now, e.probe)
 		case r := <-e.probed:
@@ -1276,6 +1292,32 @@ func (a *Agent) stalled(at time.Time) bool {
 		return true
 	}
 	return a.fault(key, "", at, true)
+}
+
+// watchCore faults this node while its heartbeat core has sent nothing
+// for a dead interval (SentAgo): stopped (SIGSTOP, a debugger) or stuck,
+// it leaves the node silent to the peer, which takes over, while this
+// loop, alive, renewed the VIPs beside it for as long as the core stayed
+// so (two holders, 21 s in a test that stopped the core that long). A
+// stall's fault: the peer took over without waiting for this node, so
+// it does not wait for the peer either; with nobody to hand to, the node
+// keeps the VIPs. Over once the core sends again. Read at each tick, so
+// up to an idle tick after the peer took over; a check of its own would
+// wake the agent more often at idle. True means exit now.
+func (a *Agent) watchCore(now time.Time) bool {
+	ago, ok := a.opt.Heartbeat.SentAgo()
+	silent := ok && ago >= a.opt.Dead
+	if silent == a.coreSilent {
+		return false
+	}
+	a.coreSilent = silent
+	const key = "core:silent"
+	if silent {
+		a.log.Error("the heartbeat core has sent no frame for "+ago.Round(time.Millisecond).String()+", so the peer takes over if it can: is it stopped (SIGSTOP, a debugger)?", "op", "core")
+		return a.fault(key, "the heartbeat core sends no frames", now, true)
+	}
+	a.log.Info("the heartbeat core sends again", "op", "core")
+	return a.fault(key, "", now, true)
 }
 
 // twin handles another hapaird that sends heartbeats in this node's name:

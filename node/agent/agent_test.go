@@ -46,6 +46,9 @@ type fakeHB struct {
 	onStats func()
 	renews  atomic.Int32 // Renews calls
 	unfence atomic.Int32 // Unfence calls
+	updates atomic.Int32 // UpdateLocal calls: one a tick
+	// sentAgo, if set, is how long ago the core last sent (SentAgo).
+	sentAgo atomic.Pointer[time.Duration]
 }
 
 func (f *fakeHB) Run(ctx context.Context) error {
@@ -57,6 +60,12 @@ func (f *fakeHB) Events() <-chan heartbeat.Event { return f.events }
 func (f *fakeHB) Unfence()                       { f.unfence.Add(1) }
 func (f *fakeHB) Renews()                        { f.renews.Add(1) }
 func (f *fakeHB) Isolation() heartbeat.CoreHello { return heartbeat.CoreHello{} }
+func (f *fakeHB) SentAgo() (time.Duration, bool) {
+	if ago := f.sentAgo.Load(); ago != nil {
+		return *ago, true
+	}
+	return 0, false
+}
 func (f *fakeHB) Stats() heartbeat.Stats {
 	if f.onStats != nil {
 		f.onStats()
@@ -74,6 +83,7 @@ func (f *fakeHB) UpdateLocal(u func(*heartbeat.Local)) {
 	f.mu.Lock()
 	u(&f.local)
 	f.mu.Unlock()
+	f.updates.Add(1)
 }
 func (f *fakeHB) SetLocal(l heartbeat.Local) {
 	f.mu.Lock()
@@ -675,6 +685,62 @@ func TestStalledNodeHearsThePeerTookOverBeforeKeepingTheVIPs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A heartbeat core that sends nothing for a dead interval (stopped alone:
+// SIGSTOP, a debugger) leaves its node silent to the peer, which takes
+// over; its agent, alive, renewed the VIPs beside it for as long as the
+// core stayed stopped. It is a fault now, at the next tick: with a
+// standby, the node lets the VIPs go; alone, it keeps them. Over once the
+// core sends again.
+func TestSilentCoreIsAFault(t *testing.T) {
+	for _, withPeer := range []bool{true, false} {
+		t.Run(fmt.Sprintf("standby-peer-%v", withPeer), func(t *testing.T) {
+			r := newRig(t, true, nil)
+			r.run(t)
+			r.waitRole(t, "ACTIVE")
+			if withPeer {
+				r.hb.events <- frame(heartbeat.RoleStandby, 0)
+				r.waitPeerRole(t, "STANDBY")
+			}
+			sent := func(ago time.Duration) { r.hb.sentAgo.Store(&ago) }
+			// Within a dead interval: the core sends, late or not.
+			sent(r.a.opt.Dead / 2)
+			for n, deadline := r.hb.updates.Load(), time.Now().Add(2*time.Second); r.hb.updates.Load() < n+3; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the loop stopped ticking")
+				}
+			}
+			if r.log.count("the heartbeat core has sent no frame") != 0 {
+				t.Fatalf("a core that sent half a dead interval ago was taken for silent:\n%s", r.log.String())
+			}
+			sent(2 * r.a.opt.Dead)
+			if !waitLog(r, "the heartbeat core has sent no frame", 1) {
+				t.Fatalf("a core silent for two dead intervals was not seen:\n%s", r.log.String())
+			}
+			want := map[bool]string{true: "FAULT", false: "ACTIVE"}[withPeer]
+			r.waitRole(t, want)
+			if r.vips.isHeld() == withPeer {
+				t.Errorf("VIPs held %v with a silent core, peer standby %v", r.vips.isHeld(), withPeer)
+			}
+			sent(0)
+			if !waitLog(r, "the heartbeat core sends again", 1) {
+				t.Fatalf("the core's frames were not seen again:\n%s", r.log.String())
+			}
+			r.waitRole(t, map[bool]string{true: "STANDBY", false: "ACTIVE"}[withPeer])
+		})
+	}
+}
+
+// waitLog waits, bounded, until r's log has n lines that say what, and
+// says whether it did.
+func waitLog(r *rig, what string, n int) bool {
+	for deadline := time.Now().Add(2 * time.Second); r.log.count(what) < n; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return r.log.count(what) == n
 }
 
 // A node that took a new session just before it saw the split counts it,

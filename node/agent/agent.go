@@ -274,9 +274,8 @@ type Agent struct {
 	// stallHandled is when the loop last handled a stall of its own
 	// (stalled): a fence from before it is the same stall.
 	stallHandled time.Time
-	// tickedAt is when the loop last ticked; coreSilent says it found
-	// the heartbeat core sending nothing (watchCore).
-	tickedAt   time.Time
+	// coreSilent says the loop found the heartbeat core sending nothing
+	// (watchCore).
 	coreSilent bool
 	// guard probes for other hosts that answer for the held VIPs;
 	// probeErr is the last probe's error logged.
@@ -431,12 +430,12 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 		case ev := <-e.checks:
 			exit = a.checkEvent(ev)
 		case now := <-tick.t.C:
-			// Late by more than a dead interval, this loop stalled
-			// itself (the whole daemon stopped, its core with it),
-			// which the leases handle: the core's silence cannot be
-			// judged in the same instant.
-			late := !a.tickedAt.IsZero() && now.Sub(a.tickedAt) > tick.idle+a.opt.Dead
-			a.tickedAt = now
+			// A tick late by more than half a dead interval is this
+			// loop's own stall (the whole daemon stopped, its core
+			// with it), which the leases handle: the core woke with it
+			// and may not have sent yet, so its silence is not judged
+			// in the same instant.
+			late := !tick.due.IsZero() && now.Sub(tick.due) > a.opt.Dead/2
 			tick.fired(now)
 			if exit = a.tick(now); !exit {
 				exit = a.renewIfDue(now, tick.idle)
@@ -1295,18 +1294,22 @@ func (a *Agent) stalled(at time.Time) bool {
 }
 
 // watchCore faults this node while its heartbeat core has sent nothing
-// for a dead interval (SentAgo): stopped (SIGSTOP, a debugger) or stuck,
+// for two dead intervals (SentAgo): stopped (SIGSTOP, a debugger) or stuck,
 // it leaves the node silent to the peer, which takes over, while this
 // loop, alive, renewed the VIPs beside it for as long as the core stayed
 // so (two holders, 21 s in a test that stopped the core that long). A
 // stall's fault: the peer took over without waiting for this node, so
 // it does not wait for the peer either; with nobody to hand to, the node
-// keeps the VIPs. Over once the core sends again. Read at each tick, so
+// keeps the VIPs. Two dead intervals, not one: by then the peer has taken
+// over if it could, its own timer late or not, while a core late by less
+// is a stall the peer may have survived (at turbo, a few milliseconds),
+// and a fault then would make the failover itself. Over once the core
+// sends again. Read at each tick, so
 // up to an idle tick after the peer took over; a check of its own would
 // wake the agent more often at idle. True means exit now.
 func (a *Agent) watchCore(now time.Time) bool {
 	ago, ok := a.opt.Heartbeat.SentAgo()
-	silent := ok && ago >= a.opt.Dead
+	silent := ok && ago >= 2*a.opt.Dead
 	if silent == a.coreSilent {
 		return false
 	}
@@ -1500,6 +1503,17 @@ func (a *Agent) vipEvent(ev vip.Event) bool {
 			return a.lapse(now)
 		}
 		if a.holding {
+			// The heartbeat core may have let it go: it fenced this
+			// node while this loop did not run, and the peer holds the
+			// VIPs now. Its fence waits in the core's queue, read
+			// first, or the VIP went back beside the peer's until it
+			// came (3 ms, a run of the resumed node's test).
+			if a.catchUp() {
+				return true
+			}
+			if !a.holding {
+				return false
+			}
 			a.log.Warn("held VIP removed from outside", "op", "watch", "vip", ev.Addr.String())
 		}
 		return a.step(election.Event{Kind: election.VIPRemoved, Now: now})

@@ -184,10 +184,10 @@ func pathIndex(name string) byte {
 
 // ServeCore runs the child's side on conn (the SEQPACKET socket to the
 // parent) until the parent goes away, and writes in sent (if any) when it
-// sends. isolate applies real-time scheduling
-// and memory locking as cfg asks and says what it got; it runs after the
-// config is read and before any path is opened. fence releases cfg.VIPs
-// when the agent's lease runs out.
+// sends. isolate applies real-time scheduling and memory locking as cfg
+// asks and says what it got; it runs after the config is read and before
+// any path is opened. fence releases cfg.VIPs when the agent's lease runs
+// out.
 func ServeCore(nc net.Conn, sent *SentPage, isolate func(CoreConfig) CoreHello, fence func(CoreConfig)) error {
 	return serveCore(nc, isolate, fence, func(cfg CoreConfig) (*Endpoint, error) {
 		ep, err := openCore(cfg)

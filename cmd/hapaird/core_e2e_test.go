@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,20 +80,7 @@ func TestStalledCoreIsCounted(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{Profile: "fast"})
 	act := settle(t, c)
 	sb := other(act)
-	kids := lab.Children(c.Pid(sb))
-	if len(kids) != 1 {
-		t.Fatalf("daemon has children %v, want the heartbeat core alone", kids)
-	}
-	if err := unix.Kill(kids[0], unix.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			unix.Kill(kids[0], unix.SIGCONT)
-		}
-	}
+	resume := stopCore(t, c, sb)
 	defer resume()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -136,23 +124,10 @@ func TestStoppedCoreOnTheActiveLetsTheVIPsGo(t *testing.T) {
 	c := cluster(t, lab.ConfigOptions{Lease: "10s"})
 	act := settle(t, c)
 	sb := other(act)
-	kids := lab.Children(c.Pid(act))
-	if len(kids) != 1 {
-		t.Fatalf("daemon has children %v, want the heartbeat core alone", kids)
-	}
 	vip := lab.VIP.Addr()
 	holders := c.WatchHolders()
 	defer holders.Stop()
-	if err := unix.Kill(kids[0], unix.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			unix.Kill(kids[0], unix.SIGCONT)
-		}
-	}
+	resume := stopCore(t, c, act)
 	defer resume()
 	stopped := time.Now()
 	// Generous, well inside the 10 s kernel lease: the agent looks at
@@ -173,6 +148,21 @@ func TestStoppedCoreOnTheActiveLetsTheVIPsGo(t *testing.T) {
 		t.Fatalf("after the resume: %s %+v %v; VIP on %s %v", sb, s, err, act, c.Holds(act, vip))
 	}
 	clientTalksTo(t, c, vip, sb)
+}
+
+// stopCore stops node's heartbeat core alone (SIGSTOP), and returns what
+// resumes it, which may be called more than once.
+func stopCore(t *testing.T, c *lab.Cluster, node string) (resume func()) {
+	t.Helper()
+	kids := lab.Children(c.Pid(node))
+	if len(kids) != 1 {
+		t.Fatalf("daemon has children %v, want the heartbeat core alone", kids)
+	}
+	if err := unix.Kill(kids[0], unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { unix.Kill(kids[0], unix.SIGCONT) }) }
 }
 
 // The active's heartbeat core reads its standby's frames when it wakes to

@@ -1304,9 +1304,9 @@ func (a *Agent) stalled(at time.Time) bool {
 // over if it could, its own timer late or not, while a core late by less
 // is a stall the peer may have survived (at turbo, a few milliseconds),
 // and a fault then would make the failover itself. Over once the core
-// sends again. Read at each tick, so
-// up to an idle tick after the peer took over; a check of its own would
-// wake the agent more often at idle. True means exit now.
+// sends again. Read at each tick, so up to an idle tick after the peer
+// took over; a check of its own would wake the agent more often at idle.
+// True means exit now.
 func (a *Agent) watchCore(now time.Time) bool {
 	ago, ok := a.opt.Heartbeat.SentAgo()
 	silent := ok && ago >= 2*a.opt.Dead

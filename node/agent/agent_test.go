@@ -109,6 +109,14 @@ func (f *fakeVIPs) Claim() error {
 	f.mu.Unlock()
 	return nil
 }
+
+// claimed says how many claims were made.
+func (f *fakeVIPs) claimed() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.claims
+}
+
 func (f *fakeVIPs) Release() error {
 	f.mu.Lock()
 	f.releases++
@@ -268,6 +276,31 @@ func (r *rig) waitPeer(t *testing.T, what string, ok func(control.PeerStatus) bo
 
 // hangLoop makes the loop stick at its next tick, until r.hb.release is
 // closed, and waits until it has.
+// waitUnfenced waits, bounded, until the agent has told its core the fence
+// is handled.
+func (r *rig) waitUnfenced(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); r.hb.unfence.Load() == 0; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the fence was not handled")
+		}
+	}
+}
+
+// activeRig runs a preferred node's rig until it is active, beside a
+// standby peer if withStandby.
+func activeRig(t *testing.T, withStandby bool) *rig {
+	t.Helper()
+	r := newRig(t, true, nil)
+	r.run(t)
+	r.waitRole(t, "ACTIVE")
+	if withStandby {
+		r.hb.events <- frame(heartbeat.RoleStandby, 0)
+		r.waitPeerRole(t, "STANDBY")
+	}
+	return r
+}
+
 func (r *rig) hangLoop(t *testing.T) {
 	t.Helper()
 	r.hb.hang.Store(true)
@@ -309,9 +342,7 @@ func TestLateAgentHearsQueuedFramesBeforeTakingOver(t *testing.T) {
 			t.Fatal("no transition from INIT")
 		}
 	}
-	r.vips.mu.Lock()
-	claims := r.vips.claims
-	r.vips.mu.Unlock()
+	claims := r.vips.claimed()
 	if n := r.log.count("to=ACTIVE"); claims != 0 || n != 0 {
 		t.Fatalf("became active %d times (%d claims) while the peer's frames said it was", n, claims)
 	}
@@ -331,9 +362,7 @@ func TestStandbyTakesOverOnPeerLost(t *testing.T) {
 	r.watch.events <- vip.Event{Kind: vip.Removed}
 	deadline := time.Now().Add(time.Second)
 	for {
-		r.vips.mu.Lock()
-		n := r.vips.claims
-		r.vips.mu.Unlock()
+		n := r.vips.claimed()
 		if n >= 2 {
 			break
 		}
@@ -585,13 +614,7 @@ func TestHeldVIPsAreRenewedOnTicks(t *testing.T) {
 func TestStallPastTheVIPLeaseIsAFault(t *testing.T) {
 	for _, withPeer := range []bool{true, false} {
 		t.Run(fmt.Sprintf("standby-peer-%v", withPeer), func(t *testing.T) {
-			r := newRig(t, true, nil)
-			r.run(t)
-			r.waitRole(t, "ACTIVE")
-			if withPeer {
-				r.hb.events <- frame(heartbeat.RoleStandby, 0)
-				r.waitPeerRole(t, "STANDBY")
-			}
+			r := activeRig(t, withPeer)
 			r.hangLoop(t)
 			// The stall itself: longer than the rig's 2 s lease. The
 			// core's shorter lease ran out in it too.
@@ -614,14 +637,8 @@ func TestStallPastTheVIPLeaseIsAFault(t *testing.T) {
 			if r.vips.isHeld() != !withPeer {
 				t.Errorf("VIPs held %v after the stall, peer standby %v", r.vips.isHeld(), withPeer)
 			}
-			for deadline := time.Now().Add(2 * time.Second); r.hb.unfence.Load() == 0; time.Sleep(2 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("the fence was not handled")
-				}
-			}
-			r.vips.mu.Lock()
-			claims := r.vips.claims
-			r.vips.mu.Unlock()
+			r.waitUnfenced(t)
+			claims := r.vips.claimed()
 			// One fault: with a standby, the node goes through FAULT;
 			// alone, it keeps the VIPs in it and says so.
 			what := map[bool]string{true: "to=FAULT", false: "no eligible standby: keeping the VIPs"}[withPeer]
@@ -663,20 +680,12 @@ func TestStalledNodeHearsThePeerTookOverBeforeKeepingTheVIPs(t *testing.T) {
 				time.Sleep(r.a.opt.Lease + 100*time.Millisecond)
 				r.vips.Release()
 			}
-			r.vips.mu.Lock()
-			claims := r.vips.claims
-			r.vips.mu.Unlock()
+			claims := r.vips.claimed()
 			r.hb.hang.Store(false)
 			close(r.hb.release)
 			r.waitRole(t, "STANDBY")
-			for deadline := time.Now().Add(2 * time.Second); r.hb.unfence.Load() == 0; time.Sleep(2 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("the fence was not handled")
-				}
-			}
-			r.vips.mu.Lock()
-			after := r.vips.claims
-			r.vips.mu.Unlock()
+			r.waitUnfenced(t)
+			after := r.vips.claimed()
 			if n := r.log.count("split brain"); n != 0 || after != claims || r.vips.isHeld() {
 				t.Errorf("%d split-brain lines, %d claims after the stall, VIPs held %v:\n%s", n, after-claims, r.vips.isHeld(), r.log.String())
 			}
@@ -696,11 +705,7 @@ func TestStalledNodeHearsThePeerTookOverBeforeKeepingTheVIPs(t *testing.T) {
 // (Stats), as from a socket it has not read yet, so the report is what
 // the loop takes first.
 func TestFencedNodeDoesNotPutBackWhatItsCoreLetGo(t *testing.T) {
-	r := newRig(t, true, nil)
-	r.run(t)
-	r.waitRole(t, "ACTIVE")
-	r.hb.events <- frame(heartbeat.RoleStandby, 0)
-	r.waitPeerRole(t, "STANDBY")
+	r := activeRig(t, true)
 	r.hangLoop(t)
 	fencedAt := time.Now()
 	var once sync.Once
@@ -715,9 +720,7 @@ func TestFencedNodeDoesNotPutBackWhatItsCoreLetGo(t *testing.T) {
 		})
 	}
 	r.vips.Release() // the core's, at the peer's holding frame
-	r.vips.mu.Lock()
-	claims := r.vips.claims
-	r.vips.mu.Unlock()
+	claims := r.vips.claimed()
 	r.watch.events <- vip.Event{Kind: vip.Removed, Addr: r.a.opt.VIPs.Addrs()[0]}
 	r.hb.hang.Store(false)
 	close(r.hb.release)
@@ -730,9 +733,7 @@ func TestFencedNodeDoesNotPutBackWhatItsCoreLetGo(t *testing.T) {
 		}
 	}
 	r.waitRole(t, "STANDBY")
-	r.vips.mu.Lock()
-	after := r.vips.claims
-	r.vips.mu.Unlock()
+	after := r.vips.claimed()
 	if after != claims || r.vips.isHeld() {
 		t.Fatalf("%d claims after the resume, VIPs held %v:\n%s", after-claims, r.vips.isHeld(), r.log.String())
 	}
@@ -747,13 +748,7 @@ func TestFencedNodeDoesNotPutBackWhatItsCoreLetGo(t *testing.T) {
 func TestSilentCoreIsAFault(t *testing.T) {
 	for _, withPeer := range []bool{true, false} {
 		t.Run(fmt.Sprintf("standby-peer-%v", withPeer), func(t *testing.T) {
-			r := newRig(t, true, nil)
-			r.run(t)
-			r.waitRole(t, "ACTIVE")
-			if withPeer {
-				r.hb.events <- frame(heartbeat.RoleStandby, 0)
-				r.waitPeerRole(t, "STANDBY")
-			}
+			r := activeRig(t, withPeer)
 			sent := func(ago time.Duration) { r.hb.sentAgo.Store(&ago) }
 			// Late by less than two dead intervals: a stall the peer
 			// may have survived.
@@ -1112,11 +1107,7 @@ func TestALateLoopDoesNotActOnALossThatEnded(t *testing.T) {
 // took the VIPs again beside the peer (a soak at turbo: two holders for
 // 17-27 ms, and a split brain to arbitrate).
 func TestFencedLoopDoesNotTakeOverOnFramesQueuedInTheStall(t *testing.T) {
-	r := newRig(t, true, nil)
-	r.run(t)
-	r.waitRole(t, "ACTIVE")
-	r.hb.events <- frame(heartbeat.RoleStandby, 0)
-	r.waitPeerRole(t, "STANDBY")
+	r := activeRig(t, true)
 	r.hangLoop(t)
 	// What the core queued while the loop was stuck: its fence, the
 	// peer's frames before it took over, then the one that says it did.
@@ -1129,16 +1120,12 @@ func TestFencedLoopDoesNotTakeOverOnFramesQueuedInTheStall(t *testing.T) {
 	took.At = fencedAt.Add(3 * time.Millisecond)
 	r.hb.events <- took
 	time.Sleep(10 * time.Millisecond) // the stall goes on after them
-	r.vips.mu.Lock()
-	claims := r.vips.claims
-	r.vips.mu.Unlock()
+	claims := r.vips.claimed()
 	r.hb.hang.Store(false)
 	close(r.hb.release)
 	r.waitPeerRole(t, "ACTIVE")
 	r.waitRole(t, "STANDBY")
-	r.vips.mu.Lock()
-	after := r.vips.claims
-	r.vips.mu.Unlock()
+	after := r.vips.claimed()
 	if n := r.log.count("no active node"); n != 0 || after != claims || r.vips.isHeld() {
 		t.Fatalf("took over %d times on frames queued in the stall (%d claims after the fence); VIPs held %v", n, after-claims, r.vips.isHeld())
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hapair/hapair/lab/labtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -378,7 +379,7 @@ func TestARenewalAfterTheLeaseFencesTheNode(t *testing.T) {
 	c.SetLocal(Local{Role: RoleActive})
 	ep := <-opened
 	// The core starts the lease once it has the first local.
-	if !pollUntil(5*time.Second, func() bool {
+	if !labtest.PollUntil(5*time.Second, func() bool {
 		ep.mu.Lock()
 		defer ep.mu.Unlock()
 		return !ep.leaseEnd.IsZero()
@@ -400,7 +401,7 @@ func TestARenewalAfterTheLeaseFencesTheNode(t *testing.T) {
 			return ev.Kind == PeerFrame && ev.Frame.Role == RoleActive && (ev.Frame.Flags&FlagFenced != 0) == want
 		}
 	}
-	if !pollUntil(5*time.Second, func() bool { return b.saw(from, saysFenced(true)) }) {
+	if !labtest.PollUntil(5*time.Second, func() bool { return b.saw(from, saysFenced(true)) }) {
 		t.Error("the peer heard no fenced frame")
 	}
 	select {
@@ -413,17 +414,7 @@ func TestARenewalAfterTheLeaseFencesTheNode(t *testing.T) {
 	c.Unfence()
 	from = b.len()
 	c.SetLocal(Local{Role: RoleActive, Flags: FlagPreferred})
-	if !pollUntil(5*time.Second, func() bool { return b.saw(from, saysFenced(false)) }) {
+	if !labtest.PollUntil(5*time.Second, func() bool { return b.saw(from, saysFenced(false)) }) {
 		t.Error("after the fence was handled, the frames still said fenced")
 	}
-}
-
-// pollUntil asks ok every millisecond until it holds, or within passes.
-func pollUntil(within time.Duration, ok func() bool) bool {
-	for end := time.Now().Add(within); !ok(); time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			return false
-		}
-	}
-	return true
 }

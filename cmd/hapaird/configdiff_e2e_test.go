@@ -15,6 +15,7 @@ import (
 
 	"github.com/hapair/hapair/internal/control"
 	"github.com/hapair/hapair/lab"
+	"github.com/hapair/hapair/lab/labtest"
 )
 
 // An operator adds a VIP to one node's file and forgets the other's, the
@@ -103,17 +104,8 @@ func TestADifferentFileOnOneNodeIsReported(t *testing.T) {
 	}
 }
 
-// pollUntil polls cond every 20 ms until it holds or within passes.
-func pollUntil(within time.Duration, cond func() bool) bool {
-	for end := time.Now().Add(within); ; time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-		if time.Now().After(end) {
-			return false
-		}
-	}
-}
+// pollUntil is labtest.PollUntil, under the name the e2e tests use.
+func pollUntil(within time.Duration, cond func() bool) bool { return labtest.PollUntil(within, cond) }
 
 // logLines is every line of node's log that contains s.
 func logLines(c *lab.Cluster, node, s string) []string {

@@ -6,6 +6,7 @@ package labtest
 import (
 	"os"
 	"testing"
+	"time"
 
 	"github.com/hapair/hapair/lab"
 )
@@ -33,4 +34,17 @@ func NewPair(t testing.TB, opt lab.Options) *lab.Pair {
 		}
 	})
 	return p
+}
+
+// PollUntil asks cond every 20 ms until it holds or within passes, and
+// says whether it held: a wait for what the test cannot be told of.
+func PollUntil(within time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(within); ; time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
 }

@@ -274,9 +274,11 @@ type Agent struct {
 	// stallHandled is when the loop last handled a stall of its own
 	// (stalled): a fence from before it is the same stall.
 	stallHandled time.Time
-	// coreSilent says the loop found the heartbeat core sending nothing
-	// (watchCore).
-	coreSilent bool
+	// coreSilent says the loop found the heartbeat core sending nothing;
+	// coreSuspect is the tick at which it first saw it so, to look again
+	// at the next (watchCore).
+	coreSilent  bool
+	coreSuspect time.Time
 	// guard probes for other hosts that answer for the held VIPs;
 	// probeErr is the last probe's error logged.
 	guard    vipGuard
@@ -440,8 +442,8 @@ func (a *Agent) loop(ctx context.Context, e edges) error {
 			if exit = a.tick(now); !exit {
 				exit = a.renewIfDue(now, tick.idle)
 			}
-			if !exit && !late {
-				exit = a.watchCore(time.Now())
+			if !exit {
+				exit = a.watchCore(time.Now(), late)
 			}
 			a.guardTick(now, e.probe)
 		case r := <-e.probed:
@@ -605,7 +607,7 @@ func (a *Agent) advertisePosition(now time.Time) {
 // quiet says the loop may tick at its idle rate: the machine's clock has
 // nothing due and no writes came lately.
 func (a *Agent) quiet(now time.Time) bool {
-	return a.m.Quiet() && now.Sub(a.wroteAt) > 2*a.opt.Interval
+	return a.m.Quiet() && now.Sub(a.wroteAt) > 2*a.opt.Interval && a.coreSuspect.IsZero()
 }
 
 // renewIfDue renews the held VIPs' kernel lease on a tick when a renewal
@@ -1306,13 +1308,35 @@ func (a *Agent) stalled(at time.Time) bool {
 // and a fault then would make the failover itself. Over once the core
 // sends again. Read at each tick, so up to an idle tick after the peer
 // took over; a check of its own would wake the agent more often at idle.
-// True means exit now.
-func (a *Agent) watchCore(now time.Time) bool {
+//
+// Silence counts only across two ticks of this loop, the second a busy
+// one (quiet), with no frame sent between: the loop ran while the core
+// did not. At the first tick after a stop of the whole daemon, the core,
+// woken with this loop, may not have sent yet (a 1 s freeze was taken for
+// a silent core at a tick on time, and at one late by a quarter second).
+// A tick late by more than half a dead interval (late) is that stop
+// itself, and starts the look anew. True means exit now.
+func (a *Agent) watchCore(now time.Time, late bool) bool {
 	ago, ok := a.opt.Heartbeat.SentAgo()
 	silent := ok && ago >= 2*a.opt.Dead
-	if silent == a.coreSilent {
+	switch {
+	case silent && a.coreSilent:
 		return false
+	case silent && late:
+		a.coreSuspect = time.Time{}
+		return false
+	case silent && !a.coreSuspect.IsZero() && ago >= now.Sub(a.coreSuspect):
+		// Silent at the last tick too, and nothing sent since: a fault.
+	case silent:
+		a.coreSuspect = now
+		return false
+	default:
+		a.coreSuspect = time.Time{}
+		if !a.coreSilent {
+			return false
+		}
 	}
+	a.coreSuspect = time.Time{}
 	a.coreSilent = silent
 	const key = "core:silent"
 	if silent {

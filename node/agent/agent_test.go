@@ -779,6 +779,39 @@ func TestSilentCoreIsAFault(t *testing.T) {
 	}
 }
 
+// A first look at a silent core is no fault: at the first tick after a
+// stop of the whole daemon, the core woken with the loop may not have
+// sent yet (a CI run: a 1 s freeze taken for a silent core). Silence
+// counts across two ticks with nothing sent between, and a late tick, the
+// stop itself, starts the look anew. The loop is not run: its ticks are
+// the test's calls.
+func TestCoreSilenceCountsAcrossTwoTicks(t *testing.T) {
+	r := newRig(t, true, nil)
+	dead := r.a.opt.Dead
+	sent := func(ago time.Duration) { r.hb.sentAgo.Store(&ago) }
+	t0 := time.Now()
+	for _, step := range []struct {
+		at     time.Duration // the tick, after t0
+		ago    time.Duration // the core's last send, before it
+		late   bool
+		silent bool
+	}{
+		{0, 3 * dead, false, false},                                         // first look
+		{5 * time.Millisecond, 0, false, false},                             // it sent meanwhile: the whole daemon had stopped
+		{10 * time.Millisecond, 3 * dead, false, false},                     // first look again
+		{15 * time.Millisecond, 3*dead + 5*time.Millisecond, true, false},   // a late tick starts anew
+		{20 * time.Millisecond, 3*dead + 10*time.Millisecond, false, false}, // first look after it
+		{25 * time.Millisecond, 3*dead + 15*time.Millisecond, false, true},  // nothing sent across two ticks
+		{30 * time.Millisecond, 0, false, false},                            // it sends again
+	} {
+		sent(step.ago)
+		r.a.watchCore(t0.Add(step.at), step.late)
+		if r.a.coreSilent != step.silent {
+			t.Fatalf("at %v (last send %v before, late %v): silent %v, want %v", step.at, step.ago, step.late, r.a.coreSilent, step.silent)
+		}
+	}
+}
+
 // waitLog waits, bounded, until r's log has n lines that say what, and
 // says whether it did.
 func waitLog(r *rig, what string, n int) bool {
